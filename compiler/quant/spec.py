@@ -1,0 +1,90 @@
+"""Quantization spec strings: `w4g128`, `w2g64a8`, `w4g128-asym`, `w8pc`, `ternary`, `none`.
+
+Grammar (case-insensitive):  WEIGHTS [GROUP] [ACT] [-sym|-asym]
+  WEIGHTS = w8 | w4 | w3 | w2 | ternary
+  GROUP   = g32 | g64 | g128 | pc        (pc = one group per output channel; the default when omitted)
+  ACT     = a16 | a8                     (a16 = fp16 activations, the default; a8 = per-token dynamic int8)
+Ternary weights are always symmetric (codes -1, 0, 1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from compiler.errors import LowbitError
+
+WEIGHT_BITS = (8, 4, 3, 2)
+GROUP_SIZES = (32, 64, 128)
+ACT_MODES = ("a16", "a8")
+
+_SPEC_RE = re.compile(r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym))?$")
+
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w8pc, ternary, ternarya8, none"
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    bits: int  # 8, 4, 3, 2; ternary is bits=2 with ternary=True (codes stored as q+1 in 2 bits)
+    group_size: int  # 0 means per-channel (one group spanning all K input features)
+    act: str = "a16"
+    symmetric: bool = True
+    ternary: bool = False
+
+    @property
+    def name(self) -> str:
+        w = "ternary" if self.ternary else f"w{self.bits}"
+        g = "" if self.ternary and self.group_size == 0 else ("pc" if self.group_size == 0 else f"g{self.group_size}")
+        a = "" if self.act == "a16" else self.act
+        s = "-asym" if not self.symmetric else ""
+        return f"{w}{g}{a}{s}"
+
+    def group_for(self, k: int) -> int:
+        """Group size for a layer with k input features."""
+        return k if self.group_size == 0 else self.group_size
+
+    @property
+    def qmax(self) -> int:
+        """Largest stored code (codes are unsigned in [0, qmax]; ternary stores q+1 in [0, 2])."""
+        return 2 if self.ternary else (1 << self.bits) - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantSpec":
+        return cls(**d)
+
+
+def parse_spec(text: str) -> QuantSpec | None:
+    """Parse a spec string; `none` (or `float`) returns None, meaning the float model."""
+    s = text.strip().lower()
+    if s in ("none", "float", "fp32"):
+        return None
+    m = _SPEC_RE.match(s)
+    if not m:
+        raise LowbitError(f"cannot parse quant spec '{text}'", f"use one of the forms {EXAMPLES}")
+    tern = m.group("tern") is not None
+    bits = 2 if tern else int(m.group("bits"))
+    if not tern and bits not in WEIGHT_BITS:
+        raise LowbitError(
+            f"unsupported weight bit width {bits} in quant spec '{text}'",
+            f"use w8, w4, w3, w2 or ternary (e.g. w{4}g128)",
+        )
+    group = 0
+    if m.group("group") is not None:
+        group = int(m.group("group"))
+        if group not in GROUP_SIZES:
+            raise LowbitError(
+                f"unsupported group size {group} in quant spec '{text}'",
+                "use g32, g64, g128 or pc (per-channel)",
+            )
+    act = "a16"
+    if m.group("act") is not None:
+        act = f"a{m.group('act')}"
+        if act not in ACT_MODES:
+            raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16 or a8")
+    symmetric = m.group("sym") != "asym"
+    if tern and not symmetric:
+        raise LowbitError(f"ternary weights are always symmetric, got '{text}'", "drop the '-asym' suffix")
+    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern)
