@@ -1,0 +1,153 @@
+"""Round-to-nearest (RTN) weight quantization, in the numeric contract's format (see DESIGN.md).
+
+`quantize_rtn(w, spec)` turns a float weight w [N, K] (N outputs, K input features) into a
+`QuantizedWeight` with per-group scales and zero points; groups of g = spec.group_for(K) consecutive
+input features per output row. The rules, per group (b = spec.bits, qmax = 2^b - 1):
+
+- symmetric (AutoGPTQ convention):
+      scale = 2 * absmax / qmax,   zero = 2^(b-1),
+      code  = clamp(rint(w / scale) + zero, 0, qmax)
+  Every value of the group is within scale/2 of its dequantized value (|w| <= absmax = scale * qmax/2;
+  only +absmax itself is clamped, from zero + qmax/2 + 1/2 down to qmax, which costs exactly scale/2).
+- asymmetric (`-asym`):
+      xmin  = min(group.min(), 0),  xmax = max(group.max(), 0),
+      scale = (xmax - xmin) / qmax,  zero = clamp(rint(-xmin / scale), 0, qmax),
+      code  = clamp(rint(w / scale) + zero, 0, qmax)
+  (zero is always representable: the range includes 0.)
+- ternary (BitNet b1.58 absmean):
+      a = mean(|w|) over the group,  t = clamp(rint(w / a), -1, 1),
+      then the scale is refit by least squares on the chosen t:  s = mean(|w| over elements with t != 0),
+      stored code = t + 1, zero = 1, bits = 2.
+  Weights that are already exactly ternary (s * t, t in {-1, 0, 1}, one s per group) round-trip exactly:
+  |w| / a >= 1 for every nonzero element, so t is recovered, and the refit mean of identical values is
+  computed in float64 (exact) and gives s back bit for bit.
+
+rint is numpy's round-half-to-even. Scales are float32 and codes are computed with the float32 scale
+that is stored, so dequantizing and requantizing with the same scales gives the same codes.
+A group whose float32 scale would be 0 (all zeros, or so tiny that the scale underflows) gets scale 1
+and therefore codes = zero (dequantizes to 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from compiler.quant.qweight import QuantizedWeight
+from compiler.quant.spec import QuantSpec
+
+
+def check_weight(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> int:
+    """Validate a [N, K] float weight for `spec`; return the group size. Raises LowbitError."""
+    if w.ndim != 2:
+        raise LowbitError(
+            f"layer '{name}': weight must be 2-D [N, K] to quantize, got shape {tuple(w.shape)}",
+            "reshape it to [out_features, in_features]",
+        )
+    n, k = w.shape
+    g = spec.group_for(k)
+    if k == 0 or k % g:
+        raise LowbitError(
+            f"layer '{name}': weight shape [{n}, {k}] has K={k} input features, not a multiple of "
+            f"group size {g} (spec '{spec.name}')",
+            "use per-channel groups ('pc', e.g. w4pc) or a group size that divides K",
+        )
+    if not np.isfinite(w).all():
+        raise LowbitError(
+            f"layer '{name}': weight shape [{n}, {k}] contains NaN or infinite values",
+            "check the model file; quantization needs finite weights",
+        )
+    return g
+
+
+def _grouped(w: np.ndarray, g: int) -> np.ndarray:
+    n, k = w.shape
+    return w.reshape(n, k // g, g)
+
+
+def _positive_f32(scale: np.ndarray) -> np.ndarray:
+    """float32 scales; a scale that is 0 in float32 (all-zero group or underflow) becomes 1."""
+    s32 = scale.astype(np.float32)
+    return np.where(s32 > 0, s32, np.float32(1.0)).astype(np.float32)
+
+
+def ternary_select(wg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BitNet absmean ternary selection on grouped weights wg [N, J, g] (float32).
+
+    Returns (t float32 [N, J, g] in {-1, 0, 1}, refit scale float64 [N, J]; 0 for an all-zero group).
+    Sums are accumulated in float64, so a group of identical magnitudes refits to exactly that magnitude.
+    """
+    absw = np.abs(wg)
+    a = absw.mean(axis=-1, dtype=np.float64)
+    a = np.where(a > 0, a, 1.0).astype(np.float32)
+    t = np.rint(wg / a[..., None])
+    np.clip(t, -1, 1, out=t)
+    nz = t != 0
+    cnt = nz.sum(axis=-1)
+    s = np.where(nz, absw, np.float32(0)).sum(axis=-1, dtype=np.float64) / np.maximum(cnt, 1)
+    return t, s
+
+
+def group_params(w: np.ndarray, spec: QuantSpec, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group (scales float32 [N, J], zeros uint8 [N, J]) for w [N, K] by the rules in the module doc.
+
+    For ternary the scale is the refit s of the absmean selection (GPTQ rounds onto {-s, 0, s} with it).
+    """
+    wg = _grouped(np.asarray(w, dtype=np.float32), g)
+    qmax = spec.qmax
+    if spec.ternary:
+        _, scale = ternary_select(wg)
+        zeros = np.ones(scale.shape, dtype=np.uint8)
+    elif spec.symmetric:
+        absmax = np.abs(wg).max(axis=-1).astype(np.float64)
+        scale = 2.0 * absmax / qmax
+        zeros = np.full(scale.shape, 1 << (spec.bits - 1), dtype=np.uint8)
+    else:
+        xmin = np.minimum(wg.min(axis=-1), 0).astype(np.float64)
+        xmax = np.maximum(wg.max(axis=-1), 0).astype(np.float64)
+        scale = (xmax - xmin) / qmax
+        scale32 = scale.astype(np.float32).astype(np.float64)
+        safe = np.where(scale32 > 0, scale32, 1.0)
+        zeros = np.clip(np.rint(-xmin / safe), 0, qmax).astype(np.uint8)
+    return _positive_f32(scale), zeros
+
+
+def quantize_codes_with_scales(
+    w: np.ndarray, scales: np.ndarray, zeros: np.ndarray, spec: QuantSpec
+) -> np.ndarray:
+    """Codes uint8 [N, K] = clamp(rint(w / s) + z, 0, qmax) for fixed per-group scales/zeros [N, J].
+
+    For ternary specs this is nearest rounding onto the grid {-s, 0, s} (qmax = 2, zero = 1); it is the
+    rule GPTQ uses once a group's scale is fixed. Given the scales of `quantize_rtn`, requantizing the
+    dequantized weight returns the same codes.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    n, k = w.shape
+    j = scales.shape[1]
+    if scales.shape != (n, j) or zeros.shape != (n, j) or k % j:
+        raise ValueError(f"scales/zeros {scales.shape}/{zeros.shape} do not fit weight {w.shape}")
+    g = k // j
+    wg = _grouped(w, g)
+    q = np.rint(wg / scales.astype(np.float32)[..., None]) + zeros.astype(np.float32)[..., None]
+    np.clip(q, 0, spec.qmax, out=q)
+    return q.astype(np.uint8).reshape(n, k)
+
+
+def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> QuantizedWeight:
+    """Round-to-nearest quantization of w [N, K] (float) by `spec`; see the module doc for the rules.
+
+    Raises LowbitError (naming `name` and the shape) when K is not a multiple of the group size or the
+    weight is not finite.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    g = check_weight(w, spec, name)
+    if spec.ternary:
+        # Codes from the absmean selection t = clamp(rint(w / a)), not from rounding with the refit s.
+        t, s = ternary_select(_grouped(w, g))
+        scales = _positive_f32(s)
+        zeros = np.ones(scales.shape, dtype=np.uint8)
+        codes = (t + 1).astype(np.uint8).reshape(w.shape)
+    else:
+        scales, zeros = group_params(w, spec, g)
+        codes = quantize_codes_with_scales(w, scales, zeros, spec)
+    return QuantizedWeight(codes=codes, scales=scales, zeros=zeros, bits=spec.bits, group_size=g, ternary=spec.ternary)
