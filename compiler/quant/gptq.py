@@ -1,0 +1,178 @@
+"""GPTQ weight quantization (Frantar et al., 2022, "GPTQ: Accurate Post-Training Quantization for
+Generative Pre-trained Transformers"), in the same `QuantizedWeight` format as RTN.
+
+GPTQ minimizes the layer-output error ||x W^T - x Wq^T||^2 over calibration inputs x [T, K] one input column
+at a time: after column k is rounded, its rounding error is spread over the not-yet-quantized columns
+through the inverse Hessian H^-1 of the layer (H = 2/T x^T x), so correlated input features compensate for
+each other. What this module does, step by step:
+
+1. Dead columns (H[k, k] == 0: the feature is always zero in the calibration data) get H[k, k] = 1 and
+   w[:, k] = 0 (they contribute nothing to the output).
+2. Dampening: damp * mean(diag H) is added to the diagonal (damp = 0.01 by default).
+3. H^-1 through Cholesky in float64 (L = chol(H), H^-1 = L^-T L^-1), then the upper Cholesky factor U of
+   H^-1 (H^-1 = U^T U); row k of U holds the update coefficients of column k. If a factorization fails
+   (H not positive definite), the dampening is retried at 10x, up to 3 times, then a LowbitError names the
+   layer and suggests more calibration data.
+4. Columns are processed left to right in blocks of `block_size` with lazy updates: inside a block the
+   error feedback is applied immediately; the columns after the block receive the whole block's errors in
+   one matrix product when the block is done.
+5. Groups: when the column loop reaches the first column of a group, the group's scale and zero are
+   computed from the *current* (already error-updated) weights of that group by exactly the RTN rules
+   (compiler.quant.rtn.group_params: symmetric, asymmetric, or ternary absmean with least-squares refit).
+   Pending in-block errors are applied to the group's columns outside the block first, so the parameters
+   really see the current weights. Each column is then rounded to nearest on that fixed grid:
+   code = clamp(rint(w / s) + z, 0, qmax)  (for ternary: nearest of {-s, 0, s}).
+6. No act-order (columns are quantized in their natural order; groups therefore stay contiguous, which
+   the numeric contract requires) and no static groups.
+
+Weight updates run in float32 over all N rows at once (vectorized over rows); the factorizations in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from compiler.quant.qweight import QuantizedWeight
+from compiler.quant.rtn import check_weight, group_params
+from compiler.quant.spec import QuantSpec
+
+CHOLESKY_RETRIES = 3
+
+
+def hessian_from_inputs(x: np.ndarray) -> np.ndarray:
+    """H = 2/T x^T x (float64 [K, K]) for layer inputs x [T, K] (leading axes are flattened into T)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x.reshape(-1, x.shape[-1])
+    if x.shape[0] == 0:
+        raise LowbitError("no calibration rows to build a Hessian from", "pass at least one input row")
+    return (2.0 / x.shape[0]) * (x.T @ x)
+
+
+class HessianAccumulator:
+    """Accumulates H = 2/T x^T x over batches of layer inputs (rows of [..., K]) without keeping them.
+
+    The sum x^T x is kept in float64 and divided by the row count when `hessian()` is called, which equals
+    the running mean of the batches' Hessians weighted by their row counts.
+    """
+
+    def __init__(self, k: int | None = None):
+        self.k = k
+        self.n_rows = 0
+        self._xtx: np.ndarray | None = None if k is None else np.zeros((k, k), np.float64)
+
+    def add(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if self.k is None:
+            self.k = x.shape[-1]
+            self._xtx = np.zeros((self.k, self.k), np.float64)
+        if x.shape[-1] != self.k:
+            raise ValueError(f"input has {x.shape[-1]} features, accumulator expects {self.k}")
+        x = x.reshape(-1, self.k)
+        self._xtx += x.T @ x
+        self.n_rows += x.shape[0]
+
+    def hessian(self) -> np.ndarray:
+        if self.n_rows == 0:
+            raise LowbitError("no calibration inputs were recorded for this layer", "run calibration data through the model first")
+        return (2.0 / self.n_rows) * self._xtx
+
+
+def _inverse_upper_cholesky(h: np.ndarray, damp: float, name: str) -> np.ndarray:
+    """Upper Cholesky factor U (H^-1 = U^T U) of the inverse of the damped Hessian, float64."""
+    diag_mean = float(np.mean(np.diag(h)))
+    idx = np.arange(h.shape[0])
+    for attempt in range(CHOLESKY_RETRIES + 1):
+        hd = h.copy()
+        hd[idx, idx] += damp * (10.0**attempt) * diag_mean
+        try:
+            lower = np.linalg.cholesky(hd)
+            lower_inv = np.linalg.inv(lower)
+            hinv = lower_inv.T @ lower_inv
+            u = np.linalg.cholesky(hinv).T
+        except np.linalg.LinAlgError:
+            continue
+        if np.isfinite(u).all():
+            return u
+    raise LowbitError(
+        f"layer '{name}': GPTQ Hessian is not positive definite even with dampening "
+        f"{damp * 10.0**CHOLESKY_RETRIES:g} x mean(diag)",
+        "use more (and more varied) calibration data, or quantize this layer with --method rtn",
+    )
+
+
+def quantize_gptq(
+    w: np.ndarray,
+    hessian: np.ndarray,
+    spec: QuantSpec,
+    *,
+    block_size: int = 128,
+    damp: float = 0.01,
+    name: str = "weight",
+) -> QuantizedWeight:
+    """GPTQ-quantize w [N, K] (float) given the layer Hessian [K, K] (see `hessian_from_inputs`).
+
+    Returns the same format as `quantize_rtn`; see the module doc for the algorithm and its choices.
+    """
+    w = np.asarray(w, dtype=np.float32)
+    g = check_weight(w, spec, name)
+    n, k = w.shape
+    h = np.array(hessian, dtype=np.float64, copy=True)
+    if h.shape != (k, k):
+        raise ValueError(f"layer '{name}': Hessian must be [{k}, {k}] for weight [{n}, {k}], got {h.shape}")
+    if not np.isfinite(h).all():
+        raise LowbitError(f"layer '{name}': GPTQ Hessian contains NaN or infinite values", "check the calibration inputs")
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+
+    wt = w.T.copy()  # [K, N]: column k of w is the contiguous row wt[k]
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    wt[dead] = 0.0
+
+    hinv = _inverse_upper_cholesky(h, damp, name).astype(np.float32)
+
+    qmax = np.float32(spec.qmax)
+    n_groups = k // g
+    codes_t = np.empty((k, n), np.uint8)
+    scales_t = np.empty((n_groups, n), np.float32)
+    zeros_t = np.empty((n_groups, n), np.uint8)
+    scale = zero = None
+
+    for i1 in range(0, k, block_size):
+        i2 = min(i1 + block_size, k)
+        cnt = i2 - i1
+        w1 = wt[i1:i2].copy()
+        err1 = np.zeros((cnt, n), np.float32)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(cnt):
+            col = i1 + i
+            if col % g == 0:
+                ge = col + g
+                cur = w1[i : min(ge, i2) - i1]
+                if ge > i2:  # the group reaches past this block: bring its later columns up to date
+                    rest = wt[i2:ge] - hinv[i1 : i1 + i, i2:ge].T @ err1[:i]
+                    cur = np.concatenate([cur, rest], axis=0)
+                s, z = group_params(cur.T, spec, g)
+                scales_t[col // g] = s[:, 0]
+                zeros_t[col // g] = z[:, 0]
+                scale = s[:, 0]
+                zero = z[:, 0].astype(np.float32)
+            wcol = w1[i]
+            q = np.rint(wcol / scale) + zero
+            np.clip(q, 0, qmax, out=q)
+            codes_t[col] = q.astype(np.uint8)
+            dq = scale * (q - zero)
+            e = (wcol - dq) / hinv1[i, i]
+            w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
+            err1[i] = e
+        wt[i2:] -= hinv[i1:i2, i2:].T @ err1
+
+    return QuantizedWeight(
+        codes=np.ascontiguousarray(codes_t.T),
+        scales=np.ascontiguousarray(scales_t.T),
+        zeros=np.ascontiguousarray(zeros_t.T),
+        bits=spec.bits,
+        group_size=g,
+        ternary=spec.ternary,
+    )
