@@ -24,8 +24,9 @@ input features per output row. The rules, per group (b = spec.bits, qmax = 2^b -
 
 rint is numpy's round-half-to-even. Scales are float32 and codes are computed with the float32 scale
 that is stored, so dequantizing and requantizing with the same scales gives the same codes.
-A group whose float32 scale would be 0 (all zeros, or so tiny that the scale underflows) gets scale 1
-and therefore codes = zero (dequantizes to 0).
+An all-zero group gets scale 1 and therefore codes = zero (dequantizes to 0). For the symmetric and
+asymmetric rules a nonzero scale below the smallest normal float32 (weights around 1e-38) is raised to it,
+so the stored scale never loses precision to underflow and the scale/2 bound above still holds.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def _grouped(w: np.ndarray, g: int) -> np.ndarray:
     return w.reshape(n, k // g, g)
 
 
+def _normal(scale: np.ndarray) -> np.ndarray:
+    """Raise nonzero scales below the smallest normal float32 to it (zero stays zero)."""
+    tiny = float(np.finfo(np.float32).tiny)
+    return np.where(scale > 0, np.maximum(scale, tiny), 0.0)
+
+
 def _positive_f32(scale: np.ndarray) -> np.ndarray:
     """float32 scales; a scale that is 0 in float32 (all-zero group or underflow) becomes 1."""
     s32 = scale.astype(np.float32)
@@ -100,14 +107,13 @@ def group_params(w: np.ndarray, spec: QuantSpec, g: int) -> tuple[np.ndarray, np
         zeros = np.ones(scale.shape, dtype=np.uint8)
     elif spec.symmetric:
         absmax = np.abs(wg).max(axis=-1).astype(np.float64)
-        scale = 2.0 * absmax / qmax
+        scale = _normal(2.0 * absmax / qmax)
         zeros = np.full(scale.shape, 1 << (spec.bits - 1), dtype=np.uint8)
     else:
         xmin = np.minimum(wg.min(axis=-1), 0).astype(np.float64)
         xmax = np.maximum(wg.max(axis=-1), 0).astype(np.float64)
-        scale = (xmax - xmin) / qmax
-        scale32 = scale.astype(np.float32).astype(np.float64)
-        safe = np.where(scale32 > 0, scale32, 1.0)
+        scale = _normal((xmax - xmin) / qmax)
+        safe = _positive_f32(scale).astype(np.float64)
         zeros = np.clip(np.rint(-xmin / safe), 0, qmax).astype(np.uint8)
     return _positive_f32(scale), zeros
 
