@@ -1,0 +1,494 @@
+"""Integer golden model of the lowbit accelerator arrays (`lut-tc`, `mixpe`, `mac`), pure numpy.
+
+This module is the bit-level definition every RTL testbench (rtl/tb) checks against and the cycle-level
+hwsim reuses. All three arrays compute the same integer result from the same integer inputs; they differ
+only in *how* (table lookups, shift-and-add, or dequantize-and-multiply), and this module implements each
+"how" as well, so tests can show they agree with the plain MAC form (DESIGN.md numeric contract).
+
+Notation: a job ("tile") has M activation rows, N output channels and KT = NG * G input features, in NG
+weight groups of G consecutive features. Indices m (row), n (column / output channel), k (feature),
+j (group).
+
+1. Weights (as stored by compiler.quant.qweight.QuantizedWeight)
+   code q[n,k]: unsigned B bits, 0 <= q <= 2^B - 1 (B = 1..4; ternary: B = 2 and q = t + 1 in {0,1,2}).
+   zero z[n,j]: unsigned B bits (symmetric: 2^(B-1); ternary: 1).  Integer weight  w'[n,k] = q - z[n,j],
+   |w'| <= 2^B - 1, so w' needs B + 1 bits two's complement.
+
+2. Activations, integer operand a[m,k] of AW bits two's complement (-2^(AW-1) .. 2^(AW-1)-1)
+   - A8:  a = qa = clamp(rint(x / sa), -127, 127) (per-token scale sa, applied off-array); AW = 8.
+          (-128 is accepted by the hardware and by this model; the widths below cover it.)
+   - A16: block floating point (BFP).  One shared exponent per (row m, weight group j): the BFP block is
+          the weight group, so the activation exponent is folded into the same per-group epilogue.
+          amax = max |x| over the block;  ea = floor(log2 amax) + 1 (so |x| < 2^ea), ea = 0 if amax = 0;
+          a = clamp(rint(x * 2^(AB - 1 - ea)), -(2^(AB-1) - 1), 2^(AB-1) - 1),   AW = AB = `bfp_bits`
+          (default 12: a sign and 11 significant bits, fp16's precision for the block's largest value).
+          rint = round half to even.  x ~= a * 2^(ea - (AB-1));  |x - a*2^(ea-AB+1)| <= 2^(ea-AB+1)
+          (<= 1/2 ulp, 1 ulp only where rounding reached 2^(AB-1) and was clamped).
+          Exponents are then made relative to the row's largest: EA[m] = max_j ea[m,j],
+          da[m,j] = EA[m] - ea[m,j] (unsigned SW bits); a block whose da would exceed 2^SW - 1 is encoded
+          with ea = EA - (2^SW - 1) instead (its mantissas get smaller, the value stays right).
+          A8 drives da = 0.
+
+3. Group accumulator (exact, the contract's acc):  acc[m,n,j] = sum_{k in j} a[m,k] * (q[n,k] - z[n,j]).
+   |acc| <= G * 2^(AW-1) * (2^B - 1) =: Ab;  ACCW = bitlen(Ab) + 1 bits signed hold it with no overflow.
+
+   LUT form (lut-tc).  K activations per table (paper default K = 4).  Write q = sum_b 2^b q_b with
+   bit-planes q_b in {0,1} and bipolar digits u_b = 2 q_b - 1 in {-1,+1}.  Then
+       2 q = sum_b 2^b u_b + (2^B - 1)
+       2 (q - z) = sum_b 2^b u_b + c,        c[n,j] = 2^B - 1 - 2 z[n,j]   (|c| <= 2^B - 1)
+       2 acc = sum_b 2^b T_b + c * S,        T_b[m,n] = sum_k a[m,k] u_b[n,k],  S[m,j] = sum_{k in j} a[m,k]
+   so acc = (acc2 + c*S) >> 1 with acc2 = sum_b 2^b T_b (the bit-serial shift-accumulate: plane b in
+   cycle b, shifted left by b), and acc2 + c*S is always even (the >> 1 is exact).  Symmetric weights
+   have c = -1 (a subtraction); S is one number per row and group, shared by all N columns, so the
+   correction is one small (B+1)-bit x ACCW multiply per output per group, done in the epilogue.
+   The table: for one K-chunk of one row, the 2^K bipolar sums T16[i] = sum_t a_t (2 i_t - 1) are
+   antisymmetric (T16[~i] = -T16[i]), so only the 2^(K-1) entries with i_0 = 1 are stored:
+       T8[e] = a_0 + sum_{t=1}^{K-1} (e_{t-1} ? +a_t : -a_t),   e = 0 .. 2^(K-1) - 1
+   and a K-bit weight slice w (bit t = plane bit of feature t of the chunk) reads
+       w_0 = 1:  T8[w[K-1:1]]          w_0 = 0:  -T8[~w[K-1:1]]          (table symmetrization)
+   S of the chunk is T8[2^(K-1) - 1] (all digits +1): the table unit produces it for free.
+   Entry width TW = bitlen(K * 2^(AW-1)) + 1 (covers the negation).
+
+   Shift-and-add form (mixpe).  w' = q - z as B+1 bit two's complement w'_0 .. w'_B:
+       a * w' = sum_{b<B} w'_b (a << b) - w'_B (a << B)     (muxes and adders, no multiplier)
+
+   Dequantize-then-multiply form (mac).  Each weight is dequantized to an integer wd = (q - z) * mant
+   (the dyadic mantissa below, B+1+MW bits) and multiplied by a with an ordinary multiplier; the
+   group's sum is then P = sum_k a * wd = acc * mant exactly, so it meets the epilogue below after its
+   multiply.
+
+4. Dyadic per-group dequantization (epilogue, integer only).  Weight scales s[n,j] > 0 (float32) become
+       mant[n,j]: unsigned MW bits (default 16),   d[n,j]: unsigned SW bits (default 5),
+       E[n]: channel exponent (kept by software, never seen by the array)
+   with s ~= mant * 2^(E[n] - d - (MW - 1)).  Encoding: e = floor(log2 s) (frexp), E[n] = max_j e (after
+   the renormalization below), d = E - e, mant = rint(s * 2^(MW-1-e)) in [2^(MW-1), 2^MW]; a mantissa
+   that rounds up to 2^MW becomes 2^(MW-1) with e + 1.  A group with E - e > 2^SW - 1 uses
+   e = E - (2^SW - 1) (smaller mantissa, right value).  s = 0 gives mant = 0.
+   Relative error of the scale: <= 2^-MW for every group with d < 2^SW - 1 (1.5e-5 at MW = 16).
+   Per output the array computes, for each group in order,
+       P   = acc * mant                            (PW = bitlen(Ab * (2^MW - 1)) + 1 bits, exact)
+       sh  = d[n,j] + da[m,j]                      (0 .. 2^(SW+1) - 2)
+       v   = rshift_round(P, sh) = floor((P + 2^(sh-1)) / 2^sh)   (sh > 0; v = P for sh = 0)
+             i.e. round half up (towards +inf) on the arithmetic shift; v = 0 for every sh >= PW
+       Y[m,n] = sum_j v                            (YW = PW + GB bits, GB = 8 guard bits: exact for
+                                                    up to 2^GB groups; beyond, two's complement wrap)
+   and the float output is
+       y[m,n] = Y * 2^(E[n] - (MW-1)) * ( A8: sa[m]   |   A16: 2^(EA[m] - (AB-1)) ).
+   Error of Y against the exact sum of s * 2^.. * acc: per group <= |acc| * 2^(e'-MW) (scale rounding,
+   e' the encoded exponent) + 1/2 unit of Y (shift rounding).
+
+5. Array I/O (all three designs; see rtl/gen/common.py for the ports).  A job streams KT / K input beats,
+   one K-chunk each: a[m, k0..k0+K-1] for all rows, codes q[n, k0..k0+K-1] for all columns; the group
+   fields z, mant, d (per column) and da (per row) are read on the first beat of each group; `last` marks
+   the job's final beat.  The output streams Y in row-major slot order m*N + n, `lanes` values per beat.
+
+Everything here is exact int64 arithmetic (all widths above stay below 63 bits for the supported
+parameters; ArrayConfig checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+DESIGNS = ("lut-tc", "mixpe", "mac")
+
+
+def _bitlen_signed(bound: int) -> int:
+    """Bits of a two's complement number that holds every value in [-bound, bound]."""
+    return int(bound).bit_length() + 1
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """Parameters of one generated array and of its jobs (shared by generators, golden model, testbenches)."""
+
+    design: str = "lut-tc"
+    M: int = 2  # activation rows per tile
+    N: int = 64  # output channels (columns)
+    K: int = 4  # features per input beat (lut-tc: activations per table)
+    bits: int = 4  # weight code bits B (ternary: 2)
+    ternary: bool = False
+    act: str = "a8"  # "a8" or "a16" (BFP)
+    group: int = 128  # weight group size G along K
+    bfp_bits: int = 12  # A16 BFP mantissa bits AB (signed)
+    mant_bits: int = 16  # dyadic scale mantissa bits MW (unsigned)
+    shift_bits: int = 5  # dyadic shift bits SW (unsigned), for d and for da
+    lanes: int = 8  # epilogue lanes = output values per output beat
+    guard_bits: int = 8  # Y guard bits: exact over up to 2^guard_bits groups
+
+    def __post_init__(self):
+        if self.design not in DESIGNS:
+            raise ValueError(f"unknown design {self.design!r}; choose one of {', '.join(DESIGNS)}")
+        if self.ternary and self.bits != 2:
+            object.__setattr__(self, "bits", 2)
+        if not 1 <= self.bits <= 4:
+            raise ValueError(f"weight bits must be 1..4, got {self.bits}")
+        if self.act not in ("a8", "a16"):
+            raise ValueError(f"act must be a8 or a16, got {self.act!r}")
+        if self.K < 1 or self.group % self.K:
+            raise ValueError(f"group {self.group} must be a multiple of K={self.K}")
+        if self.design == "lut-tc" and self.K < 2:
+            raise ValueError("lut-tc needs K >= 2 activations per table")
+        if self.N % self.lanes:
+            raise ValueError(f"lanes={self.lanes} must divide N={self.N}")
+        if self.y_bits > 62:
+            raise ValueError(f"Y width {self.y_bits} exceeds 62 bits; lower mant_bits or guard_bits")
+
+    # --- derived widths (see the module docstring) ---
+    @property
+    def act_bits(self) -> int:
+        return 8 if self.act == "a8" else self.bfp_bits
+
+    @property
+    def acc_bound(self) -> int:
+        return self.group * (1 << (self.act_bits - 1)) * ((1 << self.bits) - 1)
+
+    @property
+    def acc_bits(self) -> int:
+        return _bitlen_signed(self.acc_bound)
+
+    @property
+    def table_bits(self) -> int:
+        return _bitlen_signed(self.K * (1 << (self.act_bits - 1)))
+
+    @property
+    def sum_bits(self) -> int:
+        """Width of the per-row activation sum S over a group (lut-tc correction)."""
+        return _bitlen_signed(self.group * (1 << (self.act_bits - 1)))
+
+    @property
+    def prod_bits(self) -> int:
+        return _bitlen_signed(self.acc_bound * ((1 << self.mant_bits) - 1))
+
+    @property
+    def y_bits(self) -> int:
+        return self.prod_bits + self.guard_bits
+
+    @property
+    def chunks_per_group(self) -> int:
+        return self.group // self.K
+
+    @property
+    def cycles_per_beat(self) -> int:
+        """Input beats accepted at most every this many cycles (lut-tc is bit-serial over planes)."""
+        return self.bits if self.design == "lut-tc" else 1
+
+    @property
+    def macs_per_beat(self) -> int:
+        return self.M * self.N * self.K
+
+    @property
+    def name(self) -> str:
+        w = "ternary" if self.ternary else f"w{self.bits}"
+        return f"{self.design.replace('-', '')}_{w}{self.act}g{self.group}_m{self.M}n{self.N}k{self.K}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ArrayConfig":
+        return cls(**d)
+
+    def with_(self, **kw) -> "ArrayConfig":
+        return replace(self, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Group accumulators: MAC form (the reference), LUT form, shift-and-add form
+
+
+def _i64(x) -> np.ndarray:
+    return np.asarray(x).astype(np.int64)
+
+
+def int_weights(codes: np.ndarray, zeros: np.ndarray, group: int) -> np.ndarray:
+    """w' = q - z per element, int64 [N, KT]."""
+    return _i64(codes) - np.repeat(_i64(zeros), group, axis=1)
+
+
+def mac_group_acc(a: np.ndarray, codes: np.ndarray, zeros: np.ndarray, group: int) -> np.ndarray:
+    """acc[m,n,j] = sum_{k in j} a[m,k] * (q[n,k] - z[n,j]), int64 [M, N, NG] (MAC form)."""
+    a = _i64(a)
+    wp = int_weights(codes, zeros, group)
+    m, kt = a.shape
+    ng = kt // group
+    return np.einsum("mjg,njg->mnj", a.reshape(m, ng, group), wp.reshape(wp.shape[0], ng, group))
+
+
+def lut_tables(a: np.ndarray, K: int = 4) -> np.ndarray:
+    """Symmetric tables T8[m, c, e] = a_0 + sum_{t>=1} (bit t-1 of e ? a_t : -a_t) per K-chunk c, int64."""
+    a = _i64(a)
+    m, kt = a.shape
+    ch = a.reshape(m, kt // K, K)
+    e = np.arange(1 << (K - 1))
+    sign = np.ones((1 << (K - 1), K), dtype=np.int64)
+    for t in range(1, K):
+        sign[:, t] = np.where((e >> (t - 1)) & 1, 1, -1)
+    return np.einsum("mct,et->mce", ch, sign)
+
+
+def lut_lookup(table: np.ndarray, wbits: np.ndarray, K: int = 4) -> np.ndarray:
+    """Read tables with K-bit weight slices (sign trick).
+
+    table [M, C, 2^(K-1)], wbits [N, C, K] in {0,1} -> [M, N, C] = sum_t a_t (2 w_t - 1).
+    """
+    half = (1 << (K - 1)) - 1
+    idx = np.zeros(wbits.shape[:2], dtype=np.int64)
+    for t in range(1, K):
+        idx |= _i64(wbits[:, :, t]) << (t - 1)
+    w0 = wbits[:, :, 0].astype(bool)
+    eff = np.where(w0, idx, (~idx) & half)  # [N, C]
+    m, c, _ = table.shape
+    # gather table[m, c, eff[n, c]]
+    vals = np.take_along_axis(table[:, None, :, :], eff[None, :, :, None].repeat(m, axis=0), axis=3)[..., 0]
+    return np.where(w0[None], vals, -vals)
+
+
+def lut_group_acc2(a: np.ndarray, codes: np.ndarray, bits: int, group: int, K: int = 4):
+    """LUT-TC bit-serial form: (acc2 [M,N,NG], S [M,NG]) with acc2 = sum_b 2^b T_b, S = group row sums."""
+    a = _i64(a)
+    codes = _i64(codes)
+    m, kt = a.shape
+    n = codes.shape[0]
+    ng, cpg = kt // group, group // K
+    table = lut_tables(a, K)  # [M, C, 8]
+    acc2 = np.zeros((m, n, kt // K), dtype=np.int64)
+    for b in range(bits):  # one plane per cycle in hardware
+        plane = ((codes >> b) & 1).reshape(n, kt // K, K)
+        acc2 += lut_lookup(table, plane, K) << b
+    acc2 = acc2.reshape(m, n, ng, cpg).sum(axis=3)
+    S = table[:, :, (1 << (K - 1)) - 1].reshape(m, ng, cpg).sum(axis=2)
+    return acc2, S
+
+
+def lut_correction(zeros: np.ndarray, bits: int) -> np.ndarray:
+    """c[n,j] = 2^B - 1 - 2 z[n,j]."""
+    return (1 << bits) - 1 - 2 * _i64(zeros)
+
+
+def lut_group_acc(a, codes, zeros, bits: int, group: int, K: int = 4) -> np.ndarray:
+    """acc via the LUT form: (acc2 + c*S) >> 1, checking the sum is even."""
+    acc2, S = lut_group_acc2(a, codes, bits, group, K)
+    t = acc2 + lut_correction(zeros, bits)[None, :, :] * S[:, None, :]
+    if np.any(t & 1):
+        raise AssertionError("LUT form: acc2 + c*S is odd; the algebra is violated")
+    return t >> 1
+
+
+def shift_add_mul(a: np.ndarray, wp: np.ndarray, bits: int) -> np.ndarray:
+    """a * w' by shift-and-add over the B+1 two's complement bits of w' (MixPE PE), elementwise."""
+    a = _i64(a)
+    u = _i64(wp) & ((1 << (bits + 1)) - 1)
+    out = np.zeros(np.broadcast(a, u).shape, dtype=np.int64)
+    for b in range(bits):
+        out += np.where((u >> b) & 1, a << b, 0)
+    out -= np.where((u >> bits) & 1, a << bits, 0)
+    return out
+
+
+def mixpe_group_acc(a, codes, zeros, bits: int, group: int) -> np.ndarray:
+    a = _i64(a)
+    wp = int_weights(codes, zeros, group)
+    m, kt = a.shape
+    n = wp.shape[0]
+    ng = kt // group
+    prod = shift_add_mul(a[:, None, :], wp[None, :, :], bits)  # [M, N, KT]
+    return prod.reshape(m, n, ng, group).sum(axis=3)
+
+
+def mac_dequant_group_p(a, codes, zeros, mant, group: int) -> np.ndarray:
+    """MAC baseline: P = sum_k a * ((q - z) * mant) per group, int64 [M, N, NG] (= acc * mant)."""
+    a = _i64(a)
+    wd = int_weights(codes, zeros, group) * np.repeat(_i64(mant), group, axis=1)
+    m, kt = a.shape
+    n = wd.shape[0]
+    ng = kt // group
+    return np.einsum("mjg,njg->mnj", a.reshape(m, ng, group), wd.reshape(n, ng, group))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Number formats: dyadic scales, BFP activations
+
+
+def dyadic_scales(scales: np.ndarray, mant_bits: int = 16, shift_bits: int = 5):
+    """float scales [N, NG] (>= 0) -> (mant uint64 [N,NG], d int64 [N,NG], E int64 [N]); see docstring 4."""
+    s = np.asarray(scales, dtype=np.float64)
+    if np.any(s < 0) or not np.all(np.isfinite(s)):
+        raise ValueError("scales must be finite and >= 0")
+    dmax = (1 << shift_bits) - 1
+    _, ex = np.frexp(s)  # s = f * 2^ex, f in [0.5, 1)
+    e = ex.astype(np.int64) - 1  # floor(log2 s)
+    mant = np.rint(np.ldexp(s, (mant_bits - 1) - e))
+    up = mant >= (1 << mant_bits)
+    e = np.where(up, e + 1, e)
+    nz = s > 0
+    E = np.where(nz, e, np.iinfo(np.int64).min).max(axis=1)
+    E = np.where(np.any(nz, axis=1), E, 0)
+    e_enc = np.maximum(e, E[:, None] - dmax)
+    mant = np.rint(np.ldexp(s, (mant_bits - 1) - e_enc))
+    mant = np.where(nz, mant, 0).astype(np.int64)
+    if np.any(mant >= (1 << mant_bits)):
+        raise AssertionError("dyadic mantissa overflow")
+    d = np.where(nz, E[:, None] - e_enc, 0).astype(np.int64)
+    return mant, d, E.astype(np.int64)
+
+
+def dyadic_value(mant, d, E, mant_bits: int = 16) -> np.ndarray:
+    """The scales a dyadic encoding represents, float64 [N, NG]."""
+    return np.ldexp(_i64(mant).astype(np.float64), (E[:, None] - _i64(d) - (mant_bits - 1)).astype(np.int64))
+
+
+def bfp_quantize(x: np.ndarray, group: int, bfp_bits: int = 12, shift_bits: int = 5):
+    """A16 -> BFP: x [M, KT] float -> (a int64 [M,KT], da int64 [M,NG], EA int64 [M]); docstring 2."""
+    x = np.asarray(x, dtype=np.float64)
+    m, kt = x.shape
+    ng = kt // group
+    xb = x.reshape(m, ng, group)
+    amax = np.abs(xb).max(axis=2)
+    _, ex = np.frexp(amax)  # amax = f*2^ex, f in [0.5,1): floor(log2 amax) + 1 = ex
+    ea = np.where(amax > 0, ex, 0).astype(np.int64)
+    EA = np.where(amax > 0, ea, np.iinfo(np.int64).min).max(axis=1)
+    EA = np.where(np.any(amax > 0, axis=1), EA, 0)
+    ea = np.maximum(ea, EA[:, None] - ((1 << shift_bits) - 1))
+    lim = (1 << (bfp_bits - 1)) - 1
+    a = np.rint(np.ldexp(xb, ((bfp_bits - 1) - ea)[:, :, None]))
+    a = np.clip(a, -lim, lim).astype(np.int64).reshape(m, kt)
+    return a, (EA[:, None] - ea).astype(np.int64), EA.astype(np.int64)
+
+
+def bfp_value(a, da, EA, group: int, bfp_bits: int = 12) -> np.ndarray:
+    """The floats a BFP encoding represents, float64 [M, KT]."""
+    ea = EA[:, None] - _i64(da)
+    return np.ldexp(_i64(a).astype(np.float64), np.repeat(ea - (bfp_bits - 1), group, axis=1))
+
+
+def quantize_a8(x: np.ndarray):
+    """Per-token int8 (the contract's A8): qa = clamp(rint(x / sa), -127, 127), sa = absmax / 127."""
+    x = np.asarray(x, dtype=np.float32)
+    sa = np.abs(x).max(axis=1) / np.float32(127.0)
+    sa = np.where(sa > 0, sa, np.float32(1.0)).astype(np.float32)
+    qa = np.clip(np.rint(x / sa[:, None]), -127, 127).astype(np.int64)
+    return qa, sa
+
+
+# ----------------------------------------------------------------------------------------------------
+# Epilogue and the whole tile
+
+
+def rshift_round(p: np.ndarray, sh: np.ndarray) -> np.ndarray:
+    """floor((p + 2^(sh-1)) / 2^sh) for sh > 0, p for sh = 0 (round half up), int64; sh <= 62."""
+    p = _i64(p)
+    sh = _i64(sh)
+    half = np.where(sh > 0, np.left_shift(np.int64(1), np.maximum(sh - 1, 0)), 0)
+    return (p + half) >> sh
+
+
+def wrap_signed(x: np.ndarray, width: int) -> np.ndarray:
+    x = _i64(x)
+    mod = np.int64(1) << width
+    return ((x + (mod >> 1)) & (mod - 1)) - (mod >> 1)
+
+
+def epilogue(p: np.ndarray, d: np.ndarray, da: np.ndarray, y_bits: int) -> np.ndarray:
+    """Y[m,n] = sum_j rshift_round(P[m,n,j], d[n,j] + da[m,j]) (wrapped to y_bits)."""
+    sh = _i64(d)[None, :, :] + _i64(da)[:, None, :]
+    return wrap_signed(rshift_round(p, sh).sum(axis=2), y_bits)
+
+
+def group_acc(cfg: ArrayConfig, a, codes, zeros) -> np.ndarray:
+    """The design's own integer group accumulator (all equal to mac_group_acc; tests show it)."""
+    if cfg.design == "lut-tc":
+        return lut_group_acc(a, codes, zeros, cfg.bits, cfg.group, cfg.K)
+    if cfg.design == "mixpe":
+        return mixpe_group_acc(a, codes, zeros, cfg.bits, cfg.group)
+    return mac_group_acc(a, codes, zeros, cfg.group)
+
+
+def tile_y(cfg: ArrayConfig, a, codes, zeros, mant, d, da) -> np.ndarray:
+    """The array's output Y [M, N] (int64) for one job, computed the way `cfg.design` computes it.
+
+    a [M, KT] ints (AW bits), codes [N, KT], zeros/mant/d [N, NG], da [M, NG].
+    """
+    if cfg.design == "mac":
+        p = mac_dequant_group_p(a, codes, zeros, mant, cfg.group)
+    else:
+        p = group_acc(cfg, a, codes, zeros) * _i64(mant)[None, :, :]
+    return epilogue(p, d, da, cfg.y_bits)
+
+
+def output_beats(cfg: ArrayConfig, y: np.ndarray) -> list[list[int]]:
+    """Y [M, N] in the array's output order: beats of `lanes` values, slots row-major."""
+    flat = _i64(y).reshape(-1)
+    return [[int(v) for v in flat[i : i + cfg.lanes]] for i in range(0, flat.size, cfg.lanes)]
+
+
+@dataclass
+class TileInputs:
+    """Integer inputs of one job, in the array's formats, plus what turns Y back into floats."""
+
+    a: np.ndarray  # [M, KT] int64
+    codes: np.ndarray  # [N, KT]
+    zeros: np.ndarray  # [N, NG]
+    mant: np.ndarray  # [N, NG]
+    d: np.ndarray  # [N, NG]
+    da: np.ndarray  # [M, NG]
+    E: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [N]
+    row_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [M] float: sa or 2^(EA-(AB-1))
+
+    @property
+    def n_groups(self) -> int:
+        return self.zeros.shape[1]
+
+
+def prepare_tile(cfg: ArrayConfig, x: np.ndarray, qw) -> TileInputs:
+    """Real inputs -> array formats: x [M, KT] float activations, qw a QuantizedWeight [N, KT]."""
+    if qw.group_size != cfg.group:
+        raise ValueError(f"weight group {qw.group_size} != array group {cfg.group}")
+    mant, d, E = dyadic_scales(qw.scales, cfg.mant_bits, cfg.shift_bits)
+    if cfg.act == "a8":
+        a, sa = quantize_a8(x)
+        da = np.zeros((x.shape[0], qw.n_groups), dtype=np.int64)
+        row = sa.astype(np.float64)
+    else:
+        a, da, EA = bfp_quantize(np.asarray(x, dtype=np.float16).astype(np.float64), cfg.group, cfg.bfp_bits, cfg.shift_bits)
+        row = np.ldexp(1.0, EA - (cfg.bfp_bits - 1))
+    return TileInputs(a=a, codes=_i64(qw.codes), zeros=_i64(qw.zeros), mant=mant, d=d, da=da, E=E, row_scale=row)
+
+
+def y_to_float(cfg: ArrayConfig, y: np.ndarray, t: TileInputs) -> np.ndarray:
+    """y[m,n] = Y * 2^(E[n] - (MW-1)) * row_scale[m] (float64)."""
+    return np.ldexp(_i64(y).astype(np.float64), t.E[None, :] - (cfg.mant_bits - 1)) * t.row_scale[:, None]
+
+
+def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, kind: str = "random") -> TileInputs:
+    """Random integer job inputs for `cfg` (kind: random | zeros | max | min | mixed-extreme)."""
+    M, N, G = cfg.M, cfg.N, cfg.group
+    kt = G * n_groups
+    amin, amax = -(1 << (cfg.act_bits - 1)), (1 << (cfg.act_bits - 1)) - 1
+    qmax = 2 if cfg.ternary else (1 << cfg.bits) - 1
+    smax = (1 << cfg.shift_bits) - 1
+    a = rng.integers(amin, amax + 1, size=(M, kt))
+    codes = rng.integers(0, qmax + 1, size=(N, kt))
+    zeros = np.ones((N, n_groups), dtype=np.int64) if cfg.ternary else rng.integers(0, qmax + 1, size=(N, n_groups))
+    mant = rng.integers(0, 1 << cfg.mant_bits, size=(N, n_groups))
+    d = rng.integers(0, smax + 1, size=(N, n_groups))
+    da = rng.integers(0, smax + 1, size=(M, n_groups)) if cfg.act == "a16" else np.zeros((M, n_groups), np.int64)
+    if kind == "zeros":
+        a[:] = 0
+    elif kind in ("max", "min"):
+        # accumulator limit: every product at its extreme, |acc| = G * 2^(AW-1) * (2^B-1) for 'min'
+        a[:] = amin if kind == "min" else amax
+        codes[:] = qmax
+        zeros[:] = 1 if cfg.ternary else 0
+        mant[:] = (1 << cfg.mant_bits) - 1
+        d[:] = 0
+        da[:] = 0
+    elif kind == "mixed-extreme":
+        a = rng.choice([amin, amax, 0], size=(M, kt))
+        codes = rng.choice([0, qmax], size=(N, kt))
+        zeros = np.ones_like(zeros) if cfg.ternary else rng.choice([0, qmax], size=(N, n_groups))
+        mant = rng.choice([0, 1, (1 << cfg.mant_bits) - 1], size=(N, n_groups))
+        d = rng.choice([0, 1, smax], size=(N, n_groups))
+    return TileInputs(a=_i64(a), codes=_i64(codes), zeros=_i64(zeros), mant=_i64(mant), d=_i64(d), da=_i64(da))
