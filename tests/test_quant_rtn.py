@@ -164,7 +164,7 @@ def test_large_matrix_is_fast():
     t0 = time.perf_counter()
     q = quantize_rtn(w, spec)
     dt = time.perf_counter() - t0
-    assert dt < 2.0, f"quantize_rtn took {dt:.2f} s on 8192x2048"
+    assert dt < 3.0, f"quantize_rtn took {dt:.2f} s on 8192x2048"
     # Gaussian weights, 4-bit groups of 128: relative RMS error is around 0.1
     rel = np.linalg.norm(q.dequantize() - w) / np.linalg.norm(w)
     assert 0.05 < rel < 0.15

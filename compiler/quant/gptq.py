@@ -9,8 +9,10 @@ each other. What this module does, step by step:
 1. Dead columns (H[k, k] == 0: the feature is always zero in the calibration data) get H[k, k] = 1 and
    w[:, k] = 0 (they contribute nothing to the output).
 2. Dampening: damp * mean(diag H) is added to the diagonal (damp = 0.01 by default).
-3. H^-1 through Cholesky in float64 (L = chol(H), H^-1 = L^-T L^-1), then the upper Cholesky factor U of
-   H^-1 (H^-1 = U^T U); row k of U holds the update coefficients of column k. If a factorization fails
+3. The upper Cholesky factor U of H^-1 (H^-1 = U^T U), in float64; row k of U holds the update
+   coefficients of column k. It is computed from one Cholesky factorization of H taken in reverse order
+   (H = R R^T with R upper triangular, U = R^-1), which equals chol(H^-1) without forming H^-1 and
+   factoring it a second time. If the factorization fails
    (H not positive definite), the dampening is retried at 10x, up to 3 times, then a LowbitError names the
    layer and suggests more calibration data.
 4. Columns are processed left to right in blocks of `block_size` with lazy updates: inside a block the
@@ -86,10 +88,12 @@ def _inverse_upper_cholesky(h: np.ndarray, damp: float, name: str) -> np.ndarray
         hd = h.copy()
         hd[idx, idx] += damp * (10.0**attempt) * diag_mean
         try:
-            lower = np.linalg.cholesky(hd)
-            lower_inv = np.linalg.inv(lower)
-            hinv = lower_inv.T @ lower_inv
-            u = np.linalg.cholesky(hinv).T
+            # Reverse (UL) Cholesky: with J the reversal permutation, chol(J H J) = L gives H = R R^T,
+            # R = J L J upper triangular, so H^-1 = R^-T R^-1 and U = R^-1 is the upper Cholesky factor of
+            # H^-1 (the unique one with a positive diagonal). One factorization and one triangular inverse
+            # instead of chol(H), the inverse, and chol(H^-1).
+            lower = np.linalg.cholesky(hd[::-1, ::-1])
+            u = np.triu(np.linalg.inv(lower[::-1, ::-1]))
         except np.linalg.LinAlgError:
             continue
         if np.isfinite(u).all():
