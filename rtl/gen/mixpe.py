@@ -1,0 +1,106 @@
+"""MixPE-style array generator (`mixpe`): shift-and-add PEs with per-group integer accumulation.
+
+Dataflow: output-stationary, broadcast (no systolic skew). An M x N grid of PEs; each accepted input
+beat (one K-chunk, one beat per cycle) broadcasts a[m, k0..k0+K-1] along row m and the chunk's codes of
+column n down column n. Column n first forms w' = q - z (B+1 bits, one subtractor per column and feature,
+shared by the M rows). PE (m, n) multiplies each of its K activations by w' with shift-and-add (the bits
+of w' select shifted copies of a; the sign bit's copy is subtracted: no multiplier) and adds the K
+products to its group accumulator (ACCW bits, exact). When a group's last chunk is accepted the M*N
+accumulators move to the epilogue's shadow bank in the same cycle, which dequantizes each group sum
+once (P = acc * mant, dyadic shift, add into Y): the MixPE "dequantize after the per-group mpGEMM" order.
+A16 uses the same PEs on AB-bit BFP mantissas; the block exponent enters the epilogue shift.
+"""
+
+from __future__ import annotations
+
+from hwsim.golden import ArrayConfig
+from rtl.gen.common import (
+    V,
+    clog2,
+    eff_group_params,
+    epilogue,
+    group_params,
+    header,
+    input_fields,
+    sext,
+    shadow_decls,
+    shadow_update,
+)
+
+
+def bit_parallel_control(c: ArrayConfig, v: V):
+    """Chunk counter, snapshot request and job-first flag shared by the one-beat-per-cycle arrays."""
+    CPG, CW = c.chunks_per_group, clog2(c.chunks_per_group + 1)
+    v(f"reg [{CW - 1}:0] ci;  // chunk index within the group")
+    v(f"wire c_first = (ci == {CW}'d0);")
+    v(f"wire c_last = (ci == {CW}'d{CPG - 1});")
+    v("assign in_ready = ~c_last | snap_ok;")
+    v("wire in_fire = in_valid & in_ready;")
+    v("assign snap_req = in_valid & c_last;")
+    v("reg jfirst;  // the next group to finish is the first of its job")
+    v("always @(posedge clk) begin")
+    v("    if (!rst_n) begin")
+    v(f"        ci <= {CW}'d0; jfirst <= 1'b1;")
+    v("    end else if (in_fire) begin")
+    v(f"        ci <= c_last ? {CW}'d0 : ci + {CW}'d1;")
+    v("        if (c_last) jfirst <= in_last;")
+    v("    end")
+    v("end")
+    group_params(c, v, "in_fire & c_first")
+    eff_group_params(c, v, "c_first")
+
+
+def generate(cfg: ArrayConfig) -> str:
+    c = cfg
+    assert c.design == "mixpe"
+    M, N, K, B, AW, ACCW = c.M, c.N, c.K, c.bits, c.act_bits, c.acc_bits
+    PRW = AW + B + 1
+    v = V()
+    header(c, v, "MixPE-style array (shift-and-add PEs, per-group integer accumulation, one dequantization per group)")
+    input_fields(c, v)
+    shadow_decls(c, v, "int")
+    bit_parallel_control(c, v)
+    v("// ---- column weights w' = q - z")
+    for n in range(N):
+        for t in range(K):
+            v(f"wire signed [{B}:0] wp_{n}_{t} = $signed({{1'b0, q_{n}_{t}}}) - $signed({{1'b0, ez_{n}}});")
+    v("// ---- row activations, sign-extended once per row and feature")
+    for m in range(M):
+        for t in range(K):
+            v(f"wire [{PRW - 1}:0] ax_{m}_{t} = {sext(f'a_{m}_{t}', AW, PRW)};")
+    v("// ---- PEs: shift-and-add products, group accumulators (procedural: evaluated once per clock)")
+    for m in range(M):
+        for n in range(N):
+            v(f"reg signed [{ACCW - 1}:0] acc_{m}_{n};")
+    v("always @(posedge clk) begin : pe_array")
+    v("    " + " ".join(f"reg [{PRW - 1}:0] pd_{t};" for t in range(K)))
+    v(f"    reg signed [{ACCW - 1}:0] an;")
+    for m in range(M):
+        for n in range(N):
+            p = f"{m}_{n}"
+            for t in range(K):
+                terms = []
+                for b in range(B + 1):
+                    sh = f"{{ax_{m}_{t}[{PRW - 1 - b}:0], {b}'d0}}" if b else f"ax_{m}_{t}"
+                    terms.append(f"(wp_{n}_{t}[{b}] ? {sh} : {PRW}'d0)")
+                v(f"    pd_{t} = {' + '.join(terms[:-1])} - {terms[-1]};")
+            gs = " + ".join(sext(f"pd_{t}", PRW, ACCW) for t in range(K))
+            v(f"    an = (c_first ? {ACCW}'d0 : acc_{p}) + {gs};")
+            v(f"    if (in_fire) acc_{p} <= an;")
+            v(f"    {shadow_update(c, m, n, 'an')}")
+    v("end")
+    v()
+    epilogue(
+        c,
+        v,
+        "int",
+        dict(
+            mant=lambda n: f"em_{n}",
+            d=lambda n: f"ed_{n}",
+            da=lambda m: f"eda_{m}",
+            first="jfirst",
+            last="in_last",
+        ),
+    )
+    v("endmodule")
+    return v.text()

