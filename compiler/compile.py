@@ -1,0 +1,96 @@
+"""The compile driver: model -> quantize -> target builds -> artifact directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from compiler.artifact import write_artifact
+from compiler.errors import LowbitError
+from compiler.frontend import Model, load_model
+from compiler.quant.spec import QuantSpec, parse_spec
+
+TARGETS = ("ref",)  # the targets this build of lowbit can produce
+# GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
+# [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
+# 8 x 128 on held-out sentences; see the README).
+CALIB_DEFAULTS = {"bert": (64, 32), "llama": (16, 128)}
+
+
+def parse_targets(text: str) -> list[str]:
+    ts = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in ts if t not in TARGETS]
+    if bad or not ts:
+        raise LowbitError(f"unknown or unavailable target(s) {', '.join(bad) or repr(text)}", f"available targets: {', '.join(TARGETS)}")
+    return ts
+
+
+def resolve_spec(quant: str, act: str | None) -> QuantSpec | None:
+    spec = parse_spec(quant)
+    if act is None:
+        return spec
+    act = act.lower()
+    if act not in ("a8", "a16"):
+        raise LowbitError(f"unknown activation mode '{act}'", "use --act a8 or --act a16")
+    if spec is None:
+        raise LowbitError("--act needs quantized weights", "drop --act or pass --quant, e.g. --quant w4g128 --act a8")
+    if "a8" in quant.lower() or "a16" in quant.lower():
+        if spec.act != act:
+            raise LowbitError(f"--act {act} contradicts the quant spec '{quant}'", "give the activation mode once")
+        return spec
+    return dataclasses.replace(spec, act=act)
+
+
+def compile_model(
+    model: str | Model,
+    out: str | Path,
+    quant: str = "w4g128",
+    act: str | None = None,
+    method: str = "rtn",
+    targets: str = "ref",
+    seed: int = 0,
+    calib: str | None = None,
+    calib_samples: int | None = None,
+    calib_seqlen: int | None = None,
+    damp: float = 0.1,
+    progress: bool = True,
+) -> dict:
+    """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
+    output is written."""
+    from compiler.quant.apply import check_shapes, progress_bar, quantize_graph
+
+    spec = resolve_spec(quant, act)
+    target_list = parse_targets(targets)
+    if method not in ("rtn", "gptq"):
+        raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
+    t0 = time.perf_counter()
+    m = model if isinstance(model, Model) else load_model(model, seed)
+    t_load = time.perf_counter() - t0
+    graph = m.graph
+    t1 = time.perf_counter()
+    if spec is not None:
+        check_shapes(graph, spec)
+        feeds = None
+        if method == "gptq":
+            from compiler.quant.calib import calibration_feeds
+
+            n, sl = CALIB_DEFAULTS[m.family]
+            feeds = calibration_feeds(m, calib_samples or n, calib_seqlen or sl, calib, seed)
+        with progress_bar(progress) as bar:
+            graph = quantize_graph(graph, spec, method, feeds, bar, damp=damp)
+    t_quant = time.perf_counter() - t1
+    files = {}
+    tok = m.tokenizer
+    tok_json = tok.to_json() if tok is not None else None
+    if tok is not None and getattr(tok, "kind", "") == "hf":
+        files[tok.path.name] = tok.path
+    manifest = {
+        "model": {"name": m.name, "family": m.family, "config": m.config, "source": m.source},
+        "quant": None if spec is None else {**spec.to_dict(), "name": spec.name, "method": method, **({"damp": damp} if method == "gptq" else {})},
+        "tokenizer": tok_json,
+        "targets": {t: {} for t in target_list},
+        "timings_s": {"load": round(t_load, 3), "quantize": round(t_quant, 3)},
+    }
+    write_artifact(Path(out), manifest, graph, files)
+    return {"path": str(out), "params": graph.n_params(), "load_s": t_load, "quantize_s": t_quant, "spec": spec, "graph": graph, "model": m}

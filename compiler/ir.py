@@ -1,0 +1,421 @@
+"""The graph IR: a small, typed dataflow graph shared by every frontend, pass and backend.
+
+A `Graph` has named inputs, named constants (weights, held as numpy arrays), nodes in topological order,
+and named outputs. Every value has a `TensorType` (shape and dtype). Dimensions are ints or symbols
+(strings such as "S" for the sequence length, "P" for the KV-cache length, or "P+S"), so one graph serves
+prefill and decode. `infer_types` derives the type of every node output from its inputs and attributes;
+`verify` checks the graph is well formed. The text form (`str(graph)`) is meant to be read by people;
+`to_json`/`from_json` round-trip the structure (constants travel separately, in safetensors).
+
+Batch is one sequence: activations are [S, features]. Attention works on [S, heads, head_dim].
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+Dim = int | str
+
+DTYPES = {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8}
+_NP_TO_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
+
+
+def dtype_of(a: np.ndarray) -> str:
+    try:
+        return _NP_TO_DTYPE[a.dtype]
+    except KeyError:
+        raise TypeError(f"unsupported array dtype {a.dtype}") from None
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[Dim, ...]
+    dtype: str = "f32"
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise TypeError(f"unknown dtype {self.dtype}")
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+    def to_json(self) -> dict:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorType":
+        return cls(tuple(d["shape"]), d["dtype"])
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"op": self.op, "inputs": self.inputs, "outputs": self.outputs, "attrs": self.attrs}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Node":
+        return cls(d["op"], list(d["inputs"]), list(d["outputs"]), dict(d.get("attrs", {})))
+
+
+class IRError(Exception):
+    """A malformed graph (a bug in a frontend or pass, not a user error)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Symbolic dimensions
+
+
+def dim_add(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    if a == 0:
+        return b
+    if b == 0:
+        return a
+    return f"{a}+{b}"
+
+
+def dims_equal(a: Dim, b: Dim) -> bool:
+    return str(a) == str(b)
+
+
+def _same_shape(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(dims_equal(x, y) for x, y in zip(a, b))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Op definitions: for each op, its arity and a type-inference rule. Semantics live in compiler.reference.
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    min_inputs: int
+    max_inputs: int
+    infer: Callable[[list[TensorType], dict], list[TensorType]]
+    required_attrs: tuple[str, ...] = ()
+    doc: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _op(name, min_in, max_in=None, attrs=(), doc=""):
+    def deco(fn):
+        OPS[name] = OpDef(name, min_in, min_in if max_in is None else max_in, fn, tuple(attrs), doc)
+        return fn
+
+    return deco
+
+
+def _expect(cond: bool, msg: str):
+    if not cond:
+        raise IRError(msg)
+
+
+@_op("embedding", 2, doc="table[ids]: ids i64[S], table f32[V,H] -> f32[S,H]")
+def _infer_embedding(t, a):
+    ids, table = t
+    _expect(ids.dtype in ("i64", "i32"), "embedding ids must be integer")
+    _expect(len(table.shape) == 2, "embedding table must be 2-D")
+    return [TensorType((*ids.shape, table.shape[1]), "f32")]
+
+
+@_op("linear", 2, 3, doc="x W^T + b: x f32[..,K], W f32[N,K], b f32[N] -> f32[..,N]")
+def _infer_linear(t, a):
+    x, w = t[0], t[1]
+    _expect(len(w.shape) == 2, "linear weight must be 2-D")
+    _expect(dims_equal(x.shape[-1], w.shape[1]), f"linear: x has K={x.shape[-1]}, weight has K={w.shape[1]}")
+    if len(t) == 3:
+        _expect(_same_shape(t[2].shape, (w.shape[0],)), "linear bias must be [N]")
+    return [TensorType((*x.shape[:-1], w.shape[0]), "f32")]
+
+
+@_op(
+    "qlinear",
+    4,
+    5,
+    attrs=("bits", "group_size", "n", "k", "act", "layout", "ternary"),
+    doc="quantized linear (numeric contract): x f32[..,K], packed codes u8, scales f32[N,J], zeros u8[N,J], b f32[N]",
+)
+def _infer_qlinear(t, a):
+    x, packed, scales, zeros = t[:4]
+    n, k, g = a["n"], a["k"], a["group_size"]
+    _expect(dims_equal(x.shape[-1], k), f"qlinear: x has K={x.shape[-1]}, weight has K={k}")
+    _expect(k % g == 0, f"qlinear: K={k} not a multiple of group {g}")
+    _expect(packed.dtype == "u8", "qlinear codes must be packed u8")
+    _expect(_same_shape(scales.shape, (n, k // g)) and scales.dtype == "f32", "qlinear scales must be f32[N,K/g]")
+    _expect(_same_shape(zeros.shape, (n, k // g)) and zeros.dtype == "u8", "qlinear zeros must be u8[N,K/g]")
+    _expect(a["act"] in ("a16", "a8"), f"qlinear: unknown act mode {a['act']}")
+    if len(t) == 5:
+        _expect(_same_shape(t[4].shape, (n,)), "qlinear bias must be [N]")
+    return [TensorType((*x.shape[:-1], n), "f32")]
+
+
+@_op("matmul", 2, doc="a @ b over the last two dims")
+def _infer_matmul(t, a):
+    x, y = t
+    _expect(len(x.shape) >= 2 and len(y.shape) >= 2, "matmul needs >= 2-D operands")
+    _expect(dims_equal(x.shape[-1], y.shape[-2]), "matmul: inner dims differ")
+    return [TensorType((*x.shape[:-1], y.shape[-1]), "f32")]
+
+
+def _norm_infer(t, a):
+    x = t[0]
+    for p in t[1:]:
+        _expect(_same_shape(p.shape, (x.shape[-1],)), "norm parameters must be [H]")
+    return [x]
+
+
+_op("rmsnorm", 2, attrs=("eps",), doc="x / sqrt(mean(x^2) + eps) * w")(_norm_infer)
+_op("layernorm", 3, attrs=("eps",), doc="(x - mean) / sqrt(var + eps) * w + b")(_norm_infer)
+
+
+@_op("rope", 2, attrs=("theta",), doc="rotary embedding (rotate-half form): x f32[S,H,D], positions i64[S]")
+def _infer_rope(t, a):
+    x, pos = t
+    _expect(len(x.shape) == 3, "rope input must be [S,H,D]")
+    _expect(_same_shape(pos.shape, x.shape[:1]), "rope positions must be [S]")
+    return [x]
+
+
+@_op("attention", 3, attrs=("causal", "scale"), doc="softmax(q k^T * scale [+ causal mask]) v with GQA")
+def _infer_attention(t, a):
+    q, k, v = t
+    _expect(len(q.shape) == 3 and len(k.shape) == 3 and len(v.shape) == 3, "attention operands must be [S,H,D]")
+    _expect(_same_shape(k.shape, v.shape), "attention: k and v shapes differ")
+    _expect(dims_equal(q.shape[2], k.shape[2]), "attention: head_dim of q and k differ")
+    hq, hk = q.shape[1], k.shape[1]
+    _expect(isinstance(hq, int) and isinstance(hk, int) and hq % hk == 0, "attention: q heads must be a multiple of kv heads")
+    return [q]
+
+
+def _unary(t, a):
+    return [t[0]]
+
+
+for _name, _doc in (("softmax", "softmax over the last axis"), ("silu", "x * sigmoid(x)"), ("gelu", "GELU (erf form, or tanh when approximate='tanh')")):
+    _op(_name, 1, doc=_doc)(_unary)
+
+
+def _binary(t, a):
+    x, y = t
+    # Broadcasting is limited to the trailing-dims form the models need (e.g. [S,H] + [H]).
+    n = len(y.shape)
+    _expect(n <= len(x.shape) and _same_shape(x.shape[len(x.shape) - n :], y.shape), f"cannot broadcast {y} to {x}")
+    return [x]
+
+
+_op("add", 2, doc="x + y (y broadcast over leading dims)")(_binary)
+_op("mul", 2, doc="x * y (y broadcast over leading dims)")(_binary)
+
+
+@_op("reshape", 1, attrs=("shape",), doc="reshape; 0 copies the input dim at that position, -1 is inferred")
+def _infer_reshape(t, a):
+    x = t[0]
+    out = []
+    for i, d in enumerate(a["shape"]):
+        out.append(x.shape[i] if d == 0 else d)
+    if -1 in out:
+        known = [d for d in x.shape if not (isinstance(d, str))]
+        sym_in = [d for d in x.shape if isinstance(d, str)]
+        sym_out = [d for d in out if isinstance(d, str)]
+        _expect(sorted(sym_in) == sorted(sym_out), "reshape with -1 must keep symbolic dims")
+        total = int(np.prod(known)) if known else 1
+        rest = int(np.prod([d for d in out if isinstance(d, int) and d != -1])) or 1
+        _expect(total % rest == 0, f"reshape {x} -> {a['shape']}: sizes do not divide")
+        out = [total // rest if d == -1 else d for d in out]
+    return [TensorType(tuple(out), x.dtype)]
+
+
+@_op("concat", 2, attrs=("axis",), doc="concatenate along axis")
+def _infer_concat(t, a):
+    x, y = t
+    ax = a["axis"] % len(x.shape)
+    _expect(len(x.shape) == len(y.shape), "concat ranks differ")
+    for i, (p, q) in enumerate(zip(x.shape, y.shape)):
+        if i != ax:
+            _expect(dims_equal(p, q), f"concat: dim {i} differs ({p} vs {q})")
+    shape = list(x.shape)
+    shape[ax] = dim_add(x.shape[ax], y.shape[ax])
+    return [TensorType(tuple(shape), x.dtype)]
+
+
+@_op("mean", 1, attrs=("axis",), doc="mean over one axis (mean pooling)")
+def _infer_mean(t, a):
+    x = t[0]
+    ax = a["axis"] % len(x.shape)
+    return [TensorType(tuple(d for i, d in enumerate(x.shape) if i != ax), x.dtype)]
+
+
+@_op("l2norm", 1, attrs=("eps",), doc="x / max(||x||_2, eps) over the last axis")
+def _infer_l2norm(t, a):
+    return [t[0]]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Graph
+
+
+class Graph:
+    def __init__(self, name: str):
+        self.name = name
+        self.inputs: dict[str, TensorType] = {}
+        self.consts: dict[str, np.ndarray] = {}
+        self.nodes: list[Node] = []
+        self.outputs: list[str] = []
+        self.meta: dict = {}
+        self.types: dict[str, TensorType] = {}
+
+    # construction ----------------------------------------------------------------------------------------
+    def add_input(self, name: str, ttype: TensorType) -> str:
+        self._new_name(name)
+        self.inputs[name] = ttype
+        self.types[name] = ttype
+        return name
+
+    def add_const(self, name: str, value: np.ndarray) -> str:
+        self._new_name(name)
+        self.consts[name] = value
+        self.types[name] = TensorType(value.shape, dtype_of(value))
+        return name
+
+    def add_node(self, op: str, inputs: list[str], outputs: list[str] | str, **attrs) -> list[str]:
+        outs = [outputs] if isinstance(outputs, str) else list(outputs)
+        node = Node(op, list(inputs), outs, attrs)
+        for o, t in zip(outs, self._infer(node)):
+            self._new_name(o)
+            self.types[o] = t
+        self.nodes.append(node)
+        return outs
+
+    def set_outputs(self, names: list[str]):
+        for n in names:
+            if n not in self.types:
+                raise IRError(f"output {n} is not defined")
+        self.outputs = list(names)
+
+    def _new_name(self, name: str):
+        if name in self.types:
+            raise IRError(f"value {name} defined twice")
+
+    def _infer(self, node: Node) -> list[TensorType]:
+        opdef = OPS.get(node.op)
+        if opdef is None:
+            raise IRError(f"unknown op {node.op}")
+        if not opdef.min_inputs <= len(node.inputs) <= opdef.max_inputs:
+            raise IRError(f"{node.op} takes {opdef.min_inputs}..{opdef.max_inputs} inputs, got {len(node.inputs)}")
+        for a in opdef.required_attrs:
+            if a not in node.attrs:
+                raise IRError(f"{node.op} needs attribute {a}")
+        missing = [i for i in node.inputs if i not in self.types]
+        if missing:
+            raise IRError(f"{node.op} -> {node.outputs}: inputs not defined before use: {missing}")
+        outs = opdef.infer([self.types[i] for i in node.inputs], node.attrs)
+        if len(outs) != len(node.outputs):
+            raise IRError(f"{node.op} produces {len(outs)} outputs, node names {len(node.outputs)}")
+        return outs
+
+    # queries ---------------------------------------------------------------------------------------------
+    def producer(self) -> dict[str, Node]:
+        return {o: n for n in self.nodes for o in n.outputs}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        c: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                c.setdefault(i, []).append(n)
+        return c
+
+    def n_params(self) -> int:
+        return int(sum(v.size for v in self.consts.values()))
+
+    # checks ----------------------------------------------------------------------------------------------
+    def infer_types(self):
+        """Recompute every value's type from the inputs and constants (after a pass edits nodes)."""
+        self.types = dict(self.inputs)
+        for k, v in self.consts.items():
+            if k in self.types:
+                raise IRError(f"value {k} defined twice")
+            self.types[k] = TensorType(v.shape, dtype_of(v))
+        for node in self.nodes:
+            for o, t in zip(node.outputs, self._infer(node)):
+                self._new_name(o)
+                self.types[o] = t
+
+    def verify(self):
+        """Raise IRError unless the graph is well formed: defined-before-use, single definition, known ops,
+        types consistent with the constants, and every output defined."""
+        self.infer_types()
+        for o in self.outputs:
+            if o not in self.types:
+                raise IRError(f"output {o} is not defined")
+        used = {i for n in self.nodes for i in n.inputs} | set(self.outputs)
+        dangling = [c for c in self.consts if c not in used]
+        if dangling:
+            raise IRError(f"constants never used: {dangling[:5]}")
+
+    # text ------------------------------------------------------------------------------------------------
+    def __str__(self) -> str:
+        lines = [f"graph {self.name}("]
+        lines += [f"    %{k}: {t}," for k, t in self.inputs.items()]
+        lines.append(f") consts {len(self.consts)} ({self.n_params() / 1e6:.2f} M elements) {{")
+        for n in self.nodes:
+            args = ", ".join(("@" if i in self.consts else "%") + i for i in n.inputs)
+            attrs = ", ".join(f"{k}={v}" for k, v in n.attrs.items())
+            outs = ", ".join("%" + o for o in n.outputs)
+            types = ", ".join(str(self.types[o]) for o in n.outputs)
+            lines.append(f"  {outs} = {n.op}({args}){' {' + attrs + '}' if attrs else ''} : {types}")
+        lines.append("  return " + ", ".join("%" + o for o in self.outputs))
+        lines.append("}")
+        return "\n".join(lines)
+
+    # serialization ---------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "inputs": [{"name": k, **t.to_json()} for k, t in self.inputs.items()],
+            "consts": [{"name": k, "shape": list(v.shape), "dtype": dtype_of(v)} for k, v in self.consts.items()],
+            "nodes": [n.to_json() for n in self.nodes],
+            "outputs": self.outputs,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, consts: dict[str, np.ndarray]) -> "Graph":
+        g = cls(d["name"])
+        for i in d["inputs"]:
+            g.inputs[i["name"]] = TensorType(tuple(i["shape"]), i["dtype"])
+        for c in d["consts"]:
+            if c["name"] not in consts:
+                raise IRError(f"constant {c['name']} missing from the weights")
+            arr = consts[c["name"]]
+            if list(arr.shape) != c["shape"] or dtype_of(arr) != c["dtype"]:
+                raise IRError(f"constant {c['name']} has shape {arr.shape} {arr.dtype}, expected {c['shape']} {c['dtype']}")
+            g.consts[c["name"]] = arr
+        g.nodes = [Node.from_json(n) for n in d["nodes"]]
+        g.outputs = list(d["outputs"])
+        g.meta = dict(d.get("meta", {}))
+        g.verify()
+        return g
+
+    def copy(self) -> "Graph":
+        """A structural copy sharing constant arrays (passes replace constants rather than mutate them)."""
+        g = Graph(self.name)
+        g.inputs = dict(self.inputs)
+        g.consts = dict(self.consts)
+        g.nodes = [Node(n.op, list(n.inputs), list(n.outputs), dict(n.attrs)) for n in self.nodes]
+        g.outputs = list(self.outputs)
+        g.meta = json.loads(json.dumps(self.meta))
+        g.types = dict(self.types)
+        return g

