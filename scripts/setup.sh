@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up everything lowbit needs on a fresh Debian/Ubuntu machine: the system tools the RTL flow uses
+# (iverilog, yosys, liblz4-dev for FST waves; apt-get when root, otherwise a clear message), a virtual
+# environment in .venv, and lowbit itself with its test dependencies. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "lowbit setup: $PY is not Python >= 3.11; set PYTHON=/path/to/python3.11 and run again" >&2
+  exit 2
+fi
+
+missing=()
+command -v iverilog >/dev/null || missing+=(iverilog)
+command -v yosys >/dev/null || missing+=(yosys)
+[ -e /usr/include/lz4.h ] || missing+=(liblz4-dev)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "lowbit setup: installing ${missing[*]} with apt-get"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "lowbit setup: missing ${missing[*]} (needed by the RTL flow); install with: sudo apt-get install ${missing[*]}" >&2
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+echo "lowbit setup: ready (.venv/bin/lowbit)"

@@ -1,0 +1,63 @@
+"""Test helpers: write presets as Hugging Face model directories, run the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from compiler.frontend.presets import PRESETS, preset_weights
+
+
+def write_hf_dir(path: Path, preset: str, shards: int = 1, bf16: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+    """A Hugging Face-style directory for a preset: config.json, weights in `shards` safetensors files (with
+    an index when sharded), optionally stored as bfloat16. Returns the weights as written (bf16-rounded)."""
+    p = PRESETS[preset]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(p.config))
+    w = preset_weights(p, seed)
+    if bf16:
+        w = {k: ((v.view(np.uint32) + 0x8000) & 0xFFFF0000).view(np.float32) for k, v in w.items()}  # round to bf16
+    names = sorted(w)
+    parts = [names[i::shards] for i in range(shards)]
+    weight_map = {}
+    for i, part in enumerate(parts):
+        fname = "model.safetensors" if shards == 1 else f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        if bf16:
+            write_bf16(path / fname, {k: w[k] for k in part})
+        else:
+            save_file({k: w[k] for k in part}, str(path / fname))
+        weight_map.update({k: fname for k in part})
+    if shards > 1:
+        (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return w
+
+
+def write_bf16(path: Path, tensors: dict[str, np.ndarray]):
+    """safetensors with BF16 tensors (numpy cannot write bfloat16 through the library)."""
+    header, blobs, off = {}, [], 0
+    for k, v in tensors.items():
+        raw = (v.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+        header[k] = {"dtype": "BF16", "shape": list(v.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `lowbit ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from runtime.cli import main
+
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

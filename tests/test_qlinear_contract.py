@@ -1,0 +1,88 @@
+"""The numeric contract of qlinear (DESIGN.md): A8 integer group sums are exact; A16 sums per group in fp32 of
+fp16 activations; dequantization once per group."""
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from compiler.quant.pack import pack, storage_layout
+from compiler.quant.rtn import quantize_rtn
+from compiler.quant.spec import parse_spec
+from compiler.reference import QLinearWeights, int_sum_fits_f32, qlinear, qlinear_acc, quantize_activations_a8
+
+SPECS = ["w8g32", "w8pc-asym", "w4g128", "w4g32-asym", "w3g64", "w2g32", "ternary", "ternaryg64"]
+
+
+def prepared(qw, spec):
+    layout = storage_layout(qw.bits)
+    n, k = qw.shape
+    attrs = dict(n=n, k=k, bits=qw.bits, group_size=qw.group_size, layout=layout)
+    return QLinearWeights(pack(qw.codes, qw.bits, layout), qw.scales, qw.zeros, attrs)
+
+
+@st.composite
+def case(draw):
+    spec = parse_spec(draw(st.sampled_from(SPECS)))
+    j = draw(st.integers(1, 3))
+    g = spec.group_size or draw(st.sampled_from([16, 40, 128]))
+    k = g * j if spec.group_size else g
+    n = draw(st.integers(1, 24))
+    m = draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**31))
+    r = np.random.default_rng(seed)
+    w = (r.standard_normal((n, k)) * r.uniform(0.01, 3)).astype(np.float32)
+    x = (r.standard_normal((m, k)) * r.uniform(0.01, 100)).astype(np.float32)
+    return spec, w, x
+
+
+@given(case())
+def test_a8_group_sums_equal_float64_evaluation_of_the_integers(c):
+    spec, w, x = c
+    qw = quantize_rtn(w, spec)
+    p = prepared(qw, spec)
+    acc, sa = qlinear_acc(x, p, "a8")
+    qa, sa2 = quantize_activations_a8(x)
+    assert np.array_equal(sa, sa2)
+    n, k = qw.shape
+    g = qw.group_size
+    exact = np.einsum("mjg,njg->jmn", qa.astype(np.float64).reshape(len(x), k // g, g), qw.int_weights().astype(np.float64).reshape(n, k // g, g))
+    assert np.array_equal(acc.astype(np.float64), exact)  # bit-exact, not approximately
+    assert np.all(np.abs(exact) < 2**31)  # fits the int32 accumulator of the contract
+
+
+@given(case())
+def test_a8_output_follows_the_dequantize_once_per_group_formula(c):
+    spec, w, x = c
+    qw = quantize_rtn(w, spec)
+    y = qlinear(x, prepared(qw, spec), "a8")
+    qa, sa = quantize_activations_a8(x)
+    n, k = qw.shape
+    g = qw.group_size
+    acc = np.einsum("mjg,njg->mnj", qa.astype(np.float64).reshape(len(x), k // g, g), qw.int_weights().astype(np.float64).reshape(n, k // g, g))
+    ref = (sa[:, None, None].astype(np.float64) * qw.scales[None].astype(np.float64) * acc).sum(-1)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max() + 1e-30)
+
+
+@given(case())
+def test_a16_matches_float64_on_fp16_activations(c):
+    spec, w, x = c
+    qw = quantize_rtn(w, spec)
+    y = qlinear(x, prepared(qw, spec), "a16")
+    x16 = x.astype(np.float16).astype(np.float64)
+    ref = x16 @ qw.dequantize().astype(np.float64).T
+    # fp32 sums over groups of <= K terms: relative to the sum of |terms|
+    bound = 1e-5 * (np.abs(x16) @ np.abs(qw.dequantize().astype(np.float64)).T) + 1e-30
+    assert np.all(np.abs(y - ref) <= bound)
+
+
+def test_a8_activation_quantization_rule():
+    x = np.array([[0.0, 1.0, -2.54, 127.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    qa, sa = quantize_activations_a8(x)
+    assert sa[0] == np.float32(1.0) and sa[1] == np.float32(1.0)
+    assert qa[0].tolist() == [0, 1, -3, 127]
+    assert qa[1].tolist() == [0, 0, 0, 0]
+
+
+def test_float32_exactness_bound():
+    assert int_sum_fits_f32(128, 127, 255)  # w8 asym, g128: 4.1e6 < 2^24
+    assert not int_sum_fits_f32(8192, 127, 255)  # per-channel K=8192 needs float64
