@@ -1,0 +1,175 @@
+"""yosys synthesis of the generated arrays: cell counts and CMOS transistor estimates as JSON.
+
+`synthesize(design, params) -> dict` generates the array (rtl.sim.make_config's parameters), runs
+yosys (`read_verilog; synth -flatten -top T; stat; stat -tech cmos; stat -json`) and returns / saves:
+
+  cells            {yosys internal cell type: count}  (generic gate library after `synth`)
+  cell_count       total cells;  ff_bits: flip-flop cells (one per bit)
+  transistors_yosys  `stat -tech cmos`'s estimate; yosys counts 0 for flip-flops with enable or
+                     reset (it prints a trailing '+'), so:
+  ff_transistors     our estimate for those flip-flops (FF_TRANSISTORS below: a 16-transistor static
+                     D flip-flop, plus a 12-transistor 2:1 mux for an enable and a 6-transistor gate for
+                     a synchronous reset, 4 transistors for an asynchronous one)
+  transistors        transistors_yosys + ff_transistors (used by the cost model)
+  peak_macs_per_cycle, transistors_per_mac_per_cycle   (area per unit of throughput)
+Numbers are technology-independent estimates (a generic gate count, not a placed 28 nm layout).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from compiler.errors import LowbitError
+from rtl.gen.common import module_name, write_verilog
+from rtl.sim import build_root, make_config
+
+# yosys's own CMOS costs for the gates it counts (kernel/cost.h), for cross-checking its total
+GATE_TRANSISTORS = {
+    "$_NOT_": 2, "$_NAND_": 4, "$_NOR_": 4, "$_AND_": 6, "$_OR_": 6, "$_ANDNOT_": 6, "$_ORNOT_": 6,
+    "$_XOR_": 12, "$_XNOR_": 12, "$_AOI3_": 6, "$_OAI3_": 6, "$_AOI4_": 8, "$_OAI4_": 8, "$_MUX_": 12,
+    "$_NMUX_": 10, "$_BUF_": 0, "$_DFF_P_": 16, "$_DFF_N_": 16,
+}
+DFF, ENABLE, SYNC_RESET, ASYNC_RESET = 16, 12, 6, 4
+
+
+def ff_transistors(cell: str) -> int | None:
+    """Transistor estimate for a yosys flip-flop cell type; None if `cell` is not a flip-flop."""
+    m = re.match(r"^\$_(S?DFF|DFFE|SDFFE|SDFFCE|DFFSR|DFFSRE|ALDFF|ALDFFE)_([A-Z0-9]*)_$", cell)
+    if not m:
+        return None
+    kind = m.group(1)
+    t = DFF
+    if "E" in kind[3:] or kind in ("DFFE", "SDFFE", "SDFFCE", "DFFSRE", "ALDFFE"):
+        t += ENABLE
+    if kind.startswith("SDFF"):
+        t += SYNC_RESET
+    if kind.startswith("DFFSR"):
+        t += 2 * ASYNC_RESET
+    elif kind == "DFF" and len(m.group(2)) == 3:  # $_DFF_PN0_ etc.: async reset
+        t += ASYNC_RESET
+    return t
+
+
+def check_yosys() -> str:
+    exe = shutil.which("yosys")
+    if exe is None:
+        raise LowbitError("yosys is not installed", "install it with `sudo apt-get install -y yosys`")
+    return exe
+
+
+def synthesize(design: str, params: dict | None = None, out_json: str | Path | None = None, timeout_s: int = 3600) -> dict:
+    """Synthesize one array with yosys; returns the report dict (and writes it to out_json if given)."""
+    exe = check_yosys()
+    cfg, _ = make_config(design, params)
+    top = module_name(cfg)
+    work = build_root() / "synth" / top
+    work.mkdir(parents=True, exist_ok=True)
+    src = write_verilog(cfg, work)
+    script = (
+        f"read_verilog {src.name}; synth -flatten -top {top}; "
+        "tee -o stat.txt stat; tee -o cmos.txt stat -tech cmos; tee -o stat.json stat -json"
+    )
+    t0 = time.time()
+    r = subprocess.run([exe, "-q", "-l", "yosys.log", "-p", script], cwd=work, capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0:
+        raise LowbitError(f"yosys failed on {top}: {(r.stderr or r.stdout).strip()[-300:]}", f"see {work / 'yosys.log'}")
+    secs = time.time() - t0
+    stat = json.loads((work / "stat.json").read_text())
+    mod = next(iter(stat["modules"].values()))
+    cells = {k: int(v) for k, v in mod["num_cells_by_type"].items()}
+    m = re.search(r"Estimated number of transistors:\s+(\d+)", (work / "cmos.txt").read_text())
+    t_yosys = int(m.group(1)) if m else 0
+    ff_t = 0
+    ff_bits = 0
+    unknown = {}
+    for cell, n in cells.items():
+        f = ff_transistors(cell)
+        if f is not None:
+            ff_bits += n
+            if cell not in GATE_TRANSISTORS:
+                ff_t += f * n
+        elif cell not in GATE_TRANSISTORS:
+            unknown[cell] = n
+    gates_t = sum(GATE_TRANSISTORS[c] * n for c, n in cells.items() if c in GATE_TRANSISTORS)
+    peak = cfg.macs_per_beat / cfg.cycles_per_beat
+    total = t_yosys + ff_t
+    report = {
+        "design": design,
+        "module": top,
+        "config": cfg.to_dict(),
+        "yosys": (r.stdout.strip() or subprocess.run([exe, "-V"], capture_output=True, text=True).stdout.strip()),
+        "seconds": round(secs, 1),
+        "cells": cells,
+        "cell_count": int(mod["num_cells"]),
+        "ff_bits": ff_bits,
+        "transistors_yosys": t_yosys,
+        "transistors_gates_check": gates_t,
+        "ff_transistors": ff_t,
+        "transistors": total,
+        "uncounted_cells": unknown,
+        "peak_macs_per_cycle": peak,
+        "transistors_per_mac_per_cycle": total / peak,
+        "cells_per_mac_per_cycle": int(mod["num_cells"]) / peak,
+    }
+    if out_json is not None:
+        out = Path(out_json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
+            json.dump(report, f, indent=1)
+        Path(f.name).replace(out)
+    return report
+
+
+def report_path(design: str, bits: int, act: str = "a8", group: int = 128) -> Path:
+    return Path(__file__).resolve().parent / "reports" / "synth" / f"{design}_w{bits}{act}g{group}.json"
+
+
+def table(reports: list[dict]) -> str:
+    """Markdown table of synthesis reports, with area per MAC/cycle and the ratio to the mac baseline
+    of the same weight bits."""
+    base = {(r["config"]["bits"], r["config"]["act"]): r["transistors_per_mac_per_cycle"] for r in reports if r["design"] == "mac"}
+    lines = [
+        "| design | config | cells | FF bits | transistors | peak MACs/cycle | transistors per MAC/cycle | vs mac |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in reports:
+        c = r["config"]
+        w = "ternary" if c["ternary"] else f"w{c['bits']}"
+        b = base.get((c["bits"], c["act"]))
+        ratio = f"{r['transistors_per_mac_per_cycle'] / b:.2f}x" if b else "-"
+        lines.append(
+            f"| {r['design']} | {w}{c['act']}g{c['group']} M{c['M']} N{c['N']} K{c['K']} | {r['cell_count']:,} | "
+            f"{r['ff_bits']:,} | {r['transistors']:,} | {r['peak_macs_per_cycle']:.0f} | "
+            f"{r['transistors_per_mac_per_cycle']:,.0f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="yosys synthesis of the default arrays; prints the area table")
+    ap.add_argument("--designs", default="lut-tc,mixpe,mac")
+    ap.add_argument("--bits", default="2,4")
+    ap.add_argument("--rerun", action="store_true", help="synthesize even when a saved report exists")
+    args = ap.parse_args(argv)
+    reports = []
+    for design in args.designs.split(","):
+        for bits in (int(b) for b in args.bits.split(",")):
+            p = report_path(design, bits)
+            if p.exists() and not args.rerun:
+                reports.append(json.loads(p.read_text()))
+            else:
+                reports.append(synthesize(design, dict(bits=bits, act="a8", group=128), out_json=p))
+    print(table(reports))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
