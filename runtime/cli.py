@@ -169,6 +169,38 @@ def _run_encoder(con, m, inputs, backend, other, compare):
         con.print(t)
 
 
+def _parse_params(text: str | None) -> dict:
+    """--params M=2,N=64,quant=w2g128a8 -> dict (values stay strings; the RTL layer converts and checks)."""
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise LowbitError(f"--params item '{item}' is not KEY=VALUE", "write e.g. --params M=2,N=64,quant=w2g128a8")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@cli.command()
+@click.option("--design", type=click.Choice(["lut-tc", "mixpe", "mac"]), required=True)
+@click.option("--params", default=None, help="array parameters, e.g. M=2,N=64,K=4,quant=w2g128a8 (or bits=,act=,group=)")
+@click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default="icarus", show_default=True)
+@click.option("--vectors", default=1000, show_default=True, type=click.IntRange(1), help="random tiles to check")
+@click.option("--waves", default=None, type=click.Path(), help="write a waveform (.fst; Verilator also .vcd)")
+@click.option("--seed", default=0, show_default=True)
+def sim(design, params, simulator, vectors, waves, seed):
+    """Simulate a generated accelerator array against the golden model, bit for bit."""
+    from rtl.sim import run_sim
+
+    r = run_sim(design, _parse_params(params), simulator, vectors, waves, seed)
+    con = _console()
+    con.print(r.summary())
+    con.print(f"build {r.build_s:.1f} s, simulation {r.wall_s:.1f} s ({r.cycles_per_second:,.0f} cycles/s)")
+    if not r.passed:
+        sys.exit(1)
+
+
 @cli.command()
 @click.argument("artifact", type=click.Path())
 def show(artifact):

@@ -184,3 +184,15 @@ def test_output_path_that_is_not_an_artifact_is_refused(tmp_path, capsys):
     code, _, se = run_cli(["compile", "bert-tiny", "-o", d], capsys)
     assert code == 2 and "not a lowbit artifact" in se
     assert (d / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.skipif(__import__("shutil").which("iverilog") is None, reason="Icarus Verilog not installed (apt-get install -y iverilog)")
+def test_sim_command_runs_a_design(capsys):
+    code, so, se = run_cli(["sim", "--design", "mac", "--vectors", "5", "--params", "quant=w4g32a8"], capsys)
+    assert code == 0, se
+    assert re.search(r"PASS mac on icarus: 5 tiles, \d+ cycles", so)
+
+
+def test_sim_bad_params_exit_2(capsys):
+    code, so, se = run_cli(["sim", "--design", "mixpe", "--params", "bits"], capsys)
+    assert code == 2 and "KEY=VALUE" in se
