@@ -214,8 +214,10 @@ def _env(**kv):
                 os.environ[k] = v
 
 
-def build(cfg: ArrayConfig, simulator: str = "icarus", waves: bool = False):
-    """Generate and compile `cfg`'s array; returns (runner, build_dir, toplevel, seconds)."""
+def build(cfg: ArrayConfig, simulator: str = "icarus", waves: str | None = None):
+    """Generate and compile `cfg`'s array; returns (runner, build_dir, toplevel, seconds).
+
+    waves: None, "fst" or "vcd" (the trace format compiled in; Icarus only does FST)."""
     from cocotb_tools.runner import get_runner
 
     from rtl.gen.common import module_name, write_verilog
@@ -224,7 +226,7 @@ def build(cfg: ArrayConfig, simulator: str = "icarus", waves: bool = False):
     root = build_root()
     top = module_name(cfg)
     key = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-    bd = root / simulator / f"{top}-{key}{'-w' if waves else ''}"
+    bd = root / simulator / f"{top}-{key}{'-' + waves if waves else ''}"
     src = write_verilog(cfg, bd / "src")
     runner = get_runner(simulator)
     t0 = time.time()
@@ -236,7 +238,7 @@ def build(cfg: ArrayConfig, simulator: str = "icarus", waves: bool = False):
         env.update(_verilator_env(root))
         env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         build_args = ["-CFLAGS", "-std=c++20", "-Wno-fatal", "-O3"]
-        if waves:
+        if waves == "fst":
             build_args += ["--trace-fst", "-CFLAGS", "-DVM_TRACE_FST=1"]
     with _env(**env), _quiet_pytest():
         try:
@@ -246,7 +248,7 @@ def build(cfg: ArrayConfig, simulator: str = "icarus", waves: bool = False):
                 build_dir=bd,
                 build_args=build_args,
                 timescale=("1ns", "1ps"),
-                waves=waves,
+                waves=bool(waves),
                 always=not fresh,
                 log_file=bd / "build.log",
             )
@@ -292,7 +294,7 @@ def run_sim(
         if simulator == "verilator" and suf not in (".vcd", ".fst"):
             raise LowbitError(f"waves file '{waves}' must end in .vcd or .fst", "name the file *.vcd or *.fst")
     vfst = wpath is not None and simulator == "verilator" and wpath.suffix.lower() == ".fst"
-    runner, bd, top, build_s = build(cfg, simulator, waves=wpath is not None)
+    runner, bd, top, build_s = build(cfg, simulator, waves=wpath.suffix.lower()[1:] if wpath is not None else None)
     stats_path = bd / f"stats-{os.getpid()}-{seed}.json"
     results = bd / f"results-{os.getpid()}-{seed}.xml"
     opts = dict(cfg=cfg.to_dict(), vectors=int(vectors), seed=int(seed), corrupt=bool(corrupt_golden),

@@ -37,20 +37,20 @@ PERIOD_NS = 10
 
 
 def _pack(values, width: int) -> int:
-    mask = (1 << width) - 1
-    out = 0
-    for i, v in enumerate(values):
-        out |= (int(v) & mask) << (i * width)
-    return out
+    """Little-endian pack of integers (two's complement, `width` bits each) into one int."""
+    v = np.asarray(values, dtype=np.int64).reshape(-1)
+    bits = ((v[:, None] >> np.arange(width)) & 1).astype(np.uint8).reshape(-1)
+    return int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
 
 
 def _unpack(x: int, width: int, count: int, signed: bool) -> np.ndarray:
-    mask = (1 << width) - 1
-    vals = [(x >> (i * width)) & mask for i in range(count)]
+    nbits = width * count
+    raw = np.frombuffer(int(x).to_bytes((nbits + 7) // 8, "little"), dtype=np.uint8)
+    bits = np.unpackbits(raw, bitorder="little")[:nbits].reshape(count, width).astype(np.int64)
+    vals = bits @ (np.int64(1) << np.arange(width, dtype=np.int64))
     if signed:
-        half = 1 << (width - 1)
-        vals = [v - (1 << width) if v >= half else v for v in vals]
-    return np.array(vals, dtype=np.int64)
+        vals = np.where(bits[:, -1] == 1, vals - (np.int64(1) << width), vals)
+    return vals
 
 
 class StreamMonitor:

@@ -138,3 +138,10 @@ def test_ten_thousand_random_tiles(combo):
         pytest.skip("no simulator installed")
     r = run_sim(design, {**SMALL, **params, "max_groups": 1}, simulator=sim, vectors=10_000, seed=2026)
     _check(r, 10_000)
+
+
+@verilator
+def test_verilator_waves(tmp_path):
+    out = tmp_path / "w.vcd"
+    r = run_sim("mac", {**SMALL, "bits": 2, "group": 32}, simulator="verilator", vectors=3, waves=str(out))
+    assert r.passed and out.exists() and out.read_text(errors="replace").startswith("$")
