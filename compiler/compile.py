@@ -11,7 +11,7 @@ from compiler.errors import LowbitError
 from compiler.frontend import Model, load_model
 from compiler.quant.spec import QuantSpec, parse_spec
 
-TARGETS = ("ref",)  # the targets this build of lowbit can produce
+TARGETS = ("ref", "tvm-cpu", "tvm-cuda")  # the targets this build of lowbit can produce
 # GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
 # [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
 # 8 x 128 on held-out sentences; see the README).
@@ -92,5 +92,13 @@ def compile_model(
         "targets": {t: {} for t in target_list},
         "timings_s": {"load": round(t_load, 3), "quantize": round(t_quant, 3)},
     }
-    write_artifact(Path(out), manifest, graph, files)
+
+    def build_targets(tmp: Path):  # each compiled target writes its sub-folder into the temporary artifact
+        from compiler.backends.tvm import TVM_TARGETS, build_tvm_target
+
+        for t in target_list:
+            if t in TVM_TARGETS:
+                manifest["targets"][t] = build_tvm_target(graph, t, tmp / t)
+
+    write_artifact(Path(out), manifest, graph, files, build_targets=build_targets)
     return {"path": str(out), "params": graph.n_params(), "load_s": t_load, "quantize_s": t_quant, "spec": spec, "graph": graph, "model": m}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from compiler.errors import LowbitError
 
 from runtime.backends.ref import RefBackend
+from runtime.backends.tvm import TVMCPUBackend, TVMCUDABackend
 
-BACKENDS = {"ref": RefBackend}
+BACKENDS = {"ref": RefBackend, "tvm-cpu": TVMCPUBackend, "tvm-cuda": TVMCUDABackend}
 PLANNED = ("tvm-cpu", "tvm-cuda", "mlir-cpu", "mlir-cuda", "hwsim:lut-tc", "hwsim:mixpe", "hwsim:mac", "rtl:lut-tc", "rtl:mixpe", "rtl:mac")
 
 

@@ -1,0 +1,264 @@
+"""qlinear (mpGEMM) kernels in TE/TIR and the rule table that picks one per layer.
+
+Every kernel implements DESIGN.md's numeric contract, y[m, n] = sum_j s[n, j] * acc[m, n, j] (+ bias):
+
+- A16: x is rounded to fp16 (and back to fp32); acc[m, n, j] = sum_{k in group j} x[m, k] * (q[n, k] - z[n, j])
+  in fp32; the integer weight (q - z) is formed in registers from the packed codes.
+- A8: a separate stage (`act_quant_a8`, emitted once per activation even when several qlinears read it, e.g.
+  q/k/v) gives sa[m] = max|x[m]| / 127 and qa = clamp(rint(x / sa), -127, 127) as int32; the group sums
+  acc[m, n, j] = sum qa * (q - z) are int32 (exact: |acc| <= g * 127 * 255 < 2^31 for every g <= 65536),
+  then y = sa[m] * sum_j s[n, j] * float(acc[m, n, j]).
+
+The kernels read the artifact's storage layouts directly (compiler/quant/pack.py: 'nibble', 'dense',
+'planes'), so they need no re-laid-out weights. A faster kernel (LUT, tile-blocked layouts) is added as one
+more `QLinearKernel` and one more rule in `RULES`: it may declare `relayout` (packed, scales, zeros ->
+the arrays it wants, saved in the target folder at compile time) and its own TE definition and schedule.
+Nothing else in the backend changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tvm import te, tirx
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes a rule sees
+
+
+@dataclass(frozen=True)
+class QLinearShape:
+    """What a rule may look at: the layer's shape and quantization, and the target kind."""
+
+    m_dynamic: bool  # M is the symbolic sequence length (prefill and decode share one kernel)
+    n: int
+    k: int
+    bits: int
+    group: int
+    act: str  # 'a16' | 'a8'
+    layout: str  # storage layout of the packed codes
+    target: str  # 'cpu' | 'cuda'
+    bias: bool = False
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Code unpacking from the storage layouts (expressions on the packed buffer, evaluated in registers)
+
+
+def code_at(packed: te.Tensor, bits: int, layout: str, n, k):
+    """The uint code q[n, k] as an int32 expression on the packed bytes."""
+    if layout == "planes":
+        byte = k // 8
+        sh = (k % 8).astype("int32") if hasattr(k, "astype") else k % 8
+        code = tirx.const(0, "int32")
+        for b in range(bits):
+            bit = (packed[b, n, byte].astype("int32") >> sh.astype("int32")) & 1
+            code = code | (bit << b)
+        return code
+    per = 8 // bits
+    if per == 1:
+        return packed[n, k].astype("int32")
+    byte = packed[n, k // per].astype("int32")
+    shift = ((k % per) * bits).astype("int32")
+    return (byte >> shift) & ((1 << bits) - 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TE definitions
+
+
+def act_quant_a8(x: te.Tensor):
+    """Per-token dynamic int8 (the A8 contract): returns (qa int32 [M, K], sa float32 [M])."""
+    m, k = x.shape
+    r = te.reduce_axis((0, k), name="r")
+    amax = te.compute((m,), lambda i: te.max(tirx.abs(x[i, r]), axis=r), name="a8_amax")
+    sa = te.compute(
+        (m,),
+        lambda i: tirx.Select(amax[i] > tirx.const(0, "float32"), amax[i] / tirx.const(127.0, "float32"), tirx.const(1.0, "float32")),
+        name="a8_scale",
+    )
+    lo, hi = tirx.const(-127.0, "float32"), tirx.const(127.0, "float32")
+    qa = te.compute((m, k), lambda i, c: tirx.max(tirx.min(tirx.nearbyint(x[i, c] / sa[i]), hi), lo).astype("int32"), name="a8_quant")
+    return qa, sa
+
+
+def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape: QLinearShape, name: str = "acc"):
+    """acc[m, n, j]: fp32 sums of fp16-rounded x (A16) or int32 sums of qa (A8) against (q - z) per group."""
+    m = xq.shape[0]
+    g, nj = shape.group, shape.k // shape.group
+    kk = te.reduce_axis((0, g), name="kk")
+    if shape.act == "a8":
+
+        def body(i, n, j):
+            k = j * g + kk
+            return te.sum(xq[i, k] * (code_at(packed, shape.bits, shape.layout, n, k) - zeros[n, j].astype("int32")), axis=kk)
+
+        return te.compute((m, shape.n, nj), body, name=name)
+
+    def body16(i, n, j):
+        k = j * g + kk
+        w = (code_at(packed, shape.bits, shape.layout, n, k) - zeros[n, j].astype("int32")).astype("float32")
+        return te.sum(x16(xq, i, k) * w, axis=kk)
+
+    return te.compute((m, shape.n, nj), body16, name=name)
+
+
+def x16(x: te.Tensor, i, k):
+    """x rounded to fp16 (A16 activations), as fp32."""
+    return x[i, k].astype("float16").astype("float32")
+
+
+def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinearShape):
+    m = acc.shape[0]
+    j = te.reduce_axis((0, shape.k // shape.group), name="j")
+    y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, j] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
+    if sa is None and bias is None:
+        return y
+    def out(i, n):
+        v = y[i, n]
+        if sa is not None:
+            v = v * sa[i]
+        if bias is not None:
+            v = v + bias[n]
+        return v
+    return te.compute((m, shape.n), out, name="qlinear_out")
+
+
+def qlinear_te(shape: QLinearShape):
+    """The TE function for bb.emit_te: (x_or_qa, [sa], packed, scales, zeros, [bias]) -> y [M, N]."""
+
+    def f(x, packed, scales, zeros, *rest):
+        rest = list(rest)
+        sa = rest.pop(0) if shape.act == "a8" else None
+        bias = rest.pop(0) if shape.bias else None
+        acc = qlinear_group_sums(x, packed, zeros, shape)
+        return qlinear_epilogue(acc, scales, sa, bias, shape)
+
+    return f
+
+
+def linear_te(x: te.Tensor, w: te.Tensor, b: te.Tensor | None = None):
+    """Float linear y = x W^T (+ b) reading W [N, K] as stored (no transpose at run time)."""
+    m, k = x.shape
+    n = w.shape[0]
+    r = te.reduce_axis((0, k), name="r")
+    y = te.compute((m, n), lambda i, j: te.sum(x[i, r] * w[j, r], axis=r), name="linear")
+    if b is None:
+        return y
+    return te.compute((m, n), lambda i, j: y[i, j] + b[j], name="linear_bias")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schedules (by rule, not tuned). Each takes a PrimFunc and returns a scheduled PrimFunc.
+
+
+def schedule_act_quant(kind: str):
+    """Schedule for `act_quant_a8` (rows are independent: one row per parallel iteration on CPU, one row
+    per thread for the max and one element per thread for the rounding on CUDA)."""
+
+    def sched(func: tirx.PrimFunc) -> tirx.PrimFunc:
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        for name in ("a8_amax", "a8_scale", "a8_quant"):
+            b = sch.get_sblock(name)
+            loops = sch.get_loops(b)
+            if kind == "cpu":
+                sch.parallel(loops[0])
+                continue
+            outer = sch.fuse(*loops) if name == "a8_quant" else loops[0]
+            bo, bi = sch.split(outer, factors=[None, 256 if name == "a8_quant" else 32])
+            sch.bind(bo, "blockIdx.x")
+            sch.bind(bi, "threadIdx.x")
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+    return sched
+
+
+def schedule_cpu_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """CPU: one output (m, n) per iteration of a parallel loop over fused (m, n-tiles); the group sum for
+    (m, n, j) is computed in registers right where the epilogue consumes it; A8's quantization stage is a
+    separate function. Reductions stay in order (no reassociation), so results are deterministic."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("acc")
+    y = sch.get_sblock("qlinear")
+    try:
+        out = sch.get_sblock("qlinear_out")
+        sch.reverse_compute_inline(out)
+    except Exception:  # noqa: BLE001 - no epilogue block
+        pass
+    i, n, j = sch.get_loops(y)
+    sch.compute_at(acc, j)
+    no, ni = sch.split(n, factors=[None, 16])
+    fused = sch.fuse(i, no)
+    sch.parallel(fused)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def schedule_cuda_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """CUDA: one thread per output (m, n) (threads along n, 128 per block, blocks along m and n-tiles); the
+    per-group sum lives in a register. Simple and always valid; a warp-per-row GEMV is a later rule."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("acc")
+    y = sch.get_sblock("qlinear")
+    try:
+        out = sch.get_sblock("qlinear_out")
+        sch.reverse_compute_inline(out)
+    except Exception:  # noqa: BLE001
+        pass
+    i, n, j = sch.get_loops(y)
+    sch.compute_at(acc, j)
+    sch.set_scope(acc, 0, "local")
+    no, ni = sch.split(n, factors=[None, 128])
+    sch.bind(i, "blockIdx.y")
+    sch.bind(no, "blockIdx.x")
+    sch.bind(ni, "threadIdx.x")
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The rule table
+
+
+@dataclass(frozen=True)
+class QLinearKernel:
+    name: str
+    te_func: Callable[[QLinearShape], Callable]  # shape -> function for bb.emit_te
+    schedule: Callable[[tirx.PrimFunc], tirx.PrimFunc]
+    # relayout(packed, scales, zeros, shape) -> {"packed": ..., "scales": ..., "zeros": ...} arrays the kernel
+    # reads instead of the artifact's (None: it reads the storage layout as is)
+    relayout: Callable | None = None
+    about: str = ""
+
+
+DEQUANT_CPU = QLinearKernel("dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)")
+DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register")
+
+
+@dataclass(frozen=True)
+class Rule:
+    when: Callable[[QLinearShape], bool]
+    kernel: QLinearKernel
+    about: str = ""
+
+
+# First match wins. Later sessions put faster kernels (LUT for W2/ternary, tile-blocked GEMV for M = 1 ...)
+# above the fallbacks, e.g. Rule(lambda s: s.target == "cpu" and s.bits == 2, LUT_W2_CPU).
+RULES: list[Rule] = [
+    Rule(lambda s: s.target == "cpu", DEQUANT_CPU, "fallback for every CPU shape"),
+    Rule(lambda s: s.target == "cuda", DEQUANT_CUDA, "fallback for every CUDA shape"),
+]
+
+
+def choose_qlinear_kernel(m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False) -> tuple[QLinearKernel, QLinearShape]:
+    shape = QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias)
+    for r in RULES:
+        if r.when(shape):
+            return r.kernel, shape
+    raise KeyError(f"no qlinear kernel for {shape}")

@@ -1,0 +1,311 @@
+"""Graph -> Relax IRModule, op by op (one converter per IR op, as TVM's own Relax frontends do).
+
+The module has one function, `main(*graph inputs, *params)`, returning a tuple of the graph outputs in
+order. Symbolic dims stay symbolic: "S" and "P" become int64 shape variables, "P+S" their sum, so one
+compiled module serves prefill (S = prompt length), decode (S = 1) and every KV-cache length P.
+Weights are parameters (never constants baked into the library): `LoweredModule.params` lists, in call
+order, where each parameter comes from (a graph constant, or an array re-laid-out for a kernel).
+
+Float ops use Relax ops (legalized by TVM, scheduled by dlight on GPUs) or small TE computes; qlinear goes
+through the rule table in kernels.py, whose chosen kernel brings its TE definition and its schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from compiler.backends.tvm import kernels as K
+from compiler.ir import Graph, Node
+from compiler.reference import rope_inv_freq
+
+
+@dataclass
+class LoweredModule:
+    mod: object  # tvm.IRModule
+    inputs: list[str]  # graph input names, in call order
+    params: list[dict]  # [{"name": relax param name, "source": "weights"|"relayout", "key": array name}]
+    outputs: list[str]
+    relayout: dict[str, np.ndarray] = field(default_factory=dict)  # arrays the target folder must store
+    kernels: dict[str, str] = field(default_factory=dict)  # qlinear weight name -> kernel name (for the record)
+
+
+class _Lowerer:
+    def __init__(self, graph: Graph, target_kind: str):
+        self.g = graph
+        self.kind = target_kind  # 'cpu' | 'cuda'
+        self.bb = relax.BlockBuilder()
+        self.dims: dict[str, tirx.Var] = {}
+        self.env: dict[str, relax.Expr] = {}
+        self.params: list[dict] = []
+        self.param_vars: list[relax.Var] = []
+        self.relayout: dict[str, np.ndarray] = {}
+        self.kernels: dict[str, str] = {}
+        self.a8_cache: dict[str, tuple] = {}  # activation name -> (qa, sa): quantized once for q/k/v etc.
+        self.sched: dict[str, object] = {}  # prim func name hint -> schedule to apply
+
+    # shapes -----------------------------------------------------------------------------------------------
+    def dim(self, d):
+        if isinstance(d, int):
+            return d
+        expr = None
+        for part in str(d).split("+"):
+            part = part.strip()
+            v = int(part) if part.isdigit() else self.dims.setdefault(part, tirx.Var(part, "int64"))
+            expr = v if expr is None else expr + v
+        return expr
+
+    def ttype(self, t):
+        dt = {"f32": "float32", "f16": "float16", "i64": "int64", "i32": "int32", "u8": "uint8", "i8": "int8"}[t.dtype]
+        return relax.TensorType([self.dim(d) for d in t.shape], dt)
+
+    # values -----------------------------------------------------------------------------------------------
+    def value(self, name: str) -> relax.Expr:
+        if name in self.env:
+            return self.env[name]
+        if name in self.g.consts:
+            return self.param(name, self.g.consts[name], "weights", name)
+        raise KeyError(name)
+
+    def param(self, name: str, arr: np.ndarray, source: str, key: str) -> relax.Var:
+        from compiler.ir import TensorType, dtype_of
+
+        v = relax.Var(name, self.ttype(TensorType(arr.shape, dtype_of(arr))))
+        self.param_vars.append(v)
+        self.params.append({"name": name, "source": source, "key": key})
+        self.env[name] = v
+        return v
+
+    def emit(self, expr, name=None):
+        return self.bb.emit(expr, name_hint=name or "")
+
+    # the function -----------------------------------------------------------------------------------------
+    def lower(self) -> LoweredModule:
+        g = self.g
+        in_vars = [relax.Var(k, self.ttype(t)) for k, t in g.inputs.items()]
+        for k, v in zip(g.inputs, in_vars):
+            self.env[k] = v
+        # Parameters are created on first use, so the function's signature is built after the body.
+        with self.bb.function("main"):
+            with self.bb.dataflow():
+                for node in g.nodes:
+                    outs = CONVERTERS[node.op](self, node)
+                    for o, e in zip(node.outputs, outs):
+                        self.env[o] = e
+                result = self.bb.emit_output(relax.Tuple([self.env[o] for o in g.outputs]))
+            self.bb.emit_func_output(result, params=in_vars + self.param_vars)
+        mod = self.bb.get()
+        for gv, func in list(mod.functions.items()):
+            sched = _lookup(self.sched, gv.name_hint)
+            if sched is not None:
+                mod[gv] = sched(func).with_attr("op_pattern", 8)  # opaque: never fused with neighbours
+        return LoweredModule(mod, list(g.inputs), self.params, list(g.outputs), self.relayout, self.kernels)
+
+
+def _lookup(table: dict, name: str):
+    """table[name], where the BlockBuilder may have appended digits to a name hint to keep names unique."""
+    if name in table:
+        return table[name]
+    for key in table:
+        if name.startswith(key) and name[len(key):].isdigit():
+            return table[key]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Converters: (lowerer, node) -> list of Relax expressions, one per node output
+
+CONVERTERS = {}
+
+
+def conv(name):
+    def deco(fn):
+        CONVERTERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _ins(L: _Lowerer, n: Node):
+    return [L.value(i) for i in n.inputs]
+
+
+@conv("embedding")
+def _embedding(L, n):
+    ids, table = _ins(L, n)
+    return [L.emit(relax.op.take(table, ids, axis=0, mode="clip"))]
+
+
+@conv("linear")
+def _linear(L, n):
+    ins = _ins(L, n)
+    return [L.bb.emit_te(K.linear_te, *ins, primfunc_name_hint="linear")]
+
+
+@conv("qlinear")
+def _qlinear(L, n):
+    a = n.attrs
+    x = L.value(n.inputs[0])
+    has_bias = len(n.inputs) == 5
+    kern, shape = K.choose_qlinear_kernel(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], has_bias)
+    packed, scales, zeros = (L.g.consts[c] for c in n.inputs[1:4])
+    if kern.relayout is not None:
+        new = kern.relayout(packed, scales, zeros, shape)
+        ws = []
+        for role, c in zip(("packed", "scales", "zeros"), n.inputs[1:4]):
+            key = f"{c}@{kern.name}"
+            L.relayout[key] = new[role]
+            ws.append(L.param(key, new[role], "relayout", key))
+    else:
+        ws = [L.value(c) for c in n.inputs[1:4]]
+    L.kernels[n.inputs[1]] = kern.name
+    x2 = x
+    lead = L.g.types[n.inputs[0]].shape
+    if len(lead) != 2:
+        x2 = L.emit(relax.op.reshape(x, [-1, a["k"]]))
+    if a["act"] == "a8":
+        if n.inputs[0] not in L.a8_cache:
+            L.sched["act_quant_a8"] = K.schedule_act_quant(L.kind)
+            q = L.bb.emit_te(K.act_quant_a8, x2, primfunc_name_hint="act_quant_a8")
+            L.a8_cache[n.inputs[0]] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1)))
+        qa, sa = L.a8_cache[n.inputs[0]]
+        args = [qa, *ws, sa]
+    else:
+        args = [x2, *ws]
+    if has_bias:
+        args.append(L.value(n.inputs[4]))
+    hint = f"qlinear_{kern.name.replace('-', '_')}_n{a['n']}_k{a['k']}_w{a['bits']}g{a['group_size']}{a['act']}{'_b' if has_bias else ''}"
+    L.sched[hint] = kern.schedule
+    y = L.bb.emit_te(kern.te_func(shape), *args, primfunc_name_hint=hint)
+    if len(lead) != 2:
+        y = L.emit(relax.op.reshape(y, [L.dim(d) for d in L.g.types[n.outputs[0]].shape]))
+    return [y]
+
+
+@conv("matmul")
+def _matmul(L, n):
+    a, b = _ins(L, n)
+    return [L.emit(relax.op.matmul(a, b))]
+
+
+@conv("rmsnorm")
+def _rmsnorm(L, n):
+    x, w = _ins(L, n)
+    return [L.emit(relax.op.nn.rms_norm(x, w, axes=-1, epsilon=float(n.attrs["eps"])))]
+
+
+@conv("layernorm")
+def _layernorm(L, n):
+    x, w, b = _ins(L, n)
+    return [L.emit(relax.op.nn.layer_norm(x, w, b, axes=-1, epsilon=float(n.attrs["eps"])))]
+
+
+def _rope_te(x, pos, inv):
+    """Rotate-half RoPE; angles in float64 as the reference computes them, cos/sin rounded to float32."""
+    s, h, d = x.shape
+    half = d // 2
+
+    def f(i, hh, c):
+        ang = pos[i].astype("float64") * inv[c % half]
+        cos = tirx.cos(ang).astype("float32")
+        sin = tirx.sin(ang).astype("float32")
+        rot = tirx.Select(c < half, -x[i, hh, tirx.min(c + half, d - 1)], x[i, hh, tirx.max(c - half, 0)])
+        return x[i, hh, c] * cos + rot * sin
+
+    return te.compute(x.shape, f, name="rope")
+
+
+@conv("rope")
+def _rope(L, n):
+    x, pos = _ins(L, n)
+    d = L.g.types[n.inputs[0]].shape[-1]
+    inv = rope_inv_freq(d, n.attrs["theta"], n.attrs.get("scaling"))
+    return [L.bb.emit_te(_rope_te, x, pos, relax.const(inv, "float64"), primfunc_name_hint="rope")]
+
+
+def _causal_mask_te(scores):
+    """scores [Hk, rep, S, T]; query i sits at absolute position (T - S) + i and sees keys 0..(T - S) + i."""
+    hk, rep, s, t = scores.shape
+    lowest = tirx.min_value("float32")
+    return te.compute(scores.shape, lambda a, b, i, j: tirx.Select(j <= t - s + i, scores[a, b, i, j], lowest), name="causal_mask")
+
+
+@conv("attention")
+def _attention(L, n):
+    q, k, v = _ins(L, n)
+    s, hq, d = (L.dim(x) for x in L.g.types[n.inputs[0]].shape)
+    t, hk, _ = (L.dim(x) for x in L.g.types[n.inputs[1]].shape)
+    rep = hq // hk
+    op = relax.op
+    qg = L.emit(op.permute_dims(op.reshape(q, [s, hk, rep, d]), [1, 2, 0, 3]))  # [Hk, rep, S, D]
+    qg = L.emit(op.reshape(qg, [hk, rep * s, d]))
+    kt = L.emit(op.permute_dims(k, [1, 2, 0]))  # [Hk, D, T]
+    sc = L.emit(op.matmul(qg, kt))  # [Hk, rep*S, T]
+    sc = L.emit(op.multiply(op.reshape(sc, [hk, rep, s, t]), relax.const(np.float32(n.attrs["scale"]))))
+    if n.attrs["causal"]:
+        sc = L.bb.emit_te(_causal_mask_te, sc, primfunc_name_hint="causal_mask")
+    p = L.emit(op.nn.softmax(sc, axis=-1))
+    vt = L.emit(op.permute_dims(v, [1, 0, 2]))  # [Hk, T, D]
+    o = L.emit(op.matmul(op.reshape(p, [hk, rep * s, t]), vt))  # [Hk, rep*S, D]
+    o = L.emit(op.permute_dims(op.reshape(o, [hk, rep, s, d]), [2, 0, 1, 3]))  # [S, Hk, rep, D]
+    return [L.emit(op.reshape(o, [s, hq, d]))]
+
+
+@conv("softmax")
+def _softmax(L, n):
+    return [L.emit(relax.op.nn.softmax(_ins(L, n)[0], axis=-1))]
+
+
+@conv("silu")
+def _silu(L, n):
+    return [L.emit(relax.op.nn.silu(_ins(L, n)[0]))]
+
+
+@conv("gelu")
+def _gelu(L, n):
+    x = _ins(L, n)[0]
+    f = relax.op.nn.gelu_tanh if n.attrs.get("approximate") == "tanh" else relax.op.nn.gelu
+    return [L.emit(f(x))]
+
+
+@conv("add")
+def _add(L, n):
+    return [L.emit(relax.op.add(*_ins(L, n)))]
+
+
+@conv("mul")
+def _mul(L, n):
+    return [L.emit(relax.op.multiply(*_ins(L, n)))]
+
+
+@conv("reshape")
+def _reshape(L, n):
+    return [L.emit(relax.op.reshape(_ins(L, n)[0], [L.dim(d) for d in L.g.types[n.outputs[0]].shape]))]
+
+
+@conv("concat")
+def _concat(L, n):
+    return [L.emit(relax.op.concat(_ins(L, n), axis=n.attrs["axis"]))]
+
+
+@conv("mean")
+def _mean(L, n):
+    return [L.emit(relax.op.mean(_ins(L, n)[0], axis=n.attrs["axis"]))]
+
+
+@conv("l2norm")
+def _l2norm(L, n):
+    x = _ins(L, n)[0]
+    op = relax.op
+    norm = op.sqrt(op.sum(op.multiply(x, x), axis=-1, keepdims=True))
+    return [L.emit(op.divide(x, op.maximum(norm, relax.const(np.float32(n.attrs["eps"])))))]
+
+
+def lower_graph(graph: Graph, target_kind: str) -> LoweredModule:
+    """Lower `graph` for target_kind 'cpu' or 'cuda' (qlinear kernels are chosen per target kind)."""
+    missing = sorted({n.op for n in graph.nodes} - set(CONVERTERS))
+    if missing:
+        raise NotImplementedError(f"TVM backend has no converter for ops {missing}")
+    return _Lowerer(graph, target_kind).lower()

@@ -1,0 +1,107 @@
+"""`tvm-cpu` and `tvm-cuda`: run the library that `lowbit compile --target tvm-*` exported into the artifact.
+
+Nothing is recompiled: the Relax VM executable is loaded from <artifact>/<target>/model.so, the weights come
+from the artifact's weights.safetensors (plus <target>/params.safetensors when a kernel asked for a
+re-laid-out copy) and are copied to the device once, when the backend is made. tvm.json gives the order of
+inputs and parameters and the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from runtime.backends.base import Backend
+
+
+class _TVMBackend(Backend):
+    name = "?"
+    _dtype = {"float32": np.float32, "int64": np.int64}
+
+    def __init__(self, model):
+        super().__init__(model)
+        art = model.artifact
+        hint = f"recompile with --target {self.name} (e.g. `lowbit compile MODEL -o OUT --target ref,{self.name}`)"
+        if art is None:
+            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", hint)
+        folder = art.target_dir(self.name)
+        info_file = folder / "tvm.json"
+        if self.name not in art.manifest.get("targets", {}) or not info_file.is_file():
+            raise LowbitError(f"artifact {art.path} was not compiled for {self.name}", hint)
+        try:
+            info = json.loads(info_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LowbitError(f"{info_file} is not valid JSON", hint) from None
+        if info.get("target") != self.name or info.get("inputs") != list(model.graph.inputs) or info.get("outputs") != list(model.graph.outputs):
+            raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its graph", hint)
+        lib = folder / "model.so"
+        if not lib.is_file():
+            raise LowbitError(f"artifact {art.path} has no {self.name}/model.so", hint)
+        try:
+            import tvm
+            from tvm import relax
+        except ImportError:
+            raise LowbitError(f"backend {self.name} needs Apache TVM, which is not installed", "install it with `pip install apache-tvm==0.27.0.post1`") from None
+        self.tvm = tvm
+        self.info = info
+        self.dev = self._device(info)
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), self.dev)
+        self.main = self.vm["main"]
+        relayout = {}
+        if any(p["source"] == "relayout" for p in info["params"]):
+            from safetensors.numpy import load_file
+
+            relayout = load_file(str(folder / "params.safetensors"))
+        consts = model.graph.consts
+        self.params = [tvm.runtime.tensor(np.ascontiguousarray(consts[p["key"]] if p["source"] == "weights" else relayout[p["key"]]), self.dev) for p in info["params"]]
+        self.input_dtypes = {k: t.dtype for k, t in model.graph.inputs.items()}
+
+    def _device(self, info):
+        raise NotImplementedError
+
+    def run(self, feeds):
+        from compiler.ir import DTYPES
+
+        tvm = self.tvm
+        missing = [k for k in self.info["inputs"] if k not in feeds]
+        if missing:
+            raise ValueError(f"missing graph inputs: {missing}")
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[k], DTYPES[self.input_dtypes[k]]), self.dev) for k in self.info["inputs"]]
+        out = self.main(*args, *self.params)
+        return {name: out[i].numpy() for i, name in enumerate(self.info["outputs"])}
+
+
+class TVMCPUBackend(_TVMBackend):
+    name = "tvm-cpu"
+
+    def _device(self, info):
+        from compiler.backends.tvm.build import host_cpu
+
+        built = info.get("host", {})
+        cpu, feats = host_cpu()
+        lacking = sorted(set(built.get("features", [])) - set(feats))
+        if lacking:
+            raise LowbitError(
+                f"the tvm-cpu library was built for CPU '{built.get('mcpu')}', and this CPU ('{cpu}') lacks features it uses ({', '.join(lacking[:6])})",
+                "recompile the artifact on this machine with --target tvm-cpu",
+            )
+        return self.tvm.cpu(0)
+
+
+class TVMCUDABackend(_TVMBackend):
+    name = "tvm-cuda"
+
+    def _device(self, info):
+        dev = self.tvm.cuda(0)
+        try:
+            ok = dev.exist
+        except Exception:  # noqa: BLE001 - the CUDA driver library itself is missing
+            ok = False
+        if not ok:
+            raise LowbitError(
+                "backend tvm-cuda needs an NVIDIA GPU with its driver (libcuda), and none was found on this machine",
+                "run on a machine with a CUDA GPU, or use --backend tvm-cpu",
+            )
+        return dev
