@@ -1,0 +1,48 @@
+"""Shared helpers for the TVM backend tests: graphs compiled once per session (compile time dominates)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm", reason="Apache TVM (apache-tvm) is not installed")
+
+
+@functools.lru_cache(maxsize=None)
+def quantized_graph(model: str, spec: str):
+    from compiler.frontend import load_model
+    from compiler.quant.apply import quantize_graph
+    from compiler.quant.spec import parse_spec
+
+    m = load_model(model)
+    s = parse_spec(spec)
+    return m.graph if s is None else quantize_graph(m.graph, s, "rtn")
+
+
+class InMemoryTVM:
+    """A graph compiled for tvm-cpu and run in this process (no export: the tests of the artifact path
+    export and reload separately)."""
+
+    def __init__(self, graph):
+        from tvm import relax
+
+        from compiler.backends.tvm.build import compile_lowered, cpu_target
+        from compiler.backends.tvm.lower import lower_graph
+
+        self.graph = graph
+        self.lowered = lower_graph(graph, "cpu")
+        ex = compile_lowered(self.lowered, "cpu", cpu_target())
+        self.vm = relax.VirtualMachine(ex, tvm.cpu())
+        self.params = [tvm.runtime.tensor(np.ascontiguousarray(graph.consts[p["key"]])) for p in self.lowered.params]
+
+    def run(self, feeds):
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[k])) for k in self.lowered.inputs]
+        out = self.vm["main"](*args, *self.params)
+        return {o: out[i].numpy() for i, o in enumerate(self.lowered.outputs)}
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(model: str, spec: str) -> InMemoryTVM:
+    return InMemoryTVM(quantized_graph(model, spec))
