@@ -118,6 +118,7 @@ def test_bad_parameters_are_user_errors():
     ("lut-tc", dict(bits=2, act="a8", group=32)),
     ("mixpe", dict(bits=4, act="a16", group=32)),
     ("mac", dict(bits=4, act="a8", group=32)),
+    ("mac", dict(bits=2, act="a16", group=128)),
 ])
 def test_verilator_bit_exact(design, params):
     r = run_sim(design, {**SMALL, **params}, simulator="verilator", vectors=40, seed=7)
@@ -125,11 +126,14 @@ def test_verilator_bit_exact(design, params):
 
 
 SLOW = [
+    ("lut-tc", dict(bits=1, act="a8", group=32)),
     ("lut-tc", dict(bits=2, act="a8", group=32)),
+    ("lut-tc", dict(bits=4, act="a16", group=128)),
     ("lut-tc", dict(ternary=True, act="a16", group=32)),
     ("mixpe", dict(bits=4, act="a8", group=32)),
     ("mixpe", dict(bits=2, act="a16", group=32)),
     ("mac", dict(bits=4, act="a8", group=32)),
+    ("mac", dict(bits=2, act="a16", group=128)),
 ]
 
 
