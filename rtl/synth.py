@@ -17,6 +17,7 @@ Numbers are technology-independent estimates (a generic gate count, not a placed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -63,8 +64,13 @@ def check_yosys() -> str:
     return exe
 
 
-def synthesize(design: str, params: dict | None = None, out_json: str | Path | None = None, timeout_s: int = 3600) -> dict:
-    """Synthesize one array with yosys; returns the report dict (and writes it to out_json if given)."""
+def synthesize(
+    design: str, params: dict | None = None, out_json: str | Path | None = None, timeout_s: int = 7200, reuse: bool = True
+) -> dict:
+    """Synthesize one array with yosys; returns the report dict (and writes it to out_json if given).
+
+    reuse: take yosys's outputs from the work folder (build/rtl/synth/<module>/) when they were made
+    from the identical Verilog text."""
     exe = check_yosys()
     cfg, _ = make_config(design, params)
     top = module_name(cfg)
@@ -76,10 +82,18 @@ def synthesize(design: str, params: dict | None = None, out_json: str | Path | N
         "tee -o stat.txt stat; tee -o cmos.txt stat -tech cmos; tee -o stat.json stat -json"
     )
     t0 = time.time()
-    r = subprocess.run([exe, "-q", "-l", "yosys.log", "-p", script], cwd=work, capture_output=True, text=True, timeout=timeout_s)
-    if r.returncode != 0:
-        raise LowbitError(f"yosys failed on {top}: {(r.stderr or r.stdout).strip()[-300:]}", f"see {work / 'yosys.log'}")
-    secs = time.time() - t0
+    done = work / "done.v"  # the source the results in `work` belong to
+    if reuse and done.exists() and done.read_text() == src.read_text() and (work / "stat.json").exists():
+        secs = float((work / "seconds.txt").read_text()) if (work / "seconds.txt").exists() else 0.0
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            done.unlink()
+        r = subprocess.run([exe, "-q", "-l", "yosys.log", "-p", script], cwd=work, capture_output=True, text=True, timeout=timeout_s)
+        if r.returncode != 0:
+            raise LowbitError(f"yosys failed on {top}: {(r.stderr or r.stdout).strip()[-300:]}", f"see {work / 'yosys.log'}")
+        secs = time.time() - t0
+        (work / "seconds.txt").write_text(f"{secs:.1f}")
+        shutil.copyfile(src, done)
     stat = json.loads((work / "stat.json").read_text())
     mod = next(iter(stat["modules"].values()))
     cells = {k: int(v) for k, v in mod["num_cells_by_type"].items()}
@@ -103,7 +117,7 @@ def synthesize(design: str, params: dict | None = None, out_json: str | Path | N
         "design": design,
         "module": top,
         "config": cfg.to_dict(),
-        "yosys": (r.stdout.strip() or subprocess.run([exe, "-V"], capture_output=True, text=True).stdout.strip()),
+        "yosys": subprocess.run([exe, "-V"], capture_output=True, text=True).stdout.strip(),
         "seconds": round(secs, 1),
         "cells": cells,
         "cell_count": int(mod["num_cells"]),
