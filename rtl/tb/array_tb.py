@@ -13,6 +13,7 @@ The run is configured by the environment variable LOWBIT_TB (JSON, written by rt
   seed, max_groups (groups per random job: 1..max_groups), stalls (bool)
   corrupt     flip one bit of one expected value (shows the checker can fail)
   stats       path of a JSON file to write cycles / MACs / beats into
+A protocol check asserts that a stalled output beat stays valid and unchanged until taken.
 Job order: a no-stall throughput phase (all jobs with max_groups groups; cycles and MACs per cycle are
 measured there), then corner cases (all zeros, accumulator limits at both signs, mixed extremes), real
 tiles from the quantizer (compiler.quant.rtn on random float weights and activations), then random
@@ -176,6 +177,20 @@ class ArrayTB:
             dut.out_ready.value = 0 if (self.stall_out and random.random() < self.stall_out) else 1
             await RisingEdge(dut.clk)
 
+    async def out_protocol(self):
+        """Handshake rule on the output: once out_valid is high it stays high, with the same payload,
+        until out_ready takes the beat."""
+        dut = self.dut
+        held = None
+        while True:
+            await RisingEdge(dut.clk)
+            v = dut.out_valid.value == 1
+            if held is not None:
+                assert v, "out_valid dropped while the beat was waiting for out_ready"
+                now = (int(dut.out_data.value), int(dut.out_last.value))
+                assert now == held, "out_data/out_last changed while out_valid was high and out_ready low"
+            held = (int(dut.out_data.value), int(dut.out_last.value)) if v and dut.out_ready.value != 1 else None
+
     async def wait_outputs(self, limit_cycles: int):
         dut = self.dut
         for _ in range(limit_cycles):
@@ -260,6 +275,7 @@ async def array_matches_golden(dut):
     tb.in_mon.start()
     tb.out_mon.start()
     bp = cocotb.start_soon(tb.backpressure())
+    proto = cocotb.start_soon(tb.out_protocol())
 
     beats_per_job_in = lambda ng: ng * cfg.chunks_per_group  # noqa: E731
     per_group_cycles = cfg.chunks_per_group * cfg.cycles_per_beat + cfg.M * cfg.N // cfg.lanes
@@ -301,6 +317,7 @@ async def array_matches_golden(dut):
         await tb.drive(tb.beats_of(t))
     await tb.wait_outputs(limit(max_groups) * (len(plan) + 1) * (3 if stalls else 1))
     bp.cancel()
+    proto.cancel()
     tb.in_mon.stop()
     tb.out_mon.stop()
     end = int(get_sim_time(unit="ns")) // PERIOD_NS
