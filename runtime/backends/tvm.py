@@ -41,13 +41,14 @@ class _TVMBackend(Backend):
             raise LowbitError(f"artifact {art.path} has no {self.name}/model.so", hint)
         try:
             import tvm
-            from tvm import relax
+            from tvm.runtime.vm import VirtualMachine  # (also in TVM's runtime-only mode, TVM_USE_RUNTIME_LIB=1)
         except ImportError:
             raise LowbitError(f"backend {self.name} needs Apache TVM, which is not installed", "install it with `pip install apache-tvm==0.27.0.post1`") from None
         self.tvm = tvm
         self.info = info
         self.dev = self._device(info)
-        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), self.dev)
+        self._before_load(folder, info)
+        self.vm = VirtualMachine(tvm.runtime.load_module(str(lib)), self.dev)
         self.main = self.vm["main"]
         relayout = {}
         if any(p["source"] == "relayout" for p in info["params"]):
@@ -60,6 +61,9 @@ class _TVMBackend(Backend):
 
     def _device(self, info):
         raise NotImplementedError
+
+    def _before_load(self, folder, info):
+        pass
 
     def run(self, feeds):
         from compiler.ir import DTYPES
@@ -96,6 +100,7 @@ class TVMCUDABackend(_TVMBackend):
     def _device(self, info):
         dev = self.tvm.cuda(0)
         try:
+            _load_cuda_runtime()  # fails without libcuda.so.1, the driver library
             ok = dev.exist
         except Exception:  # noqa: BLE001 - the CUDA driver library itself is missing
             ok = False
@@ -105,3 +110,50 @@ class TVMCUDABackend(_TVMBackend):
                 "run on a machine with a CUDA GPU, or use --backend tvm-cpu",
             )
         return dev
+
+    def _before_load(self, folder, info):
+        """model.so carries the kernels as CUDA source, which TVM's CUDA runtime compiles on load by calling
+        the global hook tvm_callback_cuda_compile. Answer it with the fatbin compiled at `lowbit compile`
+        time when the source is the one it was made from; otherwise compile with TVM's own NVRTC/nvcc hook."""
+        import hashlib
+
+        import tvm_ffi
+
+        fatbin = folder / "kernels.fatbin"
+        stored = fatbin.read_bytes() if fatbin.is_file() and info.get("cuda_binary") else None
+        try:
+            from tvm.support import nvcc as tvm_nvcc  # registers TVM's hook (needs the full TVM, not runtime-only)
+
+            fallback = tvm_nvcc.tvm_callback_cuda_compile
+        except Exception:  # noqa: BLE001
+            fallback = None
+
+        def compile_hook(code, *rest):
+            if stored is not None and hashlib.sha256(code.encode()).hexdigest() == info.get("cuda_source_sha256"):
+                return bytearray(stored)
+            if fallback is None:
+                raise LowbitError(
+                    f"the tvm-cuda kernels of {folder.parent} have no precompiled binary for this source, and this TVM cannot compile CUDA",
+                    "recompile the artifact on a machine with nvcc, or install the full apache-tvm",
+                )
+            return fallback(code)
+
+        tvm_ffi.register_global_func("tvm_callback_cuda_compile", compile_hook, override=True)
+
+
+def _load_cuda_runtime():
+    """TVM's CUDA runtime (libtvm_runtime_cuda) is loaded by the full `import tvm` when libcuda is present;
+    in runtime-only mode load it here."""
+    import tvm_ffi
+
+    if tvm_ffi.get_global_func("ffi.Module.load_from_bytes.cuda", allow_missing=True) is not None:
+        return
+    from pathlib import Path
+
+    import tvm
+    from tvm_ffi.libinfo import load_lib_ctypes
+
+    try:
+        load_lib_ctypes(package="tvm", target_name="tvm_runtime_cuda", extra_lib_paths=[Path(tvm.__file__).parent / "lib"], mode="RTLD_LOCAL")
+    except (OSError, FileNotFoundError, RuntimeError) as e:
+        raise LowbitError(f"TVM's CUDA runtime (libtvm_runtime_cuda) could not be loaded: {e}", "install apache-tvm built with CUDA") from None

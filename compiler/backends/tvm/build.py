@@ -6,12 +6,14 @@ Target folder (artifact/<target>/):
                    the target (CPU name and features it was built for), kernels chosen per layer, timings
 - `params.safetensors`  only when a kernel asked for re-laid-out weights
 - `kernels.cu`     tvm-cuda only: the generated CUDA source (kept for inspection and for nvcc checks)
+- `kernels.fatbin` tvm-cuda only, when nvcc was found: that source compiled for sm_80 and sm_90 (+ PTX)
 """
 
 from __future__ import annotations
 
 import json
 import time
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,10 @@ LIBRARY = "model.so"
 INFO = "tvm.json"
 PARAMS = "params.safetensors"
 CUDA_SOURCE = "kernels.cu"
-CUDA_ARCH = "sm_80"  # the generated source also compiles for sm_90 (tests check both with nvcc)
+CUDA_BINARY = "kernels.fatbin"
+CUDA_ARCH = "sm_80"  # what the kernels are generated for (no sm_90-only features, so they run on both)
+# kernels.fatbin: SASS for A100 and H100 plus compute_80 PTX that newer GPUs JIT-compile (needs nvcc).
+CUDA_BINARY_ARCHS = ("sm_80", "sm_90")
 
 
 def host_cpu() -> tuple[str, list[str]]:
@@ -44,36 +49,104 @@ def cpu_target():
 
 
 def cuda_target(arch: str = CUDA_ARCH):
+    """CUDA for `arch` with a generic x86-64/LLVM host (the host code only launches kernels, so it is
+    built for any CPU of the architecture rather than this one)."""
     import tvm
 
-    return tvm.target.Target({"kind": "cuda", "arch": arch}, host=cpu_target())
+    return tvm.target.Target({"kind": "cuda", "arch": arch}, host=tvm.target.Target({"kind": "llvm"}))
+
+
+def cuda_fatbin(src: str, out: Path, archs=CUDA_BINARY_ARCHS) -> list[str]:
+    """Compile the CUDA source with nvcc into one fatbin (SASS for each arch + PTX of the first) at `out`.
+    Returns what it holds, or [] when nvcc is missing."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return []
+    cmd = [nvcc, "--fatbin", "-O3", "-o", str(out)]
+    for a in archs:
+        cmd += ["-gencode", f"arch=compute_{a[3:]},code={a}"]
+    cmd += ["-gencode", f"arch=compute_{archs[0][3:]},code=compute_{archs[0][3:]}"]
+    with tempfile.TemporaryDirectory() as d:
+        cu = Path(d) / "kernels.cu"
+        cu.write_text(src)
+        r = subprocess.run(cmd + [str(cu)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"nvcc failed on the generated CUDA source:\n{r.stderr[-3000:]}")
+    return [*archs, f"compute_{archs[0][3:]}"]
 
 
 def _pipeline(kind: str, target):
-    """TVM's default Relax pipeline for the target, plus dlight rules for the float ops on CPU (our qlinear
-    kernels arrive scheduled and opaque; dlight skips them)."""
+    """TVM's default Relax pipeline for the target (for CUDA it applies dlight's Matmul/GEMV/Reduction/
+    Fallback rules), with dlight's CPU rules on CPU; our qlinear kernels arrive scheduled, marked opaque, and
+    dlight leaves them alone. On CUDA every kernel is checked for thread bindings after scheduling: a block
+    without them would run on the host against device memory (a crash, not a compile error)."""
     import tvm
-    from tvm import relax
     from tvm.s_tir import dlight as dl
 
     if kind == "cuda":
-        return relax.backend.cuda.get_default_pipeline(target)  # includes dlight Matmul/GEMV/Reduction/Fallback
+        from tvm.relax.backend.cuda import pipeline as p
 
-    @tvm.transform.module_pass(opt_level=0)
-    def _cpu(mod, _ctx):
+        schedule = p.legalize_passes(target) + [_make_check()]
+    else:
         from tvm.relax.backend.cpu_generic import pipeline as p
 
+        schedule = p.legalize_passes(target) + [dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())]
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _run(mod, _ctx):
         with target:
-            seq = tvm.transform.Sequential(
-                p.library_dispatch_passes(target)
-                + p.legalize_passes(target)
-                + [dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())]
-                + p.dataflow_lower_passes(target)
-                + p.finalize_passes(target)
-            )
+            seq = tvm.transform.Sequential(p.library_dispatch_passes(target) + schedule + p.dataflow_lower_passes(target) + p.finalize_passes(target))
             return seq(mod)
 
-    return _cpu
+    return _run
+
+
+def unbound_blocks(mod) -> list[str]:
+    """'function/block' for every TIR block that no thread-bound loop encloses (it would run on the host)."""
+    from tvm import s_tir, tirx
+
+    bad: list[str] = []
+
+    def walk(stmt, fname, bound):
+        if isinstance(stmt, tirx.For):
+            walk(stmt.body, fname, bound or stmt.kind == tirx.ForKind.THREAD_BINDING)
+        elif isinstance(stmt, tirx.SeqStmt):
+            for st in stmt.seq:
+                walk(st, fname, bound)
+        elif isinstance(stmt, s_tir.SBlockRealize):
+            blk = stmt.block
+            if blk.name_hint != "root" and not bound:
+                bad.append(f"{fname}/{blk.name_hint}")
+                return
+            walk(blk.body, fname, bound)
+        elif isinstance(stmt, tirx.IfThenElse):
+            walk(stmt.then_case, fname, bound)
+            if stmt.else_case is not None:
+                walk(stmt.else_case, fname, bound)
+        elif hasattr(stmt, "body"):
+            walk(stmt.body, fname, bound)
+
+    for gv, f in mod.functions_items():
+        if isinstance(f, tirx.PrimFunc):
+            walk(f.body, gv.name_hint, False)
+    return bad
+
+
+def _check_gpu_bindings_fn(mod, _ctx):
+    bad = unbound_blocks(mod)
+    if bad:
+        raise RuntimeError(f"CUDA kernels without thread bindings (a schedule rule is missing): {bad[:8]}")
+    return mod
+
+
+def _make_check():
+    import tvm
+
+    return tvm.transform.module_pass(_check_gpu_bindings_fn, opt_level=0, name="CheckGPUBindings")
 
 
 def compile_lowered(lowered, kind: str, target):
@@ -82,7 +155,7 @@ def compile_lowered(lowered, kind: str, target):
     return tvm.compile(lowered.mod, target, relax_pipeline=_pipeline(kind, target))
 
 
-def build_target(graph: Graph, target_name: str, out_dir: Path, log=None) -> dict:
+def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: bool = True) -> dict:
     """Lower, compile and export `graph` for target_name into out_dir (created). Returns tvm.json's dict."""
     from safetensors.numpy import save_file
 
@@ -107,9 +180,14 @@ def build_target(graph: Graph, target_name: str, out_dir: Path, log=None) -> dic
     cpu, feats = host_cpu()
     info["host"] = {"mcpu": cpu, "features": feats}
     if kind == "cuda":
-        info["cuda_arch"] = CUDA_ARCH
+        # model.so holds the CUDA *source*; TVM's CUDA runtime compiles it when the library is loaded, through
+        # the tvm_callback_cuda_compile hook. We compile it now (when nvcc is here) and the runtime backend
+        # answers that hook with this binary, so loading needs no compiler.
         src = cuda_source(ex)
         (out_dir / CUDA_SOURCE).write_text(src)
+        info["cuda_arch"] = CUDA_ARCH
+        info["cuda_source_sha256"] = hashlib.sha256(src.encode()).hexdigest()
+        info["cuda_binary"] = cuda_fatbin(src, out_dir / CUDA_BINARY) if cuda_binary else []
     ex.export_library(str(out_dir / LIBRARY))
     t3 = time.perf_counter()
     if lowered.relayout:

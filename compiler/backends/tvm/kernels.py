@@ -186,32 +186,24 @@ def schedule_cpu_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     acc = sch.get_sblock("acc")
     y = sch.get_sblock("qlinear")
-    try:
-        out = sch.get_sblock("qlinear_out")
-        sch.reverse_compute_inline(out)
-    except Exception:  # noqa: BLE001 - no epilogue block
-        pass
     i, n, j = sch.get_loops(y)
     sch.compute_at(acc, j)
     no, ni = sch.split(n, factors=[None, 16])
-    fused = sch.fuse(i, no)
-    sch.parallel(fused)
+    sch.parallel(sch.fuse(i, no))
+    if _has_block(sch, "qlinear_out"):
+        sch.parallel(sch.get_loops(sch.get_sblock("qlinear_out"))[0])
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
 def schedule_cuda_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """CUDA: one thread per output (m, n) (threads along n, 128 per block, blocks along m and n-tiles); the
-    per-group sum lives in a register. Simple and always valid; a warp-per-row GEMV is a later rule."""
+    per-group sum lives in a register. Simple and always valid; a warp-per-row GEMV is a later rule. The
+    epilogue (A8 scale, bias), when present, is its own elementwise kernel."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
     acc = sch.get_sblock("acc")
     y = sch.get_sblock("qlinear")
-    try:
-        out = sch.get_sblock("qlinear_out")
-        sch.reverse_compute_inline(out)
-    except Exception:  # noqa: BLE001
-        pass
     i, n, j = sch.get_loops(y)
     sch.compute_at(acc, j)
     sch.set_scope(acc, 0, "local")
@@ -219,7 +211,19 @@ def schedule_cuda_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch.bind(i, "blockIdx.y")
     sch.bind(no, "blockIdx.x")
     sch.bind(ni, "threadIdx.x")
+    if _has_block(sch, "qlinear_out"):
+        bo, bi = sch.split(sch.fuse(*sch.get_loops(sch.get_sblock("qlinear_out"))), factors=[None, 256])
+        sch.bind(bo, "blockIdx.x")
+        sch.bind(bi, "threadIdx.x")
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 - TVM raises its own error type for a missing block
+        return False
 
 
 # ----------------------------------------------------------------------------------------------------------
