@@ -170,7 +170,9 @@ def test_hessian_from_inputs_and_accumulator():
     for part in (x[:10], x[10:73], x[73:].reshape(3, 9, 12)):  # batches of rows, any leading shape
         acc.add(part)
     assert acc.n_rows == 100
-    np.testing.assert_allclose(acc.hessian(), h, rtol=1e-12)
+    # Per-batch products run in float32 (inputs are float32 activations); the float64 accumulation keeps
+    # the result within float32 rounding of the float64 Hessian.
+    np.testing.assert_allclose(acc.hessian(), h, rtol=1e-5, atol=1e-5 * np.abs(h).max())
     with pytest.raises(ValueError, match="12"):
         acc.add(np.ones((2, 5)))
     with pytest.raises(LowbitError):
