@@ -84,7 +84,7 @@ def synthesize(
     t0 = time.time()
     done = work / "done.v"  # the source the results in `work` belong to
     if reuse and done.exists() and done.read_text() == src.read_text() and (work / "stat.json").exists():
-        secs = float((work / "seconds.txt").read_text()) if (work / "seconds.txt").exists() else 0.0
+        secs = float((work / "seconds.txt").read_text()) if (work / "seconds.txt").exists() else None
     else:
         with contextlib.suppress(FileNotFoundError):
             done.unlink()
@@ -118,7 +118,7 @@ def synthesize(
         "module": top,
         "config": cfg.to_dict(),
         "yosys": subprocess.run([exe, "-V"], capture_output=True, text=True).stdout.strip(),
-        "seconds": round(secs, 1),
+        "seconds": round(secs, 1) if secs is not None else None,  # None: yosys run not timed
         "cells": cells,
         "cell_count": int(mod["num_cells"]),
         "ff_bits": ff_bits,
