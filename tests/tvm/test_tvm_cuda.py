@@ -31,6 +31,29 @@ def nvcc_cubin(src, arch, tmp_path):
     assert (tmp_path / f"{arch}.cubin").stat().st_size > 0
 
 
+def test_cuda_folder_has_a_fatbin_for_both_archs(cuda_folder):
+    import json
+
+    info = json.loads((cuda_folder / "tvm.json").read_text())
+    if NVCC is None:
+        assert info["cuda_binary"] == []
+        pytest.skip("nvcc is not on PATH: no precompiled fatbin (the runtime compiles the source on load)")
+    assert info["cuda_binary"] == ["sm_80", "sm_90", "compute_80"]
+    assert (cuda_folder / "kernels.fatbin").stat().st_size > 0
+
+
+def test_a_kernel_without_thread_bindings_is_refused(monkeypatch, tmp_path):
+    """An unbound block in a CUDA kernel compiles, then runs on the host against device memory and crashes
+    the process on a GPU machine: the build must refuse it."""
+    from compiler.backends.tvm import kernels as K
+    from compiler.backends.tvm.build import build_target
+
+    cpu_sched = K.RULES[0].kernel  # the CPU schedule: parallel loops, no GPU thread bindings
+    monkeypatch.setattr(K, "RULES", [K.Rule(lambda s: True, cpu_sched)])
+    with pytest.raises(Exception, match="without thread bindings"):
+        build_target(quantized_graph("bert-tiny", "w4g128"), "tvm-cuda", tmp_path / "x", cuda_binary=False)
+
+
 def test_cuda_source_has_our_kernels(cuda_folder):
     src = (cuda_folder / "kernels.cu").read_text()
     assert "__global__" in src

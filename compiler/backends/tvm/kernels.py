@@ -155,21 +155,27 @@ def linear_te(x: te.Tensor, w: te.Tensor, b: te.Tensor | None = None):
 
 
 def schedule_act_quant(kind: str):
-    """Schedule for `act_quant_a8` (rows are independent: one row per parallel iteration on CPU, one row
-    per thread for the max and one element per thread for the rounding on CUDA)."""
+    """Schedule for `act_quant_a8`. CPU: rows in parallel. CUDA: one block of 256 threads per row for the
+    max (a cross-thread reduction), one thread per row for the scale, one thread per element for the
+    rounding."""
 
     def sched(func: tirx.PrimFunc) -> tirx.PrimFunc:
         from tvm import s_tir
 
         sch = s_tir.Schedule(func)
-        for name in ("a8_amax", "a8_scale", "a8_quant"):
-            b = sch.get_sblock(name)
-            loops = sch.get_loops(b)
-            if kind == "cpu":
-                sch.parallel(loops[0])
-                continue
-            outer = sch.fuse(*loops) if name == "a8_quant" else loops[0]
-            bo, bi = sch.split(outer, factors=[None, 256 if name == "a8_quant" else 32])
+        if kind == "cpu":
+            for name in ("a8_amax", "a8_scale", "a8_quant"):
+                sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        i, r = sch.get_loops(sch.get_sblock("a8_amax"))
+        k = int(sch.get(r).extent)
+        threads = max(d for d in (256, 128, 64, 32, 16, 8, 4, 2, 1) if k % d == 0)
+        ri, ro = sch.split(r, factors=[threads, None])
+        sch.bind(i, "blockIdx.x")
+        sch.bind(ri, "threadIdx.x")
+        for name, per_block in (("a8_scale", 32), ("a8_quant", 256)):
+            loops = sch.get_loops(sch.get_sblock(name))
+            bo, bi = sch.split(sch.fuse(*loops), factors=[None, per_block])
             sch.bind(bo, "blockIdx.x")
             sch.bind(bi, "threadIdx.x")
         return sch.mod["main"].with_attr("tirx.is_scheduled", True)
@@ -218,6 +224,37 @@ def schedule_cuda_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
+def schedule_cuda_warp(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """CUDA GEMV-style: 4 outputs (m, n) per block of 4 x T threads; the T lanes of an output split its
+    groups (T = the largest divisor of K/g up to 32), each lane sums whole groups in a register (group sum,
+    then scale: the contract's order), and the lanes' scaled sums are combined by a cross-thread
+    reduction."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("acc")
+    y = sch.get_sblock("qlinear")
+    i, n, j = sch.get_loops(y)
+    nj = int(sch.get(j).extent)
+    lanes = max(d for d in range(1, min(32, nj) + 1) if nj % d == 0)
+    nn = int(sch.get(n).extent)
+    rows = 4 if nn % 4 == 0 else 1
+    no, ni = sch.split(n, factors=[None, rows])
+    ji, jo = sch.split(j, factors=[lanes, None])
+    sch.reorder(i, no, ni, ji, jo)
+    sch.compute_at(acc, jo)
+    sch.set_scope(acc, 0, "local")
+    sch.bind(i, "blockIdx.y")
+    sch.bind(no, "blockIdx.x")
+    sch.bind(ni, "threadIdx.y")
+    sch.bind(ji, "threadIdx.x")
+    if _has_block(sch, "qlinear_out"):
+        bo, bi = sch.split(sch.fuse(*sch.get_loops(sch.get_sblock("qlinear_out"))), factors=[None, 256])
+        sch.bind(bo, "blockIdx.x")
+        sch.bind(bi, "threadIdx.x")
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
 def _has_block(sch, name: str) -> bool:
     try:
         sch.get_sblock(name)
@@ -243,6 +280,7 @@ class QLinearKernel:
 
 DEQUANT_CPU = QLinearKernel("dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)")
 DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register")
+DEQUANT_CUDA_WARP = QLinearKernel("dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction")
 
 
 @dataclass(frozen=True)
@@ -256,6 +294,7 @@ class Rule:
 # above the fallbacks, e.g. Rule(lambda s: s.target == "cpu" and s.bits == 2, LUT_W2_CPU).
 RULES: list[Rule] = [
     Rule(lambda s: s.target == "cpu", DEQUANT_CPU, "fallback for every CPU shape"),
+    Rule(lambda s: s.target == "cuda" and s.k // s.group >= 8, DEQUANT_CUDA_WARP, "enough groups per row to spread over lanes"),
     Rule(lambda s: s.target == "cuda", DEQUANT_CUDA, "fallback for every CUDA shape"),
 ]
 
