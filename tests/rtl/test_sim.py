@@ -148,6 +148,7 @@ def test_ten_thousand_random_tiles(combo):
     _check(r, 10_000)
 
 
+@pytest.mark.slow  # its own trace-enabled Verilator build (~30 s)
 @verilator
 def test_verilator_waves(tmp_path):
     out = tmp_path / "w.vcd"
