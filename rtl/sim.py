@@ -20,7 +20,6 @@ import importlib.util as importlib_util
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
