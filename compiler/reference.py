@@ -84,7 +84,9 @@ def qlinear(x: np.ndarray, w: QLinearWeights, act: str, bias: np.ndarray | None 
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     acc, sa = qlinear_acc(x2, w, act)
-    y = np.einsum("jmn,jn->mn", acc.astype(np.float32), w.scales_t, optimize=True)
+    y = np.zeros(acc.shape[1:], np.float32)
+    for j in range(acc.shape[0]):  # one dequantization per group, accumulated over the groups in order
+        y += acc[j].astype(np.float32) * w.scales_t[j]
     if sa is not None:
         y = y * sa[:, None]
     if bias is not None:

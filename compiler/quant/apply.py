@@ -104,7 +104,7 @@ def _quantize_rtn(g: Graph, spec: QuantSpec, progress: Progress | None):
 
 
 def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float):
-    from compiler.quant.gptq import HessianAccumulator, quantize_gptq
+    from compiler.quant.gptq import HessianAccumulator, gptq_factor, quantize_gptq
     from compiler.reference import Interpreter
 
     targets = set(quantizable(g))
@@ -126,20 +126,29 @@ def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]]
     total, done = len(targets), 0
     for b in sorted(k for k in blocks if k >= 0):
         ids = blocks[b]
+        # Linears that read the same value (q/k/v, gate/up) share one Hessian and one inverse factor:
+        # record each input once, at its first quantizable reader.
+        first_reader: dict[str, int] = {}
+        for i in ids:
+            if i in targets:
+                first_reader.setdefault(g.nodes[i].inputs[0], i)
         hessians: dict[str, HessianAccumulator] = {}
 
         def hook(i, node, ins):
-            if i in targets:
+            if first_reader.get(node.inputs[0]) == i:
                 hessians.setdefault(node.inputs[0], HessianAccumulator(ins[0].shape[-1])).add(ins[0].reshape(-1, ins[0].shape[-1]))
 
         saved = [dict(e) for e in envs]
-        for env in envs:  # float run of the block: collect each linear's input statistics
+        for env in envs:  # float run of the block: collect each linear input's statistics
             interp.run_nodes(env, ids, on_node=hook)
+        factors = {}
         for i in ids:
             if i in targets:
                 node = g.nodes[i]
-                h = hessians[node.inputs[0]].hessian()
-                qw = quantize_gptq(g.consts[node.inputs[1]], h, spec, damp=damp, name=node.inputs[1])
+                x = node.inputs[0]
+                if x not in factors:
+                    factors[x] = gptq_factor(hessians.pop(x).hessian(), damp, node.inputs[1])
+                qw = quantize_gptq(g.consts[node.inputs[1]], None, spec, name=node.inputs[1], factor=factors[x])
                 g.nodes[i] = qlinear_node(g, node, qw, spec)
                 done += 1
                 if progress:

@@ -32,6 +32,8 @@ Weight updates run in float32 over all N rows at once (vectorized over rows); th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from compiler.errors import LowbitError
@@ -54,22 +56,22 @@ def hessian_from_inputs(x: np.ndarray) -> np.ndarray:
 class HessianAccumulator:
     """Accumulates H = 2/T x^T x over batches of layer inputs (rows of [..., K]) without keeping them.
 
-    The sum x^T x is kept in float64 and divided by the row count when `hessian()` is called, which equals
+    The sum x^T x is kept in float32 (as GPTQ's reference implementation does: a relative error of a few
+    1e-6 over thousands of rows, far below the dampening; float64 products cost 2x and the conversions more
+    on the widest layers) and divided by the row count in float64 when `hessian()` is called, which equals
     the running mean of the batches' Hessians weighted by their row counts.
     """
 
     def __init__(self, k: int | None = None):
         self.k = k
         self.n_rows = 0
-        self._xtx: np.ndarray | None = None if k is None else np.zeros((k, k), np.float64)
+        self._xtx: np.ndarray | None = None if k is None else np.zeros((k, k), np.float32)
 
     def add(self, x: np.ndarray) -> None:
-        # Each batch's x^T x runs in float32 (sums of one batch's rows: relative error ~1e-6, far below
-        # GPTQ's dampening) and is accumulated in float64; float64 products cost 2x on the widest layers.
         x = np.asarray(x, dtype=np.float32)
         if self.k is None:
             self.k = x.shape[-1]
-            self._xtx = np.zeros((self.k, self.k), np.float64)
+            self._xtx = np.zeros((self.k, self.k), np.float32)
         if x.shape[-1] != self.k:
             raise ValueError(f"input has {x.shape[-1]} features, accumulator expects {self.k}")
         x = x.reshape(-1, self.k)
@@ -79,7 +81,7 @@ class HessianAccumulator:
     def hessian(self) -> np.ndarray:
         if self.n_rows == 0:
             raise LowbitError("no calibration inputs were recorded for this layer", "run calibration data through the model first")
-        return (2.0 / self.n_rows) * self._xtx
+        return (2.0 / self.n_rows) * self._xtx.astype(np.float64)
 
 
 def _inverse_upper_cholesky(h: np.ndarray, damp: float, name: str) -> np.ndarray:
@@ -107,36 +109,56 @@ def _inverse_upper_cholesky(h: np.ndarray, damp: float, name: str) -> np.ndarray
     )
 
 
+@dataclass
+class GPTQFactor:
+    """What GPTQ needs from one layer input's Hessian: the upper Cholesky factor of the damped inverse and
+    the dead input columns. Layers that read the same input (q/k/v, gate/up) share one factor."""
+
+    u: np.ndarray  # float32 [K, K]
+    dead: np.ndarray  # bool [K]
+
+
+def gptq_factor(hessian: np.ndarray, damp: float = 0.01, name: str = "weight") -> GPTQFactor:
+    h = np.array(hessian, dtype=np.float64, copy=True)
+    if h.ndim != 2 or h.shape[0] != h.shape[1]:
+        raise ValueError(f"layer '{name}': Hessian must be square, got {h.shape}")
+    if not np.isfinite(h).all():
+        raise LowbitError(f"layer '{name}': GPTQ Hessian contains NaN or infinite values", "check the calibration inputs")
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    return GPTQFactor(_inverse_upper_cholesky(h, damp, name).astype(np.float32), dead)
+
+
 def quantize_gptq(
     w: np.ndarray,
-    hessian: np.ndarray,
+    hessian: np.ndarray | None,
     spec: QuantSpec,
     *,
     block_size: int = 128,
     damp: float = 0.01,
     name: str = "weight",
+    factor: GPTQFactor | None = None,
 ) -> QuantizedWeight:
-    """GPTQ-quantize w [N, K] (float) given the layer Hessian [K, K] (see `hessian_from_inputs`).
+    """GPTQ-quantize w [N, K] (float) given the layer Hessian [K, K] (see `hessian_from_inputs`), or a
+    precomputed `gptq_factor` of it (then `hessian` and `damp` are not used).
 
     Returns the same format as `quantize_rtn`; see the module doc for the algorithm and its choices.
     """
     w = np.asarray(w, dtype=np.float32)
     g = check_weight(w, spec, name)
     n, k = w.shape
-    h = np.array(hessian, dtype=np.float64, copy=True)
-    if h.shape != (k, k):
-        raise ValueError(f"layer '{name}': Hessian must be [{k}, {k}] for weight [{n}, {k}], got {h.shape}")
-    if not np.isfinite(h).all():
-        raise LowbitError(f"layer '{name}': GPTQ Hessian contains NaN or infinite values", "check the calibration inputs")
+    if factor is None:
+        if hessian is None or np.shape(hessian) != (k, k):
+            raise ValueError(f"layer '{name}': Hessian must be [{k}, {k}] for weight [{n}, {k}], got {None if hessian is None else np.shape(hessian)}")
+        factor = gptq_factor(hessian, damp, name)
+    elif factor.u.shape != (k, k):
+        raise ValueError(f"layer '{name}': GPTQ factor is {factor.u.shape}, weight is [{n}, {k}]")
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
 
     wt = w.T.copy()  # [K, N]: column k of w is the contiguous row wt[k]
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    wt[dead] = 0.0
-
-    hinv = _inverse_upper_cholesky(h, damp, name).astype(np.float32)
+    wt[factor.dead] = 0.0
+    hinv = factor.u
 
     qmax = np.float32(spec.qmax)
     n_groups = k // g
