@@ -156,3 +156,33 @@ def test_backend_outputs_equal_in_memory_model(llama_art):
     b = InMemoryTVM(m.graph).run(feeds)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_a_kernel_with_relaid_out_weights_plugs_in_by_rule(monkeypatch, tmp_path):
+    """The extension point for faster kernels: a rule whose kernel wants its own weight layout. Here a toy
+    kernel reads codes unpacked to one byte each; the arrays land in tvm-cpu/params.safetensors and the
+    runtime feeds them, with the results unchanged."""
+    import dataclasses
+
+    import runtime
+    from compiler.backends.tvm import kernels as K
+    from compiler.compile import compile_model
+    from compiler.quant.pack import unpack
+
+    def relayout(packed, scales, zeros, shape):
+        return {"packed": unpack(packed, shape.bits, shape.layout, shape.k), "scales": scales, "zeros": zeros}
+
+    bytewise = K.QLinearKernel(
+        "bytewise-cpu", lambda shape: K.qlinear_te(dataclasses.replace(shape, bits=8, layout="dense")), K.schedule_cpu_simple, relayout
+    )
+    monkeypatch.setattr(K, "RULES", [K.Rule(lambda s: s.target == "cpu" and s.bits == 4, bytewise), *K.RULES])
+    out = tmp_path / "relaid"
+    compile_model("bert-tiny", out, quant="w4g64", targets="ref,tvm-cpu", progress=False)
+    info = json.loads((out / "tvm-cpu" / "tvm.json").read_text())
+    assert set(info["kernels"].values()) == {"bytewise-cpu"}
+    assert {p["source"] for p in info["params"] if "qweight" in p["key"]} == {"relayout"}
+    assert (out / "tvm-cpu" / "params.safetensors").is_file()
+    m = runtime.load(out)
+    ids = [1, 40, 50, 60, 2]
+    a, b = m.embed(ids, "tvm-cpu"), m.embed(ids, "ref")
+    assert np.abs(a - b).max() <= 5e-3 * np.abs(b).max()

@@ -18,10 +18,9 @@ Nothing else in the backend changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 from tvm import te, tirx
 
 # ----------------------------------------------------------------------------------------------------------
@@ -41,6 +40,7 @@ class QLinearShape:
     layout: str  # storage layout of the packed codes
     target: str  # 'cpu' | 'cuda'
     bias: bool = False
+    ternary: bool = False  # codes are {0, 1, 2} with zero 1 (2-bit dense storage)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -50,11 +50,10 @@ class QLinearShape:
 def code_at(packed: te.Tensor, bits: int, layout: str, n, k):
     """The uint code q[n, k] as an int32 expression on the packed bytes."""
     if layout == "planes":
-        byte = k // 8
-        sh = (k % 8).astype("int32") if hasattr(k, "astype") else k % 8
+        byte, sh = k // 8, (k % 8).astype("int32")
         code = tirx.const(0, "int32")
         for b in range(bits):
-            bit = (packed[b, n, byte].astype("int32") >> sh.astype("int32")) & 1
+            bit = (packed[b, n, byte].astype("int32") >> sh) & 1
             code = code | (bit << b)
         return code
     per = 8 // bits
@@ -116,6 +115,7 @@ def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinear
     y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, j] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
     if sa is None and bias is None:
         return y
+
     def out(i, n):
         v = y[i, n]
         if sa is not None:
@@ -127,7 +127,8 @@ def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinear
 
 
 def qlinear_te(shape: QLinearShape):
-    """The TE function for bb.emit_te: (x_or_qa, [sa], packed, scales, zeros, [bias]) -> y [M, N]."""
+    """The TE function for bb.emit_te: (x, packed, scales, zeros, [bias]) -> y [M, N] for A16, and
+    (qa, packed, scales, zeros, sa, [bias]) for A8 (qa, sa from `act_quant_a8`)."""
 
     def f(x, packed, scales, zeros, *rest):
         rest = list(rest)
@@ -203,8 +204,8 @@ def schedule_cpu_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
 
 def schedule_cuda_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """CUDA: one thread per output (m, n) (threads along n, 128 per block, blocks along m and n-tiles); the
-    per-group sum lives in a register. Simple and always valid; a warp-per-row GEMV is a later rule. The
-    epilogue (A8 scale, bias), when present, is its own elementwise kernel."""
+    per-group sum lives in a register. Simple and always valid (the fallback when a row has few groups).
+    The epilogue (A8 scale, bias), when present, is its own elementwise kernel."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -299,8 +300,11 @@ RULES: list[Rule] = [
 ]
 
 
-def choose_qlinear_kernel(m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False) -> tuple[QLinearKernel, QLinearShape]:
-    shape = QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias)
+def choose_qlinear_kernel(
+    m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False
+) -> tuple[QLinearKernel, QLinearShape]:
+    """The first rule whose condition holds for this layer gives its kernel (and the shape it was asked for)."""
+    shape = QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary)
     for r in RULES:
         if r.when(shape):
             return r.kernel, shape

@@ -149,7 +149,7 @@ def _qlinear(L, n):
     a = n.attrs
     x = L.value(n.inputs[0])
     has_bias = len(n.inputs) == 5
-    kern, shape = K.choose_qlinear_kernel(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], has_bias)
+    kern, shape = K.choose_qlinear_kernel(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], has_bias, bool(a.get("ternary")))
     packed, scales, zeros = (L.g.consts[c] for c in n.inputs[1:4])
     if kern.relayout is not None:
         new = kern.relayout(packed, scales, zeros, shape)
