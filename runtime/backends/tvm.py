@@ -18,7 +18,6 @@ from runtime.backends.base import Backend
 
 class _TVMBackend(Backend):
     name = "?"
-    _dtype = {"float32": np.float32, "int64": np.int64}
 
     def __init__(self, model):
         super().__init__(model)
