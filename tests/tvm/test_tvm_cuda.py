@@ -74,3 +74,37 @@ def test_nvcc_compiles_other_models(model, spec, tmp_path):
 
     build_target(quantized_graph(model, spec), "tvm-cuda", tmp_path / "tvm-cuda")
     nvcc_cubin(tmp_path / "tvm-cuda" / "kernels.cu", "sm_90", tmp_path)
+
+
+def _gpu_present() -> bool:
+    try:
+        from runtime.backends.tvm import _load_cuda_runtime
+
+        _load_cuda_runtime()
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # noqa: BLE001 - no driver library, no device
+        return False
+
+
+@pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU on this machine (the tvm-cuda run is checked where one is)")
+@pytest.mark.parametrize("model,spec", [("llama-tiny", "w4g32a8"), ("bert-tiny", "w2g32")])
+def test_tvm_cuda_matches_ref_on_a_gpu(model, spec, tmp_path):
+    """On a GPU machine: the artifact's tvm-cuda library against ref (tolerances of test_tvm_agreement)."""
+    import numpy as np
+
+    import runtime
+    from compiler.compile import compile_model
+    from runtime.compare import cosine
+
+    out = tmp_path / "art"
+    compile_model(model, out, quant=spec, targets="ref,tvm-cuda", progress=False)
+    m = runtime.load(out)
+    ids = [1, 87, 107, 104, 35, 116, 120, 108]
+    if m.causal:
+        gt, gr = m.generate(ids, 6, "tvm-cuda"), m.generate(ids, 6, "ref")
+        a, b = gt.prompt_logits, gr.prompt_logits
+        assert gt.tokens == gr.tokens
+    else:
+        a, b = m.embed(ids, "tvm-cuda"), m.embed(ids, "ref")
+    assert np.abs(a - b).max() <= 2e-2 * np.abs(b).max()
+    assert cosine(a, b) >= 0.999
