@@ -114,6 +114,11 @@ def test_mismatched_target_folder_is_refused(llama_art, tmp_path):
     info_file.write_text(json.dumps(info))
     with pytest.raises(LowbitError, match="does not match"):
         runtime.load(bad).backend("tvm-cpu")
+    info["outputs"] = info["outputs"][::-1]
+    info["host"]["features"].append("+an-instruction-set-this-cpu-lacks")
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(LowbitError, match="lacks features"):
+        runtime.load(bad).backend("tvm-cpu")
     (bad / "tvm-cpu" / "tvm.json").unlink()
     with pytest.raises(LowbitError, match="not compiled for tvm-cpu"):
         runtime.load(bad).backend("tvm-cpu")
