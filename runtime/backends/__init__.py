@@ -8,7 +8,7 @@ from runtime.backends.ref import RefBackend
 from runtime.backends.tvm import TVMCPUBackend, TVMCUDABackend
 
 BACKENDS = {"ref": RefBackend, "tvm-cpu": TVMCPUBackend, "tvm-cuda": TVMCUDABackend}
-PLANNED = ("tvm-cpu", "tvm-cuda", "mlir-cpu", "mlir-cuda", "hwsim:lut-tc", "hwsim:mixpe", "hwsim:mac", "rtl:lut-tc", "rtl:mixpe", "rtl:mac")
+PLANNED = ("mlir-cpu", "mlir-cuda", "hwsim:lut-tc", "hwsim:mixpe", "hwsim:mac", "rtl:lut-tc", "rtl:mixpe", "rtl:mac")
 
 
 def make_backend(name: str, model):
