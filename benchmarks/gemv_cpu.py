@@ -1,0 +1,201 @@
+"""Low-bit GEMV (decode, M = 1) on the CPU: lowbit's tvm-cpu qlinear kernels against numpy's
+dequantize-then-matmul, and against the machine's read bandwidth measured in the same run.
+
+For every shape (N x K), quant spec, activation mode and thread count the table gives:
+- ours: one qlinear through the same compiled path as a whole model (`lowbit compile --target tvm-cpu` on a
+  one-layer graph: Relax VM call, A8 activation quantization included), the kernel the rule table picks;
+- numpy: dequantize the codes to float32 (w = s (q - z) per group) and multiply, as a numpy user would
+  without keeping a float copy of the weights;
+- effective weight bandwidth: bytes of packed codes + scales + zero points read per call / our time, and its
+  ratio to the read bandwidth of this machine at the same thread count (a parallel TVM sum over a buffer of
+  the same size class, measured in the same process).
+Weights are never in cache when timed: each call reads the next of enough copies of the weights that the
+working set is at least 4x the last-level cache, as a real decode step that streams every layer does.
+
+Thread counts run in separate processes (TVM's thread pool size is fixed at start-up).
+
+    python benchmarks/gemv_cpu.py [--shapes 4096x4096,...] [--specs w4g128,w2g128,ternary] [--acts a16,a8]
+                                  [--threads 1,2] [--repeat 20] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+SHAPES = "4096x4096,11008x4096,4096x11008,4096x14336"
+SPECS = "w4g128,w2g128,ternary"
+
+
+def llc_bytes() -> int:
+    """Size of the largest CPU cache (sysfs), 32 MiB when unknown."""
+    best = 0
+    for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (idx / "size").read_text().strip()
+        except OSError:
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+        best = max(best, int(text.rstrip("KMG")) * mult)
+    return best or 32 << 20
+
+
+def one_layer_graph(n: int, k: int, spec_text: str, seed: int = 0):
+    """A graph x[S, K] -> qlinear -> y[S, N] with RTN-quantized random weights."""
+    from compiler.ir import Graph, TensorType
+    from compiler.quant.apply import qlinear_node
+    from compiler.quant.rtn import quantize_rtn
+    from compiler.quant.spec import parse_spec
+
+    spec = parse_spec(spec_text)
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, k), dtype=np.float32) * np.float32(0.02)
+    qw = quantize_rtn(w, spec, name="w")
+    g = Graph(f"gemv_{n}x{k}_{spec.name}")
+    x = g.add_input("x", TensorType(("S", k)))
+    g.add_const("w", w)
+    g.add_node("linear", [x, "w"], "y")
+    g.nodes[0] = qlinear_node(g, g.nodes[0], qw, spec)
+    del g.consts["w"]
+    g.set_outputs(["y"])
+    g.verify()
+    return g, qw
+
+
+def bandwidth_gbs(tvm, nbytes: int, repeat: int) -> float:
+    """Read bandwidth: a parallel sum over an int32 buffer of nbytes (>= 4x LLC), best of repeat."""
+    from tvm import te
+
+    from compiler.backends.tvm.build import cpu_target
+
+    n = nbytes // 4
+    chunks = 256
+    n -= n % chunks
+    a = te.placeholder((chunks, n // chunks), "int32", name="a")
+    r = te.reduce_axis((0, n // chunks), name="r")
+    s = te.compute((chunks,), lambda c: te.sum(a[c, r], axis=r), name="s")
+    func = te.create_prim_func([a, s])
+    sch = tvm.s_tir.Schedule(func)
+    c, _ = sch.get_loops(sch.get_sblock("s"))
+    sch.parallel(c)  # the inner reduction loop is left to LLVM's vectorizer
+    lib = tvm.compile(sch.mod, target=cpu_target())
+    buf = tvm.runtime.tensor(np.ones((chunks, n // chunks), np.int32))
+    out = tvm.runtime.tensor(np.zeros(chunks, np.int32))
+    lib(buf, out)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        lib(buf, out)
+        best = min(best, time.perf_counter() - t)
+    return n * 4 / best / 1e9
+
+
+def worker(args) -> list[dict]:
+    """Runs in a process whose TVM and BLAS thread pools have args.threads threads."""
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    from compiler.backends.tvm.build import build_target, host_cpu
+    from compiler.quant.pack import unpack
+
+    llc = llc_bytes()
+    bw = bandwidth_gbs(tvm, 4 * llc, args.repeat)
+    rows = []
+    for shape in args.shapes.split(","):
+        n, k = (int(v) for v in shape.lower().split("x"))
+        for spec_text in args.specs.split(","):
+            for act in args.acts.split(","):
+                full = spec_text + ("a8" if act == "a8" else "")
+                g, qw = one_layer_graph(n, k, full)
+                with tempfile.TemporaryDirectory() as tmp:
+                    summary = build_target(g, "tvm-cpu", Path(tmp) / "t")
+                    info = json.loads((Path(tmp) / "t" / "tvm.json").read_text())
+                    vm = VirtualMachine(tvm.runtime.load_module(str(Path(tmp) / "t" / "model.so")), tvm.cpu(0))
+                main = vm["main"]
+                consts = g.consts
+                if any(p["source"] != "weights" for p in info["params"]):
+                    raise SystemExit("kernels with re-laid-out weights: extend this benchmark to read params.safetensors")
+                weight_bytes = sum(consts[p["key"]].nbytes for p in info["params"])
+                copies = max(2, -(-4 * llc // weight_bytes))
+                params = [[tvm.runtime.tensor(consts[p["key"]].copy()) for p in info["params"]] for _ in range(copies)]
+                x_np = np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)
+                x = tvm.runtime.tensor(x_np)
+                main(x, *params[0])
+
+                def timed(fn, calls):
+                    t = time.perf_counter()
+                    for i in range(calls):
+                        fn(i % copies)
+                    return (time.perf_counter() - t) / calls
+
+                ours = min(timed(lambda i: main(x, *params[i]), copies) for _ in range(max(1, args.repeat // copies + 1)))
+                # numpy: dequantize then matmul, over copies of the codes (uint8, unpacked), scales and zeros
+                codes = [unpack(consts["w.qweight"], qw.bits, info_layout(g), k).copy() for _ in range(min(copies, 4))]
+                z = np.repeat(qw.zeros.astype(np.float32), qw.group_size, axis=1)
+                s = np.repeat(qw.scales, qw.group_size, axis=1)
+
+                def numpy_call(i):
+                    w = (codes[i % len(codes)].astype(np.float32) - z) * s
+                    return x_np @ w.T
+
+                base = min(timed(numpy_call, len(codes)) for _ in range(2))
+                gbs = weight_bytes / ours / 1e9
+                kernels = summary.get("kernels", {})
+                rows.append(
+                    dict(shape=f"{n}x{k}", spec=full, threads=args.threads, kernel=",".join(sorted({str(v) for v in kernels.values()})) if isinstance(kernels, dict) else str(kernels),
+                         ours_ms=ours * 1e3, numpy_ms=base * 1e3, speedup=base / ours, weight_mb=weight_bytes / 1e6, eff_gbs=gbs, machine_gbs=bw,
+                         bw_ratio=gbs / bw, host=host_cpu()[0])
+                )
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def info_layout(g) -> str:
+    return next(n.attrs["layout"] for n in g.nodes if n.op == "qlinear")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default=SHAPES)
+    ap.add_argument("--specs", default=SPECS)
+    ap.add_argument("--acts", default="a16,a8")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    from benchmarks.common import machine, print_table
+
+    rows = []
+    for t in args.threads.split(","):
+        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t)
+        cmd = [sys.executable, __file__, "--worker", "--threads", t, "--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)]
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+        rows += json.loads(out.strip().splitlines()[-1])
+    table = [
+        [r["shape"], r["spec"], r["threads"], f"{r['ours_ms']:.3f}", f"{r['numpy_ms']:.3f}", f"{r['speedup']:.2f}", f"{r['eff_gbs']:.2f}", f"{r['machine_gbs']:.2f}", f"{r['bw_ratio']:.2f}"]
+        for r in rows
+    ]
+    print_table(
+        f"GEMV M=1, weights out of cache (working set >= 4x LLC {llc_bytes() >> 20} MiB); {machine()}",
+        ["N x K", "quant", "threads", "ours ms", "numpy ms", "numpy/ours", "ours GB/s", "machine GB/s", "ours/machine"],
+        table,
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
