@@ -18,10 +18,13 @@ Nothing else in the backend changes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
 from tvm import te, tirx
+
+from compiler.backends.tvm import kernels_cpu as KC
 
 # ----------------------------------------------------------------------------------------------------------
 # Shapes a rule sees
@@ -279,6 +282,14 @@ class QLinearKernel:
     about: str = ""
 
 
+BLOCKED_CPU = QLinearKernel(
+    "blocked-cpu",
+    KC.blocked_te,
+    KC.schedule_blocked,
+    KC.relayout_blocked,
+    about="weights [N/64, K/g, g*bits/8, 64]: dequantize in register, fp32 group sums vectorized over 64 rows "
+    "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside",
+)
 DEQUANT_CPU = QLinearKernel("dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)")
 DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register")
 DEQUANT_CUDA_WARP = QLinearKernel("dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction")
@@ -293,11 +304,32 @@ class Rule:
 
 # First match wins. Later sessions put faster kernels (LUT for W2/ternary, tile-blocked GEMV for M = 1 ...)
 # above the fallbacks, e.g. Rule(lambda s: s.target == "cpu" and s.bits == 2, LUT_W2_CPU).
+# The fast CPU kernel (kernels_cpu.py) re-lays out weights (tvm-cpu/params.safetensors). It is opt-in until the
+# helpers that assume artifact-layout weights are updated (tests/tvm/common.py's InMemoryTVM feeds only graph
+# constants; test_tvm_artifact.py::test_target_folder_layout expects dequant-cpu; benchmarks/gemv_cpu.py
+# refuses re-laid-out params): set LOWBIT_TVM_FAST_CPU=1 or call `enable_fast_cpu_kernels()`.
+FAST_CPU_RULES: list[Rule] = [
+    Rule(
+        lambda s: s.target == "cpu" and s.bits in (2, 3, 4, 8) and s.n % KC.BLOCK == 0 and s.group % 4 == 0 and s.k % s.group == 0
+        and (s.act == "a16" or KC.a8_fp32_exact(s.bits, s.group)),
+        BLOCKED_CPU,
+        "64-row tiles; any M (rows loop inside a tile); A8 only where fp32 group sums are exact (g*127*(2^b-1) < 2^24)",
+    ),
+]
+
 RULES: list[Rule] = [
+    *(FAST_CPU_RULES if os.environ.get("LOWBIT_TVM_FAST_CPU") == "1" else []),
     Rule(lambda s: s.target == "cpu", DEQUANT_CPU, "fallback for every CPU shape"),
     Rule(lambda s: s.target == "cuda" and s.k // s.group >= 8, DEQUANT_CUDA_WARP, "enough groups per row to spread over lanes"),
     Rule(lambda s: s.target == "cuda", DEQUANT_CUDA, "fallback for every CUDA shape"),
 ]
+
+
+def enable_fast_cpu_kernels() -> None:
+    """Put FAST_CPU_RULES at the head of RULES (idempotent)."""
+    for r in reversed(FAST_CPU_RULES):
+        if r not in RULES:
+            RULES.insert(0, r)
 
 
 def choose_qlinear_kernel(

@@ -1,0 +1,139 @@
+"""Fast CPU qlinear kernels: tile-blocked weights, dequantization in registers, vectorized over 64 outputs.
+
+Layout (made once at compile time by `relayout_blocked`): the codes of 64 consecutive output rows are
+interleaved so one 64-byte load holds the same byte position of 64 rows:
+
+    packed [N/64, K/g, g/per, 64] uint8   (per = 8 / bits codes per byte; byte t of a group holds codes
+                                          k = t*per .. t*per + per - 1, lowest k in the lowest bits)
+    scales [N/64, K/g, 64] float32,  zeros [N/64, K/g, 64] uint8
+
+Loop nest (any M: rows are a serial loop inside each parallel block of 64 outputs, so one block's weights,
+K*64*bits/8 bytes, stay in L2 while the rows of a prefill reuse them):
+
+    parallel nb in N/64:  for m:  for j in K/g:  acc[64] = 0
+                                     for t in g/per:  for c in per (unrolled):  acc[:] += x[m, k] * (q[:] - z[:])
+                                     y[m, nb, :] += s[nb, j, :] * acc[:]          (one dequantization per group)
+
+The group sum acc is fp32 in both activation modes:
+- A16: x is rounded to fp16 first (the contract), the sum is fp32 (the contract's A16 accumulator).
+- A8: x is the int8 code qa (an int32 tensor), converted to fp32. Every partial sum is an integer of magnitude
+  <= g * 127 * (2^bits - 1); while that bound is below 2^24 every fp32 addition is exact, so acc equals the
+  contract's int32 sum bit for bit (the rule only claims such groups: g < 66059 at 2 bits, < 8808 at 4 bits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+
+BLOCK = 64  # output rows per vector tile (4 zmm registers of fp32 accumulators)
+
+
+def a8_fp32_exact(bits: int, group: int) -> bool:
+    """fp32 group sums of int8 x (q - z) are exact integers when every partial sum is below 2^24."""
+    return group * 127 * ((1 << bits) - 1) < (1 << 24)
+
+
+def relayout_blocked(packed, scales, zeros, shape):
+    """Artifact storage -> the blocked layout of the module doc (numpy, at compile time)."""
+    from compiler.quant.pack import unpack
+
+    n, k, g, bits = shape.n, shape.k, shape.group, shape.bits
+    per = 8 // bits
+    nj = k // g
+    codes = unpack(packed, bits, shape.layout, k).astype(np.uint8)  # [N, K]
+    c = codes.reshape(n // BLOCK, BLOCK, nj, g // per, per)  # [nb, ni, j, t, c]
+    byte = np.zeros(c.shape[:-1], np.uint8)
+    for i in range(per):
+        byte |= (c[..., i] << (i * bits)).astype(np.uint8)
+    blocked = np.ascontiguousarray(byte.transpose(0, 2, 3, 1))  # [nb, j, t, ni]
+    sc = np.ascontiguousarray(np.asarray(scales, np.float32).reshape(n // BLOCK, BLOCK, nj).transpose(0, 2, 1))
+    zz = np.ascontiguousarray(np.asarray(zeros, np.uint8).reshape(n // BLOCK, BLOCK, nj).transpose(0, 2, 1))
+    return {"packed": blocked, "scales": sc, "zeros": zz}
+
+
+def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape, name: str = "acc"):
+    """acc[m, nb, j, ni] (fp32) over the blocked layout; A8: x is qa (int32) and the sums are exact integers."""
+    m = x.shape[0]
+    g, bits = shape.group, shape.bits
+    per = 8 // bits
+    mask = (1 << bits) - 1
+    kk = te.reduce_axis((0, g), name="kk")
+
+    def xv(i, k):
+        if shape.act == "a8":
+            return x[i, k].astype("float32")
+        return x[i, k].astype("float16").astype("float32")
+
+    def body(i, nb, j, ni):
+        byte = packed[nb, j, kk // per, ni].astype("int32")
+        q = (byte >> ((kk % per) * bits).astype("int32")) & mask
+        w = (q - zeros[nb, j, ni].astype("int32")).astype("float32")
+        return te.sum(xv(i, j * g + kk) * w, axis=kk)
+
+    return te.compute((m, shape.n // BLOCK, shape.k // g, BLOCK), body, name=name)
+
+
+def blocked_te(shape):
+    """TE function with qlinear_te's signature: (x|qa, packed, scales, zeros, [sa], [bias]) -> y [M, N]."""
+
+    def f(x, packed, scales, zeros, *rest):
+        rest = list(rest)
+        sa = rest.pop(0) if shape.act == "a8" else None
+        bias = rest.pop(0) if shape.bias else None
+        acc = blocked_group_sums(x, packed, zeros, shape)
+        m = x.shape[0]
+        j = te.reduce_axis((0, shape.k // shape.group), name="j")
+
+        def yv(i, n):
+            return te.sum(scales[n // BLOCK, j, n % BLOCK] * acc[i, n // BLOCK, j, n % BLOCK], axis=j)
+
+        y = te.compute((m, shape.n), yv, name="qlinear")
+        if sa is None and bias is None:
+            return y
+
+        def out(i, n):
+            v = y[i, n]
+            if sa is not None:
+                v = v * sa[i]
+            if bias is not None:
+                v = v + bias[n]
+            return v
+
+        return te.compute((m, shape.n), out, name="qlinear_out")
+
+    return f
+
+
+def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """parallel over 64-row blocks, rows serial inside, group sum vectorized over the 64 rows."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("acc")
+    y = sch.get_sblock("qlinear")
+    i, n, j = sch.get_loops(y)
+    nb, ni = sch.split(n, factors=[None, BLOCK])
+    sch.reorder(nb, i, j, ni)
+    sch.compute_at(acc, j)
+    try:
+        out = sch.get_sblock("qlinear_out")
+    except Exception:  # noqa: BLE001 - no epilogue (A16 without bias)
+        out = None
+    if out is not None:  # scale by sa and add the bias right after the block's 64 outputs of row i
+        sch.reverse_compute_at(out, i)
+        sch.vectorize(sch.get_loops(out)[-1])
+    loops = sch.get_loops(acc)
+    a_ni, a_kk = loops[-2], loops[-1]
+    sch.reorder(a_kk, a_ni)
+    # 4 codes per step (one byte at 2 bits, two at 4 bits), unrolled so the shifts are constants
+    ko, ki = sch.split(a_kk, factors=[None, 4])
+    sch.unroll(ki)
+    sch.vectorize(a_ni)
+    sch.vectorize(ni)
+    sch.parallel(nb)
+    init = sch.decompose_reduction(acc, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    init = sch.decompose_reduction(y, j)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)

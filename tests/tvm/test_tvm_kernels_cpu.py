@@ -1,0 +1,175 @@
+"""The fast CPU qlinear kernel (`blocked-cpu`, compiler/backends/tvm/kernels_cpu.py) against the numeric
+contract: A8 group sums equal numpy's integer sums bit for bit (at the largest |q - z| and |qa|), A16 results
+are within fp32 rounding of a float64 computation on fp16-rounded activations, for W4, W2 and ternary at
+groups 128 and 64 and several (N, K); and the whole lowered path (rule table, relayout into
+params.safetensors, Relax VM) gives the reference's answer at M = 1 (decode) and M > 1 (prefill)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+
+from tvm import te  # noqa: E402
+
+from compiler.backends.tvm import kernels as K  # noqa: E402
+from compiler.backends.tvm import kernels_cpu as KC  # noqa: E402
+from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
+from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
+
+
+def _ternary_weights(rng, n, k, g):
+    from compiler.quant.pack import pack, storage_layout
+
+    codes = rng.integers(0, 3, (n, k), dtype=np.uint8)
+    zeros = np.ones((n, k // g), np.uint8)
+    return codes, pack(codes, 2, storage_layout(2)), zeros, storage_layout(2)
+
+
+def _case(rng, kind, n, k, g, extreme=False):
+    if kind == "ternary":
+        return 2, True, *_ternary_weights(rng, n, k, g)
+    bits = {"w4": 4, "w2": 2, "w3": 3, "w8": 8}[kind]
+    return bits, False, *weights(rng, n, k, g, bits, extreme)
+
+
+@pytest.mark.parametrize(
+    "kind,n,k,g,extreme",
+    [("w4", 64, 256, 128, True), ("w4", 128, 512, 64, False), ("w2", 192, 256, 128, True), ("w2", 64, 384, 64, False), ("ternary", 128, 256, 128, False),
+     ("ternary", 64, 256, 64, False), ("w8", 64, 256, 128, True), ("w3", 64, 192, 64, False)],
+)
+def test_a8_group_sums_are_exact_integers(kind, n, k, g, extreme):
+    rng = np.random.default_rng(n + k + g)
+    bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g, extreme)
+    m = 3
+    qa = (np.where(rng.random((m, k)) < 0.5, -127, 127) if extreme else rng.integers(-127, 128, (m, k))).astype(np.int32)
+    if extreme:
+        qa[0] = 127  # with weight row 0 (q - z = 2^bits - 1): |acc| = g * 127 * (2^bits - 1), the rule's bound
+    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
+    assert KC.a8_fp32_exact(bits, g)
+    r = KC.relayout_blocked(packed, np.ones((n, k // g), np.float32), zeros, shape)
+
+    def sums(x, p, z):
+        acc = KC.blocked_group_sums(x, p, z, shape)
+        return te.compute(acc.shape, lambda *i: acc(*i).astype("int32"), name="acc_int")
+
+    f = build(sums, [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["zeros"].shape, "uint8")], "sums")
+    got = f(qa, r["packed"], r["zeros"]).numpy().astype(np.int64)  # [m, N/64, K/g, 64]
+    got = got.transpose(0, 1, 3, 2).reshape(m, n, k // g)
+    w = codes.astype(np.int64) - np.repeat(zeros.astype(np.int64), g, axis=1)
+    want = np.einsum("mjg,njg->mnj", qa.astype(np.int64).reshape(m, k // g, g), w.reshape(n, k // g, g))
+    np.testing.assert_array_equal(got, want)
+    if extreme:
+        assert np.abs(want).max() == g * 127 * ((1 << bits) - 1)
+
+
+@pytest.fixture
+def fast_rules(monkeypatch):
+    """The rule table with the fast CPU rules at its head (they are opt-in, see kernels.py)."""
+    monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
+
+
+def test_fast_rules_are_opt_in_and_enable_puts_them_first(monkeypatch):
+    monkeypatch.setattr(K, "RULES", [r for r in K.RULES if r not in K.FAST_CPU_RULES])
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"
+    K.enable_fast_cpu_kernels()
+    K.enable_fast_cpu_kernels()
+    assert K.RULES[: len(K.FAST_CPU_RULES)] == K.FAST_CPU_RULES and K.RULES.count(K.FAST_CPU_RULES[0]) == 1
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == "blocked-cpu"
+
+
+def test_a8_rule_only_claims_groups_whose_fp32_sums_are_exact(fast_rules):
+    assert KC.a8_fp32_exact(4, 4096) and not KC.a8_fp32_exact(4, 11008) and not KC.a8_fp32_exact(8, 1024)
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == "blocked-cpu"
+    assert K.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a8", "cpu", "nibble")[0].name == "dequant-cpu"
+    assert K.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a16", "cpu", "nibble")[0].name == "blocked-cpu"
+    assert K.choose_qlinear_kernel(True, 100, 256, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"  # N % 64
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")[0].name != "blocked-cpu"
+
+
+@pytest.mark.parametrize("kind,act,n,k,g", [("w4", "a16", 128, 512, 128), ("w2", "a16", 64, 256, 64), ("ternary", "a16", 192, 384, 128), ("w4", "a8", 64, 256, 64),
+                                            ("w2", "a8", 128, 256, 128), ("ternary", "a8", 64, 512, 64), ("w3", "a16", 64, 128, 64), ("w8", "a8", 64, 256, 128)])
+def test_scheduled_kernel_meets_the_contract(kind, act, n, k, g):
+    rng = np.random.default_rng(5)
+    bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
+    scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    shape = K.QLinearShape(True, n, k, bits, g, act, layout, "cpu", True, tern)
+    r = KC.relayout_blocked(packed, scales, zeros, shape)
+    wq = codes.astype(np.float64) - np.repeat(zeros.astype(np.float64), g, axis=1)  # [n, k]
+    w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
+    for m in (1, 6):
+        x = (rng.standard_normal((m, k)) * 2).astype(np.float32)
+        if act == "a8":
+            qa, sa = quantize_activations_a8(x)
+            types = [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), (("S",), "float32"), ((n,), "float32")]
+            f = build(KC.blocked_te(shape), types, "ql", KC.schedule_blocked)
+            got = f(qa.astype(np.int32), r["packed"], r["scales"], r["zeros"], sa, bias).numpy()
+            # exact integer group sums, then the fp32 epilogue: only the order of fp32 epilogue roundings may differ
+            want = qlinear(x, w, act, bias)
+            np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+        else:
+            types = [(("S", k), "float32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), ((n,), "float32")]
+            f = build(KC.blocked_te(shape), types, "ql", KC.schedule_blocked)
+            got = f(x, r["packed"], r["scales"], r["zeros"], bias).numpy()
+            x16 = x.astype(np.float16).astype(np.float64)
+            acc = np.einsum("mjg,njg->mnj", x16.reshape(m, k // g, g), wq.reshape(n, k // g, g))
+            want = (acc * scales.astype(np.float64)[None]).sum(-1) + bias
+            # fp32 rounding bound: a few ulps of the sum of magnitudes
+            mag = np.einsum("mjg,njg->mnj", np.abs(x16).reshape(m, k // g, g), np.abs(wq).reshape(n, k // g, g))
+            bound = 4 * k * 2.0**-24 * (mag * scales[None]).sum(-1) + 1e-6 * np.abs(bias)
+            assert np.all(np.abs(got - want) <= bound), np.abs(got - want).max()
+
+
+def _one_layer(n, k, spec_text, bias, seed=0):
+    from compiler.ir import Graph, TensorType
+    from compiler.quant.apply import qlinear_node
+    from compiler.quant.rtn import quantize_rtn
+    from compiler.quant.spec import parse_spec
+
+    spec = parse_spec(spec_text)
+    rng = np.random.default_rng(seed)
+    g = Graph("one")
+    x = g.add_input("x", TensorType(("S", k)))
+    g.add_const("w", rng.standard_normal((n, k), dtype=np.float32) * np.float32(0.05))
+    ins = [x, "w"]
+    if bias:
+        g.add_const("b", rng.standard_normal(n, dtype=np.float32))
+        ins.append("b")
+    g.add_node("linear", ins, "y")
+    qw = quantize_rtn(g.consts["w"], spec, name="w")
+    g.nodes[0] = qlinear_node(g, g.nodes[0], qw, spec)
+    del g.consts["w"]
+    g.set_outputs(["y"])
+    g.verify()
+    return g
+
+
+@pytest.mark.parametrize("spec,n,k,bias", [("w4g128", 256, 512, True), ("w2g64a8", 128, 384, False), ("ternaryg128a8", 192, 256, True), ("w4g64a8-asym", 64, 256, True),
+                                           ("w2g128-asym", 128, 256, False)])
+def test_whole_lowered_path_decode_and_prefill(spec, n, k, bias, tmp_path, fast_rules):
+    from safetensors.numpy import load_file
+    from tvm.runtime.vm import VirtualMachine
+
+    from compiler.backends.tvm.build import build_target
+    from compiler.reference import Interpreter
+
+    g = _one_layer(n, k, spec, bias)
+    info = build_target(g, "tvm-cpu", tmp_path / "t")
+    info = json.loads((tmp_path / "t" / "tvm.json").read_text())
+    assert set(info["kernels"].values()) == {"blocked-cpu"}
+    arrays = dict(g.consts)
+    arrays.update(load_file(str(tmp_path / "t" / "params.safetensors")))
+    vm = VirtualMachine(tvm.runtime.load_module(str(tmp_path / "t" / "model.so")), tvm.cpu(0))
+    params = [tvm.runtime.tensor(arrays[p["key"]]) for p in info["params"]]
+    rng = np.random.default_rng(2)
+    for m in (1, 5, 17):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        out = vm["main"](tvm.runtime.tensor(x), *params)
+        got = (out[0] if not hasattr(out, "numpy") else out).numpy()
+        want = Interpreter(g).run({"x": x})["y"]
+        tol = 1e-5 * np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=tol, err_msg=f"{spec} M={m}")
