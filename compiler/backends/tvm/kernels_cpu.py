@@ -58,18 +58,24 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     g, bits = shape.group, shape.bits
     per = 8 // bits
     mask = (1 << bits) - 1
-    kk = te.reduce_axis((0, g), name="kk")
+    t = te.reduce_axis((0, g // per), name="t")  # byte t of the group holds codes t*per .. t*per + per - 1
 
-    def xv(i, k):
-        if shape.act == "a8":
-            return x[i, k].astype("float32")
-        return x[i, k].astype("float16").astype("float32")
+    if shape.act == "a8":
+        xf = te.compute(x.shape, lambda i, k: x[i, k].astype("float32"), name="x_f32")
+    else:  # A16: activations rounded to fp16 once per call, not once per tile
+        xf = te.compute(x.shape, lambda i, k: x[i, k].astype("float16").astype("float32"), name="x_f32")
 
     def body(i, nb, j, ni):
-        byte = packed[nb, j, kk // per, ni].astype("int32")
-        q = (byte >> ((kk % per) * bits).astype("int32")) & mask
-        w = (q - zeros[nb, j, ni].astype("int32")).astype("float32")
-        return te.sum(xv(i, j * g + kk) * w, axis=kk)
+        # the per codes of one byte, with constant shifts (int32 lanes: a shift by a loop-dependent amount
+        # is widened to int64 by TVM's index-type promotion)
+        byte = packed[nb, j, t, ni].astype("int32")
+        z = zeros[nb, j, ni].astype("int32")
+        terms = None
+        for c in range(per):
+            q = (byte >> tirx.const(c * bits, "int32")) & tirx.const(mask, "int32") if per > 1 else byte
+            term = xf[i, j * g + t * per + c] * (q - z).astype("float32")
+            terms = term if terms is None else terms + term
+        return te.sum(terms, axis=t)
 
     return te.compute((m, shape.n // BLOCK, shape.k // g, BLOCK), body, name=name)
 
@@ -126,8 +132,7 @@ def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
     loops = sch.get_loops(acc)
     a_ni, a_kk = loops[-2], loops[-1]
     sch.reorder(a_kk, a_ni)
-    # 4 codes per step (one byte at 2 bits, two at 4 bits), unrolled so the shifts are constants
-    ko, ki = sch.split(a_kk, factors=[None, 4])
+    ko, ki = sch.split(a_kk, factors=[None, 2])  # two bytes per step: independent FMA chains
     sch.unroll(ki)
     sch.vectorize(a_ni)
     sch.vectorize(ni)
