@@ -83,8 +83,10 @@ def test_fast_rules_are_opt_in_and_enable_puts_them_first(monkeypatch):
 
 def test_a8_rule_only_claims_groups_whose_fp32_sums_are_exact(fast_rules):
     assert KC.a8_fp32_exact(4, 4096) and not KC.a8_fp32_exact(4, 11008) and not KC.a8_fp32_exact(8, 1024)
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == "blocked-cpu"
-    assert K.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a8", "cpu", "nibble")[0].name == "dequant-cpu"
+    vnni = KC.host_has_vnni()
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else "blocked-cpu")
+    assert K.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else "dequant-cpu")
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 8, 1024, "a8", "cpu", "dense")[0].name == "dequant-cpu"
     assert K.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a16", "cpu", "nibble")[0].name == "blocked-cpu"
     assert K.choose_qlinear_kernel(True, 100, 256, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"  # N % 64
     assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")[0].name != "blocked-cpu"
@@ -160,7 +162,8 @@ def test_whole_lowered_path_decode_and_prefill(spec, n, k, bias, tmp_path, fast_
     g = _one_layer(n, k, spec, bias)
     info = build_target(g, "tvm-cpu", tmp_path / "t")
     info = json.loads((tmp_path / "t" / "tvm.json").read_text())
-    assert set(info["kernels"].values()) == {"blocked-cpu"}
+    a8_kernel = "vnni-cpu" if KC.host_has_vnni() else "blocked-cpu"
+    assert set(info["kernels"].values()) == {a8_kernel if "a8" in spec else "blocked-cpu"}
     arrays = dict(g.consts)
     arrays.update(load_file(str(tmp_path / "t" / "params.safetensors")))
     vm = VirtualMachine(tvm.runtime.load_module(str(tmp_path / "t" / "model.so")), tvm.cpu(0))
@@ -173,3 +176,52 @@ def test_whole_lowered_path_decode_and_prefill(spec, n, k, bias, tmp_path, fast_
         want = Interpreter(g).run({"x": x})["y"]
         tol = 1e-5 * np.abs(want).max()
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=tol, err_msg=f"{spec} M={m}")
+
+
+needs_vnni = pytest.mark.skipif(not KC.host_has_vnni(), reason="the host CPU has no AVX-512 VNNI (vpdpbusd)")
+
+
+@needs_vnni
+@pytest.mark.parametrize("kind,n,k,g", [("w4", 64, 128, 128), ("w2", 32, 64, 64), ("ternary", 48, 128, 128), ("w4", 16, 64, 64), ("w2", 16, 128, 128)])
+def test_vnni_group_sums_are_exact_int32(kind, n, k, g):
+    """One group per row (K = g), scales 1, sa 1: y is float(acc) for the exact int32 acc (|acc| < 2^24 here),
+    at the largest |q - z| and |qa|."""
+    rng = np.random.default_rng(n * k)
+    bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g, extreme=kind != "ternary")
+    m = 4
+    qa = np.where(rng.random((m, k)) < 0.5, -127, 127).astype(np.int32)
+    qa[0] = 127
+    qa[1] = rng.integers(-127, 128, k)
+    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
+    r = KC.relayout_vnni(packed, np.ones((n, 1), np.float32), zeros, shape)
+    types = [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), (("S",), "float32")]
+    f = build(KC.vnni_te(shape), types, "ql", KC.schedule_vnni)
+    got = f(qa, r["packed"], r["scales"], r["zeros"], np.ones(m, np.float32)).numpy()
+    want = qa.astype(np.int64) @ (codes.astype(np.int64) - np.repeat(zeros.astype(np.int64), g, axis=1)).T
+    np.testing.assert_array_equal(got.astype(np.int64), want)
+    assert np.array_equal(got, want.astype(np.float32))
+    if kind != "ternary":
+        assert np.abs(want).max() == g * 127 * ((1 << bits) - 1)
+
+
+@needs_vnni
+@pytest.mark.parametrize("kind,n,k,g,bias", [("w4", 128, 512, 128, True), ("w2", 64, 256, 64, False), ("ternary", 96, 384, 128, True), ("w4", 32, 256, 64, False)])
+def test_vnni_kernel_meets_the_contract(kind, n, k, g, bias):
+    rng = np.random.default_rng(9)
+    bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
+    scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", bias, tern)
+    r = KC.relayout_vnni(packed, scales, zeros, shape)
+    w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
+    types = [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), (("S",), "float32")] + ([((n,), "float32")] if bias else [])
+    f = build(KC.vnni_te(shape), types, "ql", KC.schedule_vnni)
+    ref = build(KC.vnni_te(shape), types, "ql_plain")  # the plain TE definition of the same layout
+    for m in (1, 7):
+        x = (rng.standard_normal((m, k)) * 2).astype(np.float32)
+        qa, sa = quantize_activations_a8(x)
+        args = [qa.astype(np.int32), r["packed"], r["scales"], r["zeros"], sa] + ([b] if bias else [])
+        got = f(*args).numpy()
+        want = qlinear(x, w, "a8", b if bias else None)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+        np.testing.assert_allclose(got, ref(*args).numpy(), rtol=2e-6, atol=2e-6 * np.abs(want).max())

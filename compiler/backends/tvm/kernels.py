@@ -290,6 +290,14 @@ BLOCKED_CPU = QLinearKernel(
     about="weights [N/64, K/g, g*bits/8, 64]: dequantize in register, fp32 group sums vectorized over 64 rows "
     "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside",
 )
+VNNI_CPU = QLinearKernel(
+    "vnni-cpu",
+    KC.vnni_te,
+    KC.schedule_vnni,
+    KC.relayout_vnni,
+    about="A8: weights [N/16, K/(4*8/b), 64] (16 rows x 4 k per 32-bit lane group), vpdpbusd int8 x code dot "
+    "products into exact int32 group sums, one scale per group, parallel over 16-row blocks",
+)
 DEQUANT_CPU = QLinearKernel("dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)")
 DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register")
 DEQUANT_CUDA_WARP = QLinearKernel("dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction")
@@ -309,6 +317,11 @@ class Rule:
 # constants; test_tvm_artifact.py::test_target_folder_layout expects dequant-cpu; benchmarks/gemv_cpu.py
 # refuses re-laid-out params): set LOWBIT_TVM_FAST_CPU=1 or call `enable_fast_cpu_kernels()`.
 FAST_CPU_RULES: list[Rule] = [
+    Rule(
+        lambda s: s.target == "cpu" and s.act == "a8" and s.n % KC.VNNI_ROWS == 0 and s.k % s.group == 0 and KC.vnni_ok(s.bits, s.group),
+        VNNI_CPU,
+        "A8 W4/W2/ternary on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd; any M (rows loop outside the tiles)",
+    ),
     Rule(
         lambda s: s.target == "cpu" and s.bits in (2, 3, 4, 8) and s.n % KC.BLOCK == 0 and s.group % 4 == 0 and s.k % s.group == 0
         and (s.act == "a16" or KC.a8_fp32_exact(s.bits, s.group)),

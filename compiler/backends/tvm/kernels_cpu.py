@@ -147,3 +147,173 @@ def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
     init = sch.decompose_reduction(y, j)
     sch.vectorize(sch.get_loops(init)[-1])
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A8 with AVX-512 VNNI: integer dot products of 4 codes x 4 int8 activations per int32 lane (vpdpbusd)
+#
+# Layout: packed [N/16, K/(4*per), 64] uint8; a 64-byte chunk c covers 16 rows x 4*per consecutive k: byte
+# r*4 + e holds, in bit field h (bits h*b .. h*b + b - 1), the code of row r at k = c*4*per + h*4 + e. One
+# load, a shift and a mask give 64 codes (16 rows x 4 k) as unsigned bytes; vpdpbusd multiplies them with
+# the 4 activations of that k range (int8, broadcast) and adds the 4 products into each row's int32 lane:
+# the group sum is an exact int32 (no float on the way), the zero point enters once per group
+# (acc - z * sum qa), then y += s * float(acc), as the contract orders it.
+
+VNNI_ROWS = 16
+
+
+def vnni_ok(bits: int, group: int) -> bool:
+    """Bit widths and groups the VNNI kernel takes (a group is whole 64-byte chunks), on a host with VNNI."""
+    return bits in (2, 4) and group % (4 * (8 // bits)) == 0 and host_has_vnni()
+
+
+_VNNI: list[bool] = []
+
+
+def host_has_vnni() -> bool:
+    if not _VNNI:
+        from compiler.backends.tvm.build import host_cpu
+
+        _VNNI.append("avx512vnni" in host_cpu()[1])
+    return _VNNI[0]
+
+
+def relayout_vnni(packed, scales, zeros, shape):
+    from compiler.quant.pack import unpack
+
+    n, k, g, bits = shape.n, shape.k, shape.group, shape.bits
+    per = 8 // bits
+    nj = k // g
+    codes = unpack(packed, bits, shape.layout, k).astype(np.uint8)  # [N, K]
+    c = codes.reshape(n // VNNI_ROWS, VNNI_ROWS, k // (4 * per), per, 4)  # [nb, r, chunk, h, e]
+    byte = np.zeros((n // VNNI_ROWS, VNNI_ROWS, k // (4 * per), 4), np.uint8)
+    for h in range(per):
+        byte |= (c[:, :, :, h, :] << (h * bits)).astype(np.uint8)
+    blocked = np.ascontiguousarray(byte.transpose(0, 2, 1, 3).reshape(n // VNNI_ROWS, k // (4 * per), 64))
+    sc = np.ascontiguousarray(np.asarray(scales, np.float32).reshape(n // VNNI_ROWS, VNNI_ROWS, nj).transpose(0, 2, 1))
+    zz = np.ascontiguousarray(np.asarray(zeros, np.uint8).reshape(n // VNNI_ROWS, VNNI_ROWS, nj).transpose(0, 2, 1))
+    return {"packed": blocked, "scales": sc, "zeros": zz}
+
+
+def vnni_te(shape):
+    """A plain TE definition over the VNNI layout (what the kernel computes); `schedule_vnni` replaces its body
+    with the hand-vectorized TIR. The output block carries the shape for the schedule."""
+    per = 8 // shape.bits
+    mask = (1 << shape.bits) - 1
+    g, nj = shape.group, shape.k // shape.group
+
+    def f(qa, packed, scales, zeros, sa, *rest):
+        bias = rest[0] if shape.bias else None
+        m = qa.shape[0]
+        kk = te.reduce_axis((0, g), name="kk")
+
+        def acc_body(i, n, j):
+            k = j * g + kk
+            ch = k // (4 * per)
+            h = (k % (4 * per)) // 4
+            e = k % 4
+            byte = packed[n // VNNI_ROWS, ch, (n % VNNI_ROWS) * 4 + e].astype("int32")
+            q = (byte >> (h * shape.bits).astype("int32")) & mask
+            return te.sum(qa[i, k] * (q - zeros[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("int32")), axis=kk)
+
+        acc = te.compute((m, shape.n, nj), acc_body, name="acc")
+        j = te.reduce_axis((0, nj), name="j")
+        y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n // VNNI_ROWS, j, n % VNNI_ROWS] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
+        attrs = {"lowbit_vnni": f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)}"}
+        if bias is None:
+            return te.compute((m, shape.n), lambda i, n: y[i, n] * sa[i], name="qlinear_out", attrs=attrs)
+        return te.compute((m, shape.n), lambda i, n: y[i, n] * sa[i] + bias[n], name="qlinear_out", attrs=attrs)
+
+    return f
+
+
+def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_vnni"])
+    n, k, g, bits, bias = (int(v) for v in spec.split(","))
+    return vnni_prim_func(n, k, g, bits, bool(bias)).with_attr("tirx.is_scheduled", True)
+
+
+def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803 - TIR shape names
+    from tvm.script import tirx as T
+
+    per = 8 // bits
+    R = VNNI_ROWS
+    NB, NC, NJ = N // R, K // (4 * per), K // G
+    CPG = G // (4 * per)  # chunks per group
+    MASK = sum(((1 << bits) - 1) << (8 * i) for i in range(4))
+    MASK = MASK - (1 << 32) if MASK >= 1 << 31 else MASK
+
+    @T.prim_func(private=True)
+    def kern(var_qa: T.handle, pk: T.Buffer((NB, NC, 64), "uint8"), sc: T.Buffer((NB, NJ, R), "float32"), zz: T.Buffer((NB, NJ, R), "uint8"),
+             var_sa: T.handle, var_y: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        M = T.int64()
+        qa = T.match_buffer(var_qa, (M, K), "int32")
+        sa = T.match_buffer(var_sa, (M,), "float32")
+        y = T.match_buffer(var_y, (M, N), "float32")
+        xw = T.alloc_buffer((K // 4,), "int32")
+        xs = T.alloc_buffer((NJ,), "int32")
+        for m in range(M):
+            for w in range(K // 4):
+                xw[w] = (qa[m, 4 * w] & 255) | ((qa[m, 4 * w + 1] & 255) << 8) | ((qa[m, 4 * w + 2] & 255) << 16) | ((qa[m, 4 * w + 3] & 255) << 24)
+            for j in range(NJ):
+                xs[j] = 0
+                for r in range(G):
+                    xs[j] = xs[j] + qa[m, j * G + r]
+            for nb in T.parallel(NB):
+                yacc = T.alloc_buffer((R,), "float32", scope="local")
+                acc = T.alloc_buffer((R,), "int32", scope="local")
+                yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
+                for j in range(NJ):
+                    acc[T.Ramp(0, 1, R)] = T.Broadcast(T.int32(0), R)
+                    for c in range(CPG):
+                        v = T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)])
+                        for h in T.unroll(per):
+                            codes = T.reinterpret("int8x64", T.shift_right(v, T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
+                            acc[T.Ramp(0, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(0, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
+                            )
+                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
+                        "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
+                    )
+                y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
+
+    @T.prim_func(private=True)
+    def kern_bias(var_qa: T.handle, pk: T.Buffer((NB, NC, 64), "uint8"), sc: T.Buffer((NB, NJ, R), "float32"), zz: T.Buffer((NB, NJ, R), "uint8"),
+                  var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        M = T.int64()
+        qa = T.match_buffer(var_qa, (M, K), "int32")
+        sa = T.match_buffer(var_sa, (M,), "float32")
+        y = T.match_buffer(var_y, (M, N), "float32")
+        xw = T.alloc_buffer((K // 4,), "int32")
+        xs = T.alloc_buffer((NJ,), "int32")
+        for m in range(M):
+            for w in range(K // 4):
+                xw[w] = (qa[m, 4 * w] & 255) | ((qa[m, 4 * w + 1] & 255) << 8) | ((qa[m, 4 * w + 2] & 255) << 16) | ((qa[m, 4 * w + 3] & 255) << 24)
+            for j in range(NJ):
+                xs[j] = 0
+                for r in range(G):
+                    xs[j] = xs[j] + qa[m, j * G + r]
+            for nb in T.parallel(NB):
+                yacc = T.alloc_buffer((R,), "float32", scope="local")
+                acc = T.alloc_buffer((R,), "int32", scope="local")
+                yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
+                for j in range(NJ):
+                    acc[T.Ramp(0, 1, R)] = T.Broadcast(T.int32(0), R)
+                    for c in range(CPG):
+                        v = T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)])
+                        for h in T.unroll(per):
+                            codes = T.reinterpret("int8x64", T.shift_right(v, T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
+                            acc[T.Ramp(0, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(0, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
+                            )
+                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
+                        "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
+                    )
+                y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R) + bv[T.Ramp(nb * R, 1, R)]
+
+    return kern_bias if bias else kern
