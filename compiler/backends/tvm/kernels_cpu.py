@@ -265,17 +265,20 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803
                     xs[j] = xs[j] + qa[m, j * G + r]
             for nb in T.parallel(NB):
                 yacc = T.alloc_buffer((R,), "float32", scope="local")
-                acc = T.alloc_buffer((R,), "int32", scope="local")
+                acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
                 yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
                 for j in range(NJ):
-                    acc[T.Ramp(0, 1, R)] = T.Broadcast(T.int32(0), R)
+                    for h in T.unroll(per):
+                        acc[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
                     for c in range(CPG):
                         v = T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)])
                         for h in T.unroll(per):
                             codes = T.reinterpret("int8x64", T.shift_right(v, T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
-                            acc[T.Ramp(0, 1, R)] = T.call_llvm_pure_intrin(
-                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(0, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
+                            acc[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(h * R, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
                             )
+                    for h in T.unroll(1, per):
+                        acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
                     yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
                         "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
                     )
@@ -300,17 +303,20 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803
                     xs[j] = xs[j] + qa[m, j * G + r]
             for nb in T.parallel(NB):
                 yacc = T.alloc_buffer((R,), "float32", scope="local")
-                acc = T.alloc_buffer((R,), "int32", scope="local")
+                acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
                 yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
                 for j in range(NJ):
-                    acc[T.Ramp(0, 1, R)] = T.Broadcast(T.int32(0), R)
+                    for h in T.unroll(per):
+                        acc[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
                     for c in range(CPG):
                         v = T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)])
                         for h in T.unroll(per):
                             codes = T.reinterpret("int8x64", T.shift_right(v, T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
-                            acc[T.Ramp(0, 1, R)] = T.call_llvm_pure_intrin(
-                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(0, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
+                            acc[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(h * R, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
                             )
+                    for h in T.unroll(1, per):
+                        acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
                     yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
                         "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
                     )
