@@ -3,7 +3,8 @@ dequantize-then-matmul, and against the machine's read bandwidth measured in the
 
 For every shape (N x K), quant spec, activation mode and thread count the table gives:
 - ours: one qlinear through the same compiled path as a whole model (`lowbit compile --target tvm-cpu` on a
-  one-layer graph: Relax VM call, A8 activation quantization included), the kernel the rule table picks;
+  one-layer graph: Relax VM call, A8 activation quantization included), the kernel the rule table picks
+  (LOWBIT_TVM_FAST_CPU=0 in the environment measures the fallback kernel instead);
 - numpy: dequantize the codes to float32 (w = s (q - z) per group) and multiply, as a numpy user would
   without keeping a float copy of the weights;
 - effective weight bandwidth: bytes of packed codes + scales + zero points read per call / our time, and its
@@ -106,6 +107,8 @@ def worker(args) -> list[dict]:
     from tvm.runtime.vm import VirtualMachine
 
     from compiler.backends.tvm.build import build_target, host_cpu
+    from safetensors.numpy import load_file
+
     from compiler.quant.pack import unpack
 
     llc = llc_bytes()
@@ -118,16 +121,17 @@ def worker(args) -> list[dict]:
                 full = spec_text + ("a8" if act == "a8" else "")
                 g, qw = one_layer_graph(n, k, full)
                 with tempfile.TemporaryDirectory() as tmp:
-                    summary = build_target(g, "tvm-cpu", Path(tmp) / "t")
-                    info = json.loads((Path(tmp) / "t" / "tvm.json").read_text())
-                    vm = VirtualMachine(tvm.runtime.load_module(str(Path(tmp) / "t" / "model.so")), tvm.cpu(0))
+                    folder = Path(tmp) / "t"
+                    summary = build_target(g, "tvm-cpu", folder)
+                    info = json.loads((folder / "tvm.json").read_text())
+                    vm = VirtualMachine(tvm.runtime.load_module(str(folder / "model.so")), tvm.cpu(0))
+                    relaid = load_file(str(folder / "params.safetensors")) if (folder / "params.safetensors").is_file() else {}
                 main = vm["main"]
                 consts = g.consts
-                if any(p["source"] != "weights" for p in info["params"]):
-                    raise SystemExit("kernels with re-laid-out weights: extend this benchmark to read params.safetensors")
-                weight_bytes = sum(consts[p["key"]].nbytes for p in info["params"])
+                arrays = [(consts if p["source"] == "weights" else relaid)[p["key"]] for p in info["params"]]
+                weight_bytes = sum(a.nbytes for a in arrays)  # what the kernel reads: codes, scales, zero points
                 copies = max(2, -(-4 * llc // weight_bytes))
-                params = [[tvm.runtime.tensor(consts[p["key"]].copy()) for p in info["params"]] for _ in range(copies)]
+                params = [[tvm.runtime.tensor(a.copy()) for a in arrays] for _ in range(copies)]
                 x_np = np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)
                 x = tvm.runtime.tensor(x_np)
                 main(x, *params[0])

@@ -35,7 +35,8 @@ class InMemoryTVM:
         self.lowered = lower_graph(graph, "cpu")
         ex = compile_lowered(self.lowered, "cpu", cpu_target())
         self.vm = relax.VirtualMachine(ex, tvm.cpu())
-        self.params = [tvm.runtime.tensor(np.ascontiguousarray(graph.consts[p["key"]])) for p in self.lowered.params]
+        arrays = {"weights": graph.consts, "relayout": self.lowered.relayout}  # kernels may re-lay out weights
+        self.params = [tvm.runtime.tensor(np.ascontiguousarray(arrays[p["source"]][p["key"]])) for p in self.lowered.params]
 
     def run(self, feeds):
         args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[k])) for k in self.lowered.inputs]

@@ -36,14 +36,31 @@ def ref_only_art(tmp_path_factory):
     return out
 
 
+def runtime_graph(art):
+    from compiler.artifact import load_artifact
+
+    return load_artifact(art).graph
+
+
 def test_target_folder_layout(llama_art):
     mf = json.loads((llama_art / "manifest.json").read_text())
     assert set(mf["targets"]) == {"ref", "tvm-cpu"}
     assert mf["targets"]["tvm-cpu"]["library"] == "tvm-cpu/model.so"
     info = json.loads((llama_art / "tvm-cpu" / "tvm.json").read_text())
     assert info["inputs"][:2] == ["input_ids", "positions"] and info["outputs"][0] == "logits"
-    assert all(p["source"] == "weights" for p in info["params"])  # weights stay in weights.safetensors
-    assert set(info["kernels"].values()) == {"dequant-cpu"}
+    # weights stay in weights.safetensors unless a kernel re-lays them out (then only those, in params.safetensors)
+    relaid = [p["key"] for p in info["params"] if p["source"] == "relayout"]
+    assert all(p["source"] in ("weights", "relayout") for p in info["params"])
+    if relaid:
+        from safetensors.numpy import load_file
+
+        assert set(load_file(str(llama_art / "tvm-cpu" / "params.safetensors"))) == set(relaid)
+    # every layer's kernel is the one the rule table picks for its shape
+    from compiler.backends.tvm import kernels as K
+
+    g = runtime_graph(llama_art)
+    want = {n.outputs[0]: K.choose_qlinear_kernel(True, n.attrs["n"], n.attrs["k"], n.attrs["bits"], n.attrs["group_size"], n.attrs["act"], "cpu", n.attrs["layout"], len(n.inputs) == 5, bool(n.attrs.get("ternary")))[0].name for n in g.nodes if n.op == "qlinear"}
+    assert set(info["kernels"].values()) == set(want.values())
     # the library holds code, not weights: far smaller than the weights it is run with
     assert (llama_art / "tvm-cpu" / "model.so").stat().st_size < (llama_art / "weights.safetensors").stat().st_size
     assert not list(llama_art.parent.glob(".*tmp*"))

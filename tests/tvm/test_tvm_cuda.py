@@ -48,7 +48,7 @@ def test_a_kernel_without_thread_bindings_is_refused(monkeypatch, tmp_path):
     from compiler.backends.tvm import kernels as K
     from compiler.backends.tvm.build import build_target
 
-    cpu_sched = K.RULES[0].kernel  # the CPU schedule: parallel loops, no GPU thread bindings
+    cpu_sched = K.DEQUANT_CPU  # the CPU fallback schedule: parallel loops, no GPU thread bindings
     monkeypatch.setattr(K, "RULES", [K.Rule(lambda s: True, cpu_sched)])
     with pytest.raises(Exception, match="without thread bindings"):
         build_target(quantized_graph("bert-tiny", "w4g128"), "tvm-cuda", tmp_path / "x", cuda_binary=False)

@@ -68,11 +68,11 @@ def test_a8_group_sums_are_exact_integers(kind, n, k, g, extreme):
 
 @pytest.fixture
 def fast_rules(monkeypatch):
-    """The rule table with the fast CPU rules at its head (they are opt-in, see kernels.py)."""
+    """The rule table with the fast CPU rules at its head (the default unless LOWBIT_TVM_FAST_CPU=0)."""
     monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
 
 
-def test_fast_rules_are_opt_in_and_enable_puts_them_first(monkeypatch):
+def test_fast_rules_can_be_removed_and_enable_puts_them_first(monkeypatch):
     monkeypatch.setattr(K, "RULES", [r for r in K.RULES if r not in K.FAST_CPU_RULES])
     assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"
     K.enable_fast_cpu_kernels()

@@ -312,10 +312,8 @@ class Rule:
 
 # First match wins. Later sessions put faster kernels (LUT for W2/ternary, tile-blocked GEMV for M = 1 ...)
 # above the fallbacks, e.g. Rule(lambda s: s.target == "cpu" and s.bits == 2, LUT_W2_CPU).
-# The fast CPU kernel (kernels_cpu.py) re-lays out weights (tvm-cpu/params.safetensors). It is opt-in until the
-# helpers that assume artifact-layout weights are updated (tests/tvm/common.py's InMemoryTVM feeds only graph
-# constants; test_tvm_artifact.py::test_target_folder_layout expects dequant-cpu; benchmarks/gemv_cpu.py
-# refuses re-laid-out params): set LOWBIT_TVM_FAST_CPU=1 or call `enable_fast_cpu_kernels()`.
+# The fast CPU kernels (kernels_cpu.py) re-lay out weights at compile time (tvm-cpu/params.safetensors). They
+# are on by default; LOWBIT_TVM_FAST_CPU=0 at compile time keeps every CPU layer on the fallback (to compare).
 FAST_CPU_RULES: list[Rule] = [
     Rule(
         lambda s: s.target == "cpu" and s.act == "a8" and s.n % KC.VNNI_ROWS == 0 and s.k % s.group == 0 and KC.vnni_ok(s.bits, s.group),
@@ -331,7 +329,7 @@ FAST_CPU_RULES: list[Rule] = [
 ]
 
 RULES: list[Rule] = [
-    *(FAST_CPU_RULES if os.environ.get("LOWBIT_TVM_FAST_CPU") == "1" else []),
+    *(FAST_CPU_RULES if os.environ.get("LOWBIT_TVM_FAST_CPU", "1") != "0" else []),
     Rule(lambda s: s.target == "cpu", DEQUANT_CPU, "fallback for every CPU shape"),
     Rule(lambda s: s.target == "cuda" and s.k // s.group >= 8, DEQUANT_CUDA_WARP, "enough groups per row to spread over lanes"),
     Rule(lambda s: s.target == "cuda", DEQUANT_CUDA, "fallback for every CUDA shape"),
