@@ -25,6 +25,7 @@ from typing import Callable
 from tvm import te, tirx
 
 from compiler.backends.tvm import kernels_cpu as KC
+from compiler.backends.tvm.epilogue import scale_and_bias
 
 # ----------------------------------------------------------------------------------------------------------
 # Shapes a rule sees
@@ -116,17 +117,7 @@ def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinear
     m = acc.shape[0]
     j = te.reduce_axis((0, shape.k // shape.group), name="j")
     y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, j] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
-    if sa is None and bias is None:
-        return y
-
-    def out(i, n):
-        v = y[i, n]
-        if sa is not None:
-            v = v * sa[i]
-        if bias is not None:
-            v = v + bias[n]
-        return v
-    return te.compute((m, shape.n), out, name="qlinear_out")
+    return scale_and_bias(y, sa, bias)
 
 
 def qlinear_te(shape: QLinearShape):

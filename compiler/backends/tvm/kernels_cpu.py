@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx
 
+from compiler.backends.tvm.epilogue import scale_and_bias
+
 BLOCK = 64  # output rows per vector tile (4 zmm registers of fp32 accumulators)
 
 
@@ -98,19 +100,7 @@ def blocked_te(shape):
         def yv(i, n):
             return te.sum(scales[n // BLOCK, j, n % BLOCK] * acc[i, n // BLOCK, j, n % BLOCK], axis=j)
 
-        y = te.compute((m, shape.n), yv, name="qlinear")
-        if sa is None and bias is None:
-            return y
-
-        def out(i, n):
-            v = y[i, n]
-            if sa is not None:
-                v = v * sa[i]
-            if bias is not None:
-                v = v + bias[n]
-            return v
-
-        return te.compute((m, shape.n), out, name="qlinear_out")
+        return scale_and_bias(te.compute((m, shape.n), yv, name="qlinear"), sa, bias)
 
     return f
 
