@@ -11,7 +11,7 @@ from compiler.errors import LowbitError
 from compiler.frontend import Model, load_model
 from compiler.quant.spec import QuantSpec, parse_spec
 
-TARGETS = ("ref", "tvm-cpu", "tvm-cuda")  # the targets this build of lowbit can produce
+TARGETS = ("ref", "tvm-cpu", "tvm-cuda", "lut-tc", "mixpe", "mac")  # the targets this build of lowbit can produce
 # GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
 # [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
 # 8 x 128 on held-out sentences; see the README).
@@ -55,6 +55,7 @@ def compile_model(
     calib_seqlen: int | None = None,
     damp: float = 0.1,
     progress: bool = True,
+    array: str | dict | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written."""
@@ -64,6 +65,13 @@ def compile_model(
     target_list = parse_targets(targets)
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
+    accel = [t for t in target_list if t in ("lut-tc", "mixpe", "mac")]
+    if accel:  # accelerator targets (compiler/backends/accel): refuse what the arrays cannot run before any work
+        from compiler.backends.accel import check_spec
+
+        check_spec(spec, accel, array)
+    elif array is not None:
+        raise LowbitError("--array only applies to the accelerator targets", "add --target lut-tc, mixpe or mac, or drop --array")
     t0 = time.perf_counter()
     m = model if isinstance(model, Model) else load_model(model, seed)
     t_load = time.perf_counter() - t0
@@ -99,6 +107,10 @@ def compile_model(
         for t in target_list:
             if t in TVM_TARGETS:
                 manifest["targets"][t] = build_tvm_target(graph, t, tmp / t)
+            elif t in ("lut-tc", "mixpe", "mac"):
+                from compiler.backends.accel import build_accel_target
+
+                manifest["targets"][t] = build_accel_target(graph, t, tmp / t, array)
 
     write_artifact(Path(out), manifest, graph, files, build_targets=build_targets)
     return {"path": str(out), "params": graph.n_params(), "load_s": t_load, "quantize_s": t_quant, "spec": spec, "graph": graph, "model": m}

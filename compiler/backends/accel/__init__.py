@@ -1,0 +1,60 @@
+"""Accelerator backend: a quantized Graph -> a program for one array design (lut-tc, mixpe, mac).
+
+Files (README.md describes the command stream and the weight layouts):
+
+- program.py    Command / LayerPlan / Program dataclasses, program.json (de)serialization, loading
+- lower.py      tiling to the array and SRAM sizes, weight re-layout, dyadic scales, the command stream
+- reference.py  the accelerator integer reference: executes a program with hwsim.golden.tile_y tile by
+                tile (host ops in numpy through compiler.reference); the hwsim and rtl runtimes subclass it
+
+Target folder <artifact>/<design>/: program.json and weights.safetensors (re-laid-out codes, zero points,
+dyadic mantissas and shifts, channel exponents). Runtime side: runtime/backends/hwsim.py, runtime/backends/rtl.py.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from compiler.errors import LowbitError
+
+from compiler.backends.accel.lower import DEFAULT_ARRAYS, lower_graph, parse_array  # noqa: F401
+from compiler.backends.accel.program import PROGRAM, WEIGHTS, Program, load_program  # noqa: F401
+
+ACCEL_TARGETS = ("lut-tc", "mixpe", "mac")
+
+
+def check_spec(spec, targets: list[str], array=None):
+    """Refuse, before loading or quantizing anything, a quant spec or --array the arrays cannot run."""
+    from compiler.backends.accel.lower import layer_config
+
+    arr = parse_array(array)
+    if spec is None:
+        raise LowbitError(
+            f"target {targets[0]} needs quantized weights, and --quant none keeps the model float",
+            "compile with --quant, e.g. --quant w4g128a8 (or --quant ternary)",
+        )
+    for t in targets:
+        # the group of per-channel specs is the layer's K (checked per layer when lowering)
+        attrs = {"bits": spec.bits, "group_size": spec.group_size or arr.get("K", DEFAULT_ARRAYS[t]["K"]), "act": spec.act, "ternary": spec.ternary}
+        layer_config(t, arr, attrs, f"(every layer, quant '{spec.name}')")
+
+
+def build_accel_target(graph, target: str, out_dir: Path, array=None) -> dict:
+    """Lower `graph` onto `target` and write out_dir/program.json + weights.safetensors; returns the manifest
+    summary."""
+    from safetensors.numpy import save_file
+
+    t0 = time.perf_counter()
+    prog, tensors = lower_graph(graph, target, array)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prog.save(out_dir)
+    save_file(tensors, str(out_dir / WEIGHTS))
+    return {
+        "program": f"{target}/{PROGRAM}",
+        "array": prog.array,
+        "memory": prog.memory,
+        "stats": prog.stats,
+        "timings_s": {"lower": round(time.perf_counter() - t0, 3)},
+    }

@@ -1,0 +1,299 @@
+"""Lowering of a quantized Graph onto one accelerator design (lut-tc, mixpe, mac): tiling, weight re-layout,
+dyadic scales, and the command stream. See README.md in this folder for the format.
+
+Tiling. A layer y[S, n] = x[S, k] W[n, k]^T runs as array jobs of M rows x N columns x (a K split). Column
+tiles of N output channels (the last one padded with zero weights and zero scales, which give Y = 0); row
+tiles of M activation rows (decided at run time by ROW_LOOP; the last one padded with zero rows); K splits
+of whole weight groups, as many groups per job as fit half of the weight SRAM (the other half holds the
+next tile: double buffering) and half of the activation SRAM. Partial outputs of K splits are summed in
+the output buffer (exact: Y is a sum over groups). Order: weight-stationary (each weight tile is loaded
+once and every row tile streams past it).
+
+Table precompute (lut-tc). The symmetric tables T8 depend only on the activations, so they are built once
+per activation tensor, right after the node that produces it (fused into that producer), and shared by
+every layer reading the tensor (q/k/v read one, gate/up another): PRECOMPUTE_TABLE follows the producer's
+HOST_OP and QUANT_ACT, not each layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from compiler.ir import Graph
+from compiler.quant.pack import pack, unpack
+from hwsim import golden
+from hwsim.golden import ArrayConfig
+
+from compiler.backends.accel.program import MMA_OP, Command, LayerPlan, Program
+
+ARRAY_KEYS = ("M", "N", "K", "lanes", "mant_bits", "shift_bits", "bfp_bits", "guard_bits")
+MEMORY_KEYS = ("wsram_kib", "asram_kib", "osram_kib")
+
+# Default array per design (overridden with `--array`). mixpe and mac: 4 x 64 PEs, K = 4 features per beat,
+# 8 epilogue lanes, so a group of 128 takes 32 compute cycles and 32 drain cycles (balanced). lut-tc is
+# bit-serial (B cycles per beat) with much smaller PEs, so it gets twice the columns at the same epilogue
+# drain per column (16 lanes).
+DEFAULT_ARRAYS = {
+    "lut-tc": dict(M=4, N=128, K=4, lanes=16),
+    "mixpe": dict(M=4, N=64, K=4, lanes=8),
+    "mac": dict(M=4, N=64, K=4, lanes=8),
+}
+
+
+@dataclass(frozen=True)
+class SramSizes:
+    """On-chip buffers the tiling fits (KiB). Used until hwsim.memory.MemoryConfig provides them."""
+
+    wsram_kib: int = 64  # weight SRAM (codes + zero points + dyadic scales), double-buffered
+    asram_kib: int = 32  # activation SRAM (a row tile's integer activations), double-buffered
+    osram_kib: int = 32  # output buffer (Y of one row tile x column tile, int64 words)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_array(text: str | dict | None) -> dict:
+    """`M=4,N=64,K=4[,lanes=8,wsram_kib=64,...]` -> dict of ints (LowbitError on bad items)."""
+    if text is None:
+        return {}
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        items = []
+        for it in str(text).split(","):
+            if not it.strip():
+                continue
+            if "=" not in it:
+                raise LowbitError(f"--array item '{it}' is not KEY=VALUE", "write e.g. --array M=4,N=64,K=4")
+            k, v = it.split("=", 1)
+            items.append((k.strip(), v.strip()))
+    out = {}
+    for k, v in items:
+        if k not in ARRAY_KEYS + MEMORY_KEYS:
+            raise LowbitError(f"unknown --array key '{k}'", f"use {', '.join(ARRAY_KEYS + MEMORY_KEYS)}")
+        try:
+            iv = int(v)
+        except (TypeError, ValueError):
+            raise LowbitError(f"--array {k}={v!r} is not an integer", f"give {k} as a whole number") from None
+        if iv < 1:
+            raise LowbitError(f"--array {k}={iv} must be positive", f"give {k} >= 1")
+        out[k] = iv
+    return out
+
+
+def layer_config(design: str, array: dict, attrs: dict, layer: str) -> ArrayConfig:
+    """The ArrayConfig of one qlinear on `design`; LowbitError naming the fix when the array cannot run it."""
+    bits, group, act, tern = int(attrs["bits"]), int(attrs["group_size"]), attrs["act"], bool(attrs.get("ternary"))
+    if bits > 4:
+        raise LowbitError(
+            f"layer {layer} has {bits}-bit weights; the {design} array takes 1..4-bit codes (W4/W3/W2/ternary)",
+            f"compile with --quant w4g128 (or w3/w2/ternary), or use --target ref/tvm-cpu for W{bits}",
+        )
+    base = {**DEFAULT_ARRAYS[design], **{k: v for k, v in array.items() if k in ARRAY_KEYS}}
+    if group % base["K"]:
+        raise LowbitError(
+            f"layer {layer}: weight group {group} is not a multiple of the {design} array's K={base['K']} features per beat",
+            f"choose --array K= dividing {group} (e.g. K=4) or a group size that is a multiple of {base['K']}",
+        )
+    try:
+        return ArrayConfig(design=design, bits=bits, ternary=tern, act=act, group=group, **base)
+    except ValueError as e:
+        raise LowbitError(f"layer {layer} does not fit the {design} array ({e})", "change --array (N a multiple of lanes, K >= 2 for lut-tc) or the quant spec") from None
+
+
+def storage_bits(design: str, bits: int) -> tuple[int, str]:
+    """(bits per stored code, compiler.quant.pack layout) of the re-laid-out weights."""
+    if design == "lut-tc":
+        return bits, "planes"
+    if bits == 1:
+        return 1, "planes"  # one plane == 1-bit dense
+    if bits == 3:
+        return 4, "nibble"  # 3-bit codes in 4-bit containers (the array's in_w port takes B bits; the loader drops the pad bit)
+    return bits, "dense"
+
+
+def beats_of_codes(codes: np.ndarray, K: int) -> np.ndarray:
+    """codes [N, KT] -> [KT/K, N*K]: row c = the in_w port of beat c (code q[n, cK+t] at slot n*K + t)."""
+    n, kt = codes.shape
+    return codes.reshape(n, kt // K, K).transpose(1, 0, 2).reshape(kt // K, n * K)
+
+
+def codes_of_beats(beats: np.ndarray, n: int, K: int) -> np.ndarray:
+    nch = beats.shape[0]
+    return beats.reshape(nch, n, K).transpose(1, 0, 2).reshape(n, nch * K)
+
+
+def relayout_tile(design: str, codes: np.ndarray, bits: int, K: int) -> np.ndarray:
+    """One weight tile's codes [N, KT] -> bytes in the order the array reads them (README.md)."""
+    beats = np.ascontiguousarray(beats_of_codes(codes.astype(np.uint8), K))
+    sb, layout = storage_bits(design, bits)
+    if design == "lut-tc":
+        planes = pack(beats, bits, "planes")  # [B, nch, ceil(N*K/8)]
+        return np.ascontiguousarray(planes.transpose(1, 0, 2)).reshape(-1)  # beat-major, then plane
+    return pack(beats, sb, layout).reshape(-1)
+
+
+def decode_tile(design: str, blob: np.ndarray, bits: int, n: int, kt: int, K: int) -> np.ndarray:
+    """Inverse of relayout_tile: bytes -> codes uint8 [n, kt]."""
+    nch, w = kt // K, n * K
+    sb, layout = storage_bits(design, bits)
+    if design == "lut-tc":
+        per = -(-w // 8)
+        planes = blob.reshape(nch, bits, per).transpose(1, 0, 2)
+        beats = unpack(np.ascontiguousarray(planes), bits, "planes", w)
+    else:
+        per = -(-w * sb // 8)
+        beats = unpack(blob.reshape(nch, per), sb, layout, w)
+    return codes_of_beats(beats, n, K)
+
+
+def _qweight(graph: Graph, node):
+    """(codes uint8 [n, k], scales, zeros, bias name) of a qlinear node."""
+    a = node.attrs
+    c = graph.consts
+    codes = unpack(c[node.inputs[1]], a["bits"], a["layout"], a["k"])
+    bias = node.inputs[4] if len(node.inputs) == 5 else None
+    return codes, c[node.inputs[2]], c[node.inputs[3]], bias
+
+
+def k_splits(cfg: ArrayConfig, k: int, mem: SramSizes) -> list[list[int]]:
+    """Group-aligned K ranges: as many groups per job as fit half of each SRAM (double buffering)."""
+    g = cfg.group
+    ng = k // g
+    w_group = cfg.N * g * cfg.bits / 8 + cfg.N * (cfg.bits + cfg.mant_bits + cfg.shift_bits) / 8
+    a_group = cfg.M * g * cfg.act_bits / 8 + cfg.M * cfg.shift_bits / 8
+    per = int(min(mem.wsram_kib * 1024 / 2 // w_group, mem.asram_kib * 1024 / 2 // a_group))
+    if per < 1:
+        raise LowbitError(
+            f"one weight group ({int(w_group)} B) or activation group ({int(a_group)} B) does not fit half of the SRAM",
+            "raise --array wsram_kib=/asram_kib= or use a smaller array (M, N)",
+        )
+    per = min(per, ng, (1 << cfg.guard_bits))
+    return [[j * g, min(ng, j + per) * g] for j in range(0, ng, per)]
+
+
+def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[Program, dict[str, np.ndarray]]:
+    """Graph -> (Program, tensors for <design>/weights.safetensors)."""
+    array = parse_array(array)
+    mem = SramSizes(**{k: v for k, v in array.items() if k in MEMORY_KEYS})
+    qnodes = [i for i, nd in enumerate(graph.nodes) if nd.op == "qlinear"]
+    if not qnodes:
+        raise LowbitError(f"target {design} needs quantized weights, and this model has no quantized linear layer", "compile with --quant, e.g. --quant w4g128a8")
+    cfgs = {i: layer_config(design, array, graph.nodes[i].attrs, graph.nodes[i].outputs[0]) for i in qnodes}
+    base = cfgs[qnodes[0]]
+    consumers: dict[str, list[int]] = {}
+    for i in qnodes:
+        consumers.setdefault(graph.nodes[i].inputs[0], []).append(i)
+    producer_of = {o: i for i, nd in enumerate(graph.nodes) for o in nd.outputs}
+
+    tensors: dict[str, np.ndarray] = {}
+    layers: dict[str, LayerPlan] = {}
+    cmds: list[Command] = []
+    weight_bytes = 0
+
+    def act_prep(tensor: str, producer: str):
+        idx = consumers[tensor]
+        c0 = cfgs[idx[0]]
+        users = [graph.nodes[i].outputs[0] for i in idx]
+        if any(cfgs[i].act != c0.act or cfgs[i].group != c0.group for i in idx):
+            raise LowbitError(f"layers {users} read one activation with different act modes or groups", "use one quant spec for the model")
+        cmds.append(Command("QUANT_ACT", tensor, {"act": c0.act, "group": c0.group, "bits": c0.act_bits, "fused_into": producer, "consumers": users}))
+        if design == "lut-tc":
+            cmds.append(Command("PRECOMPUTE_TABLE", tensor, {"K": c0.K, "entries": 1 << (c0.K - 1), "entry_bits": c0.table_bits, "fused_into": producer, "consumers": users}))
+
+    for t in consumers:  # activations that come straight from a graph input
+        if t not in producer_of:
+            act_prep(t, "input")
+    for i, nd in enumerate(graph.nodes):
+        if nd.op != "qlinear":
+            cmds.append(Command("HOST_OP", nd.outputs[0], {"index": i, "kernel": nd.op}))
+        else:
+            weight_bytes += _lower_layer(graph, i, cfgs[i], mem, design, layers, tensors, cmds)
+        for o in nd.outputs:
+            if o in consumers:
+                act_prep(o, nd.outputs[0])
+    prog = Program(
+        design=design,
+        array=base.to_dict(),
+        memory=mem.to_dict(),
+        layers=layers,
+        commands=cmds,
+        stats={
+            "layers": len(layers),
+            "weight_tiles": sum(p.n_tiles * len(p.k_splits) for p in layers.values()),
+            "weight_bytes": int(weight_bytes),
+            "host_ops": sum(c.op == "HOST_OP" for c in cmds),
+            "tables": sum(c.op == "PRECOMPUTE_TABLE" for c in cmds),
+        },
+    )
+    return prog, tensors
+
+
+def _lower_layer(graph, i, cfg: ArrayConfig, mem: SramSizes, design, layers, tensors, cmds) -> int:
+    nd = graph.nodes[i]
+    name = nd.outputs[0]
+    codes, scales, zeros, bias = _qweight(graph, nd)
+    n, k = codes.shape
+    N, g = cfg.N, cfg.group
+    n_tiles = -(-n // N)
+    n_pad = n_tiles * N
+    ng = k // g
+    mant, d, E = golden.dyadic_scales(scales, cfg.mant_bits, cfg.shift_bits)
+    pad = n_pad - n
+    codes_p = np.concatenate([codes, np.zeros((pad, k), np.uint8)]) if pad else codes
+    zeros_p = np.concatenate([zeros, np.zeros((pad, ng), np.uint8)]) if pad else zeros
+    mant = np.concatenate([mant, np.zeros((pad, ng), np.int64)]) if pad else mant
+    d = np.concatenate([d, np.zeros((pad, ng), np.int64)]) if pad else d
+    splits = k_splits(cfg, k, mem)
+    blobs, offsets, sizes, off = [], [], [], 0
+    for nt in range(n_tiles):
+        row_o, row_s = [], []
+        for k0, k1 in splits:
+            b = relayout_tile(design, codes_p[nt * N : (nt + 1) * N, k0:k1], cfg.bits, cfg.K)
+            blobs.append(b)
+            row_o.append(off)
+            row_s.append(int(b.size))
+            off += int(b.size)
+        offsets.append(row_o)
+        sizes.append(row_s)
+    tensors[f"{name}.w"] = np.concatenate(blobs).astype(np.uint8)
+    tensors[f"{name}.zeros"] = zeros_p.astype(np.uint8)
+    tensors[f"{name}.mant"] = mant.astype(np.int64)
+    tensors[f"{name}.d"] = d.astype(np.uint8)
+    tensors[f"{name}.E"] = E.astype(np.int64)
+    sb, layout = storage_bits(design, cfg.bits)
+    plan = LayerPlan(
+        node=name,
+        index=i,
+        input=nd.inputs[0],
+        n=n,
+        k=k,
+        cfg=cfg.to_dict(),
+        n_pad=n_pad,
+        n_tiles=n_tiles,
+        k_splits=splits,
+        tile_offsets=offsets,
+        tile_bytes=sizes,
+        weight_layout="planes-beats" if design == "lut-tc" else f"{layout}-beats",
+        storage_bits=sb,
+        bias=bias,
+    )
+    layers[name] = plan
+    mma = MMA_OP[design]
+    cmds.append(Command("LAYER", name, {"input": nd.inputs[0], "n": n, "k": k, "row_tile": cfg.M, "n_tiles": n_tiles, "k_splits": len(splits)}))
+    scale_bits = cfg.bits + cfg.mant_bits + cfg.shift_bits
+    for nt in range(n_tiles):
+        for ks, (k0, k1) in enumerate(splits):
+            j0, j1 = k0 // g, k1 // g
+            cmds.append(Command("LOAD_W", name, {"tile": [nt, ks], "n": [nt * N, (nt + 1) * N], "k": [k0, k1], "offset": offsets[nt][ks], "bytes": sizes[nt][ks]}))
+            cmds.append(Command("LOAD_SCALES", name, {"tile": [nt, ks], "groups": [j0, j1], "bytes": -(-N * (j1 - j0) * scale_bits // 8)}))
+            cmds.append(Command("ROW_LOOP", name, {"rows": cfg.M, "body": 4}))
+            cmds.append(Command("LOAD_A", name, {"tensor": nd.inputs[0], "k": [k0, k1], "bytes_per_row": -(-(k1 - k0) * cfg.act_bits // 8) + -(-(j1 - j0) * cfg.shift_bits // 8)}))
+            cmds.append(Command(mma, name, {"tile": [nt, ks], "groups": j1 - j0, "beats": (k1 - k0) // cfg.K, "cycles_per_beat": cfg.cycles_per_beat}))
+            cmds.append(Command("DEQUANT", name, {"tile": [nt, ks], "groups": j1 - j0, "mant_bits": cfg.mant_bits, "shift_bits": cfg.shift_bits}))
+            cmds.append(Command("STORE", name, {"tile": [nt, ks], "n": [nt * N, (nt + 1) * N], "accumulate": ks > 0}))
+    cmds.append(Command("SCALE_OUT", name, {"n": n, "bias": bias, "y_bits": cfg.y_bits}))
+    return int(tensors[f"{name}.w"].size)
