@@ -1,0 +1,245 @@
+"""Cycle-level models of the accelerator arrays (lut-tc, mixpe, mac) with their memory hierarchy.
+
+    simulate_linear(cfg, t, memory=None) -> LayerRun     a whole quantized linear layer
+    tile_cycles(cfg, n_groups) -> int                     one job alone on the RTL, no stalls
+    stream_cycles(cfg, n_groups, jobs) -> int             back-to-back jobs, no stalls
+
+Values: Y of every output equals hwsim.golden.tile_y (the RTL's definition) of the job holding it; the
+layer is cut into jobs of cfg.M rows x cfg.N columns with the full K (padding rows/columns are computed
+by the hardware and counted in the activity, but not returned). Cycles: the RTL's job timing
+(hwsim/arrays/base.py derives it; tests compare it with the cocotb simulation beat by beat) plus the
+DRAM stalls of hwsim.memory's double-buffered model. Activity: event counts of the datapath (per design
+module), SRAM and DRAM traffic, for hwsim.cost.energy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwsim import golden as gm
+from hwsim.arrays import lut_tc, mac, mixpe
+from hwsim.arrays.base import beat_schedule, layer_y, stream_cycles, tile_cycles, timing
+from hwsim.golden import ArrayConfig, TileInputs
+from hwsim.memory import MemoryConfig, act_bits_per_row, weight_block_bits
+
+__all__ = [
+    "ArrayConfig",
+    "TileInputs",
+    "LayerRun",
+    "MemoryConfig",
+    "simulate_linear",
+    "layer_timing",
+    "tile_cycles",
+    "stream_cycles",
+    "beat_schedule",
+    "timing",
+    "datapath_events",
+]
+
+_EVENTS = {"lut-tc": lut_tc.events, "mixpe": mixpe.events, "mac": mac.events}
+
+
+@dataclass
+class LayerRun:
+    y: np.ndarray | None  # int64 [M, N] (None when simulate_linear(values=False))
+    cycles: int  # total cycles including memory stalls
+    compute_cycles: int  # the array's own stream time (no stalls)
+    stall_cycles: int
+    tiles: int  # jobs (row blocks x column blocks)
+    utilization: float  # useful MACs / (cycles * peak MACs per cycle)
+    activity: dict = field(default_factory=dict)
+    macs: int = 0  # useful multiply-accumulates (M * N * K of the layer)
+    shape: tuple = ()  # (M, N, K)
+
+    def seconds(self, memory: MemoryConfig | None = None) -> float:
+        mem = memory or MemoryConfig()
+        return self.cycles / (mem.clock_ghz * 1e9)
+
+
+def datapath_events(cfg: ArrayConfig, beats: int, groups: int) -> dict:
+    """Flat event counts of `beats` input beats and `groups` group drains of `cfg`'s datapath.
+
+    Keys: adds, mults, lookups, table_builds, shifts, epilogue_ops (counts); add_bits (sum of adder
+    widths), mult_bits2 (sum of a_bits * b_bits over multiplies), mux_bits (2:1 mux bit selections of
+    the table lookups and negations), reg_bit_writes."""
+    ev = _EVENTS[cfg.design](cfg, beats, groups)
+    out = {
+        "adds": sum(ev["adds"].values()),
+        "add_bits": sum(w * c for w, c in ev["adds"].items()),
+        "mults": sum(ev.get("mults", {}).values()),
+        "mult_bits2": sum(a * b * c for (a, b), c in ev.get("mults", {}).items()),
+        "lookups": sum(ev.get("lookups", {}).values()),
+        "table_builds": ev.get("table_builds", 0),
+        "shifts": sum(ev.get("shifts", {}).values()),
+        "epilogue_ops": ev["epilogue_ops"],
+        "reg_bit_writes": ev["reg_bit_writes"],
+    }
+    mux = 0
+    for (w, entries), c in ev.get("lookups", {}).items():
+        mux += c * w * (entries - 1)  # a 2^(K-1):1 mux is entries-1 2:1 muxes per bit
+    for w, c in ev.get("negations", {}).items():
+        mux += c * w  # conditional negation: one select per bit (the +1 rides on the next add)
+        out["add_bits"] += c * w
+    out["mux_bits"] = mux
+    return out
+
+
+def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig | None = None) -> dict:
+    """Cycles, stalls and traffic of a layer y[M,N] = x[M,K] W[N,K]^T on `cfg` (no values computed)."""
+    mem = memory or MemoryConfig()
+    if K % cfg.group:
+        raise ValueError(f"K={K} is not a multiple of the group size {cfg.group}")
+    ng = K // cfg.group
+    rb, cb = math.ceil(M / cfg.M), math.ceil(N / cfg.N)
+    jobs = rb * cb
+    groups = jobs * ng
+    beats = groups * cfg.chunks_per_group
+    compute = stream_cycles(cfg, ng, jobs)
+
+    # SRAM port limits: per-cycle demand of each buffer while the array streams
+    tm = timing(cfg)
+    wb = weight_block_bits(cfg, K)
+    w_block_bytes = (wb["codes"] + wb["fields"]) / 8
+    a_block_bytes = cfg.M * act_bits_per_row(cfg, K) / 8
+    job_cycles = ng * tm.period
+    demand_w = w_block_bytes / job_cycles
+    demand_a = a_block_bytes / job_cycles
+    demand_o = cfg.M * cfg.N * mem.out_bytes / job_cycles
+    port_slow = max(1.0, demand_w / mem.weight_port_bytes, demand_a / mem.act_port_bytes, demand_o / mem.out_port_bytes)
+
+    # DRAM traffic per column block (double-buffered against the block's compute)
+    half_w = mem.weight_sram_kib * 1024 / (2 if mem.double_buffer else 1)
+    w_resident = w_block_bytes <= half_w
+    act_bytes_layer = M * act_bits_per_row(cfg, K) / 8
+    a_resident = act_bytes_layer <= mem.act_sram_kib * 1024
+    w_loads_per_block = 1 if w_resident else rb
+    bw = mem.dram_bytes_per_cycle
+    block_compute = rb * ng * tm.period * port_slow
+    block_w = w_block_bytes * w_loads_per_block
+    block_a = 0.0 if a_resident else act_bytes_layer
+    block_o = M * cfg.N * mem.out_bytes
+    # first block's weights (and the resident activations) are exposed; the rest overlap with compute
+    load = [(block_w + block_a) / bw for _ in range(cb)]
+    first_exposed = load[0] + (act_bytes_layer / bw if a_resident else 0.0)
+    if mem.double_buffer:
+        t = first_exposed
+        for j in range(cb):
+            nxt = load[j + 1] if j + 1 < cb else 0.0
+            # the block's outputs drain to DRAM while the next block loads: they share the bus
+            t += max(block_compute, nxt + block_o / bw)
+    else:
+        t = first_exposed + sum(block_compute + (load[j + 1] if j + 1 < cb else 0) + block_o / bw for j in range(cb))
+    fill_drain = tm.first + tm.drain + 1 - tm.period  # the stream's head and tail (stream_cycles - groups * P)
+    total = max(compute, int(math.ceil(t + fill_drain)))
+    dram_w = block_w * cb
+    dram_a = act_bytes_layer * (1 if a_resident else cb)
+    dram_o = M * N * mem.out_bytes
+    return {
+        "jobs": jobs,
+        "groups": groups,
+        "beats": beats,
+        "compute_cycles": compute,
+        "cycles": total,
+        "stall_cycles": total - compute,
+        "weights_resident": w_resident,
+        "acts_resident": a_resident,
+        "sram_port_slowdown": port_slow,
+        "dram_bytes_weights": dram_w,
+        "dram_bytes_acts": dram_a,
+        "dram_bytes_outputs": dram_o,
+        "w_block_bytes": w_block_bytes,
+        "job_in_bytes": (w_block_bytes + a_block_bytes),
+    }
+
+
+def _activity(cfg: ArrayConfig, lt: dict, M: int, N: int, K: int, mem: MemoryConfig) -> dict:
+    ng = K // cfg.group
+    act = datapath_events(cfg, lt["beats"], lt["groups"])
+    jobs = lt["jobs"]
+    wb = weight_block_bits(cfg, K)
+    # SRAM reads: every job reads its column block's weights and fields and its row block's activations
+    act["sram_read_bytes_weight"] = jobs * (wb["codes"] + wb["fields"]) / 8
+    act["sram_read_bytes_act"] = jobs * cfg.M * act_bits_per_row(cfg, K) / 8
+    act["sram_write_bytes_out"] = jobs * cfg.M * cfg.N * mem.out_bytes
+    act["sram_read_bytes_out"] = M * N * mem.out_bytes
+    # SRAM writes: what DRAM brings in
+    act["sram_write_bytes_weight"] = lt["dram_bytes_weights"]
+    act["sram_write_bytes_act"] = lt["dram_bytes_acts"]
+    act["dram_bytes_weights"] = lt["dram_bytes_weights"]
+    act["dram_bytes_acts"] = lt["dram_bytes_acts"]
+    act["dram_bytes_outputs"] = lt["dram_bytes_outputs"]
+    act["dram_bytes"] = lt["dram_bytes_weights"] + lt["dram_bytes_acts"] + lt["dram_bytes_outputs"]
+    act["cycles"] = lt["cycles"]
+    act["groups"] = lt["groups"]
+    act["beats"] = lt["beats"]
+    act["n_groups_per_job"] = ng
+    return act
+
+
+def simulate_linear(cfg: ArrayConfig, t: TileInputs, memory: MemoryConfig | None = None, values: bool = True) -> LayerRun:
+    """Run a whole quantized linear layer on `cfg`'s array.
+
+    t: the layer's integer inputs as golden.prepare_tile makes them: a [M, K], codes [N, K],
+    zeros/mant/d [N, K/G], da [M, K/G]. Returns Y [M, N] (bit-identical to golden.tile_y of each job),
+    the cycle count with DRAM stalls, utilization and the activity counts."""
+    mem = memory or MemoryConfig()
+    a = np.asarray(t.a)
+    M, K = a.shape
+    N = np.asarray(t.codes).shape[0]
+    if np.asarray(t.codes).shape[1] != K:
+        raise ValueError(f"codes have K={np.asarray(t.codes).shape[1]}, activations K={K}")
+    if K % cfg.group:
+        raise ValueError(f"K={K} is not a multiple of the array's group size {cfg.group}")
+    ng = K // cfg.group
+    for name, arr, shp in (("zeros", t.zeros, (N, ng)), ("mant", t.mant, (N, ng)), ("d", t.d, (N, ng)), ("da", t.da, (M, ng))):
+        if np.asarray(arr).shape != shp:
+            raise ValueError(f"{name} has shape {np.asarray(arr).shape}, expected {shp}")
+    lt = layer_timing(cfg, M, N, K, mem)
+    y = layer_y(cfg, t) if values else None
+    macs = M * N * K
+    peak = cfg.macs_per_beat / cfg.cycles_per_beat
+    return LayerRun(
+        y=y,
+        cycles=int(lt["cycles"]),
+        compute_cycles=int(lt["compute_cycles"]),
+        stall_cycles=int(lt["stall_cycles"]),
+        tiles=int(lt["jobs"]),
+        utilization=macs / (lt["cycles"] * peak),
+        activity=_activity(cfg, lt, M, N, K, mem),
+        macs=macs,
+        shape=(M, N, K),
+    )
+
+
+def simulate_shape(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig | None = None) -> LayerRun:
+    """Timing and activity of a layer shape without values (for reports and sweeps)."""
+    mem = memory or MemoryConfig()
+    lt = layer_timing(cfg, M, N, K, mem)
+    macs = M * N * K
+    peak = cfg.macs_per_beat / cfg.cycles_per_beat
+    return LayerRun(
+        y=None,
+        cycles=int(lt["cycles"]),
+        compute_cycles=int(lt["compute_cycles"]),
+        stall_cycles=int(lt["stall_cycles"]),
+        tiles=int(lt["jobs"]),
+        utilization=macs / (lt["cycles"] * peak),
+        activity=_activity(cfg, lt, M, N, K, mem),
+        macs=macs,
+        shape=(M, N, K),
+    )
+
+
+def golden_layer_y(cfg: ArrayConfig, t: TileInputs) -> np.ndarray:
+    """Y by golden.tile_y on every job (slow; for tests): rows/columns cut into cfg.M x cfg.N tiles."""
+    a = np.asarray(t.a)
+    M, N = a.shape[0], np.asarray(t.codes).shape[0]
+    y = np.empty((M, N), dtype=np.int64)
+    for r0 in range(0, M, cfg.M):
+        for c0 in range(0, N, cfg.N):
+            r1, c1 = min(M, r0 + cfg.M), min(N, c0 + cfg.N)
+            y[r0:r1, c0:c1] = gm.tile_y(cfg, a[r0:r1], t.codes[c0:c1], t.zeros[c0:c1], t.mant[c0:c1], t.d[c0:c1], t.da[r0:r1])
+    return y

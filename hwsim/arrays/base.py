@@ -1,0 +1,144 @@
+"""What the three arrays share: the job timing derived from the RTL, the exact Y of a whole layer, and
+the event counts for the energy model. Each design module (lut_tc.py, mixpe.py, mac.py) supplies its
+`Timing` numbers and its datapath event counts.
+
+Timing of the RTL (rtl/gen/common.py, rtl/gen/{lut_tc,mixpe,mac}.py), input always valid and out_ready
+always high. Cycle c0 = the cycle (rising edge) the job's first input beat is accepted. Names:
+CPG = cfg.chunks_per_group input beats per group, cpb = cfg.cycles_per_beat (lut-tc: B planes, else 1),
+NB = cfg.M * cfg.N / cfg.lanes epilogue drain cycles per group.
+
+- Snapshot: a group's M*N sums move to the epilogue's shadow bank at a snapshot edge S_g.
+  mixpe / mac: in the cycle its last beat is accepted (the sum is formed combinationally on that beat),
+    so S_0 = c0 + CPG - 1.
+  lut-tc: a beat is registered (tables, plane-major weights) on its accepting edge and its B planes run
+    in the next B cycles; the snapshot is on the last plane of the group's last beat, and the next beat is
+    accepted on that same edge (in_ready = fin), so S_0 = c0 + CPG * B (one more pipeline stage).
+- Drain: the epilogue steps in cycles S_g + 1 .. S_g + NB; a new snapshot is allowed in the drain's last
+  step (snap_ok = ~sh_full | (e_step & eb_end)), so S_{g+1} = S_g + max(CPG * cpb, NB) = S_g + P.
+  Job boundaries do not matter: the next job's first group computes while the last group drains as the
+  output stream.
+- Output: the job's last group drains as out_valid beats in cycles S_last + 1 .. S_last + NB.
+So a stream of T groups (any split into jobs) takes, from c0 to the last output beat inclusive,
+    first + (T - 1) * P + NB + 1  cycles, first = S_0 - c0.
+tests/hwsim/test_rtl_agreement.py checks every input and output beat's cycle against the cocotb run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwsim import golden as gm
+
+
+@dataclass(frozen=True)
+class Timing:
+    first: int  # S_0 - c0: cycles from the first accepted beat to the first snapshot edge
+    period: int  # P: cycles between snapshots in a steady stream
+    drain: int  # NB: epilogue cycles per group (= output beats per job)
+    beat_interval: int  # cycles between accepted input beats within a group
+
+
+def timing(cfg: gm.ArrayConfig) -> Timing:
+    cpg, cpb, nb = cfg.chunks_per_group, cfg.cycles_per_beat, cfg.drain_cycles
+    first = cpg * cpb if cfg.design == "lut-tc" else cpg - 1
+    return Timing(first=first, period=max(cpg * cpb, nb), drain=nb, beat_interval=cpb)
+
+
+def stream_cycles(cfg: gm.ArrayConfig, n_groups: int, jobs: int = 1) -> int:
+    """Cycles of `jobs` back-to-back jobs of `n_groups` groups each, no stalls: from the first accepted
+    input beat to the last output beat, inclusive."""
+    if n_groups < 1 or jobs < 1:
+        raise ValueError("need at least one group and one job")
+    t = timing(cfg)
+    return t.first + (jobs * n_groups - 1) * t.period + t.drain + 1
+
+
+def tile_cycles(cfg: gm.ArrayConfig, n_groups: int) -> int:
+    """One job alone on the RTL with no stalls (first input beat to last output beat, inclusive)."""
+    return stream_cycles(cfg, n_groups, 1)
+
+
+def beat_schedule(cfg: gm.ArrayConfig, groups_per_job: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cycle (relative to c0) of every accepted input beat and every output beat of a stream of jobs.
+
+    The RTL's exact schedule with the input always valid and out_ready high (used by the agreement
+    tests; simulate_linear uses the closed form in stream_cycles)."""
+    t = timing(cfg)
+    cpg = cfg.chunks_per_group
+    ins, outs = [], []
+    snap = None  # S of the previous group
+    g = 0
+    for ng in groups_per_job:
+        for j in range(ng):
+            # the group's first beat: right after the previous snapshot (lut-tc: on its edge) or next cycle
+            if snap is None:
+                start = 0
+            elif cfg.design == "lut-tc":
+                start = snap  # accepted on the edge of the previous group's last plane (fin)
+            else:
+                start = snap + 1
+            # beats of this group; the last one may wait for the shadow bank (snap_ok)
+            beats = [start + i * t.beat_interval for i in range(cpg)]
+            s = beats[-1] + (cfg.cycles_per_beat if cfg.design == "lut-tc" else 0)
+            if snap is not None and s < snap + t.drain:
+                delay = snap + t.drain - s
+                s += delay
+                if cfg.design != "lut-tc":
+                    beats[-1] += delay  # the last beat itself waits (in_ready low)
+            ins.extend(beats)
+            snap = s
+            g += 1
+        outs.extend(snap + 1 + i for i in range(t.drain))
+    return np.asarray(ins, dtype=np.int64), np.asarray(outs, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Values
+
+
+def _exact_dtype(cfg: gm.ArrayConfig):
+    """float32 when every group sum and partial sum is an integer below 2^24 (exact in any order), else
+    float64 (exact below 2^53: every supported width is far below)."""
+    return np.float32 if cfg.acc_bound < (1 << 24) else np.float64
+
+
+def layer_y(cfg: gm.ArrayConfig, t: gm.TileInputs) -> np.ndarray:
+    """Y [M, N] of a whole layer with full-K jobs: golden.tile_y of every (row block, column block) tile
+    (the value of an output does not depend on the tiling), computed group by group in floating point on
+    integer operands, exactly:
+
+    - acc_j = a_j @ (q_j - z_j)^T: every partial sum is an integer bounded by cfg.acc_bound (golden.py's
+      ACCW bound), represented exactly by the chosen float type in any summation order;
+    - v = rshift_round(acc * mant, sh) = floor(acc * (mant * 2^-sh) + 1/2) in float64: mant * 2^-sh is
+      exact, acc * mant < 2^53 is exact and the power-of-two scale keeps it so; the + 1/2 is exact
+      whenever the result can differ from 0 (sh <= PW < 53), and |x| < 1/2 floors to 0 either way;
+    - Y = sum_j v (exact below 2^53), wrapped to cfg.y_bits as the RTL's register does.
+    tests/hwsim check this against golden.tile_y on every design and number format."""
+    a, codes = np.asarray(t.a), np.asarray(t.codes)
+    m, kt = a.shape
+    n = codes.shape[0]
+    g = cfg.group
+    ng = kt // g
+    dt = _exact_dtype(cfg)
+    zeros = np.asarray(t.zeros, dtype=np.int64)
+    mant = np.asarray(t.mant, dtype=np.float64)
+    d = np.asarray(t.d, dtype=np.int64)
+    da = np.asarray(t.da, dtype=np.int64)
+    af = a.astype(dt)
+    y = np.zeros((m, n), dtype=np.float64)
+    a8 = not np.any(da)
+    for j in range(ng):
+        sl = slice(j * g, (j + 1) * g)
+        wp = (codes[:, sl].astype(np.int16) - zeros[:, j : j + 1].astype(np.int16)).astype(dt)
+        acc = (af[:, sl] @ wp.T).astype(np.float64)  # [M, N], exact integers
+        if a8:
+            sc = np.ldexp(mant[:, j], -d[:, j])[None, :]
+        else:
+            sc = np.ldexp(mant[None, :, j], -(d[None, :, j] + da[:, j : j + 1]))
+        acc *= sc
+        acc += 0.5
+        np.floor(acc, out=acc)
+        y += acc
+    return gm.wrap_signed(y.astype(np.int64), cfg.y_bits)
