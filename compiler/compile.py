@@ -11,7 +11,7 @@ from compiler.errors import LowbitError
 from compiler.frontend import Model, load_model
 from compiler.quant.spec import QuantSpec, parse_spec
 
-TARGETS = ("ref", "tvm-cpu", "tvm-cuda", "lut-tc", "mixpe", "mac")  # the targets this build of lowbit can produce
+TARGETS = ("ref", "tvm-cpu", "tvm-cuda", "mlir-cpu", "mlir-cuda", "lut-tc", "mixpe", "mac")  # the targets this build of lowbit can produce
 # GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
 # [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
 # 8 x 128 on held-out sentences; see the README).
@@ -56,9 +56,10 @@ def compile_model(
     damp: float = 0.1,
     progress: bool = True,
     array: str | dict | None = None,
+    dump_mlir: bool = False,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
-    output is written."""
+    output is written. dump_mlir: mlir-* targets also keep IREE's compilation phases (.mlir per stage)."""
     from compiler.quant.apply import check_shapes, progress_bar, quantize_graph
 
     spec = resolve_spec(quant, act)
@@ -107,6 +108,10 @@ def compile_model(
         for t in target_list:
             if t in TVM_TARGETS:
                 manifest["targets"][t] = build_tvm_target(graph, t, tmp / t)
+            elif t in ("mlir-cpu", "mlir-cuda"):
+                from compiler.backends.mlir import build_mlir_target
+
+                manifest["targets"][t] = build_mlir_target(graph, t, tmp / t, dump_mlir=dump_mlir)
             elif t in ("lut-tc", "mixpe", "mac"):
                 from compiler.backends.accel import build_accel_target
 

@@ -71,13 +71,14 @@ def models():
 @click.option("--damp", default=0.1, show_default=True, type=click.FloatRange(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
 @click.option("--seed", default=0, show_default=True, help="seed of preset weights and calibration sampling")
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, seed, print_ir):
+@click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, seed, print_ir, dump_mlir):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.compile import compile_model
 
     con = _console()
     t0 = time.perf_counter()
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty())
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))
@@ -95,7 +96,8 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
 @click.option("--ids", default=None, help="input token ids, e.g. 1,2,3")
 @click.option("--tokens", default=16, show_default=True, type=click.IntRange(1, 100000), help="tokens to generate (causal LMs)")
 @click.option("--compare", default=None, help="'float' (the source float model) or a backend name such as ref")
-def run(artifact, backend, prompts, ids, tokens, compare):
+@click.option("-v", "--verbose", is_flag=True, help="per-layer cycles / energy / utilization table (hwsim and rtl backends)")
+def run(artifact, backend, prompts, ids, tokens, compare, verbose):
     """Run a compiled ARTIFACT on a backend; --compare reports the distance to another model or backend."""
     import runtime
     from runtime.model import float_model
@@ -122,6 +124,29 @@ def run(artifact, backend, prompts, ids, tokens, compare):
         _run_causal(con, m, inputs[0], tokens, backend, other, compare)
     else:
         _run_encoder(con, m, inputs, backend, other, compare)
+    b = m.backend(backend)
+    if hasattr(b, "summary"):  # accelerator backends (hwsim:*, rtl:*): cycles, energy, utilization
+        _print_accel_summary(con, b.name, b.summary(), verbose)
+
+
+def _print_accel_summary(con, name, s, verbose):
+    from rich.table import Table
+
+    a = s["array"]
+    shape = f"{a['M']}x{a['N']} PEs, K={a['K']}"
+    e = s.get("energy_pj")
+    energy = f"{e / 1e6:.3f} uJ (28 nm)" if e is not None else "energy n/a"
+    if verbose:
+        t = Table("layer", "calls", "rows", "tiles", "cycles", "DRAM stall", "energy nJ", "util", title=f"{name} per layer ({shape})")
+        for p in s["layers"]:
+            en = p.get("energy_pj")
+            t.add_row(p["node"], str(p["calls"]), str(p["rows"]), str(p["tiles"]), f"{p['cycles']:,}", f"{p['stall_cycles']:,}", "-" if en is None else f"{en / 1e3:.1f}", f"{p['utilization']:.1%}")
+        con.print(t)
+    con.print(
+        f"{name} ({shape}): {s['calls']} layer runs, {s['cycles']:,} cycles ({s['stall_cycles']:,} DRAM stall), "
+        f"{energy}, {s['macs']:,} MACs, utilization {s['utilization']:.1%}"
+        + (f", {s['tables']} table precomputes" if s.get("tables") else "")
+    )
 
 
 def _run_causal(con, m, ids, tokens, backend, other, compare):

@@ -6,9 +6,11 @@ from compiler.errors import LowbitError
 
 from runtime.backends.ref import RefBackend
 from runtime.backends.tvm import TVMCPUBackend, TVMCUDABackend
+from runtime.backends.mlir import MLIRCPUBackend, MLIRCUDABackend
 
 BACKENDS = {"ref": RefBackend, "tvm-cpu": TVMCPUBackend, "tvm-cuda": TVMCUDABackend}
-PLANNED = ("mlir-cpu", "mlir-cuda", "hwsim:lut-tc", "hwsim:mixpe", "hwsim:mac", "rtl:lut-tc", "rtl:mixpe", "rtl:mac")
+BACKENDS.update({"mlir-cpu": MLIRCPUBackend, "mlir-cuda": MLIRCUDABackend})
+PLANNED = ("hwsim:lut-tc", "hwsim:mixpe", "hwsim:mac", "rtl:lut-tc", "rtl:mixpe", "rtl:mac")
 
 
 def make_backend(name: str, model):

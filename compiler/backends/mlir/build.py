@@ -13,6 +13,7 @@ Target folder (artifact/<target>/):
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ VMFB = "model.vmfb"
 INFO = "mlir.json"
 SOURCE = "model.mlir"
 STAGES = "stages"
-CUDA_ARCH = "sm_80"
+CUDA_ARCH = "sm_80"  # what mlir-cuda builds for, unless LOWBIT_MLIR_CUDA_ARCH names another
 # IREE 3.13's cuda backend knows sm_75..sm_89 and sm_120; sm_90/sm_90a/sm_100 fail with "missing GPU target".
 CUDA_ARCHS_OK = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_120")
 
@@ -43,11 +44,12 @@ def require_iree_compiler():
         ) from None
 
 
-def iree_flags(target: str, cuda_arch: str = CUDA_ARCH) -> tuple[list[str], list[str]]:
+def iree_flags(target: str, cuda_arch: str | None = None) -> tuple[list[str], list[str]]:
     """(target backends, extra flags) for mlir-cpu / mlir-cuda."""
     if target == "mlir-cpu":
         return ["llvm-cpu"], list(CPU_FLAGS)
     if target == "mlir-cuda":
+        cuda_arch = cuda_arch or os.environ.get("LOWBIT_MLIR_CUDA_ARCH", CUDA_ARCH)
         check_cuda_arch(cuda_arch)
         return ["cuda"], [f"--iree-cuda-target={cuda_arch}"]
     raise ValueError(target)
@@ -61,7 +63,7 @@ def check_cuda_arch(arch: str):
         )
 
 
-def compile_asm(asm: str, target: str, dump_dir: Path | None = None, cuda_arch: str = CUDA_ARCH) -> bytes:
+def compile_asm(asm: str, target: str, dump_dir: Path | None = None, cuda_arch: str | None = None) -> bytes:
     """MLIR text -> vmfb bytes. dump_dir: write IREE's compilation phases there."""
     require_iree_compiler()
     import iree.compiler as ic
@@ -76,11 +78,12 @@ def compile_asm(asm: str, target: str, dump_dir: Path | None = None, cuda_arch: 
         raise RuntimeError(f"IREE failed to compile the lowered module for {target}:\n{str(e)[-4000:]}") from None
 
 
-def build_target(graph: Graph, target: str, out_dir: Path, dump_mlir: bool = False, cuda_arch: str = CUDA_ARCH) -> dict:
+def build_target(graph: Graph, target: str, out_dir: Path, dump_mlir: bool = False, cuda_arch: str | None = None) -> dict:
     """Lower, verify, compile `graph` for target into out_dir (created). Returns mlir.json's dict."""
     from compiler.backends.mlir.lower import lower_graph
 
     if target == "mlir-cuda":
+        cuda_arch = cuda_arch or os.environ.get("LOWBIT_MLIR_CUDA_ARCH", CUDA_ARCH)
         check_cuda_arch(cuda_arch)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,105 @@
+"""`mlir-cpu` and `mlir-cuda`: run the IREE module that `lowbit compile --target mlir-*` wrote into the
+artifact.
+
+Nothing is recompiled: <artifact>/<target>/model.vmfb is loaded into an iree.runtime context, the weights
+come from the artifact's weights.safetensors and are copied to the device once, when the backend is made
+(mlir.json gives the order of inputs and parameters and the outputs). Threads: IREE's local-task driver
+uses every core; set LOWBIT_MLIR_THREADS=N to cap it (the flag is process-wide and read once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from runtime.backends.base import Backend
+
+_FLAGS_SET = False
+
+
+def _runtime():
+    try:
+        import iree.runtime as rt
+    except ImportError:
+        raise LowbitError(
+            "backends mlir-cpu/mlir-cuda need IREE's runtime (iree-base-runtime), which is not installed",
+            "install it with `pip install 'iree-base-runtime==3.13.*'` (or `pip install -e .[mlir]`)",
+        ) from None
+    global _FLAGS_SET
+    threads = os.environ.get("LOWBIT_MLIR_THREADS")
+    if threads and not _FLAGS_SET:
+        rt.flags.parse_flags(f"--task_topology_max_group_count={int(threads)}")
+    _FLAGS_SET = True
+    return rt
+
+
+class _MLIRBackend(Backend):
+    name = "?"
+    driver = "?"
+
+    def __init__(self, model):
+        super().__init__(model)
+        art = model.artifact
+        hint = f"recompile with --target {self.name} (e.g. `lowbit compile MODEL -o OUT --target ref,{self.name}`)"
+        if art is None:
+            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", hint)
+        folder = art.target_dir(self.name)
+        info_file = folder / "mlir.json"
+        if self.name not in art.manifest.get("targets", {}) or not info_file.is_file():
+            raise LowbitError(f"artifact {art.path} was not compiled for {self.name}", hint)
+        try:
+            info = json.loads(info_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LowbitError(f"{info_file} is not valid JSON", hint) from None
+        g = model.graph
+        if info.get("target") != self.name or info.get("inputs") != list(g.inputs) or info.get("outputs") != list(g.outputs) or any(p not in g.consts for p in info.get("params", [])):
+            raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its graph", hint)
+        vmfb = folder / "model.vmfb"
+        if not vmfb.is_file():
+            raise LowbitError(f"artifact {art.path} has no {self.name}/model.vmfb", hint)
+        rt = _runtime()
+        self.rt = rt
+        self.info = info
+        self.config = self._config(rt)
+        self.ctx = rt.SystemContext(config=self.config)
+        self.ctx.add_vm_module(rt.VmModule.copy_buffer(self.ctx.instance, vmfb.read_bytes()))
+        self.main = self.ctx.modules[info.get("module", "lowbit")][info.get("function", "main")]
+        self.params = [rt.asdevicearray(self.config.device, np.ascontiguousarray(g.consts[p])) for p in info["params"]]
+        from compiler.ir import DTYPES
+
+        self.input_dtypes = {k: DTYPES[t.dtype] for k, t in g.inputs.items()}
+
+    def _config(self, rt):
+        return rt.Config(self.driver)
+
+    def run(self, feeds):
+        missing = [k for k in self.info["inputs"] if k not in feeds]
+        if missing:
+            raise ValueError(f"missing graph inputs: {missing}")
+        args = [np.ascontiguousarray(feeds[k], self.input_dtypes[k]) for k in self.info["inputs"]]
+        out = self.main(*args, *self.params)
+        if not isinstance(out, (tuple, list)):
+            out = [out]
+        return {name: np.asarray(v.to_host()) for name, v in zip(self.info["outputs"], out)}
+
+
+class MLIRCPUBackend(_MLIRBackend):
+    name = "mlir-cpu"
+    driver = "local-task"
+
+
+class MLIRCUDABackend(_MLIRBackend):
+    name = "mlir-cuda"
+    driver = "cuda"
+
+    def _config(self, rt):
+        try:
+            return rt.Config("cuda")
+        except Exception as e:  # noqa: BLE001 - no driver library, or no device
+            raise LowbitError(
+                f"backend mlir-cuda needs an NVIDIA GPU with its driver, and IREE's cuda driver could not start here ({str(e).splitlines()[0][:160]})",
+                "run on a machine with a CUDA GPU, or use --backend mlir-cpu",
+            ) from None
