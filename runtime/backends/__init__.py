@@ -7,10 +7,14 @@ from compiler.errors import LowbitError
 from runtime.backends.ref import RefBackend
 from runtime.backends.tvm import TVMCPUBackend, TVMCUDABackend
 from runtime.backends.mlir import MLIRCPUBackend, MLIRCUDABackend
+from runtime.backends.hwsim import HwsimLutTCBackend, HwsimMACBackend, HwsimMixPEBackend
+from runtime.backends.rtl import RtlLutTCBackend, RtlMACBackend, RtlMixPEBackend
 
 BACKENDS = {"ref": RefBackend, "tvm-cpu": TVMCPUBackend, "tvm-cuda": TVMCUDABackend}
 BACKENDS.update({"mlir-cpu": MLIRCPUBackend, "mlir-cuda": MLIRCUDABackend})
-PLANNED = ("hwsim:lut-tc", "hwsim:mixpe", "hwsim:mac", "rtl:lut-tc", "rtl:mixpe", "rtl:mac")
+BACKENDS.update({"hwsim:lut-tc": HwsimLutTCBackend, "hwsim:mixpe": HwsimMixPEBackend, "hwsim:mac": HwsimMACBackend})
+BACKENDS.update({"rtl:lut-tc": RtlLutTCBackend, "rtl:mixpe": RtlMixPEBackend, "rtl:mac": RtlMACBackend})
+PLANNED = ()
 
 
 def make_backend(name: str, model):

@@ -1,13 +1,13 @@
 """Lowering of a quantized Graph onto one accelerator design (lut-tc, mixpe, mac): tiling, weight re-layout,
 dyadic scales, and the command stream. See README.md in this folder for the format.
 
-Tiling. A layer y[S, n] = x[S, k] W[n, k]^T runs as array jobs of M rows x N columns x (a K split). Column
-tiles of N output channels (the last one padded with zero weights and zero scales, which give Y = 0); row
-tiles of M activation rows (decided at run time by ROW_LOOP; the last one padded with zero rows); K splits
-of whole weight groups, as many groups per job as fit half of the weight SRAM (the other half holds the
-next tile: double buffering) and half of the activation SRAM. Partial outputs of K splits are summed in
-the output buffer (exact: Y is a sum over groups). Order: weight-stationary (each weight tile is loaded
-once and every row tile streams past it).
+Tiling. A layer y[S, n] = x[S, k] W[n, k]^T runs as array jobs of M rows x N columns x the whole K (cut
+into splits of 2^guard_bits groups only beyond the epilogue's exact range; partial Y of splits are summed
+in the output buffer, exactly). Column tiles of N output channels (the last one padded with zero weights
+and zero scales, which give Y = 0); row tiles of M activation rows (decided at run time by ROW_LOOP; the
+last one padded with zero rows). Order: weight-stationary, as hwsim.memory models it: each column block is
+loaded once (when it fits half of the weight SRAM; LOAD_W says `resident`) and every row tile streams past
+it. SRAM sizes: hwsim.memory.MemoryConfig (defaults, or --array weight_sram_kib=..,act_sram_kib=..).
 
 Table precompute (lut-tc). The symmetric tables T8 depend only on the activations, so they are built once
 per activation tensor, right after the node that produces it (fused into that producer), and shared by
@@ -16,8 +16,6 @@ HOST_OP and QUANT_ACT, not each layer.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -30,7 +28,7 @@ from hwsim.golden import ArrayConfig
 from compiler.backends.accel.program import MMA_OP, Command, LayerPlan, Program
 
 ARRAY_KEYS = ("M", "N", "K", "lanes", "mant_bits", "shift_bits", "bfp_bits", "guard_bits")
-MEMORY_KEYS = ("wsram_kib", "asram_kib", "osram_kib")
+MEMORY_KEYS = ("weight_sram_kib", "act_sram_kib", "out_sram_kib")  # hwsim.memory.MemoryConfig fields
 
 # Default array per design (overridden with `--array`). mixpe and mac: 4 x 64 PEs, K = 4 features per beat,
 # 8 epilogue lanes, so a group of 128 takes 32 compute cycles and 32 drain cycles (balanced). lut-tc is
@@ -43,16 +41,11 @@ DEFAULT_ARRAYS = {
 }
 
 
-@dataclass(frozen=True)
-class SramSizes:
-    """On-chip buffers the tiling fits (KiB). Used until hwsim.memory.MemoryConfig provides them."""
+def memory_config(array: dict):
+    """hwsim.memory.MemoryConfig with the --array overrides (weight_sram_kib, act_sram_kib, out_sram_kib)."""
+    from hwsim.memory import MemoryConfig
 
-    wsram_kib: int = 64  # weight SRAM (codes + zero points + dyadic scales), double-buffered
-    asram_kib: int = 32  # activation SRAM (a row tile's integer activations), double-buffered
-    osram_kib: int = 32  # output buffer (Y of one row tile x column tile, int64 words)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    return MemoryConfig(**{k: v for k, v in array.items() if k in MEMORY_KEYS})
 
 
 def parse_array(text: str | dict | None) -> dict:
@@ -159,26 +152,28 @@ def _qweight(graph: Graph, node):
     return codes, c[node.inputs[2]], c[node.inputs[3]], bias
 
 
-def k_splits(cfg: ArrayConfig, k: int, mem: SramSizes) -> list[list[int]]:
-    """Group-aligned K ranges: as many groups per job as fit half of each SRAM (double buffering)."""
+def k_splits(cfg: ArrayConfig, k: int) -> list[list[int]]:
+    """Group-aligned K ranges, one array job each: the whole K (the array streams any number of groups;
+    hwsim.memory models the SRAM double buffering as DRAM stalls), cut only where Y would exceed its
+    2^guard_bits exact groups."""
     g = cfg.group
     ng = k // g
-    w_group = cfg.N * g * cfg.bits / 8 + cfg.N * (cfg.bits + cfg.mant_bits + cfg.shift_bits) / 8
-    a_group = cfg.M * g * cfg.act_bits / 8 + cfg.M * cfg.shift_bits / 8
-    per = int(min(mem.wsram_kib * 1024 / 2 // w_group, mem.asram_kib * 1024 / 2 // a_group))
-    if per < 1:
-        raise LowbitError(
-            f"one weight group ({int(w_group)} B) or activation group ({int(a_group)} B) does not fit half of the SRAM",
-            "raise --array wsram_kib=/asram_kib= or use a smaller array (M, N)",
-        )
-    per = min(per, ng, (1 << cfg.guard_bits))
+    per = 1 << cfg.guard_bits
     return [[j * g, min(ng, j + per) * g] for j in range(0, ng, per)]
+
+
+def weight_resident(cfg: ArrayConfig, k: int, mem) -> bool:
+    """A column block's codes and fields fit one half of the weight SRAM (loaded once, reused by every
+    row tile), as hwsim.memory's model decides."""
+    ng = k // cfg.group
+    block = (cfg.N * k * cfg.bits + cfg.N * ng * (cfg.bits + cfg.mant_bits + cfg.shift_bits)) / 8
+    return block <= mem.weight_sram_kib * 1024 / (2 if mem.double_buffer else 1)
 
 
 def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[Program, dict[str, np.ndarray]]:
     """Graph -> (Program, tensors for <design>/weights.safetensors)."""
     array = parse_array(array)
-    mem = SramSizes(**{k: v for k, v in array.items() if k in MEMORY_KEYS})
+    mem = memory_config(array)
     qnodes = [i for i, nd in enumerate(graph.nodes) if nd.op == "qlinear"]
     if not qnodes:
         raise LowbitError(f"target {design} needs quantized weights, and this model has no quantized linear layer", "compile with --quant, e.g. --quant w4g128a8")
@@ -232,7 +227,7 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
     return prog, tensors
 
 
-def _lower_layer(graph, i, cfg: ArrayConfig, mem: SramSizes, design, layers, tensors, cmds) -> int:
+def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds) -> int:
     nd = graph.nodes[i]
     name = nd.outputs[0]
     codes, scales, zeros, bias = _qweight(graph, nd)
@@ -247,7 +242,8 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem: SramSizes, design, layers, ten
     zeros_p = np.concatenate([zeros, np.zeros((pad, ng), np.uint8)]) if pad else zeros
     mant = np.concatenate([mant, np.zeros((pad, ng), np.int64)]) if pad else mant
     d = np.concatenate([d, np.zeros((pad, ng), np.int64)]) if pad else d
-    splits = k_splits(cfg, k, mem)
+    splits = k_splits(cfg, k)
+    resident = weight_resident(cfg, k, mem)
     blobs, offsets, sizes, off = [], [], [], 0
     for nt in range(n_tiles):
         row_o, row_s = [], []
@@ -288,7 +284,7 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem: SramSizes, design, layers, ten
     for nt in range(n_tiles):
         for ks, (k0, k1) in enumerate(splits):
             j0, j1 = k0 // g, k1 // g
-            cmds.append(Command("LOAD_W", name, {"tile": [nt, ks], "n": [nt * N, (nt + 1) * N], "k": [k0, k1], "offset": offsets[nt][ks], "bytes": sizes[nt][ks]}))
+            cmds.append(Command("LOAD_W", name, {"tile": [nt, ks], "n": [nt * N, (nt + 1) * N], "k": [k0, k1], "offset": offsets[nt][ks], "bytes": sizes[nt][ks], "resident": resident}))
             cmds.append(Command("LOAD_SCALES", name, {"tile": [nt, ks], "groups": [j0, j1], "bytes": -(-N * (j1 - j0) * scale_bits // 8)}))
             cmds.append(Command("ROW_LOOP", name, {"rows": cfg.M, "body": 4}))
             cmds.append(Command("LOAD_A", name, {"tensor": nd.inputs[0], "k": [k0, k1], "bytes_per_row": -(-(k1 - k0) * cfg.act_bits // 8) + -(-(j1 - j0) * cfg.shift_bits // 8)}))

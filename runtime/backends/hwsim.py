@@ -1,0 +1,138 @@
+"""`hwsim:lut-tc`, `hwsim:mixpe`, `hwsim:mac`: run a compiled artifact's accelerator program with every
+quantized linear on the cycle-level array simulator (hwsim.arrays.simulate_linear: integer, bit-exact with
+hwsim.golden) and everything else on the host (numpy, compiler.reference's kernels).
+
+The program comes from <artifact>/<design>/ (`lowbit compile MODEL --target lut-tc,...`). Per layer the
+backend records cycles (compute and stall), array utilization, and energy (hwsim.cost.energy) in
+`self.records`; `summary()` totals them. The integer outputs equal the accelerator integer reference
+(compiler/backends/accel/reference.py) bit for bit; tests/accel checks it on whole models.
+
+Cycles include hwsim.memory's DRAM stalls for the MemoryConfig the program was compiled with; energy is
+hwsim.cost.energy.layer_energy_pj at 28 nm (its sources are listed there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.backends.accel.program import load_program
+from compiler.backends.accel.reference import ActInputs, ProgramExecutor
+from compiler.errors import LowbitError
+from hwsim import golden
+from hwsim.arrays import simulate_linear
+from hwsim.cost.energy import layer_energy_pj
+from runtime.backends.base import Backend
+
+
+class HwsimExecutor(ProgramExecutor):
+    name = "hwsim"
+
+    def __init__(self, graph, program, tensors, memory="program", node: str = "28nm"):
+        """memory: "program" (the MemoryConfig the program was compiled for), a MemoryConfig, or None
+        (hwsim's defaults). node: technology node of the energy model."""
+        super().__init__(graph, program, tensors)
+        self.node = node
+        if memory == "program":
+            from hwsim.memory import MemoryConfig
+
+            memory = MemoryConfig.from_dict(program.memory)
+        self.memory = memory
+
+    def layer_inputs(self, plan, act: ActInputs) -> golden.TileInputs:
+        """The whole layer's integer inputs (unpadded) for hwsim.arrays.simulate_linear."""
+        w = self.layer_weights(plan)
+        n = plan.n
+        return golden.TileInputs(a=act.a, codes=w.codes[:n], zeros=w.zeros[:n], mant=w.mant[:n], d=w.d[:n], da=act.da, E=w.E, row_scale=act.row_scale)
+
+    def simulate(self, plan, t: golden.TileInputs, memory=None):
+        return simulate_linear(plan.array, t, memory), "hwsim"
+
+    def run_layer(self, plan, body, act: ActInputs) -> np.ndarray:
+        cfg = plan.array
+        t = self.layer_inputs(plan, act)
+        run, model = self.simulate(plan, t, self.memory)
+        energy = layer_energy_pj(cfg, run.activity, self.node, self.memory)
+        self.records.append(
+            {
+                "kind": "layer",
+                "node": plan.node,
+                "rows": int(t.a.shape[0]),
+                "macs": int(t.a.shape[0] * plan.n * plan.k),
+                "tiles": int(run.tiles),
+                "cycles": int(run.cycles),
+                "compute_cycles": int(run.compute_cycles),
+                "stall_cycles": int(run.stall_cycles),
+                "utilization": float(run.utilization),
+                "energy_pj": None if energy is None else float(energy["total"]),
+                "energy_parts_pj": None if energy is None else {k: float(v) for k, v in energy.items() if k != "total"},
+                "model": model,
+            }
+        )
+        return np.asarray(run.y, dtype=np.int64)
+
+
+def summarize(records: list[dict]) -> dict:
+    """Totals over layer records: cycles, stall cycles, energy (pJ, None when not modelled), MACs,
+    MAC-weighted utilization, and per-layer totals (by node name, summed over calls)."""
+    layers = [r for r in records if r.get("kind") == "layer"]
+    per: dict[str, dict] = {}
+    for r in layers:
+        p = per.setdefault(r["node"], {"node": r["node"], "calls": 0, "rows": 0, "macs": 0, "tiles": 0, "cycles": 0, "stall_cycles": 0, "energy_pj": 0.0, "_u": 0.0})
+        p["calls"] += 1
+        for k in ("rows", "macs", "tiles", "cycles", "stall_cycles"):
+            p[k] += int(r.get(k, 0))
+        p["energy_pj"] = None if r.get("energy_pj") is None or p["energy_pj"] is None else p["energy_pj"] + r["energy_pj"]
+        p["_u"] += r.get("utilization", 0.0) * r.get("cycles", 0)
+    for p in per.values():
+        p["utilization"] = p.pop("_u") / p["cycles"] if p["cycles"] else 0.0
+    cyc = sum(p["cycles"] for p in per.values())
+    energies = [p["energy_pj"] for p in per.values()]
+    return {
+        "layers": list(per.values()),
+        "calls": len(layers),
+        "cycles": cyc,
+        "stall_cycles": sum(p["stall_cycles"] for p in per.values()),
+        "macs": sum(p["macs"] for p in per.values()),
+        "energy_pj": None if not energies or any(e is None for e in energies) else float(sum(energies)),
+        "utilization": (sum(p["utilization"] * p["cycles"] for p in per.values()) / cyc) if cyc else 0.0,
+        "tables": sum(1 for r in records if r.get("kind") == "table"),
+        "model": layers[0]["model"] if layers else "",
+    }
+
+
+class _HwsimBackend(Backend):
+    design = "?"
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.name = f"hwsim:{self.design}"
+        if model.artifact is None:
+            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {self.design}")
+        prog, tensors = load_program(model.artifact, self.design)
+        self.program = prog
+        self.executor = HwsimExecutor(model.graph, prog, tensors)
+
+    def run(self, feeds):
+        return self.executor.run(feeds)
+
+    @property
+    def records(self) -> list[dict]:
+        return self.executor.records
+
+    def reset_stats(self):
+        self.executor.records.clear()
+
+    def summary(self) -> dict:
+        return {"design": self.design, "array": self.program.array, **summarize(self.executor.records)}
+
+
+class HwsimLutTCBackend(_HwsimBackend):
+    design = "lut-tc"
+
+
+class HwsimMixPEBackend(_HwsimBackend):
+    design = "mixpe"
+
+
+class HwsimMACBackend(_HwsimBackend):
+    design = "mac"

@@ -1,0 +1,252 @@
+"""`rtl:lut-tc`, `rtl:mixpe`, `rtl:mac`: run a compiled artifact's accelerator program with every quantized
+linear streamed through the generated Verilog array in a cocotb simulation (Icarus by default; set
+LOWBIT_RTL_SIMULATOR=verilator), and everything else on the host.
+
+Each layer's array jobs (row tile x column tile x K split, in program order) are written to an .npz and
+driven back to back by runtime/backends/rtl_tb.py (ArrayTB from rtl/tb/array_tb.py, which also checks
+every output against hwsim.golden). Whole models are slow this way: one simulator launch per layer call
+and Icarus runs ~10^4-10^5 cycles/s, so a whole tiny model takes minutes to hours; `lowbit sim OUT --layer
+NAME` (`check_layer`) runs one layer and compares it with hwsim bit for bit and cycle for cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler.backends.accel.program import load_program
+from compiler.backends.accel.reference import ActInputs, ProgramExecutor
+from compiler.errors import LowbitError
+from runtime.backends.base import Backend
+
+
+def layer_jobs(executor: ProgramExecutor, plan, body, act: ActInputs) -> tuple[dict, list[tuple]]:
+    """The layer's array jobs in program order: (arrays for rtl_tb, [(m0, n0, n1, accumulate)])."""
+    cfg = plan.array
+    M, g = cfg.M, cfg.group
+    S = act.a.shape[0]
+    rt = -(-S // M)
+    a = np.zeros((rt * M, plan.k), np.int64)
+    a[:S] = act.a
+    da = np.zeros((rt * M, plan.k // g), np.int64)
+    da[:S] = act.da
+    w = executor.layer_weights(plan)
+    cols = {k: [] for k in ("a", "codes", "zeros", "mant", "d", "da")}
+    where = []
+    cur = {}
+    for c in body:
+        if c.op == "LOAD_W":
+            nt, ks = c.args["tile"]
+            cur.update(codes=executor.tile_codes(plan, nt, ks), n=c.args["n"], k=c.args["k"], acc=ks > 0)
+        elif c.op == "LOAD_SCALES":
+            cur["j"] = c.args["groups"]
+        elif c.op == "ROW_LOOP":
+            (n0, n1), (k0, k1), (j0, j1) = cur["n"], cur["k"], cur["j"]
+            for r in range(rt):
+                m0 = r * M
+                cols["a"].append(a[m0 : m0 + M, k0:k1])
+                cols["codes"].append(cur["codes"])
+                cols["zeros"].append(w.zeros[n0:n1, j0:j1])
+                cols["mant"].append(w.mant[n0:n1, j0:j1])
+                cols["d"].append(w.d[n0:n1, j0:j1])
+                cols["da"].append(da[m0 : m0 + M, j0:j1])
+                where.append((m0, n0, n1, cur["acc"]))
+    if len({x.shape for x in cols["a"]}) > 1:
+        raise LowbitError(f"layer {plan.node} has K splits of different sizes", "the RTL runner streams equal jobs; raise --array wsram_kib so one split holds the layer")
+    return {k: np.stack(v).astype(np.int64) for k, v in cols.items()}, where
+
+
+@dataclass
+class RtlLayerRun:
+    y: np.ndarray  # [J, M, N] per job
+    cycles: int
+    input_beats: int
+    wall_s: float
+    build_s: float
+    simulator: str
+
+
+def simulate_jobs(cfg, jobs: dict, simulator: str = "icarus") -> RtlLayerRun:
+    """Build `cfg`'s array (cached under build/rtl) and stream `jobs` through it."""
+    from rtl.sim import _pythonpath, _quiet_pytest, build
+
+    runner, bd, top, build_s = build(cfg, simulator)
+    with tempfile.TemporaryDirectory(prefix="lowbit-rtl-layer-") as td:
+        jf, of = Path(td) / "jobs.npz", Path(td) / "out.npz"
+        np.savez(jf, **jobs)
+        results = Path(td) / "results.xml"
+        opts = {"cfg": cfg.to_dict(), "jobs": str(jf), "out": str(of)}
+        t0 = time.time()
+        with _quiet_pytest():
+            with contextlib.suppress(SystemExit):
+                runner.test(
+                    test_module="runtime.backends.rtl_tb",
+                    hdl_toplevel=top,
+                    build_dir=bd,
+                    test_dir=td,
+                    extra_env={"LOWBIT_LAYER_TB": json.dumps(opts), "PYTHONPATH": _pythonpath()},
+                    results_xml=str(results),
+                    log_file=Path(td) / "sim.log",
+                )
+        wall = time.time() - t0
+        from cocotb_tools.check_results import get_results
+
+        try:
+            ntests, nfail = get_results(results)
+        except RuntimeError:
+            ntests, nfail = 0, 1
+        if not of.exists() or ntests == 0 or nfail:
+            log = (Path(td) / "sim.log").read_text(errors="replace")[-1500:] if (Path(td) / "sim.log").exists() else ""
+            raise RuntimeError(f"RTL simulation of {top} failed:\n{log}")
+        out = np.load(of)
+        return RtlLayerRun(out["y"].astype(np.int64), int(out["cycles"]), int(out["input_beats"]), wall, build_s, simulator)
+
+
+class RtlExecutor(ProgramExecutor):
+    name = "rtl"
+
+    def __init__(self, graph, program, tensors, simulator: str = "icarus"):
+        super().__init__(graph, program, tensors)
+        self.simulator = simulator
+        self.runs: list[dict] = []
+
+    def run_layer(self, plan, body, act: ActInputs) -> np.ndarray:
+        cfg = plan.array
+        jobs, where = layer_jobs(self, plan, body, act)
+        run = simulate_jobs(cfg, jobs, self.simulator)
+        S = act.a.shape[0]
+        Y = np.zeros((-(-S // cfg.M) * cfg.M, plan.n_pad), np.int64)
+        for yj, (m0, n0, n1, acc) in zip(run.y, where):
+            blk = Y[m0 : m0 + cfg.M, n0:n1]
+            blk[...] = blk + yj if acc else yj
+        self.records.append({"kind": "layer", "node": plan.node, "rows": S, "tiles": len(where), "cycles": run.cycles, "wall_s": run.wall_s, "model": f"rtl-{self.simulator}"})
+        return Y[:S, : plan.n]
+
+
+class _RtlBackend(Backend):
+    design = "?"
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.name = f"rtl:{self.design}"
+        if model.artifact is None:
+            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {self.design}")
+        from rtl.sim import check_simulator
+
+        sim = os.environ.get("LOWBIT_RTL_SIMULATOR", "icarus")
+        check_simulator(sim)
+        prog, tensors = load_program(model.artifact, self.design)
+        self.executor = RtlExecutor(model.graph, prog, tensors, sim)
+
+    def run(self, feeds):
+        return self.executor.run(feeds)
+
+    def summary(self) -> dict:
+        from runtime.backends.hwsim import summarize
+
+        return {"design": self.design, "array": self.executor.prog.array, **summarize(self.executor.records)}
+
+
+class RtlLutTCBackend(_RtlBackend):
+    design = "lut-tc"
+
+
+class RtlMixPEBackend(_RtlBackend):
+    design = "mixpe"
+
+
+class RtlMACBackend(_RtlBackend):
+    design = "mac"
+
+
+# ---- one compiled layer on the RTL, checked against hwsim (`lowbit sim OUT --layer NAME`)
+
+
+class _Capture(ProgramExecutor):
+    """Runs the program on the integer reference and keeps the named layer's activations."""
+
+    def __init__(self, graph, program, tensors, layer):
+        super().__init__(graph, program, tensors)
+        self.layer = layer
+        self.act = None
+        self.body = None
+
+    def run_layer(self, plan, body, act):
+        if plan.node == self.layer:
+            self.act, self.body = act, body
+        return super().run_layer(plan, body, act)
+
+
+def default_feeds(model, ids: list[int] | None, rows: int | None) -> dict:
+    """Feeds of one sequence: `ids`, or the CLI's default prompt/sentence, cut to `rows` tokens."""
+    if ids is None:
+        from runtime.cli import DEFAULT_PROMPT, DEFAULT_SENTENCES
+
+        ids = model.encode(DEFAULT_PROMPT if model.causal else DEFAULT_SENTENCES[0]) if model.tokenizer is not None else list(range(1, 9))
+    if rows:
+        ids = ids[:rows]
+    model.check_ids(ids)
+    feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
+    if model.causal:
+        feeds.update(model._cache_feeds())
+    return feeds
+
+
+def check_layer(model, layer: str, design: str | None = None, simulator: str = "icarus", ids=None, rows: int | None = None) -> dict:
+    """Run compiled layer `layer` of `model` (a runtime CompiledModel from an artifact) on the RTL with the
+    activations it sees on a real input, and on hwsim; returns agreement and cycles of both."""
+    from runtime.backends.hwsim import HwsimExecutor
+    from rtl.sim import check_simulator
+
+    art = model.artifact
+    accel = [t for t in art.manifest.get("targets", {}) if t in ("lut-tc", "mixpe", "mac")]
+    if design is None:
+        if not accel:
+            raise LowbitError(f"artifact {art.path} has no accelerator target", "recompile with --target lut-tc (or mixpe, mac)")
+        design = accel[0]
+    prog, tensors = load_program(art, design)
+    if layer not in prog.layers:
+        names = list(prog.layers)
+        raise LowbitError(f"layer '{layer}' is not a compiled accelerator layer of {art.path}", f"use one of {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    check_simulator(simulator)
+    cap = _Capture(model.graph, prog, tensors, layer)
+    cap.run(default_feeds(model, ids, rows))
+    plan = prog.layers[layer]
+    jobs, where = layer_jobs(cap, plan, cap.body, cap.act)
+    rtl = simulate_jobs(plan.array, jobs, simulator)
+    Y = np.zeros((-(-cap.act.a.shape[0] // plan.array.M) * plan.array.M, plan.n_pad), np.int64)
+    for yj, (m0, n0, n1, acc) in zip(rtl.y, where):
+        blk = Y[m0 : m0 + plan.array.M, n0:n1]
+        blk[...] = blk + yj if acc else yj
+    S = cap.act.a.shape[0]
+    Y = Y[:S, : plan.n]
+    hx = HwsimExecutor(model.graph, prog, tensors)
+    hrun, hmodel = hx.simulate(plan, hx.layer_inputs(plan, cap.act), hx.memory)
+    hy = np.asarray(hrun.y, np.int64)
+    return {
+        "design": design,
+        "layer": layer,
+        "simulator": simulator,
+        "array": plan.cfg,
+        "rows": int(S),
+        "n": plan.n,
+        "k": plan.k,
+        "jobs": len(where),
+        "bit_exact": bool(np.array_equal(Y, hy)),
+        "mismatches": int(np.count_nonzero(Y != hy)),
+        "rtl_cycles": rtl.cycles,
+        # the testbench offers every beat at once (no DRAM): compare with hwsim's stall-free stream time
+        "hwsim_cycles": int(hrun.compute_cycles),
+        "hwsim_cycles_with_dram": int(hrun.cycles),
+        "hwsim_model": hmodel,
+        "cycles_equal": rtl.cycles == int(hrun.compute_cycles),
+        "rtl_wall_s": rtl.wall_s,
+        "build_s": rtl.build_s,
+    }
