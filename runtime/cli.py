@@ -72,13 +72,14 @@ def models():
 @click.option("--seed", default=0, show_default=True, help="seed of preset weights and calibration sampling")
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, seed, print_ir, dump_mlir):
+@click.option("--array", default=None, help="accelerator targets (lut-tc, mixpe, mac): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, seed, print_ir, dump_mlir, array):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.compile import compile_model
 
     con = _console()
     t0 = time.perf_counter()
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir, array=array)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))
@@ -208,14 +209,26 @@ def _parse_params(text: str | None) -> dict:
 
 
 @cli.command()
-@click.option("--design", type=click.Choice(["lut-tc", "mixpe", "mac"]), required=True)
+@click.argument("artifact", required=False, type=click.Path())
+@click.option("--layer", default=None, help="with ARTIFACT: the compiled layer to run on the RTL (e.g. l0.q)")
+@click.option("--design", type=click.Choice(["lut-tc", "mixpe", "mac"]), default=None, help="the array (required without ARTIFACT; with it, which accelerator target [first built])")
 @click.option("--params", default=None, help="array parameters, e.g. M=2,N=64,K=4,quant=w2g128a8 (or bits=,act=,group=)")
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default="icarus", show_default=True)
 @click.option("--vectors", default=1000, show_default=True, type=click.IntRange(1), help="random tiles to check")
 @click.option("--waves", default=None, type=click.Path(), help="write a waveform (.fst; Verilator also .vcd)")
 @click.option("--seed", default=0, show_default=True)
-def sim(design, params, simulator, vectors, waves, seed):
-    """Simulate a generated accelerator array against the golden model, bit for bit."""
+@click.option("--ids", default=None, help="with --layer: input token ids [the default prompt / first default sentence]")
+@click.option("--rows", default=None, type=click.IntRange(1), help="with --layer: use only the first ROWS tokens of the input")
+def sim(artifact, layer, design, params, simulator, vectors, waves, seed, ids, rows):
+    """Simulate a generated accelerator array against the golden model, bit for bit (--design), or run one
+    compiled layer of ARTIFACT on the RTL and compare it with hwsim (ARTIFACT --layer NAME)."""
+    if artifact is not None:
+        _sim_layer(artifact, layer, design, simulator, ids, rows)
+        return
+    if layer is not None:
+        raise LowbitError("--layer needs a compiled ARTIFACT", "run `lowbit sim OUT --layer NAME` with the -o folder of `lowbit compile --target lut-tc`")
+    if design is None:
+        raise LowbitError("lowbit sim needs --design (or an ARTIFACT with --layer)", "e.g. `lowbit sim --design lut-tc` or `lowbit sim OUT --layer l0.q`")
     from rtl.sim import run_sim
 
     r = run_sim(design, _parse_params(params), simulator, vectors, waves, seed)
@@ -223,6 +236,30 @@ def sim(design, params, simulator, vectors, waves, seed):
     con.print(r.summary())
     con.print(f"build {r.build_s:.1f} s, simulation {r.wall_s:.1f} s ({r.cycles_per_second:,.0f} cycles/s)")
     if not r.passed:
+        sys.exit(1)
+
+
+def _sim_layer(artifact, layer, design, simulator, ids, rows):
+    import runtime
+    from runtime.backends.rtl import check_layer
+
+    if layer is None:
+        raise LowbitError(f"no --layer given for artifact {artifact}", "name a compiled layer, e.g. `lowbit sim OUT --layer l0.q`")
+    m = runtime.load(artifact)
+    r = check_layer(m, layer, design, simulator, _parse_ids(ids) if ids else None, rows)
+    con = _console()
+    a = r["array"]
+    con.print(
+        f"layer {r['layer']} ({r['rows']} x {r['k']} -> {r['n']}) on {r['design']} {a['M']}x{a['N']} K={a['K']} "
+        f"({'ternary' if a['ternary'] else 'w' + str(a['bits'])}{a['act']} g{a['group']}), {r['jobs']} jobs, {r['simulator']}"
+    )
+    con.print(f"values: RTL {'==' if r['bit_exact'] else '!='} hwsim bit for bit ({r['mismatches']} of {r['rows'] * r['n']} outputs differ)")
+    con.print(
+        f"cycles: RTL {r['rtl_cycles']:,}, hwsim {r['hwsim_cycles']:,} ({'equal' if r['cycles_equal'] else 'DIFFERENT'}; "
+        f"hwsim with DRAM stalls {r['hwsim_cycles_with_dram']:,})"
+    )
+    con.print(f"build {r['build_s']:.1f} s, RTL simulation {r['rtl_wall_s']:.1f} s")
+    if not (r["bit_exact"] and r["cycles_equal"]):
         sys.exit(1)
 
 
