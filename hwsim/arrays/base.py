@@ -60,37 +60,69 @@ def tile_cycles(cfg: gm.ArrayConfig, n_groups: int) -> int:
     return stream_cycles(cfg, n_groups, 1)
 
 
-def beat_schedule(cfg: gm.ArrayConfig, groups_per_job: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Cycle (relative to c0) of every accepted input beat and every output beat of a stream of jobs.
+def beat_schedule(
+    cfg: gm.ArrayConfig,
+    groups_per_job: list[int],
+    present: list[int] | None = None,
+    out_ready: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The RTL's exact handshake schedule: the cycle (relative to c0 = the first beat's acceptance) at
+    which every input beat is accepted and every output beat leaves, for a stream of jobs.
 
-    The RTL's exact schedule with the input always valid and out_ready high (used by the agreement
-    tests; simulate_linear uses the closed form in stream_cycles)."""
-    t = timing(cfg)
-    cpg = cfg.chunks_per_group
-    ins, outs = [], []
-    snap = None  # S of the previous group
-    g = 0
+    present[i]: the earliest cycle the driver offers beat i (it also never offers a beat before the
+    previous one was taken; default: always offered, i.e. no input stalls); out_ready[c]: out_ready in
+    cycle c (default high; cycles past the list are high). Used by the RTL agreement tests (an input
+    gap is what a DRAM stall looks like to the array); simulate_linear uses the closed form.
+
+    Rules (rtl/gen): mixpe/mac accept a beat per cycle; a group's last beat needs snap_ok, i.e. the
+    previous group's drain in its last step or done, and snapshots on its own edge. lut-tc accepts a
+    beat once the previous beat's B planes ran (in_ready = ~busy | fin) and snapshots on the last plane
+    of the group's last beat, waiting there for snap_ok. A drain steps every cycle, except a job's last
+    group whose steps are the output beats and need out_ready."""
+    cpg, B, nb = cfg.chunks_per_group, cfg.cycles_per_beat, cfg.drain_cycles
+    lut = cfg.design == "lut-tc"
+    nbeats = sum(groups_per_job) * cpg
+    if present is None:
+        present = [0] * nbeats
+
+    def ready(c: int) -> bool:
+        return out_ready is None or c >= len(out_ready) or bool(out_ready[c])
+
+    ins: list[int] = []
+    outs: list[int] = []
+    prev, free, drained = -1, 0, None  # last acceptance, core free from, previous drain's last step
+    i = 0
     for ng in groups_per_job:
-        for j in range(ng):
-            # the group's first beat: right after the previous snapshot (lut-tc: on its edge) or next cycle
-            if snap is None:
-                start = 0
-            elif cfg.design == "lut-tc":
-                start = snap  # accepted on the edge of the previous group's last plane (fin)
+        for g in range(ng):
+            snap = 0
+            for c in range(cpg):
+                last = c == cpg - 1
+                a = max(present[i], prev + 1, free)
+                if lut:
+                    if last:
+                        snap = a + B if drained is None else max(a + B, drained)
+                        free = snap
+                    else:
+                        free = a + B
+                else:
+                    if last and drained is not None:
+                        a = max(a, drained)
+                    free = a + 1
+                    snap = a
+                ins.append(a)
+                prev = a
+                i += 1
+            if g < ng - 1:
+                drained = snap + nb
             else:
-                start = snap + 1
-            # beats of this group; the last one may wait for the shadow bank (snap_ok)
-            beats = [start + i * t.beat_interval for i in range(cpg)]
-            s = beats[-1] + (cfg.cycles_per_beat if cfg.design == "lut-tc" else 0)
-            if snap is not None and s < snap + t.drain:
-                delay = snap + t.drain - s
-                s += delay
-                if cfg.design != "lut-tc":
-                    beats[-1] += delay  # the last beat itself waits (in_ready low)
-            ins.extend(beats)
-            snap = s
-            g += 1
-        outs.extend(snap + 1 + i for i in range(t.drain))
+                steps: list[int] = []
+                c = snap + 1
+                while len(steps) < nb:
+                    if ready(c):
+                        steps.append(c)
+                    c += 1
+                outs.extend(steps)
+                drained = steps[-1]
     return np.asarray(ins, dtype=np.int64), np.asarray(outs, dtype=np.int64)
 
 

@@ -1,0 +1,125 @@
+"""hwsim vs the RTL (cocotb + Icarus): every output value bit for bit and every input and output beat
+cycle for cycle, on random jobs of each design, with and without input gaps and output back-pressure.
+
+The RTL is the generated Verilog (rtl/gen) simulated by tests/hwsim/timing_tb.py, which records the cycle
+of each handshake; the model side is hwsim.arrays.beat_schedule (the per-beat schedule), stream_cycles /
+tile_cycles (closed forms used by simulate_linear) and simulate_linear's Y.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwsim import golden as gm
+from hwsim.arrays import beat_schedule, simulate_linear, stream_cycles, tile_cycles
+
+pytestmark = pytest.mark.skipif(not (shutil.which("iverilog") and shutil.which("vvp")), reason="Icarus Verilog not installed")
+
+# small arrays so Icarus builds and runs in seconds; bit-serial lut-tc at B=1..4, drain longer and shorter
+# than a group's compute (the epilogue-bound case), A8 and A16
+FAST = [
+    dict(design="lut-tc", M=2, N=8, K=4, bits=2, act="a8", group=16, lanes=2),
+    dict(design="mixpe", M=2, N=8, K=4, bits=4, act="a16", group=16, lanes=2),
+    dict(design="mac", M=2, N=8, K=4, bits=3, act="a8", group=16, lanes=4),
+]
+SLOW = [
+    dict(design="lut-tc", M=2, N=8, K=4, bits=4, act="a16", group=32, lanes=8),
+    dict(design="lut-tc", M=2, N=8, K=2, bits=1, act="a8", group=8, lanes=1),
+    dict(design="mixpe", M=2, N=8, K=4, bits=2, act="a8", group=32, lanes=1),
+    dict(design="mac", M=1, N=8, K=2, bits=4, act="a16", group=8, lanes=8),
+    dict(design="lut-tc", M=2, N=64, K=4, bits=2, act="a8", group=128, lanes=8),
+]
+
+
+def run_rtl(cfg: gm.ArrayConfig, tiles: list[gm.TileInputs], present=None, out_ready=None, tag="t") -> dict:
+    from cocotb_tools.check_results import get_results
+
+    from rtl.sim import _pythonpath, _quiet_pytest, build
+
+    runner, bd, top, _ = build(cfg, "icarus")
+    work = bd / f"hwsim-{tag}-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for i, t in enumerate(tiles):
+        for k in ("a", "codes", "zeros", "mant", "d", "da"):
+            arrays[f"{k}_{i}"] = np.asarray(getattr(t, k), dtype=np.int64)
+    np.savez(work / "tiles.npz", **arrays)
+    out = work / "out.json"
+    results = work / "results.xml"
+    for p in (out, results):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    opts = dict(cfg=cfg.to_dict(), tiles=str(work / "tiles.npz"), present=present, out_ready=out_ready, out=str(out))
+    with _quiet_pytest():
+        try:
+            runner.test(
+                test_module="tests.hwsim.timing_tb",
+                hdl_toplevel=top,
+                build_dir=bd,
+                test_dir=work,
+                extra_env={"LOWBIT_HWSIM_TB": json.dumps(opts), "PYTHONPATH": _pythonpath()},
+                results_xml=str(results),
+                log_file=work / "sim.log",
+            )
+        except SystemExit:
+            pass
+    ntests, nfail = get_results(results)
+    assert ntests == 1 and nfail == 0, f"cocotb run failed; see {work / 'sim.log'}"
+    return json.loads(out.read_text())
+
+
+def check(cfg: gm.ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bool):
+    tiles = [gm.random_tile(cfg, rng, n_groups=g, kind=str(rng.choice(["random", "random", "max", "min", "mixed-extreme"]))) for g in groups]
+    nbeats = sum(groups) * cfg.chunks_per_group
+    present = None
+    if gaps:  # bursts of late beats, as a DRAM-starved input stream would look
+        steps = rng.integers(0, 2, nbeats) * rng.integers(0, 6, nbeats)
+        steps[0] = 0
+        present = np.cumsum(steps).tolist()
+    out_ready = None
+    if backpressure:
+        out_ready = (rng.random(4 * nbeats * cfg.cycles_per_beat + 200) > 0.4).astype(int).tolist()
+    got = run_rtl(cfg, tiles, present, out_ready, tag=f"{len(groups)}-{int(gaps)}{int(backpressure)}")
+    ins, outs = beat_schedule(cfg, groups, present, out_ready)
+    c0 = got["ins"][0]
+    assert c0 == 0
+    assert got["ins"] == ins.tolist(), "input beat cycles differ from hwsim"
+    assert got["outs"] == outs.tolist(), "output beat cycles differ from hwsim"
+    if not gaps and not backpressure:
+        assert got["outs"][-1] + 1 == stream_cycles(cfg, groups[0], len(groups)) if len(set(groups)) == 1 else True
+        if len(groups) == 1:
+            assert got["outs"][-1] + 1 == tile_cycles(cfg, groups[0])
+    # values: hwsim's layer Y of each job, in the array's output order
+    nb = cfg.M * cfg.N // cfg.lanes
+    for j, t in enumerate(tiles):
+        y = simulate_linear(cfg, t).y
+        want = np.asarray(gm.output_beats(cfg, y))
+        np.testing.assert_array_equal(np.asarray(got["data"][j * nb : (j + 1) * nb]), want)
+        np.testing.assert_array_equal(y, gm.tile_y(cfg, t.a, t.codes, t.zeros, t.mant, t.d, t.da))
+
+
+@pytest.mark.parametrize("params", FAST, ids=lambda p: f"{p['design']}-w{p['bits']}{p['act']}g{p['group']}")
+def test_rtl_equals_hwsim(params):
+    cfg = gm.ArrayConfig(**params)
+    rng = np.random.default_rng(7)
+    check(cfg, rng, [1], gaps=False, backpressure=False)
+    check(cfg, rng, [2, 2, 2], gaps=False, backpressure=False)
+    check(cfg, rng, [1, 3, 2], gaps=True, backpressure=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params", SLOW, ids=lambda p: f"{p['design']}-w{p['bits']}{p['act']}g{p['group']}-n{p['N']}l{p['lanes']}")
+def test_rtl_equals_hwsim_more(params):
+    cfg = gm.ArrayConfig(**params)
+    rng = np.random.default_rng(11)
+    check(cfg, rng, [2, 2], gaps=False, backpressure=False)
+    check(cfg, rng, [3, 1, 2], gaps=True, backpressure=False)
+    check(cfg, rng, [2, 1, 2], gaps=False, backpressure=True)
+    check(cfg, rng, [1, 2, 3], gaps=True, backpressure=True)
