@@ -1,0 +1,252 @@
+"""Area of the arrays from the yosys reports of OUR RTL (rtl/reports/synth/*.json), in um^2.
+
+This is an estimate from generic cells, not a placed layout in a real PDK. Steps:
+
+1. yosys `synth` maps each design to its generic gate library ($_AND_, $_XOR_, $_MUX_, flip-flops...);
+   rtl/synth.py stores the cell counts. Each generic cell is given the area of the matching cell of the
+   NanGate FreePDK45 Open Cell Library [NG45] (drive strength X1, typical corner): the "45nm" numbers.
+   Cells with no single NanGate match are built from two (e.g. $_ANDNOT_ = INV_X1 + NOR2_X1; a flip-flop
+   with enable = DFF_X1 + MUX2_X1; with synchronous reset also AND2_X1).
+2. Other nodes scale by (L / 45 nm)^2 (ideal area scaling; real 45->28 nm libraries shrink somewhat less,
+   so 28 nm figures here are optimistic by the same factor for every design: ratios are unaffected).
+3. SRAM buffers (hwsim.memory): bits x the published 6T bit-cell area / 0.7 array efficiency (periphery:
+   decoders, sense amplifiers; CACTI-style macros are 50-80% cells). Bit cells: 0.346 um^2 at 45 nm
+   [INTEL45], 0.127 um^2 at 28 nm [TSMC28]; other nodes scale the 45 nm cell by (L/45)^2.
+4. Configurations without a synthesis report (the sweep): a per-component model, fitted on the reports
+   (non-negative least squares; fit_component_model() returns each report's relative error, which the
+   report prints). Flip-flop bits are counted exactly from the RTL structure (checked against yosys).
+
+[NG45] NanGate FreePDK45 Open Cell Library (NangateOpenCellLibrary_typical.lib, v2011): areas in um^2
+       INV_X1 0.532, NAND2_X1 0.798, NOR2_X1 0.798, AND2_X1 1.064, OR2_X1 1.064, XOR2_X1 1.596,
+       XNOR2_X1 1.596, MUX2_X1 1.862, AOI21_X1 1.064, OAI21_X1 1.064, AOI22_X1 1.330, OAI22_X1 1.330,
+       DFF_X1 4.522, DFFR_X1 5.320.
+[INTEL45] K. Mistry et al., "A 45nm logic technology with high-k + metal gate transistors...", IEDM 2007:
+       0.346 um^2 SRAM cell.
+[TSMC28] TSMC 28 nm high-density 6T SRAM bit cell 0.127 um^2 (S.-Y. Wu et al., IEDM 2009/2011 28 nm
+       platform papers).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from hwsim import golden as gm
+
+INV, NAND2, NOR2, AND2, OR2, XOR2, XNOR2, MUX2 = 0.532, 0.798, 0.798, 1.064, 1.064, 1.596, 1.596, 1.862
+AOI21, OAI21, AOI22, OAI22, DFF, DFFR = 1.064, 1.064, 1.330, 1.330, 4.522, 5.320
+
+# yosys generic cell -> um^2 at 45 nm [NG45]
+CELL_UM2_45 = {
+    "$_NOT_": INV,
+    "$_BUF_": 0.0,
+    "$_NAND_": NAND2,
+    "$_NOR_": NOR2,
+    "$_AND_": AND2,
+    "$_OR_": OR2,
+    "$_ANDNOT_": INV + NOR2,  # A & ~B = NOR(~A, B)
+    "$_ORNOT_": INV + NAND2,  # A | ~B = NAND(~A, B)
+    "$_XOR_": XOR2,
+    "$_XNOR_": XNOR2,
+    "$_MUX_": MUX2,
+    "$_NMUX_": MUX2 + INV,
+    "$_AOI3_": AOI21,
+    "$_OAI3_": OAI21,
+    "$_AOI4_": AOI22,
+    "$_OAI4_": OAI22,
+}
+
+SRAM_CELL_UM2 = {"45nm": 0.346, "28nm": 0.127}
+SRAM_ARRAY_EFFICIENCY = 0.7
+NODES_NM = {"45nm": 45.0, "28nm": 28.0, "22nm": 22.0, "16nm": 16.0, "7nm": 7.0}
+
+REPORTS_DIR = Path(__file__).resolve().parents[2] / "rtl" / "reports" / "synth"
+
+
+def node_area_scale(node: str) -> float:
+    if node not in NODES_NM:
+        raise ValueError(f"unknown node {node!r}; choose one of {', '.join(NODES_NM)}")
+    return (NODES_NM[node] / 45.0) ** 2
+
+
+def ff_cell_um2(cell: str) -> float | None:
+    """Area of a yosys flip-flop cell (one bit) at 45 nm, None if `cell` is not a flip-flop."""
+    if not cell.startswith("$_") or "DFF" not in cell:
+        return None
+    kind = cell[2:].split("_")[0]  # DFF, DFFE, SDFF, SDFFE, SDFFCE, DFFSR...
+    a = DFF
+    if kind.endswith("E") or kind.endswith("CE"):
+        a += MUX2  # enable: a feedback mux
+    if kind.startswith("SDFF"):
+        a += AND2  # synchronous reset/set gate
+    if kind.startswith("DFFSR"):
+        a = DFFR + AND2
+    return a
+
+
+def cells_area_um2(cells: dict, node: str = "45nm") -> dict:
+    """{'logic_um2', 'ff_um2', 'total_um2', 'unknown'} from a yosys cell-count dict."""
+    logic = ff = 0.0
+    unknown = {}
+    for cell, n in cells.items():
+        f = ff_cell_um2(cell)
+        if f is not None:
+            ff += n * f
+        elif cell in CELL_UM2_45:
+            logic += n * CELL_UM2_45[cell]
+        else:
+            unknown[cell] = n
+    s = node_area_scale(node)
+    return {"logic_um2": logic * s, "ff_um2": ff * s, "total_um2": (logic + ff) * s, "unknown": unknown}
+
+
+@lru_cache(maxsize=1)
+def load_reports() -> tuple:
+    """The committed synthesis reports (rtl/reports/synth/*.json), as dicts."""
+    out = []
+    for p in sorted(REPORTS_DIR.glob("*.json")):
+        d = json.loads(p.read_text())
+        d["path"] = str(p.relative_to(REPORTS_DIR.parents[2]))
+        out.append(d)
+    return tuple(out)
+
+
+def find_report(cfg: gm.ArrayConfig) -> dict | None:
+    want = cfg.to_dict()
+    for r in load_reports():
+        if r.get("config") == want:
+            return r
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-component model (for configurations without a report)
+
+
+def component_counts(cfg: gm.ArrayConfig) -> dict:
+    """Structural counts of the generated RTL: flip-flop bits, adder bits, multiplier partial-product
+    bits (a x b), 2:1 mux bits and AND-gate bits, read off rtl/gen's datapaths (their docstrings)."""
+    c = cfg
+    M, N, K, B, EL = c.M, c.N, c.K, c.bits, c.lanes
+    AW, MW, SW, ACCW, PW, YW, TW, SUMW = c.act_bits, c.mant_bits, c.shift_bits, c.acc_bits, c.prod_bits, c.y_bits, c.table_bits, c.sum_bits
+    mn = M * N
+    ff = add = mult = mux = andg = 0
+    # shared: group-field registers, Y registers, shadow bank, epilogue field shift registers
+    ff += N * (B + MW + SW) + M * SW  # gp_* (group fields)
+    ff += mn * YW
+    # epilogue lanes: rounding add (PW+1), Y add (YW), shift (barrel shifter ~ PW * log2 levels muxes)
+    add += EL * (PW + 1 + YW)
+    mux += EL * (PW + 1) * (SW + 1)
+    if c.design == "lut-tc":
+        E = 1 << (K - 1)
+        PTW = TW + B - 1
+        ff += mn * ACCW  # shadow
+        ff += N * (MW + SW + B + 2) + M * (SW + SUMW)  # em_r, ed_r, ec_r, eda_r, eS_r
+        ff += M * E * TW + N * B * K + M * SUMW + mn * ACCW + (mn * (PTW - 1) if B > 1 else 0)
+        add += M * E * (K - 1) * TW + mn * (PTW + ACCW + TW) + M * SUMW + EL * (ACCW + 1)
+        mux += mn * TW * (E - 1) + mn * TW + N * (K - 1)
+        mult += EL * (ACCW * (MW + 1) + (B + 2) * SUMW)
+    elif c.design == "mixpe":
+        PRW = AW + B + 1
+        ff += mn * ACCW * 2 + N * (MW + SW) + M * SW
+        add += N * K * (B + 1) + mn * K * (B * PRW) + mn * K * ACCW
+        andg += mn * K * (B + 1) * PRW
+        mult += EL * ACCW * (MW + 1)
+    else:
+        WDW = B + MW + 1
+        ff += mn * PW * 2 + N * SW + M * SW
+        add += N * K * (B + 1) + mn * K * PW
+        mult += N * K * (B + 1) * (MW + 1) + mn * K * AW * WDW
+    return {"ff_bits": ff, "add_bits": add, "mult_bits2": mult, "mux_bits": mux, "and_bits": andg}
+
+
+FIT_TERMS = ("add_bits", "mult_bits2", "mux_bits", "and_bits")
+
+
+@lru_cache(maxsize=1)
+def fit_component_model() -> dict:
+    """Fit logic um^2 (45 nm) = sum_t coef_t * count_t over the reports (non-negative least squares);
+    flip-flop area = ff_bits x a DFF with enable. Returns coefficients and each report's relative error."""
+    reps = load_reports()
+    X, y, names = [], [], []
+    for r in reps:
+        cfg = gm.ArrayConfig.from_dict(r["config"])
+        cc = component_counts(cfg)
+        X.append([cc[t] for t in FIT_TERMS])
+        y.append(cells_area_um2(r["cells"])["logic_um2"])
+        names.append(r["path"])
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    coef = _nnls(X / y[:, None], np.ones(len(y)))  # relative-error weighting
+    ff_um2 = DFF + MUX2
+    errs = []
+    for r, xi, yi in zip(reps, X, y):
+        cfg = gm.ArrayConfig.from_dict(r["config"])
+        pred = float(xi @ coef) + component_counts(cfg)["ff_bits"] * ff_um2
+        true = cells_area_um2(r["cells"])["total_um2"]
+        errs.append({"report": r["path"], "design": r["design"], "bits": cfg.bits, "synth_um2": true, "model_um2": pred,
+                     "rel_err": pred / true - 1, "ff_bits_model": component_counts(cfg)["ff_bits"], "ff_bits_yosys": r["ff_bits"]})
+    return {"terms": FIT_TERMS, "coef_um2": dict(zip(FIT_TERMS, map(float, coef))), "ff_um2": ff_um2, "errors": errs,
+            "max_abs_rel_err": max(abs(e["rel_err"]) for e in errs) if errs else float("nan")}
+
+
+def _nnls(A: np.ndarray, b: np.ndarray, iters: int = 2000) -> np.ndarray:
+    """Small non-negative least squares (projected coordinate descent; no scipy dependency)."""
+    n = A.shape[1]
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1
+    As = A / scale
+    x = np.zeros(n)
+    AtA, Atb = As.T @ As, As.T @ b
+    for _ in range(iters):
+        for i in range(n):
+            if AtA[i, i] == 0:
+                continue
+            r = Atb[i] - AtA[i] @ x + AtA[i, i] * x[i]
+            x[i] = max(0.0, r / AtA[i, i])
+    return x / scale
+
+
+def array_area(cfg: gm.ArrayConfig, node: str = "28nm") -> dict:
+    """Area of the array `cfg` in um^2: from its synthesis report when one exists, else the fitted model.
+    Keys: logic_um2, ff_um2, total_um2, source ('yosys: <path>' or 'component model fit')."""
+    r = find_report(cfg)
+    if r is not None:
+        a = cells_area_um2(r["cells"], node)
+        a["source"] = f"yosys: {r['path']}"
+        a["transistors"] = r.get("transistors")
+        return a
+    fit = fit_component_model()
+    cc = component_counts(cfg)
+    s = node_area_scale(node)
+    logic = sum(fit["coef_um2"][t] * cc[t] for t in FIT_TERMS) * s
+    ff = cc["ff_bits"] * fit["ff_um2"] * s
+    return {"logic_um2": logic, "ff_um2": ff, "total_um2": logic + ff, "unknown": {}, "source": "component model fit"}
+
+
+def sram_area_um2(kib: float, node: str = "28nm") -> float:
+    cell = SRAM_CELL_UM2.get(node, SRAM_CELL_UM2["45nm"] * node_area_scale(node))
+    return kib * 1024 * 8 * cell / SRAM_ARRAY_EFFICIENCY
+
+
+def memory_area(mem, node: str = "28nm") -> dict:
+    parts = {
+        "weight_sram_um2": sram_area_um2(mem.weight_sram_kib, node),
+        "act_sram_um2": sram_area_um2(mem.act_sram_kib, node),
+        "out_sram_um2": sram_area_um2(mem.out_sram_kib, node),
+    }
+    parts["total_um2"] = sum(parts.values())
+    return parts
+
+
+def constants_table(node: str = "28nm") -> list[dict]:
+    rows = [{"name": f"{k} (NanGate45 X1)", "value": v, "unit": "um^2 @45nm", "source": "NanGate FreePDK45 Open Cell Library"}
+            for k, v in CELL_UM2_45.items() if v]
+    rows.append({"name": "flip-flop bit (DFF_X1)", "value": DFF, "unit": "um^2 @45nm", "source": "NanGate FreePDK45; +MUX2_X1 with enable, +AND2_X1 with sync reset"})
+    rows.append({"name": f"area factor 45nm -> {node}", "value": node_area_scale(node), "unit": "x", "source": "ideal (L/45)^2 scaling"})
+    for n, v in SRAM_CELL_UM2.items():
+        rows.append({"name": f"SRAM 6T bit cell {n}", "value": v, "unit": "um^2", "source": "Intel 45nm IEDM 2007" if n == "45nm" else "TSMC 28nm HD cell"})
+    rows.append({"name": "SRAM array efficiency", "value": SRAM_ARRAY_EFFICIENCY, "unit": "", "source": "assumed (CACTI-style macros: 50-80%)"})
+    return rows

@@ -1,0 +1,264 @@
+"""Latency and rooflines per layer, prefill and decode, for a model on an accelerator design (simulated by
+hwsim) and on CPUs/GPUs described by peak operations and memory bandwidth (LLM-Viewer style: every number
+traces to an input below).
+
+Layers: the quantized linears of a model (a compiled artifact's qlinear nodes, or the linears a preset /
+Hugging Face config would quantize; tests check the latter against compiler.frontend's graph). Bytes per
+layer count what a kernel must move: packed weight codes, per-group scales and zero points, activations
+in and outputs out. Formats:
+- CPU/GPU kernels: codes at b bits, scales fp16 (2 B), zero points at b bits per group; activations int8
+  (A8, plus one fp32 scale per row) or fp16 (A16); outputs fp16.
+- accelerators: the array's formats (hwsim.memory): codes b bits, zero b + dyadic mantissa 16 + shift 5
+  bits per group, activations AW bits (+ BFP exponent offsets for A16), outputs fp16.
+Attention score/context matmuls, norms and activations are not linears: they run on the host in the
+accelerator flow and are left out of these totals (the report says so); float (unquantized) linears such
+as a tied lm_head are listed separately.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compiler.errors import LowbitError
+
+
+@dataclass
+class Linear:
+    name: str  # role, e.g. "mlp.down_proj"
+    N: int
+    K: int
+    count: int  # how many layers of the model have this role and shape
+    bits: int
+    group: int
+    act: str
+    ternary: bool = False
+
+    @property
+    def params(self) -> int:
+        return self.N * self.K * self.count
+
+
+@dataclass
+class ModelLinears:
+    model: str
+    family: str
+    quant: str
+    linears: list[Linear]
+    float_linears: list[tuple[str, int, int]] = field(default_factory=list)  # (name, N, K) left on the host
+    source: str = ""
+
+
+def _spec(quant: str):
+    from compiler.quant.spec import parse_spec
+
+    spec = parse_spec(quant)
+    if spec is None:
+        raise LowbitError(f"quant '{quant}' is the float model; the report needs quantized linears", "give e.g. --quant w4g128a8")
+    return spec
+
+
+def linears_from_config(family: str, cfg: dict) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, int, int]]]:
+    """(role, N, K, count) of the linears compiler.frontend marks for quantization, and the float ones."""
+    h, inter, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    if family == "llama":
+        heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+        hd = cfg.get("head_dim") or h // heads
+        q = [
+            ("self_attn.q_proj", heads * hd, h, L),
+            ("self_attn.k_proj", kv * hd, h, L),
+            ("self_attn.v_proj", kv * hd, h, L),
+            ("self_attn.o_proj", h, heads * hd, L),
+            ("mlp.gate_proj", inter, h, L),
+            ("mlp.up_proj", inter, h, L),
+            ("mlp.down_proj", h, inter, L),
+        ]
+        return q, [("lm_head", cfg["vocab_size"], h)]
+    if family == "bert":
+        q = [
+            ("attention.self.query", h, h, L),
+            ("attention.self.key", h, h, L),
+            ("attention.self.value", h, h, L),
+            ("attention.output.dense", h, h, L),
+            ("intermediate.dense", inter, h, L),
+            ("output.dense", h, inter, L),
+        ]
+        return q, []
+    raise LowbitError(f"model family '{family}' has no linear-layer table", "use a llama or bert model")
+
+
+def _role(wname: str) -> str:
+    parts = wname.replace(".weight", "").replace(".qweight", "").split(".")
+    # drop the "model.layers.<i>." / "encoder.layer.<i>." prefix
+    for i, p in enumerate(parts):
+        if p.isdigit():
+            return ".".join(parts[i + 1 :])
+    return ".".join(parts)
+
+
+def model_linears(arg: str, quant: str = "w4g128a8") -> ModelLinears:
+    """The quantized linears of MODEL (a preset, a Hugging Face folder, all-minilm-l6-v2) or of a compiled
+    artifact OUT (its own quantization; `quant` is then ignored)."""
+    p = Path(arg)
+    if (p / "manifest.json").is_file():
+        return _artifact_linears(p)
+    from compiler.frontend import MINILM, minilm_dir
+    from compiler.frontend.presets import PRESETS
+
+    if p.is_dir() and (p / "config.json").is_file():
+        cfg = json.loads((p / "config.json").read_text())
+        name, source = p.resolve().name, f"Hugging Face config {p / 'config.json'}"
+    elif arg.lower() == MINILM:
+        cfg = json.loads((minilm_dir() / "config.json").read_text())
+        name, source = MINILM, "packaged all-MiniLM-L6-v2 config.json"
+    elif arg in PRESETS:
+        cfg = dict(PRESETS[arg].config)
+        name, source = arg, f"preset {arg} (compiler.frontend.presets)"
+    else:
+        raise LowbitError(
+            f"model '{arg}' is not a preset, a Hugging Face folder or a compiled artifact",
+            "run `lowbit models` for the presets, or pass an artifact folder from `lowbit compile`",
+        )
+    mt = str(cfg.get("model_type", "")).lower()
+    family = "llama" if mt == "llama" else "bert" if mt == "bert" else mt
+    spec = _spec(quant)
+    q, fl = linears_from_config(family, cfg)
+    if arg in PRESETS and PRESETS[arg].ternary:
+        from compiler.quant.spec import QuantSpec
+
+        spec = QuantSpec(bits=2, group_size=spec.group_size, act=spec.act, ternary=True)
+    lins = []
+    for role, n, k, cnt in q:
+        g = spec.group_for(k)
+        if k % g:
+            raise LowbitError(f"layer {role} has K={k}, not a multiple of group {g}", "choose a group size that divides K")
+        lins.append(Linear(role, n, k, cnt, spec.bits, g, spec.act, spec.ternary))
+    return ModelLinears(name, family, spec.name, lins, fl, source)
+
+
+def _artifact_linears(p: Path) -> ModelLinears:
+    mf = json.loads((p / "manifest.json").read_text())
+    g = mf.get("graph", {})
+    shapes = {c["name"]: c["shape"] for c in g.get("consts", [])}
+    agg: dict[tuple, Linear] = {}
+    floats = []
+    for nd in g.get("nodes", []):
+        if nd["op"] == "qlinear":
+            a = nd["attrs"]
+            role = _role(nd["inputs"][1])
+            key = (role, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")))
+            if key in agg:
+                agg[key].count += 1
+            else:
+                agg[key] = Linear(role, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")))
+        elif nd["op"] == "linear":
+            s = shapes.get(nd["inputs"][1], [0, 0])
+            floats.append((_role(nd["inputs"][1]), int(s[0]), int(s[1])))
+    if not agg:
+        raise LowbitError(f"artifact {p} has no quantized linear layers", "compile it with a quant spec, e.g. --quant w4g128a8")
+    q = mf.get("quant") or {}
+    return ModelLinears(mf.get("model", {}).get("name", p.name), mf.get("family", ""), q.get("name", "?"), list(agg.values()), floats, f"artifact {p}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Platforms
+
+
+@dataclass
+class Platform:
+    name: str
+    int8_ops: float  # peak int8 ops/s (2 per MAC)
+    fp16_ops: float  # peak fp16 ops/s
+    bandwidth: float  # bytes/s
+    source: str
+
+    def peak(self, act: str) -> float:
+        return self.int8_ops if act == "a8" else self.fp16_ops
+
+
+PLATFORMS = {
+    "h100-sxm": Platform("NVIDIA H100 SXM5", 1979e12, 989.4e12, 3.35e12,
+                         "NVIDIA H100 Tensor Core GPU datasheet: dense INT8 1,979 TOPS, FP16 989.4 TFLOPS (no sparsity), HBM3 3.35 TB/s"),
+    "h200": Platform("NVIDIA H200 SXM", 1979e12, 989.4e12, 4.8e12,
+                     "NVIDIA H200 datasheet: same Hopper tensor cores as H100 SXM, HBM3e 4.8 TB/s"),
+    "rtx4090": Platform("NVIDIA RTX 4090", 660.6e12, 165.2e12, 1.008e12,
+                        "NVIDIA Ada whitepaper: dense INT8 660.6 TOPS, FP16 (fp32 accumulate) 165.2 TFLOPS, GDDR6X 1,008 GB/s"),
+}
+
+_MEASURED: dict = {}
+
+
+def measure_this_cpu(seconds: float = 0.6) -> Platform:
+    """This machine, measured now: read bandwidth (numpy max over a 256 MiB float64 array, best of runs) and
+    peak arithmetic (numpy float32 matmul 1024^3, best of runs; used for both int8 and fp16 since no
+    low-bit CPU kernel beats BLAS fp32 here by a known factor). Cached for the process."""
+    if "cpu" in _MEASURED:
+        return _MEASURED["cpu"]
+    import os
+
+    a = np.ones(256 * 1024 * 1024 // 8, dtype=np.float64)
+    best_bw = 0.0
+    t_end = time.time() + seconds
+    while time.time() < t_end or best_bw == 0:
+        t0 = time.perf_counter()
+        a.max()
+        best_bw = max(best_bw, a.nbytes / (time.perf_counter() - t0))
+    del a
+    x = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    best_fl = 0.0
+    t_end = time.time() + seconds
+    while time.time() < t_end or best_fl == 0:
+        t0 = time.perf_counter()
+        x @ x
+        best_fl = max(best_fl, 2 * 1024**3 / (time.perf_counter() - t0))
+    th = os.environ.get("OMP_NUM_THREADS", "default")
+    p = Platform("this CPU (measured)", best_fl, best_fl, best_bw,
+                 f"measured on this machine: numpy max over 256 MiB (read bandwidth) and float32 1024^3 matmul (OMP_NUM_THREADS={th})")
+    _MEASURED["cpu"] = p
+    return p
+
+
+def platform(name: str) -> Platform:
+    if name == "this-cpu":
+        return measure_this_cpu()
+    if name not in PLATFORMS:
+        raise LowbitError(f"unknown platform '{name}'", f"use this-cpu or {', '.join(PLATFORMS)}")
+    return PLATFORMS[name]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-layer traffic and roofline
+
+
+def kernel_bytes(lin: Linear, M: int) -> dict:
+    """Bytes a CPU/GPU kernel moves for one layer at M rows (weights incl. scales and zero points)."""
+    ng = lin.K // lin.group
+    codes = lin.N * lin.K * lin.bits / 8
+    scales = lin.N * ng * 2
+    zeros = lin.N * ng * lin.bits / 8
+    acts = M * lin.K * (1 if lin.act == "a8" else 2) + (M * 4 if lin.act == "a8" else 0)
+    outs = M * lin.N * 2
+    return {"codes": codes, "scales": scales, "zeros": zeros, "acts": acts, "outs": outs,
+            "total": codes + scales + zeros + acts + outs}
+
+
+def roofline_time(lin: Linear, M: int, plat: Platform) -> dict:
+    ops = 2 * M * lin.N * lin.K
+    b = kernel_bytes(lin, M)
+    t_c = ops / plat.peak(lin.act)
+    t_m = b["total"] / plat.bandwidth
+    return {"ops": ops, "bytes": b["total"], "intensity": ops / b["total"], "t_compute_s": t_c, "t_memory_s": t_m,
+            "time_s": max(t_c, t_m), "bound": "compute" if t_c >= t_m else "memory",
+            "scale_zero_bytes": b["scales"] + b["zeros"]}
+
+
+def design_peak_ops(cfg, clock_ghz: float) -> float:
+    return 2 * cfg.macs_per_beat / cfg.cycles_per_beat * clock_ghz * 1e9
+
+
+def linear_dict(lin: Linear) -> dict:
+    return asdict(lin)
