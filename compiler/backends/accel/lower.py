@@ -138,8 +138,10 @@ def decode_tile(design: str, blob: np.ndarray, bits: int, n: int, kt: int, K: in
         planes = blob.reshape(nch, bits, per).transpose(1, 0, 2)
         beats = unpack(np.ascontiguousarray(planes), bits, "planes", w)
     else:
-        per = -(-w * sb // 8)
-        beats = unpack(blob.reshape(nch, per), sb, layout, w)
+        if layout == "planes":  # 1-bit codes: one plane
+            beats = unpack(blob.reshape(1, nch, -(-w // 8)), 1, "planes", w)
+        else:
+            beats = unpack(blob.reshape(nch, -(-w * sb // 8)), sb, layout, w)
     return codes_of_beats(beats, n, K)
 
 
