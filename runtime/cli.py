@@ -119,6 +119,7 @@ def run(artifact, backend, prompts, ids, tokens, compare, verbose):
         other = float_model(m.artifact) if compare == "float" else m
         other_backend = "ref" if compare == "float" else compare
         other.backend(other_backend)  # fail early on a bad name
+    m.backend(backend)  # fail early (one error line) on a backend this artifact was not built for
     q = m.artifact.quant
     con.print(f"model {m.name} [{m.family}], weights {q['name'] + ' ' + q['method'] if q else 'float'}, backend {backend}")
     if m.causal:

@@ -37,7 +37,7 @@ def check_spec(spec, targets: list[str], array=None):
     for t in targets:
         # the group of per-channel specs is the layer's K (checked per layer when lowering)
         attrs = {"bits": spec.bits, "group_size": spec.group_size or arr.get("K", DEFAULT_ARRAYS[t]["K"]), "act": spec.act, "ternary": spec.ternary}
-        layer_config(t, arr, attrs, f"(every layer, quant '{spec.name}')")
+        layer_config(t, arr, attrs, f"quant spec '{spec.name}'")
 
 
 def build_accel_target(graph, target: str, out_dir: Path, array=None) -> dict:

@@ -77,24 +77,25 @@ def parse_array(text: str | dict | None) -> dict:
     return out
 
 
-def layer_config(design: str, array: dict, attrs: dict, layer: str) -> ArrayConfig:
-    """The ArrayConfig of one qlinear on `design`; LowbitError naming the fix when the array cannot run it."""
+def layer_config(design: str, array: dict, attrs: dict, what: str) -> ArrayConfig:
+    """The ArrayConfig of one qlinear on `design`; LowbitError naming the fix when the array cannot run it.
+    what: the layer or spec named in the message ("layer l0.q", "quant spec 'w8g128'")."""
     bits, group, act, tern = int(attrs["bits"]), int(attrs["group_size"]), attrs["act"], bool(attrs.get("ternary"))
     if bits > 4:
         raise LowbitError(
-            f"layer {layer} has {bits}-bit weights; the {design} array takes 1..4-bit codes (W4/W3/W2/ternary)",
+            f"{what} has {bits}-bit weights; the {design} array takes 1..4-bit codes (W4/W3/W2/ternary)",
             f"compile with --quant w4g128 (or w3/w2/ternary), or use --target ref/tvm-cpu for W{bits}",
         )
     base = {**DEFAULT_ARRAYS[design], **{k: v for k, v in array.items() if k in ARRAY_KEYS}}
     if group % base["K"]:
         raise LowbitError(
-            f"layer {layer}: weight group {group} is not a multiple of the {design} array's K={base['K']} features per beat",
+            f"{what}: weight group {group} is not a multiple of the {design} array's K={base['K']} features per beat",
             f"choose --array K= dividing {group} (e.g. K=4) or a group size that is a multiple of {base['K']}",
         )
     try:
         return ArrayConfig(design=design, bits=bits, ternary=tern, act=act, group=group, **base)
     except ValueError as e:
-        raise LowbitError(f"layer {layer} does not fit the {design} array ({e})", "change --array (N a multiple of lanes, K >= 2 for lut-tc) or the quant spec") from None
+        raise LowbitError(f"{what} does not fit the {design} array ({e})", "change --array (N a multiple of lanes, K >= 2 for lut-tc) or the quant spec") from None
 
 
 def storage_bits(design: str, bits: int) -> tuple[int, str]:
@@ -179,7 +180,7 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
     qnodes = [i for i, nd in enumerate(graph.nodes) if nd.op == "qlinear"]
     if not qnodes:
         raise LowbitError(f"target {design} needs quantized weights, and this model has no quantized linear layer", "compile with --quant, e.g. --quant w4g128a8")
-    cfgs = {i: layer_config(design, array, graph.nodes[i].attrs, graph.nodes[i].outputs[0]) for i in qnodes}
+    cfgs = {i: layer_config(design, array, graph.nodes[i].attrs, f"layer {graph.nodes[i].outputs[0]}") for i in qnodes}
     base = cfgs[qnodes[0]]
     consumers: dict[str, list[int]] = {}
     for i in qnodes:
