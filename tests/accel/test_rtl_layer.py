@@ -1,0 +1,58 @@
+"""One compiled layer of a real model on each RTL design (Icarus, small arrays): equal to hwsim bit for bit
+and cycle for cycle. The rtl:<design> backend on a whole model is a slow test."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import runtime
+from compiler.compile import compile_model
+from runtime.backends.rtl import check_layer
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.skipif(not (shutil.which("iverilog") and shutil.which("vvp")), reason="Icarus Verilog is not installed")
+
+ARRAY = "M=2,N=16,K=4,lanes=8"
+
+
+@pytest.fixture(scope="module")
+def bert_small(tmp_path_factory):
+    """bert-tiny at W4 A8 and ternary A16 on small arrays (the RTL builds in seconds)."""
+    root = tmp_path_factory.mktemp("rtl")
+    compile_model("bert-tiny", root / "w4", "w4g128a8", targets="lut-tc,mixpe,mac", progress=False, array=ARRAY)
+    compile_model("bert-tiny", root / "t", "ternarya16", targets="lut-tc", progress=False, array=ARRAY)
+    return root
+
+
+@pytest.mark.parametrize("design, layer", [("lut-tc", "l0.q"), ("mixpe", "l1.ffn_out"), ("mac", "l0.attn_out")])
+def test_one_layer_rtl_equals_hwsim(bert_small, design, layer):
+    m = runtime.load(bert_small / "w4")
+    r = check_layer(m, layer, design, "icarus", rows=3)
+    assert r["rows"] == 3 and r["jobs"] == 2 * (r["n"] // 16)  # 2 row tiles of M=2 x the column tiles
+    assert r["bit_exact"] and r["mismatches"] == 0
+    assert r["rtl_cycles"] == r["hwsim_cycles"] > 0
+    assert r["hwsim_cycles_with_dram"] >= r["hwsim_cycles"]
+
+
+def test_sim_layer_command_ternary_a16(bert_small, capsys):
+    code, so, se = run_cli(["sim", bert_small / "t", "--layer", "l0.ffn_in", "--rows", "2"], capsys)
+    assert code == 0, so + se
+    assert "on lut-tc 2x16 K=4 (ternarya16 g128), 32 jobs, icarus" in so
+    assert "RTL == hwsim bit for bit (0 of 1024 outputs differ)" in so
+    m = re.search(r"cycles: RTL ([\d,]+), hwsim ([\d,]+) \(equal", so)
+    assert m and m.group(1) == m.group(2)
+
+
+@pytest.mark.slow
+def test_rtl_backend_runs_bert_tiny_whole(bert_small):
+    """Every qlinear of bert-tiny through the RTL (12 simulator runs): equal to hwsim bit for bit."""
+    m = runtime.load(bert_small / "w4")
+    ids = m.encode("Low-bit weights.")[:6]
+    got = m.embed(ids, "rtl:mixpe")
+    want = m.embed(ids, "hwsim:mixpe")
+    assert np.array_equal(got, want)
+    rec = m.backend("rtl:mixpe").executor.records
+    hw = [r for r in m.backend("hwsim:mixpe").records if r["kind"] == "layer"]
+    assert [r["cycles"] for r in rec] == [r["compute_cycles"] for r in hw]
