@@ -279,6 +279,147 @@ def show(artifact):
     con.print(str(a.graph))
 
 
+def _designs(text: str) -> list[str]:
+    from hwsim.golden import DESIGNS
+
+    ds = [d.strip() for d in text.split(",") if d.strip()]
+    bad = [d for d in ds if d not in DESIGNS]
+    if bad or not ds:
+        raise LowbitError(f"--designs '{text}' names unknown designs {bad or '(none)'}", f"use a comma-separated list of {', '.join(DESIGNS)}")
+    return ds
+
+
+def _memory(dram_gbps, clock_ghz):
+    from hwsim.memory import MemoryConfig
+
+    try:
+        return MemoryConfig(dram_gbps=dram_gbps, clock_ghz=clock_ghz)
+    except ValueError as e:
+        raise LowbitError(f"invalid memory parameters: {e}", "give positive --dram-gbps and --clock-ghz") from None
+
+
+def _progress_cb(prog, tasks: dict):
+    def cb(stage, done, total):
+        if stage not in tasks:
+            tasks[stage] = prog.add_task(stage, total=total)
+        prog.update(tasks[stage], completed=done, total=total)
+
+    return cb
+
+
+@cli.command()
+@click.argument("model")
+@click.option("-o", "--out", required=True, type=click.Path(), help="report folder to write (report.md, report.html, PNGs, CSV/JSON)")
+@click.option("--designs", default="lut-tc,mixpe,mac", show_default=True, help="comma-separated accelerator designs")
+@click.option("--quant", default="w4g128a8", show_default=True, help="weight/activation format for MODEL (an artifact keeps its own)")
+@click.option("--prefill", default=128, show_default=True, type=click.IntRange(1, 65536), help="prefill tokens (M of the prefill layers)")
+@click.option("--platforms", default="this-cpu,h100-sxm", show_default=True, help="CPU/GPU rooflines: this-cpu, h100-sxm, h200, rtx4090")
+@click.option("--node", default="28nm", show_default=True, type=click.Choice(["45nm", "28nm", "22nm", "16nm", "7nm"]))
+@click.option("--dram-gbps", default=64.0, show_default=True, type=float, help="accelerator DRAM bandwidth")
+@click.option("--clock-ghz", default=1.0, show_default=True, type=float, help="accelerator clock")
+@click.option("--no-sweep", is_flag=True, help="skip the design-space sweep (and its Pareto plot)")
+@click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="sweep worker processes [CPU count]")
+def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, clock_ghz, no_sweep, jobs):
+    """Cost-model report of MODEL (or a compiled artifact OUT) on the accelerator designs: Markdown, HTML, PNG plots, CSV/JSON."""
+    from rich.progress import Progress
+
+    from hwsim.report import build_report
+
+    ds = _designs(designs)
+    plats = tuple(p.strip() for p in platforms.split(",") if p.strip())
+    from hwsim.cost.roofline import PLATFORMS
+
+    for p in plats:
+        if p != "this-cpu" and p not in PLATFORMS:
+            raise LowbitError(f"unknown platform '{p}'", f"use this-cpu or {', '.join(PLATFORMS)}")
+    mem = _memory(dram_gbps, clock_ghz)
+    t0 = time.time()
+    with Progress(transient=True, console=_console()) as prog:
+        path = build_report(model, ds, out, quant=quant, prefill=prefill, memory=mem, node=node, platforms=plats,
+                            sweep=not no_sweep, jobs=jobs, progress=_progress_cb(prog, {}))
+    con = _console()
+    import json as _json
+
+    data = _json.loads((path / "report.json").read_text())
+    for d in ds:
+        x = data["designs"][d]
+        con.print(f"{d}: prefill {x['prefill_s'] * 1e3:.1f} ms, decode {x['decode_s'] * 1e3:.2f} ms/token, "
+                  f"{x['decode_uj_per_token'] / 1e3:.1f} mJ/token, array {x['area']['array_mm2']:.3f} mm^2 ({node})")
+    con.print(f"wrote {path / 'report.md'} and {path / 'report.html'} in {time.time() - t0:.1f} s")
+
+
+@cli.command()
+@click.argument("model", default="llama-1b")
+@click.option("-o", "--out", required=True, type=click.Path(), help="folder for sweep.csv and pareto.png")
+@click.option("--designs", default="lut-tc,mixpe,mac", show_default=True)
+@click.option("--shapes", default="2x64,4x64,2x128,8x32", show_default=True, help="array shapes MxN (K=4 per beat)")
+@click.option("--bits", default="2,4", show_default=True, help="weight bits")
+@click.option("--acts", default="a8,a16", show_default=True, help="activation modes")
+@click.option("--groups", default="64,128", show_default=True, help="group sizes")
+@click.option("--prefill", default=128, show_default=True, type=click.IntRange(1, 65536))
+@click.option("--node", default="28nm", show_default=True, type=click.Choice(["45nm", "28nm", "22nm", "16nm", "7nm"]))
+@click.option("--dram-gbps", default=64.0, show_default=True, type=float)
+@click.option("--clock-ghz", default=1.0, show_default=True, type=float)
+@click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="worker processes [CPU count]")
+def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_gbps, clock_ghz, jobs):
+    """Design-space sweep (array shape x weight bits x activation mode x group size) on MODEL's linears: CSV + Pareto plot."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from hwsim.cost.roofline import model_linears
+    from hwsim.report import plots
+    from hwsim.report.sweep import linears_as_dicts, run_sweep, write_csv
+
+    def ints(name, text):
+        try:
+            return [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise LowbitError(f"--{name} '{text}' is not a comma-separated list of integers", f"write e.g. --{name} 2,4") from None
+
+    grid = {"design": _designs(designs), "bits": ints("bits", bits), "group": ints("groups", groups),
+            "act": [a.strip() for a in acts.split(",") if a.strip()], "shape": [s.strip() for s in shapes.split(",") if s.strip()]}
+    for a in grid["act"]:
+        if a not in ("a8", "a16"):
+            raise LowbitError(f"--acts has unknown mode '{a}'", "use a8 and/or a16")
+    for s in grid["shape"]:
+        p = s.lower().split("x")
+        if len(p) != 2 or not all(x.isdigit() and int(x) > 0 for x in p):
+            raise LowbitError(f"--shapes item '{s}' is not MxN", "write e.g. --shapes 2x64,4x64")
+    mem = _memory(dram_gbps, clock_ghz)
+    ml = model_linears(model)
+    outp = Path(out)
+    if outp.exists() and (not outp.is_dir() or (any(outp.iterdir()) and not (outp / "sweep.csv").exists())):
+        raise LowbitError(f"output {outp} exists and is not a sweep folder", "choose a new -o folder or remove it")
+    t0 = time.time()
+    with Progress(transient=True, console=_console()) as prog:
+        cb = _progress_cb(prog, {})
+        rows = run_sweep(linears_as_dicts(ml), grid, prefill=prefill, memory=mem, node=node, jobs=jobs, progress=lambda d, t: cb("sweep", d, t))
+    tmp = outp.parent / f".{outp.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write_csv(rows, tmp / "sweep.csv")
+        good = [r for r in rows if "error" not in r]
+        if good:
+            plots.pareto(tmp / "pareto.png", rows, title=f"{ml.model} linears: array area vs prefill time (M={prefill})")
+        if outp.exists():
+            shutil.rmtree(outp)
+        tmp.rename(outp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    con = _console()
+    front = [r for r in good if r.get("pareto")]
+    con.print(f"{len(good)} configurations ({len(rows) - len(good)} invalid) in {time.time() - t0:.1f} s; Pareto front (area, prefill time):")
+    for r in front:
+        con.print(f"  {r['design']} {r['M']}x{r['N']} w{r['bits']}{r['act']} g{r['group']}: {r['area_mm2']:.3f} mm^2, "
+                  f"prefill {r['prefill_s'] * 1e3:.1f} ms, decode {r['decode_tokens_per_s']:.1f} tokens/s")
+    con.print(f"wrote {outp / 'sweep.csv'} and {outp / 'pareto.png'}")
+
+
 def main(argv=None):
     """Entry point: user errors -> one line on stderr, exit code 2."""
     try:
