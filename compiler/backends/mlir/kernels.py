@@ -45,6 +45,7 @@ class Builder:
         self.i64 = ir.IntegerType.get_signless(64)
         self.index = ir.IndexType.get()
         self.dims: dict[str, object] = {}
+        self.kind = "cpu"  # 'cpu': qlinear kernels carry llvm-cpu tile configurations; 'cuda': IREE picks
 
     # types and dims ---------------------------------------------------------------------------------------
     def elem(self, dtype: str):
@@ -119,7 +120,7 @@ class Builder:
         c = self.cf(value, elem) if isinstance(elem, (type(self.f32), type(self.f16), type(self.f64))) else self.ci(value, elem)
         return linalg.fill(c, outs=[self.empty(shape, elem)])
 
-    def generic(self, ins, outs, maps, iters, body):
+    def generic(self, ins, outs, maps, iters, body, attrs: dict | None = None):
         """linalg.generic; maps are affine map strings such as "(m, n, k) -> (m, k)", iters a string of
         'p'/'r'; body(*scalar block args) returns the yielded value(s). Returns the results."""
         from iree.compiler.dialects import linalg
@@ -132,6 +133,8 @@ class Builder:
             ir.ArrayAttr.get([ir.Attribute.parse(f"affine_map<{m}>") for m in maps]),
             ir.ArrayAttr.get([ir.Attribute.parse(f"#linalg.iterator_type<{ITER[c]}>") for c in iters]),
         )
+        for key, text in (attrs or {}).items():
+            op.operation.attributes[key] = ir.Attribute.parse(text)
         blk = op.regions[0].blocks.append(*[ir.RankedTensorType(v.type).element_type for v in [*ins, *outs]])
         with ir.InsertionPoint(blk):
             res = body(*blk.arguments)
@@ -198,6 +201,29 @@ class Builder:
         ir = self.ir
         i64 = ir.IntegerType.get_signless(64)
         return ir.ArrayAttr.get([ir.ArrayAttr.get([ir.IntegerAttr.get(i64, i) for i in g]) for g in groups])
+
+    def slice_last(self, x, shape, i: int):
+        """x[..., i] of x with the given shape: an extract_slice of size 1 on the last axis, collapsed."""
+        from iree.compiler.dialects import tensor
+
+        r = len(shape)
+        dyn = self.ir.ShapedType.get_dynamic_size()
+        elem = self.ir.RankedTensorType(x.type).element_type
+        sizes = [*shape[:-1], 1]
+        sl = tensor.ExtractSliceOp(
+            self.tensor_type(sizes, elem), x, [], [self.size(d) for d in sizes if not isinstance(d, int)], [], [0] * (r - 1) + [i], [d if isinstance(d, int) else dyn for d in sizes], [1] * r
+        ).result
+        return tensor.CollapseShapeOp(self.tensor_type(shape[:-1], elem), sl, self._reassoc([[k] for k in range(r - 2)] + [[r - 2, r - 1]])).result
+
+    def slice_first(self, x, shape, i: int):
+        """x[i] of a static-shaped x: an extract_slice of size 1 on the first axis, collapsed."""
+        from iree.compiler.dialects import tensor
+
+        r = len(shape)
+        elem = self.ir.RankedTensorType(x.type).element_type
+        sizes = [1, *shape[1:]]
+        sl = tensor.ExtractSliceOp(self.tensor_type(sizes, elem), x, [], [], [], [i] + [0] * (r - 1), sizes, [1] * r).result
+        return tensor.CollapseShapeOp(self.tensor_type(shape[1:], elem), sl, self._reassoc([[0, 1]] + [[k] for k in range(2, r)])).result
 
     def to_2d(self, x, shape):
         if len(shape) != 2:
@@ -504,8 +530,13 @@ def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
                 total = term if total is None else arith.addf(total, term)
         return arith.addi(o, total) if a8 else arith.addf(o, total)
 
-    xmaps = [f"(m, n, j, t) -> (m, j, t, {i})" for i in range(per)]
-    acc = B.generic([xv] * per + wins + [zeros], [acc0], xmaps + wmaps + ["(m, n, j, t) -> (n, j)", "(m, n, j, t) -> (m, n, j)"], "pppr", body)[0]
+    import os
+
+    if os.environ.get("LOWBIT_MLIR_QFORM", "inner") == "split":
+        xmaps = [f"(m, n, j, t) -> (m, j, t, {i})" for i in range(per)]
+        acc = B.generic([xv] * per + wins + [zeros], [acc0], xmaps + wmaps + ["(m, n, j, t) -> (n, j)", "(m, n, j, t) -> (m, n, j)"], "pppr", body)[0]
+    else:
+        acc = _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes)
 
     def dequant(av, s, o):
         af = arith.sitofp(B.f32, av) if a8 else av
@@ -532,3 +563,174 @@ def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
 
         y = B.elementwise(ins, (m, n), B.f32, epi, maps)
     return y, f"groupsum-{'i32' if a8 else 'f32'}"
+
+
+def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes):
+    """Group sums with the code within the byte as the innermost loop: dims (m, n, j, t, i), t the byte in
+    the group and i the code in the byte, so activations x[m, j, t, i] are read contiguously along K and each
+    byte is broadcast over its codes; the shift is bits * i (linalg.index)."""
+    from iree.compiler.dialects import arith
+
+    a8 = a["act"] == "a8"
+    bits = a["bits"]
+    mask = (1 << bits) - 1
+    if planes == 1:
+        wmaps = ["(m, n, j, t, i) -> (n, j, t)"]
+    else:
+        wmaps = [f"(m, n, j, t, i) -> ({p}, n, j, t)" for p in range(planes)]
+
+    def body(x, *rest):
+        ws, z, o = rest[:-2], rest[-2], rest[-1]
+        i = arith.index_cast(B.i32, B.index_in_region(4))
+        if planes == 1:
+            w = arith.extui(B.i32, ws[0])
+            code = w if per == 1 else arith.andi(arith.shrui(w, arith.muli(i, B.ci(bits))), B.ci(mask))
+        else:
+            code = None
+            for p, wb in enumerate(ws):
+                bit = arith.andi(arith.shrui(arith.extui(B.i32, wb), i), B.ci(1))
+                bit = arith.shli(bit, B.ci(p)) if p else bit
+                code = bit if code is None else arith.ori(code, bit)
+        wz = arith.subi(code, arith.extui(B.i32, z))
+        if a8:
+            return arith.addi(o, arith.muli(arith.extsi(B.i32, x), wz))
+        return arith.addf(o, arith.mulf(x, arith.sitofp(B.f32, wz)))
+
+    maps = ["(m, n, j, t, i) -> (m, j, t, i)", *wmaps, "(m, n, j, t, i) -> (n, j)", "(m, n, j, t, i) -> (m, n, j)"]
+    return B.generic([xv, *wins, zeros], [acc0], maps, "ppprr", body)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# blocked qlinear: L output rows interleaved byte by byte, so one vector holds the same byte of L rows
+
+
+def relayout_blocked(packed, scales, zeros, attrs, lanes: int):
+    """Stored layout -> blocked: codes [N, KB] -> [N/L, J, C, L] (planes [P, N, K/8] -> [P, N/L, J, C, L]),
+    scales/zeros [N, J] -> [N/L, J, L]; C bytes per group, L = lanes rows."""
+    n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
+    per, planes = code_layout(attrs)
+    j, c = k // g, g // per
+    if attrs["layout"] == "planes":
+        w = packed.reshape(planes, n // lanes, lanes, j, c).transpose(0, 1, 3, 4, 2)
+    else:
+        w = packed.reshape(n // lanes, lanes, j, c).transpose(0, 2, 3, 1)
+    sz = [a.reshape(n // lanes, lanes, j).transpose(0, 2, 1) for a in (scales, zeros)]
+    return np.ascontiguousarray(w), np.ascontiguousarray(sz[0]), np.ascontiguousarray(sz[1])
+
+
+def blocked_shapes(attrs, lanes: int):
+    n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
+    per, planes = code_layout(attrs)
+    j, c = k // g, g // per
+    w = (planes, n // lanes, j, c, lanes) if attrs["layout"] == "planes" else (n // lanes, j, c, lanes)
+    return w, (n // lanes, j, lanes), (n // lanes, j, lanes)
+
+
+def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: int):
+    """qlinear on blocked weights (relayout_blocked): group sums acc[m, nb, j, l] over the C bytes of group j
+    for L rows at once (dims (m, nb, j, c, l) = parallel, parallel, parallel, reduction, parallel: the row
+    lane l is the vector dimension, each activation a broadcast scalar), then y[m, nb, l] = sum_j
+    s[nb, j, l] acc[m, nb, j, l]: the contract's order with no horizontal reductions."""
+    from iree.compiler.dialects import arith
+
+    bits, g, n, k = a["bits"], a["group_size"], a["n"], a["k"]
+    a8 = a["act"] == "a8"
+    per, planes = code_layout(a)
+    j, c = k // g, g // per
+    nb = n // lanes
+    x, sa = xin
+    xv = B.reshape(x, (m, k), (m, j, c, per))
+    if a["layout"] == "planes":
+        wmaps = [f"(m, b, j, c, l) -> ({p}, b, j, c, l)" for p in range(planes)]
+        wins = [packed] * planes
+    else:
+        wmaps = ["(m, b, j, c, l) -> (b, j, c, l)"]
+        wins = [packed]
+    acc_t = B.i32 if a8 else B.f32
+    acc0 = B.fill(0, (m, nb, j, lanes), acc_t) if a8 else B.fill(0.0, (m, nb, j, lanes), acc_t)
+    mask = (1 << bits) - 1
+    # dims (m, b, j, l, c): IREE moves reductions innermost anyway; written in that order the tile
+    # configuration below refers to the same loops in the dispatch. Every code of byte c is unpacked in
+    # the region, so activation i of the byte comes from its own slice x[:, :, :, i] (a projected-
+    # permutation map; a constant index in a map would stop vectorization).
+    xs = [B.slice_last(xv, (m, j, c, per), i) for i in range(per)]
+    if a["layout"] == "planes":
+        wmaps = [f"(m, b, j, l, c) -> ({p}, b, j, c, l)" for p in range(planes)]
+        wins = [B.slice_first(packed, (planes, nb, j, c, lanes), p) for p in range(planes)]
+        wmaps = ["(m, b, j, l, c) -> (b, j, c, l)"] * planes
+    else:
+        wmaps = ["(m, b, j, l, c) -> (b, j, c, l)"]
+        wins = [packed]
+
+    def body(*args):
+        xa = args[:per]
+        ws = args[per : per + len(wins)]
+        z, o = args[-2], args[-1]
+        zi = arith.extui(B.i32, z)
+        wi = [arith.extui(B.i32, w) for w in ws]
+        total = None
+        for i in range(per):
+            if planes == 1:
+                code = wi[0] if per == 1 else (arith.andi(wi[0], B.ci(mask)) if i == 0 else arith.andi(arith.shrui(wi[0], B.ci(bits * i)), B.ci(mask)))
+            else:
+                code = None
+                for p in range(planes):
+                    bit = arith.andi(arith.shrui(wi[p], B.ci(i)), B.ci(1)) if i else arith.andi(wi[p], B.ci(1))
+                    bit = arith.shli(bit, B.ci(p)) if p else bit
+                    code = bit if code is None else arith.ori(code, bit)
+            w = arith.subi(code, zi)
+            if a8:
+                term = arith.muli(arith.extsi(B.i32, xa[i]), w)
+                total = term if total is None else arith.addi(total, term)
+            else:
+                term = arith.mulf(xa[i], arith.sitofp(B.f32, w))
+                total = term if total is None else arith.addf(total, term)
+        return arith.addi(o, total) if a8 else arith.addf(o, total)
+
+    xmaps = ["(m, b, j, l, c) -> (m, j, c)"] * per
+    maps = [*xmaps, *wmaps, "(m, b, j, l, c) -> (b, j, l)", "(m, b, j, l, c) -> (m, b, j, l)"]
+    rb = max(1, min(nb, ROWS_PER_WORKGROUP // lanes))
+    acc = B.generic([*xs, *wins, zeros], [acc0], maps, "ppppr", body, _cpu_tiles(B, [1, rb, 0, 0, 0], [1, 1, 1, lanes, 0], [0, 0, 0, 0, 1]))[0]
+
+    def dequant(av, s, o):
+        af = arith.sitofp(B.f32, av) if a8 else av
+        return arith.addf(o, arith.mulf(af, s))
+
+    y0 = B.fill(0.0, (m, nb, lanes), B.f32)
+    y = B.generic([acc, scales], [y0], ["(m, b, l, j) -> (m, b, j, l)", "(m, b, l, j) -> (b, j, l)", "(m, b, l, j) -> (m, b, l)"], "pppr", dequant, _cpu_tiles(B, [1, rb, 0, 0], [1, 1, lanes, 0], [0, 0, 0, 1]))[0]
+    y = B.reshape(y, (m, nb, lanes), (m, n))
+    if sa is not None or bias is not None:
+        ins, maps = [y], ["(m, n) -> (m, n)"]
+        if sa is not None:
+            ins.append(sa)
+            maps.append("(m, n) -> (m)")
+        if bias is not None:
+            ins.append(bias)
+            maps.append("(m, n) -> (n)")
+
+        def epi(v, *rest):
+            rest = list(rest)
+            if sa is not None:
+                v = arith.mulf(v, rest.pop(0))
+            if bias is not None:
+                v = arith.addf(v, rest.pop(0))
+            return v
+
+        y = B.elementwise(ins, (m, n), B.f32, epi, maps)
+    return y, f"blocked{lanes}-{'i32' if a8 else 'f32'}"
+
+
+ROWS_PER_WORKGROUP = 256  # output rows per IREE workgroup (the unit of multi-threading)
+
+
+def _cpu_tiles(B: Builder, distribution, parallel, reduction) -> dict | None:
+    """compilation_info for llvm-cpu: workgroup tiles, vector tiles of the parallel dims, and of the
+    reduction dims (1 = scalar loops around the vector of rows), with IREE's DoubleTilingExpert pipeline."""
+    if B.kind != "cpu":
+        return None
+    cfg = f"distribution = {distribution}, vector_common_parallel = {parallel}, vector_reduction = {reduction}"
+    return {
+        "compilation_info": "#iree_codegen.compilation_info<lowering_config = #iree_cpu.lowering_config<"
+        + cfg
+        + ">, translation_info = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>>>"
+    }
