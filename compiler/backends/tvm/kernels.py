@@ -25,6 +25,7 @@ from typing import Callable
 from tvm import te, tirx
 
 from compiler.backends.tvm import kernels_cpu as KC
+from compiler.backends.tvm import kernels_lut as KL
 from compiler.backends.tvm.epilogue import scale_and_bias
 
 # ----------------------------------------------------------------------------------------------------------
@@ -289,6 +290,14 @@ VNNI_CPU = QLinearKernel(
     about="A8: weights [N/16, K/(4*8/b), 64] (16 rows x 4 k per 32-bit lane group), vpdpbusd int8 x code dot "
     "products into exact int32 group sums, one scale per group, parallel over 16-row blocks",
 )
+LUT_CPU = QLinearKernel(
+    "lut-cpu",
+    KL.lut_te,
+    KL.schedule_lut,
+    KL.relayout_lut,
+    about="bit-plane weights [N/64, K/g, g/8, 2, ceil(b/2), 64] index per-row tables of 16 sums of 4 activations (vpshufb on "
+    "low/high table bytes, vpmaddubsw adds plane pairs); exact int32 group sums (A16 through 13-bit activations)",
+)
 DEQUANT_CPU = QLinearKernel("dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)")
 DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register")
 DEQUANT_CUDA_WARP = QLinearKernel("dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction")
@@ -306,6 +315,11 @@ class Rule:
 # The fast CPU kernels (kernels_cpu.py) re-lay out weights at compile time (tvm-cpu/params.safetensors). They
 # are on by default; LOWBIT_TVM_FAST_CPU=0 at compile time keeps every CPU layer on the fallback (to compare).
 FAST_CPU_RULES: list[Rule] = [
+    Rule(
+        lambda s: s.target == "cpu" and s.act == "a16" and s.n % KL.BLOCK == 0 and s.k % s.group == 0 and KL.lut_ok(s.bits, s.group),
+        LUT_CPU,
+        "A16 W4/W3/W2/ternary on AVX-512BW hosts: table lookups beat dequantization (compute-bound on code->float)",
+    ),
     Rule(
         lambda s: s.target == "cpu" and s.act == "a8" and s.n % KC.VNNI_ROWS == 0 and s.k % s.group == 0 and KC.vnni_ok(s.bits, s.group),
         VNNI_CPU,
@@ -339,7 +353,9 @@ def choose_qlinear_kernel(
 ) -> tuple[QLinearKernel, QLinearShape]:
     """The first rule whose condition holds for this layer gives its kernel (and the shape it was asked for)."""
     shape = QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary)
+    # LOWBIT_TVM_DISABLE_KERNELS=lut-cpu,vnni-cpu skips kernels by name (benchmarks compare kernels this way)
+    disabled = {v.strip() for v in os.environ.get("LOWBIT_TVM_DISABLE_KERNELS", "").split(",") if v.strip()}
     for r in RULES:
-        if r.when(shape):
+        if r.kernel.name not in disabled and r.when(shape):
             return r.kernel, shape
     raise KeyError(f"no qlinear kernel for {shape}")
