@@ -147,7 +147,7 @@ def _print_accel_summary(con, name, s, verbose):
     con.print(
         f"{name} ({shape}): {s['calls']} layer runs, {s['cycles']:,} cycles ({s['stall_cycles']:,} DRAM stall), "
         f"{energy}, {s['macs']:,} MACs, utilization {s['utilization']:.1%}"
-        + (f", {s['tables']} table precomputes" if s.get("tables") else "")
+        + (f", {s['tables']} table precomputes ({s['table_builds_fused']:,} tables; the array's input table unit builds {s['table_builds_array']:,})" if s.get("tables") else "")
     )
 
 

@@ -65,6 +65,7 @@ class HwsimExecutor(ProgramExecutor):
                 "utilization": float(run.utilization),
                 "energy_pj": None if energy is None else float(energy["total"]),
                 "energy_parts_pj": None if energy is None else {k: float(v) for k, v in energy.items() if k != "total"},
+                "table_builds": int(run.activity.get("table_builds", 0)),  # lut-tc: tables the array builds (per job)
                 "model": model,
             }
         )
@@ -96,6 +97,10 @@ def summarize(records: list[dict]) -> dict:
         "energy_pj": None if not energies or any(e is None for e in energies) else float(sum(energies)),
         "utilization": (sum(p["utilization"] * p["cycles"] for p in per.values()) / cyc) if cyc else 0.0,
         "tables": sum(1 for r in records if r.get("kind") == "table"),
+        # lut-tc: tables built by the fused precompute (once per activation tensor) vs by the array itself,
+        # whose table unit sits at its input and rebuilds each beat's tables in every job (column tile)
+        "table_builds_fused": sum(r.get("builds", 0) for r in records if r.get("kind") == "table"),
+        "table_builds_array": sum(r.get("table_builds", 0) for r in layers),
         "model": layers[0]["model"] if layers else "",
     }
 

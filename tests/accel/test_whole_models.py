@@ -65,6 +65,10 @@ def test_hwsim_equals_integer_reference_bit_for_bit(compiled, design):
         if r["kind"] == "layer":
             assert abs(sum(r["energy_parts_pj"].values()) - r["energy_pj"]) <= 1e-6 * r["energy_pj"]
     assert (s["tables"] > 0) == (design == "lut-tc")
+    if design == "lut-tc":  # the fused precompute builds each tensor's tables once; the array, per job
+        assert s["table_builds_fused"] == sum(r["builds"] for r in b.records if r["kind"] == "table") > 0
+        assert all(r["builds"] == r["rows"] * m.graph.types[r["node"]].shape[-1] // 4 for r in b.records if r["kind"] == "table")
+        assert s["table_builds_array"] > s["table_builds_fused"]
 
 
 def test_reference_layer_equals_golden_on_the_quantized_weights(compiled):

@@ -114,7 +114,8 @@ class ProgramExecutor:
             elif c.op == "PRECOMPUTE_TABLE":
                 act = acts[c.node]
                 act.tables = golden.lut_tables(act.a, c.args["K"])
-                self.records.append({"kind": "table", "node": c.node, "rows": int(act.a.shape[0]), "entries": int(act.tables.size)})
+                # builds = tables made (one per row and K-chunk), once for all consumers of the tensor
+                self.records.append({"kind": "table", "node": c.node, "rows": int(act.a.shape[0]), "builds": int(act.tables.shape[0] * act.tables.shape[1]), "entries": int(act.tables.size)})
             elif c.op == "LAYER":
                 plan = self.prog.layers[c.node]
                 body = self._layer_cmds[c.node]
