@@ -103,3 +103,20 @@ def test_reference_layer_equals_golden_on_the_quantized_weights(compiled):
         assert np.array_equal(golden.tile_y(whole, t.a, t.codes, t.zeros, t.mant, t.d, t.da), y)
         checked += 1
     assert checked == 3
+
+
+@pytest.mark.parametrize("quant", ["w4pc", "w2g32a8", "w3g64a16-asym", "ternarya8"])
+def test_other_specs_hwsim_equals_reference(tmp_path, quant):
+    """Per-channel groups (one group = the layer's K), W2/W3, zero points, ternary, A8 and A16."""
+    compile_model("bert-tiny", tmp_path / "m", quant, targets=",".join(DESIGNS), progress=False)
+    m = runtime.load(tmp_path / "m")
+    f = _feeds(m, 6)
+    ref = Interpreter(m.graph).run(f)["embedding"]
+    for design in DESIGNS:
+        prog, tensors = load_program(m.artifact, design)
+        want = ProgramExecutor(m.graph, prog, tensors).run(f)["embedding"]
+        got = m.run(f, f"hwsim:{design}")["embedding"]
+        assert np.array_equal(got, want), design
+        assert cosine(got, ref) > 0.9999
+    if quant == "w4pc":
+        assert prog.layers["l0.ffn_out"].cfg["group"] == 512 and prog.layers["l0.q"].cfg["group"] == 128
