@@ -21,6 +21,8 @@ def test_compile_then_run_hwsim_compare_ref(tmp_path, capsys):
     code, so, se = run_cli(["compile", "llama-tiny", "-o", out, "--quant", "w4g128a8", "--target", "lut-tc,mixpe"], capsys)
     assert code == 0, se
     assert (out / "lut-tc" / "program.json").is_file() and (out / "mixpe" / "weights.safetensors").is_file()
+    v = out / "mixpe" / "rtl" / "mixpe_w4a8g128_m4n64k4.v"  # the array the program runs on
+    assert v.is_file() and "module mixpe_w4a8g128_m4n64k4" in v.read_text()
     code, so, se = run_cli(["run", out, "--backend", "hwsim:lut-tc", "--compare", "ref", "--tokens", "3", "--verbose"], capsys)
     assert code == 0, se
     cos = float(re.search(r"cosine similarity \(logits\)\s*\S\s*([0-9.]+)", so).group(1))

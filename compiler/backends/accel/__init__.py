@@ -7,12 +7,14 @@ Files (README.md describes the command stream and the weight layouts):
 - reference.py  the accelerator integer reference: executes a program with hwsim.golden.tile_y tile by
                 tile (host ops in numpy through compiler.reference); the hwsim and rtl runtimes subclass it
 
-Target folder <artifact>/<design>/: program.json and weights.safetensors (re-laid-out codes, zero points,
-dyadic mantissas and shifts, channel exponents). Runtime side: runtime/backends/hwsim.py, runtime/backends/rtl.py.
+Target folder <artifact>/<design>/: program.json, weights.safetensors (re-laid-out codes, zero points,
+dyadic mantissas and shifts, channel exponents) and rtl/<module>.v (the generated array of every distinct
+layer configuration, from rtl/gen). Runtime side: runtime/backends/hwsim.py, runtime/backends/rtl.py.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -51,8 +53,15 @@ def build_accel_target(graph, target: str, out_dir: Path, array=None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     prog.save(out_dir)
     save_file(tensors, str(out_dir / WEIGHTS))
+    from hwsim.golden import ArrayConfig
+    from rtl.gen.common import write_verilog
+
+    # the hardware the program runs on: one generated array per distinct layer configuration
+    cfgs = {json.dumps(p.cfg, sort_keys=True): p.array for p in prog.layers.values()}
+    verilog = [f"{target}/rtl/{write_verilog(ArrayConfig.from_dict(c.to_dict()), out_dir / 'rtl').name}" for c in cfgs.values()]
     return {
         "program": f"{target}/{PROGRAM}",
+        "verilog": verilog,
         "array": prog.array,
         "memory": prog.memory,
         "stats": prog.stats,
