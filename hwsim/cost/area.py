@@ -209,6 +209,31 @@ def _nnls(A: np.ndarray, b: np.ndarray, iters: int = 2000) -> np.ndarray:
     return x / scale
 
 
+HOLDOUT_DIR = Path(__file__).resolve().parent / "holdout"
+
+
+def model_area_um2(cfg: gm.ArrayConfig, node: str = "45nm") -> float:
+    """The fitted component model's area for `cfg` (even where a synthesis report exists)."""
+    fit = fit_component_model()
+    cc = component_counts(cfg)
+    return (sum(fit["coef_um2"][t] * cc[t] for t in FIT_TERMS) + cc["ff_bits"] * fit["ff_um2"]) * node_area_scale(node)
+
+
+@lru_cache(maxsize=1)
+def holdout_errors() -> tuple:
+    """The component model against yosys reports it was NOT fitted on (hwsim/cost/holdout/*.json: small
+    arrays of other shapes, A16, other group sizes, synthesized with rtl.synth for this check)."""
+    out = []
+    for p in sorted(HOLDOUT_DIR.glob("*.json")):
+        r = json.loads(p.read_text())
+        cfg = gm.ArrayConfig.from_dict(r["config"])
+        true = cells_area_um2(r["cells"])["total_um2"]
+        pred = model_area_um2(cfg)
+        out.append({"report": p.name, "design": cfg.design, "config": cfg.name, "synth_um2": true, "model_um2": pred,
+                    "rel_err": pred / true - 1, "ff_bits_model": component_counts(cfg)["ff_bits"], "ff_bits_yosys": r["ff_bits"]})
+    return tuple(out)
+
+
 def array_area(cfg: gm.ArrayConfig, node: str = "28nm") -> dict:
     """Area of the array `cfg` in um^2: from its synthesis report when one exists, else the fitted model.
     Keys: logic_um2, ff_um2, total_um2, source ('yosys: <path>' or 'component model fit')."""

@@ -343,6 +343,7 @@ def build_report(model: str, designs: list[str], out: str | Path, quant: str = "
     paper = paper_comparison(model, prefill, mem, node)
     data["paper"] = paper
     data["area_fit"] = area_mod.fit_component_model()
+    data["area_holdout"] = list(area_mod.holdout_errors())
     rows = []
     if sweep:
         ml = rl.model_linears(model, quant)
@@ -468,6 +469,13 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
           f"report use a component model fitted on the {len(fit['errors'])} reports (max relative error {fit['max_abs_rel_err'] * 100:.1f}%; "
           f"flip-flop bits counted from the RTL structure agree with yosys within "
           f"{max(abs(e['ff_bits_model'] - e['ff_bits_yosys']) for e in fit['errors'])} bits).")
+    ho = area_mod.holdout_errors()
+    if ho:
+        doc.p(f"Component model against {len(ho)} held-out yosys reports (other shapes, A16, other groups; not used in the fit): "
+              f"max relative error {max(abs(e['rel_err']) for e in ho) * 100:.1f}%. The model extrapolates beyond these for the "
+              "largest sweep shapes.")
+        doc.table(["held-out config", "yosys um^2 (45nm)", "model um^2", "error", "flip-flop bits model / yosys"],
+                  [[e["config"], e["synth_um2"], e["model_um2"], f"{e['rel_err'] * 100:+.1f}%", f"{e['ff_bits_model']} / {e['ff_bits_yosys']}"] for e in ho])
     doc.table(["area constant", "value", "unit", "source"], [[r["name"], r["value"], r["unit"], r["source"]] for r in area_mod.constants_table(node)])
     doc.table(["energy constant", "value at 45 nm", "unit", "source"], [[r["name"], r["value_45nm"], r["unit"], r["source"]] for r in energy_mod.constants_table(node)])
     ed = []

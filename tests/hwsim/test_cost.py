@@ -162,3 +162,11 @@ def test_this_cpu_is_measured():
     p = roofline.measure_this_cpu(0.05)
     assert p.bandwidth > 1e8 and p.int8_ops > 1e8
     assert "measured" in p.source and roofline.platform("this-cpu") is p
+
+
+def test_component_model_on_held_out_reports():
+    ho = area.holdout_errors()
+    assert len(ho) >= 4 and {e["design"] for e in ho} == set(gm.DESIGNS)
+    for e in ho:
+        assert abs(e["rel_err"]) < 0.06, e
+        assert abs(e["ff_bits_model"] - e["ff_bits_yosys"]) <= 32
