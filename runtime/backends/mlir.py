@@ -2,8 +2,9 @@
 artifact.
 
 Nothing is recompiled: <artifact>/<target>/model.vmfb is loaded into an iree.runtime context, the weights
-come from the artifact's weights.safetensors and are copied to the device once, when the backend is made
-(mlir.json gives the order of inputs and parameters and the outputs). Threads: IREE's local-task driver
+come from the artifact's weights.safetensors (and <target>/params.safetensors for the qlinear weights the
+compiler re-laid out) and are copied to the device once, when the backend is made (mlir.json gives the
+order of inputs and parameters and the outputs). Threads: IREE's local-task driver
 uses every core; set LOWBIT_MLIR_THREADS=N to cap it (the flag is process-wide and read once).
 """
 
@@ -55,7 +56,7 @@ class _MLIRBackend(Backend):
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise LowbitError(f"{info_file} is not valid JSON", hint) from None
         g = model.graph
-        if info.get("target") != self.name or info.get("inputs") != list(g.inputs) or info.get("outputs") != list(g.outputs) or any(p not in g.consts for p in info.get("params", [])):
+        if info.get("target") != self.name or info.get("inputs") != list(g.inputs) or info.get("outputs") != list(g.outputs) or not isinstance(info.get("params"), list):
             raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its graph", hint)
         vmfb = folder / "model.vmfb"
         if not vmfb.is_file():
@@ -67,7 +68,20 @@ class _MLIRBackend(Backend):
         self.ctx = rt.SystemContext(config=self.config)
         self.ctx.add_vm_module(rt.VmModule.copy_buffer(self.ctx.instance, vmfb.read_bytes()))
         self.main = self.ctx.modules[info.get("module", "lowbit")][info.get("function", "main")]
-        self.params = [rt.asdevicearray(self.config.device, np.ascontiguousarray(g.consts[p])) for p in info["params"]]
+        relayout = {}
+        if any(p.get("source") == "relayout" for p in info["params"]):
+            from safetensors import SafetensorError
+            from safetensors.numpy import load_file
+
+            try:
+                relayout = load_file(str(folder / "params.safetensors"))
+            except (SafetensorError, OSError) as e:
+                raise LowbitError(f"the re-laid-out weights of {art.path}/{self.name} are unreadable ({e})", hint) from None
+        arrays = {"weights": g.consts, "relayout": relayout}
+        missing = [p["key"] for p in info["params"] if p["key"] not in arrays.get(p.get("source"), {})]
+        if missing:
+            raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its weights (missing {missing[:3]})", hint)
+        self.params = [rt.asdevicearray(self.config.device, np.ascontiguousarray(arrays[p["source"]][p["key"]])) for p in info["params"]]
         from compiler.ir import DTYPES
 
         self.input_dtypes = {k: DTYPES[t.dtype] for k, t in g.inputs.items()}

@@ -4,6 +4,8 @@ Target folder (artifact/<target>/):
 - `model.vmfb`   the IREE VM flatbuffer (host code + kernels); weights are not in it
 - `mlir.json`    how to call it: function, input order, parameter order (graph constants), outputs, the
                  IREE target and flags it was built with, kernel forms per qlinear, timings
+- `params.safetensors`  the weights re-laid out for the blocked qlinear kernels (mlir.json's params with
+                 source "relayout"; the others come from the artifact's weights.safetensors)
 - `model.mlir`   the module as lowered from the graph (always written; it is small)
 - `stages/`      with --dump-mlir: IREE's own phases (input, abi, preprocessing, global-optimization,
                  dispatch-creation, flow, stream, executable-sources, executable-configurations,
@@ -24,6 +26,7 @@ MLIR_TARGETS = ("mlir-cpu", "mlir-cuda")
 VMFB = "model.vmfb"
 INFO = "mlir.json"
 SOURCE = "model.mlir"
+PARAMS = "params.safetensors"
 STAGES = "stages"
 CUDA_ARCH = "sm_80"  # what mlir-cuda builds for, unless LOWBIT_MLIR_CUDA_ARCH names another
 # IREE 3.13's cuda backend knows sm_75..sm_89 and sm_120; sm_90/sm_90a/sm_100 fail with "missing GPU target".
@@ -95,6 +98,12 @@ def build_target(graph: Graph, target: str, out_dir: Path, dump_mlir: bool = Fal
     vmfb = compile_asm(asm, target, out_dir / STAGES if dump_mlir else None, cuda_arch)
     t2 = time.perf_counter()
     (out_dir / VMFB).write_bytes(vmfb)
+    if lowered.relayout:
+        from safetensors.numpy import save_file
+
+        import numpy as np
+
+        save_file({k: np.ascontiguousarray(v) for k, v in lowered.relayout.items()}, str(out_dir / PARAMS))
     backends, flags = iree_flags(target, cuda_arch)
     info = {
         "target": target,

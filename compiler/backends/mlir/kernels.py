@@ -627,10 +627,14 @@ def blocked_shapes(attrs, lanes: int):
 
 
 def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: int):
-    """qlinear on blocked weights (relayout_blocked): group sums acc[m, nb, j, l] over the C bytes of group j
-    for L rows at once (dims (m, nb, j, c, l) = parallel, parallel, parallel, reduction, parallel: the row
-    lane l is the vector dimension, each activation a broadcast scalar), then y[m, nb, l] = sum_j
-    s[nb, j, l] acc[m, nb, j, l]: the contract's order with no horizontal reductions."""
+    """qlinear on blocked weights (relayout_blocked, codes [Nb, J, C, L], scales/zeros [Nb, J, L]).
+
+    Group sums acc[m, b, j, l] = sum over the C bytes c of group j of every code of byte (b, j, c, l) times
+    its activation, for L rows at once: dims (m, b, j, l, c) = (parallel x4, reduction), the row lane l is
+    the vector dimension and each activation a broadcast scalar, so no horizontal reductions are needed.
+    Then y[m, b, l] = sum_j s[b, j, l] acc[m, b, j, l] (the contract's order), * sa[m] (A8), + bias.
+    Unit dims (J = 1 per-channel, Nb = 1) are dropped from the ops, so that the explicit tile configuration
+    matches the loops IREE sees."""
     from iree.compiler.dialects import arith
 
     bits, g, n, k = a["bits"], a["group_size"], a["n"], a["k"]
@@ -639,28 +643,27 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
     j, c = k // g, g // per
     nb = n // lanes
     x, sa = xin
-    xv = B.reshape(x, (m, k), (m, j, c, per))
+    size = {"m": m, "b": nb, "j": j, "l": lanes, "c": c}
+    keep = [d for d in ("m", "b", "j", "l", "c") if not (d in ("b", "j") and size[d] == 1)]
+
+    def shape_of(names):
+        return tuple(size[d] for d in names if d in keep)
+
+    def amap(dims, names):
+        return f"({', '.join(dims)}) -> ({', '.join(d for d in names if d in keep)})"
+
+    xv = B.reshape(x, (m, k), (*shape_of("mjc"), per))
+    xs = [B.slice_last(xv, (*shape_of("mjc"), per), i) for i in range(per)]
+    wfull = (nb, j, c, lanes)
     if a["layout"] == "planes":
-        wmaps = [f"(m, b, j, c, l) -> ({p}, b, j, c, l)" for p in range(planes)]
-        wins = [packed] * planes
+        wins = [B.reshape(B.slice_first(packed, (planes, *wfull), p), wfull, shape_of("bjcl")) for p in range(planes)]
     else:
-        wmaps = ["(m, b, j, c, l) -> (b, j, c, l)"]
-        wins = [packed]
+        wins = [B.reshape(packed, wfull, shape_of("bjcl"))]
+    zs = B.reshape(zeros, (nb, j, lanes), shape_of("bjl"))
+    ss = B.reshape(scales, (nb, j, lanes), shape_of("bjl"))
     acc_t = B.i32 if a8 else B.f32
-    acc0 = B.fill(0, (m, nb, j, lanes), acc_t) if a8 else B.fill(0.0, (m, nb, j, lanes), acc_t)
+    acc0 = B.fill(0, shape_of("mbjl"), acc_t) if a8 else B.fill(0.0, shape_of("mbjl"), acc_t)
     mask = (1 << bits) - 1
-    # dims (m, b, j, l, c): IREE moves reductions innermost anyway; written in that order the tile
-    # configuration below refers to the same loops in the dispatch. Every code of byte c is unpacked in
-    # the region, so activation i of the byte comes from its own slice x[:, :, :, i] (a projected-
-    # permutation map; a constant index in a map would stop vectorization).
-    xs = [B.slice_last(xv, (m, j, c, per), i) for i in range(per)]
-    if a["layout"] == "planes":
-        wmaps = [f"(m, b, j, l, c) -> ({p}, b, j, c, l)" for p in range(planes)]
-        wins = [B.slice_first(packed, (planes, nb, j, c, lanes), p) for p in range(planes)]
-        wmaps = ["(m, b, j, l, c) -> (b, j, c, l)"] * planes
-    else:
-        wmaps = ["(m, b, j, l, c) -> (b, j, c, l)"]
-        wins = [packed]
 
     def body(*args):
         xa = args[:per]
@@ -687,18 +690,29 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
                 total = term if total is None else arith.addf(total, term)
         return arith.addi(o, total) if a8 else arith.addf(o, total)
 
-    xmaps = ["(m, b, j, l, c) -> (m, j, c)"] * per
-    maps = [*xmaps, *wmaps, "(m, b, j, l, c) -> (b, j, l)", "(m, b, j, l, c) -> (m, b, j, l)"]
+    dims = keep  # (m, b?, j?, l, c)
+    maps = [amap(dims, "mjc")] * per + [amap(dims, "bjcl")] * len(wins) + [amap(dims, "bjl"), amap(dims, "mbjl")]
+    iters = "p" * (len(dims) - 1) + "r"
     rb = max(1, min(nb, ROWS_PER_WORKGROUP // lanes))
-    acc = B.generic([*xs, *wins, zeros], [acc0], maps, "ppppr", body, _cpu_tiles(B, [1, rb, 0, 0, 0], [1, 1, 1, lanes, 0], [0, 0, 0, 0, 1]))[0]
+    tiles = {"m": (1, 1, 0), "b": (rb, 1, 0), "j": (0, 1, 0), "l": (0, lanes, 0), "c": (0, 0, 1)}
+    cfg = [[tiles[d][t] for d in dims] for t in range(3)]
+    acc = B.generic([*xs, *wins, zs], [acc0], maps, iters, body, _cpu_tiles(B, *cfg))[0]
 
     def dequant(av, s, o):
         af = arith.sitofp(B.f32, av) if a8 else av
         return arith.addf(o, arith.mulf(af, s))
 
-    y0 = B.fill(0.0, (m, nb, lanes), B.f32)
-    y = B.generic([acc, scales], [y0], ["(m, b, l, j) -> (m, b, j, l)", "(m, b, l, j) -> (b, j, l)", "(m, b, l, j) -> (m, b, l)"], "pppr", dequant, _cpu_tiles(B, [1, rb, 0, 0], [1, 1, lanes, 0], [0, 0, 0, 1]))[0]
-    y = B.reshape(y, (m, nb, lanes), (m, n))
+    if j > 1:
+        ddims = [d for d in ("m", "b", "l", "j") if d in keep]
+        y0 = B.fill(0.0, shape_of("mbl"), B.f32)
+        dcfg = [[tiles[d][t] if d != "j" else (0, 0, 1)[t] for d in ddims] for t in range(3)]
+        y = B.generic([acc, ss], [y0], [amap(ddims, "mbjl"), amap(ddims, "bjl"), amap(ddims, "mbl")], "p" * (len(ddims) - 1) + "r", dequant, _cpu_tiles(B, *dcfg))[0]
+    else:
+        r = len(shape_of("mbl"))
+        d = [f"d{i}" for i in range(r)]
+        smap = f"({', '.join(d)}) -> ({', '.join(d[1:])})"
+        y = B.elementwise([acc, ss], shape_of("mbl"), B.f32, lambda av, s: arith.mulf(arith.sitofp(B.f32, av) if a8 else av, s), [B._ident(r), smap])
+    y = B.reshape(y, shape_of("mbl"), (m, n))
     if sa is not None or bias is not None:
         ins, maps = [y], ["(m, n) -> (m, n)"]
         if sa is not None:

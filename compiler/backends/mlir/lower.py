@@ -5,16 +5,18 @@ The module holds one function, `@main(*graph inputs, *params) -> (*graph outputs
 dynamic (`?`): "S" and "P" are read from the inputs that carry them (tensor.dim) and "P+S" is their sum,
 so one compiled module serves prefill (S = prompt length), decode (S = 1) and every KV-cache length P.
 Weights are parameters, never constants baked into the module: `LoweredModule.params` lists them in call
-order (all are graph constants, stored in the artifact's weights.safetensors).
+order with where each comes from: a graph constant (the artifact's weights.safetensors) or a re-laid-out
+copy made at compile time (`relayout`, stored in the target folder's params.safetensors).
 
-qlinear follows compiler/reference.py's contract (see kernels.py): codes are unpacked from the stored bytes
+qlinear follows compiler/reference.py's contract (see kernels.py): codes are unpacked from the bytes
 inside one linalg.generic that also computes the per-group sums (exact int32 for A8, fp32 of fp16 values
-for A16); a second generic applies the group scales to the finished group sums.
+for A16); a second generic applies the group scales to the finished group sums. Where N is a multiple of
+the lane count (LANES), weights are re-laid out "blocked" (L rows interleaved byte by byte) and the kernel
+vectorizes over rows; otherwise it reads the stored layout (the "groupsum" form, slower).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +32,10 @@ class LoweredModule:
     module: object  # iree.compiler.ir.Module (keeps its Context alive)
     context: object
     inputs: list[str]  # graph input names, in call order
-    params: list[str]  # graph constant names, in call order after the inputs
+    params: list[dict]  # [{"key": array name, "source": "weights" | "relayout"}], in call order after the inputs
     outputs: list[str]
     kernels: dict[str, str] = field(default_factory=dict)  # qlinear weight name -> kernel form
+    relayout: dict[str, np.ndarray] = field(default_factory=dict)  # arrays the target folder must store
 
     @property
     def asm(self) -> str:
@@ -48,6 +51,8 @@ class _Lowerer:
         self.kernels: dict[str, str] = {}
         self.a8_cache: dict[str, tuple] = {}
         self.a16_cache: dict[str, object] = {}
+        self.relayout: dict[str, np.ndarray] = {}
+        self.blocked: dict[str, tuple[int, list[str]]] = {}  # qlinear output -> (lanes, relaid keys)
 
     def value(self, name: str):
         return self.env[name]
@@ -61,15 +66,28 @@ class _Lowerer:
         with ctx, ir.Location.unknown():
             module = ir.Module.create()
             module.operation.attributes["sym_name"] = ir.StringAttr.get("lowbit")
-            used = []
+            arrays: dict[str, np.ndarray] = {}
+            params: list[dict] = []
             for n in g.nodes:
-                for i in n.inputs:
-                    if i in g.consts and i not in used:
-                        used.append(i)
-            self.params = used
+                lanes = _blocked_lanes(n) if n.op == "qlinear" else 0
+                if lanes:
+                    new = K.relayout_blocked(*(g.consts[c] for c in n.inputs[1:4]), n.attrs, lanes)
+                    keys = [f"{c}@blocked{lanes}" for c in n.inputs[1:4]]
+                    for key, arr in zip(keys, new):
+                        self.relayout[key] = arrays[key] = arr
+                        params.append({"key": key, "source": "relayout"})
+                    self.blocked[n.outputs[0]] = (lanes, keys)
+                rest = n.inputs[4:] if lanes else n.inputs
+                for i in rest:
+                    if i in g.consts and i not in arrays:
+                        arrays[i] = g.consts[i]
+                        params.append({"key": i, "source": "weights"})
+            self.params = params
+            used = [p["key"] for p in params]
             B = Builder()
+            B.kind = self.kind
             in_types = [B.tensor_type(t.shape, t.dtype) for t in g.inputs.values()]
-            in_types += [B.tensor_type(g.types[c].shape, g.types[c].dtype) for c in used]
+            in_types += [B.tensor_type(arrays[c].shape, _dtype(arrays[c])) for c in used]
             out_types = [B.tensor_type(g.types[o].shape, g.types[o].dtype) for o in g.outputs]
             with ir.InsertionPoint(module.body):
                 fn = func.FuncOp("main", (in_types, out_types))
@@ -79,7 +97,7 @@ class _Lowerer:
                     names = list(g.inputs) + used
                     for name, arg in zip(names, entry.arguments):
                         self.env[name] = arg
-                    B.bind_dims({n: (self.env[n], g.types[n].shape) for n in names})
+                    B.bind_dims({n: (self.env[n], g.types[n].shape) for n in g.inputs})
                     self.B = B
                     for node in g.nodes:
                         outs = CONVERTERS[node.op](self, node)
@@ -88,7 +106,7 @@ class _Lowerer:
                     func.ReturnOp([self.env[o] for o in g.outputs])
             if not module.operation.verify():
                 raise RuntimeError("the lowered MLIR module does not verify")
-        return LoweredModule(module, ctx, list(g.inputs), used, list(g.outputs), self.kernels)
+        return LoweredModule(module, ctx, list(g.inputs), self.params, list(g.outputs), self.kernels, self.relayout)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -145,9 +163,13 @@ def _qlinear(L, n):
         if src not in L.a16_cache:
             L.a16_cache[src] = B.round_f16(x2, (lead, a["k"]))
         xin = (L.a16_cache[src], None)
-    packed, scales, zeros = (L.value(c) for c in n.inputs[1:4])
     bias = L.value(n.inputs[4]) if len(n.inputs) == 5 else None
-    y, form = K.qlinear(B, xin, lead, packed, scales, zeros, bias, a)
+    if n.outputs[0] in L.blocked:
+        lanes, keys = L.blocked[n.outputs[0]]
+        y, form = K.qlinear_blocked(B, xin, lead, *(L.value(c) for c in keys), bias, a, lanes)
+    else:
+        packed, scales, zeros = (L.value(c) for c in n.inputs[1:4])
+        y, form = K.qlinear(B, xin, lead, packed, scales, zeros, bias, a)
     L.kernels[n.inputs[1]] = form
     return [B.from_2d(y, _shape(L, n.outputs[0]))]
 
@@ -232,6 +254,22 @@ def _l2norm(L, n):
     return [L.B.l2norm(_ins(L, n)[0], _shape(L, n.inputs[0]), float(n.attrs["eps"]))]
 
 
+LANES = 32  # rows per vector in the blocked qlinear (2 AVX-512 registers of fp32 / int32)
+
+
+def _blocked_lanes(n: Node) -> int:
+    a = n.attrs
+    per = 8 if a["layout"] == "planes" else 8 // a["bits"]
+    ok = a["n"] % LANES == 0 and a["group_size"] % per == 0 and a["k"] % a["group_size"] == 0
+    return LANES if ok else 0
+
+
+def _dtype(arr: np.ndarray) -> str:
+    from compiler.ir import dtype_of
+
+    return dtype_of(arr)
+
+
 def lower_graph(graph: Graph, kind: str = "cpu") -> LoweredModule:
     """Lower `graph` to a verified MLIR module (kind 'cpu' or 'cuda': the same linalg serves both)."""
     missing = sorted({n.op for n in graph.nodes} - set(CONVERTERS))
@@ -239,5 +277,3 @@ def lower_graph(graph: Graph, kind: str = "cpu") -> LoweredModule:
         raise NotImplementedError(f"MLIR backend has no converter for ops {missing}")
     return _Lowerer(graph, kind).lower()
 
-
-_ = (math, np)
