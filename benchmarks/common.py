@@ -44,7 +44,7 @@ def print_table(title: str, header: list[str], rows: list[list], save: str | Non
     t = Table(*header, title=title)
     for r in rows:
         t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in r])
-    Console(width=max(120, Console().width), soft_wrap=True).print(t)
+    Console(width=max(200, Console().width), soft_wrap=True).print(t)
     if save:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         Path(save).write_text(json.dumps({"title": title, "header": header, "rows": rows, "machine": machine()}, indent=1, default=str))

@@ -107,61 +107,102 @@ def worker(args) -> list[dict]:
     from tvm.runtime.vm import VirtualMachine
 
     from compiler.backends.tvm.build import build_target, host_cpu
-    from safetensors.numpy import load_file
-
-    from compiler.quant.pack import unpack
 
     llc = llc_bytes()
     bw = bandwidth_gbs(tvm, 4 * llc, args.repeat)
     rows = []
+    mlir = _mlir_gemv() if args.mlir else None
     for shape in args.shapes.split(","):
         n, k = (int(v) for v in shape.lower().split("x"))
         for spec_text in args.specs.split(","):
             for act in args.acts.split(","):
                 full = spec_text + ("a8" if act == "a8" else "")
                 g, qw = one_layer_graph(n, k, full)
-                with tempfile.TemporaryDirectory() as tmp:
-                    folder = Path(tmp) / "t"
-                    summary = build_target(g, "tvm-cpu", folder)
-                    info = json.loads((folder / "tvm.json").read_text())
-                    vm = VirtualMachine(tvm.runtime.load_module(str(folder / "model.so")), tvm.cpu(0))
-                    relaid = load_file(str(folder / "params.safetensors")) if (folder / "params.safetensors").is_file() else {}
-                main = vm["main"]
-                consts = g.consts
-                arrays = [(consts if p["source"] == "weights" else relaid)[p["key"]] for p in info["params"]]
-                weight_bytes = sum(a.nbytes for a in arrays)  # what the kernel reads: codes, scales, zero points
-                copies = max(2, -(-4 * llc // weight_bytes))
-                params = [[tvm.runtime.tensor(a.copy()) for a in arrays] for _ in range(copies)]
                 x_np = np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)
-                x = tvm.runtime.tensor(x_np)
-                main(x, *params[0])
-
-                def timed(fn, calls):
-                    t = time.perf_counter()
-                    for i in range(calls):
-                        fn(i % copies)
-                    return (time.perf_counter() - t) / calls
-
-                ours = min(timed(lambda i: main(x, *params[i]), copies) for _ in range(max(1, args.repeat // copies + 1)))
-                # numpy: dequantize then matmul, over copies of the codes (uint8, unpacked), scales and zeros
-                codes = [unpack(consts["w.qweight"], qw.bits, info_layout(g), k).copy() for _ in range(min(copies, 4))]
-                z = np.repeat(qw.zeros.astype(np.float32), qw.group_size, axis=1)
-                s = np.repeat(qw.scales, qw.group_size, axis=1)
-
-                def numpy_call(i):
-                    w = (codes[i % len(codes)].astype(np.float32) - z) * s
-                    return x_np @ w.T
-
-                base = min(timed(numpy_call, len(codes)) for _ in range(2))
+                kernel, ours, weight_bytes = time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, args.repeat)
+                # the dequantize-in-register kernel on the same layer, where the rule table chose a LUT kernel
+                deq = time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, args.repeat, disable="lut-cpu") if kernel == "lut-cpu" else None
+                base = time_numpy(g, qw, x_np, k, llc)
                 gbs = weight_bytes / ours / 1e9
-                kernels = summary.get("kernels", {})
-                rows.append(
-                    dict(shape=f"{n}x{k}", spec=full, threads=args.threads, kernel=",".join(sorted({str(v) for v in kernels.values()})) if isinstance(kernels, dict) else str(kernels),
-                         ours_ms=ours * 1e3, numpy_ms=base * 1e3, speedup=base / ours, weight_mb=weight_bytes / 1e6, eff_gbs=gbs, machine_gbs=bw,
-                         bw_ratio=gbs / bw, host=host_cpu()[0])
-                )
+                row = dict(shape=f"{n}x{k}", spec=full, threads=args.threads, kernel=kernel, ours_ms=ours * 1e3, numpy_ms=base * 1e3, speedup=base / ours,
+                           weight_mb=weight_bytes / 1e6, eff_gbs=gbs, machine_gbs=bw, bw_ratio=gbs / bw, host=host_cpu()[0],
+                           dequant_kernel=deq[0] if deq else "", dequant_ms=deq[1] * 1e3 if deq else float("nan"))
+                if mlir is not None:
+                    try:
+                        gm = mlir(n, k, full, threads=int(args.threads))
+                        row["mlir_ms"] = gm.time_ms(repeat=args.repeat)
+                    except Exception as e:  # noqa: BLE001 - the table says which shapes the MLIR path could not build
+                        row["mlir_ms"] = float("nan")
+                        print(f"mlir {n}x{k} {full}: {e}", file=sys.stderr)
+                rows.append(row)
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, repeat, disable=""):  # noqa: N803
+    """(kernel name, seconds per call, bytes of weights read per call) for the graph on tvm-cpu, weights
+    rotated over copies >= 4x LLC; `disable` names kernels the rule table must skip."""
+    from safetensors.numpy import load_file
+
+    old = os.environ.get("LOWBIT_TVM_DISABLE_KERNELS")
+    os.environ["LOWBIT_TVM_DISABLE_KERNELS"] = disable
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "t"
+            summary = build_target(g, "tvm-cpu", folder)
+            info = json.loads((folder / "tvm.json").read_text())
+            vm = VirtualMachine(tvm.runtime.load_module(str(folder / "model.so")), tvm.cpu(0))
+            relaid = load_file(str(folder / "params.safetensors")) if (folder / "params.safetensors").is_file() else {}
+    finally:
+        if old is None:
+            os.environ.pop("LOWBIT_TVM_DISABLE_KERNELS", None)
+        else:
+            os.environ["LOWBIT_TVM_DISABLE_KERNELS"] = old
+    main = vm["main"]
+    arrays = [(g.consts if p["source"] == "weights" else relaid)[p["key"]] for p in info["params"]]
+    weight_bytes = sum(a.nbytes for a in arrays)  # what the kernel reads: codes, scales, zero points
+    copies = max(2, -(-4 * llc // weight_bytes))
+    params = [[tvm.runtime.tensor(a.copy()) for a in arrays] for _ in range(copies)]
+    x = tvm.runtime.tensor(x_np)
+    main(x, *params[0])
+    best = min(_timed(lambda i: main(x, *params[i]), copies) for _ in range(max(2, repeat // copies + 1)))
+    kernels = summary.get("kernels", {})
+    name = ",".join(sorted({str(v) for v in kernels.values()})) if isinstance(kernels, dict) else str(kernels)
+    return name, best, weight_bytes
+
+
+def time_numpy(g, qw, x_np, k, llc):
+    """numpy: dequantize then matmul, over copies of the codes (uint8, unpacked), scales and zeros."""
+    from compiler.quant.pack import unpack
+
+    copies = max(2, min(4, -(-4 * llc // (qw.codes.size))))
+    codes = [unpack(g.consts["w.qweight"], qw.bits, info_layout(g), k).copy() for _ in range(copies)]
+    z = np.repeat(qw.zeros.astype(np.float32), qw.group_size, axis=1)
+    s = np.repeat(qw.scales, qw.group_size, axis=1)
+
+    def numpy_call(i):
+        w = (codes[i % len(codes)].astype(np.float32) - z) * s
+        return x_np @ w.T
+
+    return min(_timed(numpy_call, len(codes)) for _ in range(2))
+
+
+def _timed(fn, calls):
+    t = time.perf_counter()
+    for i in range(calls):
+        fn(i)
+    return (time.perf_counter() - t) / calls
+
+
+def _mlir_gemv():
+    """compiler.backends.mlir.gemv.build_gemv when IREE is installed, else None (no MLIR column)."""
+    try:
+        from compiler.backends.mlir.gemv import build_gemv
+
+        import iree.compiler  # noqa: F401
+    except ImportError:
+        return None
+    return build_gemv
 
 
 def info_layout(g) -> str:
@@ -176,6 +217,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-mlir", dest="mlir", action="store_false", help="leave out the MLIR (IREE) column")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -186,16 +228,24 @@ def main():
     rows = []
     for t in args.threads.split(","):
         env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t)
-        cmd = [sys.executable, __file__, "--worker", "--threads", t, "--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)]
+        cmd = [sys.executable, __file__, "--worker", "--threads", t, "--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)] + ([] if args.mlir else ["--no-mlir"])
         out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
         rows += json.loads(out.strip().splitlines()[-1])
-    table = [
-        [r["shape"], r["spec"], r["threads"], f"{r['ours_ms']:.3f}", f"{r['numpy_ms']:.3f}", f"{r['speedup']:.2f}", f"{r['eff_gbs']:.2f}", f"{r['machine_gbs']:.2f}", f"{r['bw_ratio']:.2f}"]
-        for r in rows
-    ]
+    has_mlir = any("mlir_ms" in r for r in rows)
+    table = []
+    for r in rows:
+        line = [r["shape"], r["spec"], r["threads"], r["kernel"], f"{r['ours_ms']:.3f}"]
+        line += [f"{r['dequant_ms']:.3f}" if r["dequant_kernel"] else "", f"{r['dequant_ms'] / r['ours_ms']:.2f}" if r["dequant_kernel"] else ""]
+        line += [f"{r['numpy_ms']:.3f}", f"{r['speedup']:.1f}", f"{r['eff_gbs']:.2f}", f"{r['machine_gbs']:.2f}", f"{r['bw_ratio']:.2f}"]
+        if has_mlir:
+            line += [f"{r.get('mlir_ms', float('nan')):.3f}", f"{r.get('mlir_ms', float('nan')) / r['ours_ms']:.2f}"]
+        table.append(line)
+    header = ["N x K", "quant", "thr", "kernel", "ours ms", "dequant ms", "dequant/ours", "numpy ms", "numpy/ours", "ours GB/s", "machine GB/s", "ours/machine"]
+    header += ["mlir ms", "mlir/ours"] if has_mlir else []
     print_table(
-        f"GEMV M=1, weights out of cache (working set >= 4x LLC {llc_bytes() >> 20} MiB); {machine()}",
-        ["N x K", "quant", "threads", "ours ms", "numpy ms", "numpy/ours", "ours GB/s", "machine GB/s", "ours/machine"],
+        f"GEMV M=1, weights out of cache (working set >= 4x LLC {llc_bytes() >> 20} MiB); 'dequant' = the dequantize-in-register "
+        f"kernel (blocked-cpu) on the same layer where ours is the LUT kernel; {machine()}",
+        header,
         table,
         args.json,
     )

@@ -48,9 +48,9 @@ A16_MAX = 8191  # 13-bit activation mantissas: a table entry (sum of 4) stays be
 
 
 def lut_ok(bits: int, group: int) -> bool:
-    """Bit widths and group sizes the LUT kernel takes: chunks of 4 in pairs, so g % 8 == 0."""
+    """Bit widths and group sizes the LUT kernel takes: chunk pairs of 8 features, activations in vectors of 16."""
     # (int32 group sums: |acc| <= g * 8191 * 15 must stay below 2^31)
-    return bits in (2, 3, 4) and group % 8 == 0 and group * A16_MAX * 15 < 2**31 and host_has_avx512bw()
+    return bits in (2, 3, 4) and group % 16 == 0 and group * A16_MAX * 15 < 2**31 and host_has_avx512bw()
 
 
 _BW: list[bool] = []
@@ -183,21 +183,30 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
         tl = T.alloc_buffer((M, NC, 16), "uint8")  # 16 entries per chunk: 32 KiB per row for both halves at K = 4096
         th = T.alloc_buffer((M, NC, 16), "int8")
         for m in T.parallel(M):
+            vx = T.alloc_buffer((16,), "float32", scope="local")  # 16-lane partial max / sum (then 16 scalar steps)
+            vs = T.alloc_buffer((16,), "int32", scope="local")
             for j in range(NJ):
                 if a8:
                     asc[m, j] = T.float32(1)
-                    for r in range(G):
-                        a[m, j * G + r] = x[m, j * G + r]
+                    for r in range(G // 16):
+                        a[m, T.Ramp(j * G + r * 16, 1, 16)] = x[m, T.Ramp(j * G + r * 16, 1, 16)]
                 else:
+                    vx[T.Ramp(0, 1, 16)] = T.Broadcast(T.float32(0), 16)
+                    for r in range(G // 16):
+                        vx[T.Ramp(0, 1, 16)] = T.max(vx[T.Ramp(0, 1, 16)], T.fabs(T.Cast("float32x16", T.Cast("float16x16", x[m, T.Ramp(j * G + r * 16, 1, 16)]))))
                     asc[m, j] = T.float32(0)
-                    for r in range(G):
-                        asc[m, j] = T.max(asc[m, j], T.fabs(T.Cast("float32", T.Cast("float16", x[m, j * G + r]))))
-                    for r in range(G):
-                        a[m, j * G + r] = T.Cast("int32", T.nearbyint(T.Cast("float32", T.Cast("float16", x[m, j * G + r])) * T.if_then_else(asc[m, j] > T.float32(0), T.float32(A16_MAX) / asc[m, j], T.float32(1))))
+                    for e in range(16):
+                        asc[m, j] = T.max(asc[m, j], vx[e])
+                    inv = T.if_then_else(asc[m, j] > T.float32(0), T.float32(A16_MAX) / asc[m, j], T.float32(1))
+                    for r in range(G // 16):
+                        a[m, T.Ramp(j * G + r * 16, 1, 16)] = T.Cast("int32x16", T.nearbyint(T.Cast("float32x16", T.Cast("float16x16", x[m, T.Ramp(j * G + r * 16, 1, 16)])) * T.Broadcast(inv, 16)))
                     asc[m, j] = T.if_then_else(asc[m, j] > T.float32(0), asc[m, j] / T.float32(A16_MAX), T.float32(1))
+                vs[T.Ramp(0, 1, 16)] = T.Broadcast(0, 16)
+                for r in range(G // 16):
+                    vs[T.Ramp(0, 1, 16)] = vs[T.Ramp(0, 1, 16)] + a[m, T.Ramp(j * G + r * 16, 1, 16)]
                 asum[m, j] = 0
-                for r in range(G):
-                    asum[m, j] = asum[m, j] + a[m, j * G + r]
+                for e in range(16):
+                    asum[m, j] = asum[m, j] + vs[e]
             for c in range(NC):
                 tv = (
                     T.Broadcast(a[m, 4 * c], 16) * (T.Ramp(0, 1, 16) & 1)
