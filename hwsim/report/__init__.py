@@ -404,9 +404,16 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
         for d in designs + plat_names:
             series[ph][d] = [next(l["time_us"] for l in layers if l["design"] == d and l["layer"] == n and l["phase"] == ph) for n in lin_names]
     plots.layer_time(root / "layer_time.png", lin_names, series)
-    area = {d: {"logic": D[d]["area"]["logic_mm2"], "flip-flops": D[d]["area"]["ff_mm2"], "SRAM": D[d]["area"]["sram_mm2"]} for d in designs}
-    energy = {d: {k: v for k, v in D[d]["energy_uj"]["decode"].items() if k != "total"} for d in designs}
-    plots.area_energy(root / "area_energy.png", area, energy, f"energy per decoded token, linears ({node})")
+    area = {d: {"logic": D[d]["area"]["logic_mm2"], "flip-flops": D[d]["area"]["ff_mm2"]} for d in designs}
+    dp = {d: {k: D[d]["energy_uj"]["prefill"][k] * 1e6 / D[d]["prefill_macs"] for k in DATAPATH_PARTS} for d in designs}
+    tok = {d: {"datapath": sum(D[d]["energy_uj"]["decode"][k] for k in DATAPATH_PARTS) / 1e3,
+               "SRAM": sum(D[d]["energy_uj"]["decode"][k] for k in ("sram_weight", "sram_act", "sram_out")) / 1e3,
+               "DRAM": D[d]["energy_uj"]["decode"]["dram"] / 1e3} for d in designs}
+    plots.stacked_panels(root / "area_energy.png", [
+        (f"array area ({node}; SRAM {D[designs[0]]['area']['sram_mm2']:.2f} mm^2 more, same for all)", "mm^2", area),
+        (f"datapath energy per MAC, prefill M={data['prefill']} ({node})", "pJ / MAC", dp),
+        ("energy per decoded token (linears)", "mJ", tok),
+    ])
     if sweep_rows:
         plots.pareto(root / "pareto.png", sweep_rows, title=f"design space on {data['model']} linears: array area vs prefill time (M={data['prefill']})")
         sweep_mod.write_csv(sweep_rows, root / "sweep.csv")
@@ -462,7 +469,7 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
                        l["utilization"], l["time_us"], l["energy_uj"]])
     doc.table(["design", "layer", "phase", "MxNxK", "count", "cycles", "stall cycles", "util", "us", "uJ"], lr)
     doc.h(2, "Area and energy")
-    doc.img("area_energy.png", "Area by part and energy per decoded token by part")
+    doc.img("area_energy.png", "Array area by part, datapath energy per MAC by part, and energy per decoded token (datapath, SRAM, DRAM)")
     fit = data["area_fit"]
     doc.p(f"Area: yosys generic cells of our RTL -> NanGate FreePDK45 X1 cell areas, scaled to {node} by (L/45nm)^2; an estimate "
           f"from generic cells, not a PDK layout. SRAM: 6T bit cell / 0.7 array efficiency. Configurations without a synthesis "

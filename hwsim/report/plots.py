@@ -64,24 +64,25 @@ def layer_time(path: Path, layers: list[str], series: dict[str, dict[str, list[f
     return _save(fig, path)
 
 
-def area_energy(path: Path, area: dict[str, dict[str, float]], energy: dict[str, dict[str, float]], energy_title: str) -> Path:
-    """area[design] = {part: mm^2}; energy[design] = {part: uJ}: two stacked bar charts."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, dat, ylab, title in ((a1, area, "mm^2", "area (array logic, flip-flops, SRAM)"), (a2, energy, "uJ", energy_title)):
+def stacked_panels(path: Path, panels: list[tuple[str, str, dict[str, dict[str, float]]]]) -> Path:
+    """One stacked bar chart per panel: (title, y label, {design: {part: value}})."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    axes = np.atleast_1d(axes)
+    cmap = plt.get_cmap("tab20")
+    for ax, (title, ylab, dat) in zip(axes, panels):
         ds = list(dat)
-        parts = []
+        parts: list[str] = []
         for d in ds:
             for p in dat[d]:
                 if p not in parts:
                     parts.append(p)
         bottom = np.zeros(len(ds))
-        cmap = plt.get_cmap("tab20")
         for j, p in enumerate(parts):
             vals = np.array([dat[d].get(p, 0.0) for d in ds])
             ax.bar(ds, vals, bottom=bottom, label=p, color=cmap(j % 20))
             bottom += vals
         ax.set_ylabel(ylab)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(True, axis="y", alpha=0.25)
     return _save(fig, path)
