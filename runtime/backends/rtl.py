@@ -126,7 +126,12 @@ class RtlExecutor(ProgramExecutor):
         for yj, (m0, n0, n1, acc) in zip(run.y, where):
             blk = Y[m0 : m0 + cfg.M, n0:n1]
             blk[...] = blk + yj if acc else yj
-        self.records.append({"kind": "layer", "node": plan.node, "rows": S, "tiles": len(where), "cycles": run.cycles, "wall_s": run.wall_s, "model": f"rtl-{self.simulator}"})
+        macs = S * plan.n * plan.k
+        util = macs / (run.cycles * cfg.macs_per_beat / cfg.cycles_per_beat) if run.cycles else 0.0
+        self.records.append(
+            {"kind": "layer", "node": plan.node, "rows": S, "macs": macs, "tiles": len(where), "cycles": run.cycles, "compute_cycles": run.cycles,
+             "stall_cycles": 0, "utilization": util, "energy_pj": None, "wall_s": run.wall_s, "model": f"rtl-{self.simulator}"}
+        )
         return Y[:S, : plan.n]
 
 

@@ -56,6 +56,7 @@ def test_rtl_backend_runs_bert_tiny_whole(bert_small):
     rec = m.backend("rtl:mixpe").executor.records
     hw = [r for r in m.backend("hwsim:mixpe").records if r["kind"] == "layer"]
     assert [r["cycles"] for r in rec] == [r["compute_cycles"] for r in hw]
+    assert [r["utilization"] for r in rec] == pytest.approx([r["utilization"] * r["cycles"] / r["compute_cycles"] for r in hw])
 
 
 @pytest.mark.slow
