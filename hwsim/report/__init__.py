@@ -436,7 +436,7 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
           f"SRAM weight/act/out {mem['weight_sram_kib']}/{mem['act_sram_kib']}/{mem['out_sram_kib']} KiB.")
     doc.h(2, "Designs on this model")
     hdr = ["design", "array", "area mm^2 (array + SRAM)", "peak TOPS", "TOPS/mm^2 (array)", "prefill ms", "prefill util",
-           "decode ms/token", "decode tokens/s", "decode uJ/token", "of which datapath uJ", "prefill pJ/MAC", "area source"]
+           "decode ms/token", "decode tokens/s", "decode mJ/token", "of which datapath mJ", "prefill pJ/MAC", "area source"]
     rows = []
     for d in designs:
         x = D[d]
@@ -444,8 +444,14 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
         rows.append([d, f"M{c['M']} N{c['N']} K{c['K']} W{c['bits']}{c['act']} G{c['group']}",
                      f"{x['area']['array_mm2']:.3f} + {x['area']['sram_mm2']:.2f}", x["peak_tops"], x["tops_per_mm2_array"],
                      x["prefill_s"] * 1e3, x["prefill_utilization"], x["decode_s"] * 1e3, x["decode_tokens_per_s"],
-                     x["decode_uj_per_token"], x["decode_datapath_uj_per_token"], x["prefill_pj_per_mac"], x["area"]["source"]])
+                     x["decode_uj_per_token"] / 1e3, x["decode_datapath_uj_per_token"] / 1e3, x["prefill_pj_per_mac"], x["area"]["source"]])
     doc.table(hdr, rows)
+    w = {d: D[d]["energy_uj"]["prefill"] for d in designs}
+    doc.p("Reading the table: one array of each design at the paper's elongated tile (M=2 rows). Decode (M=1) uses one of the "
+          "two rows; lut-tc is bit-serial (B cycles per K-chunk) so it is compute-bound where mixpe and mac are DRAM-bound. "
+          "In prefill every pair of rows re-reads the column block's weights from the weight SRAM, so SRAM reads are the largest part of "
+          "the energy per MAC (" + ", ".join(f"{d}: {w[d]['sram_weight'] / w[d]['total'] * 100:.0f}% of prefill energy" for d in designs)
+          + "); decode energy is DRAM (weights, scales and zero points) for every design.")
     doc.h(2, "CPU / GPU rooflines on the same linears")
     doc.table(["platform", "phase", "time ms", "of which scale+zero bytes (MB)", "peak Tops/s", "bandwidth GB/s", "source"],
               [[p["name"], p["phase"], p["time_s"] * 1e3, p["scale_zero_bytes"] / 1e6, p["peak_ops"] / 1e12, p["bandwidth"] / 1e9, p["source"]]
