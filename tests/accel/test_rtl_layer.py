@@ -65,3 +65,21 @@ def test_one_layer_on_verilator(bert_small):
     m = runtime.load(bert_small / "w4")
     r = check_layer(m, "l0.ffn_out", "mixpe", "verilator", rows=3)
     assert r["bit_exact"] and r["rtl_cycles"] == r["hwsim_cycles"] > 0
+
+
+def test_layer_check_catches_a_wrong_hwsim_value(bert_small, capsys, monkeypatch):
+    """The comparison can fail: one output of hwsim off by one makes `lowbit sim --layer` exit 1."""
+    from runtime.backends.hwsim import HwsimExecutor
+
+    real = HwsimExecutor.simulate
+
+    def off_by_one(self, plan, t, memory=None):
+        run, model = real(self, plan, t, memory)
+        run.y = run.y.copy()
+        run.y[1, 3] += 1
+        return run, model
+
+    monkeypatch.setattr(HwsimExecutor, "simulate", off_by_one)
+    code, so, se = run_cli(["sim", bert_small / "w4", "--layer", "l0.v", "--design", "mac", "--rows", "2"], capsys)
+    assert code == 1
+    assert "RTL != hwsim bit for bit (1 of 256 outputs differ)" in so

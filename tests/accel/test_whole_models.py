@@ -120,3 +120,20 @@ def test_other_specs_hwsim_equals_reference(tmp_path, quant):
         assert cosine(got, ref) > 0.9999
     if quant == "w4pc":
         assert prog.layers["l0.ffn_out"].cfg["group"] == 512 and prog.layers["l0.q"].cfg["group"] == 128
+
+
+def test_k_splits_accumulate_in_the_output_buffer(tmp_path):
+    """With guard_bits=1 a job holds at most 2 groups: bert-tiny's ffn_out (K=512, 4 groups of 128) runs as
+    two K splits whose Y are summed by STORE(accumulate); the result still equals hwsim's full-K jobs."""
+    compile_model("bert-tiny", tmp_path / "m", "w4g128a8", targets="mixpe", progress=False, array="guard_bits=1")
+    m = runtime.load(tmp_path / "m")
+    prog, tensors = load_program(m.artifact, "mixpe")
+    p = prog.layers["l0.ffn_out"]
+    assert p.k_splits == [[0, 256], [256, 512]] and len(p.tile_offsets[0]) == 2
+    stores = [c.args["accumulate"] for c in prog.layer_commands("l0.ffn_out") if c.op == "STORE"]
+    assert stores == [False, True] * p.n_tiles
+    f = _feeds(m, 6)
+    want = ProgramExecutor(m.graph, prog, tensors).run(f)
+    got = m.run(f, "hwsim:mixpe")
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    assert cosine(got["embedding"], Interpreter(m.graph).run(f)["embedding"]) > 0.9999
