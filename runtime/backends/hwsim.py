@@ -115,7 +115,10 @@ class _HwsimBackend(Backend):
             raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {self.design}")
         prog, tensors = load_program(model.artifact, self.design)
         self.program = prog
-        self.executor = HwsimExecutor(model.graph, prog, tensors)
+        try:
+            self.executor = HwsimExecutor(model.graph, prog, tensors)
+        except (ValueError, TypeError) as e:  # a program written for another hwsim.memory.MemoryConfig
+            raise LowbitError(f"the {self.design} program of {model.artifact.path} does not fit this hwsim ({e})", f"recompile with --target {self.design}") from None
 
     def run(self, feeds):
         return self.executor.run(feeds)
