@@ -224,6 +224,8 @@ def sim(artifact, layer, design, params, simulator, vectors, waves, seed, ids, r
     """Simulate a generated accelerator array against the golden model, bit for bit (--design), or run one
     compiled layer of ARTIFACT on the RTL and compare it with hwsim (ARTIFACT --layer NAME)."""
     if artifact is not None:
+        if params or waves:
+            raise LowbitError("--params and --waves apply to `lowbit sim --design` runs, not to a compiled layer", "drop them (the layer's array comes from the artifact)")
         _sim_layer(artifact, layer, design, simulator, ids, rows)
         return
     if layer is not None:
