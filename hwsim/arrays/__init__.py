@@ -110,31 +110,44 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
     demand_o = cfg.M * cfg.N * mem.out_bytes / job_cycles
     port_slow = max(1.0, demand_w / mem.weight_port_bytes, demand_a / mem.act_port_bytes, demand_o / mem.out_port_bytes)
 
-    # DRAM traffic per column block (double-buffered against the block's compute)
+    # DRAM: the layer is consumed in chunks, each loaded into one half of the double buffer while the
+    # previous chunk computes. Resident weights: a chunk is a column block (loaded once, used by all row
+    # blocks). Streamed weights (a block larger than half the weight SRAM): a chunk is one job's weights.
+    # Activations: loaded once up front when the layer's rows fit the activation SRAM, else re-read with
+    # every chunk. Outputs of a chunk drain to DRAM during the next chunk and share the bus with its load.
     half_w = mem.weight_sram_kib * 1024 / (2 if mem.double_buffer else 1)
     w_resident = w_block_bytes <= half_w
     act_bytes_layer = M * act_bits_per_row(cfg, K) / 8
     a_resident = act_bytes_layer <= mem.act_sram_kib * 1024
-    w_loads_per_block = 1 if w_resident else rb
+    wb_real = weight_block_bits(cfg.with_(N=1, lanes=1), K)
+    w_bytes_layer = N * (wb_real["codes"] + wb_real["fields"]) / 8  # real columns only
     bw = mem.dram_bytes_per_cycle
-    block_compute = rb * ng * tm.period * port_slow
-    block_w = w_block_bytes * w_loads_per_block
-    block_a = 0.0 if a_resident else act_bytes_layer
-    block_o = M * cfg.N * mem.out_bytes
-    # first block's weights (and the resident activations) are exposed; the rest overlap with compute
-    load = [(block_w + block_a) / bw for _ in range(cb)]
-    first_exposed = load[0] + (act_bytes_layer / bw if a_resident else 0.0)
-    if mem.double_buffer:
-        t = first_exposed
-        for j in range(cb):
-            nxt = load[j + 1] if j + 1 < cb else 0.0
-            # the block's outputs drain to DRAM while the next block loads: they share the bus
-            t += max(block_compute, nxt + block_o / bw)
+    if w_resident:
+        n_chunks = cb
+        chunk_w = w_bytes_layer / cb
+        chunk_a = 0.0 if a_resident else act_bytes_layer
+        chunk_c = rb * ng * tm.period * port_slow
     else:
-        t = first_exposed + sum(block_compute + (load[j + 1] if j + 1 < cb else 0) + block_o / bw for j in range(cb))
+        n_chunks = cb * rb
+        chunk_w = w_bytes_layer / cb
+        chunk_a = 0.0 if a_resident else act_bytes_layer / rb
+        chunk_c = ng * tm.period * port_slow
+    chunk_o = M * N * mem.out_bytes / n_chunks
+    load = (chunk_w + chunk_a) / bw
+    pre = act_bytes_layer / bw if a_resident else 0.0
+    out_t = chunk_o / bw
+    if mem.double_buffer:
+        # chunk i computes while chunk i+1 loads and chunk i-1's outputs drain; the last outputs drain after
+        if n_chunks == 1:
+            t = pre + load + chunk_c + out_t
+        else:
+            t = (pre + load + max(chunk_c, load) + (n_chunks - 2) * max(chunk_c, load + out_t)
+                 + max(chunk_c, out_t) + out_t)
+    else:
+        t = pre + n_chunks * (load + chunk_c + chunk_o / bw)
     fill_drain = tm.first + tm.drain + 1 - tm.period  # the stream's head and tail (stream_cycles - groups * P)
     total = max(compute, int(math.ceil(t + fill_drain)))
-    dram_w = block_w * cb
+    dram_w = w_bytes_layer * (1 if w_resident else rb)
     dram_a = act_bytes_layer * (1 if a_resident else cb)
     dram_o = M * N * mem.out_bytes
     return {
