@@ -1,21 +1,23 @@
 """Memory hierarchy around one array: weight / activation / output SRAMs, their ports, and DRAM.
 
-The model (used by hwsim.arrays.simulate_linear):
+The model (used by hwsim.arrays.simulate_linear; hwsim.arrays.layer_timing implements it):
 
 - A layer y[M, N] = x[M, K] W[N, K]^T is cut into jobs of cfg.M rows x cfg.N columns with the full K
   (cfg.group-sized weight groups). Jobs run column block by column block: for each block of cfg.N output
   channels, every row block streams through (weight-stationary over the row blocks).
-- Weight SRAM: a column block's codes and group fields (zeros, dyadic mantissas and shifts) are loaded from
-  DRAM once and reused by every row block when the block fits in one half of the weight SRAM (double
-  buffering: the next block loads while this one computes). A block that does not fit is streamed from DRAM
-  again for every row block (the SRAM then only smooths the stream).
-- Activation SRAM: the layer's whole (integer) activation matrix stays resident when it fits (loaded once,
-  before the first job); otherwise it is re-read from DRAM with every column block.
-- Output SRAM: Y of a job is written there and drained to DRAM in the background (`out_bytes` per value:
-  the per-channel / per-row float scaling of Y happens on the way out, default fp16).
-- DRAM: `dram_gbps` GB/s at `clock_ghz` GHz -> bytes per array cycle. With double buffering the time of a
-  column block is max(its compute, the next block's load); the first block's load is exposed. Stall
-  cycles = total - compute (the array's own no-stall stream time, hwsim.arrays.stream_cycles).
+- DRAM feeds the SRAMs in chunks, each loaded into one half of its double buffer while the previous chunk
+  computes. Weight SRAM: when a column block's codes and group fields (zeros, dyadic mantissas and shifts)
+  fit one half, a chunk is that block, loaded once and reused by every row block; otherwise a chunk is one
+  job's weights, streamed again for every row block.
+- Activation SRAM: the layer's whole (integer) activation matrix is loaded once, before the first chunk,
+  when it fits; otherwise each chunk re-reads the activations it needs.
+- Output SRAM: Y of a chunk is written there and drained to DRAM during the next chunk, sharing the bus
+  with that chunk's load (`out_bytes` per value: the per-channel / per-row float scaling of Y happens on
+  the way out, default fp16).
+- Time: the first chunk's load is exposed, then each chunk takes max(its compute, the next load plus the
+  previous outputs), then the last outputs drain; plus the array's stream head and tail. Stall cycles =
+  total - compute (the array's own no-stall stream time, hwsim.arrays.stream_cycles). tests/hwsim check
+  this against the RTL's per-beat schedule fed by a DRAM stream (within 5%).
 - SRAM ports: each buffer delivers `*_port_bytes` per cycle; a design whose per-cycle demand exceeds a
   port's width is slowed by the ratio (the defaults are wide enough for every default array, so the
   SRAMs never stall them; the sweep can narrow them).
