@@ -171,3 +171,14 @@ def test_dram_model_matches_beat_level_streaming(design, dram_gbps):
         assert r.stall_cycles < 0.05 * r.compute_cycles
     if dram_gbps <= 2:
         assert r.cycles > 2 * r.compute_cycles
+
+
+def test_narrow_sram_port_slows_the_array():
+    cfg = gm.ArrayConfig(design="mixpe", bits=4, group=128)
+    wide = simulate_shape(cfg, 128, 2048, 2048, MemoryConfig(dram_gbps=1e4))
+    # mixpe W4 reads per job 64 x 2048 x 4 bits of codes + 64 x 16 x (4+16+5) bits of group fields in
+    # 16 groups x 32 cycles: 134.25 bytes per cycle, so a 64-byte weight port slows it by 134.25 / 64
+    narrow = simulate_shape(cfg, 128, 2048, 2048, MemoryConfig(dram_gbps=1e4, weight_port_bytes=64))
+    assert wide.stall_cycles < 0.01 * wide.cycles
+    assert narrow.cycles == pytest.approx(wide.cycles * 134.25 / 64, rel=0.01)
+    assert narrow.compute_cycles == wide.compute_cycles
