@@ -404,6 +404,10 @@ def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_g
     tmp.mkdir(parents=True)
     try:
         write_csv(rows, tmp / "sweep.csv")
+        from hwsim.cost.area import fit_component_model, holdout_errors
+
+        fit = {**fit_component_model(), "holdout": list(holdout_errors())}
+        (tmp / "area_fit.json").write_text(__import__("json").dumps(fit, indent=1, default=str))
         good = [r for r in rows if "error" not in r]
         if good:
             plots.pareto(tmp / "pareto.png", rows, title=f"{ml.model} linears: array area vs prefill time (M={prefill})")
@@ -419,6 +423,11 @@ def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_g
     for r in front:
         con.print(f"  {r['design']} {r['M']}x{r['N']} w{r['bits']}{r['act']} g{r['group']}: {r['area_mm2']:.3f} mm^2, "
                   f"prefill {r['prefill_s'] * 1e3:.1f} ms, decode {r['decode_tokens_per_s']:.1f} tokens/s")
+    n_rep = sum(1 for r in good if str(r.get("area_source", "")).startswith("yosys"))
+    ho = fit["holdout"]
+    con.print(f"area: {n_rep} configurations from yosys reports, {len(good) - n_rep} from the component model "
+              f"(max error {fit['max_abs_rel_err'] * 100:.1f}% on the {len(fit['errors'])} reports it was fitted on"
+              + (f", {max(abs(e['rel_err']) for e in ho) * 100:.1f}% on {len(ho)} held-out reports" if ho else "") + "; area_fit.json)")
     con.print(f"wrote {outp / 'sweep.csv'} and {outp / 'pareto.png'}")
 
 

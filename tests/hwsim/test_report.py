@@ -119,6 +119,7 @@ def test_cli_report_and_sweep(tmp_path, capsys):
     assert code == 0, se
     assert len(list(csv.DictReader(open(sw / "sweep.csv")))) == 3 * 2
     assert (sw / "pareto.png").read_bytes()[:8] == PNG
+    assert "component model" in so and json.loads((sw / "area_fit.json").read_text())["max_abs_rel_err"] < 0.06
 
 
 @pytest.mark.parametrize(
