@@ -126,9 +126,12 @@ def find_report(cfg: gm.ArrayConfig) -> dict | None:
 # Per-component model (for configurations without a report)
 
 
-def component_counts(cfg: gm.ArrayConfig) -> dict:
+def component_counts(cfg: gm.ArrayConfig, symmetric_table: bool = True) -> dict:
     """Structural counts of the generated RTL: flip-flop bits, adder bits, multiplier partial-product
-    bits (a x b), 2:1 mux bits and AND-gate bits, read off rtl/gen's datapaths (their docstrings)."""
+    bits (a x b), 2:1 mux bits and AND-gate bits, read off rtl/gen's datapaths (their docstrings).
+
+    symmetric_table=False (lut-tc only) counts a variant we have no RTL for: the plain LUT design before
+    table symmetrization (2^K table entries per row, a 2^K:1 read mux per PE, no conditional negation)."""
     c = cfg
     M, N, K, B, EL = c.M, c.N, c.K, c.bits, c.lanes
     AW, MW, SW, ACCW, PW, YW, TW, SUMW = c.act_bits, c.mant_bits, c.shift_bits, c.acc_bits, c.prod_bits, c.y_bits, c.table_bits, c.sum_bits
@@ -141,13 +144,14 @@ def component_counts(cfg: gm.ArrayConfig) -> dict:
     add += EL * (PW + 1 + YW)
     mux += EL * (PW + 1) * (SW + 1)
     if c.design == "lut-tc":
-        E = 1 << (K - 1)
+        E = 1 << (K - 1) if symmetric_table else 1 << K
+        NEG = 1 if symmetric_table else 0  # the conditional negation of a symmetric table read
         PTW = TW + B - 1
         ff += mn * ACCW  # shadow
         ff += N * (MW + SW + B + 2) + M * (SW + SUMW)  # em_r, ed_r, ec_r, eda_r, eS_r
         ff += M * E * TW + N * B * K + M * SUMW + mn * ACCW + (mn * (PTW - 1) if B > 1 else 0)
-        add += M * E * (K - 1) * TW + mn * (PTW + ACCW + TW) + M * SUMW + EL * (ACCW + 1)
-        mux += mn * TW * (E - 1) + mn * TW + N * (K - 1)
+        add += M * E * (K - 1) * TW + mn * (PTW + ACCW + NEG * TW) + M * SUMW + EL * (ACCW + 1)
+        mux += mn * TW * (E - 1) + NEG * (mn * TW + N * (K - 1))
         mult += EL * (ACCW * (MW + 1) + (B + 2) * SUMW)
     elif c.design == "mixpe":
         PRW = AW + B + 1
@@ -212,10 +216,10 @@ def _nnls(A: np.ndarray, b: np.ndarray, iters: int = 2000) -> np.ndarray:
 HOLDOUT_DIR = Path(__file__).resolve().parent / "holdout"
 
 
-def model_area_um2(cfg: gm.ArrayConfig, node: str = "45nm") -> float:
+def model_area_um2(cfg: gm.ArrayConfig, node: str = "45nm", symmetric_table: bool = True) -> float:
     """The fitted component model's area for `cfg` (even where a synthesis report exists)."""
     fit = fit_component_model()
-    cc = component_counts(cfg)
+    cc = component_counts(cfg, symmetric_table)
     return (sum(fit["coef_um2"][t] * cc[t] for t in FIT_TERMS) + cc["ff_bits"] * fit["ff_um2"]) * node_area_scale(node)
 
 

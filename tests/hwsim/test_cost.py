@@ -170,3 +170,13 @@ def test_component_model_on_held_out_reports():
     for e in ho:
         assert abs(e["rel_err"]) < 0.06, e
         assert abs(e["ff_bits_model"] - e["ff_bits_yosys"]) <= 32
+
+
+def test_unsymmetrized_lut_variant_is_larger():
+    # table symmetrization halves the tables and the read muxes at the cost of one negation per PE
+    for b in (1, 2, 4):
+        cfg = gm.ArrayConfig(design="lut-tc", bits=b, group=128)
+        sym, plain = area.component_counts(cfg), area.component_counts(cfg, symmetric_table=False)
+        assert plain["ff_bits"] - sym["ff_bits"] == cfg.M * 8 * cfg.table_bits
+        assert plain["mux_bits"] > 2 * sym["mux_bits"] - 2 * cfg.M * cfg.N * cfg.table_bits
+        assert 1.05 < area.model_area_um2(cfg, symmetric_table=False) / area.model_area_um2(cfg) < 1.5
