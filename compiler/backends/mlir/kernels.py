@@ -233,10 +233,31 @@ class Builder:
     def from_2d(self, y, shape):
         return y
 
-    def concat(self, x, y, out_shape, axis, dtype):
+    def concat(self, x, y, out_shape, axis, dtype, x_shape=None):
+        """concat along axis as two tensor.insert_slice into a tensor.empty (tensor.concat crashes IREE's
+        cuda tiling of the copy it decomposes into when dims are dynamic)."""
         from iree.compiler.dialects import tensor
 
-        return tensor.ConcatOp(self.tensor_type(out_shape, dtype), axis, [x, y]).result
+        r = len(out_shape)
+        dyn = self.ir.ShapedType.get_dynamic_size()
+        out = self.empty(out_shape, self.elem(dtype))
+        xs = x_shape if x_shape is not None else out_shape
+        parts = []
+        for src, shape, off in ((x, xs, 0), (y, None, xs[axis])):
+            st = self.ir.RankedTensorType(src.type)
+            sizes = [st.shape[i] if not st.is_dynamic_dim(i) else dyn for i in range(r)]
+            dyn_sizes = [tensor.dim(src, self.cindex(i)) for i in range(r) if st.is_dynamic_dim(i)]
+            offs_static = [0] * r
+            offs_dyn = []
+            if isinstance(off, int):
+                offs_static[axis] = off
+            else:
+                offs_static[axis] = dyn
+                offs_dyn.append(self.size(off))
+            parts.append((src, offs_dyn, dyn_sizes, offs_static, sizes))
+        for src, offs_dyn, dyn_sizes, offs_static, sizes in parts:
+            out = tensor.InsertSliceOp(src, out, offs_dyn, dyn_sizes, [], offs_static, sizes, [1] * r).result
+        return out
 
     # float ops --------------------------------------------------------------------------------------------
     def gather_rows(self, ids, table, ids_shape, table_shape):
@@ -348,26 +369,29 @@ class Builder:
         return self.elementwise([e, s], shape, self.f32, lambda v, sv: arith.divf(v, sv), [self._ident(r), self.bcast_last(r)])
 
     def attention(self, q, k, v, qshape, kshape, scale, causal):
-        """softmax(q k^T * scale [+ causal mask]) v for q [S, Hq, D], k/v [T, Hk, D]; query head h reads KV
-        head h floordiv (Hq / Hk) (GQA, no copies). Query i sits at position (T - S) + i."""
+        """softmax(q k^T * scale [+ causal mask]) v for q [S, Hq, D], k/v [T, Hk, D]. Query heads are viewed
+        as [S, Hk, rep, D] so that head (g, r) reads KV head g with plain (projected-permutation) maps (GQA
+        without copies; a floordiv in a map crashes IREE's cuda tiling). Query i sits at (T - S) + i."""
         from iree.compiler.dialects import arith
 
         s, hq, dd = qshape
         t, hk, _ = kshape
         rep = hq // hk
-        sc0 = self.fill(0.0, (hq, s, t), self.f32)
+        q4 = self.reshape(q, qshape, (s, hk, rep, dd))
+        sshape = (hk, rep, s, t)
+        sc0 = self.fill(0.0, sshape, self.f32)
         sc = self.generic(
-            [q, k],
+            [q4, k],
             [sc0],
-            ["(h, i, j, c) -> (i, h, c)", f"(h, i, j, c) -> (j, h floordiv {rep}, c)", "(h, i, j, c) -> (h, i, j)"],
-            "pppr",
+            ["(g, r, i, j, c) -> (i, g, r, c)", "(g, r, i, j, c) -> (j, g, c)", "(g, r, i, j, c) -> (g, r, i, j)"],
+            "ppppr",
             lambda a, b, o: arith.addf(o, arith.mulf(a, b)),
         )[0]
         if causal:
             off = arith.subi(self.size_value(t), self.size_value(s))
 
             def mask(v):
-                i, j = self.index_in_region(1), self.index_in_region(2)
+                i, j = self.index_in_region(2), self.index_in_region(3)
                 ok = arith.cmpi(arith.CmpIPredicate.sle, j, arith.addi(off, i))
                 return arith.select(ok, arith.mulf(v, self.cf(scale)), self.cf(LOWEST_F32))
 
@@ -376,16 +400,17 @@ class Builder:
             def mask(v):
                 return arith.mulf(v, self.cf(scale))
 
-        sc = self.elementwise([sc], (hq, s, t), self.f32, mask)
-        p = self.softmax_last(sc, (hq, s, t))
-        o0 = self.fill(0.0, (s, hq, dd), self.f32)
-        return self.generic(
+        sc = self.elementwise([sc], sshape, self.f32, mask)
+        p = self.softmax_last(sc, sshape)
+        o0 = self.fill(0.0, (s, hk, rep, dd), self.f32)
+        o = self.generic(
             [p, v],
             [o0],
-            ["(i, h, c, j) -> (h, i, j)", f"(i, h, c, j) -> (j, h floordiv {rep}, c)", "(i, h, c, j) -> (i, h, c)"],
-            "pppr",
+            ["(i, g, r, c, j) -> (g, r, i, j)", "(i, g, r, c, j) -> (j, g, c)", "(i, g, r, c, j) -> (i, g, r, c)"],
+            "ppppr",
             lambda a, b, o: arith.addf(o, arith.mulf(a, b)),
         )[0]
+        return self.reshape(o, (s, hk, rep, dd), qshape)
 
     def mean(self, x, shape, axis):
         from iree.compiler.dialects import arith

@@ -241,7 +241,7 @@ def _reshape(L, n):
 @conv("concat")
 def _concat(L, n):
     x, y = _ins(L, n)
-    return [L.B.concat(x, y, _shape(L, n.outputs[0]), n.attrs["axis"] % len(_shape(L, n.outputs[0])), L.g.types[n.outputs[0]].dtype)]
+    return [L.B.concat(x, y, _shape(L, n.outputs[0]), n.attrs["axis"] % len(_shape(L, n.outputs[0])), L.g.types[n.outputs[0]].dtype, _shape(L, n.inputs[0]))]
 
 
 @conv("mean")
