@@ -4,6 +4,8 @@ graph builders as imported models; weights keep Hugging Face names."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,12 +94,16 @@ def preset_weights(p: Preset, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     c = p.config
 
-    def mat(n, k):
-        w = rng.standard_normal((n, k), dtype=np.float32)
+    def mat(n, k):  # drawn later, in parallel, each matrix from its own seeded stream
+        return _Matrix(n, k)
+
+    def draw(m: "_Matrix", seq) -> np.ndarray:
+        r = np.random.default_rng(seq)
+        w = r.standard_normal((m.n, m.k), dtype=np.float32)
         w *= np.float32(0.02)
-        if p.ternary and n != c["vocab_size"]:
-            t = np.sign(w) * (rng.random((n, k), dtype=np.float32) > 1 / 3)
-            scale = np.float32(0.03) * np.exp(rng.normal(0, 0.2, (n, 1))).astype(np.float32)
+        if p.ternary and m.n != c["vocab_size"]:
+            t = np.sign(w) * (r.random((m.n, m.k), dtype=np.float32) > 1 / 3)
+            scale = np.float32(0.03) * np.exp(r.normal(0, 0.2, (m.n, 1))).astype(np.float32)
             w = (t * scale).astype(np.float32)
         return w
 
@@ -144,4 +150,17 @@ def preset_weights(p: Preset, seed: int = 0) -> dict[str, np.ndarray]:
                 w[q + part + ".weight"], w[q + part + ".bias"] = mat(n, k), vec(n)
             for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
                 w[q + ln + ".weight"], w[q + ln + ".bias"] = norm(h), vec(h)
+    # numpy's generators release the GIL while filling, so threads draw the matrices in parallel (llama-1b:
+    # 1.2 G samples); one SeedSequence child per matrix, in insertion order, keeps the weights deterministic
+    todo = [key for key, v in w.items() if isinstance(v, _Matrix)]
+    seqs = np.random.SeedSequence([seed, 0x10B17]).spawn(len(todo))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for key, arr in zip(todo, pool.map(lambda a: draw(w[a[0]], a[1]), zip(todo, seqs))):
+            w[key] = arr
     return w
+
+
+@dataclass(frozen=True)
+class _Matrix:
+    n: int
+    k: int

@@ -140,10 +140,11 @@ def linear_te(x: te.Tensor, w: te.Tensor, b: te.Tensor | None = None):
     m, k = x.shape
     n = w.shape[0]
     r = te.reduce_axis((0, k), name="r")
-    y = te.compute((m, n), lambda i, j: te.sum(x[i, r] * w[j, r], axis=r), name="linear")
+    attrs = {"lowbit_linear": f"{int(n)},{int(k)}"}  # for schedules that replace the body (kernels_cpu.schedule_float_linear)
+    y = te.compute((m, n), lambda i, j: te.sum(x[i, r] * w[j, r], axis=r), name="linear", attrs=attrs)
     if b is None:
         return y
-    return te.compute((m, n), lambda i, j: y[i, j] + b[j], name="linear_bias")
+    return te.compute((m, n), lambda i, j: y[i, j] + b[j], name="linear_bias", attrs=attrs)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -313,3 +313,70 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803
                 y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R) + bv[T.Ramp(nb * R, 1, R)]
 
     return kern_bias if bias else kern
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Float linear (layers left in fp32, e.g. an LM head tied to the embeddings: at llama-1b the largest read of a
+# decode step). Unscheduled, TVM runs it as scalar serial loops; this one is parallel over output rows, keeps
+# 16-lane fp32 partial sums along K (two independent chains) and loops the rows of a prefill inside, so a
+# weight row is read from memory once per call.
+
+FLOAT_LANES = 32  # features per step: two 16-lane FMA chains
+
+
+def float_linear_ok(k: int) -> bool:
+    return k % FLOAT_LANES == 0
+
+
+def float_linear_prim_func(N: int, K: int, bias: bool):  # noqa: N803 - TIR shape names
+    from tvm.script import tirx as T
+
+    L = FLOAT_LANES
+
+    @T.macro
+    def body(x, w, bv, y, M):
+        for n in T.parallel(N):
+            for m in range(M):
+                acc = T.alloc_buffer((L,), "float32", scope="local")
+                acc[T.Ramp(0, 1, L)] = T.Broadcast(T.float32(0), L)
+                for c in range(K // L):
+                    acc[T.Ramp(0, 1, L)] = acc[T.Ramp(0, 1, L)] + x[m, T.Ramp(c * L, 1, L)] * w[n, T.Ramp(c * L, 1, L)]
+                s = T.alloc_buffer((1,), "float32", scope="local")
+                s[0] = T.float32(0)
+                for e in range(L):
+                    s[0] = s[0] + acc[e]
+                if bias:
+                    y[m, n] = s[0] + bv[n]
+                else:
+                    y[m, n] = s[0]
+
+    if bias:
+
+        @T.prim_func(private=True)
+        def kern(var_x: T.handle, w: T.Buffer((N, K), "float32"), bv: T.Buffer((N,), "float32"), var_y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            M = T.int64()
+            x = T.match_buffer(var_x, (M, K), "float32")
+            y = T.match_buffer(var_y, (M, N), "float32")
+            body(x, w, bv, y, M)
+
+        return kern
+
+    @T.prim_func(private=True)
+    def kern_nb(var_x: T.handle, w: T.Buffer((N, K), "float32"), var_y: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        M = T.int64()
+        x = T.match_buffer(var_x, (M, K), "float32")
+        y = T.match_buffer(var_y, (M, N), "float32")
+        body(x, w, None, y, M)
+
+    return kern_nb
+
+
+def schedule_float_linear(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Replace the plain TE linear (K.linear_te) with `float_linear_prim_func` for the same shapes."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    n, k = (int(v) for v in str(sch.get(sch.get_sblock("linear")).annotations["lowbit_linear"]).split(","))
+    return float_linear_prim_func(n, k, len(func.params) == 4).with_attr("tirx.is_scheduled", True)

@@ -1,0 +1,150 @@
+"""Decode speed of a whole causal LM on the CPU: tokens/s of lowbit's tvm-cpu (and mlir-cpu when IREE is
+installed) against the ref backend, next to the bandwidth roofline for the same bytes.
+
+For each quant spec the model is compiled once (`lowbit compile MODEL --target ref,tvm-cpu[,mlir-cpu]`; the
+artifact is kept under --out and reused while its manifest matches). Each thread count runs in its own process
+(TVM's and IREE's thread pools are sized at start-up) and measures, in that process:
+- the machine's read bandwidth (a parallel TVM sum over a buffer of 4x the last-level cache);
+- for each backend: a prompt of --prompt-tokens ids, then greedy decoding; tokens/s counts decode steps only
+  (every step reads every weight once: one token through the whole model, KV cache included);
+- the roofline: bytes one decode step must read (packed codes, scales and zero points of every quantized
+  linear, float weights, one embedding row, the KV cache) / bandwidth. The table also gives the share of those
+  bytes in float weights: with tied embeddings the LM head (vocab x hidden, fp32) is read every step.
+
+    python benchmarks/decode_cpu.py [--model llama-1b] [--specs w4g128,w2g128] [--backends tvm-cpu,mlir-cpu,ref]
+                                    [--threads 1,2] [--prompt-tokens 8] [--tokens 16] [--ref-tokens 3] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def step_bytes(graph, context: int) -> dict:
+    """Bytes one decode step reads: weights by kind, and the KV cache at `context` positions."""
+    users: dict[str, set] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            users.setdefault(name, set()).add(node.op)
+    quant = flt = emb = 0
+    for name, arr in graph.consts.items():
+        ops = users.get(name, set())
+        if ops == {"embedding"}:
+            emb += arr.nbytes // arr.shape[0]  # one row per token
+        elif "qlinear" in ops:
+            quant += arr.nbytes
+        else:
+            flt += arr.nbytes
+    hp = graph.meta["hparams"]
+    kv = 2 * hp["layers"] * context * hp["kv_heads"] * hp["head_dim"] * 4
+    return {"quantized": quant, "float": flt, "embedding": emb, "kv": kv, "total": quant + flt + emb + kv}
+
+
+def worker(args) -> list[dict]:
+    import tvm
+
+    import runtime
+    from benchmarks.gemv_cpu import bandwidth_gbs, llc_bytes
+
+    bw = bandwidth_gbs(tvm, 4 * llc_bytes(), 10)
+    rows = []
+    for spec in args.specs.split(","):
+        path = Path(args.out) / f"{args.model}-{spec}"
+        m = runtime.load(path)
+        prompt = list(np.random.default_rng(0).integers(1, m.graph.meta["hparams"]["vocab"], args.prompt_tokens))
+        nbytes = step_bytes(m.graph, args.prompt_tokens + args.tokens // 2)
+        first = None
+        for backend in args.backends.split(","):
+            if backend not in m.artifact.manifest["targets"] and backend != "ref":
+                continue
+            n = args.ref_tokens if backend == "ref" else args.tokens
+            t = time.perf_counter()
+            m.backend(backend)  # load the library and copy the weights (not timed as decode)
+            load_s = time.perf_counter() - t
+            gen = m.generate(prompt, n, backend)
+            toks = gen.tokens
+            if first is None:
+                first = toks
+            agree = sum(a == b for a, b in zip(toks, first)) / min(len(toks), len(first))
+            rows.append(dict(model=args.model, spec=spec, backend=backend, threads=args.threads, tok_s=gen.decode_tokens_per_s, prefill_s=gen.prefill_s,
+                             load_s=load_s, step_mb=nbytes["total"] / 1e6, float_share=(nbytes["float"]) / nbytes["total"], machine_gbs=bw,
+                             roofline_tok_s=bw * 1e9 / nbytes["total"], eff_gbs=gen.decode_tokens_per_s * nbytes["total"] / 1e9, agree=agree))
+            rows[-1]["ratio"] = rows[-1]["tok_s"] / rows[-1]["roofline_tok_s"]
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            m._backends.pop(backend, None)  # free its copy of the weights before the next backend
+    return rows
+
+
+def compile_all(args):
+    """Compile (or reuse) one artifact per spec with every requested target."""
+    from compiler.compile import TARGETS, compile_model
+
+    targets = ["ref"] + [b for b in args.backends.split(",") if b != "ref" and b in TARGETS]
+    for spec in args.specs.split(","):
+        path = Path(args.out) / f"{args.model}-{spec}"
+        man = path / "manifest.json"
+        if man.is_file():
+            got = json.loads(man.read_text())
+            if set(targets) <= set(got.get("targets", {})) and (got.get("quant") or {}).get("name") == spec:
+                print(f"reusing {path}", file=sys.stderr)
+                continue
+        t = time.perf_counter()
+        compile_model(args.model, path, quant=spec, targets=",".join(targets), progress=False)
+        print(f"compiled {args.model} {spec} for {','.join(targets)} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="llama-1b")
+    ap.add_argument("--specs", default="w4g128,w2g128")
+    ap.add_argument("--backends", default="tvm-cpu,mlir-cpu,ref")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--prompt-tokens", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=16, help="tokens generated by the compiled backends")
+    ap.add_argument("--ref-tokens", type=int, default=3, help="tokens generated by ref (slow)")
+    ap.add_argument("--out", default="build/decode_cpu", help="where the compiled artifacts are kept between runs")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    from benchmarks.common import machine, print_table
+
+    try:
+        import iree.compiler  # noqa: F401
+    except ImportError:
+        args.backends = ",".join(b for b in args.backends.split(",") if not b.startswith("mlir"))
+    compile_all(args)
+    rows = []
+    for t in args.threads.split(","):
+        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, LOWBIT_THREADS=t)
+        cmd = [sys.executable, __file__, "--worker", "--threads", t, "--model", args.model, "--specs", args.specs, "--backends", args.backends,
+               "--prompt-tokens", str(args.prompt_tokens), "--tokens", str(args.tokens), "--ref-tokens", str(args.ref_tokens), "--out", args.out]
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+        rows += json.loads(out.strip().splitlines()[-1])
+    table = [
+        [r["model"], r["spec"], r["backend"], r["threads"], f"{r['tok_s']:.2f}", f"{r['roofline_tok_s']:.2f}", f"{r['ratio']:.2f}", f"{r['eff_gbs']:.2f}",
+         f"{r['machine_gbs']:.2f}", f"{r['step_mb']:.0f}", f"{100 * r['float_share']:.0f}%", f"{r['agree']:.2f}"]
+        for r in rows
+    ]
+    print_table(
+        f"Greedy decode, {args.prompt_tokens}-token prompt; roofline = machine read bandwidth / bytes per decode step; {machine()}",
+        ["model", "quant", "backend", "thr", "tok/s", "roofline tok/s", "tok/s / roofline", "GB/s", "machine GB/s", "MB/step", "float bytes", "same tokens"],
+        table,
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
