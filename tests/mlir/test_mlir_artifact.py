@@ -1,0 +1,170 @@
+"""Artifacts with mlir-cpu / mlir-cuda folders: compile through the driver and the CLI (with --dump-mlir),
+reload in a new process without recompiling, `lowbit run --backend mlir-cpu --compare ref`, and the errors
+a user can meet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import run_cli
+from tests.mlir.common import rt  # noqa: F401 (skips the module when IREE is missing)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def llama_art(tmp_path_factory):
+    from compiler.compile import compile_model
+
+    out = tmp_path_factory.mktemp("mlir") / "llama-w4a8"
+    compile_model("llama-tiny", out, quant="w4g128a8", targets="ref,mlir-cpu", progress=False, dump_mlir=True)
+    return out
+
+
+def test_target_folder_layout(llama_art):
+    mf = json.loads((llama_art / "manifest.json").read_text())
+    assert set(mf["targets"]) == {"ref", "mlir-cpu"}
+    assert mf["targets"]["mlir-cpu"]["vmfb"] == "mlir-cpu/model.vmfb"
+    folder = llama_art / "mlir-cpu"
+    info = json.loads((folder / "mlir.json").read_text())
+    assert info["inputs"][:2] == ["input_ids", "positions"] and info["outputs"][0] == "logits"
+    assert "--iree-llvmcpu-reassociate-fp-reductions=true" in info["iree"]["flags"]
+    # the blocked qlinear weights are in params.safetensors, everything else comes from weights.safetensors
+    from safetensors.numpy import load_file
+
+    relaid = {p["key"] for p in info["params"] if p["source"] == "relayout"}
+    assert set(load_file(str(folder / "params.safetensors"))) == relaid and len(relaid) == 3 * 4 * 7
+    assert set(info["kernels"].values()) == {"blocked32-i32"}
+    # --dump-mlir: our module and IREE's twelve phases, each a parseable .mlir
+    stages = sorted(p.name for p in (folder / "stages").glob("*.mlir"))
+    assert len(stages) == 12 and any("dispatch-creation" in s for s in stages) and any(".vm." in s for s in stages)
+    assert mf["targets"]["mlir-cpu"]["mlir"][0] == "mlir-cpu/model.mlir" and len(mf["targets"]["mlir-cpu"]["mlir"]) == 13
+    from iree.compiler import ir
+
+    with ir.Context():
+        assert ir.Module.parse((folder / "model.mlir").read_text()).operation.verify()
+    # the vmfb holds code, not weights
+    assert (folder / "model.vmfb").stat().st_size < (llama_art / "weights.safetensors").stat().st_size
+    assert not list(llama_art.parent.glob(".*tmp*"))
+
+
+def test_reloads_and_runs_in_a_new_process(llama_art):
+    """A fresh interpreter loads model.vmfb (IREE's compiler is made unimportable there) and generates the
+    same tokens as this process, which equal ref's."""
+    import runtime
+
+    m = runtime.load(llama_art)
+    ids = [1, 72, 101, 108, 108, 111]
+    here = m.generate(ids, 4, "mlir-cpu").tokens
+    code = f"""
+import sys
+sys.modules["iree.compiler"] = None  # the runtime must not compile
+sys.path.insert(0, {str(ROOT)!r})
+import runtime
+print(runtime.load({str(llama_art)!r}).generate({ids!r}, 4, "mlir-cpu").tokens)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == str(here)
+    assert here == m.generate(ids, 4, "ref").tokens
+
+
+def test_cli_run_compare_ref_causal(llama_art, capsys):
+    code, out, err = run_cli(["run", llama_art, "--backend", "mlir-cpu", "--compare", "ref", "--tokens", "5"], capsys)
+    assert code == 0, err
+    assert "backend mlir-cpu" in out and "mlir-cpu vs ref" in out
+    line = next(ln for ln in out.splitlines() if "cosine similarity" in ln)
+    assert float(line.split()[-2]) >= 0.999
+    agree = next(ln for ln in out.splitlines() if "top-1" in ln)
+    assert float(agree.split()[-2]) == 1.0
+
+
+def test_cli_compile_and_run_encoder(tmp_path, capsys):
+    out = tmp_path / "bert"
+    code, o, err = run_cli(["compile", "bert-tiny", "-o", out, "--quant", "w3g32", "--target", "mlir-cpu", "--dump-mlir"], capsys)
+    assert code == 0, err
+    assert (out / "mlir-cpu" / "model.vmfb").is_file() and len(list((out / "mlir-cpu" / "stages").glob("*.mlir"))) == 12
+    code, o, err = run_cli(["run", out, "--backend", "mlir-cpu", "--compare", "ref"], capsys)
+    assert code == 0, err
+    line = next(ln for ln in o.splitlines() if "cosine similarity, min" in ln)
+    assert float(line.split()[-2]) >= 0.999
+
+
+def test_artifact_without_the_target_names_the_fix(llama_art, capsys):
+    code, out, err = run_cli(["run", llama_art, "--backend", "mlir-cuda"], capsys)
+    assert code == 2
+    assert "was not compiled for mlir-cuda" in err and "--target mlir-cuda" in err
+
+
+def test_broken_target_folder_is_refused(llama_art, tmp_path):
+    import runtime
+    from compiler.errors import LowbitError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(llama_art, bad)
+    info_file = bad / "mlir-cpu" / "mlir.json"
+    info = json.loads(info_file.read_text())
+    info["outputs"] = info["outputs"][::-1]
+    info_file.write_text(json.dumps(info))
+    with pytest.raises(LowbitError, match="does not match"):
+        runtime.load(bad).backend("mlir-cpu")
+    info["outputs"] = info["outputs"][::-1]
+    info_file.write_text(json.dumps(info))
+    (bad / "mlir-cpu" / "params.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(LowbitError, match="unreadable"):
+        runtime.load(bad).backend("mlir-cpu")
+    (bad / "mlir-cpu" / "model.vmfb").unlink()
+    with pytest.raises(LowbitError, match="no mlir-cpu/model.vmfb"):
+        runtime.load(bad).backend("mlir-cpu")
+
+
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """sm_90 is refused (IREE 3.13 cannot build it) with one line and exit code 2, and no output is left."""
+    monkeypatch.setenv("LOWBIT_MLIR_CUDA_ARCH", "sm_90")
+    out = tmp_path / "cuda90"
+    code, o, err = run_cli(["compile", "bert-tiny", "-o", out, "--quant", "w4g128", "--target", "ref,mlir-cuda"], capsys)
+    assert code == 2 and "sm_90" in err and "IREE 3.13" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_mlir_cuda_artifact_without_a_gpu_is_a_clear_error(tmp_path):
+    import runtime
+    from compiler.compile import compile_model
+    from compiler.errors import LowbitError
+
+    out = tmp_path / "cuda"
+    compile_model("bert-tiny", out, quant="w4g128a8", targets="mlir-cuda", progress=False)
+    info = json.loads((out / "mlir-cuda" / "mlir.json").read_text())
+    assert info["cuda_arch"] == "sm_80" and (out / "mlir-cuda" / "model.vmfb").is_file()
+    try:
+        backend = runtime.load(out).backend("mlir-cuda")
+    except LowbitError as e:
+        assert "needs an NVIDIA GPU" in str(e)
+        return
+    # a machine with a GPU: the sm_80 build must then agree with ref
+    m = runtime.load(out)
+    ids = [1, 40, 50, 60, 2]
+    a, b = m.embed(ids, "mlir-cuda"), m.embed(ids, "ref")
+    assert backend is not None and np.abs(a - b).max() <= 2e-2 * np.abs(b).max()
+
+
+def test_backend_outputs_equal_in_memory_model(llama_art):
+    """The runtime backend (vmfb + weights from the artifact) computes exactly what the in-memory compiled
+    module computes for the same graph."""
+    import runtime
+    from compiler.frontend.llama import empty_cache
+    from tests.mlir.common import InMemoryMLIR
+
+    m = runtime.load(llama_art)
+    feeds = {"input_ids": np.array([3, 4, 5], np.int64), "positions": np.arange(3, dtype=np.int64), **empty_cache(m.graph)}
+    a = m.run(feeds, "mlir-cpu")
+    b = InMemoryMLIR(m.graph).run(feeds)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
