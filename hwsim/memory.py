@@ -18,6 +18,10 @@ The model (used by hwsim.arrays.simulate_linear; hwsim.arrays.layer_timing imple
   previous outputs), then the last outputs drain; plus the array's stream head and tail. Stall cycles =
   total - compute (the array's own no-stall stream time, hwsim.arrays.stream_cycles). tests/hwsim check
   this against the RTL's per-beat schedule fed by a DRAM stream (within 5%).
+- Several arrays (`arrays` > 1): the column blocks are dealt out to the arrays, each with its own SRAMs
+  (activations are broadcast: one DRAM read fills every array's activation SRAM); they run in lock-step
+  rounds and share the DRAM bandwidth. With
+  one array (the default) this is the RTL's single job stream.
 - SRAM ports: each buffer delivers `*_port_bytes` per cycle; a design whose per-cycle demand exceeds a
   port's width is slowed by the ratio (the defaults are wide enough for every default array, so the
   SRAMs never stall them; the sweep can narrow them).
@@ -45,6 +49,7 @@ class MemoryConfig:
     clock_ghz: float = 1.0  # array clock
     double_buffer: bool = True
     out_bytes: int = 2  # bytes per output value written back (fp16 after scaling)
+    arrays: int = 1  # identical arrays, each with the SRAMs above, sharing the DRAM; column blocks dealt out
 
     def __post_init__(self):
         for f in fields(self):

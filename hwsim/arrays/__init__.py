@@ -49,7 +49,7 @@ class LayerRun:
     compute_cycles: int  # the array's own stream time (no stalls)
     stall_cycles: int
     tiles: int  # jobs (row blocks x column blocks)
-    utilization: float  # useful MACs / (cycles * peak MACs per cycle)
+    utilization: float  # useful MACs / (cycles * peak MACs per cycle of all memory.arrays arrays)
     activity: dict = field(default_factory=dict)
     macs: int = 0  # useful multiply-accumulates (M * N * K of the layer)
     shape: tuple = ()  # (M, N, K)
@@ -97,7 +97,9 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
     jobs = rb * cb
     groups = jobs * ng
     beats = groups * cfg.chunks_per_group
-    compute = stream_cycles(cfg, ng, jobs)
+    A = min(mem.arrays, cb)  # arrays that get work: column blocks are dealt out to the arrays
+    cb_arr = math.ceil(cb / A)  # column blocks of the busiest array
+    compute = stream_cycles(cfg, ng, rb * cb_arr)
 
     # SRAM port limits: per-cycle demand of each buffer while the array streams
     tm = timing(cfg)
@@ -122,19 +124,21 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
     wb_real = weight_block_bits(cfg.with_(N=1, lanes=1), K)
     w_bytes_layer = N * (wb_real["codes"] + wb_real["fields"]) / 8  # real columns only
     bw = mem.dram_bytes_per_cycle
+    # with several arrays, a "chunk" below is one round: every busy array loads / computes / drains its own
+    # chunk at the same time, and the arrays share the DRAM bus (bytes of a round = A chunks)
     if w_resident:
-        n_chunks = cb
-        chunk_w = w_bytes_layer / cb
-        chunk_a = 0.0 if a_resident else act_bytes_layer
+        n_chunks = cb_arr
+        chunk_w = A * w_bytes_layer / cb
+        chunk_a = 0.0 if a_resident else act_bytes_layer  # broadcast to the busy arrays
         chunk_c = rb * ng * tm.period * port_slow
     else:
-        n_chunks = cb * rb
-        chunk_w = w_bytes_layer / cb
-        chunk_a = 0.0 if a_resident else act_bytes_layer / rb
+        n_chunks = cb_arr * rb
+        chunk_w = A * w_bytes_layer / cb
+        chunk_a = 0.0 if a_resident else act_bytes_layer / rb  # the round's row block, broadcast
         chunk_c = ng * tm.period * port_slow
-    chunk_o = M * N * mem.out_bytes / n_chunks
+    chunk_o = M * N * mem.out_bytes / (cb_arr * (1 if w_resident else rb))
     load = (chunk_w + chunk_a) / bw
-    pre = act_bytes_layer / bw if a_resident else 0.0
+    pre = act_bytes_layer / bw if a_resident else 0.0  # broadcast: one DRAM read fills every array's SRAM
     out_t = chunk_o / bw
     if mem.double_buffer:
         # chunk i computes while chunk i+1 loads and chunk i-1's outputs drain; the last outputs drain after
@@ -148,7 +152,7 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
     fill_drain = tm.first + tm.drain + 1 - tm.period  # the stream's head and tail (stream_cycles - groups * P)
     total = max(compute, int(math.ceil(t + fill_drain)))
     dram_w = w_bytes_layer * (1 if w_resident else rb)
-    dram_a = act_bytes_layer * (1 if a_resident else cb)
+    dram_a = act_bytes_layer * (1 if a_resident else cb_arr)
     dram_o = M * N * mem.out_bytes
     return {
         "jobs": jobs,
@@ -157,6 +161,7 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
         "compute_cycles": compute,
         "cycles": total,
         "stall_cycles": total - compute,
+        "arrays_busy": A,
         "weights_resident": w_resident,
         "acts_resident": a_resident,
         "sram_port_slowdown": port_slow,
@@ -180,7 +185,7 @@ def _activity(cfg: ArrayConfig, lt: dict, M: int, N: int, K: int, mem: MemoryCon
     act["sram_read_bytes_out"] = M * N * mem.out_bytes
     # SRAM writes: what DRAM brings in
     act["sram_write_bytes_weight"] = lt["dram_bytes_weights"]
-    act["sram_write_bytes_act"] = lt["dram_bytes_acts"]
+    act["sram_write_bytes_act"] = lt["dram_bytes_acts"] * lt["arrays_busy"]  # broadcast into every busy array
     act["dram_bytes_weights"] = lt["dram_bytes_weights"]
     act["dram_bytes_acts"] = lt["dram_bytes_acts"]
     act["dram_bytes_outputs"] = lt["dram_bytes_outputs"]
@@ -213,7 +218,7 @@ def simulate_linear(cfg: ArrayConfig, t: TileInputs, memory: MemoryConfig | None
     lt = layer_timing(cfg, M, N, K, mem)
     y = layer_y(cfg, t) if values else None
     macs = M * N * K
-    peak = cfg.macs_per_beat / cfg.cycles_per_beat
+    peak = mem.arrays * cfg.macs_per_beat / cfg.cycles_per_beat
     return LayerRun(
         y=y,
         cycles=int(lt["cycles"]),
@@ -232,7 +237,7 @@ def simulate_shape(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfi
     mem = memory or MemoryConfig()
     lt = layer_timing(cfg, M, N, K, mem)
     macs = M * N * K
-    peak = cfg.macs_per_beat / cfg.cycles_per_beat
+    peak = mem.arrays * cfg.macs_per_beat / cfg.cycles_per_beat
     return LayerRun(
         y=None,
         cycles=int(lt["cycles"]),

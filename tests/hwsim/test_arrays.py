@@ -182,3 +182,23 @@ def test_narrow_sram_port_slows_the_array():
     assert wide.stall_cycles < 0.01 * wide.cycles
     assert narrow.cycles == pytest.approx(wide.cycles * 134.25 / 64, rel=0.01)
     assert narrow.compute_cycles == wide.compute_cycles
+
+
+def test_several_arrays_share_dram():
+    cfg = gm.ArrayConfig(design="mixpe", bits=4, group=128)
+    one = simulate_shape(cfg, 128, 2048, 2048, MemoryConfig())
+    four = simulate_shape(cfg, 128, 2048, 2048, MemoryConfig(arrays=4))
+    # compute-bound prefill: 32 column blocks dealt to 4 arrays -> a quarter of the stream
+    assert four.compute_cycles == stream_cycles(cfg, 16, 64 * 8)
+    assert 4 * four.compute_cycles == pytest.approx(one.compute_cycles, rel=0.001)
+    assert four.stall_cycles < 0.05 * four.cycles  # the exposed first loads
+    assert four.activity["dram_bytes_weights"] == one.activity["dram_bytes_weights"]
+    assert four.activity["adds"] == one.activity["adds"]  # same work, spread out
+    assert 0.95 * one.utilization < four.utilization <= one.utilization
+    # DRAM-bound decode: more arrays do not help
+    d1 = simulate_shape(cfg, 1, 8192, 2048, MemoryConfig())
+    d8 = simulate_shape(cfg, 1, 8192, 2048, MemoryConfig(arrays=8))
+    assert d1.stall_cycles > d1.compute_cycles
+    assert d8.cycles == pytest.approx(d1.cycles, rel=0.05)
+    # more arrays than column blocks: the extra ones idle
+    assert simulate_shape(cfg, 2, 64, 128, MemoryConfig(arrays=4)).compute_cycles == tile_cycles(cfg, 1)
