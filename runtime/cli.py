@@ -291,11 +291,11 @@ def _designs(text: str) -> list[str]:
     return ds
 
 
-def _memory(dram_gbps, clock_ghz):
+def _memory(dram_gbps, clock_ghz, arrays=1):
     from hwsim.memory import MemoryConfig
 
     try:
-        return MemoryConfig(dram_gbps=dram_gbps, clock_ghz=clock_ghz)
+        return MemoryConfig(dram_gbps=dram_gbps, clock_ghz=clock_ghz, arrays=arrays)
     except ValueError as e:
         raise LowbitError(f"invalid memory parameters: {e}", "give positive --dram-gbps and --clock-ghz") from None
 
@@ -319,9 +319,10 @@ def _progress_cb(prog, tasks: dict):
 @click.option("--node", default="28nm", show_default=True, type=click.Choice(["45nm", "28nm", "22nm", "16nm", "7nm"]))
 @click.option("--dram-gbps", default=64.0, show_default=True, type=float, help="accelerator DRAM bandwidth")
 @click.option("--clock-ghz", default=1.0, show_default=True, type=float, help="accelerator clock")
+@click.option("--arrays", default=1, show_default=True, type=click.IntRange(1, 4096), help="arrays per design, sharing the DRAM")
 @click.option("--no-sweep", is_flag=True, help="skip the design-space sweep (and its Pareto plot)")
 @click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="sweep worker processes [CPU count]")
-def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, clock_ghz, no_sweep, jobs):
+def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, clock_ghz, arrays, no_sweep, jobs):
     """Cost-model report of MODEL (or a compiled artifact OUT) on the accelerator designs: Markdown, HTML, PNG plots, CSV/JSON."""
     from rich.progress import Progress
 
@@ -334,7 +335,7 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
     for p in plats:
         if p != "this-cpu" and p not in PLATFORMS:
             raise LowbitError(f"unknown platform '{p}'", f"use this-cpu or {', '.join(PLATFORMS)}")
-    mem = _memory(dram_gbps, clock_ghz)
+    mem = _memory(dram_gbps, clock_ghz, arrays)
     t0 = time.time()
     with Progress(transient=True, console=_console()) as prog:
         path = build_report(model, ds, out, quant=quant, prefill=prefill, memory=mem, node=node, platforms=plats,
@@ -346,7 +347,7 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
     for d in ds:
         x = data["designs"][d]
         con.print(f"{d}: prefill {x['prefill_s'] * 1e3:.1f} ms, decode {x['decode_s'] * 1e3:.2f} ms/token, "
-                  f"{x['decode_uj_per_token'] / 1e3:.1f} mJ/token, array {x['area']['array_mm2']:.3f} mm^2 ({node})")
+                  f"{x['decode_uj_per_token'] / 1e3:.1f} mJ/token, {arrays} x array {x['area']['array_mm2'] / arrays:.3f} mm^2 ({node})")
     con.print(f"wrote {path / 'report.md'} and {path / 'report.html'} in {time.time() - t0:.1f} s")
 
 

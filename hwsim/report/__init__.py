@@ -87,14 +87,16 @@ def analyze(model: str, designs: list[str], quant: str = "w4g128a8", prefill: in
                     progress(step, total_steps)
         ar = area_mod.array_area(cfg0, node)
         mar = area_mod.memory_area(mem, node)
-        peak = cfg0.macs_per_beat / cfg0.cycles_per_beat
+        A = mem.arrays
+        peak = A * cfg0.macs_per_beat / cfg0.cycles_per_beat
         designs_out[d] = {
             "config": cfg0.to_dict(),
-            "area": {"logic_mm2": ar["logic_um2"] / 1e6, "ff_mm2": ar["ff_um2"] / 1e6, "array_mm2": ar["total_um2"] / 1e6,
-                     "sram_mm2": mar["total_um2"] / 1e6, "source": ar["source"]},
+            "arrays": A,
+            "area": {"logic_mm2": A * ar["logic_um2"] / 1e6, "ff_mm2": A * ar["ff_um2"] / 1e6, "array_mm2": A * ar["total_um2"] / 1e6,
+                     "sram_mm2": A * mar["total_um2"] / 1e6, "source": ar["source"]},
             "peak_macs_per_cycle": peak,
             "peak_tops": 2 * peak * clock / 1e12,
-            "tops_per_mm2_array": 2 * peak * clock / 1e12 / (ar["total_um2"] / 1e6),
+            "tops_per_mm2_array": 2 * peak * clock / 1e12 / (A * ar["total_um2"] / 1e6),
             **tot,
             "decode_tokens_per_s": 1.0 / tot["decode_s"],
             "prefill_tokens_per_s": prefill / tot["prefill_s"],
@@ -389,7 +391,8 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
     # ---- plots
     roofs = [(p["name"], p["peak_ops"], p["bandwidth"]) for p in data["platforms"] if p["phase"] == "decode"]
     for d in designs:
-        roofs.append((f"{d} (1 array, {mem['dram_gbps']:.0f} GB/s)", D[d]["peak_tops"] * 1e12, mem["dram_gbps"] * 1e9))
+        roofs.append((f"{d} ({mem['arrays']} array{'s' if mem['arrays'] > 1 else ''}, {mem['dram_gbps']:.0f} GB/s)",
+                      D[d]["peak_tops"] * 1e12, mem["dram_gbps"] * 1e9))
     points = []
     for l in layers:
         if l["design"] in D:
@@ -438,8 +441,9 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
           f"{sum(l['N'] * l['K'] * l['count'] for l in data['linears']) / 1e6:.1f} M weights); attention score/context products, "
           f"norms and activations run on the host and are not counted. Float linears left out: "
           f"{', '.join(f'{n} [{a}x{b}]' for n, a, b in data['float_linears']) or 'none'}. Decode = one token (M=1); "
-          f"prefill = {data['prefill']} tokens. Node {node}, array clock {mem['clock_ghz']} GHz, DRAM {mem['dram_gbps']} GB/s, "
-          f"SRAM weight/act/out {mem['weight_sram_kib']}/{mem['act_sram_kib']}/{mem['out_sram_kib']} KiB.")
+          f"prefill = {data['prefill']} tokens. Node {node}, {mem['arrays']} array(s) per design at {mem['clock_ghz']} GHz sharing "
+          f"DRAM {mem['dram_gbps']} GB/s, SRAM weight/act/out {mem['weight_sram_kib']}/{mem['act_sram_kib']}/{mem['out_sram_kib']} KiB "
+          f"per array.")
     doc.h(2, "Designs on this model")
     hdr = ["design", "array", "area mm^2 (array + SRAM)", "peak TOPS", "TOPS/mm^2 (array)", "prefill ms", "prefill util",
            "decode ms/token", "decode tokens/s", "decode mJ/token", "of which datapath mJ", "prefill pJ/MAC", "area source"]
@@ -453,7 +457,7 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
                      x["decode_uj_per_token"] / 1e3, x["decode_datapath_uj_per_token"] / 1e3, x["prefill_pj_per_mac"], x["area"]["source"]])
     doc.table(hdr, rows)
     w = {d: D[d]["energy_uj"]["prefill"] for d in designs}
-    doc.p("Reading the table: one array of each design at the paper's elongated tile (M=2 rows). Decode (M=1) uses one of the "
+    doc.p(f"Reading the table: {mem['arrays']} array(s) of each design at the paper's elongated tile (M=2 rows). Decode (M=1) uses one of the "
           "two rows; lut-tc is bit-serial (B cycles per K-chunk) so it is compute-bound where mixpe and mac are DRAM-bound. "
           "In prefill every pair of rows re-reads the column block's weights from the weight SRAM, so SRAM reads are the largest part of "
           "the energy per MAC (" + ", ".join(f"{d}: {w[d]['sram_weight'] / w[d]['total'] * 100:.0f}% of prefill energy" for d in designs)

@@ -111,9 +111,15 @@ def test_cli_report_and_sweep(tmp_path, capsys):
     assert (out / "report.html").is_file() and not (out / "pareto.png").exists()
     assert "wrote" in so
     # rerun into the same report folder replaces it
-    code, so, se = run_cli(["report", "bert-tiny", "-o", out, "--no-sweep", "--platforms", "h100-sxm", "--designs", "mixpe"], capsys)
+    one = json.loads((out / "report.json").read_text())["designs"]["mixpe"]
+    code, so, se = run_cli(["report", "bert-tiny", "-o", out, "--no-sweep", "--platforms", "h100-sxm", "--designs", "mixpe",
+                            "--arrays", "4", "--prefill", "16"], capsys)
     assert code == 0, se
-    assert list(json.loads((out / "report.json").read_text())["designs"]) == ["mixpe"]
+    d = json.loads((out / "report.json").read_text())["designs"]
+    assert list(d) == ["mixpe"] and d["mixpe"]["arrays"] == 4
+    assert d["mixpe"]["area"]["array_mm2"] == pytest.approx(4 * one["area"]["array_mm2"])
+    assert d["mixpe"]["peak_tops"] == pytest.approx(4 * one["peak_tops"])
+    assert d["mixpe"]["prefill_s"] < one["prefill_s"]
     sw = tmp_path / "s"
     code, so, se = run_cli(["sweep", "llama-tiny", "-o", sw, "--shapes", "2x64", "--bits", "2,4", "--acts", "a8", "--groups", "64", "-j", "1"], capsys)
     assert code == 0, se
