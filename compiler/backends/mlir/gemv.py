@@ -210,3 +210,42 @@ def build_gemv(n: int, k: int, spec: str = "w4g128", threads: int = 1, rotate: b
     copies = max(2, -(-4 * llc_bytes() // weight_bytes)) if rotate else 1
     params = [[rt.asdevicearray(config.device, a.copy()) for a in dev_host] for _ in range(copies)]
     return Gemv(n, k, qspec.name, threads, asm, compile_s, weight_bytes, copies, fn, params, host, attrs, config.device)
+
+
+def read_bandwidth_gbs(nbytes: int, threads: int = 1, repeat: int = 10) -> float:
+    """Read bandwidth of this machine measured through IREE itself: a sum over an int32 buffer of nbytes
+    (use >= 4x LLC), split in 256 rows (the parallel dim), best of repeat."""
+    import iree.compiler as ic
+    import iree.runtime as rt
+    from iree.compiler import ir
+    from iree.compiler.dialects import arith, func
+
+    from compiler.backends.mlir import kernels as K
+
+    rows = 256
+    cols = max(1, nbytes // 4 // rows)
+    with ir.Context(), ir.Location.unknown():
+        module = ir.Module.create()
+        module.operation.attributes["sym_name"] = ir.StringAttr.get("lowbit_bw")
+        B = K.Builder()
+        with ir.InsertionPoint(module.body):
+            fn = func.FuncOp("sum", ([B.tensor_type((rows, cols), "i32")], [B.tensor_type((rows,), "i32")]))
+            entry = fn.add_entry_block()
+            with ir.InsertionPoint(entry):
+                out = B.fill(0, (rows,), B.i32)
+                s = B.generic([entry.arguments[0]], [out], ["(r, c) -> (r, c)", "(r, c) -> (r)"], "pr", lambda v, o: arith.addi(o, v))[0]
+                func.ReturnOp([s])
+        asm = str(module)
+    vmfb = ic.compile_str(asm, target_backends=["llvm-cpu"], extra_args=list(CPU_FLAGS))
+    config = _config(threads)
+    ctx = rt.SystemContext(config=config)
+    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, vmfb))
+    f = ctx.modules.lowbit_bw["sum"]
+    buf = rt.asdevicearray(config.device, np.ones((rows, cols), np.int32))
+    f(buf)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f(buf)
+        best = min(best, time.perf_counter() - t)
+    return rows * cols * 4 / best / 1e9
