@@ -271,7 +271,9 @@ def memory_area(mem, node: str = "28nm") -> dict:
 
 
 def constants_table(node: str = "28nm") -> list[dict]:
-    rows = [{"name": f"{k} (NanGate45 X1)", "value": v, "unit": "um^2 @45nm", "source": "NanGate FreePDK45 Open Cell Library"}
+    composite = {"$_ANDNOT_": "INV_X1 + NOR2_X1", "$_ORNOT_": "INV_X1 + NAND2_X1", "$_NMUX_": "MUX2_X1 + INV_X1"}
+    rows = [{"name": f"yosys {k}", "value": v, "unit": "um^2 @45nm",
+             "source": f"NanGate FreePDK45 Open Cell Library: {composite.get(k, 'matching X1 cell')}"}
             for k, v in CELL_UM2_45.items() if v]
     rows.append({"name": "flip-flop bit (DFF_X1)", "value": DFF, "unit": "um^2 @45nm", "source": "NanGate FreePDK45; +MUX2_X1 with enable, +AND2_X1 with sync reset"})
     rows.append({"name": f"area factor 45nm -> {node}", "value": node_area_scale(node), "unit": "x", "source": "ideal (L/45)^2 scaling"})

@@ -208,9 +208,10 @@ def _reasons(out: dict) -> list[str]:
         f"mixpe's shift-and-add PEs are denser still at these shapes."
     )
     r.append(
-        "The epilogue (dyadic dequantization lanes, shadow bank, Y registers) is shared by all three designs and is "
-        "the same size for each; it is a larger share of the small arrays (lut-tc, mixpe) than of mac, which compresses "
-        "the ratios. The papers' arrays are larger (MixPE: 64x64 PEs) and amortize such overheads."
+        "The epilogue (dyadic dequantization lanes, shadow bank, Y registers) is common to all three designs and of "
+        "similar size in each (mac's lanes have no multiplier, lut-tc's add the zero-point correction); it is a larger "
+        "share of the small arrays (lut-tc, mixpe) than of mac, which compresses the ratios. The papers' arrays are "
+        "larger (MixPE: 64x64 PEs) and amortize such overheads."
     )
     r.append(
         "MixPE's 2.6x speedup is measured against other accelerators (ANT, BitFusion, OLAccel, INT8/FP16 arrays) at the "
