@@ -334,7 +334,6 @@ def build_report(model: str, designs: list[str], out: str | Path, quant: str = "
                  memory: MemoryConfig | None = None, node: str = "28nm", platforms: tuple[str, ...] = ("this-cpu", "h100-sxm"),
                  sweep: bool = True, jobs: int | None = None, progress=None) -> Path:
     """Write the report folder `out` (atomically) and return its path. progress(stage, done, total)."""
-    from hwsim.report import plots
     from hwsim.report import sweep as sweep_mod
 
     for d in designs:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
