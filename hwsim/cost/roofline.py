@@ -126,7 +126,11 @@ def model_linears(arg: str, quant: str = "w4g128a8") -> ModelLinears:
     mt = str(cfg.get("model_type", "")).lower()
     family = "llama" if mt == "llama" else "bert" if mt == "bert" else mt
     spec = _spec(quant)
-    q, fl = linears_from_config(family, cfg)
+    try:
+        q, fl = linears_from_config(family, cfg)
+    except (KeyError, TypeError) as e:
+        raise LowbitError(f"config of model '{arg}' lacks a field the layer table needs ({e})",
+                          "pass a Llama or BERT Hugging Face folder with a complete config.json") from None
     if arg in PRESETS and PRESETS[arg].ternary:
         from compiler.quant.spec import QuantSpec
 

@@ -180,3 +180,17 @@ def test_unsymmetrized_lut_variant_is_larger():
         mn, tw = cfg.M * cfg.N, cfg.table_bits
         assert plain["mux_bits"] - sym["mux_bits"] == mn * tw * (15 - 7) - (mn * tw + cfg.N * (cfg.K - 1))
         assert 1.05 < area.model_area_um2(cfg, symmetric_table=False) / area.model_area_um2(cfg) < 1.5
+
+
+def test_hf_folder_config(tmp_path):
+    import json
+
+    from compiler.errors import LowbitError
+    from compiler.frontend.presets import PRESETS
+
+    (tmp_path / "config.json").write_text(json.dumps(PRESETS["llama-tiny"].config))
+    ml = roofline.model_linears(str(tmp_path), "w2g64a8")
+    assert sum(l.count for l in ml.linears) == 28 and ml.family == "llama"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    with pytest.raises(LowbitError, match="lacks a field"):
+        roofline.model_linears(str(tmp_path))
