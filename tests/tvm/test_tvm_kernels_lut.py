@@ -125,3 +125,15 @@ def test_rules_pick_lut_for_a16_low_bits(monkeypatch):
     assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 8, "a16", "cpu", "nibble")[0].name == "blocked-cpu"  # g % 16
     monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "lut-cpu")
     assert K.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
+
+
+@needs_bw
+def test_a8_prefers_vnni_then_lut(monkeypatch):
+    from compiler.backends.tvm import kernels_cpu as KC
+
+    monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
+    want = "vnni-cpu" if KC.host_has_vnni() else "lut-cpu"
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a8", "cpu", "dense")[0].name == want
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 3, 128, "a8", "cpu", "planes")[0].name == "lut-cpu"  # no W3 VNNI layout
+    monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "vnni-cpu")
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == "lut-cpu"

@@ -317,14 +317,14 @@ class Rule:
 # are on by default; LOWBIT_TVM_FAST_CPU=0 at compile time keeps every CPU layer on the fallback (to compare).
 FAST_CPU_RULES: list[Rule] = [
     Rule(
-        lambda s: s.target == "cpu" and s.act == "a16" and s.n % KL.BLOCK == 0 and s.k % s.group == 0 and KL.lut_ok(s.bits, s.group),
-        LUT_CPU,
-        "A16 W4/W3/W2/ternary on AVX-512BW hosts: table lookups beat dequantization (compute-bound on code->float)",
-    ),
-    Rule(
         lambda s: s.target == "cpu" and s.act == "a8" and s.n % KC.VNNI_ROWS == 0 and s.k % s.group == 0 and KC.vnni_ok(s.bits, s.group),
         VNNI_CPU,
         "A8 W4/W2/ternary on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd; any M (rows loop outside the tiles)",
+    ),
+    Rule(
+        lambda s: s.target == "cpu" and s.n % KL.BLOCK == 0 and s.k % s.group == 0 and KL.lut_ok(s.bits, s.group),
+        LUT_CPU,
+        "W4/W3/W2/ternary on AVX-512BW hosts: table lookups beat dequantization (compute-bound on code->float); A8 where VNNI is absent",
     ),
     Rule(
         lambda s: s.target == "cpu" and s.bits in (2, 3, 4, 8) and s.n % KC.BLOCK == 0 and s.group % 4 == 0 and s.k % s.group == 0
