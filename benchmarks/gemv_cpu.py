@@ -145,7 +145,7 @@ def time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, repeat, disable=""
     from safetensors.numpy import load_file
 
     old = os.environ.get("LOWBIT_TVM_DISABLE_KERNELS")
-    os.environ["LOWBIT_TVM_DISABLE_KERNELS"] = disable
+    os.environ["LOWBIT_TVM_DISABLE_KERNELS"] = ",".join(v for v in (old, disable) if v)  # on top of the caller's
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "t"
