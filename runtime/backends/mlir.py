@@ -5,7 +5,8 @@ Nothing is recompiled: <artifact>/<target>/model.vmfb is loaded into an iree.run
 come from the artifact's weights.safetensors (and <target>/params.safetensors for the qlinear weights the
 compiler re-laid out) and are copied to the device once, when the backend is made (mlir.json gives the
 order of inputs and parameters and the outputs). Threads: IREE's local-task driver
-uses every core; set LOWBIT_MLIR_THREADS=N to cap it (the flag is process-wide and read once).
+uses every core; LOWBIT_MLIR_THREADS=N caps it (a process-wide flag, read once), and N=1 selects the
+`local-sync` driver (runs in the calling thread, no task system).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _runtime():
         ) from None
     global _FLAGS_SET
     threads = os.environ.get("LOWBIT_MLIR_THREADS")
-    if threads and not _FLAGS_SET:
+    if threads and threads.strip() != "1" and not _FLAGS_SET:
         rt.flags.parse_flags(f"--task_topology_max_group_count={int(threads)}")
     _FLAGS_SET = True
     return rt
@@ -87,6 +88,8 @@ class _MLIRBackend(Backend):
         self.input_dtypes = {k: DTYPES[t.dtype] for k, t in g.inputs.items()}
 
     def _config(self, rt):
+        if self.driver == "local-task" and os.environ.get("LOWBIT_MLIR_THREADS", "").strip() == "1":
+            return rt.Config("local-sync")
         return rt.Config(self.driver)
 
     def run(self, feeds):
