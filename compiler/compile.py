@@ -57,9 +57,11 @@ def compile_model(
     progress: bool = True,
     array: str | dict | None = None,
     dump_mlir: bool = False,
+    tune: bool = False,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
-    output is written. dump_mlir: mlir-* targets also keep IREE's compilation phases (.mlir per stage)."""
+    output is written. dump_mlir: mlir-* targets also keep IREE's compilation phases (.mlir per stage).
+    tune: tvm-cpu times the matching fast qlinear kernels per layer shape and keeps the fastest (cached)."""
     from compiler.quant.apply import check_shapes, progress_bar, quantize_graph
 
     spec = resolve_spec(quant, act)
@@ -107,7 +109,7 @@ def compile_model(
 
         for t in target_list:
             if t in TVM_TARGETS:
-                manifest["targets"][t] = build_tvm_target(graph, t, tmp / t)
+                manifest["targets"][t] = build_tvm_target(graph, t, tmp / t, tune=tune or None)
             elif t in ("mlir-cpu", "mlir-cuda"):
                 from compiler.backends.mlir import build_mlir_target
 

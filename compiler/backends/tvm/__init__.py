@@ -28,7 +28,7 @@ def require_tvm():
         raise LowbitError("targets tvm-cpu/tvm-cuda need Apache TVM, which is not installed", "install it with `pip install apache-tvm==0.27.0.post1`") from None
 
 
-def build_tvm_target(graph, target: str, out_dir: Path) -> dict:
+def build_tvm_target(graph, target: str, out_dir: Path, tune: bool | None = None) -> dict:
     """Build one TVM target into out_dir (the artifact's <target>/ folder); returns a summary for the
     manifest (the full description is out_dir/tvm.json)."""
     import time
@@ -38,9 +38,11 @@ def build_tvm_target(graph, target: str, out_dir: Path) -> dict:
     from compiler.backends.tvm.build import LIBRARY, build_target
 
     t_import = time.perf_counter() - t0  # loading TVM's compiler library (~300 MB) takes seconds
-    info = build_target(graph, target, Path(out_dir))
+    info = build_target(graph, target, Path(out_dir), tune=tune)
     timings = {"import_tvm": round(t_import, 3), **info["timings_s"]}
     summary = {"library": f"{target}/{LIBRARY}", "timings_s": timings, "host_cpu": info["host"]["mcpu"]}
     if "cuda_arch" in info:
         summary["cuda_arch"] = info["cuda_arch"]
+    if "kernel_search" in info:
+        summary["kernel_search"] = {"shapes": len(info["kernel_search"]), "measured": sum("measured_ms" in v for v in info["kernel_search"].values())}
     return summary

@@ -155,7 +155,7 @@ def compile_lowered(lowered, kind: str, target):
     return tvm.compile(lowered.mod, target, relax_pipeline=_pipeline(kind, target))
 
 
-def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: bool = True) -> dict:
+def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: bool = True, tune: bool | None = None) -> dict:
     """Lower, compile and export `graph` for target_name into out_dir (created). Returns tvm.json's dict."""
     from safetensors.numpy import save_file
 
@@ -165,7 +165,7 @@ def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: boo
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    lowered = lower_graph(graph, kind)
+    lowered = lower_graph(graph, kind, tune)
     t1 = time.perf_counter()
     target = cpu_target() if kind == "cpu" else cuda_target()
     ex = compile_lowered(lowered, kind, target)
@@ -177,6 +177,8 @@ def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: boo
         "outputs": lowered.outputs,
         "kernels": lowered.kernels,
     }
+    if lowered.search:
+        info["kernel_search"] = lowered.search  # ms per candidate kernel, measured now or taken from the cache
     timings = {"lower": round(t1 - t0, 3), "compile": round(t2 - t1, 3)}
     if kind == "cpu":
         cpu, feats = host_cpu()

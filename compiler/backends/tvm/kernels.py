@@ -350,13 +350,23 @@ def enable_fast_cpu_kernels() -> None:
 
 
 def choose_qlinear_kernel(
-    m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False
+    m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False,
+    tune: bool | None = None, log: dict | None = None,
 ) -> tuple[QLinearKernel, QLinearShape]:
-    """The first rule whose condition holds for this layer gives its kernel (and the shape it was asked for)."""
+    """The first rule whose condition holds for this layer gives its kernel (and the shape it was asked for).
+    With `tune` (default: LOWBIT_TVM_TUNE=1) and several fast CPU kernels matching, the fastest one measured
+    on this machine wins instead (compiler/backends/tvm/tune.py; cached by shape); `log` collects the times."""
     shape = QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary)
     # LOWBIT_TVM_DISABLE_KERNELS=lut-cpu,vnni-cpu skips kernels by name (benchmarks compare kernels this way)
     disabled = {v.strip() for v in os.environ.get("LOWBIT_TVM_DISABLE_KERNELS", "").split(",") if v.strip()}
-    for r in RULES:
-        if r.kernel.name not in disabled and r.when(shape):
-            return r.kernel, shape
-    raise KeyError(f"no qlinear kernel for {shape}")
+    matching = [r.kernel for r in RULES if r.kernel.name not in disabled and r.when(shape)]
+    if not matching:
+        raise KeyError(f"no qlinear kernel for {shape}")
+    if tune is None:
+        tune = os.environ.get("LOWBIT_TVM_TUNE", "0") == "1"
+    fast = [kern for kern in dict.fromkeys(matching) if kern.relayout is not None]  # the fallbacks are never faster
+    if tune and target == "cpu" and len(fast) > 1:
+        from compiler.backends.tvm.tune import pick
+
+        return pick(shape, fast, log), shape
+    return matching[0], shape

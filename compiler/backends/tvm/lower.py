@@ -33,12 +33,15 @@ class LoweredModule:
     outputs: list[str]
     relayout: dict[str, np.ndarray] = field(default_factory=dict)  # arrays the target folder must store
     kernels: dict[str, str] = field(default_factory=dict)  # qlinear weight name -> kernel name (for the record)
+    search: dict = field(default_factory=dict)  # kernel times per shape when tuning (tune.py)
 
 
 class _Lowerer:
-    def __init__(self, graph: Graph, target_kind: str):
+    def __init__(self, graph: Graph, target_kind: str, tune: bool | None = None):
         self.g = graph
         self.kind = target_kind  # 'cpu' | 'cuda'
+        self.tune = tune  # measured kernel choice among matching fast kernels (tune.py); None: LOWBIT_TVM_TUNE
+        self.search: dict = {}  # shape key -> measured or cached kernel times
         self.bb = relax.BlockBuilder()
         self.dims: dict[str, tirx.Var] = {}
         self.env: dict[str, relax.Expr] = {}
@@ -160,7 +163,8 @@ def _linear(L, n):
 
 def _choose(L, n):
     a = n.attrs
-    return K.choose_qlinear_kernel(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")))
+    return K.choose_qlinear_kernel(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")),
+                                   tune=L.tune, log=L.search)
 
 
 def _relayout(L, n) -> dict:
@@ -326,9 +330,13 @@ def _l2norm(L, n):
     return [L.emit(op.divide(x, op.maximum(norm, relax.const(np.float32(n.attrs["eps"])))))]
 
 
-def lower_graph(graph: Graph, target_kind: str) -> LoweredModule:
-    """Lower `graph` for target_kind 'cpu' or 'cuda' (qlinear kernels are chosen per target kind)."""
+def lower_graph(graph: Graph, target_kind: str, tune: bool | None = None) -> LoweredModule:
+    """Lower `graph` for target_kind 'cpu' or 'cuda' (qlinear kernels are chosen per target kind; `tune`
+    measures the matching fast CPU kernels per shape instead of taking the first rule's)."""
     missing = sorted({n.op for n in graph.nodes} - set(CONVERTERS))
     if missing:
         raise NotImplementedError(f"TVM backend has no converter for ops {missing}")
-    return _Lowerer(graph, target_kind).lower()
+    L = _Lowerer(graph, target_kind, tune)
+    mod = L.lower()
+    mod.search = L.search
+    return mod

@@ -1,0 +1,121 @@
+"""A small measured search over the CPU qlinear kernels whose rules match a layer, cached by shape.
+
+The rule table (kernels.RULES) picks a kernel by what usually wins; where several fast kernels apply (e.g. A16
+W4: lut-cpu and blocked-cpu; A8 W2: vnni-cpu and lut-cpu) the winner depends on the machine. With tuning on
+(`lowbit compile --tune`, or LOWBIT_TVM_TUNE=1) each candidate is compiled alone for the layer's shape and timed
+at M = 1 (decode) on random weights rotated out of cache, and the fastest is used. Results are cached in
+$LOWBIT_CACHE_DIR/tvm-kernels.json (default ~/.cache/lowbit) under a key made of the host CPU, the TVM thread
+count, the shape, the quantization and the kernel sources' hash, so a second compile of the same shapes
+measures nothing. (TVM's meta_schedule tuner crashes in the 0.27 wheel; this is the replacement the issue
+allows: a few candidates, not a schedule space.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROTATE_BYTES = 256 << 20  # weights copies per timing: enough to fall out of a 36-100 MiB last-level cache
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get("LOWBIT_CACHE_DIR", Path.home() / ".cache" / "lowbit")) / "tvm-kernels.json"
+
+
+def _sources_hash() -> str:
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ("kernels.py", "kernels_cpu.py", "kernels_lut.py", "epilogue.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_key(shape) -> str:
+    from compiler.backends.tvm.build import host_cpu
+
+    threads = os.environ.get("TVM_NUM_THREADS", "default")
+    return (f"{host_cpu()[0]}|t{threads}|{shape.n}x{shape.k}|w{shape.bits}{'t' if shape.ternary else ''}g{shape.group}|{shape.act}|"
+            f"{shape.layout}|b{int(shape.bias)}|{_sources_hash()}")
+
+
+def load_cache() -> dict:
+    try:
+        return json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_cache(cache: dict) -> None:
+    f = cache_file()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        tmp.replace(f)  # atomic: a concurrent compile sees the old or the new file, never half of one
+    except OSError:
+        pass  # a read-only home only costs the next compile its measurements
+
+
+def pick(shape, candidates: list, log: dict | None = None):
+    """The fastest of `candidates` (QLinearKernels whose rules match `shape`) at M = 1, cached."""
+    if len(candidates) < 2:
+        return candidates[0]
+    cache = load_cache()
+    key = cache_key(shape)
+    times = cache.get(key)
+    if not times or not all(k.name in times for k in candidates):
+        times = {k.name: measure(k, shape) for k in candidates}
+        cache = load_cache()
+        cache[key] = times
+        save_cache(cache)
+        if log is not None:
+            log[key] = {"measured_ms": times}
+    elif log is not None:
+        log.setdefault(key, {"cached_ms": times})
+    return min(candidates, key=lambda k: times[k.name])
+
+
+def measure(kern, shape) -> float:
+    """ms per call of `kern` alone at M = 1, random codes of the shape, weights rotated out of cache."""
+    import tvm
+    from tvm import te, tirx
+
+    from compiler.backends.tvm.build import cpu_target
+    from compiler.quant.pack import pack
+
+    rng = np.random.default_rng(0)
+    n, k, g, bits = shape.n, shape.k, shape.group, shape.bits
+    codes = rng.integers(0, 3 if shape.ternary else 1 << bits, (n, k), dtype=np.uint8)
+    zeros = np.full((n, k // g), 1 if shape.ternary else 1 << (bits - 1), np.uint8)
+    scales = (rng.random((n, k // g), dtype=np.float32) * 0.01 + 0.001).astype(np.float32)
+    packed = pack(codes, bits, shape.layout)
+    arrays = kern.relayout(packed, scales, zeros, shape) if kern.relayout else {"packed": packed, "scales": scales, "zeros": zeros}
+    w = [arrays["packed"], arrays["scales"], arrays["zeros"]]
+    s = tirx.Var("S", "int64")
+    a8 = shape.act == "a8"
+    ins = [te.placeholder((s, k), "int32" if a8 else "float32", name="x")]
+    ins += [te.placeholder(a.shape, str(a.dtype), name=f"w{i}") for i, a in enumerate(w)]
+    ins += [te.placeholder((s,), "float32", name="sa")] if a8 else []
+    ins += [te.placeholder((n,), "float32", name="bias")] if shape.bias else []
+    out = kern.te_func(shape)(*ins)
+    func = kern.schedule(te.create_prim_func([*ins, out]))
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=cpu_target())
+    copies = max(2, -(-ROTATE_BYTES // sum(a.nbytes for a in w)))
+    wt = [[tvm.runtime.tensor(a.copy()) for a in w] for _ in range(copies)]
+    x = tvm.runtime.tensor(rng.integers(-127, 128, (1, k)).astype(np.int32) if a8 else rng.standard_normal((1, k), dtype=np.float32))
+    extra = ([tvm.runtime.tensor(np.ones(1, np.float32))] if a8 else []) + ([tvm.runtime.tensor(np.zeros(n, np.float32))] if shape.bias else [])
+    y = tvm.runtime.tensor(np.zeros((1, n), np.float32))
+    for i in range(copies):
+        lib(x, *wt[i], *extra, y)
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for i in range(copies):
+            lib(x, *wt[i], *extra, y)
+        best = min(best, (time.perf_counter() - t) / copies)
+    return round(best * 1e3, 4)
