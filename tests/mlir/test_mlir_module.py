@@ -47,9 +47,14 @@ def test_qlinear_reads_packed_bytes_and_dequantizes_per_group():
         assert f"tensor<{shape}xf32>" not in asm
     assert asm.count("arith.shrui") >= 28 and asm.count("arith.andi") >= 28
     assert "linalg.matmul" not in asm and "linalg.batch_matmul" not in asm
-    # the group sums of A8 are int32
-    a8 = compiled("bert-tiny", "w2g64a8").asm
-    assert re.search(r"linalg\.fill .*tensor<\?x\d+x\d+x32xi32>", a8)
+    # A8: group sums in fp32 where every partial sum is an exact integer (g * 127 * qmax < 2^24), with the
+    # zero point applied after the sum; int32 otherwise (8-bit codes, per-channel groups)
+    assert set(compiled("bert-tiny", "w2g64a8").lowered.kernels.values()) == {"blocked32-f32-a8exact"}
+    from compiler.backends.mlir.gemv import gemv_module, qlinear_attrs, quantized_layer
+
+    qw, spec = quantized_layer(64, 4096, "w8pca8")
+    text = gemv_module(qlinear_attrs(qw, spec, 64, 4096), lanes=32)
+    assert re.search(r"linalg\.fill .*tensor<\?x2x32xi32>", text)
 
 
 def test_relayout_is_a_permutation_of_the_stored_bytes():
