@@ -169,6 +169,7 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
     SPAN = span_pairs(bits, G)
     NSPAN = NCC // SPAN
     NC = K // 4
+    MT = 8  # rows per tile in phase 2
     a8 = act == "a8"
     LANES4 = list(range(64))  # four copies of a 16-byte table: one per 128-bit lane into the four 128-bit lanes (vbroadcasti32x4)
     PREFETCH = int(os.environ.get("LOWBIT_LUT_PREFETCH", "8"))
@@ -216,9 +217,12 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
                 )
                 tl[m, c, T.Ramp(0, 1, 16)] = T.Cast("uint8x16", tv & T.Broadcast(255, 16))
                 th[m, c, T.Ramp(0, 1, 16)] = T.Cast("int8x16", T.shift_right(tv, T.Broadcast(8, 16)))
-        # phase 2: blocks of 64 outputs in parallel, rows inside (a block's weights stay in L2 across a prefill)
-        for nb in T.parallel(NB):
-            for m in range(M):
+        # phase 2: tiles of MT rows (their tables, MT * 32 KiB at K = 4096, stay in L2), blocks of 64 outputs in
+        # parallel inside a tile, the tile's rows inside a block (the block's weights stay in L1/L2 across them)
+        for mt in range((M + MT - 1) // MT):
+          for nb in T.parallel(NB):
+            for mi in range(T.min(MT, M - mt * MT)):
+                m = mt * MT + mi
                 yacc = T.alloc_buffer((R,), "float32", scope="local")
                 acc = T.alloc_buffer((R,), "int32", scope="local")
                 lo = T.alloc_buffer((R,), "int16", scope="local")

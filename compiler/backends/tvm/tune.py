@@ -69,7 +69,7 @@ def pick(shape, candidates: list, log: dict | None = None):
     key = cache_key(shape)
     times = cache.get(key)
     if not times or not all(k.name in times for k in candidates):
-        times = {k.name: measure(k, shape) for k in candidates}
+        times = measure_all(candidates, shape)
         cache = load_cache()
         cache[key] = times
         save_cache(cache)
@@ -80,8 +80,25 @@ def pick(shape, candidates: list, log: dict | None = None):
     return min(candidates, key=lambda k: times[k.name])
 
 
+def measure_all(candidates: list, shape, rounds: int = 5) -> dict[str, float]:
+    """ms per call of each candidate at M = 1, best of `rounds`; the candidates' rounds alternate, so a change
+    in the machine's load during the search hits all of them alike."""
+    runs = {k.name: _runner(k, shape) for k in candidates}
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            best[name] = min(best[name], run())
+    return {name: round(t * 1e3, 4) for name, t in best.items()}
+
+
 def measure(kern, shape) -> float:
-    """ms per call of `kern` alone at M = 1, random codes of the shape, weights rotated out of cache."""
+    """ms per call of `kern` alone at M = 1 (see measure_all)."""
+    return measure_all([kern], shape)[kern.name]
+
+
+def _runner(kern, shape):
+    """Compile `kern` alone for the shape on random codes; returns a function timing one pass over weight
+    copies rotated out of cache (seconds per call)."""
     import tvm
     from tvm import te, tirx
 
@@ -110,12 +127,11 @@ def measure(kern, shape) -> float:
     x = tvm.runtime.tensor(rng.integers(-127, 128, (1, k)).astype(np.int32) if a8 else rng.standard_normal((1, k), dtype=np.float32))
     extra = ([tvm.runtime.tensor(np.ones(1, np.float32))] if a8 else []) + ([tvm.runtime.tensor(np.zeros(n, np.float32))] if shape.bias else [])
     y = tvm.runtime.tensor(np.zeros((1, n), np.float32))
-    for i in range(copies):
-        lib(x, *wt[i], *extra, y)
-    best = float("inf")
-    for _ in range(3):
+    def one_pass() -> float:
         t = time.perf_counter()
         for i in range(copies):
             lib(x, *wt[i], *extra, y)
-        best = min(best, (time.perf_counter() - t) / copies)
-    return round(best * 1e3, 4)
+        return (time.perf_counter() - t) / copies
+
+    one_pass()  # warm-up: first-touch of the copies, code in cache
+    return one_pass
