@@ -96,7 +96,7 @@ def measure(kern, shape) -> float:
     return measure_all([kern], shape)[kern.name]
 
 
-def _runner(kern, shape):
+def _runner(kern, shape, m: int = 1):
     """Compile `kern` alone for the shape on random codes; returns a function timing one pass over weight
     copies rotated out of cache (seconds per call)."""
     import tvm
@@ -124,9 +124,9 @@ def _runner(kern, shape):
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=cpu_target())
     copies = max(2, -(-ROTATE_BYTES // sum(a.nbytes for a in w)))
     wt = [[tvm.runtime.tensor(a.copy()) for a in w] for _ in range(copies)]
-    x = tvm.runtime.tensor(rng.integers(-127, 128, (1, k)).astype(np.int32) if a8 else rng.standard_normal((1, k), dtype=np.float32))
-    extra = ([tvm.runtime.tensor(np.ones(1, np.float32))] if a8 else []) + ([tvm.runtime.tensor(np.zeros(n, np.float32))] if shape.bias else [])
-    y = tvm.runtime.tensor(np.zeros((1, n), np.float32))
+    x = tvm.runtime.tensor(rng.integers(-127, 128, (m, k)).astype(np.int32) if a8 else rng.standard_normal((m, k), dtype=np.float32))
+    extra = ([tvm.runtime.tensor(np.ones(m, np.float32))] if a8 else []) + ([tvm.runtime.tensor(np.zeros(n, np.float32))] if shape.bias else [])
+    y = tvm.runtime.tensor(np.zeros((m, n), np.float32))
     def one_pass() -> float:
         t = time.perf_counter()
         for i in range(copies):
