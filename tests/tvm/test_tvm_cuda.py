@@ -57,7 +57,7 @@ def test_a_kernel_without_thread_bindings_is_refused(monkeypatch, tmp_path):
 def test_cuda_source_has_our_kernels(cuda_folder):
     src = (cuda_folder / "kernels.cu").read_text()
     assert "__global__" in src
-    for name in ("qlinear_dequant_cuda_n256_k256_w4g128a8", "act_quant_a8", "rope", "softmax"):
+    for name in ("qlinear_gemm_cuda_n256_k256_w4g128a8", "act_quant_a8", "rope", "softmax"):
         assert name in src, name
     assert (cuda_folder / "model.so").is_file()
 

@@ -25,6 +25,7 @@ from typing import Callable
 from tvm import te, tirx
 
 from compiler.backends.tvm import kernels_cpu as KC
+from compiler.backends.tvm import kernels_cuda as KCU
 from compiler.backends.tvm import kernels_lut as KL
 from compiler.backends.tvm.epilogue import scale_and_bias
 
@@ -337,6 +338,7 @@ FAST_CPU_RULES: list[Rule] = [
 RULES: list[Rule] = [
     *(FAST_CPU_RULES if os.environ.get("LOWBIT_TVM_FAST_CPU", "1") != "0" else []),
     Rule(lambda s: s.target == "cpu", DEQUANT_CPU, "fallback for every CPU shape"),
+    Rule(KCU.gemm_rule_ok, KCU.GEMM_CUDA, "N % 64 == 0: tiled GEMM for M > 2 (prefill), the GEMV schedule below it (decode), one kernel"),
     Rule(lambda s: s.target == "cuda" and s.k // s.group >= 8, DEQUANT_CUDA_WARP, "enough groups per row to spread over lanes"),
     Rule(lambda s: s.target == "cuda", DEQUANT_CUDA, "fallback for every CUDA shape"),
 ]

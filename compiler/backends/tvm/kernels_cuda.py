@@ -1,0 +1,198 @@
+"""tvm-cuda qlinear for prefill and decode in one kernel: a tiled GEMM for M > GEMV_MAX_M, a GEMV for small M.
+
+The qlinear op has a symbolic M (the tokens of this call), so one PrimFunc serves decode (M = 1) and prefill.
+Its body is a host-side branch on M around two differently scheduled copies of the same TE computation:
+
+    if M <= GEMV_MAX_M:  GEMV  (kernels.schedule_cuda_warp: lanes split a row's groups, cross-thread sum)
+    else:                GEMM  (below)
+
+TVM's SplitHostDevice makes one device kernel per thread-bound region, so each branch becomes its own
+`__global__` function and the host code picks one per call (checked in tests/tvm/test_tvm_cuda_gemm.py on
+the generated source).
+
+GEMM form (`gemm-cuda`): a block of 16 x 16 threads computes a 64 x 64 tile of y; each thread keeps a 4 x 4
+register tile. K is walked group by group, each group in chunks of KC (<= 64) codes:
+
+- stage xT[k, m] (x rounded to fp16, as fp32; A8: the int8 codes qa) and wT[k, n] = q[n, k] - z[n, j] (the
+  codes unpacked once per block from the artifact's packed storage, no re-laid-out weights) into shared
+  memory, transposed so that a thread's 4 consecutive rows / columns are 4 consecutive words;
+- each thread sums xT * wT over the chunk into its 4 x 4 group sums (registers);
+- after the group: y[m, n] += s[n, j] * acc[m, n, j] (dequantization once per group, after the group's
+  sum: compiler/reference.py's contract), y in fp32 registers; then the epilogue (A8 sa[m], bias) on the
+  way out.
+
+A8 group sums must be exact integers: they are fp32 when every partial sum stays below 2^24
+(g * 127 * (2^b - 1) < 2^24, e.g. W4 g <= 8224), which is exact and twice as fast on CUDA cores as int32,
+and int32 otherwise. No tensor cores yet (fp32 FMA): the next step for large M.
+"""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+TILE = 64  # rows (m) and columns (n) of y per block
+THREADS = 16  # threads per tile side (16 x 16 = 256 per block); each thread owns a 4 x 4 register tile
+GEMV_MAX_M = 2  # M at or below which the GEMV kernel runs (one row per weight pass beats a 64-row tile)
+
+
+def a8_fp32_exact(bits: int, group: int) -> bool:
+    """fp32 group sums of int8 x (q - z) are exact integers when every partial sum is below 2^24."""
+    return group * 127 * ((1 << bits) - 1) < (1 << 24)
+
+
+def chunk(group: int) -> int:
+    """Codes per shared-memory stage: the largest of 64, 32, ..., 4 that divides the group."""
+    for kc in (64, 32, 16, 8, 4):
+        if group % kc == 0:
+            return kc
+    return 0
+
+
+def gemm_ok(n: int, k: int, group: int) -> bool:
+    return n % TILE == 0 and k % group == 0 and chunk(group) > 0 and k // group >= 1
+
+
+def _k():
+    # kernels.py imports this module for its rule table: import it lazily (no cycle at import time)
+    from compiler.backends.tvm import kernels
+
+    return kernels
+
+
+def gemm_te(shape):
+    """TE for bb.emit_te, same arguments as kernels.qlinear_te: (x | qa, packed, scales, zeros, [sa], [bias])."""
+    K = _k()
+    g, nj = shape.group, shape.k // shape.group
+    a8_int = shape.act == "a8" and not a8_fp32_exact(shape.bits, g)
+    acc_t = "int32" if a8_int else "float32"
+
+    def f(x, packed, scales, zeros, *rest):
+        rest = list(rest)
+        sa = rest.pop(0) if shape.act == "a8" else None
+        bias = rest.pop(0) if shape.bias else None
+        m = x.shape[0]
+        # rows padded to whole tiles (zeros past M): shared stages of constant size for a symbolic M
+        mp = (m + (TILE - 1)) // TILE * TILE
+
+        def xv(c, i):
+            v = x[tirx.min(i, m - 1), c]
+            v = v.astype(acc_t) if shape.act == "a8" else v.astype("float16").astype("float32")
+            return tirx.Select(i < m, v, tirx.const(0, acc_t))
+
+        xT = te.compute((shape.k, mp), xv, name="x_t")
+
+        def wq(c, n):
+            code = K.code_at(packed, shape.bits, shape.layout, n, c)
+            return (code - zeros[n, c // g].astype("int32")).astype(acc_t)
+
+        wT = te.compute((shape.k, shape.n), wq, name="w_t")
+        kk = te.reduce_axis((0, g), name="kk")
+        acc = te.compute((m, shape.n, nj), lambda i, n, j: te.sum(xT[j * g + kk, i] * wT[j * g + kk, n], axis=kk), name="acc")
+        return K.qlinear_epilogue(acc, scales, sa, bias, shape)
+
+    return f
+
+
+def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
+    from tvm import s_tir
+
+    K = _k()
+    sch = s_tir.Schedule(func)
+    y = sch.get_sblock("qlinear")
+    acc = sch.get_sblock("acc")
+    xs = sch.get_sblock("x_t")
+    ws = sch.get_sblock("w_t")
+    per = TILE // THREADS
+    i, n, j = sch.get_loops(y)
+    bi, ti, ii = sch.split(i, factors=[None, THREADS, per])
+    bn, tn, ni = sch.split(n, factors=[None, THREADS, per])
+    sch.reorder(bi, bn, ti, tn, j, ii, ni)
+    sch.bind(bi, "blockIdx.y")
+    sch.bind(bn, "blockIdx.x")
+    sch.bind(ti, "threadIdx.y")
+    sch.bind(tn, "threadIdx.x")
+    # y accumulates in registers; written back (with the epilogue when there is one) per thread
+    yl = sch.cache_write(y, 0, "local")
+    sch.reverse_compute_at(yl, tn)
+    if K._has_block(sch, "qlinear_out"):
+        sch.reverse_compute_inline(sch.get_sblock("qlinear_out"))
+    # group sums in registers, computed where the group loop consumes them
+    sch.compute_at(acc, j)
+    sch.set_scope(acc, 0, "local")
+    a0, a1, kk = sch.get_loops(acc)[-3:]
+    kc = chunk(group)
+    ko, ki = sch.split(kk, factors=[None, kc])
+    sch.reorder(ko, ki, a0, a1)
+    # shared-memory stages of one chunk, filled by all 256 threads
+    for blk in (xs, ws):
+        sch.set_scope(blk, 0, "shared")
+        sch.compute_at(blk, ko)
+        fused = sch.fuse(*sch.get_loops(blk)[-2:])
+        _, fy, fx = sch.split(fused, factors=[None, THREADS, THREADS])
+        sch.bind(fy, "threadIdx.y")
+        sch.bind(fx, "threadIdx.x")
+    sch.decompose_reduction(acc, ko)
+    k4 = sch.split(ki, factors=[None, 4])[1]
+    for lp in (k4, a0, a1):  # 4 x (4 x 4) FMAs per step, operands as float4 loads from shared memory
+        sch.unroll(lp)
+    sch.decompose_reduction(y, j)
+    return sch.mod["main"]
+
+
+def _schedule_gemv(func: tirx.PrimFunc, nj: int) -> tirx.PrimFunc:
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    sch.compute_inline(sch.get_sblock("x_t"))
+    sch.compute_inline(sch.get_sblock("w_t"))
+    f = sch.mod["main"]
+    K = _k()
+    return K.schedule_cuda_warp(f) if nj >= 8 else K.schedule_cuda_simple(f)
+
+
+def schedule_gemm(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """The two schedules of the module doc under one host-side branch on M."""
+    from tvm import s_tir
+
+    # M (symbolic), group size and groups per row from the loop extents of y (i, n, j) and acc (kk)
+    sch = s_tir.Schedule(func)
+    m = sch.get(sch.get_loops(sch.get_sblock("qlinear"))[0]).extent
+    group = int(sch.get(sch.get_loops(sch.get_sblock("acc"))[-1]).extent)
+    nj = int(sch.get(sch.get_loops(sch.get_sblock("qlinear"))[-1]).extent)
+    gemv = _schedule_gemv(func, nj)
+    gemm = _schedule_gemm(func, group)
+    root_v, root_m = gemv.body.block, gemm.body.block
+    # The branch is written as two host loops of 0 or 1 trips, not an IfThenElse: TVM's shared-memory sync
+    # planner refuses syncs inside any condition (it cannot tell that this one is uniform, on the host).
+    small = tirx.Select(m <= GEMV_MAX_M, tirx.const(1, "int64"), tirx.const(0, "int64"))
+    one = tirx.const(1, "int64")
+    body = tirx.SeqStmt(
+        [
+            tirx.For(tirx.Var("use_gemv", "int64"), tirx.const(0, "int64"), small, tirx.ForKind.SERIAL, root_v.body),
+            tirx.For(tirx.Var("use_gemm", "int64"), tirx.const(0, "int64"), one - small, tirx.ForKind.SERIAL, root_m.body),
+        ]
+    )
+    root = s_tir.SBlock([], [], [], "root", body, alloc_buffers=list(root_v.alloc_buffers) + list(root_m.alloc_buffers))
+    out = gemm.with_body(s_tir.SBlockRealize([], tirx.const(True, "bool"), root))
+    return out.with_attr("tirx.is_scheduled", True)
+
+
+def __getattr__(name):
+    """GEMM_CUDA, made on first use (QLinearKernel lives in kernels.py, which imports this module)."""
+    if name != "GEMM_CUDA":
+        raise AttributeError(name)
+    kern = globals().get("_GEMM_CUDA")
+    if kern is None:
+        kern = globals()["_GEMM_CUDA"] = _k().QLinearKernel("gemm-cuda", gemm_te, schedule_gemm, about=ABOUT)
+    return kern
+
+
+ABOUT = (
+    f"M > {GEMV_MAX_M}: 64x64 tiles of y per 256-thread block, x and unpacked (q - z) staged transposed in shared memory "
+    "per chunk of a group, 4x4 fp32 (exact int A8) register group sums, scale once per group; M <= "
+    f"{GEMV_MAX_M}: the GEMV schedule (host-side branch on M)"
+)
+
+
+def gemm_rule_ok(s) -> bool:
+    return s.target == "cuda" and gemm_ok(s.n, s.k, s.group)

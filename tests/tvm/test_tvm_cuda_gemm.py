@@ -1,0 +1,142 @@
+"""gemm-cuda (kernels_cuda.py): the tvm-cuda qlinear for prefill and decode in one PrimFunc.
+
+Without a GPU: its TE definition meets the qlinear contract (run unscheduled on the CPU, M past the 64-row
+tile padding), the scheduled CUDA function has two kernels picked on the host by M (a GEMV launch for
+M <= GEMV_MAX_M, the tiled GEMM launch otherwise), every block is thread-bound, and nvcc compiles the
+source for sm_80 and sm_90. With a GPU: the kernel against the reference at M on both sides of the switch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.tvm.test_tvm_cuda import _gpu_present, nvcc_cubin  # noqa: E402
+from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
+
+from tvm import relax, tirx  # noqa: E402
+
+from compiler.backends.tvm import kernels as K  # noqa: E402
+from compiler.backends.tvm import kernels_cuda as KCU  # noqa: E402
+from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
+
+# (act, bits, group, k): A16 nibbles and bit planes, A8 with fp32-exact sums, A8 with int32 sums (W8 g4096)
+CASES = [("a16", 4, 128, 512), ("a16", 3, 64, 256), ("a8", 4, 128, 512), ("a8", 2, 32, 128), ("a8", 8, 4096, 8192)]
+
+
+def _problem(act, bits, g, k, n=64, seed=5):
+    rng = np.random.default_rng(seed + bits)
+    codes, packed, zeros, layout = weights(rng, n, k, g, bits)
+    scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
+    shape = K.QLinearShape(True, n, k, bits, g, act, layout, "cuda", bias=True)
+    xdt = "int32" if act == "a8" else "float32"
+    types = [(("S", k), xdt), (packed.shape, "uint8"), (scales.shape, "float32"), (zeros.shape, "uint8")]
+    types += [(("S",), "float32")] if act == "a8" else []
+    types += [((n,), "float32")]
+    return rng, shape, types, (packed, scales, zeros), bias, w
+
+
+def _args(act, x, ws, bias):
+    if act == "a8":
+        qa, sa = quantize_activations_a8(x)
+        return [qa.astype(np.int32), *ws, sa, bias]
+    return [x, *ws, bias]
+
+
+def _check(got, want):
+    # group sums in a different fp32 order inside a group (A16); A8 sums are exact integers
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("act,bits,g,k", CASES)
+def test_gemm_definition_meets_the_contract(act, bits, g, k):
+    """The TE computation both schedules share (padded transposed x, unpacked q - z, group sums, one scale
+    per group), compiled for the CPU without a schedule."""
+    rng, shape, types, ws, bias, w = _problem(act, bits, g, k)
+    f = build(KCU.gemm_te(shape), types, "gemm")
+    for m in (1, 3, 70):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        _check(f(*_args(act, x, ws, bias)).numpy(), qlinear(x, w, act, bias))
+
+
+def test_rule_picks_gemm_cuda_where_rows_fill_tiles():
+    kern, _ = K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")
+    assert kern.name == "gemm-cuda"
+    kern, _ = K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")
+    assert kern.name != "gemm-cuda"
+    kern, _ = K.choose_qlinear_kernel(True, 100, 4096, 4, 128, "a16", "cuda", "nibble")  # 100 rows: no whole tiles
+    assert kern.name == "dequant-cuda-warp"
+
+
+class _Lowered:  # what build.compile_lowered reads
+    def __init__(self, mod):
+        self.mod = mod
+
+
+def _cuda_module(shape, types):
+    """A Relax module calling the gemm-cuda kernel, scheduled as lower.py schedules it."""
+    bb = relax.BlockBuilder()
+    s = tirx.Var("S", "int64")
+    params = [relax.Var(f"a{i}", relax.TensorType([s if d == "S" else d for d in sh], dt)) for i, (sh, dt) in enumerate(types)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit_te(KCU.gemm_te(shape), *params, primfunc_name_hint="qlinear_gemm"))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    gv = mod.get_global_var("qlinear_gemm")
+    mod[gv] = KCU.GEMM_CUDA.schedule(mod[gv]).with_attr("op_pattern", 8)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def cuda_a8_bias():
+    """A8 W4g128 with bias, built for CUDA: (scheduled module, CUDA source, host LLVM IR)."""
+    from compiler.backends.tvm.build import compile_lowered, cuda_source, cuda_target
+
+    _, shape, types, *_ = _problem("a8", 4, 128, 512)
+    mod = _cuda_module(shape, types)
+    ex = compile_lowered(_Lowered(mod), "cuda", cuda_target())
+    mods, host = [ex.mod], ""
+    while mods:  # the host code: the LLVM module among the executable's imports
+        m = mods.pop()
+        mods.extend(m.imports)
+        host += m.inspect_source("ll") if m.kind == "llvm" else ""
+    return mod, cuda_source(ex), host
+
+
+def test_one_function_two_kernels_chosen_on_the_host(cuda_a8_bias):
+    from compiler.backends.tvm.build import unbound_blocks
+
+    mod, src, host = cuda_a8_bias
+    assert unbound_blocks(mod) == []
+    kernels = [line for line in src.splitlines() if line.startswith('extern "C" __global__') and line.endswith("{")]
+    # the GEMM reads the packed codes (a1) and writes the final output (its epilogue inlined); the GEMV writes
+    # the unscaled y that a separate epilogue kernel finishes
+    gemm = [line for line in kernels if "__launch_bounds__(256)" in line and "a1_ptr" in line and "qlinear_out_ptr" in line]
+    assert len(kernels) == 3, kernels  # GEMV, its A8-scale/bias epilogue, the GEMM with the epilogue inlined
+    assert len(gemm) == 1
+    body = src.split(gemm[0].split("(", 1)[0].split()[-1] + "(")[-1]
+    assert "__shared__" in body and "__syncthreads()" in body
+    assert f"icmp sgt i64 %S, {KCU.GEMV_MAX_M}" in host  # the host compares M and launches one of the two
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_nvcc_compiles_the_gemm_source(cuda_a8_bias, arch, tmp_path):
+    (tmp_path / "k.cu").write_text(cuda_a8_bias[1])
+    nvcc_cubin(tmp_path / "k.cu", arch, tmp_path)
+
+
+@pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU on this machine (the tvm-cuda run is checked where one is)")
+@pytest.mark.parametrize("act,bits,g,k", CASES[:3])
+def test_gemm_cuda_meets_the_contract_on_a_gpu(act, bits, g, k):
+    from compiler.backends.tvm.build import compile_lowered, cuda_target
+
+    rng, shape, types, ws, bias, w = _problem(act, bits, g, k, n=128)
+    vm = relax.VirtualMachine(compile_lowered(_Lowered(_cuda_module(shape, types)), "cuda", cuda_target()), tvm.cuda(0))
+    dev = tvm.cuda(0)
+    for m in (1, 2, 3, 64, 130):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        got = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in _args(act, x, ws, bias)]).numpy()
+        _check(got, qlinear(x, w, act, bias))
