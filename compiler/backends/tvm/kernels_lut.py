@@ -237,27 +237,19 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
                             c0 = j * CPG + 2 * (s * SPAN + ci)
                             if PREFETCH > 0:  # software prefetch PREFETCH chunk pairs ahead (the stream prefetcher alone left bandwidth unused)
                                 T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j, s * SPAN + ci + PREFETCH, 0, 0, 0]), 0, PF_LOC, 1))
-                            l0 = T.reinterpret("int8x64", T.Shuffle([tl[m, c0, T.Ramp(0, 1, 16)]] * 4, LANES4))
-                            l1 = T.reinterpret("int8x64", T.Shuffle([tl[m, c0 + 1, T.Ramp(0, 1, 16)]] * 4, LANES4))
-                            h0 = T.Shuffle([th[m, c0, T.Ramp(0, 1, 16)]] * 4, LANES4)
-                            h1 = T.Shuffle([th[m, c0 + 1, T.Ramp(0, 1, 16)]] * 4, LANES4)
                             for h in T.unroll(2):
                                 for p in T.unroll(PP):
-                                    v = pk[nb, j, s * SPAN + ci, h, p, T.Ramp(0, 1, 64)]
-                                    i0 = T.reinterpret("int8x64", v & T.Broadcast(T.uint8(15), 64))
-                                    i1 = T.reinterpret("int8x64", T.shift_right(v, T.Broadcast(T.uint8(4), 64)) & T.Broadcast(T.uint8(15), 64))
-                                    mult = T.reinterpret("int8x64", T.Broadcast(T.shift_left(T.int16(513), T.Cast("int16", 2 * p)), 32))  # bytes (2^(2p), 2^(2p+1))
                                     lo[T.Ramp(32 * h, 1, 32)] = lo[T.Ramp(32 * h, 1, 32)] + (
                                         T.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.pmaddubs.w.512",
-                                                                T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", l0, i0), mult)
+                                                                T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", T.reinterpret("int8x64", T.Shuffle([tl[m, c0, T.Ramp(0, 1, 16)]] * 4, LANES4)), T.reinterpret("int8x64", pk[nb, j, s * SPAN + ci, h, p, T.Ramp(0, 1, 64)] & T.Broadcast(T.uint8(15), 64))), T.reinterpret("int8x64", T.Broadcast(T.shift_left(T.int16(513), T.Cast("int16", 2 * p)), 32)))
                                         + T.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.pmaddubs.w.512",
-                                                                  T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", l1, i1), mult)
+                                                                  T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", T.reinterpret("int8x64", T.Shuffle([tl[m, c0 + 1, T.Ramp(0, 1, 16)]] * 4, LANES4)), T.reinterpret("int8x64", T.shift_right(pk[nb, j, s * SPAN + ci, h, p, T.Ramp(0, 1, 64)], T.Broadcast(T.uint8(4), 64)) & T.Broadcast(T.uint8(15), 64))), T.reinterpret("int8x64", T.Broadcast(T.shift_left(T.int16(513), T.Cast("int16", 2 * p)), 32)))
                                     )
                                     hi[T.Ramp(32 * h, 1, 32)] = hi[T.Ramp(32 * h, 1, 32)] + (
-                                        T.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.pmaddubs.w.512", mult,
-                                                                T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", h0, i0))
-                                        + T.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.pmaddubs.w.512", mult,
-                                                                  T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", h1, i1))
+                                        T.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.pmaddubs.w.512", T.reinterpret("int8x64", T.Broadcast(T.shift_left(T.int16(513), T.Cast("int16", 2 * p)), 32)),
+                                                                T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", T.Shuffle([th[m, c0, T.Ramp(0, 1, 16)]] * 4, LANES4), T.reinterpret("int8x64", pk[nb, j, s * SPAN + ci, h, p, T.Ramp(0, 1, 64)] & T.Broadcast(T.uint8(15), 64))))
+                                        + T.call_llvm_pure_intrin("int16x32", "llvm.x86.avx512.pmaddubs.w.512", T.reinterpret("int8x64", T.Broadcast(T.shift_left(T.int16(513), T.Cast("int16", 2 * p)), 32)),
+                                                                  T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", T.Shuffle([th[m, c0 + 1, T.Ramp(0, 1, 16)]] * 4, LANES4), T.reinterpret("int8x64", T.shift_right(pk[nb, j, s * SPAN + ci, h, p, T.Ramp(0, 1, 64)], T.Broadcast(T.uint8(4), 64)) & T.Broadcast(T.uint8(15), 64))))
                                     )
                         acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + T.Cast("int32x64", hi[T.Ramp(0, 1, R)]) * T.Broadcast(256, R) + T.Cast("int32x64", lo[T.Ramp(0, 1, R)])
                     yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Broadcast(asc[m, j], R) * T.Cast(
