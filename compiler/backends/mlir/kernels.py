@@ -6,12 +6,12 @@ qlinear, y = x W^T (+ bias), codes q [N, K] packed along K, group size g, J = K 
 
 1. activations: A16 rounds x to fp16 and back (fp16 values, fp32 arithmetic); A8 quantizes per token
    (sa = max|x| / 127, qa = clamp(roundeven(x / sa), -127, 127) as i8), once per activation tensor.
-2. group sums, ONE linalg.generic over the stored bytes, dims (m, n, j, t) = (parallel, parallel, parallel,
-   reduction), t the byte within group j. The region unpacks every code of the byte (shift and mask on
-   i32; bit-plane layouts combine one bit from each plane), subtracts the group's zero point and
-   multiply-adds the matching activation: acc[m, n, j] = sum_k x[m, k] (q[n, k] - z[n, j]) in int32 (A8,
-   exact) or fp32 (A16). Activations are viewed as [M, J, bytes per group, codes per byte] (a reshape,
-   no copy), so code i of byte t reads x[m, j, t, i].
+2. group sums acc[m, n, j] = sum_k x[m, k] (q[n, k] - z[n, j]) in ONE linalg.generic over the bytes: its
+   region unpacks every code of a byte (shift and mask on i32; bit-plane layouts combine one bit from each
+   plane), subtracts the zero point and multiply-adds the activation. `qlinear_blocked` (the fast form)
+   reads weights re-laid out with 32 rows interleaved byte by byte and vectorizes over those rows;
+   `qlinear` (fallback) reads the stored layout. A8 sums are exact: int32, or fp32 where every partial sum
+   is an integer below 2^24.
 3. dequantization after the group sum, a second generic: y[m, n] = sum_j s[n, j] acc[m, n, j], then
    y * sa[m] (A8) and + bias in one elementwise epilogue.
 
@@ -507,8 +507,10 @@ def code_layout(attrs) -> tuple[int, int]:
 
 
 def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
-    """Emit the contract's qlinear; xin = (x f32 [M, K] already rounded to fp16 values, None) for A16 or
-    (qa i8 [M, K], sa f32 [M]) for A8. Returns (y f32 [M, N], form name)."""
+    """The fallback qlinear on the stored layout (N not a multiple of the blocked kernel's lanes): the
+    "groupsum" form, correct but slow (IREE vectorizes it poorly; see README.md). xin = (x f32 [M, K]
+    already rounded to fp16 values, None) for A16 or (qa i8 [M, K], sa f32 [M]) for A8. Returns
+    (y f32 [M, N], form name)."""
     from iree.compiler.dialects import arith
 
     bits, g, n, k = a["bits"], a["group_size"], a["n"], a["k"]
@@ -520,49 +522,12 @@ def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
     x, sa = xin
     xv = B.reshape(x, (m, k), (m, j, tb, per))
     if a["layout"] == "planes":
-        wv = B.reshape(packed, (bits, n, k // 8), (bits, n, j, tb))
-        wmaps = [f"(m, n, j, t) -> ({p}, n, j, t)" for p in range(bits)]
-        wins = [wv] * bits
+        wins = [B.reshape(packed, (bits, n, k // 8), (bits, n, j, tb))] * bits
     else:
-        wv = B.reshape(packed, (n, k // per), (n, j, tb))
-        wmaps = ["(m, n, j, t) -> (n, j, t)"]
-        wins = [wv]
+        wins = [B.reshape(packed, (n, k // per), (n, j, tb))]
     acc_t = B.i32 if a8 else B.f32
     acc0 = B.fill(0, (m, n, j), acc_t) if a8 else B.fill(0.0, (m, n, j), acc_t)
-    mask = (1 << bits) - 1
-
-    def body(*args):
-        xs = args[:per]
-        ws = args[per : per + len(wins)]
-        z, o = args[-2], args[-1]
-        zi = arith.extui(B.i32, z)
-        wi = [arith.extui(B.i32, w) for w in ws]
-        total = None
-        for i in range(per):
-            if planes == 1:
-                code = wi[0] if per == 1 else arith.andi(arith.shrui(wi[0], B.ci(bits * i)), B.ci(mask))
-            else:
-                code = None
-                for p in range(planes):
-                    bit = arith.andi(arith.shrui(wi[p], B.ci(i)), B.ci(1))
-                    bit = arith.shli(bit, B.ci(p)) if p else bit
-                    code = bit if code is None else arith.ori(code, bit)
-            w = arith.subi(code, zi)
-            if a8:
-                term = arith.muli(arith.extsi(B.i32, xs[i]), w)
-                total = term if total is None else arith.addi(total, term)
-            else:
-                term = arith.mulf(xs[i], arith.sitofp(B.f32, w))
-                total = term if total is None else arith.addf(total, term)
-        return arith.addi(o, total) if a8 else arith.addf(o, total)
-
-    import os
-
-    if os.environ.get("LOWBIT_MLIR_QFORM", "inner") == "split":
-        xmaps = [f"(m, n, j, t) -> (m, j, t, {i})" for i in range(per)]
-        acc = B.generic([xv] * per + wins + [zeros], [acc0], xmaps + wmaps + ["(m, n, j, t) -> (n, j)", "(m, n, j, t) -> (m, n, j)"], "pppr", body)[0]
-    else:
-        acc = _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes)
+    acc = _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes)
 
     def dequant(av, s, o):
         af = arith.sitofp(B.f32, av) if a8 else av
