@@ -236,6 +236,58 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803
     MASK = sum(((1 << bits) - 1) << (8 * i) for i in range(4))
     MASK = MASK - (1 << 32) if MASK >= 1 << 31 else MASK
 
+    PF = 16  # software prefetch distance in 64-byte chunks (the hardware streamer alone left bandwidth unused)
+
+    @T.macro
+    def body(qa, pk, sc, zz, sa, bv, y, M):
+        xw = T.alloc_buffer((K // 4,), "int32")
+        xs = T.alloc_buffer((NJ,), "int32")
+        for m in range(M):
+            for w in range(K // 4):
+                xw[w] = (qa[m, 4 * w] & 255) | ((qa[m, 4 * w + 1] & 255) << 8) | ((qa[m, 4 * w + 2] & 255) << 16) | ((qa[m, 4 * w + 3] & 255) << 24)
+            for j in range(NJ):
+                xs[j] = 0
+                for r in range(G):
+                    xs[j] = xs[j] + qa[m, j * G + r]
+            for nb in T.parallel(NB):
+                yacc = T.alloc_buffer((R,), "float32", scope="local")
+                acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
+                yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
+                for j in range(NJ):
+                    for h in T.unroll(per):
+                        acc[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
+                    for c in range(CPG):
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j * CPG + c + PF, 0]), 0, 3, 1))
+                        for h in T.unroll(per):
+                            acc[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(h * R, 1, R)],
+                                T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
+                                T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R)),
+                            )
+                    for h in T.unroll(1, per):
+                        acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
+                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
+                        "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
+                    )
+                if bias:
+                    y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R) + bv[T.Ramp(nb * R, 1, R)]
+                else:
+                    y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
+
+    if bias:
+
+        @T.prim_func(private=True)
+        def kern_bias(var_qa: T.handle, pk: T.Buffer((NB, NC, 64), "uint8"), sc: T.Buffer((NB, NJ, R), "float32"), zz: T.Buffer((NB, NJ, R), "uint8"),
+                      var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            M = T.int64()
+            qa = T.match_buffer(var_qa, (M, K), "int32")
+            sa = T.match_buffer(var_sa, (M,), "float32")
+            y = T.match_buffer(var_y, (M, N), "float32")
+            body(qa, pk, sc, zz, sa, bv, y, M)
+
+        return kern_bias
+
     @T.prim_func(private=True)
     def kern(var_qa: T.handle, pk: T.Buffer((NB, NC, 64), "uint8"), sc: T.Buffer((NB, NJ, R), "float32"), zz: T.Buffer((NB, NJ, R), "uint8"),
              var_sa: T.handle, var_y: T.handle):
@@ -244,75 +296,9 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803
         qa = T.match_buffer(var_qa, (M, K), "int32")
         sa = T.match_buffer(var_sa, (M,), "float32")
         y = T.match_buffer(var_y, (M, N), "float32")
-        xw = T.alloc_buffer((K // 4,), "int32")
-        xs = T.alloc_buffer((NJ,), "int32")
-        for m in range(M):
-            for w in range(K // 4):
-                xw[w] = (qa[m, 4 * w] & 255) | ((qa[m, 4 * w + 1] & 255) << 8) | ((qa[m, 4 * w + 2] & 255) << 16) | ((qa[m, 4 * w + 3] & 255) << 24)
-            for j in range(NJ):
-                xs[j] = 0
-                for r in range(G):
-                    xs[j] = xs[j] + qa[m, j * G + r]
-            for nb in T.parallel(NB):
-                yacc = T.alloc_buffer((R,), "float32", scope="local")
-                acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
-                yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
-                for j in range(NJ):
-                    for h in T.unroll(per):
-                        acc[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
-                    for c in range(CPG):
-                        v = T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)])
-                        for h in T.unroll(per):
-                            codes = T.reinterpret("int8x64", T.shift_right(v, T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
-                            acc[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
-                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(h * R, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
-                            )
-                    for h in T.unroll(1, per):
-                        acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
-                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
-                        "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
-                    )
-                y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
+        body(qa, pk, sc, zz, sa, None, y, M)
 
-    @T.prim_func(private=True)
-    def kern_bias(var_qa: T.handle, pk: T.Buffer((NB, NC, 64), "uint8"), sc: T.Buffer((NB, NJ, R), "float32"), zz: T.Buffer((NB, NJ, R), "uint8"),
-                  var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        M = T.int64()
-        qa = T.match_buffer(var_qa, (M, K), "int32")
-        sa = T.match_buffer(var_sa, (M,), "float32")
-        y = T.match_buffer(var_y, (M, N), "float32")
-        xw = T.alloc_buffer((K // 4,), "int32")
-        xs = T.alloc_buffer((NJ,), "int32")
-        for m in range(M):
-            for w in range(K // 4):
-                xw[w] = (qa[m, 4 * w] & 255) | ((qa[m, 4 * w + 1] & 255) << 8) | ((qa[m, 4 * w + 2] & 255) << 16) | ((qa[m, 4 * w + 3] & 255) << 24)
-            for j in range(NJ):
-                xs[j] = 0
-                for r in range(G):
-                    xs[j] = xs[j] + qa[m, j * G + r]
-            for nb in T.parallel(NB):
-                yacc = T.alloc_buffer((R,), "float32", scope="local")
-                acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
-                yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
-                for j in range(NJ):
-                    for h in T.unroll(per):
-                        acc[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
-                    for c in range(CPG):
-                        v = T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)])
-                        for h in T.unroll(per):
-                            codes = T.reinterpret("int8x64", T.shift_right(v, T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
-                            acc[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
-                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(h * R, 1, R)], codes, T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R))
-                            )
-                    for h in T.unroll(1, per):
-                        acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
-                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
-                        "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
-                    )
-                y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R) + bv[T.Ramp(nb * R, 1, R)]
-
-    return kern_bias if bias else kern
+    return kern
 
 
 # ----------------------------------------------------------------------------------------------------------
