@@ -128,6 +128,32 @@ def test_nvcc_compiles_the_gemm_source(cuda_a8_bias, arch, tmp_path):
     nvcc_cubin(tmp_path / "k.cu", arch, tmp_path)
 
 
+@pytest.mark.parametrize("act,bits,g,k", CASES)
+def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k):
+    """The CUDA text TVM generated, compiled as C++ and run with one CPU thread per CUDA thread
+    (tests/tvm/cuda_emulate.py): the GEMM launch at M = 3, 64, 70 (a partial row tile) and, for A16, the
+    GEMV launch at M = 1, 2 (its separate epilogue kernel is not emulated, so without the bias there)."""
+    from compiler.backends.tvm.build import compile_lowered, cuda_source, cuda_target
+    from tests.tvm.cuda_emulate import EmulatedKernel
+
+    n = 128
+    rng, shape, types, ws, bias, w = _problem(act, bits, g, k, n=n)
+    src = cuda_source(compile_lowered(_Lowered(_cuda_module(shape, types)), "cuda", cuda_target()))
+    gemm = EmulatedKernel(src, "qlinear_gemm_kernel_2")
+    for m in (3, 64, 70):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        out = np.full((m, n), np.nan, np.float32)
+        gemm((n // KCU.TILE, -(-m // KCU.TILE)), (KCU.THREADS, KCU.THREADS), *_args(act, x, ws, bias), out, m)
+        _check(out, qlinear(x, w, act, bias))
+    if act == "a16" and k // g < 8:  # the one-thread-per-output GEMV (the warp GEMV uses shuffles)
+        gemv = EmulatedKernel(src, "qlinear_gemm_kernel")
+        for m in (1, 2):
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            out = np.full((m, n), np.nan, np.float32)
+            gemv((n // 128, m), (128, 1), x, *ws, out, m)
+            _check(out, qlinear(x, w, act))
+
+
 @pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU on this machine (the tvm-cuda run is checked where one is)")
 @pytest.mark.parametrize("act,bits,g,k", CASES[:3])
 def test_gemm_cuda_meets_the_contract_on_a_gpu(act, bits, g, k):

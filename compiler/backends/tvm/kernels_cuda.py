@@ -74,10 +74,9 @@ def gemm_te(shape):
         # rows padded to whole tiles (zeros past M): shared stages of constant size for a symbolic M
         mp = (m + (TILE - 1)) // TILE * TILE
 
-        def xv(c, i):
-            v = x[tirx.min(i, m - 1), c]
-            v = v.astype(acc_t) if shape.act == "a8" else v.astype("float16").astype("float32")
-            return tirx.Select(i < m, v, tirx.const(0, acc_t))
+        def xv(c, i):  # if_then_else: the load past M is never issued
+            v = x[i, c].astype(acc_t) if shape.act == "a8" else x[i, c].astype("float16").astype("float32")
+            return tirx.if_then_else(i < m, v, tirx.const(0, acc_t))
 
         xT = te.compute((shape.k, mp), xv, name="x_t")
 
