@@ -168,3 +168,16 @@ def test_backend_outputs_equal_in_memory_model(llama_art):
     b = InMemoryMLIR(m.graph).run(feeds)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_without_iree_compile_and_run_say_how_to_install(llama_art, tmp_path, monkeypatch, capsys):
+    """IREE missing (its modules made unimportable): `lowbit compile --target mlir-cpu` and `lowbit run
+    --backend mlir-cpu` stop with one line naming the package, exit code 2, and no output left."""
+    monkeypatch.setitem(sys.modules, "iree.compiler", None)
+    monkeypatch.setitem(sys.modules, "iree.runtime", None)
+    out = tmp_path / "noiree"
+    code, o, err = run_cli(["compile", "bert-tiny", "-o", out, "--target", "ref,mlir-cpu"], capsys)
+    assert code == 2 and "iree-base-compiler" in err and "pip install" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+    code, o, err = run_cli(["run", llama_art, "--backend", "mlir-cpu", "--tokens", "2"], capsys)
+    assert code == 2 and "iree-base-runtime" in err and "pip install" in err
