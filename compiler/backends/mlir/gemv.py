@@ -6,6 +6,7 @@ IREE for the host CPU, with a timing method that streams the weights from memory
     y = g(x)                                            # x f32 [K] or [1, K] -> y f32 [1, N] (copy 0)
     ms = g.time_ms(repeat=20)                           # best mean per call over rounds, weights rotated
     g.weight_bytes, g.copies, g.compile_s, g.max_rel_err_vs_ref()
+    time_gemv(4096, 4096, "w4g128a8", threads=1)       # the same as one dict row (ms, bytes, error, ...)
 
 What `time_ms` measures: one call of the compiled function (IREE VM invoke from Python, A8 activation
 quantization included, the per-group dequantization and the output) with the weights of copy i % copies,
@@ -249,3 +250,19 @@ def read_bandwidth_gbs(nbytes: int, threads: int = 1, repeat: int = 10) -> float
         f(buf)
         best = min(best, time.perf_counter() - t)
     return rows * cols * 4 / best / 1e9
+
+
+def time_gemv(n: int, k: int, spec: str = "w4g128", threads: int = 1, repeat: int = 20) -> dict:
+    """One row for a benchmark table (what benchmarks/gemv_cpu.py can merge as an MLIR column):
+    {"ms": time per call with weights out of cache, "weight_bytes", "max_rel_err" vs the contract,
+    "compile_s", "copies", "kernel"}. Call it in a process whose IREE thread count is `threads` (the first
+    build_gemv of a process fixes it)."""
+    g = build_gemv(n, k, spec, threads=threads)
+    return {
+        "ms": g.time_ms(repeat),
+        "weight_bytes": g.weight_bytes,
+        "max_rel_err": g.max_rel_err_vs_ref(),
+        "compile_s": g.compile_s,
+        "copies": g.copies,
+        "kernel": "mlir-blocked32",
+    }
