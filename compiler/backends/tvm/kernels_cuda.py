@@ -41,8 +41,8 @@ def a8_fp32_exact(bits: int, group: int) -> bool:
 
 
 def chunk(group: int) -> int:
-    """Codes per shared-memory stage: the largest of 64, 32, ..., 4 that divides the group."""
-    for kc in (64, 32, 16, 8, 4):
+    """Codes per shared-memory stage: the largest of 64, 32, 16, 8 that divides the group."""
+    for kc in (64, 32, 16, 8):
         if group % kc == 0:
             return kc
     return 0
@@ -123,10 +123,17 @@ def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
     ko, ki = sch.split(kk, factors=[None, kc])
     sch.reorder(ko, ki, a0, a1)
     # shared-memory stages of one chunk, filled by all 256 threads
+    # Each warp reads 4 rows x 8 consecutive k (x: 4 sectors of 32 B, not 32 scattered words), and writes them
+    # to the transposed tile whose rows are padded to 68 words: bank (4 k + row) differs for all 32 lanes,
+    # and a thread's 4 consecutive words stay 16-byte aligned for the float4 reads of the FMA loop.
     for blk in (xs, ws):
         sch.set_scope(blk, 0, "shared")
         sch.compute_at(blk, ko)
-        fused = sch.fuse(*sch.get_loops(blk)[-2:])
+        sch.storage_align(blk, 0, axis=0, factor=32, offset=4)
+        c, r = sch.get_loops(blk)[-2:]
+        c_hi, c_lo = sch.split(c, factors=[None, 8])
+        sch.reorder(c_hi, r, c_lo)
+        fused = sch.fuse(c_hi, r, c_lo)
         _, fy, fx = sch.split(fused, factors=[None, THREADS, THREADS])
         sch.bind(fy, "threadIdx.y")
         sch.bind(fx, "threadIdx.x")
