@@ -62,7 +62,7 @@ def check_cuda_arch(arch: str):
     if arch not in CUDA_ARCHS_OK:
         raise LowbitError(
             f"CUDA architecture {arch} is not supported by IREE 3.13's cuda backend (it builds {', '.join(CUDA_ARCHS_OK)}; sm_90/sm_90a/sm_100 fail with 'missing GPU target')",
-            "build mlir-cuda for sm_80 (runs on A100 and, through the driver's compatibility, on newer GPUs) or use tvm-cuda for sm_90",
+            "build mlir-cuda for sm_80 (the default; the vmfb carries PTX, which the CUDA driver can JIT-compile for newer GPUs) or use tvm-cuda for sm_90",
         )
 
 
