@@ -3,8 +3,10 @@
 Two steps, because the GPU machine needs neither TVM's compiler nor nvcc:
 
     # here (apache-tvm + nvcc): one-layer graphs -> tvm-cuda folders (model.so + kernels.fatbin), the kernel
-    # the rule table picks and, with --before, the previous GEMV-only kernel (dequant-cuda-warp) for comparison
-    python benchmarks/gemm_cuda.py build --out gemm_cuda_build [--shapes 4096x4096,11008x4096] [--specs w4g128,w4g128a8] [--before]
+    # the rule table picks, with --before the previous GEMV-only kernel (dequant-cuda-warp) for comparison, and
+    # with --variants other tile sizes / GEMV thresholds of gemm-cuda (LOWBIT_TVM_CUDA_GEMM_TILE, _GEMV_MAX_M)
+    python benchmarks/gemm_cuda.py build --out gemm_cuda_build [--shapes 4096x4096,11008x4096] [--specs w4g128,w4g128a8]
+                                         [--before] [--variants 32x64:2,64x64:0]
 
     # on the GPU machine (runtime-only TVM: TVM_USE_RUNTIME_LIB=1 works; torch for the baseline)
     python benchmarks/gemm_cuda.py run --dir gemm_cuda_build [--ms 1,16,128,512] [--json FILE]
@@ -40,13 +42,23 @@ def build(args):
         n, k = (int(v) for v in shape.lower().split("x"))
         for spec in args.specs.split(","):
             g, _ = one_layer_graph(n, k, spec)
-            for variant, disable in [("", "")] + ([("before", "gemm-cuda")] if args.before else []):
-                os.environ["LOWBIT_TVM_DISABLE_KERNELS"] = disable
-                folder = out / f"{n}x{k}_{spec}{'_' + variant if variant else ''}"
-                info = build_target(g, "tvm-cuda", folder)
-                (folder / "bench.json").write_text(json.dumps({"n": n, "k": k, "spec": spec, "variant": variant or "now"}))
+            variants = [("now", {})]
+            for v in filter(None, args.variants.split(",")):  # TILE:GEMV_MAX_M, e.g. 32x64:2 or 64x64:0
+                tile, _, gmax = v.partition(":")
+                variants.append((v.replace(":", "_m"), {"LOWBIT_TVM_CUDA_GEMM_TILE": tile, "LOWBIT_TVM_CUDA_GEMV_MAX_M": gmax or "2"}))
+            if args.before:
+                variants.append(("before", {"LOWBIT_TVM_DISABLE_KERNELS": "gemm-cuda"}))
+            for variant, env in variants:
+                saved = {key: os.environ.get(key) for key in env}
+                os.environ.update(env)
+                try:
+                    folder = out / f"{n}x{k}_{spec}_{variant}"
+                    info = build_target(g, "tvm-cuda", folder)
+                finally:
+                    for key, val in saved.items():
+                        os.environ.pop(key) if val is None else os.environ.__setitem__(key, val)
+                (folder / "bench.json").write_text(json.dumps({"n": n, "k": k, "spec": spec, "variant": variant}))
                 print(folder, sorted(set(info["kernels"].values())), info["cuda_binary"], flush=True)
-    os.environ.pop("LOWBIT_TVM_DISABLE_KERNELS", None)
 
 
 def _load(folder: Path, dev):
@@ -129,6 +141,7 @@ def main():
     b.add_argument("--shapes", default=SHAPES)
     b.add_argument("--specs", default=SPECS)
     b.add_argument("--before", action="store_true", help="also build with gemm-cuda disabled (the GEMV-only kernel it replaced)")
+    b.add_argument("--variants", default="", help="also these gemm-cuda configurations, TILE:GEMV_MAX_M comma-separated, e.g. 32x64:2,64x64:0")
     r = sub.add_parser("run", help="on the GPU machine: time ours and torch fp16")
     r.add_argument("--dir", default="gemm_cuda_build")
     r.add_argument("--ms", default="1,16,128,512")

@@ -128,14 +128,17 @@ def test_nvcc_compiles_the_gemm_source(cuda_a8_bias, arch, tmp_path):
     nvcc_cubin(tmp_path / "k.cu", arch, tmp_path)
 
 
-@pytest.mark.parametrize("act,bits,g,k", CASES)
-def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k):
+@pytest.mark.parametrize("act,bits,g,k,tile", [(*c, "64x64") for c in CASES] + [("a16", 4, 128, 512, "32x16"), ("a8", 4, 128, 512, "16x128")])
+def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, tile, monkeypatch):
     """The CUDA text TVM generated, compiled as C++ and run with one CPU thread per CUDA thread
-    (tests/tvm/cuda_emulate.py): the GEMM launch at M = 3, 64, 70 (a partial row tile) and, for A16, the
+    (tests/tvm/cuda_emulate.py): the GEMM launch at M = 3, 64, 70 (a partial row tile; the default tile and
+    two of the LOWBIT_TVM_CUDA_GEMM_TILE choices) and, for A16, the
     GEMV launch at M = 1, 2 (its separate epilogue kernel is not emulated, so without the bias there)."""
     from compiler.backends.tvm.build import compile_lowered, cuda_source, cuda_target
     from tests.tvm.cuda_emulate import EmulatedKernel
 
+    monkeypatch.setenv("LOWBIT_TVM_CUDA_GEMM_TILE", tile)
+    tm, tn, _ = KCU.config()
     n = 128
     rng, shape, types, ws, bias, w = _problem(act, bits, g, k, n=n)
     src = cuda_source(compile_lowered(_Lowered(_cuda_module(shape, types)), "cuda", cuda_target()))
@@ -143,7 +146,7 @@ def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k):
     for m in (3, 64, 70):
         x = rng.standard_normal((m, k)).astype(np.float32)
         out = np.full((m, n), np.nan, np.float32)
-        gemm((n // KCU.TILE, -(-m // KCU.TILE)), (KCU.THREADS, KCU.THREADS), *_args(act, x, ws, bias), out, m)
+        gemm((n // tn, -(-m // tm)), (tn // KCU.PER_THREAD, tm // KCU.PER_THREAD), *_args(act, x, ws, bias), out, m)
         _check(out, qlinear(x, w, act, bias))
     if act == "a16" and k // g < 8:  # the one-thread-per-output GEMV (the warp GEMV uses shuffles)
         gemv = EmulatedKernel(src, "qlinear_gemm_kernel")

@@ -28,11 +28,26 @@ and int32 otherwise. No tensor cores yet (fp32 FMA): the next step for large M.
 
 from __future__ import annotations
 
+import os
+
 from tvm import te, tirx
 
-TILE = 64  # rows (m) and columns (n) of y per block
-THREADS = 16  # threads per tile side (16 x 16 = 256 per block); each thread owns a 4 x 4 register tile
-GEMV_MAX_M = 2  # M at or below which the GEMV kernel runs (one row per weight pass beats a 64-row tile)
+TILE = 64  # default rows (m) and columns (n) of y per block
+PER_THREAD = 4  # each thread owns a PER_THREAD x PER_THREAD register tile: 16 x 16 = 256 threads for 64 x 64
+GEMV_MAX_M = 2  # default M at or below which the GEMV kernel runs (one row per weight pass beats a 64-row tile)
+TILES = (16, 32, 64, 128)
+
+
+def config() -> tuple[int, int, int]:
+    """(rows per tile, columns per tile, GEMV_MAX_M): the defaults, or for measuring other choices
+    LOWBIT_TVM_CUDA_GEMM_TILE=MxN (each of 16, 32, 64, 128) and LOWBIT_TVM_CUDA_GEMV_MAX_M=m (0: the GEMM
+    also at M = 1), read at compile time."""
+    tm, tn = (int(v) for v in os.environ.get("LOWBIT_TVM_CUDA_GEMM_TILE", f"{TILE}x{TILE}").lower().split("x"))
+    if tm not in TILES or tn not in TILES:
+        raise ValueError(f"LOWBIT_TVM_CUDA_GEMM_TILE: rows and columns must be in {TILES}, got {tm}x{tn}")
+    if tm * tn > 512 * PER_THREAD**2 or tm * tn < 32 * PER_THREAD**2:
+        raise ValueError(f"LOWBIT_TVM_CUDA_GEMM_TILE={tm}x{tn}: a block would have {tm * tn // PER_THREAD**2} threads (32 ... 512)")
+    return tm, tn, int(os.environ.get("LOWBIT_TVM_CUDA_GEMV_MAX_M", GEMV_MAX_M))
 
 
 def a8_fp32_exact(bits: int, group: int) -> bool:
@@ -49,7 +64,7 @@ def chunk(group: int) -> int:
 
 
 def gemm_ok(n: int, k: int, group: int) -> bool:
-    return n % TILE == 0 and k % group == 0 and chunk(group) > 0 and k // group >= 1
+    return n % config()[1] == 0 and k % group == 0 and chunk(group) > 0 and k // group >= 1
 
 
 def _k():
@@ -72,7 +87,8 @@ def gemm_te(shape):
         bias = rest.pop(0) if shape.bias else None
         m = x.shape[0]
         # rows padded to whole tiles (zeros past M): shared stages of constant size for a symbolic M
-        mp = (m + (TILE - 1)) // TILE * TILE
+        tm = config()[0]
+        mp = (m + (tm - 1)) // tm * tm
 
         def xv(c, i):  # if_then_else: the load past M is never issued
             v = x[i, c].astype(acc_t) if shape.act == "a8" else x[i, c].astype("float16").astype("float32")
@@ -101,18 +117,20 @@ def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
     acc = sch.get_sblock("acc")
     xs = sch.get_sblock("x_t")
     ws = sch.get_sblock("w_t")
-    per = TILE // THREADS
+    tm, tn, _ = config()
+    per = PER_THREAD
+    ty, tx = tm // per, tn // per
     i, n, j = sch.get_loops(y)
-    bi, ti, ii = sch.split(i, factors=[None, THREADS, per])
-    bn, tn, ni = sch.split(n, factors=[None, THREADS, per])
-    sch.reorder(bi, bn, ti, tn, j, ii, ni)
+    bi, ti, ii = sch.split(i, factors=[None, ty, per])
+    bn, tj, ni = sch.split(n, factors=[None, tx, per])
+    sch.reorder(bi, bn, ti, tj, j, ii, ni)
     sch.bind(bi, "blockIdx.y")
     sch.bind(bn, "blockIdx.x")
     sch.bind(ti, "threadIdx.y")
-    sch.bind(tn, "threadIdx.x")
+    sch.bind(tj, "threadIdx.x")
     # y accumulates in registers; written back (with the epilogue when there is one) per thread
     yl = sch.cache_write(y, 0, "local")
-    sch.reverse_compute_at(yl, tn)
+    sch.reverse_compute_at(yl, tj)
     if K._has_block(sch, "qlinear_out"):
         sch.reverse_compute_inline(sch.get_sblock("qlinear_out"))
     # group sums in registers, computed where the group loop consumes them
@@ -120,6 +138,8 @@ def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
     sch.set_scope(acc, 0, "local")
     a0, a1, kk = sch.get_loops(acc)[-3:]
     kc = chunk(group)
+    while kc > 8 and kc * (tm + 4 + tn + 4) * 4 > 48 * 1024:  # static shared memory of a block: at most 48 KiB
+        kc //= 2
     ko, ki = sch.split(kk, factors=[None, kc])
     sch.reorder(ko, ki, a0, a1)
     # shared-memory stages of one chunk, filled by all 256 threads
@@ -134,7 +154,7 @@ def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
         c_hi, c_lo = sch.split(c, factors=[None, 8])
         sch.reorder(c_hi, r, c_lo)
         fused = sch.fuse(c_hi, r, c_lo)
-        _, fy, fx = sch.split(fused, factors=[None, THREADS, THREADS])
+        _, fy, fx = sch.split(fused, factors=[None, ty, tx])
         sch.bind(fy, "threadIdx.y")
         sch.bind(fx, "threadIdx.x")
     sch.decompose_reduction(acc, ko)
@@ -170,7 +190,7 @@ def schedule_gemm(func: tirx.PrimFunc) -> tirx.PrimFunc:
     root_v, root_m = gemv.body.block, gemm.body.block
     # The branch is written as two host loops of 0 or 1 trips, not an IfThenElse: TVM's shared-memory sync
     # planner refuses syncs inside any condition (it cannot tell that this one is uniform, on the host).
-    small = tirx.Select(m <= GEMV_MAX_M, tirx.const(1, "int64"), tirx.const(0, "int64"))
+    small = tirx.Select(m <= config()[2], tirx.const(1, "int64"), tirx.const(0, "int64"))
     one = tirx.const(1, "int64")
     body = tirx.SeqStmt(
         [
@@ -194,7 +214,7 @@ def __getattr__(name):
 
 
 ABOUT = (
-    f"M > {GEMV_MAX_M}: 64x64 tiles of y per 256-thread block, x and unpacked (q - z) staged transposed in shared memory "
+    f"M > {GEMV_MAX_M}: {TILE}x{TILE} tiles of y per 256-thread block (LOWBIT_TVM_CUDA_GEMM_TILE), x and unpacked (q - z) staged transposed in shared memory "
     "per chunk of a group, 4x4 fp32 (exact int A8) register group sums, scale once per group; M <= "
     f"{GEMV_MAX_M}: the GEMV schedule (host-side branch on M)"
 )
