@@ -22,7 +22,7 @@ register tile. K is walked group by group, each group in chunks of KC (<= 64) co
   way out.
 
 A8 group sums must be exact integers: they are fp32 when every partial sum stays below 2^24
-(g * 127 * (2^b - 1) < 2^24, e.g. W4 g <= 8224), which is exact and twice as fast on CUDA cores as int32,
+(g * 127 * (2^b - 1) < 2^24: W4 up to g = 8192, W8 up to 512), which is exact and twice as fast on CUDA cores as int32,
 and int32 otherwise. No tensor cores yet (fp32 FMA): the next step for large M.
 """
 
