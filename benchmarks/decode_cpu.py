@@ -128,7 +128,7 @@ def main():
     compile_all(args)
     rows = []
     for t in args.threads.split(","):
-        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, LOWBIT_THREADS=t)
+        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, LOWBIT_MLIR_THREADS=t)
         cmd = [sys.executable, __file__, "--worker", "--threads", t, "--model", args.model, "--specs", args.specs, "--backends", args.backends,
                "--prompt-tokens", str(args.prompt_tokens), "--tokens", str(args.tokens), "--ref-tokens", str(args.ref_tokens), "--out", args.out]
         out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
