@@ -118,8 +118,12 @@ def test_kernel_meets_the_contract(kind, act, n, k, g, bias):
 @needs_bw
 def test_rules_pick_lut_for_a16_low_bits(monkeypatch):
     monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
-    for bits, layout in ((4, "nibble"), (3, "planes"), (2, "dense")):
+    from compiler.backends.tvm import kernels_cpu as KC
+
+    for bits, layout in ((3, "planes"), (2, "dense")):
         assert K.choose_qlinear_kernel(True, 4096, 4096, bits, 128, "a16", "cpu", layout)[0].name == "lut-cpu"
+    # W4 A16: vpdpbusd on 13-bit activations (two int8 parts) needs fewer instructions per code than lookups
+    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == ("vnni-cpu" if KC.host_has_vnni() else "lut-cpu")
     assert K.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense", ternary=True)[0].name == "lut-cpu"
     assert K.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"  # W8: no tables
     assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 8, "a16", "cpu", "nibble")[0].name == "blocked-cpu"  # g % 16
@@ -137,3 +141,29 @@ def test_a8_prefers_vnni_then_lut(monkeypatch):
     assert K.choose_qlinear_kernel(True, 4096, 4096, 3, 128, "a8", "cpu", "planes")[0].name == "lut-cpu"  # no W3 VNNI layout
     monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "vnni-cpu")
     assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == "lut-cpu"
+
+
+@needs_bw
+@pytest.mark.parametrize("kind,n,k,g,bias", [("w4", 64, 512, 128, True), ("w4", 32, 256, 64, False), ("w2", 48, 256, 128, False), ("ternary", 16, 384, 128, True)])
+def test_vnni_a16_is_the_same_13_bit_model(kind, n, k, g, bias):
+    """vnni-cpu at A16 uses the 13-bit block-floating-point activations of lut-cpu, split into int8 parts
+    (a = 64 ah + al) for vpdpbusd: its result is lut_reference's, and within the contract bound."""
+    from compiler.backends.tvm import kernels_cpu as KC
+
+    if not KC.host_has_vnni():
+        pytest.skip("the host CPU has no AVX-512 VNNI (vpdpbusd)")
+    rng = np.random.default_rng(21)
+    bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
+    scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    shape = K.QLinearShape(True, n, k, bits, g, "a16", layout, "cpu", bias, tern)
+    r = KC.relayout_vnni(packed, scales, zeros, shape)
+    types = [(("S", k), "float32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8")] + ([((n,), "float32")] if bias else [])
+    f = build(KC.vnni_te(shape), types, "ql", KC.schedule_vnni)
+    for m in (1, 5):
+        x = (rng.standard_normal((m, k)) * 4).astype(np.float32)
+        x[0, g:2 * g] = 0 if k >= 2 * g else x[0, g:2 * g]
+        x[-1, :16] = 1e4  # |a| reaches 8191: both int8 parts at their extremes
+        got = f(x, r["packed"], r["scales"], r["zeros"], *([b] if bias else [])).numpy()
+        model = KL.lut_reference(x, codes, scales, zeros, g, "a16") + (b if bias else 0)
+        np.testing.assert_allclose(got, model, rtol=1e-5, atol=1e-5 * np.abs(model).max())

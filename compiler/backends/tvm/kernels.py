@@ -289,8 +289,8 @@ VNNI_CPU = QLinearKernel(
     KC.vnni_te,
     KC.schedule_vnni,
     KC.relayout_vnni,
-    about="A8: weights [N/16, K/(4*8/b), 64] (16 rows x 4 k per 32-bit lane group), vpdpbusd int8 x code dot "
-    "products into exact int32 group sums, one scale per group, parallel over 16-row blocks",
+    about="weights [N/16, K/(4*8/b), 64] (16 rows x 4 k per 32-bit lane group), vpdpbusd int8 x code dot "
+    "products into exact int32 group sums (A16: 13-bit activations as low 6 bits + high part, two products), one scale per group",
 )
 LUT_CPU = QLinearKernel(
     "lut-cpu",
@@ -318,9 +318,11 @@ class Rule:
 # are on by default; LOWBIT_TVM_FAST_CPU=0 at compile time keeps every CPU layer on the fallback (to compare).
 FAST_CPU_RULES: list[Rule] = [
     Rule(
-        lambda s: s.target == "cpu" and s.act == "a8" and s.n % KC.VNNI_ROWS == 0 and s.k % s.group == 0 and KC.vnni_ok(s.bits, s.group),
+        lambda s: s.target == "cpu" and s.n % KC.VNNI_ROWS == 0 and s.k % s.group == 0 and KC.vnni_ok(s.bits, s.group)
+        and (s.act == "a8" or (s.bits == 4 and s.group % 16 == 0)),
         VNNI_CPU,
-        "A8 W4/W2/ternary on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd; any M (rows loop outside the tiles)",
+        "A8 W4/W2/ternary and A16 W4 on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd (A16: 13-bit activations as two "
+        "int8 parts); at A16 W2/ternary the LUT kernel is faster (fewer instructions per code)",
     ),
     Rule(
         lambda s: s.target == "cpu" and s.n % KL.BLOCK == 0 and s.k % s.group == 0 and KL.lut_ok(s.bits, s.group),

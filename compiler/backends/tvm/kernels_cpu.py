@@ -192,8 +192,10 @@ def vnni_te(shape):
     mask = (1 << shape.bits) - 1
     g, nj = shape.group, shape.k // shape.group
 
-    def f(qa, packed, scales, zeros, sa, *rest):
-        bias = rest[0] if shape.bias else None
+    def f(qa, packed, scales, zeros, *rest):
+        rest = list(rest)
+        sa = rest.pop(0) if shape.act == "a8" else None
+        bias = rest.pop(0) if shape.bias else None
         m = qa.shape[0]
         kk = te.reduce_axis((0, g), name="kk")
 
@@ -204,15 +206,16 @@ def vnni_te(shape):
             e = k % 4
             byte = packed[n // VNNI_ROWS, ch, (n % VNNI_ROWS) * 4 + e].astype("int32")
             q = (byte >> (h * shape.bits).astype("int32")) & mask
-            return te.sum(qa[i, k] * (q - zeros[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("int32")), axis=kk)
+            return te.sum(qa[i, k].astype("float32") * (q - zeros[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("int32")).astype("float32"), axis=kk)
 
         acc = te.compute((m, shape.n, nj), acc_body, name="acc")
         j = te.reduce_axis((0, nj), name="j")
         y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n // VNNI_ROWS, j, n % VNNI_ROWS] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
-        attrs = {"lowbit_vnni": f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)}"}
-        if bias is None:
-            return te.compute((m, shape.n), lambda i, n: y[i, n] * sa[i], name="qlinear_out", attrs=attrs)
-        return te.compute((m, shape.n), lambda i, n: y[i, n] * sa[i] + bias[n], name="qlinear_out", attrs=attrs)
+        attrs = {"lowbit_vnni": f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act}"}
+        one = tirx.const(1.0, "float32")
+        return te.compute(
+            (m, shape.n), lambda i, n: y[i, n] * (sa[i] if sa is not None else one) + (bias[n] if bias is not None else tirx.const(0.0, "float32")),
+            name="qlinear_out", attrs=attrs)
 
     return f
 
@@ -221,12 +224,15 @@ def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_vnni"])
-    n, k, g, bits, bias = (int(v) for v in spec.split(","))
-    return vnni_prim_func(n, k, g, bits, bool(bias)).with_attr("tirx.is_scheduled", True)
+    spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_vnni"]).split(",")
+    n, k, g, bits, bias = (int(v) for v in spec[:5])
+    return vnni_prim_func(n, k, g, bits, bool(bias), spec[5]).with_attr("tirx.is_scheduled", True)
 
 
-def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803 - TIR shape names
+A16_MAX = 8191  # A16 on vpdpbusd: 13-bit block-floating-point activations split a = 64 * ah + al (both fit int8)
+
+
+def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8"):  # noqa: N803 - TIR shape names
     from tvm.script import tirx as T
 
     per = 8 // bits
@@ -238,24 +244,51 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803
 
     PF = 16  # software prefetch distance in 64-byte chunks (the hardware streamer alone left bandwidth unused)
 
+    a16 = act == "a16"
+
     @T.macro
     def body(qa, pk, sc, zz, sa, bv, y, M):
-        xw = T.alloc_buffer((K // 4,), "int32")
+        xw = T.alloc_buffer((K // 4,), "int32")  # 4 int8 activations per word (A16: their low 6 bits)
+        xh = T.alloc_buffer((K // 4,), "int32")  # A16: the high parts (a >> 6)
         xs = T.alloc_buffer((NJ,), "int32")
+        asc = T.alloc_buffer((NJ,), "float32")
+        av = T.alloc_buffer((K,), "int32")
+        vx = T.alloc_buffer((16,), "float32", scope="local")
         for m in range(M):
-            for w in range(K // 4):
-                xw[w] = (qa[m, 4 * w] & 255) | ((qa[m, 4 * w + 1] & 255) << 8) | ((qa[m, 4 * w + 2] & 255) << 16) | ((qa[m, 4 * w + 3] & 255) << 24)
             for j in range(NJ):
+                if a16:  # 13-bit codes per (row, group): a = rint(x16 / s_a), s_a = max |x16| / 8191 (as lut-cpu)
+                    vx[T.Ramp(0, 1, 16)] = T.Broadcast(T.float32(0), 16)
+                    for r in range(G // 16):
+                        vx[T.Ramp(0, 1, 16)] = T.max(vx[T.Ramp(0, 1, 16)], T.fabs(T.Cast("float32x16", T.Cast("float16x16", qa[m, T.Ramp(j * G + r * 16, 1, 16)]))))
+                    asc[j] = T.float32(0)
+                    for e in range(16):
+                        asc[j] = T.max(asc[j], vx[e])
+                    for r in range(G // 16):
+                        av[T.Ramp(j * G + r * 16, 1, 16)] = T.Cast("int32x16", T.nearbyint(T.Cast("float32x16", T.Cast("float16x16", qa[m, T.Ramp(j * G + r * 16, 1, 16)]))
+                                                                                    * T.Broadcast(T.if_then_else(asc[j] > T.float32(0), T.float32(A16_MAX) / asc[j], T.float32(1)), 16)))
+                    asc[j] = T.if_then_else(asc[j] > T.float32(0), asc[j] / T.float32(A16_MAX), T.float32(1))
+                else:
+                    for r in range(G):
+                        av[j * G + r] = qa[m, j * G + r]
                 xs[j] = 0
                 for r in range(G):
-                    xs[j] = xs[j] + qa[m, j * G + r]
+                    xs[j] = xs[j] + av[j * G + r]
+            for w in range(K // 4):
+                if a16:
+                    xw[w] = (av[4 * w] & 63) | ((av[4 * w + 1] & 63) << 8) | ((av[4 * w + 2] & 63) << 16) | ((av[4 * w + 3] & 63) << 24)
+                    xh[w] = ((av[4 * w] >> 6) & 255) | (((av[4 * w + 1] >> 6) & 255) << 8) | (((av[4 * w + 2] >> 6) & 255) << 16) | (((av[4 * w + 3] >> 6) & 255) << 24)
+                else:
+                    xw[w] = (av[4 * w] & 255) | ((av[4 * w + 1] & 255) << 8) | ((av[4 * w + 2] & 255) << 16) | ((av[4 * w + 3] & 255) << 24)
             for nb in T.parallel(NB):
                 yacc = T.alloc_buffer((R,), "float32", scope="local")
                 acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
+                ach = T.alloc_buffer((per * R,), "int32", scope="local")  # A16: the same for the high parts
                 yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
                 for j in range(NJ):
                     for h in T.unroll(per):
                         acc[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
+                        if a16:
+                            ach[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
                     for c in range(CPG):
                         T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j * CPG + c + PF, 0]), 0, 3, 1))
                         for h in T.unroll(per):
@@ -264,39 +297,77 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool):  # noqa: N803
                                 T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
                                 T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R)),
                             )
+                            if a16:
+                                ach[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
+                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp(h * R, 1, R)],
+                                    T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
+                                    T.reinterpret("int8x64", T.Broadcast(xh[(j * CPG + c) * per + h], R)),
+                                )
                     for h in T.unroll(1, per):
                         acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
-                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
-                        "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
-                    )
-                if bias:
+                        if a16:
+                            ach[T.Ramp(0, 1, R)] = ach[T.Ramp(0, 1, R)] + ach[T.Ramp(h * R, 1, R)]
+                    if a16:  # exact: acc = 64 * sum(q * ah) + sum(q * al), then the zero point and one scale per group
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Broadcast(asc[j], R) * T.Cast(
+                            "float32x16", ach[T.Ramp(0, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
+                        )
+                    else:
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
+                            "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
+                        )
+                if a16:
+                    if bias:
+                        y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] + bv[T.Ramp(nb * R, 1, R)]
+                    else:
+                        y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)]
+                elif bias:
                     y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R) + bv[T.Ramp(nb * R, 1, R)]
                 else:
                     y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
 
-    if bias:
+    XT = "float32" if a16 else "int32"
+    PK, SC, ZZ = T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), "float32"), T.Buffer((NB, NJ, R), "uint8")
+    if a16 and bias:
 
         @T.prim_func(private=True)
-        def kern_bias(var_qa: T.handle, pk: T.Buffer((NB, NC, 64), "uint8"), sc: T.Buffer((NB, NJ, R), "float32"), zz: T.Buffer((NB, NJ, R), "uint8"),
-                      var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
+        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, bv: T.Buffer((N,), "float32"), var_y: T.handle):
             T.func_attr({"tirx.noalias": True})
             M = T.int64()
-            qa = T.match_buffer(var_qa, (M, K), "int32")
+            qa = T.match_buffer(var_qa, (M, K), XT)
+            y = T.match_buffer(var_y, (M, N), "float32")
+            body(qa, pk, sc, zz, None, bv, y, M)
+
+    elif a16:
+
+        @T.prim_func(private=True)
+        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, var_y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            M = T.int64()
+            qa = T.match_buffer(var_qa, (M, K), XT)
+            y = T.match_buffer(var_y, (M, N), "float32")
+            body(qa, pk, sc, zz, None, None, y, M)
+
+    elif bias:
+
+        @T.prim_func(private=True)
+        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            M = T.int64()
+            qa = T.match_buffer(var_qa, (M, K), XT)
             sa = T.match_buffer(var_sa, (M,), "float32")
             y = T.match_buffer(var_y, (M, N), "float32")
             body(qa, pk, sc, zz, sa, bv, y, M)
 
-        return kern_bias
+    else:
 
-    @T.prim_func(private=True)
-    def kern(var_qa: T.handle, pk: T.Buffer((NB, NC, 64), "uint8"), sc: T.Buffer((NB, NJ, R), "float32"), zz: T.Buffer((NB, NJ, R), "uint8"),
-             var_sa: T.handle, var_y: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        M = T.int64()
-        qa = T.match_buffer(var_qa, (M, K), "int32")
-        sa = T.match_buffer(var_sa, (M,), "float32")
-        y = T.match_buffer(var_y, (M, N), "float32")
-        body(qa, pk, sc, zz, sa, None, y, M)
+        @T.prim_func(private=True)
+        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, var_sa: T.handle, var_y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            M = T.int64()
+            qa = T.match_buffer(var_qa, (M, K), XT)
+            sa = T.match_buffer(var_sa, (M,), "float32")
+            y = T.match_buffer(var_y, (M, N), "float32")
+            body(qa, pk, sc, zz, sa, None, y, M)
 
     return kern
 
