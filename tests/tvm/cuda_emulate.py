@@ -20,7 +20,9 @@ HEADER = r"""
 #include <thread>
 #include <barrier>
 #include <vector>
+#include <cstring>
 typedef _Float16 half;
+static inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, 4); return f; }
 #define uchar unsigned char
 #define __global__
 #define __launch_bounds__(n)

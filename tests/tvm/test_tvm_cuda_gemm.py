@@ -7,6 +7,8 @@ source for sm_80 and sm_90. With a GPU: the kernel against the reference at M on
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,7 @@ def test_gemm_definition_meets_the_contract(act, bits, g, k):
     """The TE computation both schedules share (padded transposed x, unpacked q - z, group sums, one scale
     per group), compiled for the CPU without a schedule."""
     rng, shape, types, ws, bias, w = _problem(act, bits, g, k)
-    f = build(KCU.gemm_te(shape), types, "gemm")
+    f = build(KCU.gemm_te(dataclasses.replace(shape, target="cpu")), types, "gemm")  # (no __int_as_float on the CPU)
     for m in (1, 3, 70):
         x = rng.standard_normal((m, k)).astype(np.float32)
         _check(f(*_args(act, x, ws, bias)).numpy(), qlinear(x, w, act, bias))
@@ -132,8 +134,8 @@ def test_nvcc_compiles_the_gemm_source(cuda_a8_bias, arch, tmp_path):
 def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, tile, monkeypatch):
     """The CUDA text TVM generated, compiled as C++ and run with one CPU thread per CUDA thread
     (tests/tvm/cuda_emulate.py): the GEMM launch at M = 3, 64, 70 (a partial row tile; the default tile and
-    two of the LOWBIT_TVM_CUDA_GEMM_TILE choices) and, for A16, the
-    GEMV launch at M = 1, 2 (its separate epilogue kernel is not emulated, so without the bias there)."""
+    two of the LOWBIT_TVM_CUDA_GEMM_TILE choices) and the GEMV launch at M = 1, 2 (its separate epilogue
+    kernel, sa and bias, done in numpy)."""
     from compiler.backends.tvm.build import compile_lowered, cuda_source, cuda_target
     from tests.tvm.cuda_emulate import EmulatedKernel
 
@@ -148,13 +150,16 @@ def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, 
         out = np.full((m, n), np.nan, np.float32)
         gemm((n // tn, -(-m // tm)), (tn // KCU.PER_THREAD, tm // KCU.PER_THREAD), *_args(act, x, ws, bias), out, m)
         _check(out, qlinear(x, w, act, bias))
-    if act == "a16" and k // g < 8:  # the one-thread-per-output GEMV (the warp GEMV uses shuffles)
+    if k // g < 8:  # the one-thread-per-output GEMV (the warp GEMV uses shuffles)
         gemv = EmulatedKernel(src, "qlinear_gemm_kernel")
         for m in (1, 2):
             x = rng.standard_normal((m, k)).astype(np.float32)
             out = np.full((m, n), np.nan, np.float32)
-            gemv((n // 128, m), (128, 1), x, *ws, out, m)
-            _check(out, qlinear(x, w, act))
+            args = _args(act, x, ws, bias)
+            gemv((n // 128, m), (128, 1), *args[:4], out, m)
+            if act == "a8":  # the epilogue kernel's arithmetic: y * sa (+ bias below)
+                out = out * args[4][:, None]
+            _check(out + bias, qlinear(x, w, act, bias))
 
 
 @pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU on this machine (the tvm-cuda run is checked where one is)")
