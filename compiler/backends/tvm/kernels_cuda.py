@@ -32,6 +32,8 @@ import os
 
 from tvm import te, tirx
 
+from compiler.backends.tvm.epilogue import scale_and_bias
+
 TILE = 64  # default rows (m) and columns (n) of y per block
 PER_THREAD = 4  # each thread owns a PER_THREAD x PER_THREAD register tile: 16 x 16 = 256 threads for 64 x 64
 GEMV_MAX_M = 2  # default M at or below which the GEMV kernel runs (one row per weight pass beats a 64-row tile)
@@ -118,8 +120,11 @@ def gemm_te(shape):
 
         wT = te.compute((shape.k, shape.n), wq, name="w_t")
         kk = te.reduce_axis((0, g), name="kk")
-        acc = te.compute((m, shape.n, nj), lambda i, n, j: te.sum(xT[j * g + kk, i] * wT[j * g + kk, n], axis=kk), name="acc")
-        return K.qlinear_epilogue(acc, scales, sa, bias, shape)
+        acc = te.compute((mp, shape.n, nj), lambda i, n, j: te.sum(xT[j * g + kk, i] * wT[j * g + kk, n], axis=kk), name="acc")
+        # y over the M rows only (acc is over whole tiles: the GEMM computes padded rows, never stores them)
+        jr = te.reduce_axis((0, nj), name="j")
+        y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, jr] * acc[i, n, jr].astype("float32"), axis=jr), name="qlinear")
+        return scale_and_bias(y, sa, bias)
 
     return f
 
@@ -137,7 +142,7 @@ def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
     per = PER_THREAD
     ty, tx = tm // per, tn // per
     i, n, j = sch.get_loops(y)
-    bi, ti, ii = sch.split(i, factors=[None, ty, per])
+    bi, ti, ii = sch.split(i, factors=[None, ty, per], disable_predication=True)
     bn, tj, ni = sch.split(n, factors=[None, tx, per])
     sch.reorder(bi, bn, ti, tj, j, ii, ni)
     sch.bind(bi, "blockIdx.y")
