@@ -71,9 +71,11 @@ def quantize_graph(
     calib: list[dict[str, np.ndarray]] | None = None,
     progress: Progress | None = None,
     damp: float = 0.01,
+    act_order: bool = False,
 ) -> Graph:
     """Return a quantized copy of graph. calib: feeds (one dict per sequence) for GPTQ; damp: GPTQ's
-    dampening as a fraction of the mean Hessian diagonal."""
+    dampening as a fraction of the mean Hessian diagonal; act_order: GPTQ quantizes each layer's columns in
+    descending Hessian-diagonal order, with static groups (see compiler.quant.gptq)."""
     check_shapes(graph, spec)
     g = graph.copy()
     if method == "rtn":
@@ -81,7 +83,7 @@ def quantize_graph(
     elif method == "gptq":
         if not calib:
             raise LowbitError("GPTQ needs calibration inputs", "pass calibration sequences or use --method rtn")
-        _quantize_gptq(g, spec, calib, progress, damp)
+        _quantize_gptq(g, spec, calib, progress, damp, act_order)
     else:
         raise LowbitError(f"unknown quantization method '{method}'", "use rtn or gptq")
     _drop_unused_consts(g)
@@ -103,7 +105,7 @@ def _quantize_rtn(g: Graph, spec: QuantSpec, progress: Progress | None):
     g.infer_types()
 
 
-def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float):
+def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float, act_order: bool = False):
     from compiler.quant.gptq import HessianAccumulator, gptq_factor, quantize_gptq
     from compiler.reference import Interpreter
 
@@ -147,7 +149,7 @@ def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]]
                 node = g.nodes[i]
                 x = node.inputs[0]
                 if x not in factors:
-                    factors[x] = gptq_factor(hessians.pop(x).hessian(), damp, node.inputs[1])
+                    factors[x] = gptq_factor(hessians.pop(x).hessian(), damp, node.inputs[1], act_order)
                 qw = quantize_gptq(g.consts[node.inputs[1]], None, spec, name=node.inputs[1], factor=factors[x])
                 g.nodes[i] = qlinear_node(g, node, qw, spec)
                 done += 1

@@ -24,8 +24,13 @@ each other. What this module does, step by step:
    Pending in-block errors are applied to the group's columns outside the block first, so the parameters
    really see the current weights. Each column is then rounded to nearest on that fixed grid:
    code = clamp(rint(w / s) + z, 0, qmax)  (for ternary: nearest of {-s, 0, s}).
-6. No act-order (columns are quantized in their natural order; groups therefore stay contiguous, which
-   the numeric contract requires) and no static groups.
+6. Act-order (optional, `gptq_factor(..., act_order=True)`): columns are quantized in descending order of
+   H[k, k] (the input features with the most energy first, while every other column can still absorb their
+   rounding error), with static groups: every group's scale and zero are computed up front from the
+   original weights by the RTN rules, since a group's columns are no longer visited together. The codes
+   are stored at the columns' original positions, so groups stay contiguous in K as the numeric contract
+   requires; only the order of the error feedback changes. Without act-order, columns go left to right
+   and each group's parameters are computed when the loop reaches it (step 5).
 
 Weight updates run in float32 over all N rows at once (vectorized over rows); the factorizations in float64.
 """
@@ -114,11 +119,12 @@ class GPTQFactor:
     """What GPTQ needs from one layer input's Hessian: the upper Cholesky factor of the damped inverse and
     the dead input columns. Layers that read the same input (q/k/v, gate/up) share one factor."""
 
-    u: np.ndarray  # float32 [K, K]
+    u: np.ndarray  # float32 [K, K] (of the permuted Hessian when perm is set)
     dead: np.ndarray  # bool [K]
+    perm: np.ndarray | None = None  # act-order: column processing order (descending Hessian diagonal)
 
 
-def gptq_factor(hessian: np.ndarray, damp: float = 0.01, name: str = "weight") -> GPTQFactor:
+def gptq_factor(hessian: np.ndarray, damp: float = 0.01, name: str = "weight", act_order: bool = False) -> GPTQFactor:
     h = np.array(hessian, dtype=np.float64, copy=True)
     if h.ndim != 2 or h.shape[0] != h.shape[1]:
         raise ValueError(f"layer '{name}': Hessian must be square, got {h.shape}")
@@ -126,7 +132,11 @@ def gptq_factor(hessian: np.ndarray, damp: float = 0.01, name: str = "weight") -
         raise LowbitError(f"layer '{name}': GPTQ Hessian contains NaN or infinite values", "check the calibration inputs")
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
-    return GPTQFactor(_inverse_upper_cholesky(h, damp, name).astype(np.float32), dead)
+    perm = None
+    if act_order:  # the most used input features (largest H[k, k]) first
+        perm = np.argsort(-np.diag(h), kind="stable")
+        h = h[perm][:, perm]
+    return GPTQFactor(_inverse_upper_cholesky(h, damp, name).astype(np.float32), dead, perm)
 
 
 def quantize_gptq(
@@ -138,9 +148,11 @@ def quantize_gptq(
     damp: float = 0.01,
     name: str = "weight",
     factor: GPTQFactor | None = None,
+    act_order: bool = False,
 ) -> QuantizedWeight:
     """GPTQ-quantize w [N, K] (float) given the layer Hessian [K, K] (see `hessian_from_inputs`), or a
-    precomputed `gptq_factor` of it (then `hessian` and `damp` are not used).
+    precomputed `gptq_factor` of it (then `hessian`, `damp` and `act_order` are not used: the factor
+    carries its own column order).
 
     Returns the same format as `quantize_rtn`; see the module doc for the algorithm and its choices.
     """
@@ -150,7 +162,7 @@ def quantize_gptq(
     if factor is None:
         if hessian is None or np.shape(hessian) != (k, k):
             raise ValueError(f"layer '{name}': Hessian must be [{k}, {k}] for weight [{n}, {k}], got {None if hessian is None else np.shape(hessian)}")
-        factor = gptq_factor(hessian, damp, name)
+        factor = gptq_factor(hessian, damp, name, act_order)
     elif factor.u.shape != (k, k):
         raise ValueError(f"layer '{name}': GPTQ factor is {factor.u.shape}, weight is [{n}, {k}]")
     if block_size < 1:
@@ -159,6 +171,8 @@ def quantize_gptq(
     wt = w.T.copy()  # [K, N]: column k of w is the contiguous row wt[k]
     wt[factor.dead] = 0.0
     hinv = factor.u
+    if factor.perm is not None:
+        return _gptq_act_order(wt, hinv, factor.perm, spec, g, block_size)
 
     qmax = np.float32(spec.qmax)
     n_groups = k // g
@@ -200,6 +214,48 @@ def quantize_gptq(
         codes=np.ascontiguousarray(codes_t.T),
         scales=np.ascontiguousarray(scales_t.T),
         zeros=np.ascontiguousarray(zeros_t.T),
+        bits=spec.bits,
+        group_size=g,
+        ternary=spec.ternary,
+    )
+
+
+def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int) -> QuantizedWeight:
+    """GPTQ with act-order and static groups: every group's scale and zero come from the (dead-column
+    cleared) original weights by the RTN rules, then the columns are quantized in the order `perm` (largest
+    Hessian diagonal first: the most used input features are rounded while every other column can still
+    compensate) on those fixed grids. hinv is the factor of the permuted Hessian. Codes are stored at the
+    columns' original positions, so groups stay contiguous in K as the numeric contract requires."""
+    k, n = wt.shape
+    s, z = group_params(wt.T, spec, g)  # [N, J]
+    scales_t = np.ascontiguousarray(s.T)
+    zeros_t = np.ascontiguousarray(z.T)
+    qmax = np.float32(spec.qmax)
+    wp = wt[perm]  # [K, N] in processing order
+    gidx = perm // g
+    codes_t = np.empty((k, n), np.uint8)
+    for i1 in range(0, k, block_size):
+        i2 = min(i1 + block_size, k)
+        cnt = i2 - i1
+        w1 = wp[i1:i2].copy()
+        err1 = np.zeros((cnt, n), np.float32)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(cnt):
+            col = perm[i1 + i]
+            scale = scales_t[gidx[i1 + i]]
+            zero = zeros_t[gidx[i1 + i]].astype(np.float32)
+            wcol = w1[i]
+            q = np.rint(wcol / scale) + zero
+            np.clip(q, 0, qmax, out=q)
+            codes_t[col] = q.astype(np.uint8)
+            e = (wcol - scale * (q - zero)) / hinv1[i, i]
+            w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
+            err1[i] = e
+        wp[i2:] -= hinv[i1:i2, i2:].T @ err1
+    return QuantizedWeight(
+        codes=np.ascontiguousarray(codes_t.T),
+        scales=np.ascontiguousarray(s),
+        zeros=np.ascontiguousarray(z),
         bits=spec.bits,
         group_size=g,
         ternary=spec.ternary,
