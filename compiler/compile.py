@@ -58,16 +58,24 @@ def compile_model(
     array: str | dict | None = None,
     dump_mlir: bool = False,
     tune: bool = False,
+    smooth: float | None = None,
+    act_order: bool = False,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. dump_mlir: mlir-* targets also keep IREE's compilation phases (.mlir per stage).
-    tune: tvm-cpu times the matching fast qlinear kernels per layer shape and keeps the fastest (cached)."""
+    tune: tvm-cpu times the matching fast qlinear kernels per layer shape and keeps the fastest (cached).
+    smooth: SmoothQuant alpha; rescales every layernorm -> linear site before quantizing (an exact float
+    rewrite, compiler.passes.smooth; measured on the calibration data). act_order: GPTQ's act-order."""
     from compiler.quant.apply import check_shapes, progress_bar, quantize_graph
 
     spec = resolve_spec(quant, act)
     target_list = parse_targets(targets)
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
+    if smooth is not None and (spec is None or not 0.0 <= smooth <= 1.0):
+        raise LowbitError(f"--smooth {smooth}: needs quantized weights and an alpha in [0, 1]", "e.g. --quant w4g32a8-asym --smooth 0.5")
+    if act_order and method != "gptq":
+        raise LowbitError("--act-order is a GPTQ option", "add --method gptq or drop --act-order")
     accel = [t for t in target_list if t in ("lut-tc", "mixpe", "mac")]
     if accel:  # accelerator targets (compiler/backends/accel): refuse what the arrays cannot run before any work
         from compiler.backends.accel import check_spec
@@ -83,13 +91,17 @@ def compile_model(
     if spec is not None:
         check_shapes(graph, spec)
         feeds = None
-        if method == "gptq":
+        if method == "gptq" or smooth is not None:
             from compiler.quant.calib import calibration_feeds
 
             n, sl = CALIB_DEFAULTS[m.family]
             feeds = calibration_feeds(m, calib_samples or n, calib_seqlen or sl, calib, seed)
+        if smooth is not None:
+            from compiler.passes.smooth import smooth_graph
+
+            graph = smooth_graph(graph, feeds, smooth)
         with progress_bar(progress) as bar:
-            graph = quantize_graph(graph, spec, method, feeds, bar, damp=damp)
+            graph = quantize_graph(graph, spec, method, feeds if method == "gptq" else None, bar, damp=damp, act_order=act_order)
     t_quant = time.perf_counter() - t1
     files = {}
     tok = m.tokenizer
@@ -98,7 +110,10 @@ def compile_model(
         files[tok.path.name] = tok.path
     manifest = {
         "model": {"name": m.name, "family": m.family, "config": m.config, "source": m.source},
-        "quant": None if spec is None else {**spec.to_dict(), "name": spec.name, "method": method, **({"damp": damp} if method == "gptq" else {})},
+        "quant": None if spec is None else {
+            **spec.to_dict(), "name": spec.name, "method": method, **({"damp": damp} if method == "gptq" else {}),
+            **({"act_order": True} if act_order else {}), **({"smooth": smooth} if smooth is not None else {}),
+        },
         "tokenizer": tok_json,
         "targets": {t: {} for t in target_list},
         "timings_s": {"load": round(t_load, 3), "quantize": round(t_quant, 3)},

@@ -69,18 +69,20 @@ def models():
 @click.option("--calib-samples", default=None, type=click.IntRange(1, 4096), help="GPTQ calibration sequences [64 encoders, 16 causal LMs]")
 @click.option("--calib-seqlen", default=None, type=click.IntRange(8, 8192), help="tokens per calibration sequence [32 encoders, 128 causal LMs]")
 @click.option("--damp", default=0.1, show_default=True, type=click.FloatRange(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
+@click.option("--act-order", is_flag=True, help="GPTQ: quantize columns in descending Hessian-diagonal order (static groups)")
+@click.option("--smooth", default=None, type=click.FloatRange(0, 1), help="SmoothQuant alpha: rescale layernorm -> linear channels before quantizing (exact float rewrite; e.g. 0.5)")
 @click.option("--seed", default=0, show_default=True, help="seed of preset weights and calibration sampling")
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
 @click.option("--array", default=None, help="accelerator targets (lut-tc, mixpe, mac): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, seed, print_ir, dump_mlir, array, tune):
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.compile import compile_model
 
     con = _console()
     t0 = time.perf_counter()
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir, array=array, tune=tune)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir, array=array, tune=tune, smooth=smooth, act_order=act_order)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

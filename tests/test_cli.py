@@ -55,6 +55,18 @@ def test_gptq_from_the_command_line(tmp_path, capsys):
     assert "(gptq)" in so
 
 
+def test_smooth_and_act_order_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["compile", "bert-tiny", "-o", out, "--quant", "w4g128a8", "--method", "gptq", "--act-order", "--smooth", "0.5", "--calib-samples", "4"]
+    code, so, se = run_cli(args, capsys)
+    assert code == 0, se
+    q = json.loads((out / "manifest.json").read_text())["quant"]
+    assert q["act_order"] is True and q["smooth"] == 0.5
+    code, so, se = run_cli(["run", out, "--compare", "float"], capsys)
+    assert code == 0, se
+    assert metric(so, "cosine similarity, min") >= 0.99
+
+
 def test_float_model_runs(tmp_path, capsys):
     out = tmp_path / "f"
     assert run_cli(["compile", "bert-tiny", "-o", out, "--quant", "none"], capsys)[0] == 0
@@ -108,6 +120,8 @@ CASES = {
     "ids outside vocabulary": (lambda t, c: ["run", good_artifact(t, c), "--ids", "1,99999"], "outside the vocabulary"),
     "unknown backend": (lambda t, c: ["run", good_artifact(t, c), "--backend", "tpu"], "unknown backend 'tpu'"),
     "conflicting act": (lambda t, c: ["compile", "llama-tiny", "-o", t / "o", "--quant", "w4g128a8", "--act", "a16"], "contradicts"),
+    "act-order without gptq": (lambda t, c: ["compile", "llama-tiny", "-o", t / "o", "--act-order"], "--act-order is a GPTQ option"),
+    "smooth without quantization": (lambda t, c: ["compile", "llama-tiny", "-o", t / "o", "--quant", "none", "--smooth", "0.5"], "needs quantized weights"),
 }
 
 
