@@ -248,38 +248,42 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
 
     @T.macro
     def body(qa, pk, sc, zz, sa, bv, y, M):
-        xw = T.alloc_buffer((K // 4,), "int32")  # 4 int8 activations per word (A16: their low 6 bits)
-        xh = T.alloc_buffer((K // 4,), "int32")  # A16: the high parts (a >> 6)
-        xs = T.alloc_buffer((NJ,), "int32")
-        asc = T.alloc_buffer((NJ,), "float32")
-        av = T.alloc_buffer((K,), "int32")
-        vx = T.alloc_buffer((16,), "float32", scope="local")
-        for m in range(M):
+        # phase 1, rows in parallel: integer activations packed 4 per word, their group sums (and A16 scales)
+        xw = T.alloc_buffer((M, K // 4), "int32")  # 4 int8 activations per word (A16: their low 6 bits)
+        xh = T.alloc_buffer((M, K // 4), "int32")  # A16: the high parts (a >> 6)
+        xs = T.alloc_buffer((M, NJ), "int32")
+        asc = T.alloc_buffer((M, NJ), "float32")
+        av = T.alloc_buffer((M, K), "int32")
+        for m in T.parallel(M):
+            vx = T.alloc_buffer((16,), "float32", scope="local")
             for j in range(NJ):
                 if a16:  # 13-bit codes per (row, group): a = rint(x16 / s_a), s_a = max |x16| / 8191 (as lut-cpu)
                     vx[T.Ramp(0, 1, 16)] = T.Broadcast(T.float32(0), 16)
                     for r in range(G // 16):
                         vx[T.Ramp(0, 1, 16)] = T.max(vx[T.Ramp(0, 1, 16)], T.fabs(T.Cast("float32x16", T.Cast("float16x16", qa[m, T.Ramp(j * G + r * 16, 1, 16)]))))
-                    asc[j] = T.float32(0)
+                    asc[m, j] = T.float32(0)
                     for e in range(16):
-                        asc[j] = T.max(asc[j], vx[e])
+                        asc[m, j] = T.max(asc[m, j], vx[e])
                     for r in range(G // 16):
-                        av[T.Ramp(j * G + r * 16, 1, 16)] = T.Cast("int32x16", T.nearbyint(T.Cast("float32x16", T.Cast("float16x16", qa[m, T.Ramp(j * G + r * 16, 1, 16)]))
-                                                                                    * T.Broadcast(T.if_then_else(asc[j] > T.float32(0), T.float32(A16_MAX) / asc[j], T.float32(1)), 16)))
-                    asc[j] = T.if_then_else(asc[j] > T.float32(0), asc[j] / T.float32(A16_MAX), T.float32(1))
+                        av[m, T.Ramp(j * G + r * 16, 1, 16)] = T.Cast("int32x16", T.nearbyint(T.Cast("float32x16", T.Cast("float16x16", qa[m, T.Ramp(j * G + r * 16, 1, 16)]))
+                                                                                       * T.Broadcast(T.if_then_else(asc[m, j] > T.float32(0), T.float32(A16_MAX) / asc[m, j], T.float32(1)), 16)))
+                    asc[m, j] = T.if_then_else(asc[m, j] > T.float32(0), asc[m, j] / T.float32(A16_MAX), T.float32(1))
                 else:
                     for r in range(G):
-                        av[j * G + r] = qa[m, j * G + r]
-                xs[j] = 0
+                        av[m, j * G + r] = qa[m, j * G + r]
+                xs[m, j] = 0
                 for r in range(G):
-                    xs[j] = xs[j] + av[j * G + r]
+                    xs[m, j] = xs[m, j] + av[m, j * G + r]
             for w in range(K // 4):
                 if a16:
-                    xw[w] = (av[4 * w] & 63) | ((av[4 * w + 1] & 63) << 8) | ((av[4 * w + 2] & 63) << 16) | ((av[4 * w + 3] & 63) << 24)
-                    xh[w] = ((av[4 * w] >> 6) & 255) | (((av[4 * w + 1] >> 6) & 255) << 8) | (((av[4 * w + 2] >> 6) & 255) << 16) | (((av[4 * w + 3] >> 6) & 255) << 24)
+                    xw[m, w] = (av[m, 4 * w] & 63) | ((av[m, 4 * w + 1] & 63) << 8) | ((av[m, 4 * w + 2] & 63) << 16) | ((av[m, 4 * w + 3] & 63) << 24)
+                    xh[m, w] = (((av[m, 4 * w] >> 6) & 255) | (((av[m, 4 * w + 1] >> 6) & 255) << 8) | (((av[m, 4 * w + 2] >> 6) & 255) << 16)
+                                | (((av[m, 4 * w + 3] >> 6) & 255) << 24))
                 else:
-                    xw[w] = (av[4 * w] & 255) | ((av[4 * w + 1] & 255) << 8) | ((av[4 * w + 2] & 255) << 16) | ((av[4 * w + 3] & 255) << 24)
-            for nb in T.parallel(NB):
+                    xw[m, w] = (av[m, 4 * w] & 255) | ((av[m, 4 * w + 1] & 255) << 8) | ((av[m, 4 * w + 2] & 255) << 16) | ((av[m, 4 * w + 3] & 255) << 24)
+        # phase 2: blocks of 16 outputs in parallel, the rows of a prefill inside (the block's weights stay in L1/L2)
+        for nb in T.parallel(NB):
+            for m in range(M):
                 yacc = T.alloc_buffer((R,), "float32", scope="local")
                 acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
                 ach = T.alloc_buffer((per * R,), "int32", scope="local")  # A16: the same for the high parts
@@ -295,25 +299,25 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
                             acc[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
                                 "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(h * R, 1, R)],
                                 T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
-                                T.reinterpret("int8x64", T.Broadcast(xw[(j * CPG + c) * per + h], R)),
+                                T.reinterpret("int8x64", T.Broadcast(xw[m, (j * CPG + c) * per + h], R)),
                             )
                             if a16:
                                 ach[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
                                     "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp(h * R, 1, R)],
                                     T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
-                                    T.reinterpret("int8x64", T.Broadcast(xh[(j * CPG + c) * per + h], R)),
+                                    T.reinterpret("int8x64", T.Broadcast(xh[m, (j * CPG + c) * per + h], R)),
                                 )
                     for h in T.unroll(1, per):
                         acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
                         if a16:
                             ach[T.Ramp(0, 1, R)] = ach[T.Ramp(0, 1, R)] + ach[T.Ramp(h * R, 1, R)]
                     if a16:  # exact: acc = 64 * sum(q * ah) + sum(q * al), then the zero point and one scale per group
-                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Broadcast(asc[j], R) * T.Cast(
-                            "float32x16", ach[T.Ramp(0, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Broadcast(asc[m, j], R) * T.Cast(
+                            "float32x16", ach[T.Ramp(0, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
                         )
                     else:
                         yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
-                            "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[j], R)
+                            "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
                         )
                 if a16:
                     if bias:
