@@ -108,20 +108,37 @@ def cuda_a8_bias():
     return mod, cuda_source(ex), host
 
 
-def test_one_function_two_kernels_chosen_on_the_host(cuda_a8_bias):
+def test_one_function_two_launches_chosen_on_the_host(cuda_a8_bias):
     from compiler.backends.tvm.build import unbound_blocks
 
     mod, src, host = cuda_a8_bias
     assert unbound_blocks(mod) == []
     kernels = [line for line in src.splitlines() if line.startswith('extern "C" __global__') and line.endswith("{")]
-    # the GEMM reads the packed codes (a1) and writes the final output (its epilogue inlined); the GEMV writes
-    # the unscaled y that a separate epilogue kernel finishes
+    # GEMV (writes the unscaled y), its A8-scale/bias epilogue, and the GEMM, which reads the codes (a1) and
+    # writes the final output (its epilogue inlined)
+    assert len(kernels) == 3, kernels
     gemm = [line for line in kernels if "__launch_bounds__(256)" in line and "a1_ptr" in line and "qlinear_out_ptr" in line]
-    assert len(kernels) == 3, kernels  # GEMV, its A8-scale/bias epilogue, the GEMM with the epilogue inlined
     assert len(gemm) == 1
-    body = src.split(gemm[0].split("(", 1)[0].split()[-1] + "(")[-1]
+    body = src.split(gemm[0])[-1].split("\n}\n")[0]
     assert "__shared__" in body and "__syncthreads()" in body
-    assert f"icmp sgt i64 %S, {KCU.GEMV_MAX_M}" in host  # the host compares M and launches one of the two
+    for name in ("qlinear_gemm_kernel", "qlinear_gemm_kernel_1", "qlinear_gemm_kernel_2"):
+        assert f'c"{name}\\00"' in host  # the host code launches it
+    assert f"icmp sgt i64 %S, {KCU.GEMV_MAX_M}" in host  # ... after comparing M
+
+
+def test_exactly_one_launch_runs_for_every_m(cuda_a8_bias):
+    """The host loops' trip counts (0 or 1) as functions of M: the GEMV for M <= GEMV_MAX_M, else the GEMM."""
+    from tvm import sym
+
+    mod = cuda_a8_bias[0]
+    func = next(f for gv, f in mod.functions_items() if gv.name_hint == "qlinear_gemm")
+    loops = list(func.body.block.body.seq)
+    s_var = next(v for v in tirx.analysis.undefined_vars(loops[-1].extent) if v.name == "S")
+    for m in (1, 2, 3, 16, 64, 300):
+        ana = sym.Analyzer()
+        ana.bind(s_var, tirx.const(m, "int64"))
+        trips = [int(ana.simplify(lp.extent)) for lp in loops]
+        assert trips == ([1, 0] if m <= KCU.GEMV_MAX_M else [0, 1]), (m, trips)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
