@@ -60,12 +60,14 @@ def compile_model(
     tune: bool = False,
     smooth: float | None = None,
     act_order: bool = False,
+    quant_head: str | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. dump_mlir: mlir-* targets also keep IREE's compilation phases (.mlir per stage).
     tune: tvm-cpu times the matching fast qlinear kernels per layer shape and keeps the fastest (cached).
     smooth: SmoothQuant alpha; rescales every layernorm -> linear site before quantizing (an exact float
-    rewrite, compiler.passes.smooth; measured on the calibration data). act_order: GPTQ's act-order."""
+    rewrite, compiler.passes.smooth; measured on the calibration data). act_order: GPTQ's act-order.
+    quant_head: also RTN-quantize the LM head (causal LMs) at this spec, e.g. 'w8pc' (default: float)."""
     from compiler.quant.apply import check_shapes, progress_bar, quantize_graph
 
     spec = resolve_spec(quant, act)
@@ -74,6 +76,13 @@ def compile_model(
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and (spec is None or not 0.0 <= smooth <= 1.0):
         raise LowbitError(f"--smooth {smooth}: needs quantized weights and an alpha in [0, 1]", "e.g. --quant w4g32a8-asym --smooth 0.5")
+    head_spec = None
+    if quant_head is not None and quant_head.lower() != "none":
+        head_spec = parse_spec(quant_head)
+        if spec is None:
+            raise LowbitError("--quant-head needs quantized weights", "add --quant, e.g. --quant w4g128 --quant-head w8pc")
+        if head_spec is not None and head_spec.act != spec.act:
+            raise LowbitError(f"--quant-head {quant_head}: activation mode {head_spec.act} differs from the model's {spec.act}", "give the head the same activation mode")
     if act_order and method != "gptq":
         raise LowbitError("--act-order is a GPTQ option", "add --method gptq or drop --act-order")
     accel = [t for t in target_list if t in ("lut-tc", "mixpe", "mac")]
@@ -102,6 +111,10 @@ def compile_model(
             graph = smooth_graph(graph, feeds, smooth)
         with progress_bar(progress) as bar:
             graph = quantize_graph(graph, spec, method, feeds if method == "gptq" else None, bar, damp=damp, act_order=act_order)
+        if head_spec is not None:
+            from compiler.quant.apply import quantize_head
+
+            graph = quantize_head(graph, head_spec)
     t_quant = time.perf_counter() - t1
     files = {}
     tok = m.tokenizer
@@ -113,6 +126,7 @@ def compile_model(
         "quant": None if spec is None else {
             **spec.to_dict(), "name": spec.name, "method": method, **({"damp": damp} if method == "gptq" else {}),
             **({"act_order": True} if act_order else {}), **({"smooth": smooth} if smooth is not None else {}),
+            **({"head": head_spec.name} if head_spec is not None else {}),
         },
         "tokenizer": tok_json,
         "targets": {t: {} for t in target_list},

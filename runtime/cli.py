@@ -76,13 +76,14 @@ def models():
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
 @click.option("--array", default=None, help="accelerator targets (lut-tc, mixpe, mac): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune):
+@click.option("--quant-head", default=None, help="also quantize the LM head (causal LMs, RTN), e.g. w8pc or w4g128 [default: float]")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.compile import compile_model
 
     con = _console()
     t0 = time.perf_counter()
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir, array=array, tune=tune, smooth=smooth, act_order=act_order)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir, array=array, tune=tune, smooth=smooth, act_order=act_order, quant_head=quant_head)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

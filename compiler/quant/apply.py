@@ -92,6 +92,31 @@ def quantize_graph(
     return g
 
 
+def quantize_head(graph: Graph, spec: QuantSpec) -> Graph:
+    """A copy of graph whose LM head (the float linear producing `logits`, left float by the frontends, as
+    GPTQ/AutoGPTQ do) is RTN-quantized at `spec`. With tied embeddings the float table stays for the embedding
+    gather (one row per token) and the head reads its own packed copy: at llama-1b the fp32 head is 2/3 of
+    the bytes of a W4 decode step, so quantizing it (llama.cpp keeps it at 6-8 bits) halves decode traffic."""
+    from compiler.quant.rtn import quantize_rtn
+
+    g = graph.copy()
+    idx = [i for i, n in enumerate(g.nodes) if n.op == "linear" and "logits" in n.outputs]
+    if not idx:
+        raise LowbitError(f"--quant-head: model {graph.name} has no float LM head (encoders have none)", "drop --quant-head")
+    for i in idx:
+        node = g.nodes[i]
+        w = g.consts[node.inputs[1]]
+        k = w.shape[1]
+        if k % spec.group_for(k):
+            raise LowbitError(f"--quant-head {spec.name}: the head has K={k}, not a multiple of the group size {spec.group_for(k)}", "choose a group size that divides K, or 'pc'")
+        g.nodes[i] = qlinear_node(g, node, quantize_rtn(w, spec, name=node.inputs[1]), spec)
+    g.infer_types()
+    _drop_unused_consts(g)
+    g.meta["quant_head"] = spec.name
+    g.verify()
+    return g
+
+
 def _quantize_rtn(g: Graph, spec: QuantSpec, progress: Progress | None):
     from compiler.quant.rtn import quantize_rtn
 
