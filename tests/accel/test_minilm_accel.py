@@ -14,9 +14,10 @@ from runtime.model import float_model  # noqa: E402
 
 @pytest.mark.slow
 def test_minilm_w4a8_on_lut_tc_matches_float(tmp_path):
-    # W4 A8, groups of 32 with zero points, GPTQ: the W4 spec whose `ref` embeddings come closest to float
-    # (w4g128a8 RTN reaches only ~0.94 on `ref` itself; see the README).
-    compile_model("all-minilm-l6-v2", tmp_path / "m", "w4g32a8-asym", method="gptq", targets="lut-tc", progress=False)
+    # W4 A8, groups of 32 with zero points, GPTQ with act-order and dampening 1.0 after SmoothQuant
+    # smoothing (alpha 0.5) of the layernorm -> q/k/v and layernorm -> FFN sites: the W4 configuration whose
+    # `ref` embeddings come closest to float (plain GPTQ: min 0.977; w4g128a8 RTN ~0.93; see the README).
+    compile_model("all-minilm-l6-v2", tmp_path / "m", "w4g32a8-asym", method="gptq", targets="lut-tc", progress=False, smooth=0.5, act_order=True, damp=1.0)
     q = load(tmp_path / "m")
     f = float_model(q.artifact)
     ids = [q.encode(s) for s in DEFAULT_SENTENCES]
@@ -26,9 +27,10 @@ def test_minilm_w4a8_on_lut_tc_matches_float(tmp_path):
     cos_f = [cosine(a, b) for a, b in zip(hw, fl)]
     cos_r = [cosine(a, b) for a, b in zip(hw, ref)]
     print("hwsim:lut-tc vs float:", [round(c, 5) for c in cos_f], "vs ref:", [round(c, 6) for c in cos_r])
-    assert np.mean(cos_f) >= 0.98 and min(cos_f) >= 0.97
-    # against the contract (`ref`): measured 0.9974..0.9985. The dyadic scales move a few products across an
-    # int8 rounding boundary of the next layer's activations, and six real layers amplify such flips.
-    assert min(cos_r) >= 0.995
+    # measured 0.98339..0.99123 (`ref` vs float: 0.98359..0.99106)
+    assert min(cos_f) >= 0.98
+    # against the contract (`ref`): measured 0.99925..0.99940. The dyadic scales move a few products across
+    # an int8 rounding boundary of the next layer's activations, and six real layers amplify such flips.
+    assert min(cos_r) >= 0.998
     s = q.backend("hwsim:lut-tc").summary()
     assert s["calls"] == 36 * len(ids) and s["cycles"] > 0 and s["energy_pj"] > 0 and s["tables"] == 24 * len(ids)
