@@ -83,3 +83,17 @@ def test_smooth_scales():
     assert np.exp(np.mean(np.log(s[:2]))) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         smooth_graph(None, [], 1.5)
+
+
+def test_shared_weights_are_left_alone(bert_tiny):
+    g0 = bert_tiny.graph.copy()
+    sites = smoothing_sites(g0)
+    p, readers = next(iter(sites.items()))
+    w = g0.nodes[readers[0]].inputs[1]
+    extra = g0.add_node("linear", [g0.nodes[p].outputs[0], w], "extra_reader")[0]  # a second reader of w
+    g0.set_outputs([*g0.outputs, extra])
+    g1 = smooth_graph(g0, calibration_feeds(bert_tiny, n_samples=2, seqlen=16), 0.5)
+    assert g1.consts[w] is g0.consts[w]
+    a, b = Interpreter(g0).run(bert_feeds()), Interpreter(g1).run(bert_feeds())
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], atol=1e-5)

@@ -88,13 +88,15 @@ def smooth_graph(graph: Graph, calib: list[dict[str, np.ndarray]], alpha: float 
     for p, readers in sites.items():
         ln = g.nodes[p]
         y = ln.outputs[0]
+        if any(consumers[g.nodes[i].inputs[1]] != 1 for i in readers):
+            continue  # a weight that something else also reads (tied embeddings): it cannot absorb s
         wabs = np.max([np.abs(g.consts[g.nodes[i].inputs[1]]).max(axis=0) for i in readers], axis=0)
         s = smooth_scales(amax[y], wabs, alpha)
         for i in readers:
             wname = g.nodes[i].inputs[1]
             g.consts[wname] = (g.consts[wname] * s[None, :]).astype(np.float32)
         params = [(g.consts[c] / s).astype(np.float32) for c in ln.inputs[1:]]  # gamma (and beta) / s
-        if consumers[y] == len(readers):  # the linears are the only readers (pre-norm): rescale in place
+        if consumers[y] == len(readers) and all(consumers[c] == 1 for c in ln.inputs[1:]):  # pre-norm: in place
             for c, v in zip(ln.inputs[1:], params):
                 g.consts[c] = v
             continue
