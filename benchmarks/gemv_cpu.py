@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 SHAPES = "4096x4096,11008x4096,4096x11008,4096x14336"
 SPECS = "w4g128,w2g128,ternary"
+FAST = {"vnni-cpu", "lut-cpu", "blocked-cpu"}
 
 
 def llc_bytes() -> int:
@@ -120,13 +121,26 @@ def worker(args) -> list[dict]:
                 g, qw = one_layer_graph(n, k, full)
                 x_np = np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)
                 kernel, ours, weight_bytes = time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, args.repeat)
-                # the dequantize-in-register kernel on the same layer, where the rule table chose a LUT kernel
-                deq = time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, args.repeat, disable="lut-cpu") if kernel == "lut-cpu" else None
+                # the other fast kernels on the same layer (first thread count only): the LUT kernel and the
+                # dequantize-in-register kernel (blocked-cpu), each forced by disabling the others
+                alt = {}
+                if args.compare:
+                    for want in ("lut-cpu", "blocked-cpu"):
+                        if want != kernel:
+                            r = time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, args.repeat, disable=",".join(FAST - {want}))
+                            if r[0] == want:
+                                alt[want] = r[1]
                 base = time_numpy(g, qw, x_np, k, llc)
                 gbs = weight_bytes / ours / 1e9
                 row = dict(shape=f"{n}x{k}", spec=full, threads=args.threads, kernel=kernel, ours_ms=ours * 1e3, numpy_ms=base * 1e3, speedup=base / ours,
                            weight_mb=weight_bytes / 1e6, eff_gbs=gbs, machine_gbs=bw, bw_ratio=gbs / bw, host=host_cpu()[0],
-                           dequant_kernel=deq[0] if deq else "", dequant_ms=deq[1] * 1e3 if deq else float("nan"))
+                           lut_ms=alt.get("lut-cpu", float("nan")) * 1e3, dequant_ms=alt.get("blocked-cpu", float("nan")) * 1e3)
+                for want in alt:
+                    row[want.split("-")[0] + "_ms"] = alt[want] * 1e3
+                if kernel == "lut-cpu":
+                    row["lut_ms"] = ours * 1e3
+                if kernel == "blocked-cpu":
+                    row["dequant_ms"] = ours * 1e3
                 if mlir is not None:
                     try:
                         gm = mlir(n, k, full, threads=int(args.threads))
@@ -187,6 +201,14 @@ def time_numpy(g, qw, x_np, k, llc):
     return min(_timed(numpy_call, len(codes)) for _ in range(2))
 
 
+def _ms(v: float) -> str:
+    return "" if v != v else f"{v:.3f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return "" if a != a or b != b else f"{a / b:.2f}"
+
+
 def _timed(fn, calls):
     t = time.perf_counter()
     for i in range(calls):
@@ -218,7 +240,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-mlir", dest="mlir", action="store_false", help="leave out the MLIR (IREE) column")
+    ap.add_argument("--compare-threads", default="1", help="thread counts at which the other fast kernels are measured too")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -229,22 +253,23 @@ def main():
     for t in args.threads.split(","):
         env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t)
         cmd = [sys.executable, __file__, "--worker", "--threads", t, "--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)] + ([] if args.mlir else ["--no-mlir"])
+        cmd += ["--compare"] if t in args.compare_threads.split(",") else []
         out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
         rows += json.loads(out.strip().splitlines()[-1])
     has_mlir = any("mlir_ms" in r for r in rows)
     table = []
     for r in rows:
         line = [r["shape"], r["spec"], r["threads"], r["kernel"], f"{r['ours_ms']:.3f}"]
-        line += [f"{r['dequant_ms']:.3f}" if r["dequant_kernel"] else "", f"{r['dequant_ms'] / r['ours_ms']:.2f}" if r["dequant_kernel"] else ""]
+        line += [_ms(r["lut_ms"]), _ms(r["dequant_ms"]), _ratio(r["dequant_ms"], r["lut_ms"])]
         line += [f"{r['numpy_ms']:.3f}", f"{r['speedup']:.1f}", f"{r['eff_gbs']:.2f}", f"{r['machine_gbs']:.2f}", f"{r['bw_ratio']:.2f}"]
         if has_mlir:
             line += [f"{r.get('mlir_ms', float('nan')):.3f}", f"{r.get('mlir_ms', float('nan')) / r['ours_ms']:.2f}"]
         table.append(line)
-    header = ["N x K", "quant", "thr", "kernel", "ours ms", "dequant ms", "dequant/ours", "numpy ms", "numpy/ours", "ours GB/s", "machine GB/s", "ours/machine"]
+    header = ["N x K", "quant", "thr", "kernel", "ours ms", "lut ms", "dequant ms", "dequant/lut", "numpy ms", "numpy/ours", "ours GB/s", "machine GB/s", "ours/machine"]
     header += ["mlir ms", "mlir/ours"] if has_mlir else []
     print_table(
-        f"GEMV M=1, weights out of cache (working set >= 4x LLC {llc_bytes() >> 20} MiB); 'dequant' = the dequantize-in-register "
-        f"kernel (blocked-cpu) on the same layer where ours is the LUT kernel; {machine()}",
+        f"GEMV M=1, weights out of cache (working set >= 4x LLC {llc_bytes() >> 20} MiB); 'ours' = the kernel the rule table picks; "
+        f"'lut' = lut-cpu, 'dequant' = the dequantize-in-register kernel (blocked-cpu), both on the same layer in the same run; {machine()}",
         header,
         table,
         args.json,
