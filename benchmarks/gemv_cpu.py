@@ -34,22 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from compiler.hostinfo import llc_bytes  # noqa: E402
+
 SHAPES = "4096x4096,11008x4096,4096x11008,4096x14336"
 SPECS = "w4g128,w2g128,ternary"
 FAST = {"vnni-cpu", "lut-cpu", "blocked-cpu"}
-
-
-def llc_bytes() -> int:
-    """Size of the largest CPU cache (sysfs), 32 MiB when unknown."""
-    best = 0
-    for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (idx / "size").read_text().strip()
-        except OSError:
-            continue
-        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
-        best = max(best, int(text.rstrip("KMG")) * mult)
-    return best or 32 << 20
 
 
 def one_layer_graph(n: int, k: int, spec_text: str, seed: int = 0):

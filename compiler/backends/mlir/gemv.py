@@ -25,24 +25,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from compiler.backends.mlir.build import CPU_FLAGS
-
-
-def llc_bytes() -> int:
-    """Size of the largest CPU cache (sysfs), 32 MiB when unknown."""
-    best = 0
-    for idx in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            text = (idx / "size").read_text().strip()
-        except OSError:
-            continue
-        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
-        best = max(best, int(text.rstrip("KMG")) * mult)
-    return best or 32 << 20
+from compiler.hostinfo import llc_bytes  # noqa: F401 (re-exported: benchmarks and tests use gemv.llc_bytes)
 
 
 def quantized_layer(n: int, k: int, spec_text: str, seed: int = 0):

@@ -6,9 +6,10 @@ from __future__ import annotations
 from tvm import te
 
 
-def scale_and_bias(y: te.Tensor, sa: te.Tensor | None, bias: te.Tensor | None) -> te.Tensor:
-    """y [M, N] (already summed over groups) times sa[m] (A8) plus bias[n]; y itself when neither is given."""
-    if sa is None and bias is None:
+def scale_and_bias(y: te.Tensor, sa: te.Tensor | None, bias: te.Tensor | None, attrs: dict | None = None) -> te.Tensor:
+    """y [M, N] (already summed over groups) times sa[m] (A8) plus bias[n]; y itself when neither is given and no
+    `attrs` are asked for (kernels that replace their body read their shape from the output block's attrs)."""
+    if sa is None and bias is None and attrs is None:
         return y
 
     def out(i, n):
@@ -19,4 +20,4 @@ def scale_and_bias(y: te.Tensor, sa: te.Tensor | None, bias: te.Tensor | None) -
             v = v + bias[n]
         return v
 
-    return te.compute(y.shape, out, name="qlinear_out")
+    return te.compute(y.shape, out, name="qlinear_out", attrs=attrs)

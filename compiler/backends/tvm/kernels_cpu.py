@@ -27,6 +27,7 @@ import numpy as np
 from tvm import te, tirx
 
 from compiler.backends.tvm.epilogue import scale_and_bias
+from compiler.backends.tvm.kernels_lut import act_codes_macro
 
 BLOCK = 64  # output rows per vector tile (4 zmm registers of fp32 accumulators)
 
@@ -154,7 +155,7 @@ VNNI_ROWS = 16
 
 def vnni_ok(bits: int, group: int) -> bool:
     """Bit widths and groups the VNNI kernel takes (a group is whole 64-byte chunks), on a host with VNNI."""
-    return bits in (2, 4) and group % (4 * (8 // bits)) == 0 and host_has_vnni()
+    return bits in (2, 4) and group % 16 == 0 and host_has_vnni()  # (16-lane activation prep; whole 64-byte chunks)
 
 
 _VNNI: list[bool] = []
@@ -211,11 +212,7 @@ def vnni_te(shape):
         acc = te.compute((m, shape.n, nj), acc_body, name="acc")
         j = te.reduce_axis((0, nj), name="j")
         y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n // VNNI_ROWS, j, n % VNNI_ROWS] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
-        attrs = {"lowbit_vnni": f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act}"}
-        one = tirx.const(1.0, "float32")
-        return te.compute(
-            (m, shape.n), lambda i, n: y[i, n] * (sa[i] if sa is not None else one) + (bias[n] if bias is not None else tirx.const(0.0, "float32")),
-            name="qlinear_out", attrs=attrs)
+        return scale_and_bias(y, sa, bias, {"lowbit_vnni": f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act}"})
 
     return f
 
@@ -227,9 +224,6 @@ def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
     spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_vnni"]).split(",")
     n, k, g, bits, bias = (int(v) for v in spec[:5])
     return vnni_prim_func(n, k, g, bits, bool(bias), spec[5]).with_attr("tirx.is_scheduled", True)
-
-
-A16_MAX = 8191  # A16 on vpdpbusd: 13-bit block-floating-point activations split a = 64 * ah + al (both fit int8)
 
 
 def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8"):  # noqa: N803 - TIR shape names
@@ -245,6 +239,7 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
     PF = 16  # software prefetch distance in 64-byte chunks (the hardware streamer alone left bandwidth unused)
 
     a16 = act == "a16"
+    act_codes = act_codes_macro()
 
     @T.macro
     def body(qa, pk, sc, zz, sa, bv, y, M):
@@ -255,25 +250,8 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
         asc = T.alloc_buffer((M, NJ), "float32")
         av = T.alloc_buffer((M, K), "int32")
         for m in T.parallel(M):
-            vx = T.alloc_buffer((16,), "float32", scope="local")
-            for j in range(NJ):
-                if a16:  # 13-bit codes per (row, group): a = rint(x16 / s_a), s_a = max |x16| / 8191 (as lut-cpu)
-                    vx[T.Ramp(0, 1, 16)] = T.Broadcast(T.float32(0), 16)
-                    for r in range(G // 16):
-                        vx[T.Ramp(0, 1, 16)] = T.max(vx[T.Ramp(0, 1, 16)], T.fabs(T.Cast("float32x16", T.Cast("float16x16", qa[m, T.Ramp(j * G + r * 16, 1, 16)]))))
-                    asc[m, j] = T.float32(0)
-                    for e in range(16):
-                        asc[m, j] = T.max(asc[m, j], vx[e])
-                    for r in range(G // 16):
-                        av[m, T.Ramp(j * G + r * 16, 1, 16)] = T.Cast("int32x16", T.nearbyint(T.Cast("float32x16", T.Cast("float16x16", qa[m, T.Ramp(j * G + r * 16, 1, 16)]))
-                                                                                       * T.Broadcast(T.if_then_else(asc[m, j] > T.float32(0), T.float32(A16_MAX) / asc[m, j], T.float32(1)), 16)))
-                    asc[m, j] = T.if_then_else(asc[m, j] > T.float32(0), asc[m, j] / T.float32(A16_MAX), T.float32(1))
-                else:
-                    for r in range(G):
-                        av[m, j * G + r] = qa[m, j * G + r]
-                xs[m, j] = 0
-                for r in range(G):
-                    xs[m, j] = xs[m, j] + av[m, j * G + r]
+            for j in range(NJ):  # (the same integer activations as lut-cpu; A8: the contract's codes)
+                act_codes(qa, av, asc, xs, m, j, G, not a16)
             for w in range(K // 4):
                 if a16:
                     xw[m, w] = (av[m, 4 * w] & 63) | ((av[m, 4 * w + 1] & 63) << 8) | ((av[m, 4 * w + 2] & 63) << 16) | ((av[m, 4 * w + 3] & 63) << 24)

@@ -43,6 +43,8 @@ import os
 import numpy as np
 from tvm import te, tirx
 
+from compiler.backends.tvm.epilogue import scale_and_bias
+
 BLOCK = 64  # output rows per tile (two halves of 32: one int16 zmm accumulator each)
 A16_MAX = 8191  # 13-bit activation mantissas: a table entry (sum of 4) stays below 2^15
 
@@ -116,6 +118,43 @@ def lut_reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: n
     return y * (np.asarray(sa, np.float64)[:, None] if act == "a8" else 1.0)
 
 
+def act_codes_macro():
+    """TIR macro shared by lut-cpu and vnni-cpu: the integer activations of row m, group j (x [M, K] -> a [M, K]
+    int32, the group's activation scale asc [M, NJ] and its code sum asum [M, NJ], for the zero point). A8: a = the
+    contract's int8 codes (scale 1: sa is applied by the caller). A16: a = rint(x16 / s_a) with s_a = max |x16| / 8191,
+    the 13-bit block floating point of the module doc. G must be a multiple of 16 (16-lane vectors)."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def act_codes(x, a, asc, asum, m, j, G, a8):
+        vx = T.alloc_buffer((16,), "float32", scope="local")  # 16-lane partial max / sum (then 16 scalar steps)
+        vs = T.alloc_buffer((16,), "int32", scope="local")
+        if a8:
+            asc[m, j] = T.float32(1)
+            for r in range(G // 16):
+                a[m, T.Ramp(j * G + r * 16, 1, 16)] = x[m, T.Ramp(j * G + r * 16, 1, 16)]
+        else:
+            vx[T.Ramp(0, 1, 16)] = T.Broadcast(T.float32(0), 16)
+            for r in range(G // 16):
+                vx[T.Ramp(0, 1, 16)] = T.max(vx[T.Ramp(0, 1, 16)], T.fabs(T.Cast("float32x16", T.Cast("float16x16", x[m, T.Ramp(j * G + r * 16, 1, 16)]))))
+            asc[m, j] = T.float32(0)
+            for e in range(16):
+                asc[m, j] = T.max(asc[m, j], vx[e])
+            for r in range(G // 16):
+                a[m, T.Ramp(j * G + r * 16, 1, 16)] = T.Cast("int32x16", T.nearbyint(
+                    T.Cast("float32x16", T.Cast("float16x16", x[m, T.Ramp(j * G + r * 16, 1, 16)]))
+                    * T.Broadcast(T.if_then_else(asc[m, j] > T.float32(0), T.float32(A16_MAX) / asc[m, j], T.float32(1)), 16)))
+            asc[m, j] = T.if_then_else(asc[m, j] > T.float32(0), asc[m, j] / T.float32(A16_MAX), T.float32(1))
+        vs[T.Ramp(0, 1, 16)] = T.Broadcast(0, 16)
+        for r in range(G // 16):
+            vs[T.Ramp(0, 1, 16)] = vs[T.Ramp(0, 1, 16)] + a[m, T.Ramp(j * G + r * 16, 1, 16)]
+        asum[m, j] = 0
+        for e in range(16):
+            asum[m, j] = asum[m, j] + vs[e]
+
+    return act_codes
+
+
 def lut_te(shape):
     """A plain TE definition of the kernel's result (what it computes); `schedule_lut` swaps in the
     hand-vectorized TIR. Signature as the other kernels: A16 (x, packed, scales, zeros, [bias]),
@@ -138,16 +177,7 @@ def lut_te(shape):
         jj = te.reduce_axis((0, nj), name="j")
         y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n // BLOCK, jj, n % BLOCK] * acc[i, n, jj] - zeros[n // BLOCK, jj, n % BLOCK].astype("float32"), axis=jj), name="qlinear")
         attrs = {"lowbit_lut": f"{shape.n},{shape.k},{g},{shape.bits},{shape.act},{int(shape.bias)}"}
-
-        def out(i, n):
-            v = y[i, n]
-            if sa is not None:
-                v = v * sa[i]
-            if bias is not None:
-                v = v + bias[n]
-            return v
-
-        return te.compute((m, shape.n), out, name="qlinear_out", attrs=attrs)
+        return scale_and_bias(y, sa, bias, attrs)
 
     return f
 
@@ -176,6 +206,8 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
     PF_LOC = int(os.environ.get("LOWBIT_LUT_PF_LOC", "3"))
     xdtype = "int32" if a8 else "float32"
 
+    act_codes = act_codes_macro()
+
     def body(x, pk, sc, zz, sa, bv, y, M):
         # phase 1, rows in parallel: integer activations, their group sums and scales, and the tables
         a = T.alloc_buffer((M, K), "int32")
@@ -184,30 +216,8 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
         tl = T.alloc_buffer((M, NC, 16), "uint8")  # 16 entries per chunk: 32 KiB per row for both halves at K = 4096
         th = T.alloc_buffer((M, NC, 16), "int8")
         for m in T.parallel(M):
-            vx = T.alloc_buffer((16,), "float32", scope="local")  # 16-lane partial max / sum (then 16 scalar steps)
-            vs = T.alloc_buffer((16,), "int32", scope="local")
             for j in range(NJ):
-                if a8:
-                    asc[m, j] = T.float32(1)
-                    for r in range(G // 16):
-                        a[m, T.Ramp(j * G + r * 16, 1, 16)] = x[m, T.Ramp(j * G + r * 16, 1, 16)]
-                else:
-                    vx[T.Ramp(0, 1, 16)] = T.Broadcast(T.float32(0), 16)
-                    for r in range(G // 16):
-                        vx[T.Ramp(0, 1, 16)] = T.max(vx[T.Ramp(0, 1, 16)], T.fabs(T.Cast("float32x16", T.Cast("float16x16", x[m, T.Ramp(j * G + r * 16, 1, 16)]))))
-                    asc[m, j] = T.float32(0)
-                    for e in range(16):
-                        asc[m, j] = T.max(asc[m, j], vx[e])
-                    inv = T.if_then_else(asc[m, j] > T.float32(0), T.float32(A16_MAX) / asc[m, j], T.float32(1))
-                    for r in range(G // 16):
-                        a[m, T.Ramp(j * G + r * 16, 1, 16)] = T.Cast("int32x16", T.nearbyint(T.Cast("float32x16", T.Cast("float16x16", x[m, T.Ramp(j * G + r * 16, 1, 16)])) * T.Broadcast(inv, 16)))
-                    asc[m, j] = T.if_then_else(asc[m, j] > T.float32(0), asc[m, j] / T.float32(A16_MAX), T.float32(1))
-                vs[T.Ramp(0, 1, 16)] = T.Broadcast(0, 16)
-                for r in range(G // 16):
-                    vs[T.Ramp(0, 1, 16)] = vs[T.Ramp(0, 1, 16)] + a[m, T.Ramp(j * G + r * 16, 1, 16)]
-                asum[m, j] = 0
-                for e in range(16):
-                    asum[m, j] = asum[m, j] + vs[e]
+                act_codes(x, a, asc, asum, m, j, G, a8)
             for c in range(NC):
                 tv = (
                     T.Broadcast(a[m, 4 * c], 16) * (T.Ramp(0, 1, 16) & 1)
