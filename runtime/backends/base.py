@@ -1,8 +1,14 @@
-"""The one interface every backend implements: run a graph's feeds to its outputs."""
+"""The one interface every backend implements: run a graph's feeds to its outputs; and what the backends that
+load a compiled target folder (tvm-*, mlir-*) share: finding and checking that folder, and its parameters."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+
+from compiler.errors import LowbitError
 
 
 class Backend:
@@ -14,3 +20,50 @@ class Backend:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+
+class CompiledTargetBackend(Backend):
+    """A backend that runs <artifact>/<name>/: `info_file` (JSON: target, inputs, params, outputs) and `library`."""
+
+    info_file = "?"
+    library = "?"
+
+    def target_folder(self) -> tuple[Path, dict, Path, str]:
+        """(folder, info, library path, recompile hint), or a LowbitError naming what is missing or wrong."""
+        art = self.model.artifact
+        hint = f"recompile with --target {self.name} (e.g. `lowbit compile MODEL -o OUT --target ref,{self.name}`)"
+        if art is None:
+            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", hint)
+        folder = art.target_dir(self.name)
+        info_file = folder / self.info_file
+        if self.name not in art.manifest.get("targets", {}) or not info_file.is_file():
+            raise LowbitError(f"artifact {art.path} was not compiled for {self.name}", hint)
+        try:
+            info = json.loads(info_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise LowbitError(f"{info_file} is not valid JSON", hint) from None
+        g = self.model.graph
+        if info.get("target") != self.name or info.get("inputs") != list(g.inputs) or info.get("outputs") != list(g.outputs) or not isinstance(info.get("params"), list):
+            raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its graph", hint)
+        lib = folder / self.library
+        if not lib.is_file():
+            raise LowbitError(f"artifact {art.path} has no {self.name}/{self.library}", hint)
+        return folder, info, lib, hint
+
+    def param_arrays(self, folder: Path, info: dict, hint: str) -> list[np.ndarray]:
+        """The library's parameters in call order: graph weights, and the arrays a kernel asked to have re-laid out
+        at compile time (<folder>/params.safetensors)."""
+        relayout = {}
+        if any(p.get("source") == "relayout" for p in info["params"]):
+            from safetensors import SafetensorError
+            from safetensors.numpy import load_file
+
+            try:
+                relayout = load_file(str(folder / "params.safetensors"))
+            except (SafetensorError, OSError) as e:
+                raise LowbitError(f"the re-laid-out weights of {self.model.artifact.path}/{self.name} are unreadable ({e})", hint) from None
+        arrays = {"weights": self.model.graph.consts, "relayout": relayout}
+        missing = [p["key"] for p in info["params"] if p["key"] not in arrays.get(p.get("source"), {})]
+        if missing:
+            raise LowbitError(f"the {self.name} folder of artifact {self.model.artifact.path} does not match its weights (missing {missing[:3]})", hint)
+        return [np.ascontiguousarray(arrays[p["source"]][p["key"]]) for p in info["params"]]

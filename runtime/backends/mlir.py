@@ -11,13 +11,12 @@ uses every core; LOWBIT_MLIR_THREADS=N caps it (a process-wide flag, read once),
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from compiler.errors import LowbitError
-from runtime.backends.base import Backend
+from runtime.backends.base import CompiledTargetBackend
 
 _FLAGS_SET = False
 
@@ -38,30 +37,16 @@ def _runtime():
     return rt
 
 
-class _MLIRBackend(Backend):
+class _MLIRBackend(CompiledTargetBackend):
     name = "?"
     driver = "?"
+    info_file = "mlir.json"
+    library = "model.vmfb"
 
     def __init__(self, model):
         super().__init__(model)
-        art = model.artifact
-        hint = f"recompile with --target {self.name} (e.g. `lowbit compile MODEL -o OUT --target ref,{self.name}`)"
-        if art is None:
-            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", hint)
-        folder = art.target_dir(self.name)
-        info_file = folder / "mlir.json"
-        if self.name not in art.manifest.get("targets", {}) or not info_file.is_file():
-            raise LowbitError(f"artifact {art.path} was not compiled for {self.name}", hint)
-        try:
-            info = json.loads(info_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise LowbitError(f"{info_file} is not valid JSON", hint) from None
+        folder, info, vmfb, hint = self.target_folder()
         g = model.graph
-        if info.get("target") != self.name or info.get("inputs") != list(g.inputs) or info.get("outputs") != list(g.outputs) or not isinstance(info.get("params"), list):
-            raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its graph", hint)
-        vmfb = folder / "model.vmfb"
-        if not vmfb.is_file():
-            raise LowbitError(f"artifact {art.path} has no {self.name}/model.vmfb", hint)
         rt = _runtime()
         self.rt = rt
         self.info = info
@@ -69,20 +54,7 @@ class _MLIRBackend(Backend):
         self.ctx = rt.SystemContext(config=self.config)
         self.ctx.add_vm_module(rt.VmModule.copy_buffer(self.ctx.instance, vmfb.read_bytes()))
         self.main = self.ctx.modules[info.get("module", "lowbit")][info.get("function", "main")]
-        relayout = {}
-        if any(p.get("source") == "relayout" for p in info["params"]):
-            from safetensors import SafetensorError
-            from safetensors.numpy import load_file
-
-            try:
-                relayout = load_file(str(folder / "params.safetensors"))
-            except (SafetensorError, OSError) as e:
-                raise LowbitError(f"the re-laid-out weights of {art.path}/{self.name} are unreadable ({e})", hint) from None
-        arrays = {"weights": g.consts, "relayout": relayout}
-        missing = [p["key"] for p in info["params"] if p["key"] not in arrays.get(p.get("source"), {})]
-        if missing:
-            raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its weights (missing {missing[:3]})", hint)
-        self.params = [rt.asdevicearray(self.config.device, np.ascontiguousarray(arrays[p["source"]][p["key"]])) for p in info["params"]]
+        self.params = [rt.asdevicearray(self.config.device, a) for a in self.param_arrays(folder, info, hint)]
         from compiler.ir import DTYPES
 
         self.input_dtypes = {k: DTYPES[t.dtype] for k, t in g.inputs.items()}

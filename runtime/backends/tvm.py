@@ -8,36 +8,21 @@ inputs and parameters and the outputs.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 
 from compiler.errors import LowbitError
-from runtime.backends.base import Backend
+from runtime.backends.base import CompiledTargetBackend
 
 
-class _TVMBackend(Backend):
+class _TVMBackend(CompiledTargetBackend):
     name = "?"
+    info_file = "tvm.json"
+    library = "model.so"
 
     def __init__(self, model):
         super().__init__(model)
-        art = model.artifact
-        hint = f"recompile with --target {self.name} (e.g. `lowbit compile MODEL -o OUT --target ref,{self.name}`)"
-        if art is None:
-            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", hint)
-        folder = art.target_dir(self.name)
-        info_file = folder / "tvm.json"
-        if self.name not in art.manifest.get("targets", {}) or not info_file.is_file():
-            raise LowbitError(f"artifact {art.path} was not compiled for {self.name}", hint)
-        try:
-            info = json.loads(info_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise LowbitError(f"{info_file} is not valid JSON", hint) from None
-        if info.get("target") != self.name or info.get("inputs") != list(model.graph.inputs) or info.get("outputs") != list(model.graph.outputs):
-            raise LowbitError(f"the {self.name} folder of artifact {art.path} does not match its graph", hint)
-        lib = folder / "model.so"
-        if not lib.is_file():
-            raise LowbitError(f"artifact {art.path} has no {self.name}/model.so", hint)
+        folder, info, lib, hint = self.target_folder()
         try:
             import tvm
             from tvm.runtime.vm import VirtualMachine  # (also in TVM's runtime-only mode, TVM_USE_RUNTIME_LIB=1)
@@ -49,13 +34,7 @@ class _TVMBackend(Backend):
         self._before_load(folder, info)
         self.vm = VirtualMachine(tvm.runtime.load_module(str(lib)), self.dev)
         self.main = self.vm["main"]
-        relayout = {}
-        if any(p["source"] == "relayout" for p in info["params"]):
-            from safetensors.numpy import load_file
-
-            relayout = load_file(str(folder / "params.safetensors"))
-        consts = model.graph.consts
-        self.params = [tvm.runtime.tensor(np.ascontiguousarray(consts[p["key"]] if p["source"] == "weights" else relayout[p["key"]]), self.dev) for p in info["params"]]
+        self.params = [tvm.runtime.tensor(a, self.dev) for a in self.param_arrays(folder, info, hint)]
         self.input_dtypes = {k: t.dtype for k, t in model.graph.inputs.items()}
 
     def _device(self, info):
