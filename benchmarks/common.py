@@ -48,3 +48,19 @@ def print_table(title: str, header: list[str], rows: list[list], save: str | Non
     if save:
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         Path(save).write_text(json.dumps({"title": title, "header": header, "rows": rows, "machine": machine()}, indent=1, default=str))
+
+
+def run_workers(script: str, threads: str, worker_args) -> list[dict]:
+    """Run `script --worker --threads T ...` once per thread count in `threads` ('1,2'), each in its own process
+    (TVM's, IREE's and BLAS's thread pools are sized at start-up), and collect the JSON rows each prints last.
+    worker_args(t) gives the rest of the worker's command line."""
+    import subprocess
+    import sys
+
+    rows = []
+    for t in threads.split(","):
+        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, LOWBIT_MLIR_THREADS=t)
+        cmd = [sys.executable, script, "--worker", "--threads", t, *worker_args(t)]
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
+        rows += json.loads(out.strip().splitlines()[-1])
+    return rows

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -125,21 +123,16 @@ def main():
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    from benchmarks.common import machine, print_table
+    from benchmarks.common import machine, print_table, run_workers
 
     try:
         import iree.compiler  # noqa: F401
     except ImportError:
         args.backends = ",".join(b for b in args.backends.split(",") if not b.startswith("mlir"))
     compile_all(args)
-    rows = []
-    for t in args.threads.split(","):
-        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, LOWBIT_MLIR_THREADS=t)
-        cmd = [sys.executable, __file__, "--worker", "--threads", t, "--model", args.model, "--specs", args.specs, "--backends", args.backends,
-               "--prompt-tokens", str(args.prompt_tokens), "--tokens", str(args.tokens), "--ref-tokens", str(args.ref_tokens), "--out", args.out,
-               "--quant-head", args.quant_head]
-        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
+    rows = run_workers(__file__, args.threads, lambda t: ["--model", args.model, "--specs", args.specs, "--backends", args.backends, "--prompt-tokens",
+                                                          str(args.prompt_tokens), "--tokens", str(args.tokens), "--ref-tokens", str(args.ref_tokens),
+                                                          "--out", args.out, "--quant-head", args.quant_head])
     table = [
         [r["model"], r["spec"], r["backend"], r["threads"], f"{r['tok_s']:.2f}", f"{r['roofline_tok_s']:.2f}", f"{r['ratio']:.2f}", f"{r['eff_gbs']:.2f}",
          f"{r['machine_gbs']:.2f}", f"{r['step_mb']:.0f}", f"{100 * r['float_share']:.0f}%", f"{r['agree']:.2f}"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -236,15 +235,10 @@ def main():
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    from benchmarks.common import machine, print_table
+    from benchmarks.common import machine, print_table, run_workers
 
-    rows = []
-    for t in args.threads.split(","):
-        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t)
-        cmd = [sys.executable, __file__, "--worker", "--threads", t, "--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)] + ([] if args.mlir else ["--no-mlir"])
-        cmd += ["--compare"] if t in args.compare_threads.split(",") else []
-        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
+    rows = run_workers(__file__, args.threads, lambda t: ["--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)]
+                       + ([] if args.mlir else ["--no-mlir"]) + (["--compare"] if t in args.compare_threads.split(",") else []))
     has_mlir = any("mlir_ms" in r for r in rows)
     table = []
     for r in rows:

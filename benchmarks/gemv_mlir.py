@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -116,17 +114,11 @@ def main():
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    from benchmarks.common import machine, print_table
+    from benchmarks.common import machine, print_table, run_workers
     from compiler.backends.mlir.gemv import llc_bytes
 
-    rows = []
-    for t in args.threads.split(","):
-        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t)
-        cmd = [sys.executable, __file__, "--worker", "--threads", t, "--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)]
-        if not args.tvm:
-            cmd.append("--no-tvm")
-        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
+    rows = run_workers(__file__, args.threads, lambda t: ["--shapes", args.shapes, "--specs", args.specs, "--acts", args.acts, "--repeat", str(args.repeat)]
+                       + ([] if args.tvm else ["--no-tvm"]))
     table = [
         [r["shape"], r["spec"], r["threads"], f"{r['mlir_ms']:.3f}", f"{r['numpy_ms']:.3f}", f"{r['speedup']:.2f}",
          "-" if r["tvm_ms"] is None else f"{r['tvm_ms']:.3f}", "-" if r["tvm_ratio"] is None else f"{r['tvm_ratio']:.2f}",
