@@ -27,7 +27,7 @@ import numpy as np
 from tvm import te, tirx
 
 from compiler.backends.tvm.epilogue import scale_and_bias
-from compiler.backends.tvm.kernels_lut import act_codes_macro
+from compiler.backends.tvm.kernels_lut import act_codes_macro, qlinear_signatures
 
 BLOCK = 64  # output rows per vector tile (4 zmm registers of fp32 accumulators)
 
@@ -307,51 +307,8 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
                 else:
                     y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
 
-    XT = "float32" if a16 else "int32"
-    PK, SC, ZZ = T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), "float32"), T.Buffer((NB, NJ, R), "uint8")
-    if a16 and bias:
-
-        @T.prim_func(private=True)
-        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, bv: T.Buffer((N,), "float32"), var_y: T.handle):
-            T.func_attr({"tirx.noalias": True})
-            M = T.int64()
-            qa = T.match_buffer(var_qa, (M, K), XT)
-            y = T.match_buffer(var_y, (M, N), "float32")
-            body(qa, pk, sc, zz, None, bv, y, M)
-
-    elif a16:
-
-        @T.prim_func(private=True)
-        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, var_y: T.handle):
-            T.func_attr({"tirx.noalias": True})
-            M = T.int64()
-            qa = T.match_buffer(var_qa, (M, K), XT)
-            y = T.match_buffer(var_y, (M, N), "float32")
-            body(qa, pk, sc, zz, None, None, y, M)
-
-    elif bias:
-
-        @T.prim_func(private=True)
-        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
-            T.func_attr({"tirx.noalias": True})
-            M = T.int64()
-            qa = T.match_buffer(var_qa, (M, K), XT)
-            sa = T.match_buffer(var_sa, (M,), "float32")
-            y = T.match_buffer(var_y, (M, N), "float32")
-            body(qa, pk, sc, zz, sa, bv, y, M)
-
-    else:
-
-        @T.prim_func(private=True)
-        def kern(var_qa: T.handle, pk: PK, sc: SC, zz: ZZ, var_sa: T.handle, var_y: T.handle):
-            T.func_attr({"tirx.noalias": True})
-            M = T.int64()
-            qa = T.match_buffer(var_qa, (M, K), XT)
-            sa = T.match_buffer(var_sa, (M,), "float32")
-            y = T.match_buffer(var_y, (M, N), "float32")
-            body(qa, pk, sc, zz, sa, None, y, M)
-
-    return kern
+    return qlinear_signatures(body, K, N, "float32" if a16 else "int32", T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), "float32"),
+                              T.Buffer((NB, NJ, R), "uint8"), not a16, bias)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -276,18 +276,20 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
                     else:
                         y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)]
 
-    return _wrap(T, body, NB, NJ, NCC, PP, R, K, N, xdtype, a8, bias)
+    return qlinear_signatures(T.macro(body), K, N, xdtype, T.Buffer((NB, NJ, NCC, 2, PP, 64), "uint8"), T.Buffer((NB, NJ, R), "float32"),
+                              T.Buffer((NB, NJ, R), "uint8"), a8, bias)
 
 
-def _wrap(T, body, NB, NJ, NCC, PP, R, K, N, xdtype, a8, bias):  # noqa: N803
-    """The four signatures (A16/A8 x bias) around one body (TVMScript parses each prim_func's own text, so
-    the body is a macro)."""
-    mac = T.macro(body)
-    PK, SC = T.Buffer((NB, NJ, NCC, 2, PP, 64), "uint8"), T.Buffer((NB, NJ, R), "float32")
+def qlinear_signatures(mac, K: int, N: int, xdtype: str, PK, SC, ZZ, a8: bool, bias: bool):  # noqa: N803
+    """The prim_func of one qlinear kernel body `mac` (a T.macro taking (x, pk, sc, zz, sa, bv, y, M)) with the
+    signature the lowering calls: (x, packed, scales, zeros, [sa if A8], [bias if any], y), M symbolic. One of four
+    variants, because TVMScript parses each prim_func's own parameter list (shared by lut-cpu and vnni-cpu)."""
+    from tvm.script import tirx as T
+
     if a8 and bias:
 
         @T.prim_func(private=True)
-        def kern(var_x: T.handle, pk: PK, sc: SC, zz: T.Buffer((NB, NJ, R), "uint8"), var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
+        def kern(var_x: T.handle, pk: PK, sc: SC, zz: ZZ, var_sa: T.handle, bv: T.Buffer((N,), "float32"), var_y: T.handle):
             T.func_attr({"tirx.noalias": True})
             M = T.int64()
             x = T.match_buffer(var_x, (M, K), xdtype)
@@ -298,7 +300,7 @@ def _wrap(T, body, NB, NJ, NCC, PP, R, K, N, xdtype, a8, bias):  # noqa: N803
     elif a8:
 
         @T.prim_func(private=True)
-        def kern(var_x: T.handle, pk: PK, sc: SC, zz: T.Buffer((NB, NJ, R), "uint8"), var_sa: T.handle, var_y: T.handle):
+        def kern(var_x: T.handle, pk: PK, sc: SC, zz: ZZ, var_sa: T.handle, var_y: T.handle):
             T.func_attr({"tirx.noalias": True})
             M = T.int64()
             x = T.match_buffer(var_x, (M, K), xdtype)
@@ -309,7 +311,7 @@ def _wrap(T, body, NB, NJ, NCC, PP, R, K, N, xdtype, a8, bias):  # noqa: N803
     elif bias:
 
         @T.prim_func(private=True)
-        def kern(var_x: T.handle, pk: PK, sc: SC, zz: T.Buffer((NB, NJ, R), "uint8"), bv: T.Buffer((N,), "float32"), var_y: T.handle):
+        def kern(var_x: T.handle, pk: PK, sc: SC, zz: ZZ, bv: T.Buffer((N,), "float32"), var_y: T.handle):
             T.func_attr({"tirx.noalias": True})
             M = T.int64()
             x = T.match_buffer(var_x, (M, K), xdtype)
@@ -319,7 +321,7 @@ def _wrap(T, body, NB, NJ, NCC, PP, R, K, N, xdtype, a8, bias):  # noqa: N803
     else:
 
         @T.prim_func(private=True)
-        def kern(var_x: T.handle, pk: PK, sc: SC, zz: T.Buffer((NB, NJ, R), "uint8"), var_y: T.handle):
+        def kern(var_x: T.handle, pk: PK, sc: SC, zz: ZZ, var_y: T.handle):
             T.func_attr({"tirx.noalias": True})
             M = T.int64()
             x = T.match_buffer(var_x, (M, K), xdtype)
