@@ -123,8 +123,6 @@ def worker(args) -> list[dict]:
                 row = dict(shape=f"{n}x{k}", spec=full, threads=args.threads, kernel=kernel, ours_ms=ours * 1e3, numpy_ms=base * 1e3, speedup=base / ours,
                            weight_mb=weight_bytes / 1e6, eff_gbs=gbs, machine_gbs=bw, bw_ratio=gbs / bw, host=host_cpu()[0],
                            lut_ms=alt.get("lut-cpu", float("nan")) * 1e3, dequant_ms=alt.get("blocked-cpu", float("nan")) * 1e3)
-                for want in alt:
-                    row[want.split("-")[0] + "_ms"] = alt[want] * 1e3
                 if kernel == "lut-cpu":
                     row["lut_ms"] = ours * 1e3
                 if kernel == "blocked-cpu":

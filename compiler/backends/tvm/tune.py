@@ -91,11 +91,6 @@ def measure_all(candidates: list, shape, rounds: int = 5) -> dict[str, float]:
     return {name: round(t * 1e3, 4) for name, t in best.items()}
 
 
-def measure(kern, shape) -> float:
-    """ms per call of `kern` alone at M = 1 (see measure_all)."""
-    return measure_all([kern], shape)[kern.name]
-
-
 def _runner(kern, shape, m: int = 1):
     """Compile `kern` alone for the shape on random codes; returns a function timing one pass over weight
     copies rotated out of cache (seconds per call)."""
