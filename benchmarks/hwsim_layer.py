@@ -22,13 +22,14 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, print_table, timeit  # noqa: E402
 from hwsim import golden as gm  # noqa: E402
+from hwsim.config import ArrayConfig
 from hwsim.arrays import simulate_linear  # noqa: E402
 
 SHAPES = [("q_proj", 2048, 2048), ("up_proj", 8192, 2048), ("down_proj", 2048, 8192)]
 BITS = {"lut-tc": 2, "mixpe": 4, "mac": 4}
 
 
-def layer_inputs(cfg: gm.ArrayConfig, rng, M: int, N: int, K: int) -> gm.TileInputs:
+def layer_inputs(cfg: ArrayConfig, rng, M: int, N: int, K: int) -> gm.TileInputs:
     ng = K // cfg.group
     return gm.TileInputs(
         a=rng.integers(-127, 128, size=(M, K)),
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     rows = []
     for d in args.designs.split(","):
-        cfg = gm.ArrayConfig(design=d, bits=BITS[d], group=128)
+        cfg = ArrayConfig(design=d, bits=BITS[d], group=128)
         for name, N, K in SHAPES:
             for M in (1, 128):
                 t = layer_inputs(cfg, rng, M, N, K)

@@ -5,7 +5,6 @@ is renamed into place only when complete, so a failed compile leaves nothing hal
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import numpy as np
 
 from compiler import __version__
 from compiler.errors import LowbitError
+from compiler.fsutil import atomic_dir
 from compiler.ir import Graph, IRError
 
 FORMAT = "lowbit-artifact"
@@ -56,14 +56,7 @@ def write_artifact(out: Path, manifest: dict, graph: Graph, files: dict[str, Pat
     write each target's sub-folder into the temporary directory before it is moved into place."""
     from safetensors.numpy import save_file
 
-    out = Path(out)
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise LowbitError(f"output {out} exists and is not a lowbit artifact", "choose another -o path or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(out, MANIFEST, "lowbit artifact") as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in graph.consts.items()}, str(tmp / WEIGHTS))
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
@@ -79,17 +72,7 @@ def write_artifact(out: Path, manifest: dict, graph: Graph, files: dict[str, Pat
             "weights": WEIGHTS,
         }
         (tmp / MANIFEST).write_text(json.dumps(full, indent=1))
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def load_artifact(path: str | Path) -> Artifact:

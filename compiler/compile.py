@@ -7,23 +7,15 @@ import time
 from pathlib import Path
 
 from compiler.artifact import write_artifact
+from compiler.backends import BuildOptions, check_options, parse_targets
 from compiler.errors import LowbitError
 from compiler.frontend import Model, load_model
 from compiler.quant.spec import QuantSpec, parse_spec
 
-TARGETS = ("ref", "tvm-cpu", "tvm-cuda", "mlir-cpu", "mlir-cuda", "lut-tc", "mixpe", "mac")  # the targets this build of lowbit can produce
 # GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
 # [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
 # 8 x 128 on held-out sentences; see the README).
 CALIB_DEFAULTS = {"bert": (64, 32), "llama": (16, 128)}
-
-
-def parse_targets(text: str) -> list[str]:
-    ts = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in ts if t not in TARGETS]
-    if bad or not ts:
-        raise LowbitError(f"unknown or unavailable target(s) {', '.join(bad) or repr(text)}", f"available targets: {', '.join(TARGETS)}")
-    return ts
 
 
 def resolve_spec(quant: str, act: str | None) -> QuantSpec | None:
@@ -55,23 +47,22 @@ def compile_model(
     calib_seqlen: int | None = None,
     damp: float = 0.1,
     progress: bool = True,
-    array: str | dict | None = None,
-    dump_mlir: bool = False,
-    tune: bool = False,
+    options: BuildOptions | None = None,
     smooth: float | None = None,
     act_order: bool = False,
     quant_head: str | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
-    output is written. dump_mlir: mlir-* targets also keep IREE's compilation phases (.mlir per stage).
-    tune: tvm-cpu times the matching fast qlinear kernels per layer shape and keeps the fastest (cached).
-    smooth: SmoothQuant alpha; rescales every layernorm -> linear site before quantizing (an exact float
+    output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
+    array). smooth: SmoothQuant alpha; rescales every layernorm -> linear site before quantizing (an exact float
     rewrite, compiler.passes.smooth; measured on the calibration data). act_order: GPTQ's act-order.
     quant_head: also RTN-quantize the LM head (causal LMs) at this spec, e.g. 'w8pc' (default: float)."""
     from compiler.quant.apply import check_shapes, progress_bar, quantize_graph
 
     spec = resolve_spec(quant, act)
+    options = options or BuildOptions()
     target_list = parse_targets(targets)
+    check_options(target_list, options)
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and (spec is None or not 0.0 <= smooth <= 1.0):
@@ -85,13 +76,9 @@ def compile_model(
             raise LowbitError(f"--quant-head {quant_head}: activation mode {head_spec.act} differs from the model's {spec.act}", "give the head the same activation mode")
     if act_order and method != "gptq":
         raise LowbitError("--act-order is a GPTQ option", "add --method gptq or drop --act-order")
-    accel = [t for t in target_list if t in ("lut-tc", "mixpe", "mac")]
-    if accel:  # accelerator targets (compiler/backends/accel): refuse what the arrays cannot run before any work
-        from compiler.backends.accel import check_spec
-
-        check_spec(spec, accel, array)
-    elif array is not None:
-        raise LowbitError("--array only applies to the accelerator targets", "add --target lut-tc, mixpe or mac, or drop --array")
+    for t in target_list:  # refuse what a target cannot build before any work
+        if t.check is not None:
+            t.check(spec, t.name, options)
     t0 = time.perf_counter()
     m = model if isinstance(model, Model) else load_model(model, seed)
     t_load = time.perf_counter() - t0
@@ -129,24 +116,14 @@ def compile_model(
             **({"head": head_spec.name} if head_spec is not None else {}),
         },
         "tokenizer": tok_json,
-        "targets": {t: {} for t in target_list},
+        "targets": {t.name: {} for t in target_list},
         "timings_s": {"load": round(t_load, 3), "quantize": round(t_quant, 3)},
     }
 
     def build_targets(tmp: Path):  # each compiled target writes its sub-folder into the temporary artifact
-        from compiler.backends.tvm import TVM_TARGETS, build_tvm_target
-
         for t in target_list:
-            if t in TVM_TARGETS:
-                manifest["targets"][t] = build_tvm_target(graph, t, tmp / t, tune=tune or None)
-            elif t in ("mlir-cpu", "mlir-cuda"):
-                from compiler.backends.mlir import build_mlir_target
-
-                manifest["targets"][t] = build_mlir_target(graph, t, tmp / t, dump_mlir=dump_mlir)
-            elif t in ("lut-tc", "mixpe", "mac"):
-                from compiler.backends.accel import build_accel_target
-
-                manifest["targets"][t] = build_accel_target(graph, t, tmp / t, array)
+            if t.build is not None:
+                manifest["targets"][t.name] = t.build(graph, t.name, tmp / t.name, options)
 
     write_artifact(Path(out), manifest, graph, files, build_targets=build_targets)
     return {"path": str(out), "params": graph.n_params(), "load_s": t_load, "quantize_s": t_quant, "spec": spec, "graph": graph, "model": m}

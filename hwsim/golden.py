@@ -88,140 +88,32 @@ parameters; ArrayConfig checks it).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
-DESIGNS = ("lut-tc", "mixpe", "mac")
-
-
-def _bitlen_signed(bound: int) -> int:
-    """Bits of a two's complement number that holds every value in [-bound, bound]."""
-    return int(bound).bit_length() + 1
-
-
-@dataclass(frozen=True)
-class ArrayConfig:
-    """Parameters of one generated array and of its jobs (shared by generators, golden model, testbenches)."""
-
-    design: str = "lut-tc"
-    M: int = 2  # activation rows per tile
-    N: int = 64  # output channels (columns)
-    K: int = 4  # features per input beat (lut-tc: activations per table)
-    bits: int = 4  # weight code bits B (ternary: 2)
-    ternary: bool = False
-    act: str = "a8"  # "a8" or "a16" (BFP)
-    group: int = 128  # weight group size G along K
-    bfp_bits: int = 12  # A16 BFP mantissa bits AB (signed)
-    mant_bits: int = 16  # dyadic scale mantissa bits MW (unsigned)
-    shift_bits: int = 5  # dyadic shift bits SW (unsigned), for d and for da
-    lanes: int = 8  # epilogue lanes = output values per output beat
-    guard_bits: int = 8  # Y guard bits: exact over up to 2^guard_bits groups
-
-    def __post_init__(self):
-        if self.design not in DESIGNS:
-            raise ValueError(f"unknown design {self.design!r}; choose one of {', '.join(DESIGNS)}")
-        if self.ternary and self.bits != 2:
-            object.__setattr__(self, "bits", 2)
-        if not 1 <= self.bits <= 4:
-            raise ValueError(f"weight bits must be 1..4, got {self.bits}")
-        if self.act not in ("a8", "a16"):
-            raise ValueError(f"act must be a8 or a16, got {self.act!r}")
-        if self.K < 1 or self.group % self.K:
-            raise ValueError(f"group {self.group} must be a multiple of K={self.K}")
-        if self.design == "lut-tc" and self.K < 2:
-            raise ValueError("lut-tc needs K >= 2 activations per table")
-        if self.N % self.lanes:
-            raise ValueError(f"lanes={self.lanes} must divide N={self.N}")
-        if self.y_bits > 62:
-            raise ValueError(f"Y width {self.y_bits} exceeds 62 bits; lower mant_bits or guard_bits")
-
-    # --- derived widths (see the module docstring) ---
-    @property
-    def act_bits(self) -> int:
-        return 8 if self.act == "a8" else self.bfp_bits
-
-    @property
-    def acc_bound(self) -> int:
-        return self.group * (1 << (self.act_bits - 1)) * ((1 << self.bits) - 1)
-
-    @property
-    def acc_bits(self) -> int:
-        return _bitlen_signed(self.acc_bound)
-
-    @property
-    def table_bits(self) -> int:
-        return _bitlen_signed(self.K * (1 << (self.act_bits - 1)))
-
-    @property
-    def sum_bits(self) -> int:
-        """Width of the per-row activation sum S over a group (lut-tc correction)."""
-        return _bitlen_signed(self.group * (1 << (self.act_bits - 1)))
-
-    @property
-    def prod_bits(self) -> int:
-        return _bitlen_signed(self.acc_bound * ((1 << self.mant_bits) - 1))
-
-    @property
-    def y_bits(self) -> int:
-        return self.prod_bits + self.guard_bits
-
-    @property
-    def chunks_per_group(self) -> int:
-        return self.group // self.K
-
-    @property
-    def cycles_per_beat(self) -> int:
-        """Input beats accepted at most every this many cycles (lut-tc is bit-serial over planes)."""
-        return self.bits if self.design == "lut-tc" else 1
-
-    @property
-    def drain_cycles(self) -> int:
-        """Cycles the epilogue needs per group (M*N slots, `lanes` per cycle)."""
-        return self.M * self.N // self.lanes
-
-    @property
-    def steady_macs_per_cycle(self) -> float:
-        """Throughput with no stalls: a group takes max(compute, epilogue drain) cycles (they overlap)."""
-        compute = self.chunks_per_group * self.cycles_per_beat
-        return self.M * self.N * self.group / max(compute, self.drain_cycles)
-
-    @property
-    def macs_per_beat(self) -> int:
-        return self.M * self.N * self.K
-
-    @property
-    def name(self) -> str:
-        w = "ternary" if self.ternary else f"w{self.bits}"
-        return f"{self.design.replace('-', '')}_{w}{self.act}g{self.group}_m{self.M}n{self.N}k{self.K}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ArrayConfig":
-        return cls(**d)
-
-    def with_(self, **kw) -> "ArrayConfig":
-        return replace(self, **kw)
-
+if TYPE_CHECKING:
+    from hwsim.config import ArrayConfig
 
 # ----------------------------------------------------------------------------------------------------
 # Group accumulators: MAC form (the reference), LUT form, shift-and-add form
 
 
-def _i64(x) -> np.ndarray:
+def as_int64(x) -> np.ndarray:
+    """x as an int64 array (the exact arithmetic of this module)."""
     return np.asarray(x).astype(np.int64)
 
 
 def int_weights(codes: np.ndarray, zeros: np.ndarray, group: int) -> np.ndarray:
     """w' = q - z per element, int64 [N, KT]."""
-    return _i64(codes) - np.repeat(_i64(zeros), group, axis=1)
+    return as_int64(codes) - np.repeat(as_int64(zeros), group, axis=1)
 
 
 def mac_group_acc(a: np.ndarray, codes: np.ndarray, zeros: np.ndarray, group: int) -> np.ndarray:
     """acc[m,n,j] = sum_{k in j} a[m,k] * (q[n,k] - z[n,j]), int64 [M, N, NG] (MAC form)."""
-    a = _i64(a)
+    a = as_int64(a)
     wp = int_weights(codes, zeros, group)
     m, kt = a.shape
     ng = kt // group
@@ -230,7 +122,7 @@ def mac_group_acc(a: np.ndarray, codes: np.ndarray, zeros: np.ndarray, group: in
 
 def lut_tables(a: np.ndarray, K: int = 4) -> np.ndarray:
     """Symmetric tables T8[m, c, e] = a_0 + sum_{t>=1} (bit t-1 of e ? a_t : -a_t) per K-chunk c, int64."""
-    a = _i64(a)
+    a = as_int64(a)
     m, kt = a.shape
     ch = a.reshape(m, kt // K, K)
     e = np.arange(1 << (K - 1))
@@ -248,7 +140,7 @@ def lut_lookup(table: np.ndarray, wbits: np.ndarray, K: int = 4) -> np.ndarray:
     half = (1 << (K - 1)) - 1
     idx = np.zeros(wbits.shape[:2], dtype=np.int64)
     for t in range(1, K):
-        idx |= _i64(wbits[:, :, t]) << (t - 1)
+        idx |= as_int64(wbits[:, :, t]) << (t - 1)
     w0 = wbits[:, :, 0].astype(bool)
     eff = np.where(w0, idx, (~idx) & half)  # [N, C]
     m, c, _ = table.shape
@@ -259,8 +151,8 @@ def lut_lookup(table: np.ndarray, wbits: np.ndarray, K: int = 4) -> np.ndarray:
 
 def lut_group_acc2(a: np.ndarray, codes: np.ndarray, bits: int, group: int, K: int = 4):
     """LUT-TC bit-serial form: (acc2 [M,N,NG], S [M,NG]) with acc2 = sum_b 2^b T_b, S = group row sums."""
-    a = _i64(a)
-    codes = _i64(codes)
+    a = as_int64(a)
+    codes = as_int64(codes)
     m, kt = a.shape
     n = codes.shape[0]
     ng, cpg = kt // group, group // K
@@ -276,7 +168,7 @@ def lut_group_acc2(a: np.ndarray, codes: np.ndarray, bits: int, group: int, K: i
 
 def lut_correction(zeros: np.ndarray, bits: int) -> np.ndarray:
     """c[n,j] = 2^B - 1 - 2 z[n,j]."""
-    return (1 << bits) - 1 - 2 * _i64(zeros)
+    return (1 << bits) - 1 - 2 * as_int64(zeros)
 
 
 def lut_group_acc(a, codes, zeros, bits: int, group: int, K: int = 4) -> np.ndarray:
@@ -290,8 +182,8 @@ def lut_group_acc(a, codes, zeros, bits: int, group: int, K: int = 4) -> np.ndar
 
 def shift_add_mul(a: np.ndarray, wp: np.ndarray, bits: int) -> np.ndarray:
     """a * w' by shift-and-add over the B+1 two's complement bits of w' (MixPE PE), elementwise."""
-    a = _i64(a)
-    u = _i64(wp) & ((1 << (bits + 1)) - 1)
+    a = as_int64(a)
+    u = as_int64(wp) & ((1 << (bits + 1)) - 1)
     out = np.zeros(np.broadcast(a, u).shape, dtype=np.int64)
     for b in range(bits):
         out += np.where((u >> b) & 1, a << b, 0)
@@ -300,7 +192,7 @@ def shift_add_mul(a: np.ndarray, wp: np.ndarray, bits: int) -> np.ndarray:
 
 
 def mixpe_group_acc(a, codes, zeros, bits: int, group: int) -> np.ndarray:
-    a = _i64(a)
+    a = as_int64(a)
     wp = int_weights(codes, zeros, group)
     m, kt = a.shape
     n = wp.shape[0]
@@ -311,8 +203,8 @@ def mixpe_group_acc(a, codes, zeros, bits: int, group: int) -> np.ndarray:
 
 def mac_dequant_group_p(a, codes, zeros, mant, group: int) -> np.ndarray:
     """MAC baseline: P = sum_k a * ((q - z) * mant) per group, int64 [M, N, NG] (= acc * mant)."""
-    a = _i64(a)
-    wd = int_weights(codes, zeros, group) * np.repeat(_i64(mant), group, axis=1)
+    a = as_int64(a)
+    wd = int_weights(codes, zeros, group) * np.repeat(as_int64(mant), group, axis=1)
     m, kt = a.shape
     n = wd.shape[0]
     ng = kt // group
@@ -348,7 +240,7 @@ def dyadic_scales(scales: np.ndarray, mant_bits: int = 16, shift_bits: int = 5):
 
 def dyadic_value(mant, d, E, mant_bits: int = 16) -> np.ndarray:
     """The scales a dyadic encoding represents, float64 [N, NG]."""
-    return np.ldexp(_i64(mant).astype(np.float64), (E[:, None] - _i64(d) - (mant_bits - 1)).astype(np.int64))
+    return np.ldexp(as_int64(mant).astype(np.float64), (E[:, None] - as_int64(d) - (mant_bits - 1)).astype(np.int64))
 
 
 def bfp_quantize(x: np.ndarray, group: int, bfp_bits: int = 12, shift_bits: int = 5):
@@ -371,8 +263,8 @@ def bfp_quantize(x: np.ndarray, group: int, bfp_bits: int = 12, shift_bits: int 
 
 def bfp_value(a, da, EA, group: int, bfp_bits: int = 12) -> np.ndarray:
     """The floats a BFP encoding represents, float64 [M, KT]."""
-    ea = EA[:, None] - _i64(da)
-    return np.ldexp(_i64(a).astype(np.float64), np.repeat(ea - (bfp_bits - 1), group, axis=1))
+    ea = EA[:, None] - as_int64(da)
+    return np.ldexp(as_int64(a).astype(np.float64), np.repeat(ea - (bfp_bits - 1), group, axis=1))
 
 
 def quantize_a8(x: np.ndarray):
@@ -390,31 +282,27 @@ def quantize_a8(x: np.ndarray):
 
 def rshift_round(p: np.ndarray, sh: np.ndarray) -> np.ndarray:
     """floor((p + 2^(sh-1)) / 2^sh) for sh > 0, p for sh = 0 (round half up), int64; sh <= 62."""
-    p = _i64(p)
-    sh = _i64(sh)
+    p = as_int64(p)
+    sh = as_int64(sh)
     half = np.where(sh > 0, np.left_shift(np.int64(1), np.maximum(sh - 1, 0)), 0)
     return (p + half) >> sh
 
 
 def wrap_signed(x: np.ndarray, width: int) -> np.ndarray:
-    x = _i64(x)
+    x = as_int64(x)
     mod = np.int64(1) << width
     return ((x + (mod >> 1)) & (mod - 1)) - (mod >> 1)
 
 
 def epilogue(p: np.ndarray, d: np.ndarray, da: np.ndarray, y_bits: int) -> np.ndarray:
     """Y[m,n] = sum_j rshift_round(P[m,n,j], d[n,j] + da[m,j]) (wrapped to y_bits)."""
-    sh = _i64(d)[None, :, :] + _i64(da)[:, None, :]
+    sh = as_int64(d)[None, :, :] + as_int64(da)[:, None, :]
     return wrap_signed(rshift_round(p, sh).sum(axis=2), y_bits)
 
 
 def group_acc(cfg: ArrayConfig, a, codes, zeros) -> np.ndarray:
     """The design's own integer group accumulator (all equal to mac_group_acc; tests show it)."""
-    if cfg.design == "lut-tc":
-        return lut_group_acc(a, codes, zeros, cfg.bits, cfg.group, cfg.K)
-    if cfg.design == "mixpe":
-        return mixpe_group_acc(a, codes, zeros, cfg.bits, cfg.group)
-    return mac_group_acc(a, codes, zeros, cfg.group)
+    return cfg.design_record.group_acc(cfg, a, codes, zeros)
 
 
 def tile_y(cfg: ArrayConfig, a, codes, zeros, mant, d, da) -> np.ndarray:
@@ -422,16 +310,12 @@ def tile_y(cfg: ArrayConfig, a, codes, zeros, mant, d, da) -> np.ndarray:
 
     a [M, KT] ints (AW bits), codes [N, KT], zeros/mant/d [N, NG], da [M, NG].
     """
-    if cfg.design == "mac":
-        p = mac_dequant_group_p(a, codes, zeros, mant, cfg.group)
-    else:
-        p = group_acc(cfg, a, codes, zeros) * _i64(mant)[None, :, :]
-    return epilogue(p, d, da, cfg.y_bits)
+    return epilogue(cfg.design_record.group_p(cfg, a, codes, zeros, mant), d, da, cfg.y_bits)
 
 
 def output_beats(cfg: ArrayConfig, y: np.ndarray) -> list[list[int]]:
     """Y [M, N] in the array's output order: beats of `lanes` values, slots row-major."""
-    flat = _i64(y).reshape(-1)
+    flat = as_int64(y).reshape(-1)
     return [[int(v) for v in flat[i : i + cfg.lanes]] for i in range(0, flat.size, cfg.lanes)]
 
 
@@ -465,12 +349,12 @@ def prepare_tile(cfg: ArrayConfig, x: np.ndarray, qw) -> TileInputs:
     else:
         a, da, EA = bfp_quantize(np.asarray(x, dtype=np.float16).astype(np.float64), cfg.group, cfg.bfp_bits, cfg.shift_bits)
         row = np.ldexp(1.0, EA - (cfg.bfp_bits - 1))
-    return TileInputs(a=a, codes=_i64(qw.codes), zeros=_i64(qw.zeros), mant=mant, d=d, da=da, E=E, row_scale=row)
+    return TileInputs(a=a, codes=as_int64(qw.codes), zeros=as_int64(qw.zeros), mant=mant, d=d, da=da, E=E, row_scale=row)
 
 
 def y_to_float(cfg: ArrayConfig, y: np.ndarray, t: TileInputs) -> np.ndarray:
     """y[m,n] = Y * 2^(E[n] - (MW-1)) * row_scale[m] (float64)."""
-    return np.ldexp(_i64(y).astype(np.float64), t.E[None, :] - (cfg.mant_bits - 1)) * t.row_scale[:, None]
+    return np.ldexp(as_int64(y).astype(np.float64), t.E[None, :] - (cfg.mant_bits - 1)) * t.row_scale[:, None]
 
 
 def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, kind: str = "random") -> TileInputs:
@@ -502,4 +386,4 @@ def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, k
         zeros = np.ones_like(zeros) if cfg.ternary else rng.choice([0, qmax], size=(N, n_groups))
         mant = rng.choice([0, 1, (1 << cfg.mant_bits) - 1], size=(N, n_groups))
         d = rng.choice([0, 1, smax], size=(N, n_groups))
-    return TileInputs(a=_i64(a), codes=_i64(codes), zeros=_i64(zeros), mant=_i64(mant), d=_i64(d), da=_i64(da))
+    return TileInputs(a=as_int64(a), codes=as_int64(codes), zeros=as_int64(zeros), mant=as_int64(mant), d=as_int64(d), da=as_int64(da))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.errors import LowbitError
-from hwsim.golden import ArrayConfig
+from hwsim.config import ArrayConfig
 
 # Verilator warnings waived inside the generated text (lint_off/lint_on around exactly the lines
 # concerned), and why. Nothing is waived on the command line.

@@ -13,14 +13,23 @@ import click
 
 from compiler.errors import LowbitError
 
-DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog."
-DEFAULT_SENTENCES = (
-    "A man is playing a guitar on the stage.",
-    "Someone performs music with a guitar in front of an audience.",
-    "The stock market fell sharply after the announcement.",
-    "Low-bit weights make matrix multiplication cheaper.",
-    "Quantized models trade a little accuracy for speed.",
-)
+
+
+class DesignChoice(click.Choice):
+    """click.Choice over the accelerator designs registered when the command runs (hwsim.designs)."""
+
+    def __init__(self):
+        super().__init__([])
+
+    @property
+    def choices(self):
+        from hwsim.designs import DESIGNS
+
+        return tuple(DESIGNS)
+
+    @choices.setter
+    def choices(self, value):
+        pass
 
 
 def _console():
@@ -74,16 +83,18 @@ def models():
 @click.option("--seed", default=0, show_default=True, help="seed of preset weights and calibration sampling")
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
-@click.option("--array", default=None, help="accelerator targets (lut-tc, mixpe, mac): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
+@click.option("--array", default=None, help="accelerator targets (one per design): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
 @click.option("--quant-head", default=None, help="also quantize the LM head (causal LMs, RTN), e.g. w8pc or w4g128 [default: float]")
 def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
+    from compiler.backends import BuildOptions
     from compiler.compile import compile_model
 
     con = _console()
     t0 = time.perf_counter()
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), dump_mlir=dump_mlir, array=array, tune=tune, smooth=smooth, act_order=act_order, quant_head=quant_head)
+    opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))
@@ -102,19 +113,25 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
 @click.option("--tokens", default=16, show_default=True, type=click.IntRange(1, 100000), help="tokens to generate (causal LMs)")
 @click.option("--compare", default=None, help="'float' (the source float model) or a backend name such as ref")
 @click.option("-v", "--verbose", is_flag=True, help="per-layer cycles / energy / utilization table (hwsim and rtl backends)")
-def run(artifact, backend, prompts, ids, tokens, compare, verbose):
+@click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default=None, help="rtl:* backends: the HDL simulator [LOWBIT_RTL_SIMULATOR, icarus]")
+def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator):
     """Run a compiled ARTIFACT on a backend; --compare reports the distance to another model or backend."""
     import runtime
+    from runtime.inputs import default_texts
     from runtime.model import float_model
 
     con = _console()
     m = runtime.load(artifact)
     if ids and prompts:
         raise LowbitError("both --prompt and --ids given", "pass one of them")
+    if simulator is not None:
+        if not backend.startswith("rtl:"):
+            raise LowbitError(f"--simulator applies to the rtl:* backends, not {backend}", "drop --simulator or use --backend rtl:<design>")
+        m.set_backend_options(backend, simulator=simulator)
     if ids:
         inputs = [_parse_ids(ids)]
     else:
-        texts = list(prompts) or ([DEFAULT_PROMPT] if m.causal else list(DEFAULT_SENTENCES))
+        texts = list(prompts) or default_texts(m)
         inputs = [m.encode(t) for t in texts]
     for x in inputs:
         m.check_ids(x)
@@ -216,7 +233,7 @@ def _parse_params(text: str | None) -> dict:
 @cli.command()
 @click.argument("artifact", required=False, type=click.Path())
 @click.option("--layer", default=None, help="with ARTIFACT: the compiled layer to run on the RTL (e.g. l0.q)")
-@click.option("--design", type=click.Choice(["lut-tc", "mixpe", "mac"]), default=None, help="the array (required without ARTIFACT; with it, which accelerator target [first built])")
+@click.option("--design", type=DesignChoice(), default=None, help="the array (required without ARTIFACT; with it, which accelerator target [first built])")
 @click.option("--params", default=None, help="array parameters, e.g. M=2,N=64,K=4,quant=w2g128a8 (or bits=,act=,group=)")
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default="icarus", show_default=True)
 @click.option("--vectors", default=1000, show_default=True, type=click.IntRange(1), help="random tiles to check")
@@ -248,7 +265,7 @@ def sim(artifact, layer, design, params, simulator, vectors, waves, seed, ids, r
 
 def _sim_layer(artifact, layer, design, simulator, ids, rows):
     import runtime
-    from runtime.backends.rtl import check_layer
+    from runtime.layer_check import check_layer
 
     if layer is None:
         raise LowbitError(f"no --layer given for artifact {artifact}", "name a compiled layer, e.g. `lowbit sim OUT --layer l0.q`")
@@ -285,9 +302,11 @@ def show(artifact):
     con.print(str(a.graph))
 
 
-def _designs(text: str) -> list[str]:
-    from hwsim.golden import DESIGNS
+def _designs(text: str | None) -> list[str]:
+    from hwsim.designs import DESIGNS
 
+    if text is None:
+        return list(DESIGNS)
     ds = [d.strip() for d in text.split(",") if d.strip()]
     bad = [d for d in ds if d not in DESIGNS]
     if bad or not ds:
@@ -316,7 +335,7 @@ def _progress_cb(prog, tasks: dict):
 @cli.command()
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(), help="report folder to write (report.md, report.html, PNGs, CSV/JSON)")
-@click.option("--designs", default="lut-tc,mixpe,mac", show_default=True, help="comma-separated accelerator designs")
+@click.option("--designs", default=None, help="comma-separated accelerator designs [all of them]")
 @click.option("--quant", default="w4g128a8", show_default=True, help="weight/activation format for MODEL (an artifact keeps its own)")
 @click.option("--prefill", default=128, show_default=True, type=click.IntRange(1, 65536), help="prefill tokens (M of the prefill layers)")
 @click.option("--platforms", default="this-cpu,h100-sxm", show_default=True, help="CPU/GPU rooflines: this-cpu, h100-sxm, h200, rtx4090")
@@ -358,7 +377,7 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
 @cli.command()
 @click.argument("model", default="llama-1b")
 @click.option("-o", "--out", required=True, type=click.Path(), help="folder for sweep.csv and pareto.png")
-@click.option("--designs", default="lut-tc,mixpe,mac", show_default=True)
+@click.option("--designs", default=None, help="comma-separated accelerator designs [all of them]")
 @click.option("--shapes", default="2x64,4x64,2x128,8x32", show_default=True, help="array shapes MxN (K=4 per beat)")
 @click.option("--bits", default="2,4", show_default=True, help="weight bits")
 @click.option("--acts", default="a8,a16", show_default=True, help="activation modes")

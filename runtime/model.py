@@ -36,6 +36,7 @@ class CompiledModel:
     artifact: Artifact | None = None
     name: str = ""
     _backends: dict = field(default_factory=dict, repr=False)
+    _backend_options: dict = field(default_factory=dict, repr=False)
 
     @property
     def causal(self) -> bool:
@@ -49,8 +50,14 @@ class CompiledModel:
         from runtime.backends import make_backend
 
         if name not in self._backends:
-            self._backends[name] = make_backend(name, self)
+            self._backends[name] = make_backend(name, self, **self._backend_options.get(name, {}))
         return self._backends[name]
+
+    def set_backend_options(self, name: str, **options):
+        """Options for backend `name` (rtl:*: simulator), used when it is first made."""
+        if name in self._backends:
+            raise ValueError(f"backend {name} was already made")
+        self._backend_options[name] = options
 
     # inputs ----------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

@@ -1,4 +1,4 @@
-"""Cycle-level models of the accelerator arrays (lut-tc, mixpe, mac) with their memory hierarchy.
+"""Cycle-level models of the accelerator arrays (every design of hwsim.designs) with their memory hierarchy.
 
     simulate_linear(cfg, t, memory=None) -> LayerRun     a whole quantized linear layer
     tile_cycles(cfg, n_groups) -> int                     one job alone on the RTL, no stalls
@@ -8,8 +8,8 @@ Values: Y of every output equals hwsim.golden.tile_y (the RTL's definition) of t
 layer is cut into jobs of cfg.M rows x cfg.N columns with the full K (padding rows/columns are computed
 by the hardware and counted in the activity, but not returned). Cycles: the RTL's job timing
 (hwsim/arrays/base.py derives it; tests compare it with the cocotb simulation beat by beat) plus the
-DRAM stalls of hwsim.memory's double-buffered model. Activity: event counts of the datapath (per design
-module), SRAM and DRAM traffic, for hwsim.cost.energy.
+DRAM stalls of hwsim.memory's double-buffered model. Activity: event counts of the datapath (the design
+record's `events`), SRAM and DRAM traffic, for hwsim.cost.energy.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwsim import golden as gm
-from hwsim.arrays import lut_tc, mac, mixpe
 from hwsim.arrays.base import beat_schedule, layer_y, stream_cycles, tile_cycles, timing
-from hwsim.golden import ArrayConfig, TileInputs
+from hwsim.config import ArrayConfig
+from hwsim.golden import TileInputs
 from hwsim.memory import MemoryConfig, act_bits_per_row, weight_block_bits
 
 __all__ = [
@@ -38,9 +38,6 @@ __all__ = [
     "timing",
     "datapath_events",
 ]
-
-_EVENTS = {"lut-tc": lut_tc.events, "mixpe": mixpe.events, "mac": mac.events}
-
 
 @dataclass
 class LayerRun:
@@ -65,7 +62,7 @@ def datapath_events(cfg: ArrayConfig, beats: int, groups: int) -> dict:
     Keys: adds, mults, lookups, table_builds, shifts, epilogue_ops (counts); add_bits (sum of adder
     widths), mult_bits2 (sum of a_bits * b_bits over multiplies), mux_bits (2:1 mux bit selections of
     the table lookups and negations), reg_bit_writes."""
-    ev = _EVENTS[cfg.design](cfg, beats, groups)
+    ev = cfg.design_record.events(cfg, beats, groups)
     out = {
         "adds": sum(ev["adds"].values()),
         "add_bits": sum(w * c for w, c in ev["adds"].items()),
@@ -215,31 +212,20 @@ def simulate_linear(cfg: ArrayConfig, t: TileInputs, memory: MemoryConfig | None
     for name, arr, shp in (("zeros", t.zeros, (N, ng)), ("mant", t.mant, (N, ng)), ("d", t.d, (N, ng)), ("da", t.da, (M, ng))):
         if np.asarray(arr).shape != shp:
             raise ValueError(f"{name} has shape {np.asarray(arr).shape}, expected {shp}")
-    lt = layer_timing(cfg, M, N, K, mem)
-    y = layer_y(cfg, t) if values else None
-    macs = M * N * K
-    peak = mem.arrays * cfg.macs_per_beat / cfg.cycles_per_beat
-    return LayerRun(
-        y=y,
-        cycles=int(lt["cycles"]),
-        compute_cycles=int(lt["compute_cycles"]),
-        stall_cycles=int(lt["stall_cycles"]),
-        tiles=int(lt["jobs"]),
-        utilization=macs / (lt["cycles"] * peak),
-        activity=_activity(cfg, lt, M, N, K, mem),
-        macs=macs,
-        shape=(M, N, K),
-    )
+    return _layer_run(cfg, M, N, K, mem, layer_y(cfg, t) if values else None)
 
 
 def simulate_shape(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig | None = None) -> LayerRun:
     """Timing and activity of a layer shape without values (for reports and sweeps)."""
-    mem = memory or MemoryConfig()
+    return _layer_run(cfg, M, N, K, memory or MemoryConfig(), None)
+
+
+def _layer_run(cfg: ArrayConfig, M: int, N: int, K: int, mem: MemoryConfig, y) -> LayerRun:
     lt = layer_timing(cfg, M, N, K, mem)
     macs = M * N * K
     peak = mem.arrays * cfg.macs_per_beat / cfg.cycles_per_beat
     return LayerRun(
-        y=None,
+        y=y,
         cycles=int(lt["cycles"]),
         compute_cycles=int(lt["compute_cycles"]),
         stall_cycles=int(lt["stall_cycles"]),

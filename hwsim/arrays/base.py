@@ -1,16 +1,15 @@
-"""What the three arrays share: the job timing derived from the RTL, the exact Y of a whole layer, and
-the event counts for the energy model. Each design module (lut_tc.py, mixpe.py, mac.py) supplies its
-`Timing` numbers and its datapath event counts.
+"""What every array shares: the job timing derived from the RTL and the exact Y of a whole layer. The
+design record (hwsim.designs) says which timing rules apply (`bit_serial`) and supplies the event counts.
 
-Timing of the RTL (rtl/gen/common.py, rtl/gen/{lut_tc,mixpe,mac}.py), input always valid and out_ready
+Timing of the RTL (rtl/gen/common.py and the design generators), input always valid and out_ready
 always high. Cycle c0 = the cycle (rising edge) the job's first input beat is accepted. Names:
-CPG = cfg.chunks_per_group input beats per group, cpb = cfg.cycles_per_beat (lut-tc: B planes, else 1),
+CPG = cfg.chunks_per_group input beats per group, cpb = cfg.cycles_per_beat (bit-serial: B planes, else 1),
 NB = cfg.M * cfg.N / cfg.lanes epilogue drain cycles per group.
 
 - Snapshot: a group's M*N sums move to the epilogue's shadow bank at a snapshot edge S_g.
-  mixpe / mac: in the cycle its last beat is accepted (the sum is formed combinationally on that beat),
+  one beat per cycle (mixpe, mac): in the cycle its last beat is accepted (the sum is formed combinationally on that beat),
     so S_0 = c0 + CPG - 1.
-  lut-tc: a beat is registered (tables, plane-major weights) on its accepting edge and its B planes run
+  bit-serial (lut-tc): a beat is registered (tables, plane-major weights) on its accepting edge and its B planes run
     in the next B cycles; the snapshot is on the last plane of the group's last beat, and the next beat is
     accepted on that same edge (in_ready = fin), so S_0 = c0 + CPG * B (one more pipeline stage).
 - Drain: the epilogue steps in cycles S_g + 1 .. S_g + NB; a new snapshot is allowed in the drain's last
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ class Timing:
     beat_interval: int  # cycles between accepted input beats within a group
 
 
-def timing(cfg: gm.ArrayConfig) -> Timing:
+def timing(cfg: ArrayConfig) -> Timing:
     cpg, cpb, nb = cfg.chunks_per_group, cfg.cycles_per_beat, cfg.drain_cycles
-    first = cpg * cpb if cfg.design == "lut-tc" else cpg - 1
+    first = cpg * cpb if cfg.design_record.bit_serial else cpg - 1
     return Timing(first=first, period=max(cpg * cpb, nb), drain=nb, beat_interval=cpb)
 
 
-def stream_cycles(cfg: gm.ArrayConfig, n_groups: int, jobs: int = 1) -> int:
+def stream_cycles(cfg: ArrayConfig, n_groups: int, jobs: int = 1) -> int:
     """Cycles of `jobs` back-to-back jobs of `n_groups` groups each, no stalls: from the first accepted
     input beat to the last output beat, inclusive."""
     if n_groups < 1 or jobs < 1:
@@ -55,13 +55,13 @@ def stream_cycles(cfg: gm.ArrayConfig, n_groups: int, jobs: int = 1) -> int:
     return t.first + (jobs * n_groups - 1) * t.period + t.drain + 1
 
 
-def tile_cycles(cfg: gm.ArrayConfig, n_groups: int) -> int:
+def tile_cycles(cfg: ArrayConfig, n_groups: int) -> int:
     """One job alone on the RTL with no stalls (first input beat to last output beat, inclusive)."""
     return stream_cycles(cfg, n_groups, 1)
 
 
 def beat_schedule(
-    cfg: gm.ArrayConfig,
+    cfg: ArrayConfig,
     groups_per_job: list[int],
     present: list[int] | None = None,
     out_ready: list[int] | None = None,
@@ -74,13 +74,14 @@ def beat_schedule(
     cycle c (default high; cycles past the list are high). Used by the RTL agreement tests (an input
     gap is what a DRAM stall looks like to the array); simulate_linear uses the closed form.
 
-    Rules (rtl/gen): mixpe/mac accept a beat per cycle; a group's last beat needs snap_ok, i.e. the
-    previous group's drain in its last step or done, and snapshots on its own edge. lut-tc accepts a
+    Rules (rtl/gen): one-beat-per-cycle designs accept a beat per cycle; a group's last beat needs snap_ok,
+    i.e. the previous group's drain in its last step or done, and snapshots on its own edge. A bit-serial
+    design accepts a
     beat once the previous beat's B planes ran (in_ready = ~busy | fin) and snapshots on the last plane
     of the group's last beat, waiting there for snap_ok. A drain steps every cycle, except a job's last
     group whose steps are the output beats and need out_ready."""
     cpg, B, nb = cfg.chunks_per_group, cfg.cycles_per_beat, cfg.drain_cycles
-    lut = cfg.design == "lut-tc"
+    serial = cfg.design_record.bit_serial
     nbeats = sum(groups_per_job) * cpg
     if present is None:
         present = [0] * nbeats
@@ -98,7 +99,7 @@ def beat_schedule(
             for c in range(cpg):
                 last = c == cpg - 1
                 a = max(present[i], prev + 1, free)
-                if lut:
+                if serial:
                     if last:
                         snap = a + B if drained is None else max(a + B, drained)
                         free = snap
@@ -130,13 +131,13 @@ def beat_schedule(
 # Values
 
 
-def _exact_dtype(cfg: gm.ArrayConfig):
+def _exact_dtype(cfg: ArrayConfig):
     """float32 when every group sum and partial sum is an integer below 2^24 (exact in any order), else
     float64 (exact below 2^53: every supported width is far below)."""
     return np.float32 if cfg.acc_bound < (1 << 24) else np.float64
 
 
-def layer_y(cfg: gm.ArrayConfig, t: gm.TileInputs) -> np.ndarray:
+def layer_y(cfg: ArrayConfig, t: gm.TileInputs) -> np.ndarray:
     """Y [M, N] of a whole layer with full-K jobs: golden.tile_y of every (row block, column block) tile
     (the value of an output does not depend on the tiling), computed group by group in floating point on
     integer operands, exactly:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwsim import golden as gm
+from hwsim.config import ArrayConfig
 
 INV, NAND2, NOR2, AND2, OR2, XOR2, XNOR2, MUX2 = 0.532, 0.798, 0.798, 1.064, 1.064, 1.596, 1.596, 1.862
 AOI21, OAI21, AOI22, OAI22, DFF, DFFR = 1.064, 1.064, 1.330, 1.330, 4.522, 5.320
@@ -114,7 +114,7 @@ def load_reports() -> tuple:
     return tuple(out)
 
 
-def find_report(cfg: gm.ArrayConfig) -> dict | None:
+def find_report(cfg: ArrayConfig) -> dict | None:
     want = cfg.to_dict()
     for r in load_reports():
         if r.get("config") == want:
@@ -126,45 +126,27 @@ def find_report(cfg: gm.ArrayConfig) -> dict | None:
 # Per-component model (for configurations without a report)
 
 
-def component_counts(cfg: gm.ArrayConfig, symmetric_table: bool = True) -> dict:
+def component_counts(cfg: ArrayConfig, variant: str | None = None) -> dict:
     """Structural counts of the generated RTL: flip-flop bits, adder bits, multiplier partial-product
-    bits (a x b), 2:1 mux bits and AND-gate bits, read off rtl/gen's datapaths (their docstrings).
+    bits (a x b), 2:1 mux bits and AND-gate bits, read off rtl/gen's datapaths (their docstrings): the
+    parts every array shares (group-field registers, Y registers, the epilogue's rounding and Y adders and
+    shifters) plus the design record's own `area_counts`.
 
-    symmetric_table=False (lut-tc only) counts a variant we have no RTL for: the plain LUT design before
-    table symmetrization (2^K table entries per row, a 2^K:1 read mux per PE, no conditional negation)."""
+    variant: one of the design's `area_variants`, a variant we have no RTL for (lut-tc: "unsymmetrized")."""
     c = cfg
-    M, N, K, B, EL = c.M, c.N, c.K, c.bits, c.lanes
-    AW, MW, SW, ACCW, PW, YW, TW, SUMW = c.act_bits, c.mant_bits, c.shift_bits, c.acc_bits, c.prod_bits, c.y_bits, c.table_bits, c.sum_bits
-    mn = M * N
-    ff = add = mult = mux = andg = 0
-    # shared: group-field registers, Y registers, shadow bank, epilogue field shift registers
-    ff += N * (B + MW + SW) + M * SW  # gp_* (group fields)
-    ff += mn * YW
-    # epilogue lanes: rounding add (PW+1), Y add (YW), shift (barrel shifter ~ PW * log2 levels muxes)
-    add += EL * (PW + 1 + YW)
-    mux += EL * (PW + 1) * (SW + 1)
-    if c.design == "lut-tc":
-        E = 1 << (K - 1) if symmetric_table else 1 << K
-        NEG = 1 if symmetric_table else 0  # the conditional negation of a symmetric table read
-        PTW = TW + B - 1
-        ff += mn * ACCW  # shadow
-        ff += N * (MW + SW + B + 2) + M * (SW + SUMW)  # em_r, ed_r, ec_r, eda_r, eS_r
-        ff += M * E * TW + N * B * K + M * SUMW + mn * ACCW + (mn * (PTW - 1) if B > 1 else 0)
-        add += M * E * (K - 1) * TW + mn * (PTW + ACCW + NEG * TW) + M * SUMW + EL * (ACCW + 1)
-        mux += mn * TW * (E - 1) + NEG * (mn * TW + N * (K - 1))
-        mult += EL * (ACCW * (MW + 1) + (B + 2) * SUMW)
-    elif c.design == "mixpe":
-        PRW = AW + B + 1
-        ff += mn * ACCW * 2 + N * (MW + SW) + M * SW
-        add += N * K * (B + 1) + mn * K * (B * PRW) + mn * K * ACCW
-        andg += mn * K * (B + 1) * PRW
-        mult += EL * ACCW * (MW + 1)
-    else:
-        WDW = B + MW + 1
-        ff += mn * PW * 2 + N * SW + M * SW
-        add += N * K * (B + 1) + mn * K * PW
-        mult += N * K * (B + 1) * (MW + 1) + mn * K * AW * WDW
-    return {"ff_bits": ff, "add_bits": add, "mult_bits2": mult, "mux_bits": mux, "and_bits": andg}
+    M, N, B, EL = c.M, c.N, c.bits, c.lanes
+    MW, SW, PW, YW = c.mant_bits, c.shift_bits, c.prod_bits, c.y_bits
+    rec = c.design_record
+    if variant is not None and variant not in rec.area_variants:
+        raise ValueError(f"design {c.design} has no area variant {variant!r}")
+    own = rec.area_counts(c, variant)
+    return {
+        "ff_bits": N * (B + MW + SW) + M * SW + M * N * YW + own["ff_bits"],  # group fields, Y registers
+        "add_bits": EL * (PW + 1 + YW) + own["add_bits"],  # epilogue lanes: rounding add, Y add
+        "mult_bits2": own["mult_bits2"],
+        "mux_bits": EL * (PW + 1) * (SW + 1) + own["mux_bits"],  # the lanes' barrel shifters
+        "and_bits": own["and_bits"],
+    }
 
 
 FIT_TERMS = ("add_bits", "mult_bits2", "mux_bits", "and_bits")
@@ -177,7 +159,7 @@ def fit_component_model() -> dict:
     reps = load_reports()
     X, y, names = [], [], []
     for r in reps:
-        cfg = gm.ArrayConfig.from_dict(r["config"])
+        cfg = ArrayConfig.from_dict(r["config"])
         cc = component_counts(cfg)
         X.append([cc[t] for t in FIT_TERMS])
         y.append(cells_area_um2(r["cells"])["logic_um2"])
@@ -187,7 +169,7 @@ def fit_component_model() -> dict:
     ff_um2 = DFF + MUX2
     errs = []
     for r, xi, yi in zip(reps, X, y):
-        cfg = gm.ArrayConfig.from_dict(r["config"])
+        cfg = ArrayConfig.from_dict(r["config"])
         pred = float(xi @ coef) + component_counts(cfg)["ff_bits"] * ff_um2
         true = cells_area_um2(r["cells"])["total_um2"]
         errs.append({"report": r["path"], "design": r["design"], "bits": cfg.bits, "synth_um2": true, "model_um2": pred,
@@ -216,10 +198,11 @@ def _nnls(A: np.ndarray, b: np.ndarray, iters: int = 2000) -> np.ndarray:
 HOLDOUT_DIR = Path(__file__).resolve().parent / "holdout"
 
 
-def model_area_um2(cfg: gm.ArrayConfig, node: str = "45nm", symmetric_table: bool = True) -> float:
-    """The fitted component model's area for `cfg` (even where a synthesis report exists)."""
+def model_area_um2(cfg: ArrayConfig, node: str = "45nm", variant: str | None = None) -> float:
+    """The fitted component model's area for `cfg` (even where a synthesis report exists); variant: one of
+    the design's `area_variants`."""
     fit = fit_component_model()
-    cc = component_counts(cfg, symmetric_table)
+    cc = component_counts(cfg, variant)
     return (sum(fit["coef_um2"][t] * cc[t] for t in FIT_TERMS) + cc["ff_bits"] * fit["ff_um2"]) * node_area_scale(node)
 
 
@@ -230,7 +213,7 @@ def holdout_errors() -> tuple:
     out = []
     for p in sorted(HOLDOUT_DIR.glob("*.json")):
         r = json.loads(p.read_text())
-        cfg = gm.ArrayConfig.from_dict(r["config"])
+        cfg = ArrayConfig.from_dict(r["config"])
         true = cells_area_um2(r["cells"])["total_um2"]
         pred = model_area_um2(cfg)
         out.append({"report": p.name, "design": cfg.design, "config": cfg.name, "synth_um2": true, "model_um2": pred,
@@ -238,7 +221,7 @@ def holdout_errors() -> tuple:
     return tuple(out)
 
 
-def array_area(cfg: gm.ArrayConfig, node: str = "28nm") -> dict:
+def array_area(cfg: ArrayConfig, node: str = "28nm") -> dict:
     """Area of the array `cfg` in um^2: from its synthesis report when one exists, else the fitted model.
     Keys: logic_um2, ff_um2, total_um2, source ('yosys: <path>' or 'component model fit')."""
     r = find_report(cfg)

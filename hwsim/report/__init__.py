@@ -22,6 +22,8 @@ from pathlib import Path
 
 from compiler.errors import LowbitError
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
+from hwsim.designs import DESIGNS
 from hwsim.arrays import simulate_shape
 from hwsim.cost import area as area_mod
 from hwsim.cost import energy as energy_mod
@@ -40,8 +42,8 @@ PAPER_CLAIMS = {
 }
 
 
-def design_config(design: str, lin: rl.Linear) -> gm.ArrayConfig:
-    return gm.ArrayConfig(design=design, bits=lin.bits, ternary=lin.ternary, act=lin.act, group=lin.group, **ARRAY_SHAPE)
+def design_config(design: str, lin: rl.Linear) -> ArrayConfig:
+    return ArrayConfig(design=design, bits=lin.bits, ternary=lin.ternary, act=lin.act, group=lin.group, **ARRAY_SHAPE)
 
 
 def _energy_row(cfg, r, node, mem) -> dict:
@@ -136,8 +138,8 @@ def paper_comparison(model: str, prefill: int, mem: MemoryConfig, node: str) -> 
     out = {}
     for bits in (2, 4):
         per = {}
-        for d in gm.DESIGNS:
-            cfg = gm.ArrayConfig(design=d, bits=bits, act="a8", group=128, **ARRAY_SHAPE)
+        for d in DESIGNS:
+            cfg = ArrayConfig(design=d, bits=bits, act="a8", group=128, **ARRAY_SHAPE)
             ar = area_mod.array_area(cfg, node)
             peak = cfg.macs_per_beat / cfg.cycles_per_beat
             e_dp = e_all = 0.0
@@ -181,8 +183,8 @@ def paper_comparison(model: str, prefill: int, mem: MemoryConfig, node: str) -> 
     rows.append({"claim": "LUT-TC vs earlier LUT accelerators", "paper": PAPER_CLAIMS["lut_vs_lut"][0], "ours": None,
                  "how": "not measured: our RTL has no earlier LUT design to compare with"})
     for bits in (2, 4):
-        cfg = gm.ArrayConfig(design="lut-tc", bits=bits, act="a8", group=128, **ARRAY_SHAPE)
-        plain = area_mod.model_area_um2(cfg, symmetric_table=False) / area_mod.model_area_um2(cfg)
+        cfg = ArrayConfig(design="lut-tc", bits=bits, act="a8", group=128, **ARRAY_SHAPE)
+        plain = area_mod.model_area_um2(cfg, variant="unsymmetrized") / area_mod.model_area_um2(cfg)
         out[f"w{bits}"]["lut-tc"]["unsymmetrized_area_ratio"] = plain
         rows.append({"claim": f"LUT-TC vs the same array without table symmetrization (W{bits}A8)", "paper": "(part of 1.44x)",
                      "ours": plain, "how": "estimate: component model (no RTL for the variant): 16-entry tables, 16:1 read muxes, no negation"})
@@ -337,8 +339,8 @@ def build_report(model: str, designs: list[str], out: str | Path, quant: str = "
     from hwsim.report import sweep as sweep_mod
 
     for d in designs:
-        if d not in gm.DESIGNS:
-            raise LowbitError(f"unknown design '{d}'", f"use a comma-separated list of {', '.join(gm.DESIGNS)}")
+        if d not in DESIGNS:
+            raise LowbitError(f"unknown design '{d}'", f"use a comma-separated list of {', '.join(DESIGNS)}")
     if not designs:
         raise LowbitError("no designs given", "pass e.g. --designs lut-tc,mixpe,mac")
     out = Path(out)
@@ -475,7 +477,7 @@ def _render(root: Path, data: dict, sweep_rows: list[dict], designs: list[str], 
     pd = data["paper"]["per_design"]
     doc.table(["config", "array mm^2", "flip-flop share", "peak MACs/cycle", "MACs/cycle/mm^2", "datapath pJ/MAC", "total pJ/MAC", "area source"],
               [[f"{d} W{b[1:]}A8", pd[b][d]["area_mm2"], pd[b][d]["ff_share"], pd[b][d]["peak_macs_per_cycle"], pd[b][d]["density_macs_per_cycle_mm2"],
-                pd[b][d]["datapath_pj_per_mac"], pd[b][d]["total_pj_per_mac"], pd[b][d]["source"]] for b in ("w2", "w4") for d in gm.DESIGNS])
+                pd[b][d]["datapath_pj_per_mac"], pd[b][d]["total_pj_per_mac"], pd[b][d]["source"]] for b in ("w2", "w4") for d in DESIGNS])
     doc.h(2, "Per-layer time")
     doc.img("layer_time.png", "Time per layer instance, decode and prefill, designs and platforms")
     lr = []

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
 from hwsim.memory import MemoryConfig
 
 DEFAULT_GRID = {
@@ -47,7 +48,7 @@ def evaluate(point: dict, linears: list[dict], prefill: int, memory: dict, node:
     from hwsim.cost.energy import layer_energy_pj
 
     mem = MemoryConfig.from_dict(memory)
-    cfg = gm.ArrayConfig(**point)
+    cfg = ArrayConfig(**point)
     area = array_area(cfg, node)
     mem_area = memory_area(mem, node)
     res = {"prefill_s": 0.0, "decode_s": 0.0, "prefill_energy_uj": 0.0, "decode_energy_uj": 0.0, "decode_array_energy_uj": 0.0}

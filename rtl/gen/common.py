@@ -32,9 +32,10 @@ Numbers and their widths: hwsim/golden.py's docstring.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from hwsim.golden import ArrayConfig
+from hwsim.config import ArrayConfig
 
 
 class V:
@@ -322,14 +323,30 @@ def shadow_update(cfg: ArrayConfig, m: int, n: int, expr: str) -> str:
 
 
 def generate(cfg: ArrayConfig) -> str:
-    """Verilog text of the array `cfg` describes."""
-    if cfg.design == "lut-tc":
-        from rtl.gen import lut_tc as gen
-    elif cfg.design == "mixpe":
-        from rtl.gen import mixpe as gen
-    else:
-        from rtl.gen import mac as gen
-    return gen.generate(cfg)
+    """Verilog text of the array `cfg` describes (its design record names the generator module)."""
+    return importlib.import_module(cfg.design_record.generator).generate(cfg)
+
+
+def bit_parallel_control(c: ArrayConfig, v: V):
+    """Chunk counter, snapshot request and job-first flag shared by the one-beat-per-cycle arrays."""
+    CPG, CW = c.chunks_per_group, clog2(c.chunks_per_group + 1)
+    v(f"reg [{CW - 1}:0] ci;  // chunk index within the group")
+    v(f"wire c_first = (ci == {CW}'d0);")
+    v(f"wire c_last = (ci == {CW}'d{CPG - 1});")
+    v("assign in_ready = ~c_last | snap_ok;")
+    v("wire in_fire = in_valid & in_ready;")
+    v("assign snap_req = in_valid & c_last;")
+    v("reg jfirst;  // the next group to finish is the first of its job")
+    v("always @(posedge clk) begin")
+    v("    if (!rst_n) begin")
+    v(f"        ci <= {CW}'d0; jfirst <= 1'b1;")
+    v("    end else if (in_fire) begin")
+    v(f"        ci <= c_last ? {CW}'d0 : ci + {CW}'d1;")
+    v("        if (c_last) jfirst <= in_last;")
+    v("    end")
+    v("end")
+    group_params(c, v, "in_fire & c_first")
+    eff_group_params(c, v, "c_first")
 
 
 def write_verilog(cfg: ArrayConfig, outdir: str | Path) -> Path:

@@ -19,13 +19,12 @@ Ternary weights run on the B = 2 datapath with codes t+1 and zero 1.
 
 from __future__ import annotations
 
-from hwsim.golden import ArrayConfig
+from hwsim.config import ArrayConfig
 from rtl.gen.common import V, clog2, epilogue, group_params, header, input_fields, sext, shadow_decls, shadow_update
 
 
 def generate(cfg: ArrayConfig) -> str:
     c = cfg
-    assert c.design == "lut-tc"
     M, N, K, B, AW = c.M, c.N, c.K, c.bits, c.act_bits
     TW, ACCW, SUMW = c.table_bits, c.acc_bits, c.sum_bits
     E = 1 << (K - 1)

@@ -10,14 +10,12 @@ two arrays; its area is the point of comparison.
 
 from __future__ import annotations
 
-from hwsim.golden import ArrayConfig
-from rtl.gen.common import V, epilogue, header, input_fields, sext, shadow_decls, shadow_update
-from rtl.gen.mixpe import bit_parallel_control
+from hwsim.config import ArrayConfig
+from rtl.gen.common import V, bit_parallel_control, epilogue, header, input_fields, sext, shadow_decls, shadow_update
 
 
 def generate(cfg: ArrayConfig) -> str:
     c = cfg
-    assert c.design == "mac"
     M, N, K, B, AW, MW, PW = c.M, c.N, c.K, c.bits, c.act_bits, c.mant_bits, c.prod_bits
     WDW = B + MW + 1
     PRW = AW + WDW

@@ -13,46 +13,12 @@ A16 uses the same PEs on AB-bit BFP mantissas; the block exponent enters the epi
 
 from __future__ import annotations
 
-from hwsim.golden import ArrayConfig
-from rtl.gen.common import (
-    V,
-    clog2,
-    eff_group_params,
-    epilogue,
-    group_params,
-    header,
-    input_fields,
-    sext,
-    shadow_decls,
-    shadow_update,
-)
-
-
-def bit_parallel_control(c: ArrayConfig, v: V):
-    """Chunk counter, snapshot request and job-first flag shared by the one-beat-per-cycle arrays."""
-    CPG, CW = c.chunks_per_group, clog2(c.chunks_per_group + 1)
-    v(f"reg [{CW - 1}:0] ci;  // chunk index within the group")
-    v(f"wire c_first = (ci == {CW}'d0);")
-    v(f"wire c_last = (ci == {CW}'d{CPG - 1});")
-    v("assign in_ready = ~c_last | snap_ok;")
-    v("wire in_fire = in_valid & in_ready;")
-    v("assign snap_req = in_valid & c_last;")
-    v("reg jfirst;  // the next group to finish is the first of its job")
-    v("always @(posedge clk) begin")
-    v("    if (!rst_n) begin")
-    v(f"        ci <= {CW}'d0; jfirst <= 1'b1;")
-    v("    end else if (in_fire) begin")
-    v(f"        ci <= c_last ? {CW}'d0 : ci + {CW}'d1;")
-    v("        if (c_last) jfirst <= in_last;")
-    v("    end")
-    v("end")
-    group_params(c, v, "in_fire & c_first")
-    eff_group_params(c, v, "c_first")
+from hwsim.config import ArrayConfig
+from rtl.gen.common import V, bit_parallel_control, epilogue, header, input_fields, sext, shadow_decls, shadow_update
 
 
 def generate(cfg: ArrayConfig) -> str:
     c = cfg
-    assert c.design == "mixpe"
     M, N, K, B, AW, ACCW = c.M, c.N, c.K, c.bits, c.act_bits, c.acc_bits
     PRW = AW + B + 1
     v = V()

@@ -33,6 +33,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import RisingEdge
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
 
 PERIOD_NS = 10
 
@@ -88,7 +89,7 @@ class StreamMonitor:
 
 
 class ArrayTB:
-    def __init__(self, dut, cfg: gm.ArrayConfig, corrupt: bool = False):
+    def __init__(self, dut, cfg: ArrayConfig, corrupt: bool = False):
         self.dut, self.cfg, self.corrupt = dut, cfg, corrupt
         self.expected: list[list[int]] = []  # output beats, in order
         self.job_macs: list[int] = []
@@ -227,7 +228,7 @@ def _dut_params(dut) -> dict:
     return out
 
 
-def _real_tile(cfg: gm.ArrayConfig, rng: np.random.Generator, ng: int) -> gm.TileInputs:
+def _real_tile(cfg: ArrayConfig, rng: np.random.Generator, ng: int) -> gm.TileInputs:
     from compiler.quant.rtn import quantize_rtn
     from compiler.quant.spec import QuantSpec
 
@@ -249,7 +250,7 @@ def _real_tile(cfg: gm.ArrayConfig, rng: np.random.Generator, ng: int) -> gm.Til
 @cocotb.test()
 async def array_matches_golden(dut):
     opts = json.loads(os.environ["LOWBIT_TB"])
-    cfg = gm.ArrayConfig.from_dict(opts["cfg"])
+    cfg = ArrayConfig.from_dict(opts["cfg"])
     vectors = int(opts.get("vectors", 100))
     seed = int(opts.get("seed", 0))
     max_groups = int(opts.get("max_groups", 2))

@@ -1,4 +1,4 @@
-"""`hwsim:lut-tc`, `hwsim:mixpe`, `hwsim:mac`: run a compiled artifact's accelerator program with every
+"""`hwsim:<design>` (every design of hwsim.designs): run a compiled artifact's accelerator program with every
 quantized linear on the cycle-level array simulator (hwsim.arrays.simulate_linear: integer, bit-exact with
 hwsim.golden) and everything else on the host (numpy, compiler.reference's kernels).
 
@@ -65,7 +65,7 @@ class HwsimExecutor(ProgramExecutor):
                 "utilization": float(run.utilization),
                 "energy_pj": None if energy is None else float(energy["total"]),
                 "energy_parts_pj": None if energy is None else {k: float(v) for k, v in energy.items() if k != "total"},
-                "table_builds": int(run.activity.get("table_builds", 0)),  # lut-tc: tables the array builds (per job)
+                "table_builds": int(run.activity.get("table_builds", 0)),  # LUT designs: tables the array builds (per job)
                 "model": model,
             }
         )
@@ -97,7 +97,7 @@ def summarize(records: list[dict]) -> dict:
         "energy_pj": None if not energies or any(e is None for e in energies) else float(sum(energies)),
         "utilization": (sum(p["utilization"] * p["cycles"] for p in per.values()) / cyc) if cyc else 0.0,
         "tables": sum(1 for r in records if r.get("kind") == "table"),
-        # lut-tc: tables built by the fused precompute (once per activation tensor) vs by the array itself,
+        # LUT designs: tables built by the fused precompute (once per activation tensor) vs by the array itself,
         # whose table unit sits at its input and rebuilds each beat's tables in every job (column tile)
         "table_builds_fused": sum(r.get("builds", 0) for r in records if r.get("kind") == "table"),
         "table_builds_array": sum(r.get("table_builds", 0) for r in layers),
@@ -105,20 +105,21 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
-class _HwsimBackend(Backend):
-    design = "?"
+class HwsimBackend(Backend):
+    """`hwsim:<design>` for any design of hwsim.designs."""
 
-    def __init__(self, model):
+    def __init__(self, model, design: str):
         super().__init__(model)
-        self.name = f"hwsim:{self.design}"
+        self.design = design
+        self.name = f"hwsim:{design}"
         if model.artifact is None:
-            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {self.design}")
-        prog, tensors = load_program(model.artifact, self.design)
+            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {design}")
+        prog, tensors = load_program(model.artifact, design)
         self.program = prog
         try:
             self.executor = HwsimExecutor(model.graph, prog, tensors)
         except (ValueError, TypeError) as e:  # a program written for another hwsim.memory.MemoryConfig
-            raise LowbitError(f"the {self.design} program of {model.artifact.path} does not fit this hwsim ({e})", f"recompile with --target {self.design}") from None
+            raise LowbitError(f"the {design} program of {model.artifact.path} does not fit this hwsim ({e})", f"recompile with --target {design}") from None
 
     def run(self, feeds):
         return self.executor.run(feeds)
@@ -132,15 +133,3 @@ class _HwsimBackend(Backend):
 
     def summary(self) -> dict:
         return {"design": self.design, "array": self.program.array, **summarize(self.executor.records)}
-
-
-class HwsimLutTCBackend(_HwsimBackend):
-    design = "lut-tc"
-
-
-class HwsimMixPEBackend(_HwsimBackend):
-    design = "mixpe"
-
-
-class HwsimMACBackend(_HwsimBackend):
-    design = "mac"

@@ -1,19 +1,18 @@
-"""`rtl:lut-tc`, `rtl:mixpe`, `rtl:mac`: run a compiled artifact's accelerator program with every quantized
-linear streamed through the generated Verilog array in a cocotb simulation (Icarus by default; set
-LOWBIT_RTL_SIMULATOR=verilator), and everything else on the host.
+"""`rtl:<design>` (every design of hwsim.designs): run a compiled artifact's accelerator program with every
+quantized linear streamed through the generated Verilog array in a cocotb simulation (Icarus by default;
+`lowbit run --simulator verilator` or LOWBIT_RTL_SIMULATOR=verilator), and everything else on the host.
 
 Each layer's array jobs (row tile x column tile x K split, in program order) are written to an .npz and
 driven back to back by runtime/backends/rtl_tb.py (ArrayTB from rtl/tb/array_tb.py, which also checks
 every output against hwsim.golden). Whole models are slow this way: one simulator launch per layer call
 and Icarus runs ~10^4-10^5 cycles/s, so a whole tiny model takes minutes to hours; `lowbit sim OUT --layer
-NAME` (`check_layer`) runs one layer and compares it with hwsim bit for bit and cycle for cycle.
+NAME` (runtime/layer_check.py) runs one layer and compares it with hwsim bit for bit and cycle for cycle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from compiler.backends.accel.program import load_program
 from compiler.backends.accel.reference import ActInputs, ProgramExecutor
 from compiler.errors import LowbitError
+from compiler.knobs import RTL_SIMULATOR
 from runtime.backends.base import Backend
 
 
@@ -122,32 +122,41 @@ class RtlExecutor(ProgramExecutor):
         jobs, where = layer_jobs(self, plan, body, act)
         run = simulate_jobs(cfg, jobs, self.simulator)
         S = act.a.shape[0]
-        Y = np.zeros((-(-S // cfg.M) * cfg.M, plan.n_pad), np.int64)
-        for yj, (m0, n0, n1, acc) in zip(run.y, where):
-            blk = Y[m0 : m0 + cfg.M, n0:n1]
-            blk[...] = blk + yj if acc else yj
+        Y = assemble_y(plan, run.y, where, S)
         macs = S * plan.n * plan.k
         util = macs / (run.cycles * cfg.macs_per_beat / cfg.cycles_per_beat) if run.cycles else 0.0
         self.records.append(
             {"kind": "layer", "node": plan.node, "rows": S, "macs": macs, "tiles": len(where), "cycles": run.cycles, "compute_cycles": run.cycles,
              "stall_cycles": 0, "utilization": util, "energy_pj": None, "wall_s": run.wall_s, "model": f"rtl-{self.simulator}"}
         )
-        return Y[:S, : plan.n]
+        return Y
 
 
-class _RtlBackend(Backend):
-    design = "?"
+def assemble_y(plan, job_y: np.ndarray, where: list[tuple], rows: int) -> np.ndarray:
+    """The layer's Y [rows, n] from its jobs' outputs (layer_jobs's order; K splits accumulate)."""
+    M = plan.array.M
+    Y = np.zeros((-(-rows // M) * M, plan.n_pad), np.int64)
+    for yj, (m0, n0, n1, acc) in zip(job_y, where):
+        blk = Y[m0 : m0 + M, n0:n1]
+        blk[...] = blk + yj if acc else yj
+    return Y[:rows, : plan.n]
 
-    def __init__(self, model):
+
+class RtlBackend(Backend):
+    """`rtl:<design>` for any design of hwsim.designs; simulator: icarus or verilator (default: the
+    LOWBIT_RTL_SIMULATOR knob, icarus)."""
+
+    def __init__(self, model, design: str, simulator: str | None = None):
         super().__init__(model)
-        self.name = f"rtl:{self.design}"
+        self.design = design
+        self.name = f"rtl:{design}"
         if model.artifact is None:
-            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {self.design}")
+            raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {design}")
         from rtl.sim import check_simulator
 
-        sim = os.environ.get("LOWBIT_RTL_SIMULATOR", "icarus")
+        sim = simulator or RTL_SIMULATOR.get()
         check_simulator(sim)
-        prog, tensors = load_program(model.artifact, self.design)
+        prog, tensors = load_program(model.artifact, design)
         self.executor = RtlExecutor(model.graph, prog, tensors, sim)
 
     def run(self, feeds):
@@ -157,101 +166,3 @@ class _RtlBackend(Backend):
         from runtime.backends.hwsim import summarize
 
         return {"design": self.design, "array": self.executor.prog.array, **summarize(self.executor.records)}
-
-
-class RtlLutTCBackend(_RtlBackend):
-    design = "lut-tc"
-
-
-class RtlMixPEBackend(_RtlBackend):
-    design = "mixpe"
-
-
-class RtlMACBackend(_RtlBackend):
-    design = "mac"
-
-
-# ---- one compiled layer on the RTL, checked against hwsim (`lowbit sim OUT --layer NAME`)
-
-
-class _Capture(ProgramExecutor):
-    """Runs the program on the integer reference and keeps the named layer's activations."""
-
-    def __init__(self, graph, program, tensors, layer):
-        super().__init__(graph, program, tensors)
-        self.layer = layer
-        self.act = None
-        self.body = None
-
-    def run_layer(self, plan, body, act):
-        if plan.node == self.layer:
-            self.act, self.body = act, body
-        return super().run_layer(plan, body, act)
-
-
-def default_feeds(model, ids: list[int] | None, rows: int | None) -> dict:
-    """Feeds of one sequence: `ids`, or the CLI's default prompt/sentence, cut to `rows` tokens."""
-    if ids is None:
-        from runtime.cli import DEFAULT_PROMPT, DEFAULT_SENTENCES
-
-        ids = model.encode(DEFAULT_PROMPT if model.causal else DEFAULT_SENTENCES[0]) if model.tokenizer is not None else list(range(1, 9))
-    if rows:
-        ids = ids[:rows]
-    model.check_ids(ids)
-    feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
-    if model.causal:
-        feeds.update(model._cache_feeds())
-    return feeds
-
-
-def check_layer(model, layer: str, design: str | None = None, simulator: str = "icarus", ids=None, rows: int | None = None) -> dict:
-    """Run compiled layer `layer` of `model` (a runtime CompiledModel from an artifact) on the RTL with the
-    activations it sees on a real input, and on hwsim; returns agreement and cycles of both."""
-    from runtime.backends.hwsim import HwsimExecutor
-    from rtl.sim import check_simulator
-
-    art = model.artifact
-    accel = [t for t in art.manifest.get("targets", {}) if t in ("lut-tc", "mixpe", "mac")]
-    if design is None:
-        if not accel:
-            raise LowbitError(f"artifact {art.path} has no accelerator target", "recompile with --target lut-tc (or mixpe, mac)")
-        design = accel[0]
-    prog, tensors = load_program(art, design)
-    if layer not in prog.layers:
-        names = list(prog.layers)
-        raise LowbitError(f"layer '{layer}' is not a compiled accelerator layer of {art.path}", f"use one of {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
-    check_simulator(simulator)
-    cap = _Capture(model.graph, prog, tensors, layer)
-    cap.run(default_feeds(model, ids, rows))
-    plan = prog.layers[layer]
-    jobs, where = layer_jobs(cap, plan, cap.body, cap.act)
-    rtl = simulate_jobs(plan.array, jobs, simulator)
-    Y = np.zeros((-(-cap.act.a.shape[0] // plan.array.M) * plan.array.M, plan.n_pad), np.int64)
-    for yj, (m0, n0, n1, acc) in zip(rtl.y, where):
-        blk = Y[m0 : m0 + plan.array.M, n0:n1]
-        blk[...] = blk + yj if acc else yj
-    S = cap.act.a.shape[0]
-    Y = Y[:S, : plan.n]
-    hx = HwsimExecutor(model.graph, prog, tensors)
-    hrun, hmodel = hx.simulate(plan, hx.layer_inputs(plan, cap.act), hx.memory)
-    hy = np.asarray(hrun.y, np.int64)
-    return {
-        "design": design,
-        "layer": layer,
-        "simulator": simulator,
-        "array": plan.cfg,
-        "rows": int(S),
-        "n": plan.n,
-        "k": plan.k,
-        "jobs": len(where),
-        "bit_exact": bool(np.array_equal(Y, hy)),
-        "mismatches": int(np.count_nonzero(Y != hy)),
-        "rtl_cycles": rtl.cycles,
-        # the testbench offers every beat at once (no DRAM): compare with hwsim's stall-free stream time
-        "hwsim_cycles": int(hrun.compute_cycles),
-        "hwsim_cycles_with_dram": int(hrun.cycles),
-        "hwsim_model": hmodel,
-        "cycles_equal": rtl.cycles == int(hrun.compute_cycles),
-        "rtl_wall_s": rtl.wall_s,
-        "build_s": rtl.build_s,
-    }

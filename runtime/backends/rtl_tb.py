@@ -19,13 +19,14 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
 from rtl.tb.array_tb import PERIOD_NS, ArrayTB, _unpack
 
 
 @cocotb.test()
 async def layer_jobs(dut):
     opts = json.loads(os.environ["LOWBIT_LAYER_TB"])
-    cfg = gm.ArrayConfig.from_dict(opts["cfg"])
+    cfg = ArrayConfig.from_dict(opts["cfg"])
     data = np.load(opts["jobs"])
     J = data["a"].shape[0]
     Clock(dut.clk, PERIOD_NS, unit="ns").start()

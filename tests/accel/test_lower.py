@@ -7,6 +7,7 @@ import pytest
 
 from compiler.backends.accel.lower import decode_tile, lower_graph, relayout_tile
 from compiler.backends.accel.program import Program
+from compiler.backends import BuildOptions
 from compiler.compile import compile_model
 from compiler.quant.pack import unpack
 from hwsim import golden
@@ -35,7 +36,7 @@ def test_relayout_round_trip_and_beat_order(design, bits):
 @pytest.fixture(scope="module")
 def llama_w3(tmp_path_factory):
     out = tmp_path_factory.mktemp("acc") / "m"
-    return compile_model("llama-tiny", out, "w3g64a8-asym", targets="lut-tc", progress=False, array="M=2,N=96,K=4,lanes=8")["graph"]
+    return compile_model("llama-tiny", out, "w3g64a8-asym", targets="lut-tc", progress=False, options=BuildOptions(array="M=2,N=96,K=4,lanes=8"))["graph"]
 
 
 def test_program_structure(llama_w3):

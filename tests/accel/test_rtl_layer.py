@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import runtime
+from compiler.backends import BuildOptions
 from compiler.compile import compile_model
 from runtime.backends.rtl import check_layer
 from tests.helpers import run_cli
@@ -21,8 +22,8 @@ ARRAY = "M=2,N=16,K=4,lanes=8"
 def bert_small(tmp_path_factory):
     """bert-tiny at W4 A8 and ternary A16 on small arrays (the RTL builds in seconds)."""
     root = tmp_path_factory.mktemp("rtl")
-    compile_model("bert-tiny", root / "w4", "w4g128a8", targets="lut-tc,mixpe,mac", progress=False, array=ARRAY)
-    compile_model("bert-tiny", root / "t", "ternarya16", targets="lut-tc", progress=False, array=ARRAY)
+    compile_model("bert-tiny", root / "w4", "w4g128a8", targets="lut-tc,mixpe,mac", progress=False, options=BuildOptions(array=ARRAY))
+    compile_model("bert-tiny", root / "t", "ternarya16", targets="lut-tc", progress=False, options=BuildOptions(array=ARRAY))
     return root
 
 

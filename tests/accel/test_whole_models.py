@@ -6,6 +6,7 @@ import pytest
 import runtime
 from compiler.backends.accel.program import load_program
 from compiler.backends.accel.reference import ProgramExecutor
+from compiler.backends import BuildOptions
 from compiler.compile import compile_model
 from compiler.quant.pack import unpack
 from compiler.quant.qweight import QuantizedWeight
@@ -125,7 +126,7 @@ def test_other_specs_hwsim_equals_reference(tmp_path, quant):
 def test_k_splits_accumulate_in_the_output_buffer(tmp_path):
     """With guard_bits=1 a job holds at most 2 groups: bert-tiny's ffn_out (K=512, 4 groups of 128) runs as
     two K splits whose Y are summed by STORE(accumulate); the result still equals hwsim's full-K jobs."""
-    compile_model("bert-tiny", tmp_path / "m", "w4g128a8", targets="mixpe", progress=False, array="guard_bits=1")
+    compile_model("bert-tiny", tmp_path / "m", "w4g128a8", targets="mixpe", progress=False, options=BuildOptions(array="guard_bits=1"))
     m = runtime.load(tmp_path / "m")
     prog, tensors = load_program(m.artifact, "mixpe")
     p = prog.layers["l0.ffn_out"]

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
+from hwsim.designs import DESIGNS
 from hwsim.arrays import (
     LayerRun,
     beat_schedule,
@@ -20,7 +22,7 @@ from hwsim.arrays import (
 from hwsim.memory import MemoryConfig
 
 
-def _layer(cfg: gm.ArrayConfig, rng, M: int, N: int, ng: int, kind: str = "random") -> gm.TileInputs:
+def _layer(cfg: ArrayConfig, rng, M: int, N: int, ng: int, kind: str = "random") -> gm.TileInputs:
     """A whole-layer TileInputs: random_tile's value ranges at an arbitrary M x N."""
     big = cfg.with_(M=M, N=N, lanes=1)
     return gm.random_tile(big, rng, n_groups=ng, kind=kind)
@@ -28,7 +30,7 @@ def _layer(cfg: gm.ArrayConfig, rng, M: int, N: int, ng: int, kind: str = "rando
 
 @settings(max_examples=40, deadline=None)
 @given(
-    design=st.sampled_from(gm.DESIGNS),
+    design=st.sampled_from(list(DESIGNS)),
     bits=st.integers(1, 4),
     act=st.sampled_from(["a8", "a16"]),
     M=st.integers(1, 7),
@@ -38,7 +40,7 @@ def _layer(cfg: gm.ArrayConfig, rng, M: int, N: int, ng: int, kind: str = "rando
     seed=st.integers(0, 2**16),
 )
 def test_layer_values_equal_golden_per_job(design, bits, act, M, N, ng, kind, seed):
-    cfg = gm.ArrayConfig(design=design, M=2, N=8, K=4, bits=bits, act=act, group=16, lanes=4)
+    cfg = ArrayConfig(design=design, M=2, N=8, K=4, bits=bits, act=act, group=16, lanes=4)
     rng = np.random.default_rng(seed)
     t = _layer(cfg, rng, M, N, ng, kind)
     r = simulate_linear(cfg, t)
@@ -51,9 +53,9 @@ def test_real_quantized_layer_equals_golden():
     from compiler.quant.spec import QuantSpec
 
     rng = np.random.default_rng(3)
-    for design in gm.DESIGNS:
+    for design in DESIGNS:
         for act in ("a8", "a16"):
-            cfg = gm.ArrayConfig(design=design, M=2, N=64, K=4, bits=4, act=act, group=32, lanes=8)
+            cfg = ArrayConfig(design=design, M=2, N=64, K=4, bits=4, act=act, group=32, lanes=8)
             w = rng.standard_normal((96, 128)).astype(np.float32) * 0.05
             x = rng.standard_normal((5, 128)).astype(np.float32)
             qw = quantize_rtn(w, QuantSpec(bits=4, group_size=32, act=act))
@@ -68,7 +70,7 @@ def test_real_quantized_layer_equals_golden():
 
 def test_large_sums_use_exact_float64_path():
     # A16 with a big group: |acc| bound above 2^24, so float32 would not be exact
-    cfg = gm.ArrayConfig(design="mixpe", M=2, N=8, K=4, bits=4, act="a16", group=1024, lanes=8)
+    cfg = ArrayConfig(design="mixpe", M=2, N=8, K=4, bits=4, act="a16", group=1024, lanes=8)
     assert cfg.acc_bound >= 1 << 24
     rng = np.random.default_rng(1)
     for kind in ("max", "min", "random"):
@@ -79,7 +81,7 @@ def test_large_sums_use_exact_float64_path():
 @pytest.mark.parametrize("design,bits", [("lut-tc", 2), ("lut-tc", 4), ("mixpe", 4), ("mac", 4), ("lut-tc", 1)])
 def test_stream_formula_matches_beat_schedule(design, bits):
     for N, lanes, group in ((64, 8, 128), (64, 2, 16), (16, 8, 32)):
-        cfg = gm.ArrayConfig(design=design, M=2, N=N, K=4, bits=bits, group=group, lanes=lanes)
+        cfg = ArrayConfig(design=design, M=2, N=N, K=4, bits=bits, group=group, lanes=lanes)
         for jobs in ([1], [2], [1, 3, 2]):
             ins, outs = beat_schedule(cfg, jobs)
             assert len(ins) == sum(jobs) * cfg.chunks_per_group
@@ -91,18 +93,18 @@ def test_stream_formula_matches_beat_schedule(design, bits):
 
 def test_known_cycle_counts():
     # the committed RTL measurement: lut-tc W2 M2 N64 K4 G128, 32 jobs x 2 groups: 254.9 MACs/cycle
-    cfg = gm.ArrayConfig(design="lut-tc", bits=2, group=128)
+    cfg = ArrayConfig(design="lut-tc", bits=2, group=128)
     cyc = stream_cycles(cfg, 2, 32)
     assert cyc == 4113
     assert round(32 * 2 * 2 * 64 * 128 / cyc, 1) == 254.9
     assert tile_cycles(cfg, 1) == 32 * 2 + 16 + 1
-    m = gm.ArrayConfig(design="mixpe", bits=4, group=128)
+    m = ArrayConfig(design="mixpe", bits=4, group=128)
     assert tile_cycles(m, 1) == 32 + 16
     assert stream_cycles(m, 2, 32) == 64 * 32 + 16
 
 
 def test_layer_run_accounting():
-    cfg = gm.ArrayConfig(design="mixpe", bits=4, group=128)
+    cfg = ArrayConfig(design="mixpe", bits=4, group=128)
     r = simulate_shape(cfg, 128, 2048, 2048)
     assert isinstance(r, LayerRun)
     assert r.cycles == r.compute_cycles + r.stall_cycles
@@ -130,14 +132,14 @@ def test_memory_config_roundtrip_and_errors():
 
 
 def test_shape_errors():
-    cfg = gm.ArrayConfig(design="mac", bits=4, group=128)
+    cfg = ArrayConfig(design="mac", bits=4, group=128)
     rng = np.random.default_rng(0)
     t = _layer(cfg.with_(group=32), rng, 2, 8, 1)
     with pytest.raises(ValueError, match="multiple of"):
         simulate_linear(cfg, t)
 
 
-@pytest.mark.parametrize("design", gm.DESIGNS)
+@pytest.mark.parametrize("design", list(DESIGNS))
 @pytest.mark.parametrize("dram_gbps", [2.0, 16.0, 1000.0])
 def test_dram_model_matches_beat_level_streaming(design, dram_gbps):
     """The chunked double-buffer model of simulate_linear against the RTL's per-beat schedule fed by a DRAM
@@ -147,7 +149,7 @@ def test_dram_model_matches_beat_level_streaming(design, dram_gbps):
 
     from hwsim.memory import weight_block_bits
 
-    cfg = gm.ArrayConfig(design=design, M=2, N=16, K=4, bits=4, group=32, lanes=8)
+    cfg = ArrayConfig(design=design, M=2, N=16, K=4, bits=4, group=32, lanes=8)
     M, N, K = 8, 64, 128
     mem = MemoryConfig(weight_sram_kib=1, act_sram_kib=64, dram_gbps=dram_gbps, out_bytes=1)
     r = simulate_shape(cfg, M, N, K, mem)
@@ -174,7 +176,7 @@ def test_dram_model_matches_beat_level_streaming(design, dram_gbps):
 
 
 def test_narrow_sram_port_slows_the_array():
-    cfg = gm.ArrayConfig(design="mixpe", bits=4, group=128)
+    cfg = ArrayConfig(design="mixpe", bits=4, group=128)
     wide = simulate_shape(cfg, 128, 2048, 2048, MemoryConfig(dram_gbps=1e4))
     # mixpe W4 reads per job 64 x 2048 x 4 bits of codes + 64 x 16 x (4+16+5) bits of group fields in
     # 16 groups x 32 cycles: 134.25 bytes per cycle, so a 64-byte weight port slows it by 134.25 / 64
@@ -185,7 +187,7 @@ def test_narrow_sram_port_slows_the_array():
 
 
 def test_several_arrays_share_dram():
-    cfg = gm.ArrayConfig(design="mixpe", bits=4, group=128)
+    cfg = ArrayConfig(design="mixpe", bits=4, group=128)
     one = simulate_shape(cfg, 128, 2048, 2048, MemoryConfig())
     four = simulate_shape(cfg, 128, 2048, 2048, MemoryConfig(arrays=4))
     # compute-bound prefill: 32 column blocks dealt to 4 arrays -> a quarter of the stream

@@ -10,13 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
+from hwsim.designs import DESIGNS
 from hwsim.arrays import simulate_shape
 from hwsim.cost import area, energy, roofline
 from hwsim.memory import MemoryConfig
 
 
 @given(
-    design=st.sampled_from(gm.DESIGNS),
+    design=st.sampled_from(list(DESIGNS)),
     bits=st.integers(1, 4),
     act=st.sampled_from(["a8", "a16"]),
     M=st.integers(1, 300),
@@ -26,7 +28,7 @@ from hwsim.memory import MemoryConfig
     dram=st.floats(1, 2000),
 )
 def test_energy_total_is_sum_of_parts(design, bits, act, M, N, K, node, dram):
-    cfg = gm.ArrayConfig(design=design, bits=bits, act=act, group=128)
+    cfg = ArrayConfig(design=design, bits=bits, act=act, group=128)
     mem = MemoryConfig(dram_gbps=dram)
     r = simulate_shape(cfg, M, N, K, mem)
     e = energy.layer_energy_pj(cfg, r.activity, node, mem)
@@ -46,7 +48,7 @@ def test_energy_constants_and_scaling():
     # the sqrt capacity rule lands within 15% of Horowitz's 32 KB and 1 MB points (20 and 100 pJ per 64 bits)
     assert energy.sram_pj_per_byte(32 * 1024) * 8 == pytest.approx(20, rel=0.15)
     assert energy.sram_pj_per_byte(1024 * 1024) * 8 == pytest.approx(100, rel=0.15)
-    cfg = gm.ArrayConfig(design="mac", bits=4, group=128)
+    cfg = ArrayConfig(design="mac", bits=4, group=128)
     act = simulate_shape(cfg, 16, 256, 256).activity
     e45 = energy.layer_energy_pj(cfg, act, "45nm")
     e28 = energy.layer_energy_pj(cfg, act, "28nm")
@@ -56,8 +58,8 @@ def test_energy_constants_and_scaling():
         energy.layer_energy_pj(cfg, act, "3nm")
     # the datapath ranks as the designs' structure says: mac multiplies, lut-tc and mixpe do not per MAC
     dp = {}
-    for d in gm.DESIGNS:
-        c = gm.ArrayConfig(design=d, bits=2, group=128)
+    for d in DESIGNS:
+        c = ArrayConfig(design=d, bits=2, group=128)
         e = energy.layer_energy_pj(c, simulate_shape(c, 128, 2048, 2048).activity)
         dp[d] = e["adds"] + e["mults"] + e["muxes"] + e["registers"]
     assert dp["mac"] > 2 * dp["mixpe"] and dp["mac"] > 2 * dp["lut-tc"]
@@ -72,7 +74,7 @@ def test_area_from_reports():
         assert a["total_um2"] == pytest.approx(a["logic_um2"] + a["ff_um2"])
         # generic-cell um^2 per CMOS transistor of the same netlist stays in a narrow band (~0.18 um^2 at 45 nm)
         assert 0.15 < a["total_um2"] / r["transistors"] < 0.22
-        cfg = gm.ArrayConfig.from_dict(r["config"])
+        cfg = ArrayConfig.from_dict(r["config"])
         got = area.array_area(cfg, "28nm")
         assert got["source"].startswith("yosys")
         assert got["total_um2"] == pytest.approx(a["total_um2"] * (28 / 45) ** 2)
@@ -80,7 +82,7 @@ def test_area_from_reports():
     by = {(r["design"], r["config"]["bits"]): area.cells_area_um2(r["cells"])["total_um2"] for r in reps}
     for b in (2, 4):
         assert by[("mac", b)] > by[("mixpe", b)] > by[("lut-tc", b)]
-    for d in gm.DESIGNS:
+    for d in DESIGNS:
         assert by[(d, 4)] > by[(d, 2)]
 
 
@@ -90,8 +92,8 @@ def test_component_model_fit():
     for e in fit["errors"]:
         assert abs(e["ff_bits_model"] - e["ff_bits_yosys"]) <= 32  # only control flip-flops uncounted
     # unsynthesized configurations: bigger arrays are bigger, and the source says it is the fit
-    small = area.array_area(gm.ArrayConfig(design="mixpe", M=2, N=64, bits=4, group=64))
-    big = area.array_area(gm.ArrayConfig(design="mixpe", M=4, N=128, bits=4, group=64))
+    small = area.array_area(ArrayConfig(design="mixpe", M=2, N=64, bits=4, group=64))
+    big = area.array_area(ArrayConfig(design="mixpe", M=4, N=128, bits=4, group=64))
     assert small["source"] == "component model fit"
     assert big["total_um2"] > 3 * small["total_um2"]
 
@@ -165,7 +167,7 @@ def test_this_cpu_is_measured():
 
 def test_component_model_on_held_out_reports():
     ho = area.holdout_errors()
-    assert len(ho) >= 4 and {e["design"] for e in ho} == set(gm.DESIGNS)
+    assert len(ho) >= 4 and {e["design"] for e in ho} == set(DESIGNS)
     for e in ho:
         assert abs(e["rel_err"]) < 0.06, e
         assert abs(e["ff_bits_model"] - e["ff_bits_yosys"]) <= 32
@@ -174,12 +176,12 @@ def test_component_model_on_held_out_reports():
 def test_unsymmetrized_lut_variant_is_larger():
     # table symmetrization halves the tables and the read muxes at the cost of one negation per PE
     for b in (1, 2, 4):
-        cfg = gm.ArrayConfig(design="lut-tc", bits=b, group=128)
-        sym, plain = area.component_counts(cfg), area.component_counts(cfg, symmetric_table=False)
+        cfg = ArrayConfig(design="lut-tc", bits=b, group=128)
+        sym, plain = area.component_counts(cfg), area.component_counts(cfg, variant="unsymmetrized")
         assert plain["ff_bits"] - sym["ff_bits"] == cfg.M * 8 * cfg.table_bits
         mn, tw = cfg.M * cfg.N, cfg.table_bits
         assert plain["mux_bits"] - sym["mux_bits"] == mn * tw * (15 - 7) - (mn * tw + cfg.N * (cfg.K - 1))
-        assert 1.05 < area.model_area_um2(cfg, symmetric_table=False) / area.model_area_um2(cfg) < 1.5
+        assert 1.05 < area.model_area_um2(cfg, variant="unsymmetrized") / area.model_area_um2(cfg) < 1.5
 
 
 def test_hf_folder_config(tmp_path):

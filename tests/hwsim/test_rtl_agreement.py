@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
 from hwsim.arrays import beat_schedule, simulate_linear, stream_cycles, tile_cycles
 
 pytestmark = pytest.mark.skipif(not (shutil.which("iverilog") and shutil.which("vvp")), reason="Icarus Verilog not installed")
@@ -37,7 +38,7 @@ SLOW = [
 ]
 
 
-def run_rtl(cfg: gm.ArrayConfig, tiles: list[gm.TileInputs], present=None, out_ready=None, tag="t") -> dict:
+def run_rtl(cfg: ArrayConfig, tiles: list[gm.TileInputs], present=None, out_ready=None, tag="t") -> dict:
     from cocotb_tools.check_results import get_results
 
     from rtl.sim import _pythonpath, _quiet_pytest, build
@@ -74,7 +75,7 @@ def run_rtl(cfg: gm.ArrayConfig, tiles: list[gm.TileInputs], present=None, out_r
     return json.loads(out.read_text())
 
 
-def check(cfg: gm.ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bool):
+def check(cfg: ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bool):
     tiles = [gm.random_tile(cfg, rng, n_groups=g, kind=str(rng.choice(["random", "random", "max", "min", "mixed-extreme"]))) for g in groups]
     nbeats = sum(groups) * cfg.chunks_per_group
     present = None
@@ -106,7 +107,7 @@ def check(cfg: gm.ArrayConfig, rng, groups: list[int], gaps: bool, backpressure:
 
 @pytest.mark.parametrize("params", FAST, ids=lambda p: f"{p['design']}-w{p['bits']}{p['act']}g{p['group']}")
 def test_rtl_equals_hwsim(params):
-    cfg = gm.ArrayConfig(**params)
+    cfg = ArrayConfig(**params)
     rng = np.random.default_rng(7)
     check(cfg, rng, [1], gaps=False, backpressure=False)
     check(cfg, rng, [2, 2, 2], gaps=False, backpressure=False)
@@ -116,7 +117,7 @@ def test_rtl_equals_hwsim(params):
 @pytest.mark.slow
 @pytest.mark.parametrize("params", SLOW, ids=lambda p: f"{p['design']}-w{p['bits']}{p['act']}g{p['group']}-n{p['N']}l{p['lanes']}")
 def test_rtl_equals_hwsim_more(params):
-    cfg = gm.ArrayConfig(**params)
+    cfg = ArrayConfig(**params)
     rng = np.random.default_rng(11)
     check(cfg, rng, [2, 2], gaps=False, backpressure=False)
     check(cfg, rng, [3, 1, 2], gaps=True, backpressure=False)

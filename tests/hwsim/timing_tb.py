@@ -19,13 +19,14 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
 from hwsim import golden as gm
+from hwsim.config import ArrayConfig
 from rtl.tb.array_tb import ArrayTB, _unpack
 
 
 @cocotb.test()
 async def hwsim_timing(dut):
     opts = json.loads(os.environ["LOWBIT_HWSIM_TB"])
-    cfg = gm.ArrayConfig.from_dict(opts["cfg"])
+    cfg = ArrayConfig.from_dict(opts["cfg"])
     z = np.load(opts["tiles"])
     njobs = len([k for k in z.files if k.startswith("a_")])
     tiles = [

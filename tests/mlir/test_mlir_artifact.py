@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def llama_art(tmp_path_factory):
+    from compiler.backends import BuildOptions
     from compiler.compile import compile_model
 
     out = tmp_path_factory.mktemp("mlir") / "llama-w4a8"
-    compile_model("llama-tiny", out, quant="w4g128a8", targets="ref,mlir-cpu", progress=False, dump_mlir=True)
+    compile_model("llama-tiny", out, quant="w4g128a8", targets="ref,mlir-cpu", progress=False, options=BuildOptions(dump_mlir=True))
     return out
 
 

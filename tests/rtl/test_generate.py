@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from hwsim.golden import ArrayConfig
+from hwsim.config import ArrayConfig
 from rtl.gen.common import module_name, write_verilog
 from rtl.lint import WAIVERS, lint
 

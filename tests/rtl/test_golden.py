@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hwsim import golden as g
+from hwsim.config import ArrayConfig
+from hwsim.designs import DESIGNS
 
 WFORMATS = [(1, False), (2, False), (3, False), (4, False), (2, True)]
 
@@ -49,7 +51,7 @@ def test_lut_form_equals_mac_form_equals_einsum(fmt, m, n, K, group, ng, seed, e
     np.testing.assert_array_equal(mac, ref)
     np.testing.assert_array_equal(lut, ref)
     np.testing.assert_array_equal(sa, ref)
-    cfg = g.ArrayConfig(design="lut-tc", M=m, N=n, K=K, bits=bits, ternary=tern, group=group, lanes=1)
+    cfg = ArrayConfig(design="lut-tc", M=m, N=n, K=K, bits=bits, ternary=tern, group=group, lanes=1)
     assert np.abs(ref).max(initial=0) <= cfg.acc_bound
     assert cfg.acc_bound <= (1 << (cfg.acc_bits - 1)) - 1
 
@@ -127,10 +129,10 @@ def test_dyadic_scales_relative_error(seed, spread, zero_frac):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31), design=st.sampled_from(g.DESIGNS), act=st.sampled_from(["a8", "a16"]))
+@given(seed=st.integers(0, 2**31), design=st.sampled_from(list(DESIGNS)), act=st.sampled_from(["a8", "a16"]))
 def test_epilogue_within_bound_of_float_scale_product(seed, design, act):
     rng = np.random.default_rng(seed)
-    cfg = g.ArrayConfig(design=design, M=2, N=8, K=4, bits=4, act=act, group=32, lanes=8)
+    cfg = ArrayConfig(design=design, M=2, N=8, K=4, bits=4, act=act, group=32, lanes=8)
     t = g.random_tile(cfg, rng, n_groups=3)
     s = rng.uniform(1e-4, 1e-2, size=(cfg.N, 3)).astype(np.float32)
     t.mant, t.d, E = g.dyadic_scales(s)
@@ -148,9 +150,9 @@ def test_epilogue_within_bound_of_float_scale_product(seed, design, act):
 
 
 def test_accumulator_limits_fit_widths():
-    for design in g.DESIGNS:
+    for design in DESIGNS:
         for bits, act, group in [(4, "a16", 128), (1, "a8", 32), (2, "a8", 128)]:
-            cfg = g.ArrayConfig(design=design, bits=bits, act=act, group=group)
+            cfg = ArrayConfig(design=design, bits=bits, act=act, group=group)
             rng = np.random.default_rng(0)
             for kind in ("min", "max"):
                 t = g.random_tile(cfg, rng, n_groups=2, kind=kind)
@@ -169,7 +171,7 @@ def test_real_tile_from_quantizer_close_to_float():
     x = rng.standard_normal((2, 256)).astype(np.float32)
     for spec_s, design, act in [("w4g128", "mixpe", "a8"), ("w2g32", "lut-tc", "a16"), ("ternaryg128", "lut-tc", "a8")]:
         qw = rtn.quantize_rtn(w, parse_spec(spec_s))
-        cfg = g.ArrayConfig(design=design, M=2, N=16, bits=qw.bits, ternary=qw.ternary, act=act, group=qw.group_size)
+        cfg = ArrayConfig(design=design, M=2, N=16, bits=qw.bits, ternary=qw.ternary, act=act, group=qw.group_size)
         t = g.prepare_tile(cfg, x, qw)
         y = g.y_to_float(cfg, g.tile_y(cfg, t.a, t.codes, t.zeros, t.mant, t.d, t.da), t)
         if act == "a8":

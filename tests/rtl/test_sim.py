@@ -60,7 +60,7 @@ def _check(r, vectors):
     assert r.macs > 0 and r.cycles > 0
     # the no-stall phase runs at the analytic steady state max(compute, drain) per group, less the
     # pipeline fill of the phase
-    from hwsim.golden import ArrayConfig
+    from hwsim.config import ArrayConfig
 
     steady = ArrayConfig.from_dict(r.config).steady_macs_per_cycle
     assert 0.85 * steady <= r.macs_per_cycle <= steady <= r.peak_macs_per_cycle

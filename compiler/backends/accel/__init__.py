@@ -1,4 +1,4 @@
-"""Accelerator backend: a quantized Graph -> a program for one array design (lut-tc, mixpe, mac).
+"""Accelerator backend: a quantized Graph -> a program for one array design (any record of hwsim.designs).
 
 Files (README.md describes the command stream and the weight layouts):
 
@@ -20,40 +20,38 @@ from pathlib import Path
 
 from compiler.errors import LowbitError
 
-from compiler.backends.accel.lower import DEFAULT_ARRAYS, lower_graph, parse_array  # noqa: F401
-from compiler.backends.accel.program import PROGRAM, WEIGHTS, Program, load_program  # noqa: F401
+from compiler.backends.accel.lower import lower_graph, parse_array
+from compiler.backends.accel.program import PROGRAM, WEIGHTS
+from hwsim.designs import DESIGNS
 
-ACCEL_TARGETS = ("lut-tc", "mixpe", "mac")
 
-
-def check_spec(spec, targets: list[str], array=None):
-    """Refuse, before loading or quantizing anything, a quant spec or --array the arrays cannot run."""
+def check_spec(spec, target: str, array=None):
+    """Refuse, before loading or quantizing anything, a quant spec or --array the array cannot run."""
     from compiler.backends.accel.lower import layer_config
 
     arr = parse_array(array)
     if spec is None:
         raise LowbitError(
-            f"target {targets[0]} needs quantized weights, and --quant none keeps the model float",
+            f"target {target} needs quantized weights, and --quant none keeps the model float",
             "compile with --quant, e.g. --quant w4g128a8 (or --quant ternary)",
         )
-    for t in targets:
-        # the group of per-channel specs is the layer's K (checked per layer when lowering)
-        attrs = {"bits": spec.bits, "group_size": spec.group_size or arr.get("K", DEFAULT_ARRAYS[t]["K"]), "act": spec.act, "ternary": spec.ternary}
-        layer_config(t, arr, attrs, f"quant spec '{spec.name}'")
+    # the group of per-channel specs is the layer's K (checked per layer when lowering)
+    attrs = {"bits": spec.bits, "group_size": spec.group_size or arr.get("K", DESIGNS[target].default_array["K"]), "act": spec.act, "ternary": spec.ternary}
+    layer_config(target, arr, attrs, f"quant spec '{spec.name}'")
 
 
-def build_accel_target(graph, target: str, out_dir: Path, array=None) -> dict:
-    """Lower `graph` onto `target` and write out_dir/program.json + weights.safetensors; returns the manifest
-    summary."""
+def build_accel_target(graph, target: str, out_dir: Path, options) -> dict:
+    """Lower `graph` onto `target` (options.array: the --array overrides) and write out_dir/program.json,
+    weights.safetensors and rtl/; returns the manifest summary."""
     from safetensors.numpy import save_file
 
     t0 = time.perf_counter()
-    prog, tensors = lower_graph(graph, target, array)
+    prog, tensors = lower_graph(graph, target, options.array)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prog.save(out_dir)
     save_file(tensors, str(out_dir / WEIGHTS))
-    from hwsim.golden import ArrayConfig
+    from hwsim.config import ArrayConfig
     from rtl.gen.common import write_verilog
 
     # the hardware the program runs on: one generated array per distinct layer configuration

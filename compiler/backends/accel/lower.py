@@ -1,4 +1,4 @@
-"""Lowering of a quantized Graph onto one accelerator design (lut-tc, mixpe, mac): tiling, weight re-layout,
+"""Lowering of a quantized Graph onto one accelerator design (hwsim.designs): tiling, weight re-layout,
 dyadic scales, and the command stream. See README.md in this folder for the format.
 
 Tiling. A layer y[S, n] = x[S, k] W[n, k]^T runs as array jobs of M rows x N columns x the whole K (cut
@@ -9,7 +9,7 @@ last one padded with zero rows). Order: weight-stationary, as hwsim.memory model
 loaded once (when it fits half of the weight SRAM; LOAD_W says `resident`) and every row tile streams past
 it. SRAM sizes: hwsim.memory.MemoryConfig (defaults, or --array weight_sram_kib=..,act_sram_kib=..).
 
-Table precompute (lut-tc). The symmetric tables T8 depend only on the activations, so they are built once
+Table precompute (designs with `precompute_tables`, lut-tc). The symmetric tables T8 depend only on the activations, so they are built once
 per activation tensor, right after the node that produces it (fused into that producer), and shared by
 every layer reading the tensor (q/k/v read one, gate/up another): PRECOMPUTE_TABLE follows the producer's
 HOST_OP and QUANT_ACT, not each layer.
@@ -23,23 +23,13 @@ from compiler.errors import LowbitError
 from compiler.ir import Graph
 from compiler.quant.pack import pack, unpack
 from hwsim import golden
-from hwsim.golden import ArrayConfig
+from hwsim.config import ArrayConfig
+from hwsim.designs import DESIGNS
 
-from compiler.backends.accel.program import MMA_OP, Command, LayerPlan, Program
+from compiler.backends.accel.program import Command, LayerPlan, Program
 
 ARRAY_KEYS = ("M", "N", "K", "lanes", "mant_bits", "shift_bits", "bfp_bits", "guard_bits")
 MEMORY_KEYS = ("weight_sram_kib", "act_sram_kib", "out_sram_kib")  # hwsim.memory.MemoryConfig fields
-
-# Default array per design (overridden with `--array`). mixpe and mac: 4 x 64 PEs, K = 4 features per beat,
-# 8 epilogue lanes, so a group of 128 takes 32 compute cycles and 32 drain cycles (balanced). lut-tc is
-# bit-serial (B cycles per beat) with much smaller PEs, so it gets twice the columns at the same epilogue
-# drain per column (16 lanes).
-DEFAULT_ARRAYS = {
-    "lut-tc": dict(M=4, N=128, K=4, lanes=16),
-    "mixpe": dict(M=4, N=64, K=4, lanes=8),
-    "mac": dict(M=4, N=64, K=4, lanes=8),
-}
-
 
 def memory_config(array: dict):
     """hwsim.memory.MemoryConfig with the --array overrides (weight_sram_kib, act_sram_kib, out_sram_kib)."""
@@ -86,7 +76,8 @@ def layer_config(design: str, array: dict, attrs: dict, what: str) -> ArrayConfi
             f"{what} has {bits}-bit weights; the {design} array takes 1..4-bit codes (W4/W3/W2/ternary)",
             f"compile with --quant w4g128 (or w3/w2/ternary), or use --target ref/tvm-cpu for W{bits}",
         )
-    base = {**DEFAULT_ARRAYS[design], **{k: v for k, v in array.items() if k in ARRAY_KEYS}}
+    rec = DESIGNS[design]
+    base = {**rec.default_array, **{k: v for k, v in array.items() if k in ARRAY_KEYS}}
     if group % base["K"]:
         raise LowbitError(
             f"{what}: weight group {group} is not a multiple of the {design} array's K={base['K']} features per beat",
@@ -95,12 +86,12 @@ def layer_config(design: str, array: dict, attrs: dict, what: str) -> ArrayConfi
     try:
         return ArrayConfig(design=design, bits=bits, ternary=tern, act=act, group=group, **base)
     except ValueError as e:
-        raise LowbitError(f"{what} does not fit the {design} array ({e})", "change --array (N a multiple of lanes, K >= 2 for lut-tc) or the quant spec") from None
+        raise LowbitError(f"{what} does not fit the {design} array ({e})", f"change --array (N a multiple of lanes, K >= {rec.min_k}) or the quant spec") from None
 
 
 def storage_bits(design: str, bits: int) -> tuple[int, str]:
     """(bits per stored code, compiler.quant.pack layout) of the re-laid-out weights."""
-    if design == "lut-tc":
+    if DESIGNS[design].weight_layout == "planes":
         return bits, "planes"
     if bits == 1:
         return 1, "planes"  # one plane == 1-bit dense
@@ -124,7 +115,7 @@ def relayout_tile(design: str, codes: np.ndarray, bits: int, K: int) -> np.ndarr
     """One weight tile's codes [N, KT] -> bytes in the order the array reads them (README.md)."""
     beats = np.ascontiguousarray(beats_of_codes(codes.astype(np.uint8), K))
     sb, layout = storage_bits(design, bits)
-    if design == "lut-tc":
+    if DESIGNS[design].weight_layout == "planes":
         planes = pack(beats, bits, "planes")  # [B, nch, ceil(N*K/8)]
         return np.ascontiguousarray(planes.transpose(1, 0, 2)).reshape(-1)  # beat-major, then plane
     return pack(beats, sb, layout).reshape(-1)
@@ -134,7 +125,7 @@ def decode_tile(design: str, blob: np.ndarray, bits: int, n: int, kt: int, K: in
     """Inverse of relayout_tile: bytes -> codes uint8 [n, kt]."""
     nch, w = kt // K, n * K
     sb, layout = storage_bits(design, bits)
-    if design == "lut-tc":
+    if DESIGNS[design].weight_layout == "planes":
         per = -(-w // 8)
         planes = blob.reshape(nch, bits, per).transpose(1, 0, 2)
         beats = unpack(np.ascontiguousarray(planes), bits, "planes", w)
@@ -199,7 +190,7 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
         if any(cfgs[i].act != c0.act or cfgs[i].group != c0.group for i in idx):
             raise LowbitError(f"layers {users} read one activation with different act modes or groups", "use one quant spec for the model")
         cmds.append(Command("QUANT_ACT", tensor, {"act": c0.act, "group": c0.group, "bits": c0.act_bits, "fused_into": producer, "consumers": users}))
-        if design == "lut-tc":
+        if DESIGNS[design].precompute_tables:
             cmds.append(Command("PRECOMPUTE_TABLE", tensor, {"K": c0.K, "entries": 1 << (c0.K - 1), "entry_bits": c0.table_bits, "fused_into": producer, "consumers": users}))
 
     for t in consumers:  # activations that come straight from a graph input
@@ -276,12 +267,12 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds)
         k_splits=splits,
         tile_offsets=offsets,
         tile_bytes=sizes,
-        weight_layout="planes-beats" if design == "lut-tc" else f"{layout}-beats",
+        weight_layout="planes-beats" if DESIGNS[design].weight_layout == "planes" else f"{layout}-beats",
         storage_bits=sb,
         bias=bias,
     )
     layers[name] = plan
-    mma = MMA_OP[design]
+    mma = DESIGNS[design].mma_op
     cmds.append(Command("LAYER", name, {"input": nd.inputs[0], "n": n, "k": k, "row_tile": cfg.M, "n_tiles": n_tiles, "k_splits": len(splits)}))
     scale_bits = cfg.bits + cfg.mant_bits + cfg.shift_bits
     for nt in range(n_tiles):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from compiler.errors import LowbitError
-from hwsim.golden import ArrayConfig
+from hwsim.config import ArrayConfig
 
 PROGRAM = "program.json"
 WEIGHTS = "weights.safetensors"
@@ -24,21 +24,20 @@ PROGRAM_VERSION = 1
 OPS = {
     "HOST_OP": "host",  # a non-linear graph node (norm, attention, rope, softmax, add, float linear ...) in numpy
     "QUANT_ACT": "host",  # per-token int8 (A8) or BFP (A16) of one activation tensor, fused into its producer
-    "PRECOMPUTE_TABLE": "array",  # lut-tc: symmetric tables of one activation tensor, fused into its producer
+    "PRECOMPUTE_TABLE": "array",  # designs with precompute_tables: symmetric tables of one activation tensor, fused into its producer
     "LAYER": "array",  # start of one quantized linear: clears the output buffer
     "LOAD_W": "array",  # weight tile (re-laid-out codes) DRAM -> weight SRAM
     "LOAD_SCALES": "array",  # the tile's zero points and dyadic scales (mant, d) -> weight SRAM
     "ROW_LOOP": "array",  # repeat the next `body` commands for each row tile of M rows
     "LOAD_A": "array",  # activation row tile (int8 / BFP mantissas, and da) -> activation SRAM
-    "LUT_MMA": "array",  # lut-tc: table lookups, bit-serial over weight planes, group accumulators
-    "SHIFT_ADD_MMA": "array",  # mixpe: shift-and-add over the bits of q - z, group accumulators
-    "MAC_MMA": "array",  # mac: dequantize-then-multiply baseline
+    # the matrix command of a design is its record's mma_op (hwsim.designs):
+    "LUT_MMA": "array",  # table lookups, bit-serial over weight planes, group accumulators (lut-tc)
+    "SHIFT_ADD_MMA": "array",  # shift-and-add over the bits of q - z, group accumulators (mixpe)
+    "MAC_MMA": "array",  # dequantize-then-multiply (the mac baseline)
     "DEQUANT": "array",  # the dyadic per-group epilogue: Y += rshift_round(acc * mant, d + da)
     "STORE": "array",  # Y tile -> output buffer (accumulated over K splits)
     "SCALE_OUT": "host",  # y = Y * 2^(E[n] - (MW-1)) * row_scale[m] (+ bias), float32
 }
-
-MMA_OP = {"lut-tc": "LUT_MMA", "mixpe": "SHIFT_ADD_MMA", "mac": "MAC_MMA"}
 
 
 @dataclass
@@ -71,8 +70,8 @@ class LayerPlan:
     k_splits: list  # [[k0, k1], ...] group-aligned K ranges, each one array job per (row tile, column tile)
     tile_offsets: list  # [n_tiles][len(k_splits)] byte offset of the weight tile in <node>.w
     tile_bytes: list  # same shape: its size in bytes
-    weight_layout: str  # "planes-beats" (lut-tc) or "dense-beats" (mixpe, mac); see README.md
-    storage_bits: int  # bits per stored code in the layout (3-bit codes live in 4-bit containers for mixpe/mac)
+    weight_layout: str  # "planes-beats" or "dense-beats" (the design's weight_layout); see README.md
+    storage_bits: int  # bits per stored code in the layout (3-bit codes live in 4-bit containers in dense layouts)
     bias: str | None = None  # graph constant of the bias (added on the host in SCALE_OUT)
 
     @property

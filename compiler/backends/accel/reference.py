@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.backends.accel.lower import decode_tile
-from compiler.backends.accel.program import MMA_OP, Command, LayerPlan, Program
+from compiler.backends.accel.program import Command, LayerPlan, Program
 from compiler.reference import KERNELS
 from hwsim import golden
-from hwsim.golden import ArrayConfig
+from hwsim.config import ArrayConfig
+from hwsim.designs import DESIGNS
 
 
 @dataclass
@@ -28,7 +29,7 @@ class ActInputs:
     a: np.ndarray  # [S, K] int64 (int8 values, or BFP mantissas)
     da: np.ndarray  # [S, NG] int64 BFP exponent offsets (0 for A8)
     row_scale: np.ndarray  # [S] float64: sa (A8) or 2^(EA - (AB-1)) (A16)
-    tables: np.ndarray | None = None  # lut-tc: [S, K/Kc, 2^(Kc-1)] symmetric tables (PRECOMPUTE_TABLE)
+    tables: np.ndarray | None = None  # designs with precompute_tables: [S, K/Kc, 2^(Kc-1)] symmetric tables (PRECOMPUTE_TABLE)
 
 
 def quantize_act(x: np.ndarray, act: str, group: int, bfp_bits: int, shift_bits: int) -> ActInputs:
@@ -174,7 +175,7 @@ class ProgramExecutor:
                         if lc.op == "LOAD_A":
                             cur["a"] = a[m0 : m0 + M, cur["k0"] : cur["k1"]]
                             cur["da"] = da[m0 : m0 + M, cur["j0"] : cur["j1"]]
-                        elif lc.op == MMA_OP[self.prog.design]:
+                        elif lc.op == DESIGNS[self.prog.design].mma_op:
                             cur["y"] = golden.tile_y(cfg, cur["a"], cur["codes"], cur["zeros"], cur["mant"], cur["d"], cur["da"])
                             jobs += 1
                         elif lc.op == "DEQUANT":

@@ -23,9 +23,10 @@ from pathlib import Path
 MLIR_TARGETS = ("mlir-cpu", "mlir-cuda")
 
 
-def build_mlir_target(graph, target: str, out_dir: Path, dump_mlir: bool = False) -> dict:
+def build_mlir_target(graph, target: str, out_dir: Path, options) -> dict:
     """Build one MLIR target into out_dir (the artifact's <target>/ folder); returns a summary for the
-    manifest (the full description is out_dir/mlir.json)."""
+    manifest (the full description is out_dir/mlir.json). options: compiler.backends.BuildOptions (dump_mlir)."""
+    dump_mlir = options.dump_mlir
     import time
 
     from compiler.backends.mlir.build import INFO, VMFB, build_target, require_iree_compiler

@@ -28,9 +28,9 @@ def require_tvm():
         raise LowbitError("targets tvm-cpu/tvm-cuda need Apache TVM, which is not installed", "install it with `pip install apache-tvm==0.27.0.post1`") from None
 
 
-def build_tvm_target(graph, target: str, out_dir: Path, tune: bool | None = None) -> dict:
+def build_tvm_target(graph, target: str, out_dir: Path, options) -> dict:
     """Build one TVM target into out_dir (the artifact's <target>/ folder); returns a summary for the
-    manifest (the full description is out_dir/tvm.json)."""
+    manifest (the full description is out_dir/tvm.json). options: compiler.backends.BuildOptions (tune)."""
     import time
 
     t0 = time.perf_counter()
@@ -38,7 +38,7 @@ def build_tvm_target(graph, target: str, out_dir: Path, tune: bool | None = None
     from compiler.backends.tvm.build import LIBRARY, build_target
 
     t_import = time.perf_counter() - t0  # loading TVM's compiler library (~300 MB) takes seconds
-    info = build_target(graph, target, Path(out_dir), tune=tune)
+    info = build_target(graph, target, Path(out_dir), tune=options.tune or None)
     timings = {"import_tvm": round(t_import, 3), **info["timings_s"]}
     summary = {"library": f"{target}/{LIBRARY}", "timings_s": timings, "host_cpu": info["host"]["mcpu"]}
     if "cuda_arch" in info:

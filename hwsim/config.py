@@ -1,0 +1,123 @@
+"""The parameters of one accelerator array and of its jobs (`ArrayConfig`): design, shape, number formats,
+and the bit widths they imply (hwsim/golden.py's docstring derives them). Shared by the generators, the
+golden model, hwsim, the testbenches and the compiler's accelerator backend."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from hwsim import designs
+
+
+def _bitlen_signed(bound: int) -> int:
+    """Bits of a two's complement number that holds every value in [-bound, bound]."""
+    return int(bound).bit_length() + 1
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """Parameters of one generated array and of its jobs (shared by generators, golden model, testbenches)."""
+
+    design: str = "lut-tc"
+    M: int = 2  # activation rows per tile
+    N: int = 64  # output channels (columns)
+    K: int = 4  # features per input beat (lut-tc: activations per table)
+    bits: int = 4  # weight code bits B (ternary: 2)
+    ternary: bool = False
+    act: str = "a8"  # "a8" or "a16" (BFP)
+    group: int = 128  # weight group size G along K
+    bfp_bits: int = 12  # A16 BFP mantissa bits AB (signed)
+    mant_bits: int = 16  # dyadic scale mantissa bits MW (unsigned)
+    shift_bits: int = 5  # dyadic shift bits SW (unsigned), for d and for da
+    lanes: int = 8  # epilogue lanes = output values per output beat
+    guard_bits: int = 8  # Y guard bits: exact over up to 2^guard_bits groups
+
+    def __post_init__(self):
+        rec = designs.get(self.design)  # ValueError naming the known designs
+        if self.ternary and self.bits != 2:
+            object.__setattr__(self, "bits", 2)
+        if not 1 <= self.bits <= 4:
+            raise ValueError(f"weight bits must be 1..4, got {self.bits}")
+        if self.act not in ("a8", "a16"):
+            raise ValueError(f"act must be a8 or a16, got {self.act!r}")
+        if self.K < 1 or self.group % self.K:
+            raise ValueError(f"group {self.group} must be a multiple of K={self.K}")
+        if self.K < rec.min_k:
+            raise ValueError(f"{self.design} needs K >= {rec.min_k} features per beat")
+        if self.N % self.lanes:
+            raise ValueError(f"lanes={self.lanes} must divide N={self.N}")
+        if self.y_bits > 62:
+            raise ValueError(f"Y width {self.y_bits} exceeds 62 bits; lower mant_bits or guard_bits")
+
+    @property
+    def design_record(self) -> designs.Design:
+        return designs.get(self.design)
+
+    # --- derived widths (hwsim/golden.py's docstring) ---
+    @property
+    def act_bits(self) -> int:
+        return 8 if self.act == "a8" else self.bfp_bits
+
+    @property
+    def acc_bound(self) -> int:
+        return self.group * (1 << (self.act_bits - 1)) * ((1 << self.bits) - 1)
+
+    @property
+    def acc_bits(self) -> int:
+        return _bitlen_signed(self.acc_bound)
+
+    @property
+    def table_bits(self) -> int:
+        return _bitlen_signed(self.K * (1 << (self.act_bits - 1)))
+
+    @property
+    def sum_bits(self) -> int:
+        """Width of the per-row activation sum S over a group (lut-tc correction)."""
+        return _bitlen_signed(self.group * (1 << (self.act_bits - 1)))
+
+    @property
+    def prod_bits(self) -> int:
+        return _bitlen_signed(self.acc_bound * ((1 << self.mant_bits) - 1))
+
+    @property
+    def y_bits(self) -> int:
+        return self.prod_bits + self.guard_bits
+
+    @property
+    def chunks_per_group(self) -> int:
+        return self.group // self.K
+
+    @property
+    def cycles_per_beat(self) -> int:
+        """Input beats accepted at most every this many cycles (bit-serial designs take one plane a cycle)."""
+        return self.bits if self.design_record.bit_serial else 1
+
+    @property
+    def drain_cycles(self) -> int:
+        """Cycles the epilogue needs per group (M*N slots, `lanes` per cycle)."""
+        return self.M * self.N // self.lanes
+
+    @property
+    def steady_macs_per_cycle(self) -> float:
+        """Throughput with no stalls: a group takes max(compute, epilogue drain) cycles (they overlap)."""
+        compute = self.chunks_per_group * self.cycles_per_beat
+        return self.M * self.N * self.group / max(compute, self.drain_cycles)
+
+    @property
+    def macs_per_beat(self) -> int:
+        return self.M * self.N * self.K
+
+    @property
+    def name(self) -> str:
+        w = "ternary" if self.ternary else f"w{self.bits}"
+        return f"{self.design.replace('-', '')}_{w}{self.act}g{self.group}_m{self.M}n{self.N}k{self.K}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ArrayConfig":
+        return cls(**d)
+
+    def with_(self, **kw) -> "ArrayConfig":
+        return replace(self, **kw)

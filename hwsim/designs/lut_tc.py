@@ -1,0 +1,104 @@
+"""`lut-tc`: LUT Tensor Core-style array (rtl/gen/lut_tc.py): per-row tables of activation sums, read by
+bit-serial weight planes, with table symmetrization (8 stored entries and a sign for K = 4).
+
+Datapath events per accepted input beat (one K-chunk of all rows and columns):
+- table precompute: one table per row, 2^(K-1) entries of TW bits, each a K-term sum (K-1 adds);
+- B plane cycles: every (m, n) PE does one table lookup (a 2^(K-1):1 mux of TW bits plus a conditional
+  negation) and one Horner add (part = 2 part + lookup, PTW bits; the x2 is wiring);
+- one group-accumulator add per PE (ACCW bits) and one row-sum add per row (S, SUMW bits).
+Per group and output (epilogue): the zero-point correction (a (B+2) x SUMW multiply and an ACCW add),
+the dyadic multiply P = acc * mant (ACCW x (MW+1)), the rounding shift (a PW add) and the Y add (YW).
+Register bit writes: tables and plane-major weights per beat, `part` per plane, acc2 per beat, and the
+shadow bank / Y shift registers per group.
+"""
+
+from __future__ import annotations
+
+from hwsim import golden
+from hwsim.designs.base import Claim, Design
+
+LUT_TC_PAPER = "LUT Tensor Core (arXiv 2408.06003)"
+
+
+def group_acc(cfg, a, codes, zeros):
+    return golden.lut_group_acc(a, codes, zeros, cfg.bits, cfg.group, cfg.K)
+
+
+def group_p(cfg, a, codes, zeros, mant):
+    return group_acc(cfg, a, codes, zeros) * golden.as_int64(mant)[None, :, :]
+
+
+def events(cfg, beats: int, groups: int) -> dict:
+    M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.bits
+    E = 1 << (K - 1)
+    TW, ACCW, SUMW, PW, YW, MW = cfg.table_bits, cfg.acc_bits, cfg.sum_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
+    PTW = TW + B - 1
+    mn = M * N
+    return {
+        "table_builds": beats * M,
+        "adds": {
+            TW: beats * M * E * (K - 1),  # table entries
+            PTW: beats * B * mn,  # Horner shift-accumulate, one per plane
+            ACCW: beats * mn + groups * mn,  # group accumulators; epilogue correction add
+            SUMW: beats * M,  # row sums S
+            PW + 1: groups * mn,  # rounding add of the dyadic shift
+            YW: groups * mn,  # Y accumulation
+        },
+        "lookups": {(TW, E): beats * B * mn},  # (entry bits, entries) -> reads
+        "negations": {TW: beats * B * mn},
+        "mults": {(B + 2, SUMW): groups * mn, (ACCW, MW + 1): groups * mn},
+        "shifts": {PW + 1: groups * mn},
+        "reg_bit_writes": beats * (M * E * TW + N * B * K) + beats * B * mn * PTW + beats * mn * ACCW
+        + groups * mn * (ACCW + YW) * 2,
+        "epilogue_ops": groups * mn,
+    }
+
+
+def area_counts(cfg, variant: str | None = None) -> dict:
+    """Flip-flop, adder, mux and multiplier bits of the table unit, PEs and the epilogue's correction.
+    variant "unsymmetrized": the plain LUT design before table symmetrization (2^K table entries per row,
+    a 2^K:1 read mux per PE, no conditional negation), which has no RTL here."""
+    M, N, K, B, EL = cfg.M, cfg.N, cfg.K, cfg.bits, cfg.lanes
+    MW, SW, ACCW, TW, SUMW = cfg.mant_bits, cfg.shift_bits, cfg.acc_bits, cfg.table_bits, cfg.sum_bits
+    sym = variant is None
+    E = 1 << (K - 1) if sym else 1 << K
+    NEG = 1 if sym else 0  # the conditional negation of a symmetric table read
+    PTW = TW + B - 1
+    mn = M * N
+    ff = mn * ACCW  # shadow
+    ff += N * (MW + SW + B + 2) + M * (SW + SUMW)  # em_r, ed_r, ec_r, eda_r, eS_r
+    ff += M * E * TW + N * B * K + M * SUMW + mn * ACCW + (mn * (PTW - 1) if B > 1 else 0)
+    add = M * E * (K - 1) * TW + mn * (PTW + ACCW + NEG * TW) + M * SUMW + EL * (ACCW + 1)
+    mux = mn * TW * (E - 1) + NEG * (mn * TW + N * (K - 1))
+    mult = EL * (ACCW * (MW + 1) + (B + 2) * SUMW)
+    return {"ff_bits": ff, "add_bits": add, "mult_bits2": mult, "mux_bits": mux, "and_bits": 0}
+
+
+DESIGN = Design(
+    name="lut-tc",
+    title="LUT Tensor Core-style array: table lookup, bit-serial weight planes, table symmetrization",
+    order=10,
+    color="#1f77b4",
+    generator="rtl.gen.lut_tc",
+    # bit-serial (B cycles per beat) with much smaller PEs than mixpe/mac, so twice the columns at the same
+    # epilogue drain per column (16 lanes)
+    default_array=dict(M=4, N=128, K=4, lanes=16),
+    sim_defaults=dict(M=2, N=64, K=4, bits=2, act="a8", group=128, lanes=8),
+    bit_serial=True,
+    min_k=2,
+    group_acc=group_acc,
+    group_p=group_p,
+    events=events,
+    area_counts=area_counts,
+    mma_op="LUT_MMA",
+    weight_layout="planes",
+    precompute_tables=True,
+    claims=(
+        Claim("density", "mac", ">10x", f"{LUT_TC_PAPER}: compute density vs MAC-based tensor cores"),
+        Claim("energy", "mac", ">10x", f"{LUT_TC_PAPER}: energy efficiency vs MAC-based tensor cores"),
+        Claim("density", "mixpe", "(not claimed)", "LUT-TC vs MixPE compute density"),
+        Claim("unmeasured", "earlier LUT accelerators", "1.44x", "LUT Tensor Core (v3): vs the best earlier LUT accelerators"),
+        Claim("area_variant:unsymmetrized", "", "(part of 1.44x)", "the same array without table symmetrization"),
+    ),
+    area_variants={"unsymmetrized": "16-entry tables, 16:1 read muxes, no negation"},
+)

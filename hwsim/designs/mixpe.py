@@ -1,0 +1,86 @@
+"""`mixpe`: MixPE-style array (rtl/gen/mixpe.py): shift-and-add PEs, per-group integer accumulation, one
+dequantization per group.
+
+Datapath events per accepted input beat: per column and feature one (B+1)-bit subtract w' = q - z (shared
+by the rows); per PE and feature a shift-and-add product over the B+1 bits of w' (B adds of PRW = AW+B+1
+bits; the shifts are wiring, the bits of w' gate the shifted copies), then K adds into the group
+accumulator (ACCW bits). Per group and output (epilogue): P = acc * mant (ACCW x (MW+1)), the rounding
+shift (PW add) and the Y add (YW). Register bit writes: the accumulators per beat, shadow bank and Y per
+group.
+"""
+
+from __future__ import annotations
+
+from hwsim import golden
+from hwsim.designs.base import Claim, Design
+
+MIXPE_PAPER = "MixPE (arXiv 2411.16158)"
+
+
+def group_acc(cfg, a, codes, zeros):
+    return golden.mixpe_group_acc(a, codes, zeros, cfg.bits, cfg.group)
+
+
+def group_p(cfg, a, codes, zeros, mant):
+    return group_acc(cfg, a, codes, zeros) * golden.as_int64(mant)[None, :, :]
+
+
+def events(cfg, beats: int, groups: int) -> dict:
+    M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.bits
+    AW, ACCW, PW, YW, MW = cfg.act_bits, cfg.acc_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
+    PRW = AW + B + 1
+    mn = M * N
+    return {
+        "adds": {
+            B + 1: beats * N * K,  # w' = q - z per column and feature
+            PRW: beats * mn * K * B,  # shift-and-add partial products
+            ACCW: beats * mn * K,  # accumulate K products per beat
+            PW + 1: groups * mn,
+            YW: groups * mn,
+        },
+        "mults": {(ACCW, MW + 1): groups * mn},
+        "shifts": {PW + 1: groups * mn},
+        "reg_bit_writes": beats * mn * ACCW + groups * mn * (ACCW + YW) * 2,
+        "epilogue_ops": groups * mn,
+    }
+
+
+def area_counts(cfg, variant: str | None = None) -> dict:
+    M, N, K, B, EL = cfg.M, cfg.N, cfg.K, cfg.bits, cfg.lanes
+    AW, MW, SW, ACCW = cfg.act_bits, cfg.mant_bits, cfg.shift_bits, cfg.acc_bits
+    PRW = AW + B + 1
+    mn = M * N
+    return {
+        "ff_bits": mn * ACCW * 2 + N * (MW + SW) + M * SW,
+        "add_bits": N * K * (B + 1) + mn * K * (B * PRW) + mn * K * ACCW,
+        "and_bits": mn * K * (B + 1) * PRW,
+        "mult_bits2": EL * ACCW * (MW + 1),
+        "mux_bits": 0,
+    }
+
+
+DESIGN = Design(
+    name="mixpe",
+    title="MixPE-style array: shift-and-add PEs, one dequantization per group after the integer group sum",
+    order=20,
+    color="#2ca02c",
+    generator="rtl.gen.mixpe",
+    # 4 x 64 PEs, K = 4 features per beat, 8 epilogue lanes: a group of 128 takes 32 compute cycles and 32
+    # drain cycles (balanced)
+    default_array=dict(M=4, N=64, K=4, lanes=8),
+    sim_defaults=dict(M=2, N=64, K=4, bits=4, act="a8", group=128, lanes=8),
+    bit_serial=False,
+    min_k=1,
+    group_acc=group_acc,
+    group_p=group_p,
+    events=events,
+    area_counts=area_counts,
+    mma_op="SHIFT_ADD_MMA",
+    weight_layout="dense",
+    precompute_tables=False,
+    claims=(
+        Claim("speed_area", "mac", "2.6x", f"{MIXPE_PAPER}: speedup vs quantization accelerators (dequantize baseline)"),
+        Claim("speed_shape", "mac", "2.6x", f"{MIXPE_PAPER}: speedup vs quantization accelerators (dequantize baseline)"),
+        Claim("energy", "mac", "1.4x", f"{MIXPE_PAPER}: energy reduction vs the same baselines"),
+    ),
+)

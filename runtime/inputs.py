@@ -1,0 +1,34 @@
+"""Default inputs: the prompt a causal LM runs on and the sentences an encoder embeds when the user gives
+none (`lowbit run`, `lowbit sim OUT --layer`), and the feeds of one sequence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog."
+DEFAULT_SENTENCES = (
+    "A man is playing a guitar on the stage.",
+    "Someone performs music with a guitar in front of an audience.",
+    "The stock market fell sharply after the announcement.",
+    "Low-bit weights make matrix multiplication cheaper.",
+    "Quantized models trade a little accuracy for speed.",
+)
+
+
+def default_texts(model) -> list[str]:
+    """The default prompt of a causal LM, or the default sentences of an encoder."""
+    return [DEFAULT_PROMPT] if model.causal else list(DEFAULT_SENTENCES)
+
+
+def sequence_feeds(model, ids: list[int] | None = None, rows: int | None = None) -> dict:
+    """Feeds of one sequence: `ids`, or the model's first default text (ids 1..8 without a tokenizer), cut to
+    `rows` tokens; a causal LM gets an empty KV cache."""
+    if ids is None:
+        ids = model.encode(default_texts(model)[0]) if model.tokenizer is not None else list(range(1, 9))
+    if rows:
+        ids = ids[:rows]
+    model.check_ids(ids)
+    feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
+    if model.causal:
+        feeds.update(model._cache_feeds())
+    return feeds
