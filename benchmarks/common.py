@@ -57,9 +57,11 @@ def run_workers(script: str, threads: str, worker_args) -> list[dict]:
     import subprocess
     import sys
 
+    from compiler.knobs import MLIR_THREADS
+
     rows = []
     for t in threads.split(","):
-        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, LOWBIT_MLIR_THREADS=t)
+        env = dict(os.environ, TVM_NUM_THREADS=t, OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, **{MLIR_THREADS.name: t})
         cmd = [sys.executable, script, "--worker", "--threads", t, *worker_args(t)]
         out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True).stdout
         rows += json.loads(out.strip().splitlines()[-1])

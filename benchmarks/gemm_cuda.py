@@ -35,6 +35,7 @@ SPECS = "w4g128,w4g128a8"
 def build(args):
     from benchmarks.gemv_cpu import one_layer_graph
     from compiler.backends.tvm.build import build_target
+    from compiler.knobs import TVM_CUDA_GEMM_TILE, TVM_CUDA_GEMV_MAX_M, TVM_DISABLE_KERNELS
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,9 +46,9 @@ def build(args):
             variants = [("now", {})]
             for v in filter(None, args.variants.split(",")):  # TILE:GEMV_MAX_M, e.g. 32x64:2 or 64x64:0
                 tile, _, gmax = v.partition(":")
-                variants.append((v.replace(":", "_m"), {"LOWBIT_TVM_CUDA_GEMM_TILE": tile, "LOWBIT_TVM_CUDA_GEMV_MAX_M": gmax or "2"}))
+                variants.append((v.replace(":", "_m"), {TVM_CUDA_GEMM_TILE.name: tile, TVM_CUDA_GEMV_MAX_M.name: gmax or str(TVM_CUDA_GEMV_MAX_M.default)}))
             if args.before:
-                variants.append(("before", {"LOWBIT_TVM_DISABLE_KERNELS": "gemm-cuda"}))
+                variants.append(("before", {TVM_DISABLE_KERNELS.name: "gemm-cuda"}))
             for variant, env in variants:
                 saved = {key: os.environ.get(key) for key in env}
                 os.environ.update(env)

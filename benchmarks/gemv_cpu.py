@@ -66,7 +66,7 @@ def bandwidth_gbs(tvm, nbytes: int, repeat: int) -> float:
     """Read bandwidth: a parallel sum over an int32 buffer of nbytes (>= 4x LLC), best of repeat."""
     from tvm import te
 
-    from compiler.backends.tvm.build import cpu_target
+    from compiler.backends.tvm.target import cpu_target
 
     n = nbytes // 4
     chunks = 256
@@ -95,7 +95,8 @@ def worker(args) -> list[dict]:
     import tvm
     from tvm.runtime.vm import VirtualMachine
 
-    from compiler.backends.tvm.build import build_target, host_cpu
+    from compiler.backends.tvm.build import build_target
+    from compiler.backends.tvm.target import host_cpu
 
     llc = llc_bytes()
     bw = bandwidth_gbs(tvm, 4 * llc, args.repeat)
@@ -144,8 +145,10 @@ def time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, repeat, disable=""
     rotated over copies >= 4x LLC; `disable` names kernels the rule table must skip."""
     from safetensors.numpy import load_file
 
-    old = os.environ.get("LOWBIT_TVM_DISABLE_KERNELS")
-    os.environ["LOWBIT_TVM_DISABLE_KERNELS"] = ",".join(v for v in (old, disable) if v)  # on top of the caller's
+    from compiler.knobs import TVM_DISABLE_KERNELS
+
+    var, old = TVM_DISABLE_KERNELS.name, TVM_DISABLE_KERNELS.raw()
+    os.environ[var] = ",".join(v for v in (old, disable) if v)  # on top of the caller's
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "t"
@@ -155,9 +158,9 @@ def time_tvm(tvm, VirtualMachine, build_target, g, x_np, llc, repeat, disable=""
             relaid = load_file(str(folder / "params.safetensors")) if (folder / "params.safetensors").is_file() else {}
     finally:
         if old is None:
-            os.environ.pop("LOWBIT_TVM_DISABLE_KERNELS", None)
+            os.environ.pop(var, None)
         else:
-            os.environ["LOWBIT_TVM_DISABLE_KERNELS"] = old
+            os.environ[var] = old
     main = vm["main"]
     arrays = [(g.consts if p["source"] == "weights" else relaid)[p["key"]] for p in info["params"]]
     weight_bytes = sum(a.nbytes for a in arrays)  # what the kernel reads: codes, scales, zero points

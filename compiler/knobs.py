@@ -117,8 +117,8 @@ TVM_CUDA_GEMV_MAX_M = _knob(
     "LOWBIT_TVM_CUDA_GEMV_MAX_M", 2, _count, "tvm-cuda: gemm-cuda runs its GEMV schedule for M up to this many rows "
     "(0: always the tiled GEMM)", "compile", "a whole number >= 0")
 MLIR_LANES = _knob(
-    "LOWBIT_MLIR_LANES", 32, _positive_int, "mlir-*: output rows per vector of the re-laid-out qlinear weights",
-    "compile", "a whole number >= 1")
+    "LOWBIT_MLIR_LANES", 32, _positive_int, "the standalone MLIR GEMV of benchmarks/gemv_mlir.py: output rows per vector "
+    "of its re-laid-out weights (compiled models use 32)", "tool", "a whole number >= 1")
 MLIR_A8_INT32 = _knob(
     "LOWBIT_MLIR_A8_INT32", False, _flag, "mlir-*: A8 group sums in int32 everywhere (default: fp32 where every partial "
     "sum is an exact integer below 2^24)", "compile", "0 or 1")

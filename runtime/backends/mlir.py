@@ -11,11 +11,10 @@ uses every core; LOWBIT_MLIR_THREADS=N caps it (a process-wide flag, read once),
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from compiler.errors import LowbitError
+from compiler.knobs import MLIR_THREADS
 from runtime.backends.base import CompiledTargetBackend
 
 _FLAGS_SET = False
@@ -30,9 +29,9 @@ def _runtime():
             "install it with `pip install 'iree-base-runtime==3.13.*'` (or `pip install -e .[mlir]`)",
         ) from None
     global _FLAGS_SET
-    threads = os.environ.get("LOWBIT_MLIR_THREADS")
-    if threads and threads.strip() != "1" and not _FLAGS_SET:
-        rt.flags.parse_flags(f"--task_topology_max_group_count={int(threads)}")
+    threads = MLIR_THREADS.get()
+    if threads is not None and threads != 1 and not _FLAGS_SET:
+        rt.flags.parse_flags(f"--task_topology_max_group_count={threads}")
     _FLAGS_SET = True
     return rt
 
@@ -60,7 +59,7 @@ class _MLIRBackend(CompiledTargetBackend):
         self.input_dtypes = {k: DTYPES[t.dtype] for k, t in g.inputs.items()}
 
     def _config(self, rt):
-        if self.driver == "local-task" and os.environ.get("LOWBIT_MLIR_THREADS", "").strip() == "1":
+        if self.driver == "local-task" and MLIR_THREADS.get() == 1:
             return rt.Config("local-sync")
         return rt.Config(self.driver)
 

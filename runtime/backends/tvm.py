@@ -8,7 +8,6 @@ inputs and parameters and the outputs.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from compiler.errors import LowbitError
@@ -59,7 +58,7 @@ class TVMCPUBackend(_TVMBackend):
     name = "tvm-cpu"
 
     def _device(self, info):
-        from compiler.backends.tvm.build import host_cpu
+        from compiler.backends.tvm.target import host_cpu
 
         built = info.get("host", {})
         try:

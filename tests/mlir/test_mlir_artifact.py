@@ -51,6 +51,10 @@ def test_target_folder_layout(llama_art):
 
     with ir.Context():
         assert ir.Module.parse((folder / "model.mlir").read_text()).operation.verify()
+    from compiler.knobs import compile_knobs_set
+
+    if not compile_knobs_set("LOWBIT_MLIR_"):  # (none set when the fixture compiled): nothing to record
+        assert "knobs" not in info and "knobs" not in mf["targets"]["mlir-cpu"]
     # the vmfb holds code, not weights
     assert (folder / "model.vmfb").stat().st_size < (llama_art / "weights.safetensors").stat().st_size
     assert not list(llama_art.parent.glob(".*tmp*"))
@@ -124,6 +128,25 @@ def test_broken_target_folder_is_refused(llama_art, tmp_path):
     (bad / "mlir-cpu" / "model.vmfb").unlink()
     with pytest.raises(LowbitError, match="no mlir-cpu/model.vmfb"):
         runtime.load(bad).backend("mlir-cpu")
+
+
+def test_set_compile_knobs_are_recorded(tmp_path, monkeypatch):
+    """A set compile knob changes the module, so mlir.json and the manifest's entry record it (and only the
+    MLIR backend's knobs)."""
+    from compiler import knobs
+    from compiler.compile import compile_model
+
+    for name in knobs.KNOBS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOWBIT_MLIR_A8_INT32", "1")
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "0")
+    monkeypatch.setenv("LOWBIT_MLIR_THREADS", "1")  # a run knob: not part of the artifact
+    out = tmp_path / "knobs"
+    compile_model("bert-tiny", out, quant="w4g128a8", targets="mlir-cpu", progress=False)
+    info = json.loads((out / "mlir-cpu" / "mlir.json").read_text())
+    mf = json.loads((out / "manifest.json").read_text())
+    assert info["knobs"] == mf["targets"]["mlir-cpu"]["knobs"] == {"LOWBIT_MLIR_A8_INT32": "1"}
+    assert set(info["kernels"].values()) == {"blocked32-i32"}  # the knob's effect: int32 A8 group sums
 
 
 def test_failed_build_leaves_nothing(tmp_path, monkeypatch, capsys):

@@ -58,7 +58,7 @@ def test_qlinear_reads_packed_bytes_and_dequantizes_per_group():
 
 
 def test_relayout_is_a_permutation_of_the_stored_bytes():
-    from compiler.backends.mlir.kernels import relayout_blocked
+    from compiler.backends.mlir.qlinear import relayout_blocked
 
     g = quantized_graph("llama-tiny", "w3g64")
     n = next(n for n in g.nodes if n.op == "qlinear")
@@ -103,7 +103,7 @@ def test_missing_iree_says_how_to_install(monkeypatch):
 
 
 def test_reshape_groups():
-    from compiler.backends.mlir.kernels import _reshape_groups
+    from compiler.backends.mlir.builder import _reshape_groups
 
     assert _reshape_groups(("S", 256), ("S", 8, 32)) == [([0], [0]), ([1], [1, 2])]
     assert _reshape_groups(("S", 8, 32), ("S", 256)) == [([0], [0]), ([1, 2], [1])]

@@ -28,7 +28,8 @@ class InMemoryTVM:
     def __init__(self, graph):
         from tvm import relax
 
-        from compiler.backends.tvm.build import compile_lowered, cpu_target
+        from compiler.backends.tvm.build import compile_lowered
+        from compiler.backends.tvm.target import cpu_target
         from compiler.backends.tvm.lower import lower_graph
 
         self.graph = graph

@@ -56,11 +56,15 @@ def test_target_folder_layout(llama_art):
 
         assert set(load_file(str(llama_art / "tvm-cpu" / "params.safetensors"))) == set(relaid)
     # every layer's kernel is the one the rule table picks for its shape
-    from compiler.backends.tvm import kernels as K
+    from compiler.backends.tvm import kernels
 
     g = runtime_graph(llama_art)
-    want = {n.outputs[0]: K.choose_qlinear_kernel(True, n.attrs["n"], n.attrs["k"], n.attrs["bits"], n.attrs["group_size"], n.attrs["act"], "cpu", n.attrs["layout"], len(n.inputs) == 5, bool(n.attrs.get("ternary")))[0].name for n in g.nodes if n.op == "qlinear"}
+    want = {n.outputs[0]: kernels.choose_qlinear_kernel(True, n.attrs["n"], n.attrs["k"], n.attrs["bits"], n.attrs["group_size"], n.attrs["act"], "cpu", n.attrs["layout"], len(n.inputs) == 5, bool(n.attrs.get("ternary")))[0].name for n in g.nodes if n.op == "qlinear"}
     assert set(info["kernels"].values()) == set(want.values())
+    from compiler.knobs import compile_knobs_set
+
+    if not compile_knobs_set("LOWBIT_TVM_"):  # (none set when the fixture compiled): nothing to record
+        assert "knobs" not in info and "knobs" not in mf["targets"]["tvm-cpu"]
     # the library holds code, not weights: far smaller than the weights it is run with
     assert (llama_art / "tvm-cpu" / "model.so").stat().st_size < (llama_art / "weights.safetensors").stat().st_size
     assert not list(llama_art.parent.glob(".*tmp*"))
@@ -156,6 +160,24 @@ def test_tvm_cuda_without_a_gpu_is_a_clear_error(tmp_path):
         runtime.load(out).backend("tvm-cuda")
 
 
+def test_set_compile_knobs_are_recorded(tmp_path, monkeypatch):
+    """A set compile knob changes the library, so tvm.json and the manifest's entry record it (and only the
+    TVM backend's knobs: another backend's are not part of this target)."""
+    from compiler import knobs
+    from compiler.compile import compile_model
+
+    for name in knobs.KNOBS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "0")
+    monkeypatch.setenv("LOWBIT_MLIR_A8_INT32", "1")
+    out = tmp_path / "knobs"
+    compile_model("bert-tiny", out, quant="w4g128", targets="tvm-cpu", progress=False)
+    info = json.loads((out / "tvm-cpu" / "tvm.json").read_text())
+    mf = json.loads((out / "manifest.json").read_text())
+    assert info["knobs"] == mf["targets"]["tvm-cpu"]["knobs"] == {"LOWBIT_TVM_FAST_CPU": "0"}
+    assert set(info["kernels"].values()) == {"dequant-cpu"}  # the knob's effect: every layer on the fallback
+
+
 def test_unknown_target_is_still_rejected():
     from compiler.backends import parse_targets
     from compiler.errors import LowbitError
@@ -187,17 +209,18 @@ def test_a_kernel_with_relaid_out_weights_plugs_in_by_rule(monkeypatch, tmp_path
     import dataclasses
 
     import runtime
-    from compiler.backends.tvm import kernels as K
+    from compiler.backends.tvm import kernels, qlinear_te
     from compiler.compile import compile_model
     from compiler.quant.pack import unpack
 
     def relayout(packed, scales, zeros, shape):
         return {"packed": unpack(packed, shape.bits, shape.layout, shape.k), "scales": scales, "zeros": zeros}
 
-    bytewise = K.QLinearKernel(
-        "bytewise-cpu", lambda shape: K.qlinear_te(dataclasses.replace(shape, bits=8, layout="dense")), K.schedule_cpu_simple, relayout
+    bytewise = kernels.QLinearKernel(
+        "bytewise-cpu", lambda shape: qlinear_te.qlinear_te(dataclasses.replace(shape, bits=8, layout="dense")), qlinear_te.schedule_cpu_simple, relayout
     )
-    monkeypatch.setattr(K, "RULES", [K.Rule(lambda s: s.target == "cpu" and s.bits == 4, bytewise), *K.RULES])
+    table = kernels.rules
+    monkeypatch.setattr(kernels, "rules", lambda **kw: [kernels.Rule(lambda s: s.target == "cpu" and s.bits == 4, bytewise), *table(**kw)])
     out = tmp_path / "relaid"
     compile_model("bert-tiny", out, quant="w4g64", targets="ref,tvm-cpu", progress=False)
     info = json.loads((out / "tvm-cpu" / "tvm.json").read_text())

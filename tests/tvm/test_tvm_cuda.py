@@ -45,11 +45,11 @@ def test_cuda_folder_has_a_fatbin_for_both_archs(cuda_folder):
 def test_a_kernel_without_thread_bindings_is_refused(monkeypatch, tmp_path):
     """An unbound block in a CUDA kernel compiles, then runs on the host against device memory and crashes
     the process on a GPU machine: the build must refuse it."""
-    from compiler.backends.tvm import kernels as K
+    from compiler.backends.tvm import kernels
     from compiler.backends.tvm.build import build_target
 
-    cpu_sched = K.DEQUANT_CPU  # the CPU fallback schedule: parallel loops, no GPU thread bindings
-    monkeypatch.setattr(K, "RULES", [K.Rule(lambda s: True, cpu_sched)])
+    cpu_sched = kernels.DEQUANT_CPU  # the CPU fallback schedule: parallel loops, no GPU thread bindings
+    monkeypatch.setattr(kernels, "rules", lambda **kw: [kernels.Rule(lambda s: True, cpu_sched)])
     with pytest.raises(Exception, match="without thread bindings"):
         build_target(quantized_graph("bert-tiny", "w4g128"), "tvm-cuda", tmp_path / "x", cuda_binary=False)
 

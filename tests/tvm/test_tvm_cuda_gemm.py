@@ -18,8 +18,9 @@ from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
 
 from tvm import relax, tirx  # noqa: E402
 
-from compiler.backends.tvm import kernels as K  # noqa: E402
-from compiler.backends.tvm import kernels_cuda as KCU  # noqa: E402
+from compiler.backends.tvm import kernels  # noqa: E402
+from compiler.backends.tvm import kernels_cuda  # noqa: E402
+from compiler.backends.tvm import qlinear_te  # noqa: E402
 from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
 
 # (act, bits, group, k): A16 nibbles and bit planes, A8 with fp32-exact sums, A8 with int32 sums (W8 g4096)
@@ -32,7 +33,7 @@ def _problem(act, bits, g, k, n=64, seed=5):
     scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
-    shape = K.QLinearShape(True, n, k, bits, g, act, layout, "cuda", bias=True)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, act, layout, "cuda", bias=True)
     xdt = "int32" if act == "a8" else "float32"
     types = [(("S", k), xdt), (packed.shape, "uint8"), (scales.shape, "float32"), (zeros.shape, "uint8")]
     types += [(("S",), "float32")] if act == "a8" else []
@@ -57,18 +58,18 @@ def test_gemm_definition_meets_the_contract(act, bits, g, k):
     """The TE computation both schedules share (padded transposed x, unpacked q - z, group sums, one scale
     per group), compiled for the CPU without a schedule."""
     rng, shape, types, ws, bias, w = _problem(act, bits, g, k)
-    f = build(KCU.gemm_te(dataclasses.replace(shape, target="cpu")), types, "gemm")  # (no __int_as_float on the CPU)
+    f = build(kernels_cuda.gemm_te(dataclasses.replace(shape, target="cpu")), types, "gemm")  # (no __int_as_float on the CPU)
     for m in (1, 3, 70):
         x = rng.standard_normal((m, k)).astype(np.float32)
         _check(f(*_args(act, x, ws, bias)).numpy(), qlinear(x, w, act, bias))
 
 
 def test_rule_picks_gemm_cuda_where_rows_fill_tiles():
-    kern, _ = K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")
+    kern, _ = kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")
     assert kern.name == "gemm-cuda"
-    kern, _ = K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")
+    kern, _ = kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")
     assert kern.name != "gemm-cuda"
-    kern, _ = K.choose_qlinear_kernel(True, 100, 4096, 4, 128, "a16", "cuda", "nibble")  # 100 rows: no whole tiles
+    kern, _ = kernels.choose_qlinear_kernel(True, 100, 4096, 4, 128, "a16", "cuda", "nibble")  # 100 rows: no whole tiles
     assert kern.name == "dequant-cuda-warp"
 
 
@@ -84,18 +85,19 @@ def _cuda_module(shape, types):
     params = [relax.Var(f"a{i}", relax.TensorType([s if d == "S" else d for d in sh], dt)) for i, (sh, dt) in enumerate(types)]
     with bb.function("main", params):
         with bb.dataflow():
-            out = bb.emit_output(bb.emit_te(KCU.gemm_te(shape), *params, primfunc_name_hint="qlinear_gemm"))
+            out = bb.emit_output(bb.emit_te(kernels_cuda.gemm_te(shape), *params, primfunc_name_hint="qlinear_gemm"))
         bb.emit_func_output(out)
     mod = bb.get()
     gv = mod.get_global_var("qlinear_gemm")
-    mod[gv] = KCU.GEMM_CUDA.schedule(mod[gv]).with_attr("op_pattern", 8)
+    mod[gv] = kernels.GEMM_CUDA.schedule(mod[gv]).with_attr("op_pattern", 8)
     return mod
 
 
 @pytest.fixture(scope="module")
 def cuda_a8_bias():
     """A8 W4g128 with bias, built for CUDA: (scheduled module, CUDA source, host LLVM IR)."""
-    from compiler.backends.tvm.build import compile_lowered, cuda_source, cuda_target
+    from compiler.backends.tvm.build import compile_lowered, cuda_source
+    from compiler.backends.tvm.target import cuda_target
 
     _, shape, types, *_ = _problem("a8", 4, 128, 512)
     mod = _cuda_module(shape, types)
@@ -123,7 +125,7 @@ def test_one_function_two_launches_chosen_on_the_host(cuda_a8_bias):
     assert "__shared__" in body and "__syncthreads()" in body
     for name in ("qlinear_gemm_kernel", "qlinear_gemm_kernel_1", "qlinear_gemm_kernel_2"):
         assert f'c"{name}\\00"' in host  # the host code launches it
-    assert f"icmp sgt i64 %S, {KCU.GEMV_MAX_M}" in host  # ... after comparing M
+    assert f"icmp sgt i64 %S, {kernels_cuda.GEMV_MAX_M}" in host  # ... after comparing M
 
 
 def test_exactly_one_launch_runs_for_every_m(cuda_a8_bias):
@@ -138,7 +140,7 @@ def test_exactly_one_launch_runs_for_every_m(cuda_a8_bias):
         ana = sym.Analyzer()
         ana.bind(s_var, tirx.const(m, "int64"))
         trips = [int(ana.simplify(lp.extent)) for lp in loops]
-        assert trips == ([1, 0] if m <= KCU.GEMV_MAX_M else [0, 1]), (m, trips)
+        assert trips == ([1, 0] if m <= kernels_cuda.GEMV_MAX_M else [0, 1]), (m, trips)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -153,11 +155,12 @@ def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, 
     (tests/tvm/cuda_emulate.py): the GEMM launch at M = 3, 64, 70 (a partial row tile; the default tile and
     two of the LOWBIT_TVM_CUDA_GEMM_TILE choices) and the GEMV launch at M = 1, 2 (its separate epilogue
     kernel, sa and bias, done in numpy)."""
-    from compiler.backends.tvm.build import compile_lowered, cuda_source, cuda_target
+    from compiler.backends.tvm.build import compile_lowered, cuda_source
+    from compiler.backends.tvm.target import cuda_target
     from tests.tvm.cuda_emulate import EmulatedKernel
 
     monkeypatch.setenv("LOWBIT_TVM_CUDA_GEMM_TILE", tile)
-    tm, tn, _ = KCU.config()
+    tm, tn, _ = kernels_cuda.config()
     n = 128
     rng, shape, types, ws, bias, w = _problem(act, bits, g, k, n=n)
     src = cuda_source(compile_lowered(_Lowered(_cuda_module(shape, types)), "cuda", cuda_target()))
@@ -165,7 +168,7 @@ def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, 
     for m in (3, 64, 70):
         x = rng.standard_normal((m, k)).astype(np.float32)
         out = np.full((m, n), np.nan, np.float32)
-        gemm((n // tn, -(-m // tm)), (tn // KCU.PER_THREAD, tm // KCU.PER_THREAD), *_args(act, x, ws, bias), out, m)
+        gemm((n // tn, -(-m // tm)), (tn // kernels_cuda.PER_THREAD, tm // kernels_cuda.PER_THREAD), *_args(act, x, ws, bias), out, m)
         _check(out, qlinear(x, w, act, bias))
     if k // g < 8:  # the one-thread-per-output GEMV (the warp GEMV uses shuffles)
         gemv = EmulatedKernel(src, "qlinear_gemm_kernel")
@@ -182,7 +185,8 @@ def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, 
 @pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU on this machine (the tvm-cuda run is checked where one is)")
 @pytest.mark.parametrize("act,bits,g,k", CASES[:3])
 def test_gemm_cuda_meets_the_contract_on_a_gpu(act, bits, g, k):
-    from compiler.backends.tvm.build import compile_lowered, cuda_target
+    from compiler.backends.tvm.build import compile_lowered
+    from compiler.backends.tvm.target import cuda_target
 
     rng, shape, types, ws, bias, w = _problem(act, bits, g, k, n=128)
     vm = relax.VirtualMachine(compile_lowered(_Lowered(_cuda_module(shape, types)), "cuda", cuda_target()), tvm.cuda(0))

@@ -11,8 +11,9 @@ from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is mis
 
 from tvm import relax, te, tirx  # noqa: E402
 
-from compiler.backends.tvm import kernels as K  # noqa: E402
-from compiler.backends.tvm.build import cpu_target  # noqa: E402
+from compiler.backends.tvm import kernels  # noqa: E402
+from compiler.backends.tvm import qlinear_te  # noqa: E402
+from compiler.backends.tvm.target import cpu_target  # noqa: E402
 from compiler.quant.pack import pack, storage_layout, unpack  # noqa: E402
 from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
 
@@ -57,8 +58,8 @@ def test_a8_group_sums_are_exact_int32(bits, g, k, extreme):
     codes, packed, zeros, layout = weights(rng, n, k, g, bits, extreme)
     qa = (np.where(rng.random((m, k)) < 0.5, -127, 127) if extreme else rng.integers(-127, 128, (m, k))).astype(np.int32)
     qa[0] = 127 if extreme else qa[0]  # with weight row 0: |acc| = g * 127 * (2^bits - 1)
-    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu")
-    f = build(lambda x, p, z: K.qlinear_group_sums(x, p, z, shape), [(("S", k), "int32"), (packed.shape, "uint8"), (zeros.shape, "uint8")], "sums")
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu")
+    f = build(lambda x, p, z: qlinear_te.qlinear_group_sums(x, p, z, shape), [(("S", k), "int32"), (packed.shape, "uint8"), (zeros.shape, "uint8")], "sums")
     got = f(qa, packed, zeros).numpy()
     w = codes.astype(np.int64) - np.repeat(zeros.astype(np.int64), g, axis=1)  # [n, k]
     want = np.einsum("mjg,njg->mnj", qa.astype(np.int64).reshape(m, k // g, g), w.reshape(n, k // g, g))
@@ -72,7 +73,7 @@ def test_unpacking_matches_every_storage_layout():
     rng = np.random.default_rng(3)
     for bits in (8, 4, 3, 2):
         codes, packed, zeros, layout = weights(rng, 8, 64, 32, bits)
-        f = build(lambda p: te.compute((8, 64), lambda n, kk: K.code_at(p, bits, layout, n, kk), name="codes"), [(packed.shape, "uint8")], "unpack")
+        f = build(lambda p: te.compute((8, 64), lambda n, kk: qlinear_te.code_at(p, bits, layout, n, kk), name="codes"), [(packed.shape, "uint8")], "unpack")
         np.testing.assert_array_equal(f(packed).numpy(), unpack(packed, bits, layout, 64).astype(np.int32), err_msg=f"{bits}-bit {layout}")
 
 
@@ -84,7 +85,7 @@ def test_act_quant_a8_matches_reference_bit_for_bit():
     x[2, :] = np.arange(96) - 47.5
     x[2, 0] = 127.0
     x[3, :8] = [-0.5, 0.5, 1.5, 2.5, -1.5, -2.5, 126.5, -127.0]
-    f = build(K.act_quant_a8, [(("S", 96), "float32")], "aq", K.schedule_act_quant("cpu"))
+    f = build(qlinear_te.act_quant_a8, [(("S", 96), "float32")], "aq", qlinear_te.schedule_act_quant("cpu"))
     qa, sa = (t.numpy() for t in f(x))
     qr, sr = quantize_activations_a8(x)
     np.testing.assert_array_equal(sa, sr)
@@ -98,7 +99,7 @@ def test_scheduled_qlinear_kernel_meets_the_contract(act, bits):
     codes, packed, zeros, layout = weights(rng, n, k, g, bits)
     scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
-    kern, shape = K.choose_qlinear_kernel(True, n, k, bits, g, act, "cpu", layout, bias=True)
+    kern, shape = kernels.choose_qlinear_kernel(True, n, k, bits, g, act, "cpu", layout, bias=True)
     w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
     for m in (1, 9):
         x = rng.standard_normal((m, k)).astype(np.float32)
@@ -120,7 +121,7 @@ def test_rule_table_covers_every_spec_and_target():
     for target in ("cpu", "cuda"):
         for bits in (8, 4, 3, 2):
             for act in ("a16", "a8"):
-                kern, shape = K.choose_qlinear_kernel(True, 2048, 8192, bits, 128, act, target, storage_layout(bits))
+                kern, shape = kernels.choose_qlinear_kernel(True, 2048, 8192, bits, 128, act, target, storage_layout(bits))
                 assert kern.schedule is not None and shape.target == target
     with pytest.raises(KeyError):
-        K.choose_qlinear_kernel(True, 8, 8, 4, 8, "a16", "metal")
+        kernels.choose_qlinear_kernel(True, 8, 8, 4, 8, "a16", "metal")

@@ -15,9 +15,10 @@ from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is mis
 
 from tvm import te  # noqa: E402
 
-from compiler.backends.tvm import kernels as K  # noqa: E402
-from compiler.backends.tvm import kernels_cpu as KC  # noqa: E402
-from compiler.backends.tvm import kernels_lut as KL  # noqa: E402
+from compiler.backends.tvm import kernels  # noqa: E402
+from compiler.backends.tvm import kernels_cpu  # noqa: E402
+from compiler.backends.tvm import kernels_lut  # noqa: E402
+from compiler.backends.tvm import qlinear_te  # noqa: E402
 from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
 from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
 
@@ -49,12 +50,12 @@ def test_a8_group_sums_are_exact_integers(kind, n, k, g, extreme):
     qa = (np.where(rng.random((m, k)) < 0.5, -127, 127) if extreme else rng.integers(-127, 128, (m, k))).astype(np.int32)
     if extreme:
         qa[0] = 127  # with weight row 0 (q - z = 2^bits - 1): |acc| = g * 127 * (2^bits - 1), the rule's bound
-    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
-    assert KC.a8_fp32_exact(bits, g)
-    r = KC.relayout_blocked(packed, np.ones((n, k // g), np.float32), zeros, shape)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
+    assert kernels_cpu.a8_fp32_exact(bits, g)
+    r = kernels_cpu.relayout_blocked(packed, np.ones((n, k // g), np.float32), zeros, shape)
 
     def sums(x, p, z):
-        acc = KC.blocked_group_sums(x, p, z, shape)
+        acc = kernels_cpu.blocked_group_sums(x, p, z, shape)
         return te.compute(acc.shape, lambda *i: acc(*i).astype("int32"), name="acc_int")
 
     f = build(sums, [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["zeros"].shape, "uint8")], "sums")
@@ -67,36 +68,47 @@ def test_a8_group_sums_are_exact_integers(kind, n, k, g, extreme):
         assert np.abs(want).max() == g * 127 * ((1 << bits) - 1)
 
 
-A16_KERNEL = "lut-cpu" if KL.host_has_avx512bw() else "blocked-cpu"  # the A16 W2/W3/ternary kernel on this host
-A16_W4_KERNEL = "vnni-cpu" if KC.host_has_vnni() else A16_KERNEL
+A16_KERNEL = "lut-cpu" if kernels_lut.host_has_avx512bw() else "blocked-cpu"  # the A16 W2/W3/ternary kernel on this host
+A16_W4_KERNEL = "vnni-cpu" if kernels_cpu.host_has_vnni() else A16_KERNEL
 
 
 @pytest.fixture
 def fast_rules(monkeypatch):
     """The rule table with the fast CPU rules at its head (the default unless LOWBIT_TVM_FAST_CPU=0)."""
-    monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "1")
 
 
 def test_fast_rules_can_be_removed_and_enable_puts_them_first(monkeypatch):
-    monkeypatch.setattr(K, "RULES", [r for r in K.RULES if r not in K.FAST_CPU_RULES])
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"
-    K.enable_fast_cpu_kernels()
-    K.enable_fast_cpu_kernels()
-    assert K.RULES[: len(K.FAST_CPU_RULES)] == K.FAST_CPU_RULES and K.RULES.count(K.FAST_CPU_RULES[0]) == 1
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == A16_W4_KERNEL
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == A16_KERNEL
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "0")  # the table is built when asked for: the knob counts at any time
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "1")
+    table = kernels.rules()
+    assert table[: len(kernels.FAST_CPU_RULES)] == kernels.FAST_CPU_RULES and table.count(kernels.FAST_CPU_RULES[0]) == 1
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == A16_W4_KERNEL
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == A16_KERNEL
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
+
+
+def test_rule_table_takes_its_knobs_as_arguments(monkeypatch):
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "0")
+    monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "blocked-cpu")
+    assert kernels.rules() == kernels.BASE_RULES  # the knobs: no fast rules (and no blocked-cpu rule among the rest)
+    table = kernels.rules(fast_cpu=True, disabled=())  # arguments win over the knobs
+    assert table == [*kernels.FAST_CPU_RULES, *kernels.BASE_RULES]
+    assert {r.kernel.name for r in kernels.rules(fast_cpu=True, disabled=["lut-cpu", "vnni-cpu"])} == {r.kernel.name for r in table} - {"lut-cpu", "vnni-cpu"}
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense", table=table)[0].name == "blocked-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "dequant-cpu"
 
 
 def test_a8_rule_only_claims_groups_whose_fp32_sums_are_exact(fast_rules):
-    assert KC.a8_fp32_exact(4, 4096) and not KC.a8_fp32_exact(4, 11008) and not KC.a8_fp32_exact(8, 1024)
-    vnni = KC.host_has_vnni()
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else "blocked-cpu")
-    assert K.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else A16_KERNEL.replace("blocked-cpu", "dequant-cpu"))
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 8, 1024, "a8", "cpu", "dense")[0].name == "dequant-cpu"
-    assert K.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a16", "cpu", "nibble")[0].name == A16_W4_KERNEL
-    assert K.choose_qlinear_kernel(True, 100, 256, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"  # N % 64
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")[0].name != "blocked-cpu"
+    assert kernels_cpu.a8_fp32_exact(4, 4096) and not kernels_cpu.a8_fp32_exact(4, 11008) and not kernels_cpu.a8_fp32_exact(8, 1024)
+    vnni = kernels_cpu.host_has_vnni()
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else "blocked-cpu")
+    assert kernels.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else A16_KERNEL.replace("blocked-cpu", "dequant-cpu"))
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 1024, "a8", "cpu", "dense")[0].name == "dequant-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a16", "cpu", "nibble")[0].name == A16_W4_KERNEL
+    assert kernels.choose_qlinear_kernel(True, 100, 256, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"  # N % 64
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")[0].name != "blocked-cpu"
 
 
 @pytest.mark.parametrize("kind,act,n,k,g", [("w4", "a16", 128, 512, 128), ("w2", "a16", 64, 256, 64), ("ternary", "a16", 192, 384, 128), ("w4", "a8", 64, 256, 64),
@@ -106,8 +118,8 @@ def test_scheduled_kernel_meets_the_contract(kind, act, n, k, g):
     bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
     scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
-    shape = K.QLinearShape(True, n, k, bits, g, act, layout, "cpu", True, tern)
-    r = KC.relayout_blocked(packed, scales, zeros, shape)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, act, layout, "cpu", True, tern)
+    r = kernels_cpu.relayout_blocked(packed, scales, zeros, shape)
     wq = codes.astype(np.float64) - np.repeat(zeros.astype(np.float64), g, axis=1)  # [n, k]
     w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
     for m in (1, 6):
@@ -115,14 +127,14 @@ def test_scheduled_kernel_meets_the_contract(kind, act, n, k, g):
         if act == "a8":
             qa, sa = quantize_activations_a8(x)
             types = [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), (("S",), "float32"), ((n,), "float32")]
-            f = build(KC.blocked_te(shape), types, "ql", KC.schedule_blocked)
+            f = build(kernels_cpu.blocked_te(shape), types, "ql", kernels_cpu.schedule_blocked)
             got = f(qa.astype(np.int32), r["packed"], r["scales"], r["zeros"], sa, bias).numpy()
             # exact integer group sums, then the fp32 epilogue: only the order of fp32 epilogue roundings may differ
             want = qlinear(x, w, act, bias)
             np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
         else:
             types = [(("S", k), "float32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), ((n,), "float32")]
-            f = build(KC.blocked_te(shape), types, "ql", KC.schedule_blocked)
+            f = build(kernels_cpu.blocked_te(shape), types, "ql", kernels_cpu.schedule_blocked)
             got = f(x, r["packed"], r["scales"], r["zeros"], bias).numpy()
             x16 = x.astype(np.float16).astype(np.float64)
             acc = np.einsum("mjg,njg->mnj", x16.reshape(m, k // g, g), wq.reshape(n, k // g, g))
@@ -169,7 +181,7 @@ def test_whole_lowered_path_decode_and_prefill(spec, n, k, bias, tmp_path, fast_
     g = _one_layer(n, k, spec, bias)
     info = build_target(g, "tvm-cpu", tmp_path / "t")
     info = json.loads((tmp_path / "t" / "tvm.json").read_text())
-    a8_kernel = "vnni-cpu" if KC.host_has_vnni() else "blocked-cpu"
+    a8_kernel = "vnni-cpu" if kernels_cpu.host_has_vnni() else "blocked-cpu"
     kernel = a8_kernel if "a8" in spec else (A16_W4_KERNEL if spec.startswith("w4") else A16_KERNEL)
     assert set(info["kernels"].values()) == {kernel}
     arrays = dict(g.consts)
@@ -187,7 +199,7 @@ def test_whole_lowered_path_decode_and_prefill(spec, n, k, bias, tmp_path, fast_
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=tol, err_msg=f"{spec} M={m}")
 
 
-needs_vnni = pytest.mark.skipif(not KC.host_has_vnni(), reason="the host CPU has no AVX-512 VNNI (vpdpbusd)")
+needs_vnni = pytest.mark.skipif(not kernels_cpu.host_has_vnni(), reason="the host CPU has no AVX-512 VNNI (vpdpbusd)")
 
 
 @needs_vnni
@@ -201,10 +213,10 @@ def test_vnni_group_sums_are_exact_int32(kind, n, k, g):
     qa = np.where(rng.random((m, k)) < 0.5, -127, 127).astype(np.int32)
     qa[0] = 127
     qa[1] = rng.integers(-127, 128, k)
-    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
-    r = KC.relayout_vnni(packed, np.ones((n, 1), np.float32), zeros, shape)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
+    r = kernels_cpu.relayout_vnni(packed, np.ones((n, 1), np.float32), zeros, shape)
     types = [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), (("S",), "float32")]
-    f = build(KC.vnni_te(shape), types, "ql", KC.schedule_vnni)
+    f = build(kernels_cpu.vnni_te(shape), types, "ql", kernels_cpu.schedule_vnni)
     got = f(qa, r["packed"], r["scales"], r["zeros"], np.ones(m, np.float32)).numpy()
     want = qa.astype(np.int64) @ (codes.astype(np.int64) - np.repeat(zeros.astype(np.int64), g, axis=1)).T
     np.testing.assert_array_equal(got.astype(np.int64), want)
@@ -220,12 +232,12 @@ def test_vnni_kernel_meets_the_contract(kind, n, k, g, bias):
     bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
     scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32)
-    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", bias, tern)
-    r = KC.relayout_vnni(packed, scales, zeros, shape)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", bias, tern)
+    r = kernels_cpu.relayout_vnni(packed, scales, zeros, shape)
     w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
     types = [(("S", k), "int32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8"), (("S",), "float32")] + ([((n,), "float32")] if bias else [])
-    f = build(KC.vnni_te(shape), types, "ql", KC.schedule_vnni)
-    ref = build(KC.vnni_te(shape), types, "ql_plain")  # the plain TE definition of the same layout
+    f = build(kernels_cpu.vnni_te(shape), types, "ql", kernels_cpu.schedule_vnni)
+    ref = build(kernels_cpu.vnni_te(shape), types, "ql_plain")  # the plain TE definition of the same layout
     for m in (1, 7):
         x = (rng.standard_normal((m, k)) * 2).astype(np.float32)
         qa, sa = quantize_activations_a8(x)

@@ -12,18 +12,19 @@ from hypothesis import strategies as st
 
 from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
 
-from compiler.backends.tvm import kernels as K  # noqa: E402
-from compiler.backends.tvm import kernels_lut as KL  # noqa: E402
+from compiler.backends.tvm import kernels  # noqa: E402
+from compiler.backends.tvm import kernels_lut  # noqa: E402
+from compiler.backends.tvm import qlinear_te  # noqa: E402
 from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
 from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
 from tests.tvm.test_tvm_kernels_cpu import _case  # noqa: E402
 
-needs_bw = pytest.mark.skipif(not KL.host_has_avx512bw(), reason="the host CPU has no AVX-512BW (512-bit vpshufb)")
+needs_bw = pytest.mark.skipif(not kernels_lut.host_has_avx512bw(), reason="the host CPU has no AVX-512BW (512-bit vpshufb)")
 
 
 def decode_layout(packed: np.ndarray, n: int, k: int, g: int, bits: int) -> np.ndarray:
     """Inverse of relayout_lut's code layout (numpy): [N/64, K/g, g/8, 2, pairs, 64] -> codes [N, K]."""
-    nb, nj, pp = n // 64, k // g, KL.pairs(bits)
+    nb, nj, pp = n // 64, k // g, kernels_lut.pairs(bits)
     byte = packed.reshape(nb, nj, g // 8, 2, pp, 32, 2)  # [nb, j, cc, h, p, r, e]
     idx = np.stack([byte & 15, byte >> 4], axis=-1)  # [..., lo/hi chunk]
     bitv = (idx[..., None] >> np.arange(4)) & 1  # [nb, j, cc, h, p, r, e, c2, t]
@@ -37,9 +38,9 @@ def test_relayout_holds_the_codes(bits, nb, nj, g, seed):
     rng = np.random.default_rng(seed)
     n, k = 64 * nb, g * nj
     codes, packed, zeros, layout = weights(rng, n, k, g, bits)
-    shape = K.QLinearShape(True, n, k, bits, g, "a16", layout, "cpu")
-    r = KL.relayout_lut(packed, np.ones((n, nj), np.float32), zeros, shape)
-    assert r["packed"].shape == (nb, nj, g // 8, 2, KL.pairs(bits), 64)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, "a16", layout, "cpu")
+    r = kernels_lut.relayout_lut(packed, np.ones((n, nj), np.float32), zeros, shape)
+    assert r["packed"].shape == (nb, nj, g // 8, 2, kernels_lut.pairs(bits), 64)
     np.testing.assert_array_equal(decode_layout(r["packed"], n, k, g, bits), codes)
     np.testing.assert_array_equal(r["zeros"].transpose(0, 2, 1).reshape(n, nj), zeros)
 
@@ -47,9 +48,9 @@ def test_relayout_holds_the_codes(bits, nb, nj, g, seed):
 def test_int16_spans_cannot_overflow():
     for bits in (2, 3, 4):
         for g in (8, 32, 64, 128, 256, 4096):
-            span = KL.span_pairs(bits, g)
+            span = kernels_lut.span_pairs(bits, g)
             assert (g // 8) % span == 0 and 2 * span * 255 * ((1 << bits) - 1) <= 32767
-    assert KL.span_pairs(2, 128) == 16 and KL.span_pairs(4, 128) == 4  # W2 g128: one widening per group
+    assert kernels_lut.span_pairs(2, 128) == 16 and kernels_lut.span_pairs(4, 128) == 4  # W2 g128: one widening per group
 
 
 def _kernel(shape, r, bias):
@@ -58,7 +59,7 @@ def _kernel(shape, r, bias):
     types = [xt, (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8")]
     types += [(("S",), "float32")] if shape.act == "a8" else []
     types += [((n,), "float32")] if bias else []
-    return build(KL.lut_te(shape), types, "ql", KL.schedule_lut)
+    return build(kernels_lut.lut_te(shape), types, "ql", kernels_lut.schedule_lut)
 
 
 @needs_bw
@@ -72,8 +73,8 @@ def test_a8_group_sums_are_exact_int32(kind, n, k, g):
     qa = np.where(rng.random((m, k)) < 0.5, -127, 127).astype(np.int32)
     qa[0] = 127
     qa[1] = rng.integers(-127, 128, k)
-    shape = K.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
-    r = KL.relayout_lut(packed, np.ones((n, 1), np.float32), zeros, shape)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, "a8", layout, "cpu", False, tern)
+    r = kernels_lut.relayout_lut(packed, np.ones((n, 1), np.float32), zeros, shape)
     got = _kernel(shape, r, False)(qa, r["packed"], r["scales"], r["zeros"], np.ones(m, np.float32)).numpy()
     want = qa.astype(np.int64) @ (codes.astype(np.int64) - np.repeat(zeros.astype(np.int64), g, axis=1)).T
     np.testing.assert_array_equal(got.astype(np.int64), want)
@@ -89,8 +90,8 @@ def test_kernel_meets_the_contract(kind, act, n, k, g, bias):
     bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
     scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32) if bias else None
-    shape = K.QLinearShape(True, n, k, bits, g, act, layout, "cpu", bias, tern)
-    r = KL.relayout_lut(packed, scales, zeros, shape)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, act, layout, "cpu", bias, tern)
+    r = kernels_lut.relayout_lut(packed, scales, zeros, shape)
     f = _kernel(shape, r, bias)
     w = QLinearWeights(packed, scales, zeros, {"n": n, "k": k, "group_size": g, "bits": bits, "layout": layout})
     wq = np.abs(codes.astype(np.float64) - np.repeat(zeros.astype(np.float64), g, axis=1))
@@ -105,11 +106,11 @@ def test_kernel_meets_the_contract(kind, act, n, k, g, bias):
             np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())  # exact sums; fp32 epilogue order only
             continue
         got = f(x, r["packed"], r["scales"], r["zeros"], *extra).numpy()
-        model = KL.lut_reference(x, codes, scales, zeros, g, act) + (b if bias else 0)
+        model = kernels_lut.lut_reference(x, codes, scales, zeros, g, act) + (b if bias else 0)
         np.testing.assert_allclose(got, model, rtol=1e-5, atol=1e-5 * np.abs(model).max())  # the kernel is its model
         # against the contract: activation rounding <= s_a / 2 = amax_group / (2 * 8191) per element
         x16 = np.abs(x.astype(np.float16).astype(np.float64)).reshape(m, k // g, g)
-        half_step = x16.max(axis=2) / (2 * KL.A16_MAX)  # [m, j]
+        half_step = x16.max(axis=2) / (2 * kernels_lut.A16_MAX)  # [m, j]
         bound = np.einsum("mj,nj,njg->mn", half_step, scales.astype(np.float64), wq.reshape(n, k // g, g))
         bound += 1e-5 * np.abs(want).max()  # fp32 sums
         assert np.all(np.abs(got - want) <= bound), float(np.abs(got - want).max())
@@ -117,30 +118,30 @@ def test_kernel_meets_the_contract(kind, act, n, k, g, bias):
 
 @needs_bw
 def test_rules_pick_lut_for_a16_low_bits(monkeypatch):
-    monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
-    from compiler.backends.tvm import kernels_cpu as KC
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "1")
+    from compiler.backends.tvm import kernels_cpu
 
     for bits, layout in ((3, "planes"), (2, "dense")):
-        assert K.choose_qlinear_kernel(True, 4096, 4096, bits, 128, "a16", "cpu", layout)[0].name == "lut-cpu"
+        assert kernels.choose_qlinear_kernel(True, 4096, 4096, bits, 128, "a16", "cpu", layout)[0].name == "lut-cpu"
     # W4 A16: vpdpbusd on 13-bit activations (two int8 parts) needs fewer instructions per code than lookups
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == ("vnni-cpu" if KC.host_has_vnni() else "lut-cpu")
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense", ternary=True)[0].name == "lut-cpu"
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"  # W8: no tables
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 8, "a16", "cpu", "nibble")[0].name == "blocked-cpu"  # g % 16
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == ("vnni-cpu" if kernels_cpu.host_has_vnni() else "lut-cpu")
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense", ternary=True)[0].name == "lut-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"  # W8: no tables
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 8, "a16", "cpu", "nibble")[0].name == "blocked-cpu"  # g % 16
     monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "lut-cpu")
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
 
 
 @needs_bw
 def test_a8_prefers_vnni_then_lut(monkeypatch):
-    from compiler.backends.tvm import kernels_cpu as KC
+    from compiler.backends.tvm import kernels_cpu
 
-    monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
-    want = "vnni-cpu" if KC.host_has_vnni() else "lut-cpu"
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a8", "cpu", "dense")[0].name == want
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 3, 128, "a8", "cpu", "planes")[0].name == "lut-cpu"  # no W3 VNNI layout
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "1")
+    want = "vnni-cpu" if kernels_cpu.host_has_vnni() else "lut-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a8", "cpu", "dense")[0].name == want
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 3, 128, "a8", "cpu", "planes")[0].name == "lut-cpu"  # no W3 VNNI layout
     monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "vnni-cpu")
-    assert K.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == "lut-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == "lut-cpu"
 
 
 @needs_bw
@@ -148,22 +149,22 @@ def test_a8_prefers_vnni_then_lut(monkeypatch):
 def test_vnni_a16_is_the_same_13_bit_model(kind, n, k, g, bias):
     """vnni-cpu at A16 uses the 13-bit block-floating-point activations of lut-cpu, split into int8 parts
     (a = 64 ah + al) for vpdpbusd: its result is lut_reference's, and within the contract bound."""
-    from compiler.backends.tvm import kernels_cpu as KC
+    from compiler.backends.tvm import kernels_cpu
 
-    if not KC.host_has_vnni():
+    if not kernels_cpu.host_has_vnni():
         pytest.skip("the host CPU has no AVX-512 VNNI (vpdpbusd)")
     rng = np.random.default_rng(21)
     bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
     scales = (rng.random((n, k // g)) * 0.02 + 0.001).astype(np.float32)
     b = rng.standard_normal(n).astype(np.float32) if bias else None
-    shape = K.QLinearShape(True, n, k, bits, g, "a16", layout, "cpu", bias, tern)
-    r = KC.relayout_vnni(packed, scales, zeros, shape)
+    shape = qlinear_te.QLinearShape(True, n, k, bits, g, "a16", layout, "cpu", bias, tern)
+    r = kernels_cpu.relayout_vnni(packed, scales, zeros, shape)
     types = [(("S", k), "float32"), (r["packed"].shape, "uint8"), (r["scales"].shape, "float32"), (r["zeros"].shape, "uint8")] + ([((n,), "float32")] if bias else [])
-    f = build(KC.vnni_te(shape), types, "ql", KC.schedule_vnni)
+    f = build(kernels_cpu.vnni_te(shape), types, "ql", kernels_cpu.schedule_vnni)
     for m in (1, 5):
         x = (rng.standard_normal((m, k)) * 4).astype(np.float32)
         x[0, g:2 * g] = 0 if k >= 2 * g else x[0, g:2 * g]
         x[-1, :16] = 1e4  # |a| reaches 8191: both int8 parts at their extremes
         got = f(x, r["packed"], r["scales"], r["zeros"], *([b] if bias else [])).numpy()
-        model = KL.lut_reference(x, codes, scales, zeros, g, "a16") + (b if bias else 0)
+        model = kernels_lut.lut_reference(x, codes, scales, zeros, g, "a16") + (b if bias else 0)
         np.testing.assert_allclose(got, model, rtol=1e-5, atol=1e-5 * np.abs(model).max())

@@ -11,44 +11,51 @@ import pytest
 
 from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
 
-from compiler.backends.tvm import kernels as K  # noqa: E402
-from compiler.backends.tvm import kernels_lut as KL  # noqa: E402
-from compiler.backends.tvm import tune as TU  # noqa: E402
+from compiler.backends.tvm import kernels  # noqa: E402
+from compiler.backends.tvm import kernels_lut  # noqa: E402
+from compiler.backends.tvm import tune  # noqa: E402
+from compiler.backends.tvm.lower import choose_kernel  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not KL.host_has_avx512bw(), reason="needs two fast CPU kernels for one shape (AVX-512BW)")
+pytestmark = pytest.mark.skipif(not kernels_lut.host_has_avx512bw(), reason="needs two fast CPU kernels for one shape (AVX-512BW)")
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LOWBIT_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(TU, "ROTATE_BYTES", 4 << 20)  # small shapes in a test: rotation only needs to run
-    monkeypatch.setattr(K, "RULES", [*K.FAST_CPU_RULES, *[r for r in K.RULES if r not in K.FAST_CPU_RULES]])
+    monkeypatch.setattr(tune, "ROTATE_BYTES", 4 << 20)  # small shapes in a test: rotation only needs to run
+    monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "1")
     return tmp_path / "tvm-kernels.json"
+
+
+def choose_tuned(*shape_args, log=None):
+    """(kernel, shape) as the lowering chooses them with tuning on."""
+    shape = kernels.qlinear_shape(*shape_args)
+    return choose_kernel(shape, tune=True, log=log), shape
 
 
 def test_search_measures_once_then_uses_the_cache(cache, monkeypatch):
     log: dict = {}
-    kern, shape = K.choose_qlinear_kernel(True, 256, 512, 4, 128, "a16", "cpu", "nibble", tune=True, log=log)
+    kern, shape = choose_tuned(True, 256, 512, 4, 128, "a16", "cpu", "nibble", log=log)
     (key, entry), = log.items()
     times = entry["measured_ms"]
-    from compiler.backends.tvm import kernels_cpu as KC
+    from compiler.backends.tvm import kernels_cpu
 
-    assert set(times) == {"lut-cpu", "blocked-cpu"} | ({"vnni-cpu"} if KC.host_has_vnni() else set()) and all(t > 0 for t in times.values())
+    assert set(times) == {"lut-cpu", "blocked-cpu"} | ({"vnni-cpu"} if kernels_cpu.host_has_vnni() else set()) and all(t > 0 for t in times.values())
     assert kern.name == min(times, key=times.get)
     assert json.loads(cache.read_text())[key] == times
     calls = []
-    monkeypatch.setattr(TU, "measure_all", lambda cands, shape: calls.append(cands) or {k.name: 1.0 for k in cands})
+    monkeypatch.setattr(tune, "measure_all", lambda cands, shape: calls.append(cands) or {k.name: 1.0 for k in cands})
     log2: dict = {}
-    again, _ = K.choose_qlinear_kernel(True, 256, 512, 4, 128, "a16", "cpu", "nibble", tune=True, log=log2)
+    again, _ = choose_tuned(True, 256, 512, 4, 128, "a16", "cpu", "nibble", log=log2)
     assert again is kern and not calls and log2[key] == {"cached_ms": times}
     # the cache decides: make the other kernel the faster one
     cached = json.loads(cache.read_text())
     other = next(n for n in times if n != kern.name)
     cached[key] = {n: (1.0 if n == other else 9.0) for n in times}
     cache.write_text(json.dumps(cached))
-    assert K.choose_qlinear_kernel(True, 256, 512, 4, 128, "a16", "cpu", "nibble", tune=True)[0].name == other
+    assert choose_tuned(True, 256, 512, 4, 128, "a16", "cpu", "nibble")[0].name == other
     # a different shape is a different key; one matching fast kernel needs no search
-    assert not K.choose_qlinear_kernel(True, 256, 512, 8, 128, "a16", "cpu", "dense", tune=True, log=(log3 := {}))[0].relayout is None and not log3
+    assert not choose_tuned(True, 256, 512, 8, 128, "a16", "cpu", "dense", log=(log3 := {}))[0].relayout is None and not log3
 
 
 def test_tuned_compile_matches_ref(cache, tmp_path):

@@ -4,11 +4,12 @@ upstream Python bindings in iree-base-compiler) -> an IREE vmfb per target.
 Targets: `mlir-cpu` (IREE llvm-cpu for the host CPU) and `mlir-cuda` (IREE cuda, sm_80; IREE 3.13 cannot
 build sm_90). Files:
 
-- lower.py    Graph -> MLIR module, one converter per IR op; symbolic S, P dims stay dynamic; weights are
-              function parameters
-- kernels.py  the Builder (linalg.generic with Python region bodies, reductions, reshapes, the float ops)
-              and the qlinear kernel in the contract's order (unpack + group sum in one generic, then the
-              per-group dequantization)
+- builder.py  a general Builder over the MLIR bindings (tensor types with dynamic dims, linalg.generic with
+              Python region bodies, elementwise ops, reductions, reshapes, slices, concat); no model ops
+- qlinear.py  the qlinear kernels in the contract's order (A16/A8 activations, unpack + group sum in one
+              generic, then the per-group dequantization and one epilogue), on the stored or the blocked layout
+- lower.py    Graph -> MLIR module, one converter per IR op (the float ops written with the Builder);
+              symbolic S, P dims stay dynamic; weights are function parameters
 - build.py    IREE flags per target, compile to vmfb, the target folder (model.vmfb, mlir.json,
               model.mlir, stages/ with --dump-mlir)
 - gemv.py     a standalone W4/W2/ternary x A16/A8 GEMV (static M = 1) with timing, for the benchmarks
@@ -38,6 +39,8 @@ def build_mlir_target(graph, target: str, out_dir: Path, options) -> dict:
     summary = {"vmfb": f"{target}/{VMFB}", "info": f"{target}/{INFO}", "timings_s": {"import_iree": round(t_import, 3), **info["timings_s"]}}
     if "cuda_arch" in info:
         summary["cuda_arch"] = info["cuda_arch"]
+    if "knobs" in info:
+        summary["knobs"] = info["knobs"]
     if dump_mlir:
         summary["mlir"] = [f"{target}/model.mlir"] + [f"{target}/stages/{s}" for s in info["stages"]]
     return summary

@@ -3,7 +3,8 @@
 Target folder (artifact/<target>/):
 - `model.vmfb`   the IREE VM flatbuffer (host code + kernels); weights are not in it
 - `mlir.json`    how to call it: function, input order, parameter order (graph constants), outputs, the
-                 IREE target and flags it was built with, kernel forms per qlinear, timings
+                 IREE target and flags it was built with, kernel forms per qlinear, timings, and the
+                 compile knobs of this backend that were set (compiler/knobs.py)
 - `params.safetensors`  the weights re-laid out for the blocked qlinear kernels (mlir.json's params with
                  source "relayout"; the others come from the artifact's weights.safetensors)
 - `model.mlir`   the module as lowered from the graph (always written; it is small)
@@ -15,20 +16,19 @@ Target folder (artifact/<target>/):
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from compiler.errors import LowbitError
 from compiler.ir import Graph
+from compiler.knobs import MLIR_CUDA_ARCH, compile_knobs_set
 
-MLIR_TARGETS = ("mlir-cpu", "mlir-cuda")
 VMFB = "model.vmfb"
 INFO = "mlir.json"
 SOURCE = "model.mlir"
 PARAMS = "params.safetensors"
 STAGES = "stages"
-CUDA_ARCH = "sm_80"  # what mlir-cuda builds for, unless LOWBIT_MLIR_CUDA_ARCH names another
+CUDA_ARCH = MLIR_CUDA_ARCH.default  # what mlir-cuda builds for (sm_80), unless LOWBIT_MLIR_CUDA_ARCH names another
 # IREE 3.13's cuda backend knows sm_75..sm_89 and sm_120; sm_90/sm_90a/sm_100 fail with "missing GPU target".
 CUDA_ARCHS_OK = ("sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_120")
 
@@ -52,7 +52,7 @@ def iree_flags(target: str, cuda_arch: str | None = None) -> tuple[list[str], li
     if target == "mlir-cpu":
         return ["llvm-cpu"], list(CPU_FLAGS)
     if target == "mlir-cuda":
-        cuda_arch = cuda_arch or os.environ.get("LOWBIT_MLIR_CUDA_ARCH", CUDA_ARCH)
+        cuda_arch = cuda_arch or MLIR_CUDA_ARCH.get()
         check_cuda_arch(cuda_arch)
         return ["cuda"], [f"--iree-cuda-target={cuda_arch}"]
     raise ValueError(target)
@@ -86,7 +86,7 @@ def build_target(graph: Graph, target: str, out_dir: Path, dump_mlir: bool = Fal
     from compiler.backends.mlir.lower import lower_graph
 
     if target == "mlir-cuda":
-        cuda_arch = cuda_arch or os.environ.get("LOWBIT_MLIR_CUDA_ARCH", CUDA_ARCH)
+        cuda_arch = cuda_arch or MLIR_CUDA_ARCH.get()
         check_cuda_arch(cuda_arch)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +118,9 @@ def build_target(graph: Graph, target: str, out_dir: Path, dump_mlir: bool = Fal
     }
     if target == "mlir-cuda":
         info["cuda_arch"] = cuda_arch
+    knobs = compile_knobs_set("LOWBIT_MLIR_")
+    if knobs:
+        info["knobs"] = knobs  # set compile knobs change the module: recorded with it
     if dump_mlir:
         info["stages"] = sorted(p.name for p in (out_dir / STAGES).glob("*.mlir"))
     (out_dir / INFO).write_text(json.dumps(info, indent=1))

@@ -22,7 +22,6 @@ made, so measure different thread counts in different processes.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -54,16 +53,17 @@ def gemv_module(attrs: dict, m: int | str = "M", lanes: int = 0):
     from iree.compiler import ir
     from iree.compiler.dialects import func
 
-    from compiler.backends.mlir import kernels as K
+    from compiler.backends.mlir import qlinear
+    from compiler.backends.mlir.builder import Builder
     from compiler.quant.pack import packed_shape
 
     n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
     with ir.Context(), ir.Location.unknown():
         module = ir.Module.create()
         module.operation.attributes["sym_name"] = ir.StringAttr.get("lowbit_gemv")
-        B = K.Builder()
+        B = Builder()
         if lanes:
-            ws, ss, zs = K.blocked_shapes(attrs, lanes)
+            ws, ss, zs = qlinear.blocked_shapes(attrs, lanes)
         else:
             ws, ss, zs = packed_shape(n, k, attrs["bits"], attrs["layout"]), (n, k // g), (n, k // g)
         ins = [B.tensor_type((m, k), "f32"), B.tensor_type(ws, "u8"), B.tensor_type(ss, "f32"), B.tensor_type(zs, "u8")]
@@ -73,11 +73,11 @@ def gemv_module(attrs: dict, m: int | str = "M", lanes: int = 0):
             with ir.InsertionPoint(entry):
                 x, codes, scales, zeros = entry.arguments
                 B.bind_dims({"x": (x, (m, k))})
-                xin = B.quantize_a8(x, m, k) if attrs["act"] == "a8" else (B.round_f16(x, (m, k)), None)
+                xin = qlinear.quantize_a8(B, x, m, k) if attrs["act"] == "a8" else (qlinear.round_f16(B, x, (m, k)), None)
                 if lanes:
-                    y, _ = K.qlinear_blocked(B, xin, m, codes, scales, zeros, None, attrs, lanes)
+                    y, _ = qlinear.qlinear_blocked(B, xin, m, codes, scales, zeros, None, attrs, lanes)
                 else:
-                    y, _ = K.qlinear(B, xin, m, codes, scales, zeros, None, attrs)
+                    y, _ = qlinear.qlinear(B, xin, m, codes, scales, zeros, None, attrs)
                 func.ReturnOp([y])
         if not module.operation.verify():
             raise RuntimeError("the GEMV module does not verify")
@@ -178,10 +178,11 @@ def build_gemv(n: int, k: int, spec: str = "w4g128", threads: int = 1, rotate: b
 
     qw, qspec = quantized_layer(n, k, spec, seed)
     attrs = qlinear_attrs(qw, qspec, n, k)
-    from compiler.backends.mlir import kernels as K
+    from compiler.backends.mlir.qlinear import relayout_blocked
+    from compiler.knobs import MLIR_LANES
 
     if lanes is None:
-        lanes = int(os.environ.get("LOWBIT_MLIR_LANES", "32"))
+        lanes = MLIR_LANES.get()
     asm = gemv_module(attrs, lanes=lanes)
     t = time.perf_counter()
     vmfb = ic.compile_str(asm, target_backends=["llvm-cpu"], extra_args=list(CPU_FLAGS))
@@ -193,7 +194,7 @@ def build_gemv(n: int, k: int, spec: str = "w4g128", threads: int = 1, rotate: b
     from compiler.quant.pack import pack
 
     host = [pack(qw.codes, attrs["bits"], attrs["layout"]), np.ascontiguousarray(qw.scales, np.float32), np.ascontiguousarray(qw.zeros, np.uint8)]
-    dev_host = list(K.relayout_blocked(*host, attrs, lanes)) if lanes else host
+    dev_host = list(relayout_blocked(*host, attrs, lanes)) if lanes else host
     weight_bytes = sum(a.nbytes for a in host)
     copies = max(2, -(-4 * llc_bytes() // weight_bytes)) if rotate else 1
     params = [[rt.asdevicearray(config.device, a.copy()) for a in dev_host] for _ in range(copies)]
@@ -208,14 +209,14 @@ def read_bandwidth_gbs(nbytes: int, threads: int = 1, repeat: int = 10) -> float
     from iree.compiler import ir
     from iree.compiler.dialects import arith, func
 
-    from compiler.backends.mlir import kernels as K
+    from compiler.backends.mlir.builder import Builder
 
     rows = 256
     cols = max(1, nbytes // 4 // rows)
     with ir.Context(), ir.Location.unknown():
         module = ir.Module.create()
         module.operation.attributes["sym_name"] = ir.StringAttr.get("lowbit_bw")
-        B = K.Builder()
+        B = Builder()
         with ir.InsertionPoint(module.body):
             fn = func.FuncOp("sum", ([B.tensor_type((rows, cols), "i32")], [B.tensor_type((rows,), "i32")]))
             entry = fn.add_entry_block()

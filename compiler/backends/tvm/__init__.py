@@ -1,13 +1,20 @@
 """TVM backend: a (quantized or float) Graph -> a Relax module -> an exported library per target.
 
 Targets: `tvm-cpu` (LLVM for the host CPU, by name and features) and `tvm-cuda` (CUDA sm_80 source with an
-LLVM host; the CUDA C is kept in the artifact). Files:
+LLVM host; the CUDA C is kept in the artifact). Files, each importing only the ones listed above it:
 
-- lower.py    Graph -> Relax (op-by-op converters; symbolic S, P dims; weights as parameters)
-- kernels.py  qlinear (mpGEMM) kernels in TE with their schedules, and the rule table that picks one per
-              (shape, bits, act, target): the place to add faster kernels
-- build.py    target descriptions, the compile pipeline (TVM's Relax pipeline + dlight rules), export of the
-              target folder (model.so, tvm.json, optional re-laid-out params, kernels.cu)
+- target.py      the target names, the host CPU (LLVM name and features), tvm.target.Target per target
+- epilogue.py    the end every qlinear kernel shares (A8 activation scale, bias)
+- qlinear_te.py  the shared TE pieces: QLinearShape (what a rule sees), code unpacking from the storage
+                 layouts, A8 activation quantization, the portable qlinear and float linear definitions and
+                 their rule-based schedules
+- kernels_cpu.py, kernels_lut.py, kernels_cuda.py   the fast qlinear kernels (blocked/VNNI, LUT, CUDA GEMM)
+- kernels.py     the kernel objects and the rule table (`rules()`) that picks one per (shape, bits, act,
+                 target): the place to add faster kernels
+- tune.py        the measured choice among the fast CPU kernels that match a layer (cached by shape)
+- lower.py       Graph -> Relax (op-by-op converters; symbolic S, P dims; weights as parameters)
+- build.py       the compile pipeline (TVM's Relax pipeline + dlight rules), export of the target folder
+                 (model.so, tvm.json, optional re-laid-out params, kernels.cu)
 
 The runtime side is runtime/backends/tvm.py (loads model.so, feeds the weights, no recompilation).
 """
@@ -16,9 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compiler.backends.tvm.target import TVM_TARGETS  # noqa: F401 (the package's target names)
 from compiler.errors import LowbitError
-
-TVM_TARGETS = ("tvm-cpu", "tvm-cuda")
 
 
 def require_tvm():
@@ -45,4 +51,6 @@ def build_tvm_target(graph, target: str, out_dir: Path, options) -> dict:
         summary["cuda_arch"] = info["cuda_arch"]
     if "kernel_search" in info:
         summary["kernel_search"] = {"shapes": len(info["kernel_search"]), "measured": sum("measured_ms" in v for v in info["kernel_search"].values())}
+    if "knobs" in info:
+        summary["knobs"] = info["knobs"]
     return summary

@@ -3,7 +3,8 @@
 Target folder (artifact/<target>/):
 - `model.so`       the exported library (Relax VM executable + kernels); weights are not in it
 - `tvm.json`       how to call it: input order, parameter order and source of each parameter, outputs,
-                   the target (CPU name and features it was built for), kernels chosen per layer, timings
+                   the target (CPU name and features it was built for), kernels chosen per layer, timings,
+                   and the compile knobs of this backend that were set (compiler/knobs.py)
 - `params.safetensors`  only when a kernel asked for re-laid-out weights
 - `kernels.cu`     tvm-cuda only: the generated CUDA source (kept for inspection and for nvcc checks)
 - `kernels.fatbin` tvm-cuda only, when nvcc was found: that source compiled for sm_80 and sm_90 (+ PTX)
@@ -18,42 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.backends.tvm.target import CUDA_ARCH, KINDS, cpu_target, cuda_target, host_cpu
 from compiler.ir import Graph
+from compiler.knobs import compile_knobs_set
 
-TVM_TARGETS = ("tvm-cpu", "tvm-cuda")
 LIBRARY = "model.so"
 INFO = "tvm.json"
 PARAMS = "params.safetensors"
 CUDA_SOURCE = "kernels.cu"
 CUDA_BINARY = "kernels.fatbin"
-CUDA_ARCH = "sm_80"  # what the kernels are generated for (no sm_90-only features, so they run on both)
 # kernels.fatbin: SASS for A100 and H100 plus compute_80 PTX that newer GPUs JIT-compile (needs nvcc).
 CUDA_BINARY_ARCHS = ("sm_80", "sm_90")
-
-
-def host_cpu() -> tuple[str, list[str]]:
-    """The host's LLVM CPU name and its feature list (TVM 0.27 rejects mcpu=native)."""
-    import tvm
-
-    name = tvm.target.codegen.llvm_get_system_cpu()
-    with tvm.target.Target({"kind": "llvm", "mcpu": name}):
-        feats = tvm.target.codegen.llvm_get_cpu_features()
-    return name, sorted(str(f) for f in feats)
-
-
-def cpu_target():
-    import tvm
-
-    name, _ = host_cpu()
-    return tvm.target.Target({"kind": "llvm", "mcpu": name})
-
-
-def cuda_target(arch: str = CUDA_ARCH):
-    """CUDA for `arch` with a generic x86-64/LLVM host (the host code only launches kernels, so it is
-    built for any CPU of the architecture rather than this one)."""
-    import tvm
-
-    return tvm.target.Target({"kind": "cuda", "arch": arch}, host=tvm.target.Target({"kind": "llvm"}))
 
 
 def cuda_fatbin(src: str, out: Path, archs=CUDA_BINARY_ARCHS) -> list[str]:
@@ -161,7 +137,7 @@ def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: boo
 
     from compiler.backends.tvm.lower import lower_graph
 
-    kind = {"tvm-cpu": "cpu", "tvm-cuda": "cuda"}[target_name]
+    kind = KINDS[target_name]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -177,6 +153,9 @@ def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: boo
         "outputs": lowered.outputs,
         "kernels": lowered.kernels,
     }
+    knobs = compile_knobs_set("LOWBIT_TVM_")
+    if knobs:
+        info["knobs"] = knobs  # set compile knobs change the library: recorded with it
     if lowered.search:
         info["kernel_search"] = lowered.search  # ms per candidate kernel, measured now or taken from the cache
     timings = {"lower": round(t1 - t0, 3), "compile": round(t2 - t1, 3)}

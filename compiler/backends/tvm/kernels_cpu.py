@@ -163,7 +163,7 @@ _VNNI: list[bool] = []
 
 def host_has_vnni() -> bool:
     if not _VNNI:
-        from compiler.backends.tvm.build import host_cpu
+        from compiler.backends.tvm.target import host_cpu
 
         _VNNI.append("avx512vnni" in host_cpu()[1])
     return _VNNI[0]
@@ -370,7 +370,7 @@ def float_linear_prim_func(N: int, K: int, bias: bool):  # noqa: N803 - TIR shap
 
 
 def schedule_float_linear(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """Replace the plain TE linear (K.linear_te) with `float_linear_prim_func` for the same shapes."""
+    """Replace the plain TE linear (qlinear_te.linear_te) with `float_linear_prim_func` for the same shapes."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)

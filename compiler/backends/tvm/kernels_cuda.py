@@ -3,7 +3,7 @@
 The qlinear op has a symbolic M (the tokens of this call), so one PrimFunc serves decode (M = 1) and prefill.
 Its body is a host-side branch on M around two differently scheduled copies of the same TE computation:
 
-    if M <= GEMV_MAX_M:  GEMV  (kernels.schedule_cuda_warp: lanes split a row's groups, cross-thread sum)
+    if M <= GEMV_MAX_M:  GEMV  (qlinear_te.schedule_cuda_warp: lanes split a row's groups, cross-thread sum)
     else:                GEMM  (below)
 
 TVM's SplitHostDevice makes one device kernel per thread-bound region, so each branch becomes its own
@@ -23,33 +23,35 @@ register tile. K is walked group by group, each group in chunks of KC (<= 64) co
 
 A8 group sums must be exact integers: they are fp32 when every partial sum stays below 2^24
 (g * 127 * (2^b - 1) < 2^24: W4 up to g = 8192, W8 up to 512), which is exact and twice as fast on CUDA cores as int32,
-and int32 otherwise. No tensor cores yet (fp32 FMA): the next step for large M.
+and int32 otherwise. No tensor cores (fp32 FMA): they are the next step for large M.
 """
 
 from __future__ import annotations
 
-import os
-
 from tvm import te, tirx
 
 from compiler.backends.tvm.epilogue import scale_and_bias
+from compiler.backends.tvm.qlinear_te import code_at, has_block, schedule_cuda_simple, schedule_cuda_warp
+from compiler.errors import LowbitError
+from compiler.knobs import TVM_CUDA_GEMM_TILE, TVM_CUDA_GEMV_MAX_M
 
-TILE = 64  # default rows (m) and columns (n) of y per block
+TILE = TVM_CUDA_GEMM_TILE.default  # default rows (m) and columns (n) of y per block
 PER_THREAD = 4  # each thread owns a PER_THREAD x PER_THREAD register tile: 16 x 16 = 256 threads for 64 x 64
-GEMV_MAX_M = 2  # default M at or below which the GEMV kernel runs (one row per weight pass beats a 64-row tile)
+GEMV_MAX_M = TVM_CUDA_GEMV_MAX_M.default  # M at or below which the GEMV kernel runs (one row per weight pass beats a 64-row tile)
 TILES = (16, 32, 64, 128)
 
 
 def config() -> tuple[int, int, int]:
-    """(rows per tile, columns per tile, GEMV_MAX_M): the defaults, or for measuring other choices
-    LOWBIT_TVM_CUDA_GEMM_TILE=MxN (each of 16, 32, 64, 128) and LOWBIT_TVM_CUDA_GEMV_MAX_M=m (0: the GEMM
-    also at M = 1), read at compile time."""
-    tm, tn = (int(v) for v in os.environ.get("LOWBIT_TVM_CUDA_GEMM_TILE", f"{TILE}x{TILE}").lower().split("x"))
+    """(rows per tile, columns per tile, GEMV_MAX_M), read at compile time: the defaults, or for measuring
+    other choices LOWBIT_TVM_CUDA_GEMM_TILE=MxN (each of 16, 32, 64, 128) and LOWBIT_TVM_CUDA_GEMV_MAX_M=m
+    (0: the GEMM also at M = 1)."""
+    tm, tn = TVM_CUDA_GEMM_TILE.get()
+    name, fix = TVM_CUDA_GEMM_TILE.name, f"unset it or give {TVM_CUDA_GEMM_TILE.syntax}"
     if tm not in TILES or tn not in TILES:
-        raise ValueError(f"LOWBIT_TVM_CUDA_GEMM_TILE: rows and columns must be in {TILES}, got {tm}x{tn}")
+        raise LowbitError(f"{name}: rows and columns must be in {TILES}, got {tm}x{tn}", fix)
     if tm * tn > 512 * PER_THREAD**2 or tm * tn < 32 * PER_THREAD**2:
-        raise ValueError(f"LOWBIT_TVM_CUDA_GEMM_TILE={tm}x{tn}: a block would have {tm * tn // PER_THREAD**2} threads (32 ... 512)")
-    return tm, tn, int(os.environ.get("LOWBIT_TVM_CUDA_GEMV_MAX_M", GEMV_MAX_M))
+        raise LowbitError(f"{name}={tm}x{tn}: a block would have {tm * tn // PER_THREAD**2} threads (32 ... 512)", fix)
+    return tm, tn, TVM_CUDA_GEMV_MAX_M.get()
 
 
 def a8_fp32_exact(bits: int, group: int) -> bool:
@@ -69,13 +71,6 @@ def gemm_ok(n: int, k: int, group: int) -> bool:
     return n % config()[1] == 0 and k % group == 0 and chunk(group) > 0 and k // group >= 1
 
 
-def _k():
-    # kernels.py imports this module for its rule table: import it lazily (no cycle at import time)
-    from compiler.backends.tvm import kernels
-
-    return kernels
-
-
 def small_int_to_f32(v, cuda: bool = True):
     """float(v) for an int32 |v| < 2^22, exactly, without a conversion instruction (I2F runs at 1/8 of the FMA
     rate on sm_80/sm_90): the bits of 1.5 * 2^23 plus v are the float 1.5 * 2^23 + v; subtract 1.5 * 2^23.
@@ -88,8 +83,7 @@ def small_int_to_f32(v, cuda: bool = True):
 
 
 def gemm_te(shape):
-    """TE for bb.emit_te, same arguments as kernels.qlinear_te: (x | qa, packed, scales, zeros, [sa], [bias])."""
-    K = _k()
+    """TE for bb.emit_te, same arguments as qlinear_te.qlinear_te: (x | qa, packed, scales, zeros, [sa], [bias])."""
     g, nj = shape.group, shape.k // shape.group
     a8_int = shape.act == "a8" and not a8_fp32_exact(shape.bits, g)
     acc_t = "int32" if a8_int else "float32"
@@ -114,7 +108,7 @@ def gemm_te(shape):
         xT = te.compute((shape.k, mp), xv, name="x_t")
 
         def wq(c, n):
-            code = K.code_at(packed, shape.bits, shape.layout, n, c)
+            code = code_at(packed, shape.bits, shape.layout, n, c)
             w = code - zeros[n, c // g].astype("int32")  # |q - z| < 2^8
             return w if a8_int else small_int_to_f32(w, cuda)
 
@@ -132,7 +126,6 @@ def gemm_te(shape):
 def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
     from tvm import s_tir
 
-    K = _k()
     sch = s_tir.Schedule(func)
     y = sch.get_sblock("qlinear")
     acc = sch.get_sblock("acc")
@@ -152,7 +145,7 @@ def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
     # y accumulates in registers; written back (with the epilogue when there is one) per thread
     yl = sch.cache_write(y, 0, "local")
     sch.reverse_compute_at(yl, tj)
-    if K._has_block(sch, "qlinear_out"):
+    if has_block(sch, "qlinear_out"):
         sch.reverse_compute_inline(sch.get_sblock("qlinear_out"))
     # group sums in registers, computed where the group loop consumes them
     sch.compute_at(acc, j)
@@ -193,8 +186,7 @@ def _schedule_gemv(func: tirx.PrimFunc, nj: int) -> tirx.PrimFunc:
     sch.compute_inline(sch.get_sblock("x_t"))
     sch.compute_inline(sch.get_sblock("w_t"))
     f = sch.mod["main"]
-    K = _k()
-    return K.schedule_cuda_warp(f) if nj >= 8 else K.schedule_cuda_simple(f)
+    return schedule_cuda_warp(f) if nj >= 8 else schedule_cuda_simple(f)
 
 
 def schedule_gemm(func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -224,18 +216,8 @@ def schedule_gemm(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return out.with_attr("tirx.is_scheduled", True)
 
 
-def __getattr__(name):
-    """GEMM_CUDA, made on first use (QLinearKernel lives in kernels.py, which imports this module)."""
-    if name != "GEMM_CUDA":
-        raise AttributeError(name)
-    kern = globals().get("_GEMM_CUDA")
-    if kern is None:
-        kern = globals()["_GEMM_CUDA"] = _k().QLinearKernel("gemm-cuda", gemm_te, schedule_gemm, about=ABOUT)
-    return kern
-
-
 ABOUT = (
-    f"M > {GEMV_MAX_M}: {TILE}x{TILE} tiles of y per 256-thread block (LOWBIT_TVM_CUDA_GEMM_TILE), x and unpacked (q - z) staged transposed in shared memory "
+    f"M > {GEMV_MAX_M}: {TILE[0]}x{TILE[1]} tiles of y per 256-thread block (LOWBIT_TVM_CUDA_GEMM_TILE), x and unpacked (q - z) staged transposed in shared memory "
     "per chunk of a group, 4x4 fp32 (exact int A8) register group sums, scale once per group; M <= "
     f"{GEMV_MAX_M}: the GEMV schedule (host-side branch on M)"
 )

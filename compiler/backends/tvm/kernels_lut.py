@@ -58,7 +58,7 @@ _BW: list[bool] = []
 
 def host_has_avx512bw() -> bool:
     if not _BW:
-        from compiler.backends.tvm.build import host_cpu
+        from compiler.backends.tvm.target import host_cpu
 
         _BW.append("avx512bw" in host_cpu()[1])
     return _BW[0]

@@ -7,7 +7,9 @@ Weights are parameters (never constants baked into the library): `LoweredModule.
 order, where each parameter comes from (a graph constant, or an array re-laid-out for a kernel).
 
 Float ops use Relax ops (legalized by TVM, scheduled by dlight on GPUs) or small TE computes; qlinear goes
-through the rule table in kernels.py, whose chosen kernel brings its TE definition and its schedule.
+through the rule table in kernels.py (or, with tuning, the measured choice of tune.py among the fast CPU
+kernels that match), whose chosen kernel brings its TE definition and its schedule. The converter table and
+the lowerer's environment come from compiler/backends/lowering.py.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from tvm import relax, te, tirx
 
-from compiler.backends.tvm import kernels as K
-from compiler.backends.tvm import kernels_cpu as KC
-from compiler.ir import Graph, Node
+from compiler.backends.lowering import Converters, GraphLowerer
+from compiler.backends.tvm import kernels, kernels_cpu, qlinear_te
+from compiler.backends.tvm.kernels import QLinearKernel
+from compiler.backends.tvm.qlinear_te import QLinearShape
+from compiler.backends.tvm.tune import pick as measured_pick
+from compiler.ir import Graph
+from compiler.knobs import TVM_TUNE
 from compiler.reference import rope_inv_freq
+
+# Converters: (lowerer, node) -> list of Relax expressions, one per node output
+CONVERTERS = Converters("TVM")
+conv = CONVERTERS.register
 
 
 @dataclass
@@ -36,15 +46,15 @@ class LoweredModule:
     search: dict = field(default_factory=dict)  # kernel times per shape when tuning (tune.py)
 
 
-class _Lowerer:
+class _Lowerer(GraphLowerer):
+    converters = CONVERTERS
+
     def __init__(self, graph: Graph, target_kind: str, tune: bool | None = None):
-        self.g = graph
-        self.kind = target_kind  # 'cpu' | 'cuda'
+        super().__init__(graph, target_kind)
         self.tune = tune  # measured kernel choice among matching fast kernels (tune.py); None: LOWBIT_TVM_TUNE
         self.search: dict = {}  # shape key -> measured or cached kernel times
         self.bb = relax.BlockBuilder()
         self.dims: dict[str, tirx.Var] = {}
-        self.env: dict[str, relax.Expr] = {}
         self.params: list[dict] = []
         self.param_vars: list[relax.Var] = []
         self.relayout: dict[str, np.ndarray] = {}
@@ -103,10 +113,7 @@ class _Lowerer:
         # Parameters are created on first use, so the function's signature is built after the body.
         with self.bb.function("main"):
             with self.bb.dataflow():
-                for node in g.nodes:
-                    outs = CONVERTERS[node.op](self, node)
-                    for o, e in zip(node.outputs, outs):
-                        self.env[o] = e
+                self.convert_nodes()
                 result = self.bb.emit_output(relax.Tuple([self.env[o] for o in g.outputs]))
             self.bb.emit_func_output(result, params=in_vars + self.param_vars)
         mod = self.bb.get()
@@ -127,44 +134,39 @@ def _lookup(table: dict, name: str):
     return None
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Converters: (lowerer, node) -> list of Relax expressions, one per node output
-
-CONVERTERS = {}
-
-
-def conv(name):
-    def deco(fn):
-        CONVERTERS[name] = fn
-        return fn
-
-    return deco
-
-
-def _ins(L: _Lowerer, n: Node):
-    return [L.value(i) for i in n.inputs]
-
-
 @conv("embedding")
 def _embedding(L, n):
-    ids, table = _ins(L, n)
+    ids, table = L.ins(n)
     return [L.emit(relax.op.take(table, ids, axis=0, mode="clip"))]
 
 
 @conv("linear")
 def _linear(L, n):
-    ins = _ins(L, n)
+    ins = L.ins(n)
     hint = "linear"
-    if L.kind == "cpu" and KC.float_linear_ok(L.g.types[n.inputs[1]].shape[1]) and len(L.g.types[n.inputs[0]].shape) == 2:
+    if L.kind == "cpu" and kernels_cpu.float_linear_ok(L.shape(n.inputs[1])[1]) and len(L.shape(n.inputs[0])) == 2:
         hint = "linear_cpu"  # the vectorized float GEMV/GEMM (kernels_cpu.float_linear_prim_func)
-        L.sched[hint] = KC.schedule_float_linear
-    return [L.bb.emit_te(K.linear_te, *ins, primfunc_name_hint=hint)]
+        L.sched[hint] = kernels_cpu.schedule_float_linear
+    return [L.bb.emit_te(qlinear_te.linear_te, *ins, primfunc_name_hint=hint)]
 
 
-def _choose(L, n):
+def choose_kernel(shape: QLinearShape, tune: bool | None = None, log: dict | None = None) -> QLinearKernel:
+    """The kernel of the first rule that holds for `shape` (kernels.rules()). With `tune` (default:
+    LOWBIT_TVM_TUNE) and several fast CPU kernels matching, the fastest one measured on this machine instead
+    (tune.py; cached by shape); `log` collects the times."""
+    matching = kernels.matching_kernels(shape)
+    if tune is None:
+        tune = TVM_TUNE.get()
+    fast = [kern for kern in matching if kern.relayout is not None]  # the fallbacks are never faster
+    if tune and shape.target == "cpu" and len(fast) > 1:
+        return measured_pick(shape, fast, log)
+    return matching[0]
+
+
+def _choose(L, n) -> tuple[QLinearKernel, QLinearShape]:
     a = n.attrs
-    return K.choose_qlinear_kernel(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")),
-                                   tune=L.tune, log=L.search)
+    shape = kernels.qlinear_shape(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")))
+    return choose_kernel(shape, L.tune, L.search), shape
 
 
 def _relayout(L, n) -> dict:
@@ -189,13 +191,13 @@ def _qlinear(L, n):
         ws = [L.value(c) for c in n.inputs[1:4]]
     L.kernels[n.inputs[1]] = kern.name
     x2 = x
-    lead = L.g.types[n.inputs[0]].shape
+    lead = L.shape(n.inputs[0])
     if len(lead) != 2:
         x2 = L.emit(relax.op.reshape(x, [-1, a["k"]]))
     if a["act"] == "a8":
         if n.inputs[0] not in L.a8_cache:
-            L.sched["act_quant_a8"] = K.schedule_act_quant(L.kind)
-            q = L.bb.emit_te(K.act_quant_a8, x2, primfunc_name_hint="act_quant_a8")
+            L.sched["act_quant_a8"] = qlinear_te.schedule_act_quant(L.kind)
+            q = L.bb.emit_te(qlinear_te.act_quant_a8, x2, primfunc_name_hint="act_quant_a8")
             L.a8_cache[n.inputs[0]] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1)))
         qa, sa = L.a8_cache[n.inputs[0]]
         args = [qa, *ws, sa]
@@ -207,25 +209,25 @@ def _qlinear(L, n):
     L.sched[hint] = kern.schedule
     y = L.bb.emit_te(kern.te_func(shape), *args, primfunc_name_hint=hint)
     if len(lead) != 2:
-        y = L.emit(relax.op.reshape(y, [L.dim(d) for d in L.g.types[n.outputs[0]].shape]))
+        y = L.emit(relax.op.reshape(y, [L.dim(d) for d in L.shape(n.outputs[0])]))
     return [y]
 
 
 @conv("matmul")
 def _matmul(L, n):
-    a, b = _ins(L, n)
+    a, b = L.ins(n)
     return [L.emit(relax.op.matmul(a, b))]
 
 
 @conv("rmsnorm")
 def _rmsnorm(L, n):
-    x, w = _ins(L, n)
+    x, w = L.ins(n)
     return [L.emit(relax.op.nn.rms_norm(x, w, axes=-1, epsilon=float(n.attrs["eps"])))]
 
 
 @conv("layernorm")
 def _layernorm(L, n):
-    x, w, b = _ins(L, n)
+    x, w, b = L.ins(n)
     return [L.emit(relax.op.nn.layer_norm(x, w, b, axes=-1, epsilon=float(n.attrs["eps"])))]
 
 
@@ -246,8 +248,8 @@ def _rope_te(x, pos, inv):
 
 @conv("rope")
 def _rope(L, n):
-    x, pos = _ins(L, n)
-    d = L.g.types[n.inputs[0]].shape[-1]
+    x, pos = L.ins(n)
+    d = L.shape(n.inputs[0])[-1]
     inv = rope_inv_freq(d, n.attrs["theta"], n.attrs.get("scaling"))
     return [L.bb.emit_te(_rope_te, x, pos, relax.const(inv, "float64"), primfunc_name_hint="rope")]
 
@@ -261,9 +263,9 @@ def _causal_mask_te(scores):
 
 @conv("attention")
 def _attention(L, n):
-    q, k, v = _ins(L, n)
-    s, hq, d = (L.dim(x) for x in L.g.types[n.inputs[0]].shape)
-    t, hk, _ = (L.dim(x) for x in L.g.types[n.inputs[1]].shape)
+    q, k, v = L.ins(n)
+    s, hq, d = (L.dim(x) for x in L.shape(n.inputs[0]))
+    t, hk, _ = (L.dim(x) for x in L.shape(n.inputs[1]))
     rep = hq // hk
     op = relax.op
     qg = L.emit(op.permute_dims(op.reshape(q, [s, hk, rep, d]), [1, 2, 0, 3]))  # [Hk, rep, S, D]
@@ -282,49 +284,49 @@ def _attention(L, n):
 
 @conv("softmax")
 def _softmax(L, n):
-    return [L.emit(relax.op.nn.softmax(_ins(L, n)[0], axis=-1))]
+    return [L.emit(relax.op.nn.softmax(L.ins(n)[0], axis=-1))]
 
 
 @conv("silu")
 def _silu(L, n):
-    return [L.emit(relax.op.nn.silu(_ins(L, n)[0]))]
+    return [L.emit(relax.op.nn.silu(L.ins(n)[0]))]
 
 
 @conv("gelu")
 def _gelu(L, n):
-    x = _ins(L, n)[0]
+    x = L.ins(n)[0]
     f = relax.op.nn.gelu_tanh if n.attrs.get("approximate") == "tanh" else relax.op.nn.gelu
     return [L.emit(f(x))]
 
 
 @conv("add")
 def _add(L, n):
-    return [L.emit(relax.op.add(*_ins(L, n)))]
+    return [L.emit(relax.op.add(*L.ins(n)))]
 
 
 @conv("mul")
 def _mul(L, n):
-    return [L.emit(relax.op.multiply(*_ins(L, n)))]
+    return [L.emit(relax.op.multiply(*L.ins(n)))]
 
 
 @conv("reshape")
 def _reshape(L, n):
-    return [L.emit(relax.op.reshape(_ins(L, n)[0], [L.dim(d) for d in L.g.types[n.outputs[0]].shape]))]
+    return [L.emit(relax.op.reshape(L.ins(n)[0], [L.dim(d) for d in L.shape(n.outputs[0])]))]
 
 
 @conv("concat")
 def _concat(L, n):
-    return [L.emit(relax.op.concat(_ins(L, n), axis=n.attrs["axis"]))]
+    return [L.emit(relax.op.concat(L.ins(n), axis=n.attrs["axis"]))]
 
 
 @conv("mean")
 def _mean(L, n):
-    return [L.emit(relax.op.mean(_ins(L, n)[0], axis=n.attrs["axis"]))]
+    return [L.emit(relax.op.mean(L.ins(n)[0], axis=n.attrs["axis"]))]
 
 
 @conv("l2norm")
 def _l2norm(L, n):
-    x = _ins(L, n)[0]
+    x = L.ins(n)[0]
     op = relax.op
     norm = op.sqrt(op.sum(op.multiply(x, x), axis=-1, keepdims=True))
     return [L.emit(op.divide(x, op.maximum(norm, relax.const(np.float32(n.attrs["eps"])))))]
@@ -333,10 +335,7 @@ def _l2norm(L, n):
 def lower_graph(graph: Graph, target_kind: str, tune: bool | None = None) -> LoweredModule:
     """Lower `graph` for target_kind 'cpu' or 'cuda' (qlinear kernels are chosen per target kind; `tune`
     measures the matching fast CPU kernels per shape instead of taking the first rule's)."""
-    missing = sorted({n.op for n in graph.nodes} - set(CONVERTERS))
-    if missing:
-        raise NotImplementedError(f"TVM backend has no converter for ops {missing}")
-    L = _Lowerer(graph, target_kind, tune)
+    L = _Lowerer(graph, target_kind, tune)  # (refuses a graph with ops CONVERTERS lacks, naming them all)
     mod = L.lower()
     mod.search = L.search
     return mod

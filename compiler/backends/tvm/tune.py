@@ -1,13 +1,13 @@
 """A small measured search over the CPU qlinear kernels whose rules match a layer, cached by shape.
 
-The rule table (kernels.RULES) picks a kernel by what usually wins; where several fast kernels apply (e.g. A16
+The rule table (kernels.rules()) picks a kernel by what usually wins; where several fast kernels apply (e.g. A16
 W4: lut-cpu and blocked-cpu; A8 W2: vnni-cpu and lut-cpu) the winner depends on the machine. With tuning on
 (`lowbit compile --tune`, or LOWBIT_TVM_TUNE=1) each candidate is compiled alone for the layer's shape and timed
 at M = 1 (decode) on random weights rotated out of cache, and the fastest is used. Results are cached in
 $LOWBIT_CACHE_DIR/tvm-kernels.json (default ~/.cache/lowbit) under a key made of the host CPU, the TVM thread
 count, the shape, the quantization and the kernel sources' hash, so a second compile of the same shapes
-measures nothing. (TVM's meta_schedule tuner crashes in the 0.27 wheel; this is the replacement the issue
-allows: a few candidates, not a schedule space.)
+measures nothing. (A few candidates, not a schedule space: TVM's meta_schedule tuner crashes in the 0.27
+wheel.)
 """
 
 from __future__ import annotations
@@ -20,24 +20,25 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.backends.tvm.target import cpu_target, host_cpu
+from compiler.knobs import CACHE_DIR
+
 ROTATE_BYTES = 256 << 20  # weights copies per timing: enough to fall out of a 36-100 MiB last-level cache
 
 
 def cache_file() -> Path:
-    return Path(os.environ.get("LOWBIT_CACHE_DIR", Path.home() / ".cache" / "lowbit")) / "tvm-kernels.json"
+    return CACHE_DIR.get() / "tvm-kernels.json"
 
 
 def _sources_hash() -> str:
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("kernels.py", "kernels_cpu.py", "kernels_lut.py", "epilogue.py"):
+    for name in ("qlinear_te.py", "kernels.py", "kernels_cpu.py", "kernels_lut.py", "epilogue.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
 
 def cache_key(shape) -> str:
-    from compiler.backends.tvm.build import host_cpu
-
     threads = os.environ.get("TVM_NUM_THREADS", "default")
     return (f"{host_cpu()[0]}|t{threads}|{shape.n}x{shape.k}|w{shape.bits}{'t' if shape.ternary else ''}g{shape.group}|{shape.act}|"
             f"{shape.layout}|b{int(shape.bias)}|{_sources_hash()}")
@@ -97,7 +98,6 @@ def _runner(kern, shape, m: int = 1):
     import tvm
     from tvm import te, tirx
 
-    from compiler.backends.tvm.build import cpu_target
     from compiler.quant.pack import pack
 
     rng = np.random.default_rng(0)

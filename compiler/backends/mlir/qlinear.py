@@ -1,0 +1,322 @@
+"""The qlinear (mpGEMM) kernel in the contract's order, y = x W^T (+ bias), codes q [N, K] packed along K,
+group size g, J = K / g groups:
+
+1. activations: A16 rounds x to fp16 and back (fp16 values, fp32 arithmetic: `round_f16`); A8 quantizes per
+   token (sa = max|x| / 127, qa = clamp(roundeven(x / sa), -127, 127) as i8: `quantize_a8`), once per
+   activation tensor.
+2. group sums acc[m, n, j] = sum_k x[m, k] (q[n, k] - z[n, j]) in ONE linalg.generic over the bytes: its
+   region unpacks every code of a byte (shift and mask on i32; bit-plane layouts combine one bit from each
+   plane), subtracts the zero point and multiply-adds the activation. `qlinear_blocked` (the fast form)
+   reads weights re-laid out with 32 rows interleaved byte by byte and vectorizes over those rows;
+   `qlinear` (fallback) reads the stored layout. A8 sums are exact: int32, or fp32 where every partial sum
+   is an integer below 2^24.
+3. dequantization after the group sum, a second generic: y[m, n] = sum_j s[n, j] acc[m, n, j], then
+   y * sa[m] (A8) and + bias in one elementwise epilogue (`_epilogue`, shared by both forms).
+
+The dequantize-then-matmul form (unpack to a float weight tensor, then linalg.matmul) is what IREE would
+otherwise see; it never fuses the unpacking into the contraction, and it changes the numeric order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.backends.mlir.builder import Builder
+from compiler.knobs import MLIR_A8_INT32
+
+# ----------------------------------------------------------------------------------------------------------
+# activations
+
+
+def round_f16(B: Builder, x, shape):
+    """x rounded to fp16 and back (the A16 activations)."""
+    from iree.compiler.dialects import arith
+
+    return B.elementwise([x], shape, B.f32, lambda v: arith.extf(B.f32, arith.truncf(B.f16, v)))
+
+
+def quantize_a8(B: Builder, x, m, k):
+    """Per-token int8 (the reference's quantize_activations_a8): (qa i8 [M, K], sa f32 [M])."""
+    from iree.compiler.dialects import arith, math as mm
+
+    amax = B.reduce_last(x, (m, k), 0.0, arith.maximumf, pre=lambda v: mm.absf(v))
+    sa = B.elementwise(
+        [amax],
+        (m,),
+        B.f32,
+        lambda a: arith.select(arith.cmpf(arith.CmpFPredicate.OGT, a, B.cf(0.0)), arith.divf(a, B.cf(127.0)), B.cf(1.0)),
+    )
+
+    def q(v, s):
+        r = mm.roundeven(arith.divf(v, s))
+        r = arith.minimumf(arith.maximumf(r, B.cf(-127.0)), B.cf(127.0))
+        return arith.fptosi(B.i8, r)
+
+    qa = B.elementwise([x, sa], (m, k), B.i8, q, [B.identity_map(2), B.bcast_last(2)])
+    return qa, sa
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the end both forms share
+
+
+def _dequant(B: Builder, a8: bool):
+    """Region body of the per-group dequantization: o + s * acc (acc converted from int32 for A8)."""
+    from iree.compiler.dialects import arith
+
+    def body(av, s, o):
+        af = arith.sitofp(B.f32, av) if a8 else av
+        return arith.addf(o, arith.mulf(af, s))
+
+    return body
+
+
+def _epilogue(B: Builder, y, sa, bias, m, n):
+    """y [M, N] times the A8 token scale sa[m] and plus bias[n], in one elementwise op (y itself without either)."""
+    from iree.compiler.dialects import arith
+
+    if sa is None and bias is None:
+        return y
+    ins, maps = [y], ["(m, n) -> (m, n)"]
+    if sa is not None:
+        ins.append(sa)
+        maps.append("(m, n) -> (m)")
+    if bias is not None:
+        ins.append(bias)
+        maps.append("(m, n) -> (n)")
+
+    def epi(v, *rest):
+        rest = list(rest)
+        if sa is not None:
+            v = arith.mulf(v, rest.pop(0))
+        if bias is not None:
+            v = arith.addf(v, rest.pop(0))
+        return v
+
+    return B.elementwise(ins, (m, n), B.f32, epi, maps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# qlinear on the stored layout
+
+
+def code_layout(attrs) -> tuple[int, int]:
+    """(codes per byte, planes): dense/nibble bytes hold 8/bits codes; 'planes' hold one bit of 8 codes
+    in each of `bits` planes."""
+    if attrs["layout"] == "planes":
+        return 8, attrs["bits"]
+    return 8 // attrs["bits"], 1
+
+
+def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
+    """The fallback qlinear on the stored layout (N not a multiple of the blocked kernel's lanes): the
+    "groupsum" form, correct but slow (IREE vectorizes it poorly; see README.md). xin = (x f32 [M, K]
+    already rounded to fp16 values, None) for A16 or (qa i8 [M, K], sa f32 [M]) for A8. Returns
+    (y f32 [M, N], form name)."""
+    bits, g, n, k = a["bits"], a["group_size"], a["n"], a["k"]
+    a8 = a["act"] == "a8"
+    per, planes = code_layout(a)
+    if g % per or k % g:
+        raise NotImplementedError(f"qlinear K={k}, group {g}: the group must hold whole bytes of {per} codes")
+    j, tb = k // g, g // per  # groups, bytes per group
+    x, sa = xin
+    xv = B.reshape(x, (m, k), (m, j, tb, per))
+    if a["layout"] == "planes":
+        wins = [B.reshape(packed, (bits, n, k // 8), (bits, n, j, tb))] * bits
+    else:
+        wins = [B.reshape(packed, (n, k // per), (n, j, tb))]
+    acc_t = B.i32 if a8 else B.f32
+    acc0 = B.fill(0, (m, n, j), acc_t) if a8 else B.fill(0.0, (m, n, j), acc_t)
+    acc = _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes)
+    y0 = B.fill(0.0, (m, n), B.f32)
+    y = B.generic([acc, scales], [y0], ["(m, n, j) -> (m, n, j)", "(m, n, j) -> (n, j)", "(m, n, j) -> (m, n)"], "ppr", _dequant(B, a8))[0]
+    return _epilogue(B, y, sa, bias, m, n), f"groupsum-{'i32' if a8 else 'f32'}"
+
+
+def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes):
+    """Group sums with the code within the byte as the innermost loop: dims (m, n, j, t, i), t the byte in
+    the group and i the code in the byte, so activations x[m, j, t, i] are read contiguously along K and each
+    byte is broadcast over its codes; the shift is bits * i (linalg.index)."""
+    from iree.compiler.dialects import arith
+
+    a8 = a["act"] == "a8"
+    bits = a["bits"]
+    mask = (1 << bits) - 1
+    if planes == 1:
+        wmaps = ["(m, n, j, t, i) -> (n, j, t)"]
+    else:
+        wmaps = [f"(m, n, j, t, i) -> ({p}, n, j, t)" for p in range(planes)]
+
+    def body(x, *rest):
+        ws, z, o = rest[:-2], rest[-2], rest[-1]
+        i = arith.index_cast(B.i32, B.index_in_region(4))
+        if planes == 1:
+            w = arith.extui(B.i32, ws[0])
+            code = w if per == 1 else arith.andi(arith.shrui(w, arith.muli(i, B.ci(bits))), B.ci(mask))
+        else:
+            code = None
+            for p, wb in enumerate(ws):
+                bit = arith.andi(arith.shrui(arith.extui(B.i32, wb), i), B.ci(1))
+                bit = arith.shli(bit, B.ci(p)) if p else bit
+                code = bit if code is None else arith.ori(code, bit)
+        wz = arith.subi(code, arith.extui(B.i32, z))
+        if a8:
+            return arith.addi(o, arith.muli(arith.extsi(B.i32, x), wz))
+        return arith.addf(o, arith.mulf(x, arith.sitofp(B.f32, wz)))
+
+    maps = ["(m, n, j, t, i) -> (m, j, t, i)", *wmaps, "(m, n, j, t, i) -> (n, j)", "(m, n, j, t, i) -> (m, n, j)"]
+    return B.generic([xv, *wins, zeros], [acc0], maps, "ppprr", body)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# blocked qlinear: L output rows interleaved byte by byte, so one vector holds the same byte of L rows
+
+
+def relayout_blocked(packed, scales, zeros, attrs, lanes: int):
+    """Stored layout -> blocked: codes [N, KB] -> [N/L, J, C, L] (planes [P, N, K/8] -> [P, N/L, J, C, L]),
+    scales/zeros [N, J] -> [N/L, J, L]; C bytes per group, L = lanes rows."""
+    n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
+    per, planes = code_layout(attrs)
+    j, c = k // g, g // per
+    if attrs["layout"] == "planes":
+        w = packed.reshape(planes, n // lanes, lanes, j, c).transpose(0, 1, 3, 4, 2)
+    else:
+        w = packed.reshape(n // lanes, lanes, j, c).transpose(0, 2, 3, 1)
+    sz = [a.reshape(n // lanes, lanes, j).transpose(0, 2, 1) for a in (scales, zeros)]
+    return np.ascontiguousarray(w), np.ascontiguousarray(sz[0]), np.ascontiguousarray(sz[1])
+
+
+def blocked_shapes(attrs, lanes: int):
+    n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
+    per, planes = code_layout(attrs)
+    j, c = k // g, g // per
+    w = (planes, n // lanes, j, c, lanes) if attrs["layout"] == "planes" else (n // lanes, j, c, lanes)
+    return w, (n // lanes, j, lanes), (n // lanes, j, lanes)
+
+
+def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: int):
+    """qlinear on blocked weights (relayout_blocked, codes [Nb, J, C, L], scales/zeros [Nb, J, L]).
+
+    Group sums acc[m, b, j, l] = sum over the C bytes c of group j of every code of byte (b, j, c, l) times
+    its activation, for L rows at once: dims (m, b, j, l, c) = (parallel x4, reduction), the row lane l is
+    the vector dimension and each activation a broadcast scalar, so no horizontal reductions are needed.
+    Then y[m, b, l] = sum_j s[b, j, l] acc[m, b, j, l] (the contract's order), * sa[m] (A8), + bias.
+    Unit dims (J = 1 per-channel, Nb = 1) are dropped from the ops, so that the explicit tile configuration
+    matches the loops IREE sees.
+
+    A8 where every partial sum fits float32 exactly (g * 127 * qmax < 2^24, the reference's own test):
+    the int8 activations and the codes are multiplied in fp32 (integers, so every product and partial sum
+    is exact: the same numbers as int32 sums, without AVX-512's slow vpmulld), and the zero point is
+    applied once per group: acc = sum qa q - z sum qa, both exact."""
+    from iree.compiler.dialects import arith
+
+    from compiler.reference import int_sum_fits_f32
+
+    bits, g, n, k = a["bits"], a["group_size"], a["n"], a["k"]
+    a8 = a["act"] == "a8"
+    per, planes = code_layout(a)
+    j, c = k // g, g // per
+    nb = n // lanes
+    x, sa = xin
+    a8f = a8 and per > 1 and int_sum_fits_f32(g, 127, (1 << bits) - 1) and not MLIR_A8_INT32.get()
+    if a8f:
+        x = B.elementwise([x], (m, k), B.f32, lambda v: arith.sitofp(B.f32, v))
+        a8 = False  # fp32 arithmetic from here on; the zero point is applied after the group sum
+    size = {"m": m, "b": nb, "j": j, "l": lanes, "c": c}
+    keep = [d for d in ("m", "b", "j", "l", "c") if not (d in ("b", "j") and size[d] == 1)]
+
+    def shape_of(names):
+        return tuple(size[d] for d in names if d in keep)
+
+    def amap(dims, names):
+        return f"({', '.join(dims)}) -> ({', '.join(d for d in names if d in keep)})"
+
+    xv = B.reshape(x, (m, k), (*shape_of("mjc"), per))
+    xs = [B.slice_last(xv, (*shape_of("mjc"), per), i) for i in range(per)]
+    wfull = (nb, j, c, lanes)
+    if a["layout"] == "planes":
+        wins = [B.reshape(B.slice_first(packed, (planes, *wfull), p), wfull, shape_of("bjcl")) for p in range(planes)]
+    else:
+        wins = [B.reshape(packed, wfull, shape_of("bjcl"))]
+    zs = B.reshape(zeros, (nb, j, lanes), shape_of("bjl"))
+    ss = B.reshape(scales, (nb, j, lanes), shape_of("bjl"))
+    acc_t = B.i32 if a8 else B.f32
+    acc0 = B.fill(0, shape_of("mbjl"), acc_t) if a8 else B.fill(0.0, shape_of("mbjl"), acc_t)
+    mask = (1 << bits) - 1
+
+    def body(*args):
+        xa = args[:per]
+        ws = args[per : per + len(wins)]
+        z, o = args[-2], args[-1]
+        zi = arith.extui(B.i32, z)
+        wi = [arith.extui(B.i32, w) for w in ws]
+        total = None
+        for i in range(per):
+            if planes == 1:
+                code = wi[0] if per == 1 else (arith.andi(wi[0], B.ci(mask)) if i == 0 else arith.andi(arith.shrui(wi[0], B.ci(bits * i)), B.ci(mask)))
+            else:
+                code = None
+                for p in range(planes):
+                    bit = arith.andi(arith.shrui(wi[p], B.ci(i)), B.ci(1)) if i else arith.andi(wi[p], B.ci(1))
+                    bit = arith.shli(bit, B.ci(p)) if p else bit
+                    code = bit if code is None else arith.ori(code, bit)
+            w = code if a8f else arith.subi(code, zi)
+            if a8:
+                term = arith.muli(arith.extsi(B.i32, xa[i]), w)
+                total = term if total is None else arith.addi(total, term)
+            else:
+                term = arith.mulf(xa[i], arith.sitofp(B.f32, w))
+                total = term if total is None else arith.addf(total, term)
+        return arith.addi(o, total) if a8 else arith.addf(o, total)
+
+    dims = keep  # (m, b?, j?, l, c)
+    maps = [amap(dims, "mjc")] * per + [amap(dims, "bjcl")] * len(wins) + [amap(dims, "bjl"), amap(dims, "mbjl")]
+    iters = "p" * (len(dims) - 1) + "r"
+    rb = max(1, min(nb, ROWS_PER_WORKGROUP // lanes))
+    tiles = {"m": (1, 1, 0), "b": (rb, 1, 0), "j": (0, 1, 0), "l": (0, lanes, 0), "c": (0, 0, 1)}
+    cfg = [[tiles[d][t] for d in dims] for t in range(3)]
+    acc = B.generic([*xs, *wins, zs], [acc0], maps, iters, body, _cpu_tiles(B, *cfg))[0]
+
+    if a8f:  # acc - z * (sum of the group's activations), exact integers in fp32
+        xsum0 = B.fill(0.0, shape_of("mj"), B.f32)
+        xg = B.reshape(x, (m, k), (*shape_of("mj"), g))
+        r = len(shape_of("mj"))
+        dd = [f"d{i}" for i in range(r + 1)]
+        xsum = B.generic([xg], [xsum0], [f"({', '.join(dd)}) -> ({', '.join(dd)})", f"({', '.join(dd)}) -> ({', '.join(dd[:-1])})"], "p" * r + "r", lambda v, o: arith.addf(o, v))[0]
+        ek = [d for d in "mbjl" if d in keep]
+        acc = B.elementwise(
+            [acc, zs, xsum],
+            shape_of("mbjl"),
+            B.f32,
+            lambda av, z, sx: arith.subf(av, arith.mulf(arith.uitofp(B.f32, z), sx)),
+            [amap(ek, "mbjl"), amap(ek, "bjl"), amap(ek, "mj")],
+        )
+
+    if j > 1:
+        ddims = [d for d in ("m", "b", "l", "j") if d in keep]
+        y0 = B.fill(0.0, shape_of("mbl"), B.f32)
+        dcfg = [[tiles[d][t] if d != "j" else (0, 0, 1)[t] for d in ddims] for t in range(3)]
+        y = B.generic([acc, ss], [y0], [amap(ddims, "mbjl"), amap(ddims, "bjl"), amap(ddims, "mbl")], "p" * (len(ddims) - 1) + "r", _dequant(B, a8), _cpu_tiles(B, *dcfg))[0]
+    else:
+        r = len(shape_of("mbl"))
+        d = [f"d{i}" for i in range(r)]
+        smap = f"({', '.join(d)}) -> ({', '.join(d[1:])})"
+        y = B.elementwise([acc, ss], shape_of("mbl"), B.f32, lambda av, s: arith.mulf(arith.sitofp(B.f32, av) if a8 else av, s), [B.identity_map(r), smap])
+    y = B.reshape(y, shape_of("mbl"), (m, n))
+    return _epilogue(B, y, sa, bias, m, n), f"blocked{lanes}-{'i32' if a8 else 'f32' + ('-a8exact' if a8f else '')}"
+
+
+ROWS_PER_WORKGROUP = 256  # output rows per IREE workgroup (the unit of multi-threading)
+
+
+def _cpu_tiles(B: Builder, distribution, parallel, reduction) -> dict | None:
+    """compilation_info for llvm-cpu: workgroup tiles, vector tiles of the parallel dims, and of the
+    reduction dims (1 = scalar loops around the vector of rows), with IREE's DoubleTilingExpert pipeline."""
+    if B.kind != "cpu":
+        return None
+    cfg = f"distribution = {distribution}, vector_common_parallel = {parallel}, vector_reduction = {reduction}"
+    return {
+        "compilation_info": "#iree_codegen.compilation_info<lowering_config = #iree_cpu.lowering_config<"
+        + cfg
+        + ">, translation_info = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>>>"
+    }

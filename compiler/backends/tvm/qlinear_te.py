@@ -1,0 +1,253 @@
+"""The TE pieces every qlinear kernel and the lowering share: `QLinearShape` (what a rule sees), the unpacking
+of codes from the artifact's storage layouts ('nibble', 'dense', 'planes' of compiler/quant/pack.py), the A8
+activation quantization stage, the portable qlinear definition in the contract's order with its rule-based
+CPU/CUDA schedules, and the float linear.
+
+The numeric contract (docs/DESIGN.md), y[m, n] = sum_j s[n, j] * acc[m, n, j] (+ bias):
+
+- A16: x is rounded to fp16 (and back to fp32); acc[m, n, j] = sum_{k in group j} x[m, k] * (q[n, k] - z[n, j])
+  in fp32; the integer weight (q - z) is formed in registers from the packed codes.
+- A8: a separate stage (`act_quant_a8`, emitted once per activation even when several qlinears read it, e.g.
+  q/k/v) gives sa[m] = max|x[m]| / 127 and qa = clamp(rint(x / sa), -127, 127) as int32; the group sums
+  acc[m, n, j] = sum qa * (q - z) are int32 (exact: |acc| <= g * 127 * 255 < 2^31 for every g <= 65536),
+  then y = sa[m] * sum_j s[n, j] * float(acc[m, n, j]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import te, tirx
+
+from compiler.backends.tvm.epilogue import scale_and_bias
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes a rule sees
+
+
+@dataclass(frozen=True)
+class QLinearShape:
+    """What a rule may look at: the layer's shape and quantization, and the target kind."""
+
+    m_dynamic: bool  # M is the symbolic sequence length (prefill and decode share one kernel)
+    n: int
+    k: int
+    bits: int
+    group: int
+    act: str  # 'a16' | 'a8'
+    layout: str  # storage layout of the packed codes
+    target: str  # 'cpu' | 'cuda'
+    bias: bool = False
+    ternary: bool = False  # codes are {0, 1, 2} with zero 1 (2-bit dense storage)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Code unpacking from the storage layouts (expressions on the packed buffer, evaluated in registers)
+
+
+def code_at(packed: te.Tensor, bits: int, layout: str, n, k):
+    """The uint code q[n, k] as an int32 expression on the packed bytes."""
+    if layout == "planes":
+        byte, sh = k // 8, (k % 8).astype("int32")
+        code = tirx.const(0, "int32")
+        for b in range(bits):
+            bit = (packed[b, n, byte].astype("int32") >> sh) & 1
+            code = code | (bit << b)
+        return code
+    per = 8 // bits
+    if per == 1:
+        return packed[n, k].astype("int32")
+    byte = packed[n, k // per].astype("int32")
+    shift = ((k % per) * bits).astype("int32")
+    return (byte >> shift) & ((1 << bits) - 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TE definitions
+
+
+def act_quant_a8(x: te.Tensor):
+    """Per-token dynamic int8 (the A8 contract): returns (qa int32 [M, K], sa float32 [M])."""
+    m, k = x.shape
+    r = te.reduce_axis((0, k), name="r")
+    amax = te.compute((m,), lambda i: te.max(tirx.abs(x[i, r]), axis=r), name="a8_amax")
+    sa = te.compute(
+        (m,),
+        lambda i: tirx.Select(amax[i] > tirx.const(0, "float32"), amax[i] / tirx.const(127.0, "float32"), tirx.const(1.0, "float32")),
+        name="a8_scale",
+    )
+    lo, hi = tirx.const(-127.0, "float32"), tirx.const(127.0, "float32")
+    qa = te.compute((m, k), lambda i, c: tirx.max(tirx.min(tirx.nearbyint(x[i, c] / sa[i]), hi), lo).astype("int32"), name="a8_quant")
+    return qa, sa
+
+
+def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape: QLinearShape, name: str = "acc"):
+    """acc[m, n, j]: fp32 sums of fp16-rounded x (A16) or int32 sums of qa (A8) against (q - z) per group."""
+    m = xq.shape[0]
+    g, nj = shape.group, shape.k // shape.group
+    kk = te.reduce_axis((0, g), name="kk")
+    if shape.act == "a8":
+
+        def body(i, n, j):
+            k = j * g + kk
+            return te.sum(xq[i, k] * (code_at(packed, shape.bits, shape.layout, n, k) - zeros[n, j].astype("int32")), axis=kk)
+
+        return te.compute((m, shape.n, nj), body, name=name)
+
+    def body16(i, n, j):
+        k = j * g + kk
+        w = (code_at(packed, shape.bits, shape.layout, n, k) - zeros[n, j].astype("int32")).astype("float32")
+        return te.sum(x16(xq, i, k) * w, axis=kk)
+
+    return te.compute((m, shape.n, nj), body16, name=name)
+
+
+def x16(x: te.Tensor, i, k):
+    """x rounded to fp16 (A16 activations), as fp32."""
+    return x[i, k].astype("float16").astype("float32")
+
+
+def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinearShape):
+    m = acc.shape[0]
+    j = te.reduce_axis((0, shape.k // shape.group), name="j")
+    y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, j] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
+    return scale_and_bias(y, sa, bias)
+
+
+def qlinear_te(shape: QLinearShape):
+    """The TE function for bb.emit_te: (x, packed, scales, zeros, [bias]) -> y [M, N] for A16, and
+    (qa, packed, scales, zeros, sa, [bias]) for A8 (qa, sa from `act_quant_a8`)."""
+
+    def f(x, packed, scales, zeros, *rest):
+        rest = list(rest)
+        sa = rest.pop(0) if shape.act == "a8" else None
+        bias = rest.pop(0) if shape.bias else None
+        acc = qlinear_group_sums(x, packed, zeros, shape)
+        return qlinear_epilogue(acc, scales, sa, bias, shape)
+
+    return f
+
+
+def linear_te(x: te.Tensor, w: te.Tensor, b: te.Tensor | None = None):
+    """Float linear y = x W^T (+ b) reading W [N, K] as stored (no transpose at run time)."""
+    m, k = x.shape
+    n = w.shape[0]
+    r = te.reduce_axis((0, k), name="r")
+    attrs = {"lowbit_linear": f"{int(n)},{int(k)}"}  # for schedules that replace the body (kernels_cpu.schedule_float_linear)
+    y = te.compute((m, n), lambda i, j: te.sum(x[i, r] * w[j, r], axis=r), name="linear", attrs=attrs)
+    if b is None:
+        return y
+    return te.compute((m, n), lambda i, j: y[i, j] + b[j], name="linear_bias", attrs=attrs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Schedules (by rule, not tuned). Each takes a PrimFunc and returns a scheduled PrimFunc.
+
+
+def schedule_act_quant(kind: str):
+    """Schedule for `act_quant_a8`. CPU: rows in parallel. CUDA: one block of 256 threads per row for the
+    max (a cross-thread reduction), one thread per row for the scale, one thread per element for the
+    rounding."""
+
+    def sched(func: tirx.PrimFunc) -> tirx.PrimFunc:
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        if kind == "cpu":
+            for name in ("a8_amax", "a8_scale", "a8_quant"):
+                sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        i, r = sch.get_loops(sch.get_sblock("a8_amax"))
+        k = int(sch.get(r).extent)
+        threads = max(d for d in (256, 128, 64, 32, 16, 8, 4, 2, 1) if k % d == 0)
+        ri, ro = sch.split(r, factors=[threads, None])
+        sch.bind(i, "blockIdx.x")
+        sch.bind(ri, "threadIdx.x")
+        for name, per_block in (("a8_scale", 32), ("a8_quant", 256)):
+            loops = sch.get_loops(sch.get_sblock(name))
+            bo, bi = sch.split(sch.fuse(*loops), factors=[None, per_block])
+            sch.bind(bo, "blockIdx.x")
+            sch.bind(bi, "threadIdx.x")
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+    return sched
+
+
+def schedule_cpu_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """CPU: one output (m, n) per iteration of a parallel loop over fused (m, n-tiles); the group sum for
+    (m, n, j) is computed in registers right where the epilogue consumes it; A8's quantization stage is a
+    separate function. Reductions stay in order (no reassociation), so results are deterministic."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("acc")
+    y = sch.get_sblock("qlinear")
+    i, n, j = sch.get_loops(y)
+    sch.compute_at(acc, j)
+    no, ni = sch.split(n, factors=[None, 16])
+    sch.parallel(sch.fuse(i, no))
+    if has_block(sch, "qlinear_out"):
+        sch.parallel(sch.get_loops(sch.get_sblock("qlinear_out"))[0])
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def schedule_cuda_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """CUDA: one thread per output (m, n) (threads along n, 128 per block, blocks along m and n-tiles); the
+    per-group sum lives in a register. Simple and always valid (the fallback when a row has few groups).
+    The epilogue (A8 scale, bias), when present, is its own elementwise kernel."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("acc")
+    y = sch.get_sblock("qlinear")
+    i, n, j = sch.get_loops(y)
+    sch.compute_at(acc, j)
+    sch.set_scope(acc, 0, "local")
+    no, ni = sch.split(n, factors=[None, 128])
+    sch.bind(i, "blockIdx.y")
+    sch.bind(no, "blockIdx.x")
+    sch.bind(ni, "threadIdx.x")
+    if has_block(sch, "qlinear_out"):
+        bo, bi = sch.split(sch.fuse(*sch.get_loops(sch.get_sblock("qlinear_out"))), factors=[None, 256])
+        sch.bind(bo, "blockIdx.x")
+        sch.bind(bi, "threadIdx.x")
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def schedule_cuda_warp(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """CUDA GEMV-style: 4 outputs (m, n) per block of 4 x T threads; the T lanes of an output split its
+    groups (T = the largest divisor of K/g up to 32), each lane sums whole groups in a register (group sum,
+    then scale: the contract's order), and the lanes' scaled sums are combined by a cross-thread
+    reduction."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    acc = sch.get_sblock("acc")
+    y = sch.get_sblock("qlinear")
+    i, n, j = sch.get_loops(y)
+    nj = int(sch.get(j).extent)
+    lanes = max(d for d in range(1, min(32, nj) + 1) if nj % d == 0)
+    nn = int(sch.get(n).extent)
+    rows = 4 if nn % 4 == 0 else 1
+    no, ni = sch.split(n, factors=[None, rows])
+    ji, jo = sch.split(j, factors=[lanes, None])
+    sch.reorder(i, no, ni, ji, jo)
+    sch.compute_at(acc, jo)
+    sch.set_scope(acc, 0, "local")
+    sch.bind(i, "blockIdx.y")
+    sch.bind(no, "blockIdx.x")
+    sch.bind(ni, "threadIdx.y")
+    sch.bind(ji, "threadIdx.x")
+    if has_block(sch, "qlinear_out"):
+        bo, bi = sch.split(sch.fuse(*sch.get_loops(sch.get_sblock("qlinear_out"))), factors=[None, 256])
+        sch.bind(bo, "blockIdx.x")
+        sch.bind(bi, "threadIdx.x")
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 - TVM raises its own error type for a missing block
+        return False
