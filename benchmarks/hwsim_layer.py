@@ -6,7 +6,9 @@ Random integer inputs in the array formats (A8, group 128), layer shapes of Llam
 on a sample of jobs and scaled to the layer's job count (running all of them takes hours). Prints a table
 (machine, figure, baseline, ratio) and saves JSON to build/benchmarks/hwsim_layer.json.
 
-    python benchmarks/hwsim_layer.py [--designs lut-tc,mixpe,mac] [--sample-jobs 16]
+    python benchmarks/hwsim_layer.py [--designs D1,D2 (all registered designs)] [--sample-jobs 16]
+
+Each design runs at its `lowbit sim` weight width (the record's sim_defaults: W2 for lut-tc, W4 for mixpe and mac).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, print_table, timeit  # noqa: E402
 from hwsim import golden as gm  # noqa: E402
-from hwsim.config import ArrayConfig
 from hwsim.arrays import simulate_linear  # noqa: E402
+from hwsim.config import ArrayConfig  # noqa: E402
+from hwsim.designs import DESIGNS, get  # noqa: E402
 
 SHAPES = [("q_proj", 2048, 2048), ("up_proj", 8192, 2048), ("down_proj", 2048, 8192)]
-BITS = {"lut-tc": 2, "mixpe": 4, "mac": 4}
 
 
 def layer_inputs(cfg: ArrayConfig, rng, M: int, N: int, K: int) -> gm.TileInputs:
@@ -43,14 +45,14 @@ def layer_inputs(cfg: ArrayConfig, rng, M: int, N: int, K: int) -> gm.TileInputs
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--designs", default="lut-tc,mixpe,mac")
+    ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--sample-jobs", type=int, default=16)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "build" / "benchmarks" / "hwsim_layer.json"))
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
     for d in args.designs.split(","):
-        cfg = ArrayConfig(design=d, bits=BITS[d], group=128)
+        cfg = ArrayConfig(design=d, bits=get(d).sim_defaults["bits"], group=128)
         for name, N, K in SHAPES:
             for M in (1, 128):
                 t = layer_inputs(cfg, rng, M, N, K)

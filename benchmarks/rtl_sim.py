@@ -16,16 +16,20 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine  # noqa: E402
 from compiler.errors import LowbitError  # noqa: E402
-from rtl.sim import build_root, check_simulator, run_sim  # noqa: E402
+from hwsim.designs import DESIGNS  # noqa: E402
+from rtl.sim import build_root, check_simulator, make_config, run_sim, tile_slots  # noqa: E402
+from runtime.stimulus import quantizer_tiles  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--designs", default="lut-tc,mixpe,mac")
+    ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--vectors-icarus", type=int, default=30)
     ap.add_argument("--vectors-verilator", type=int, default=300)
     ap.add_argument("--out", default=str(build_root().parent / "benchmarks" / "rtl_sim.json"))
@@ -43,7 +47,9 @@ def main(argv=None) -> int:
         res = {}
         for sim in sims:
             n = args.vectors_icarus if sim == "icarus" else args.vectors_verilator
-            r = run_sim(design, {}, simulator=sim, vectors=n, seed=1)
+            cfg, run = make_config(design, {})
+            tiles = quantizer_tiles(cfg, np.random.default_rng(1), tile_slots(n), run["max_groups"])  # real tiles in the job mix
+            r = run_sim(design, {}, simulator=sim, vectors=n, seed=1, tiles=tiles)
             if not r.passed:
                 print(f"FAILED: {r.summary()}")
                 return 1

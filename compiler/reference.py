@@ -1,7 +1,7 @@
 """Reference semantics of the IR in numpy: what every op computes, and the numeric contract for qlinear.
 
 This is the `ref` backend's engine and the calibration engine of the quantizers (GPTQ runs the float graph
-block by block through it). Float ops run in float32. qlinear follows DESIGN.md's contract exactly:
+block by block through it). Float ops run in float32. qlinear follows the numeric contract (docs/DESIGN.md) exactly:
 one (integer or fp32) sum per weight group, then one dequantization per group.
 """
 

@@ -18,7 +18,7 @@ def _bitlen_signed(bound: int) -> int:
 class ArrayConfig:
     """Parameters of one generated array and of its jobs (shared by generators, golden model, testbenches)."""
 
-    design: str = "lut-tc"
+    design: str  # a name in hwsim.designs.DESIGNS
     M: int = 2  # activation rows per tile
     N: int = 64  # output channels (columns)
     K: int = 4  # features per input beat (lut-tc: activations per table)

@@ -3,7 +3,7 @@
 This module is the bit-level definition every RTL testbench (rtl/tb) checks against and the cycle-level
 hwsim reuses. All three arrays compute the same integer result from the same integer inputs; they differ
 only in *how* (table lookups, shift-and-add, or dequantize-and-multiply), and this module implements each
-"how" as well, so tests can show they agree with the plain MAC form (DESIGN.md numeric contract).
+"how" as well, so tests can show they agree with the plain MAC form (the numeric contract of docs/DESIGN.md).
 
 Notation: a job ("tile") has M activation rows, N output channels and KT = NG * G input features, in NG
 weight groups of G consecutive features. Indices m (row), n (column / output channel), k (feature),

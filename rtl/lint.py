@@ -16,8 +16,8 @@ from hwsim.config import ArrayConfig
 WAIVERS: dict[str, str] = {
     "UNUSEDPARAM": "the module parameters (M, N, K, B, AW, G, ...) are informational, for testbenches and "
     "tools to read the shape; the generator unrolls the datapath for exactly these values",
-    "UNUSEDSIGNAL": "lut-tc epilogue only: bit 0 of t = acc2 + c*S is always 0 (the LUT algebra makes the "
-    "sum even) and is dropped by the exact >>> 1",
+    "UNUSEDSIGNAL": "the LUT epilogue only (mode lut of rtl/gen/common.py): bit 0 of t = acc2 + c*S is always 0 "
+    "(the LUT algebra makes the sum even) and is dropped by the exact >>> 1",
 }
 
 

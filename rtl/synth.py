@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from compiler.errors import LowbitError
+from hwsim.designs import DESIGNS
 from rtl.gen.common import module_name, write_verilog
 from rtl.sim import build_root, make_config
 
@@ -144,12 +145,18 @@ def report_path(design: str, bits: int, act: str = "a8", group: int = 128) -> Pa
     return Path(__file__).resolve().parent / "reports" / "synth" / f"{design}_w{bits}{act}g{group}.json"
 
 
+def baseline_design() -> str | None:
+    """The registered baseline design (Design.baseline), the first if several."""
+    return next((d.name for d in DESIGNS.values() if d.baseline), None)
+
+
 def table(reports: list[dict]) -> str:
-    """Markdown table of synthesis reports, with area per MAC/cycle and the ratio to the mac baseline
-    of the same weight bits."""
-    base = {(r["config"]["bits"], r["config"]["act"]): r["transistors_per_mac_per_cycle"] for r in reports if r["design"] == "mac"}
+    """Markdown table of synthesis reports, with area per MAC/cycle and the ratio to the baseline design
+    (`baseline_design()`) of the same weight bits."""
+    ref = baseline_design()
+    base = {(r["config"]["bits"], r["config"]["act"]): r["transistors_per_mac_per_cycle"] for r in reports if r["design"] == ref}
     lines = [
-        "| design | config | cells | FF bits | transistors | peak MACs/cycle | transistors per MAC/cycle | vs mac |",
+        f"| design | config | cells | FF bits | transistors | peak MACs/cycle | transistors per MAC/cycle | vs {ref} |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
@@ -169,7 +176,7 @@ def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description="yosys synthesis of the default arrays; prints the area table")
-    ap.add_argument("--designs", default="lut-tc,mixpe,mac")
+    ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--bits", default="2,4")
     ap.add_argument("--rerun", action="store_true", help="synthesize even when a saved report exists")
     args = ap.parse_args(argv)

@@ -218,7 +218,9 @@ def _run_encoder(con, m, inputs, backend, other, compare):
 
 
 def _parse_params(text: str | None) -> dict:
-    """--params M=2,N=64,quant=w2g128a8 -> dict (values stay strings; the RTL layer converts and checks)."""
+    """--params M=2,N=64,quant=w2g128a8 -> dict of array parameters (values stay strings; rtl.sim.make_config
+    converts and checks them). quant=SPEC is parsed here into bits, ternary, act and group (the other keys
+    override it): the hardware layer takes bit widths, not spec strings."""
     out = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -227,6 +229,16 @@ def _parse_params(text: str | None) -> dict:
             raise LowbitError(f"--params item '{item}' is not KEY=VALUE", "write e.g. --params M=2,N=64,quant=w2g128a8")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
+    if "quant" in out:
+        from compiler.quant.spec import parse_spec
+
+        spec = parse_spec(str(out.pop("quant")))
+        if spec is None:
+            raise LowbitError("quant 'none' has no hardware array", "give a spec such as w2g128a8")
+        fmt = dict(bits=spec.bits, ternary=spec.ternary, act=spec.act)
+        if spec.group_size:
+            fmt["group"] = spec.group_size
+        out = {**fmt, **out}
     return out
 
 
@@ -253,9 +265,15 @@ def sim(artifact, layer, design, params, simulator, vectors, waves, seed, ids, r
         raise LowbitError("--layer needs a compiled ARTIFACT", "run `lowbit sim OUT --layer NAME` with the -o folder of `lowbit compile --target lut-tc`")
     if design is None:
         raise LowbitError("lowbit sim needs --design (or an ARTIFACT with --layer)", "e.g. `lowbit sim --design lut-tc` or `lowbit sim OUT --layer l0.q`")
-    from rtl.sim import run_sim
+    import numpy as np
 
-    r = run_sim(design, _parse_params(params), simulator, vectors, waves, seed)
+    from rtl.sim import make_config, run_sim, tile_slots
+    from runtime.stimulus import quantizer_tiles
+
+    p = _parse_params(params)
+    cfg, run = make_config(design, p)
+    tiles = quantizer_tiles(cfg, np.random.default_rng(seed), tile_slots(vectors), run["max_groups"])  # real tiles in the job mix
+    r = run_sim(design, p, simulator, vectors, waves, seed, tiles=tiles)
     con = _console()
     con.print(r.summary())
     con.print(f"build {r.build_s:.1f} s, simulation {r.wall_s:.1f} s ({r.cycles_per_second:,.0f} cycles/s)")
@@ -347,26 +365,27 @@ def _progress_cb(prog, tasks: dict):
 @click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="sweep worker processes [CPU count]")
 def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, clock_ghz, arrays, no_sweep, jobs):
     """Cost-model report of MODEL (or a compiled artifact OUT) on the accelerator designs: Markdown, HTML, PNG plots, CSV/JSON."""
+    import json
+
     from rich.progress import Progress
 
+    from hwsim.cost.roofline import PLATFORMS
     from hwsim.report import build_report
+    from runtime.shapes import model_linears
 
     ds = _designs(designs)
     plats = tuple(p.strip() for p in platforms.split(",") if p.strip())
-    from hwsim.cost.roofline import PLATFORMS
-
     for p in plats:
         if p != "this-cpu" and p not in PLATFORMS:
             raise LowbitError(f"unknown platform '{p}'", f"use this-cpu or {', '.join(PLATFORMS)}")
     mem = _memory(dram_gbps, clock_ghz, arrays)
+    ml = model_linears(model, quant)
     t0 = time.time()
     with Progress(transient=True, console=_console()) as prog:
-        path = build_report(model, ds, out, quant=quant, prefill=prefill, memory=mem, node=node, platforms=plats,
+        path = build_report(ml, ds, out, prefill=prefill, memory=mem, node=node, platforms=plats,
                             sweep=not no_sweep, jobs=jobs, progress=_progress_cb(prog, {}))
     con = _console()
-    import json as _json
-
-    data = _json.loads((path / "report.json").read_text())
+    data = json.loads((path / "report.json").read_text())
     for d in ds:
         x = data["designs"][d]
         con.print(f"{d}: prefill {x['prefill_s'] * 1e3:.1f} ms, decode {x['decode_s'] * 1e3:.2f} ms/token, "
@@ -389,70 +408,30 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
 @click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="worker processes [CPU count]")
 def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_gbps, clock_ghz, jobs):
     """Design-space sweep (array shape x weight bits x activation mode x group size) on MODEL's linears: CSV + Pareto plot."""
-    import os
-    import shutil
     from pathlib import Path
 
     from rich.progress import Progress
 
-    from hwsim.cost.roofline import model_linears
-    from hwsim.report import plots
-    from hwsim.report.sweep import linears_as_dicts, run_sweep, write_csv
+    from hwsim.report.sweep import build_sweep, validate_grid
+    from runtime.shapes import model_linears
 
-    def ints(name, text):
-        try:
-            return [int(t) for t in text.split(",") if t.strip()]
-        except ValueError:
-            raise LowbitError(f"--{name} '{text}' is not a comma-separated list of integers", f"write e.g. --{name} 2,4") from None
-
-    grid = {"design": _designs(designs), "bits": ints("bits", bits), "group": ints("groups", groups),
-            "act": [a.strip() for a in acts.split(",") if a.strip()], "shape": [s.strip() for s in shapes.split(",") if s.strip()]}
-    for a in grid["act"]:
-        if a not in ("a8", "a16"):
-            raise LowbitError(f"--acts has unknown mode '{a}'", "use a8 and/or a16")
-    for s in grid["shape"]:
-        p = s.lower().split("x")
-        if len(p) != 2 or not all(x.isdigit() and int(x) > 0 for x in p):
-            raise LowbitError(f"--shapes item '{s}' is not MxN", "write e.g. --shapes 2x64,4x64")
+    grid = validate_grid(_designs(designs), shapes, bits, acts, groups)
     mem = _memory(dram_gbps, clock_ghz)
     ml = model_linears(model)
-    outp = Path(out)
-    if outp.exists() and (not outp.is_dir() or (any(outp.iterdir()) and not (outp / "sweep.csv").exists())):
-        raise LowbitError(f"output {outp} exists and is not a sweep folder", "choose a new -o folder or remove it")
     t0 = time.time()
     with Progress(transient=True, console=_console()) as prog:
         cb = _progress_cb(prog, {})
-        rows = run_sweep(linears_as_dicts(ml), grid, prefill=prefill, memory=mem, node=node, jobs=jobs, progress=lambda d, t: cb("sweep", d, t))
-    tmp = outp.parent / f".{outp.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        write_csv(rows, tmp / "sweep.csv")
-        from hwsim.cost.area import fit_component_model, holdout_errors
-
-        fit = {**fit_component_model(), "holdout": list(holdout_errors())}
-        (tmp / "area_fit.json").write_text(__import__("json").dumps(fit, indent=1, default=str))
-        good = [r for r in rows if "error" not in r]
-        if good:
-            plots.pareto(tmp / "pareto.png", rows, title=f"{ml.model} linears: array area vs prefill time (M={prefill})")
-        if outp.exists():
-            shutil.rmtree(outp)
-        tmp.rename(outp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _, sm = build_sweep(out, ml, grid, prefill=prefill, memory=mem, node=node, jobs=jobs, progress=lambda d, t: cb("sweep", d, t))
     con = _console()
-    front = [r for r in good if r.get("pareto")]
-    con.print(f"{len(good)} configurations ({len(rows) - len(good)} invalid) in {time.time() - t0:.1f} s; Pareto front (area, prefill time):")
-    for r in front:
+    good, fit, ho = sm["configurations"], sm["fit"], sm["fit"]["holdout"]
+    con.print(f"{good} configurations ({sm['invalid']} invalid) in {time.time() - t0:.1f} s; Pareto front (area, prefill time):")
+    for r in sm["front"]:
         con.print(f"  {r['design']} {r['M']}x{r['N']} w{r['bits']}{r['act']} g{r['group']}: {r['area_mm2']:.3f} mm^2, "
                   f"prefill {r['prefill_s'] * 1e3:.1f} ms, decode {r['decode_tokens_per_s']:.1f} tokens/s")
-    n_rep = sum(1 for r in good if str(r.get("area_source", "")).startswith("yosys"))
-    ho = fit["holdout"]
-    con.print(f"area: {n_rep} configurations from yosys reports, {len(good) - n_rep} from the component model "
+    con.print(f"area: {sm['from_yosys']} configurations from yosys reports, {good - sm['from_yosys']} from the component model "
               f"(max error {fit['max_abs_rel_err'] * 100:.1f}% on the {len(fit['errors'])} reports it was fitted on"
               + (f", {max(abs(e['rel_err']) for e in ho) * 100:.1f}% on {len(ho)} held-out reports" if ho else "") + "; area_fit.json)")
-    con.print(f"wrote {outp / 'sweep.csv'} and {outp / 'pareto.png'}")
+    con.print(f"wrote {Path(out) / 'sweep.csv'} and {Path(out) / 'pareto.png'}")
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""The numeric contract of qlinear (DESIGN.md): A8 integer group sums are exact; A16 sums per group in fp32 of
+"""The numeric contract of qlinear (docs/DESIGN.md): A8 integer group sums are exact; A16 sums per group in fp32 of
 fp16 activations; dequantization once per group."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The quantized weight of one linear layer, in the numeric contract's terms (see DESIGN.md).
+"""The quantized weight of one linear layer, in the numeric contract's terms (docs/DESIGN.md).
 
 w[n, k] = scales[n, j] * (codes[n, k] - zeros[n, j]),  j = k // group_size
 

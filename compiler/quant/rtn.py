@@ -1,4 +1,4 @@
-"""Round-to-nearest (RTN) weight quantization, in the numeric contract's format (see DESIGN.md).
+"""Round-to-nearest (RTN) weight quantization, in the numeric contract's format (docs/DESIGN.md).
 
 `quantize_rtn(w, spec)` turns a float weight w [N, K] (N outputs, K input features) into a
 `QuantizedWeight` with per-group scales and zero points; groups of g = spec.group_for(K) consecutive

@@ -2,10 +2,11 @@
 hwsim) and on CPUs/GPUs described by peak operations and memory bandwidth (LLM-Viewer style: every number
 traces to an input below).
 
-Layers: the quantized linears of a model (a compiled artifact's qlinear nodes, or the linears a preset /
-Hugging Face config would quantize; tests check the latter against compiler.frontend's graph). Bytes per
-layer count what a kernel must move: packed weight codes, per-group scales and zero points, activations
-in and outputs out. Formats:
+Layers: the quantized linears of a model, as plain data (`Linear`: role, N, K, count and weight format).
+`model_linears_from_config` derives them from a model's config.json fields and one weight format (tests check
+them against compiler.frontend's graph); the caller resolves MODEL and the quant spec (runtime/shapes.py,
+which also reads a compiled artifact's qlinear nodes). Bytes per layer count what a kernel must move: packed
+weight codes, per-group scales and zero points, activations in and outputs out. Formats:
 - CPU/GPU kernels: codes at b bits, scales fp16 (2 B), zero points at b bits per group; activations int8
   (A8, plus one fp32 scale per row) or fp16 (A16); outputs fp16.
 - accelerators: the array's formats (hwsim.memory): codes b bits, zero b + dyadic mantissa 16 + shift 5
@@ -17,10 +18,8 @@ as a tied lm_head are listed separately.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -53,15 +52,6 @@ class ModelLinears:
     source: str = ""
 
 
-def _spec(quant: str):
-    from compiler.quant.spec import parse_spec
-
-    spec = parse_spec(quant)
-    if spec is None:
-        raise LowbitError(f"quant '{quant}' is the float model; the report needs quantized linears", "give e.g. --quant w4g128a8")
-    return spec
-
-
 def linears_from_config(family: str, cfg: dict) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, int, int]]]:
     """(role, N, K, count) of the linears compiler.frontend marks for quantization, and the float ones."""
     h, inter, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
@@ -91,81 +81,23 @@ def linears_from_config(family: str, cfg: dict) -> tuple[list[tuple[str, int, in
     raise LowbitError(f"model family '{family}' has no linear-layer table", "use a llama or bert model")
 
 
-def _role(wname: str) -> str:
-    parts = wname.replace(".weight", "").replace(".qweight", "").split(".")
-    # drop the "model.layers.<i>." / "encoder.layer.<i>." prefix
-    for i, p in enumerate(parts):
-        if p.isdigit():
-            return ".".join(parts[i + 1 :])
-    return ".".join(parts)
-
-
-def model_linears(arg: str, quant: str = "w4g128a8") -> ModelLinears:
-    """The quantized linears of MODEL (a preset, a Hugging Face folder, all-minilm-l6-v2) or of a compiled
-    artifact OUT (its own quantization; `quant` is then ignored)."""
-    p = Path(arg)
-    if (p / "manifest.json").is_file():
-        return _artifact_linears(p)
-    from compiler.frontend import MINILM, minilm_dir
-    from compiler.frontend.presets import PRESETS
-
-    if p.is_dir() and (p / "config.json").is_file():
-        cfg = json.loads((p / "config.json").read_text())
-        name, source = p.resolve().name, f"Hugging Face config {p / 'config.json'}"
-    elif arg.lower() == MINILM:
-        cfg = json.loads((minilm_dir() / "config.json").read_text())
-        name, source = MINILM, "packaged all-MiniLM-L6-v2 config.json"
-    elif arg in PRESETS:
-        cfg = dict(PRESETS[arg].config)
-        name, source = arg, f"preset {arg} (compiler.frontend.presets)"
-    else:
-        raise LowbitError(
-            f"model '{arg}' is not a preset, a Hugging Face folder or a compiled artifact",
-            "run `lowbit models` for the presets, or pass an artifact folder from `lowbit compile`",
-        )
-    mt = str(cfg.get("model_type", "")).lower()
-    family = "llama" if mt == "llama" else "bert" if mt == "bert" else mt
-    spec = _spec(quant)
+def model_linears_from_config(name: str, family: str, config: dict, *, bits: int, group: int, act: str, ternary: bool = False,
+                              quant: str = "", source: str = "") -> ModelLinears:
+    """The quantized linears of a model described by its config.json-style fields (`linears_from_config`)
+    in one weight format: `bits`, `group` (0: one group per output row, spanning all K), `act` (a8 | a16),
+    `ternary`. `quant` names the format in reports; `source` says where the config came from."""
     try:
-        q, fl = linears_from_config(family, cfg)
+        q, fl = linears_from_config(family, config)
     except (KeyError, TypeError) as e:
-        raise LowbitError(f"config of model '{arg}' lacks a field the layer table needs ({e})",
+        raise LowbitError(f"config of model '{name}' lacks a field the layer table needs ({e})",
                           "pass a Llama or BERT Hugging Face folder with a complete config.json") from None
-    if arg in PRESETS and PRESETS[arg].ternary:
-        from compiler.quant.spec import QuantSpec
-
-        spec = QuantSpec(bits=2, group_size=spec.group_size, act=spec.act, ternary=True)
     lins = []
     for role, n, k, cnt in q:
-        g = spec.group_for(k)
+        g = k if group == 0 else group
         if k % g:
             raise LowbitError(f"layer {role} has K={k}, not a multiple of group {g}", "choose a group size that divides K")
-        lins.append(Linear(role, n, k, cnt, spec.bits, g, spec.act, spec.ternary))
-    return ModelLinears(name, family, spec.name, lins, fl, source)
-
-
-def _artifact_linears(p: Path) -> ModelLinears:
-    mf = json.loads((p / "manifest.json").read_text())
-    g = mf.get("graph", {})
-    shapes = {c["name"]: c["shape"] for c in g.get("consts", [])}
-    agg: dict[tuple, Linear] = {}
-    floats = []
-    for nd in g.get("nodes", []):
-        if nd["op"] == "qlinear":
-            a = nd["attrs"]
-            role = _role(nd["inputs"][1])
-            key = (role, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")))
-            if key in agg:
-                agg[key].count += 1
-            else:
-                agg[key] = Linear(role, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")))
-        elif nd["op"] == "linear":
-            s = shapes.get(nd["inputs"][1], [0, 0])
-            floats.append((_role(nd["inputs"][1]), int(s[0]), int(s[1])))
-    if not agg:
-        raise LowbitError(f"artifact {p} has no quantized linear layers", "compile it with a quant spec, e.g. --quant w4g128a8")
-    q = mf.get("quant") or {}
-    return ModelLinears(mf.get("model", {}).get("name", p.name), mf.get("family", ""), q.get("name", "?"), list(agg.values()), floats, f"artifact {p}")
+        lins.append(Linear(role, n, k, cnt, bits, g, act, ternary))
+    return ModelLinears(name, family, quant, lins, fl, source)
 
 
 # ----------------------------------------------------------------------------------------------------

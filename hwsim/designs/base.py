@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 
 # fields a derived design (`hwsim.designs.derive`) may change: data only, so a derived design can be
 # described to another process (a cocotb simulation) by name, base and these values
-DERIVABLE = ("title", "order", "color", "default_array", "sim_defaults")
+DERIVABLE = ("title", "label", "order", "color", "default_array", "sim_defaults")
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,16 @@ class Claim:
     versus: str  # the design it is measured against
     paper: str  # the claimed factor, as printed (">10x")
     source: str  # paper and what the claim compares
+    versus_as: str = ""  # how the paper names what it is measured against ("dequantize baseline"), if not by label
+    metric_as: str = ""  # how the paper names the metric ("energy efficiency"), if not by the metric's own name
+    note: str = ""  # an unmeasured claim: why
 
 
 @dataclass(frozen=True)
 class Design:
     name: str  # the target / backend / ArrayConfig.design name
     title: str  # one line: what the array is
+    label: str  # how reports and papers write its name ("LUT-TC")
     order: int  # position in listings, reports and plots
     color: str  # plot colour
     generator: str  # module of rtl/gen that emits its Verilog (found by name; `generate(cfg) -> str`)
@@ -44,6 +48,7 @@ class Design:
     mma_op: str  # the program's matrix command (LUT_MMA, SHIFT_ADD_MMA, MAC_MMA)
     weight_layout: str  # "planes" (bit-planes per beat, for bit-serial reads) or "dense" (codes per beat)
     precompute_tables: bool  # the program builds LUT tables once per activation tensor (fused into its producer)
+    baseline: bool = False  # the conventional array the others are compared with (synthesis tables, reports)
     claims: tuple[Claim, ...] = ()
     area_variants: dict = field(default_factory=dict)  # name -> what `area_counts(cfg, variant=name)` models
     base: str | None = None  # the design this one was derived from (`hwsim.designs.derive`)
@@ -60,4 +65,5 @@ class Design:
             raise ValueError(f"a derived design may change only {', '.join(DERIVABLE)}, not {', '.join(sorted(bad))}")
         known = {f.name for f in fields(self)}
         assert set(changes) <= known
+        changes.setdefault("label", name)
         return replace(self, name=name, base=self.base or self.name, **changes)

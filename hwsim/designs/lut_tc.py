@@ -77,6 +77,7 @@ def area_counts(cfg, variant: str | None = None) -> dict:
 DESIGN = Design(
     name="lut-tc",
     title="LUT Tensor Core-style array: table lookup, bit-serial weight planes, table symmetrization",
+    label="LUT-TC",
     order=10,
     color="#1f77b4",
     generator="rtl.gen.lut_tc",
@@ -95,9 +96,10 @@ DESIGN = Design(
     precompute_tables=True,
     claims=(
         Claim("density", "mac", ">10x", f"{LUT_TC_PAPER}: compute density vs MAC-based tensor cores"),
-        Claim("energy", "mac", ">10x", f"{LUT_TC_PAPER}: energy efficiency vs MAC-based tensor cores"),
+        Claim("energy", "mac", ">10x", f"{LUT_TC_PAPER}: energy efficiency vs MAC-based tensor cores", metric_as="energy efficiency"),
         Claim("density", "mixpe", "(not claimed)", "LUT-TC vs MixPE compute density"),
-        Claim("unmeasured", "earlier LUT accelerators", "1.44x", "LUT Tensor Core (v3): vs the best earlier LUT accelerators"),
+        Claim("unmeasured", "earlier LUT accelerators", "1.44x", "LUT Tensor Core (v3): vs the best earlier LUT accelerators",
+              note="not measured: our RTL has no earlier LUT design to compare with"),
         Claim("area_variant:unsymmetrized", "", "(part of 1.44x)", "the same array without table symmetrization"),
     ),
     area_variants={"unsymmetrized": "16-entry tables, 16:1 read muxes, no negation"},

@@ -57,6 +57,7 @@ def area_counts(cfg, variant: str | None = None) -> dict:
 DESIGN = Design(
     name="mac",
     title="MAC baseline: weights dequantized to integers, ordinary multipliers",
+    label="MAC",
     order=30,
     color="#d62728",
     generator="rtl.gen.mac",
@@ -71,4 +72,5 @@ DESIGN = Design(
     mma_op="MAC_MMA",
     weight_layout="dense",
     precompute_tables=False,
+    baseline=True,
 )

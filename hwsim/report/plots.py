@@ -11,8 +11,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"lut-tc": "#1f77b4", "mixpe": "#2ca02c", "mac": "#d62728"}
+from hwsim.designs import DESIGNS  # noqa: E402
+
 PLAT_COLORS = ["#7f7f7f", "#9467bd", "#8c564b", "#e377c2"]
+
+
+def design_color(name: str, default: str = PLAT_COLORS[0]) -> str:
+    """A design's plot colour (its record's `color`); `default` for anything else (platforms)."""
+    d = DESIGNS.get(name)
+    return d.color if d is not None else default
 
 
 def _save(fig, path: Path) -> Path:
@@ -27,7 +34,7 @@ def roofline(path: Path, data: dict) -> Path:
     fig, ax = plt.subplots(figsize=(11, 5.2))
     xs = np.logspace(-1, 4, 200)
     for i, (label, peak, bw) in enumerate(data["roofs"]):
-        c = COLORS.get(label.split(" ")[0], PLAT_COLORS[i % len(PLAT_COLORS)])
+        c = design_color(label.split(" ")[0], PLAT_COLORS[i % len(PLAT_COLORS)])
         ax.plot(xs, np.minimum(peak, xs * bw), color=c, lw=1.6, label=f"{label}: {peak / 1e12:.3g} Tops/s, {bw / 1e9:.3g} GB/s")
     seen = set()
     for label, x, y, marker, color in data["points"]:
@@ -53,7 +60,7 @@ def layer_time(path: Path, layers: list[str], series: dict[str, dict[str, list[f
         w = 0.8 / max(1, len(ds))
         x = np.arange(len(layers))
         for i, d in enumerate(ds):
-            ax.bar(x + i * w - 0.4 + w / 2, series[ph][d], w, label=d, color=COLORS.get(d, PLAT_COLORS[i % 4]))
+            ax.bar(x + i * w - 0.4 + w / 2, series[ph][d], w, label=d, color=design_color(d, PLAT_COLORS[i % 4]))
         ax.set_xticks(x)
         ax.set_xticklabels([l.split(".")[-1] for l in layers], rotation=30, fontsize=8)
         ax.set_ylabel("time per layer instance (us)")
@@ -90,11 +97,12 @@ def stacked_panels(path: Path, panels: list[tuple[str, str, dict[str, dict[str, 
 
 def pareto(path: Path, rows: list[dict], x: str = "area_mm2", y: str = "prefill_s", title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for d in COLORS:
+    names = [*DESIGNS, *dict.fromkeys(r.get("design") for r in rows if r.get("design") not in DESIGNS)]
+    for i, d in enumerate(names):
         pts = [r for r in rows if r.get("design") == d and "error" not in r]
         if not pts:
             continue
-        ax.scatter([r[x] for r in pts], [r[y] for r in pts], color=COLORS[d], s=18, alpha=0.65, label=d)
+        ax.scatter([r[x] for r in pts], [r[y] for r in pts], color=design_color(d, PLAT_COLORS[i % len(PLAT_COLORS)]), s=18, alpha=0.65, label=d)
     front = sorted([r for r in rows if r.get("pareto")], key=lambda r: r[x])
     if front:
         ax.plot([r[x] for r in front], [r[y] for r in front], "k--", lw=1, label="Pareto front")
@@ -103,7 +111,8 @@ def pareto(path: Path, rows: list[dict], x: str = "area_mm2", y: str = "prefill_
             if any(abs(np.log10(r[x] / a)) < 0.06 and abs(np.log10(r[y] / b)) < 0.06 for a, b in labelled):
                 continue
             labelled.append((r[x], r[y]))
-            ax.annotate(f"{r['design']} w{r['bits']}{r['act']} {r['M']}x{r['N']}", (r[x], r[y]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(f"{r['design']} w{r['bits']}{r['act']} {r['M']}x{r['N']}", (r[x], r[y]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("array area (mm^2)")

@@ -4,22 +4,33 @@ the energy model and the area model. Runs in parallel local processes (ProcessPo
 
 Area: configurations with a committed yosys report use it; the rest use the per-component model fitted on
 the reports (hwsim.cost.area.fit_component_model, whose fit error the report prints). yosys is never run.
+
+    validate_grid(designs, shapes, bits, acts, groups)   the grid from comma-separated option values
+    run_sweep(linears, grid, ...) -> rows                 every configuration, Pareto-marked
+    write_sweep(out, rows, title) -> summary              sweep.csv, area_fit.json, pareto.png, atomically
+    build_sweep(out, ml, grid, ...) -> (rows, summary)    all three for `lowbit sweep`
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
+from pathlib import Path
 
-from hwsim import golden as gm
+from compiler.errors import LowbitError
+from compiler.fsutil import atomic_dir, check_output_dir
 from hwsim.config import ArrayConfig
+from hwsim.designs import DESIGNS
 from hwsim.memory import MemoryConfig
+from hwsim.report.doc import write_csv
 
-DEFAULT_GRID = {
-    "design": ["lut-tc", "mixpe", "mac"],
+MARKER, KIND = "sweep.csv", "sweep folder"  # a folder holding sweep.csv is one `lowbit sweep` may replace
+
+# the grid's axes other than the designs (all registered designs by default)
+DEFAULT_AXES = {
     "shape": ["2x64", "4x64", "2x128", "8x32"],  # M x N of the array (K = 4 per beat)
     "bits": [2, 4],
     "act": ["a8", "a16"],
@@ -31,6 +42,31 @@ FIELDS = [
     "tops_per_mm2", "prefill_s", "decode_s", "decode_tokens_per_s", "prefill_energy_uj", "decode_energy_uj",
     "decode_array_energy_uj", "pj_per_mac_prefill", "pareto",
 ]
+
+
+def default_grid() -> dict:
+    return {"design": list(DESIGNS), **DEFAULT_AXES}
+
+
+def validate_grid(designs: list[str], shapes: str, bits: str, acts: str, groups: str) -> dict:
+    """The grid of `lowbit sweep` from its options' comma-separated values; a malformed value is a LowbitError."""
+
+    def ints(name, text):
+        try:
+            return [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise LowbitError(f"--{name} '{text}' is not a comma-separated list of integers", f"write e.g. --{name} 2,4") from None
+
+    grid = {"design": list(designs), "bits": ints("bits", bits), "group": ints("groups", groups),
+            "act": [a.strip() for a in acts.split(",") if a.strip()], "shape": [s.strip() for s in shapes.split(",") if s.strip()]}
+    for a in grid["act"]:
+        if a not in ("a8", "a16"):
+            raise LowbitError(f"--acts has unknown mode '{a}'", "use a8 and/or a16")
+    for s in grid["shape"]:
+        p = s.lower().split("x")
+        if len(p) != 2 or not all(x.isdigit() and int(x) > 0 for x in p):
+            raise LowbitError(f"--shapes item '{s}' is not MxN", "write e.g. --shapes 2x64,4x64")
+    return grid
 
 
 def grid_configs(grid: dict) -> list[dict]:
@@ -96,12 +132,11 @@ def run_sweep(linears: list[dict], grid: dict | None = None, prefill: int = 128,
     """Evaluate every configuration of `grid` on `linears` ([{N, K, count}]) in parallel processes.
     progress(done, total) is called as results arrive. Returns rows (dicts), Pareto-marked on
     (array area, prefill time)."""
-    grid = {**DEFAULT_GRID, **(grid or {})}
+    grid = {**default_grid(), **(grid or {})}
     points = grid_configs(grid)
     mem = (memory or MemoryConfig()).to_dict()
     jobs = jobs or max(1, min(len(points), (os.cpu_count() or 1)))
     rows: list[dict] = []
-    bad: list[dict] = []
     if jobs == 1:
         for i, p in enumerate(points):
             rows.append(_safe(p, linears, prefill, mem, node))
@@ -131,18 +166,37 @@ def _safe(p, linears, prefill, mem, node):
         return {**p, "error": str(e)}
 
 
-def write_csv(rows: list[dict], path) -> None:
-    keys = list(FIELDS)
-    for r in rows:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in keys})
-
-
 def linears_as_dicts(ml) -> list[dict]:
     return [asdict(l) for l in ml.linears]
+
+
+def summary(rows: list[dict], fit: dict) -> dict:
+    """What `lowbit sweep` prints: the valid and invalid configurations, the Pareto front, how many areas
+    came from yosys reports, and the area fit (with its held-out errors)."""
+    good = [r for r in rows if "error" not in r]
+    return {"configurations": len(good), "invalid": len(rows) - len(good), "front": [r for r in good if r.get("pareto")],
+            "from_yosys": sum(1 for r in good if str(r.get("area_source", "")).startswith("yosys")), "fit": fit}
+
+
+def write_sweep(out: str | Path, rows: list[dict], title: str) -> dict:
+    """Write sweep.csv, area_fit.json (the component model's fit and held-out errors) and, when any
+    configuration is valid, pareto.png into the folder `out`, replacing it atomically. Returns summary()."""
+    from hwsim.cost.area import fit_component_model, holdout_errors
+    from hwsim.report import plots
+
+    fit = {**fit_component_model(), "holdout": list(holdout_errors())}
+    with atomic_dir(out, MARKER, KIND) as tmp:
+        write_csv(tmp / "sweep.csv", rows, FIELDS)
+        (tmp / "area_fit.json").write_text(json.dumps(fit, indent=1, default=str))
+        if any("error" not in r for r in rows):
+            plots.pareto(tmp / "pareto.png", rows, title=title)
+    return summary(rows, fit)
+
+
+def build_sweep(out: str | Path, ml, grid: dict | None = None, prefill: int = 128, memory: MemoryConfig | None = None,
+                node: str = "28nm", jobs: int | None = None, progress=None) -> tuple[list[dict], dict]:
+    """`lowbit sweep`: refuse a foreign `out` first, run the grid on the linears `ml` (hwsim.cost.roofline.ModelLinears),
+    write the folder. progress(done, total)."""
+    check_output_dir(Path(out), MARKER, KIND)
+    rows = run_sweep(linears_as_dicts(ml), grid, prefill=prefill, memory=memory, node=node, jobs=jobs, progress=progress)
+    return rows, write_sweep(out, rows, title=f"{ml.model} linears: array area vs prefill time (M={prefill})")

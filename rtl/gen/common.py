@@ -1,4 +1,5 @@
 """Shared pieces of the array generators: ports, input slicing, job control, and the dyadic epilogue.
+`generate(cfg)` runs the generator module named by the configuration's design record (hwsim.designs).
 
 Every generated array is one flat Verilog-2005 module (no SystemVerilog, no generate blocks: the
 generators unroll the datapath, so the text is what synthesis sees) with this interface:
@@ -15,6 +16,8 @@ generators unroll the datapath, so the text is what synthesis sees) with this in
     out_valid / out_ready          one output beat = `lanes` values of Y, slots row-major (m*N + n)
       out_data [lanes*YW]          lane l at bits l*YW, two's complement
       out_last                     the job's final output beat
+The ports are records in rtl/gen/ports.py (`stream_ports`), which the header below and the testbenches
+read (the widths, signs and packing above).
 
 Handshakes are AXI-stream style: a beat moves on a rising edge where valid and ready are both high;
 valid never waits for ready; the payload holds while valid is high and ready low. in_ready may depend
@@ -36,6 +39,7 @@ import importlib
 from pathlib import Path
 
 from hwsim.config import ArrayConfig
+from rtl.gen.ports import stream_ports
 
 
 class V:
@@ -95,23 +99,7 @@ def header(cfg: ArrayConfig, v: V, what: str):
         v(f"    parameter {k} = {val}{',' if i < len(params) - 1 else ''}")
     v("    /* verilator lint_on UNUSEDPARAM */")
     v(") (")
-    ports = [
-        "input  wire clk",
-        "input  wire rst_n",
-        "input  wire in_valid",
-        "output wire in_ready",
-        f"input  wire [{c.M * c.K * AW - 1}:0] in_act",
-        f"input  wire [{c.N * c.K * B - 1}:0] in_w",
-        f"input  wire [{c.N * B - 1}:0] in_zero",
-        f"input  wire [{c.N * MW - 1}:0] in_mant",
-        f"input  wire [{c.N * SW - 1}:0] in_shift",
-        f"input  wire [{c.M * SW - 1}:0] in_ashift",
-        "input  wire in_last",
-        "output wire out_valid",
-        "input  wire out_ready",
-        f"output wire [{EL * YW - 1}:0] out_data",
-        "output wire out_last",
-    ]
+    ports = [p.declaration() for p in stream_ports(cfg)]
     for i, p in enumerate(ports):
         v(f"    {p}{',' if i < len(ports) - 1 else ''}")
     v(");")
@@ -177,7 +165,8 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
     """Shadow bank + dequantization lanes + Y register + output stream.
 
     mode: 'int' (snapshot holds acc, ACCW bits), 'lut' (snapshot holds acc2, ACCW bits, plus row sums S
-    and per-column zeros for the correction), 'mac' (snapshot holds P = acc*mant, PW bits).
+    and per-column zeros for the correction), 'prod' (snapshot holds P = acc*mant, PW bits:
+    a core that multiplies by the mantissa itself).
     The shadow bank itself (sh_0 .. sh_{M*N-1}, declared by `shadow_decls`) is loaded and shifted by the
     core's clocked block through `shadow_update` (so the core's sums stay procedural temporaries, which
     Icarus evaluates once per clock instead of once per input event).
@@ -197,7 +186,7 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
     CBW = clog2(NCB + 1)
     v("// ---- epilogue: dequantization lanes, Y, output stream")
     for n in range(N):
-        v(f"reg [{MW - 1}:0] em_r_{n}; reg [{SW - 1}:0] ed_r_{n};" if mode != "mac" else f"reg [{SW - 1}:0] ed_r_{n};")
+        v(f"reg [{MW - 1}:0] em_r_{n}; reg [{SW - 1}:0] ed_r_{n};" if mode != "prod" else f"reg [{SW - 1}:0] ed_r_{n};")
         if mode == "lut":
             v(f"reg signed [{B + 1}:0] ec_r_{n};")
     for m in range(M):
@@ -222,7 +211,7 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
             v(f"wire signed [{ACCW - 1}:0] acc_{l} = t_{l}[{ACCW}:1];")
         elif mode == "int":
             v(f"wire signed [{ACCW - 1}:0] acc_{l} = sh_{l};")
-        if mode == "mac":
+        if mode == "prod":
             v(f"wire signed [{PW - 1}:0] p_{l} = sh_{l};")
         else:
             v(f"wire signed [{MW}:0] ms_{l} = {{1'b0, em_r_{l}}};")
@@ -257,7 +246,7 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
     v("    if (snap_fire) begin")
     v(f"        sh_first <= {src['first']}; sh_last <= {src['last']};")
     for n in range(N):
-        if mode != "mac":
+        if mode != "prod":
             v(f"        em_r_{n} <= {src['mant'](n)};")
         v(f"        ed_r_{n} <= {src['d'](n)};")
         if mode == "lut":
@@ -270,7 +259,7 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
     v("    end else if (e_step) begin")
     for n in range(N):
         j = (n + EL) % N
-        if mode != "mac":
+        if mode != "prod":
             v(f"        em_r_{n} <= em_r_{j};")
         v(f"        ed_r_{n} <= ed_r_{j};")
         if mode == "lut":
@@ -297,7 +286,7 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
 
 
 def shadow_width(cfg: ArrayConfig, mode: str) -> int:
-    return cfg.prod_bits if mode == "mac" else cfg.acc_bits
+    return cfg.prod_bits if mode == "prod" else cfg.acc_bits
 
 
 def shadow_decls(cfg: ArrayConfig, v: V, mode: str):

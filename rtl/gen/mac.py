@@ -4,8 +4,8 @@ Dataflow: the same output-stationary broadcast grid as `mixpe` (one K-chunk per 
 Each column dequantizes its K weights to integers wd = (q - z) * mant (one multiplier per column and
 feature, shared by the rows: the "dequantize then GEMM" order of conventional kernels), and every PE
 multiplies a by wd with a full AW x (B+1+MW) multiplier and accumulates P = sum a * wd = acc * mant
-(PW bits). The epilogue then only shifts and adds (no per-group multiply). Bit-exact with the other
-two arrays; its area is the point of comparison.
+(PW bits). The epilogue then only shifts and adds (no per-group multiply). Bit-exact with every other
+design; its area is the point of comparison.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def generate(cfg: ArrayConfig) -> str:
     v = V()
     header(c, v, "MAC baseline array (dequantize weights, ordinary multipliers)")
     input_fields(c, v)
-    shadow_decls(c, v, "mac")
+    shadow_decls(c, v, "prod")
     bit_parallel_control(c, v)
     v("// ---- column dequantization: wd = (q - z) * mant")
     for n in range(N):
@@ -51,7 +51,7 @@ def generate(cfg: ArrayConfig) -> str:
     epilogue(
         c,
         v,
-        "mac",
+        "prod",
         dict(
             d=lambda n: f"ed_{n}",
             da=lambda m: f"eda_{m}",

@@ -2,21 +2,16 @@
 quantized linear streamed through the generated Verilog array in a cocotb simulation (Icarus by default;
 `lowbit run --simulator verilator` or LOWBIT_RTL_SIMULATOR=verilator), and everything else on the host.
 
-Each layer's array jobs (row tile x column tile x K split, in program order) are written to an .npz and
-driven back to back by runtime/backends/rtl_tb.py (ArrayTB from rtl/tb/array_tb.py, which also checks
-every output against hwsim.golden). Whole models are slow this way: one simulator launch per layer call
+Each layer's array jobs (row tile x column tile x K split, in program order) are driven back to back by
+the cocotb testbench rtl/tb/layer_tb.py (through rtl.sim.run_testbench; its ArrayTB also checks every
+output against hwsim.golden). Whole models are slow this way: one simulator launch per layer call
 and Icarus runs ~10^4-10^5 cycles/s, so a whole tiny model takes minutes to hours; `lowbit sim OUT --layer
 NAME` (runtime/layer_check.py) runs one layer and compares it with hwsim bit for bit and cycle for cycle.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -24,11 +19,12 @@ from compiler.backends.accel.program import load_program
 from compiler.backends.accel.reference import ActInputs, ProgramExecutor
 from compiler.errors import LowbitError
 from compiler.knobs import RTL_SIMULATOR
+from hwsim.golden import TileInputs
 from runtime.backends.base import Backend
 
 
-def layer_jobs(executor: ProgramExecutor, plan, body, act: ActInputs) -> tuple[dict, list[tuple]]:
-    """The layer's array jobs in program order: (arrays for rtl_tb, [(m0, n0, n1, accumulate)])."""
+def layer_jobs(executor: ProgramExecutor, plan, body, act: ActInputs) -> tuple[list[TileInputs], list[tuple]]:
+    """The layer's array jobs in program order: (their inputs, [(m0, n0, n1, accumulate)])."""
     cfg = plan.array
     M, g = cfg.M, cfg.group
     S = act.a.shape[0]
@@ -60,7 +56,8 @@ def layer_jobs(executor: ProgramExecutor, plan, body, act: ActInputs) -> tuple[d
                 where.append((m0, n0, n1, cur["acc"]))
     if len({x.shape for x in cols["a"]}) > 1:
         raise LowbitError(f"layer {plan.node} has K splits of different sizes", "the RTL runner streams equal jobs; raise --array wsram_kib so one split holds the layer")
-    return {k: np.stack(v).astype(np.int64) for k, v in cols.items()}, where
+    jobs = [TileInputs(**{k: np.asarray(v[i], np.int64) for k, v in cols.items()}) for i in range(len(where))]
+    return jobs, where
 
 
 @dataclass
@@ -73,40 +70,16 @@ class RtlLayerRun:
     simulator: str
 
 
-def simulate_jobs(cfg, jobs: dict, simulator: str = "icarus") -> RtlLayerRun:
-    """Build `cfg`'s array (cached under build/rtl) and stream `jobs` through it."""
-    from rtl.sim import _pythonpath, _quiet_pytest, build
+def simulate_jobs(cfg, jobs: list[TileInputs], simulator: str = "icarus") -> RtlLayerRun:
+    """Build `cfg`'s array (cached under build/rtl) and stream `jobs` through it (rtl/tb/layer_tb.py)."""
+    from rtl.sim import run_testbench
 
-    runner, bd, top, build_s = build(cfg, simulator)
-    with tempfile.TemporaryDirectory(prefix="lowbit-rtl-layer-") as td:
-        jf, of = Path(td) / "jobs.npz", Path(td) / "out.npz"
-        np.savez(jf, **jobs)
-        results = Path(td) / "results.xml"
-        opts = {"cfg": cfg.to_dict(), "jobs": str(jf), "out": str(of)}
-        t0 = time.time()
-        with _quiet_pytest():
-            with contextlib.suppress(SystemExit):
-                runner.test(
-                    test_module="runtime.backends.rtl_tb",
-                    hdl_toplevel=top,
-                    build_dir=bd,
-                    test_dir=td,
-                    extra_env={"LOWBIT_LAYER_TB": json.dumps(opts), "PYTHONPATH": _pythonpath()},
-                    results_xml=str(results),
-                    log_file=Path(td) / "sim.log",
-                )
-        wall = time.time() - t0
-        from cocotb_tools.check_results import get_results
-
-        try:
-            ntests, nfail = get_results(results)
-        except RuntimeError:
-            ntests, nfail = 0, 1
-        if not of.exists() or ntests == 0 or nfail:
-            log = (Path(td) / "sim.log").read_text(errors="replace")[-1500:] if (Path(td) / "sim.log").exists() else ""
-            raise RuntimeError(f"RTL simulation of {top} failed:\n{log}")
-        out = np.load(of)
-        return RtlLayerRun(out["y"].astype(np.int64), int(out["cycles"]), int(out["input_beats"]), wall, build_s, simulator)
+    tb = run_testbench(cfg, "rtl.tb.layer_tb", {}, simulator, tiles=jobs)
+    if not tb.passed or not tb.output:
+        raise RuntimeError(f"RTL simulation of {tb.toplevel} failed ({tb.message}); see {tb.work_dir / 'sim.log'}:\n{tb.log_tail}")
+    out = tb.output
+    y = np.asarray(out["y"], np.int64).reshape(len(jobs), cfg.M, cfg.N)
+    return RtlLayerRun(y, int(out["cycles"]), int(out["input_beats"]), tb.wall_s, tb.build_s, simulator)
 
 
 class RtlExecutor(ProgramExecutor):

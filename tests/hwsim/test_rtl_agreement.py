@@ -1,16 +1,13 @@
 """hwsim vs the RTL (cocotb + Icarus): every output value bit for bit and every input and output beat
 cycle for cycle, on random jobs of each design, with and without input gaps and output back-pressure.
 
-The RTL is the generated Verilog (rtl/gen) simulated by tests/hwsim/timing_tb.py, which records the cycle
-of each handshake; the model side is hwsim.arrays.beat_schedule (the per-beat schedule), stream_cycles /
-tile_cycles (closed forms used by simulate_linear) and simulate_linear's Y.
+The RTL is the generated Verilog (rtl/gen) simulated by the cocotb testbench rtl/tb/timing_tb.py, which
+records the cycle of each handshake; the model side is hwsim.arrays.beat_schedule (the per-beat
+schedule), stream_cycles / tile_cycles (closed forms used by simulate_linear) and simulate_linear's Y.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import shutil
 
 import numpy as np
@@ -38,41 +35,12 @@ SLOW = [
 ]
 
 
-def run_rtl(cfg: ArrayConfig, tiles: list[gm.TileInputs], present=None, out_ready=None, tag="t") -> dict:
-    from cocotb_tools.check_results import get_results
+def run_rtl(cfg: ArrayConfig, tiles: list[gm.TileInputs], present=None, out_ready=None) -> dict:
+    from rtl.sim import run_testbench
 
-    from rtl.sim import _pythonpath, _quiet_pytest, build
-
-    runner, bd, top, _ = build(cfg, "icarus")
-    work = bd / f"hwsim-{tag}-{os.getpid()}"
-    work.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for i, t in enumerate(tiles):
-        for k in ("a", "codes", "zeros", "mant", "d", "da"):
-            arrays[f"{k}_{i}"] = np.asarray(getattr(t, k), dtype=np.int64)
-    np.savez(work / "tiles.npz", **arrays)
-    out = work / "out.json"
-    results = work / "results.xml"
-    for p in (out, results):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    opts = dict(cfg=cfg.to_dict(), tiles=str(work / "tiles.npz"), present=present, out_ready=out_ready, out=str(out))
-    with _quiet_pytest():
-        try:
-            runner.test(
-                test_module="tests.hwsim.timing_tb",
-                hdl_toplevel=top,
-                build_dir=bd,
-                test_dir=work,
-                extra_env={"LOWBIT_HWSIM_TB": json.dumps(opts), "PYTHONPATH": _pythonpath()},
-                results_xml=str(results),
-                log_file=work / "sim.log",
-            )
-        except SystemExit:
-            pass
-    ntests, nfail = get_results(results)
-    assert ntests == 1 and nfail == 0, f"cocotb run failed; see {work / 'sim.log'}"
-    return json.loads(out.read_text())
+    run = run_testbench(cfg, "rtl.tb.timing_tb", dict(present=present, out_ready=out_ready), "icarus", tiles=tiles)
+    assert run.tests == 1 and run.failed == 0, f"cocotb run failed ({run.message}); see {run.work_dir / 'sim.log'}"
+    return run.output
 
 
 def check(cfg: ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bool):
@@ -86,7 +54,7 @@ def check(cfg: ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bo
     out_ready = None
     if backpressure:
         out_ready = (rng.random(4 * nbeats * cfg.cycles_per_beat + 200) > 0.4).astype(int).tolist()
-    got = run_rtl(cfg, tiles, present, out_ready, tag=f"{len(groups)}-{int(gaps)}{int(backpressure)}")
+    got = run_rtl(cfg, tiles, present, out_ready)
     ins, outs = beat_schedule(cfg, groups, present, out_ready)
     c0 = got["ins"][0]
     assert c0 == 0

@@ -10,7 +10,7 @@ from hwsim.config import ArrayConfig
 from rtl.gen.common import module_name, write_verilog
 from rtl.lint import WAIVERS, lint
 
-# the acceptance combinations, at small shapes (the generator code paths do not depend on M, N)
+# every design, bit width and activation mode, at small shapes (the generator code paths do not depend on M, N)
 VARIANTS = [
     ArrayConfig(design="lut-tc", M=2, N=8, bits=1, act="a8", group=32, lanes=4),
     ArrayConfig(design="lut-tc", M=2, N=8, bits=2, act="a16", group=128, lanes=4),
@@ -66,3 +66,25 @@ def test_verilator_lint_wall_clean(cfg, vdir):
 def test_waivers_have_reasons():
     for code, reason in WAIVERS.items():
         assert code.isupper() and len(reason) > 20
+
+
+@pytest.mark.parametrize("cfg", VARIANTS, ids=IDS)
+def test_port_records_are_the_module_ports(cfg):
+    """rtl/gen/ports.py describes the header's ports, and packs and unpacks each data bus losslessly."""
+    import numpy as np
+
+    from rtl.gen.common import generate
+    from rtl.gen.ports import payload, stream_ports
+
+    text = generate(cfg)
+    ports = stream_ports(cfg)
+    decl = text[text.index(") (\n") + 4 : text.index("\n);")].splitlines()
+    assert decl == [f"    {p.declaration()}{',' if i < len(ports) - 1 else ''}" for i, p in enumerate(ports)]
+    assert [p.name for p in payload(cfg, "in")] == ["in_act", "in_w", "in_zero", "in_mant", "in_shift", "in_ashift", "in_last"]
+    rng = np.random.default_rng(0)
+    for p in ports:
+        if p.shape:
+            lo, hi = (-(1 << (p.bits - 1)), 1 << (p.bits - 1)) if p.signed else (0, 1 << p.bits)
+            v = rng.integers(lo, hi, size=p.shape)
+            x = p.pack(v)
+            assert 0 <= x < 1 << p.width and np.array_equal(p.unpack(x), v)

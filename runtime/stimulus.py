@@ -1,0 +1,38 @@
+"""Array jobs made with the quantizer, for the RTL regressions: rtl takes integer tiles only (it never
+imports compiler.quant), so `lowbit sim --design` and the tests make these and pass them to
+rtl.sim.run_sim(..., tiles=...).
+
+    quantizer_tile(cfg, rng, n_groups) -> TileInputs        RTN-quantized random weights and activations
+    quantizer_tiles(cfg, rng, count, max_groups=2) -> list   `count` of them, 1..max_groups groups each
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.quant.rtn import quantize_rtn
+from compiler.quant.spec import QuantSpec
+from hwsim import golden as gm
+from hwsim.config import ArrayConfig
+
+
+def quantizer_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int) -> gm.TileInputs:
+    """A real job: float weights and activations of random scale, quantized with compiler.quant.rtn at
+    the array's format (random symmetric / asymmetric), then brought to the array's integer formats."""
+    kt = cfg.group * n_groups
+    w = rng.standard_normal((cfg.N, kt)).astype(np.float32) * rng.uniform(0.01, 0.2)
+    x = (rng.standard_normal((cfg.M, kt)) * rng.uniform(0.1, 4)).astype(np.float32)
+    if cfg.ternary:
+        spec = QuantSpec(bits=2, group_size=cfg.group, act=cfg.act, ternary=True)
+    else:
+        spec = QuantSpec(bits=max(cfg.bits, 2), group_size=cfg.group, act=cfg.act, symmetric=bool(rng.integers(2)))
+    qw = quantize_rtn(w, spec)
+    if cfg.bits == 1:  # no 1-bit quantizer: keep the quantizer's scales, take the codes' top bit
+        qw.codes = (qw.codes >> 1).astype(np.uint8)
+        qw.zeros = np.ones_like(qw.zeros)
+        qw.bits = 1
+    return gm.prepare_tile(cfg, x, qw)
+
+
+def quantizer_tiles(cfg: ArrayConfig, rng: np.random.Generator, count: int, max_groups: int = 2) -> list[gm.TileInputs]:
+    return [quantizer_tile(cfg, rng, int(rng.integers(1, max_groups + 1))) for _ in range(count)]
