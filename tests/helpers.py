@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from pathlib import Path
@@ -61,3 +62,48 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = e.code if isinstance(e.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@functools.lru_cache(maxsize=None)
+def quantized_graph(model: str, spec: str):
+    """A model's graph quantized by RTN at `spec` ("none": the float graph), made once per test session."""
+    from compiler.frontend import load_model
+    from compiler.quant.apply import quantize_graph
+    from compiler.quant.spec import parse_spec
+
+    m = load_model(model)
+    s = parse_spec(spec)
+    return m.graph if s is None else quantize_graph(m.graph, s, "rtn")
+
+
+# ---- agreement between backends (tests/runtime/backends and the per-family tests)
+
+IDS = [1, 87, 107, 104, 35, 116, 120, 108, 102, 110, 35, 101, 117]  # a fixed prompt of in-vocabulary ids
+# tvm-* and mlir-* against ref, by spec_mode (tests/runtime/backends/test_agreement.py says why)
+COMPILER_TOL = {"float": 1e-4, "a16": 5e-3, "a8": 2e-2}
+
+
+def spec_mode(spec: str) -> str:
+    """'float', 'a16' or 'a8': the row of a tolerance table a quant spec falls in."""
+    if spec == "none":
+        return "float"
+    return "a8" if "a8" in spec else "a16"
+
+
+def check_close(out: dict, ref: dict, tol: float, what: str, cos_min: dict | None = None, cos_default: float = 0.999) -> dict:
+    """Assert max|out - ref| <= tol * max|ref| and cosine >= cos_default (or cos_min[name]) for every output of
+    ref; returns {name: relative error}."""
+    from runtime.compare import cosine
+
+    errs = {}
+    for name, r in ref.items():
+        a = out[name]
+        assert a.shape == r.shape, f"{what} {name}: shape {a.shape} vs {r.shape}"
+        scale = max(float(np.abs(r).max()), 1e-6) if r.size else 1.0
+        err = float(np.abs(a.astype(np.float64) - r).max()) if r.size else 0.0
+        assert err <= tol * scale, f"{what} {name}: max abs err {err:.3g} > {tol} * {scale:.3g}"
+        if r.size:
+            floor = (cos_min or {}).get(name, cos_default)
+            assert cosine(a, r) >= floor, f"{what} {name}: cosine {cosine(a, r):.6f} < {floor}"
+        errs[name] = err / scale
+    return errs

@@ -19,7 +19,7 @@ A lowering declares its table and its lowerer:
 
 `GraphLowerer(graph, kind)` refuses a graph with ops the table lacks (one LowbitError naming all of them);
 `convert_nodes()` runs the converters in graph order and binds their results to the node outputs.
-A new IR op needs a converter in every table: tests/backends/test_lowering_coverage.py checks that each
+A new IR op needs a converter in every table: tests/compiler/backends/test_lowering_coverage.py checks that each
 table covers compiler.ir.OPS.
 """
 

@@ -36,7 +36,7 @@ def hparams(cfg: dict) -> dict:
 
 def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str) -> Graph:
     hp = hparams(cfg)
-    h, nh, nkv, hd, L = hp["hidden"], hp["heads"], hp["kv_heads"], hp["head_dim"], hp["layers"]
+    nh, nkv, hd, L = hp["heads"], hp["kv_heads"], hp["head_dim"], hp["layers"]
     g = Graph(name)
     g.meta.update(family="llama", causal=True, hparams=hp)
 

@@ -5,7 +5,7 @@ hwsim.golden) and everything else on the host (numpy, compiler.reference's kerne
 The program comes from <artifact>/<design>/ (`lowbit compile MODEL --target lut-tc,...`). Per layer the
 backend records cycles (compute and stall), array utilization, and energy (hwsim.cost.energy) in
 `self.records`; `summary()` totals them. The integer outputs equal the accelerator integer reference
-(compiler/backends/accel/reference.py) bit for bit; tests/accel checks it on whole models.
+(compiler/backends/accel/reference.py) bit for bit; tests/runtime/backends checks it on whole models.
 
 Cycles include hwsim.memory's DRAM stalls for the MemoryConfig the program was compiled with; energy is
 hwsim.cost.energy.layer_energy_pj at 28 nm (its sources are listed there).

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hwsim import golden as gm
 from hwsim.config import ArrayConfig
 from hwsim.designs import DESIGNS
 from hwsim.arrays import simulate_shape

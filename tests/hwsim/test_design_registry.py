@@ -134,3 +134,30 @@ def test_no_code_outside_a_design_names_it():
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in DESIGNS:
                     found.append(f"{rel}:{node.lineno} {node.value!r}")
     assert not found, "design names outside the registry: " + ", ".join(found)
+
+
+def test_variant_simulates_on_the_rtl_in_its_own_process(wide):
+    """The cocotb process did not register the variant: the runner describes it (Design.derivation)."""
+    from rtl.sim import run_sim
+
+    r = run_sim("mixpe-wide", {"M": 2, "N": 16, "lanes": 8, "group": 32}, vectors=12, seed=3)
+    assert r.passed, r.message
+    assert r.design == "mixpe-wide" and r.config["design"] == "mixpe-wide" and r.vectors == 12
+
+
+def test_variant_in_the_report_and_the_sweep(wide, tmp_path):
+    import json
+
+    r = CliRunner().invoke(cli, ["report", "llama-tiny", "-o", str(tmp_path / "rep"), "--designs", "mixpe,mixpe-wide,mac",
+                                 "--platforms", "h100-sxm", "--no-sweep"])
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert list(data["designs"]) == ["mixpe", "mixpe-wide", "mac"]
+    assert data["designs"]["mixpe-wide"]["config"]["design"] == "mixpe-wide"
+    assert "mixpe-wide" in (tmp_path / "rep" / "report.md").read_text()
+    assert "mixpe-wide" in data["paper"]["per_design"]["w4"]  # the derived design's claims are measured too
+    r = CliRunner().invoke(cli, ["sweep", "llama-tiny", "-o", str(tmp_path / "sw"), "--designs", "mixpe-wide", "--shapes", "2x64",
+                                 "--bits", "2", "--acts", "a8", "--groups", "64", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    rows = (tmp_path / "sw" / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("mixpe-wide,")

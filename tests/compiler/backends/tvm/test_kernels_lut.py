@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.compiler.backends.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
 
 from compiler.backends.tvm import kernels  # noqa: E402
 from compiler.backends.tvm import kernels_lut  # noqa: E402
 from compiler.backends.tvm import qlinear_te  # noqa: E402
 from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
-from tests.tvm.test_tvm_kernels import build, weights  # noqa: E402
-from tests.tvm.test_tvm_kernels_cpu import _case  # noqa: E402
+from tests.compiler.backends.tvm.test_kernels import build, weights  # noqa: E402
+from tests.compiler.backends.tvm.test_kernels_cpu import _case  # noqa: E402
 
 needs_bw = pytest.mark.skipif(not kernels_lut.host_has_avx512bw(), reason="the host CPU has no AVX-512BW (512-bit vpshufb)")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from compiler.errors import LowbitError
-from tests.mlir.common import compiled, quantized_graph
+from tests.compiler.backends.mlir.common import compiled, quantized_graph
 
 
 @pytest.mark.parametrize("model,spec", [("llama-tiny", "w4g128"), ("bert-tiny", "w2g64a8"), ("llama-tiny", "w3g64")])

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.compiler.backends.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
 
 from compiler.backends.tvm import kernels  # noqa: E402
 from compiler.backends.tvm import kernels_lut  # noqa: E402
@@ -64,7 +64,7 @@ def test_tuned_compile_matches_ref(cache, tmp_path):
 
     from compiler.backends.tvm.build import build_target
     from compiler.reference import Interpreter
-    from tests.tvm.test_tvm_kernels_cpu import _one_layer
+    from tests.compiler.backends.tvm.test_kernels_cpu import _one_layer
 
     g = _one_layer(128, 256, "w2g64a8", True)
     info = build_target(g, "tvm-cpu", tmp_path / "t", tune=True)

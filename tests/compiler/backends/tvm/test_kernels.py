@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
+from tests.compiler.backends.tvm.common import tvm  # noqa: F401 (skips the module when TVM is missing)
 
 from tvm import relax, te, tirx  # noqa: E402
 

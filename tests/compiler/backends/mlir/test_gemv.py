@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.mlir.common import rt  # noqa: F401 (skips without IREE)
+from tests.compiler.backends.mlir.common import rt  # noqa: F401 (skips without IREE)
 
 SPECS = ["w4g128", "w4g128a8", "w2g64", "ternarya8", "w3g32a8", "w8pc"]
 

@@ -9,16 +9,7 @@ import pytest
 
 tvm = pytest.importorskip("tvm", reason="Apache TVM (apache-tvm) is not installed")
 
-
-@functools.lru_cache(maxsize=None)
-def quantized_graph(model: str, spec: str):
-    from compiler.frontend import load_model
-    from compiler.quant.apply import quantize_graph
-    from compiler.quant.spec import parse_spec
-
-    m = load_model(model)
-    s = parse_spec(spec)
-    return m.graph if s is None else quantize_graph(m.graph, s, "rtn")
+from tests.helpers import quantized_graph  # noqa: E402,F401 (the graphs of the tests here)
 
 
 class InMemoryTVM:

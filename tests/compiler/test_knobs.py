@@ -12,7 +12,7 @@ import pytest
 from compiler import knobs
 from compiler.errors import LowbitError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [p for d in ("compiler", "hwsim", "rtl", "runtime", "benchmarks", "examples", "scripts") for p in sorted((ROOT / d).rglob("*")) if p.suffix in (".py", ".sh")]
 NAME = re.compile(r"\bLOWBIT_[A-Z0-9_]*[A-Z0-9]\b")  # a full name (prefixes such as "LOWBIT_TVM_" end in _)
 
