@@ -91,6 +91,8 @@ def test_cli_compile_and_run_encoder(tmp_path, backend, capsys):
     code, o, err = run_cli(["compile", "bert-tiny", "-o", out, "--quant", spec, "--target", target, *flags], capsys)
     assert code == 0, err
     assert (out / target / main).is_file()
+    if "--dump-mlir" in flags:  # our module and IREE's twelve compilation phases
+        assert len(list((out / target / "stages").glob("*.mlir"))) == 12
     code, o, err = run_cli(["run", out, "--backend", backend, "--compare", "ref"], capsys)
     assert code == 0, err
     line = next(ln for ln in o.splitlines() if "cosine similarity, min" in ln)
