@@ -310,7 +310,12 @@ def tile_y(cfg: ArrayConfig, a, codes, zeros, mant, d, da) -> np.ndarray:
 
     a [M, KT] ints (AW bits), codes [N, KT], zeros/mant/d [N, NG], da [M, NG].
     """
-    return epilogue(cfg.design_record.group_p(cfg, a, codes, zeros, mant), d, da, cfg.y_bits)
+    rec = cfg.design_record
+    if rec.group_p is not None:
+        p = rec.group_p(cfg, a, codes, zeros, mant)
+    else:
+        p = rec.group_acc(cfg, a, codes, zeros) * as_int64(mant)[None, :, :]
+    return epilogue(p, d, da, cfg.y_bits)
 
 
 def output_beats(cfg: ArrayConfig, y: np.ndarray) -> list[list[int]]:

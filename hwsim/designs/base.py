@@ -41,7 +41,6 @@ class Design:
     bit_serial: bool  # one weight bit-plane per cycle: a beat takes B cycles, one more pipeline stage
     min_k: int  # fewest features per beat the datapath supports
     group_acc: Callable  # (cfg, a, codes, zeros) -> int64 [M, N, NG]: the design's own exact group sums
-    group_p: Callable  # (cfg, a, codes, zeros, mant) -> int64 [M, N, NG]: P = acc * mant as the array forms it
     events: Callable  # (cfg, beats, groups) -> datapath event counts (hwsim.arrays.datapath_events's input)
     area_counts: Callable  # (cfg, variant=None) -> design-specific component counts (hwsim.cost.area)
     # Compiler (compiler/backends/accel): how a program drives the array
@@ -51,6 +50,9 @@ class Design:
     baseline: bool = False  # the conventional array the others are compared with (synthesis tables, reports)
     claims: tuple[Claim, ...] = ()
     area_variants: dict = field(default_factory=dict)  # name -> what `area_counts(cfg, variant=name)` models
+    # (cfg, a, codes, zeros, mant) -> int64 [M, N, NG]: P = acc * mant, for an array that forms it another way
+    # than multiplying its group sums (the mac baseline folds mant into the weights); None: group_acc * mant
+    group_p: Callable | None = None
     base: str | None = None  # the design this one was derived from (`hwsim.designs.derive`)
 
     def derivation(self) -> dict | None:

@@ -24,10 +24,6 @@ def group_acc(cfg, a, codes, zeros):
     return golden.lut_group_acc(a, codes, zeros, cfg.bits, cfg.group, cfg.K)
 
 
-def group_p(cfg, a, codes, zeros, mant):
-    return group_acc(cfg, a, codes, zeros) * golden.as_int64(mant)[None, :, :]
-
-
 def events(cfg, beats: int, groups: int) -> dict:
     M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.bits
     E = 1 << (K - 1)
@@ -88,7 +84,6 @@ DESIGN = Design(
     bit_serial=True,
     min_k=2,
     group_acc=group_acc,
-    group_p=group_p,
     events=events,
     area_counts=area_counts,
     mma_op="LUT_MMA",

@@ -21,10 +21,6 @@ def group_acc(cfg, a, codes, zeros):
     return golden.mixpe_group_acc(a, codes, zeros, cfg.bits, cfg.group)
 
 
-def group_p(cfg, a, codes, zeros, mant):
-    return group_acc(cfg, a, codes, zeros) * golden.as_int64(mant)[None, :, :]
-
-
 def events(cfg, beats: int, groups: int) -> dict:
     M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.bits
     AW, ACCW, PW, YW, MW = cfg.act_bits, cfg.acc_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
@@ -73,7 +69,6 @@ DESIGN = Design(
     bit_serial=False,
     min_k=1,
     group_acc=group_acc,
-    group_p=group_p,
     events=events,
     area_counts=area_counts,
     mma_op="SHIFT_ADD_MMA",
