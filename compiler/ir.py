@@ -146,20 +146,45 @@ def _infer_linear(t, a):
     4,
     5,
     attrs=("bits", "group_size", "n", "k", "act", "layout", "ternary"),
-    doc="quantized linear (numeric contract): x f32[..,K], packed codes u8, scales f32[N,J], zeros u8[N,J], b f32[N]",
+    doc="quantized linear (numeric contract): x f32[..,K], packed codes u8, scales f32[N,J], zeros u8[N,J] "
+    "(attr mins: float minimums f32[N,J] instead), b f32[N]",
 )
 def _infer_qlinear(t, a):
-    x, packed, scales, zeros = t[:4]
-    n, k, g = a["n"], a["k"], a["group_size"]
+    x = t[0]
+    _check_qweight("qlinear", t[1:4], a)
+    n, k = a["n"], a["k"]
     _expect(dims_equal(x.shape[-1], k), f"qlinear: x has K={x.shape[-1]}, weight has K={k}")
-    _expect(k % g == 0, f"qlinear: K={k} not a multiple of group {g}")
-    _expect(packed.dtype == "u8", "qlinear codes must be packed u8")
-    _expect(_same_shape(scales.shape, (n, k // g)) and scales.dtype == "f32", "qlinear scales must be f32[N,K/g]")
-    _expect(_same_shape(zeros.shape, (n, k // g)) and zeros.dtype == "u8", "qlinear zeros must be u8[N,K/g]")
     _expect(a["act"] in ("a16", "a8"), f"qlinear: unknown act mode {a['act']}")
     if len(t) == 5:
         _expect(_same_shape(t[4].shape, (n,)), "qlinear bias must be [N]")
     return [TensorType((*x.shape[:-1], n), "f32")]
+
+
+def _check_qweight(op: str, t: list[TensorType], a: dict):
+    """The packed weight of qlinear / qembedding: codes u8, scales f32[N,J], zeros u8[N,J] or mins f32[N,J]."""
+    packed, scales, offsets = t
+    n, k, g = a["n"], a["k"], a["group_size"]
+    _expect(k % g == 0, f"{op}: K={k} not a multiple of group {g}")
+    _expect(packed.dtype == "u8", f"{op} codes must be packed u8")
+    _expect(_same_shape(scales.shape, (n, k // g)) and scales.dtype == "f32", f"{op} scales must be f32[N,K/g]")
+    if a.get("mins"):
+        _expect(_same_shape(offsets.shape, (n, k // g)) and offsets.dtype == "f32", f"{op} mins must be f32[N,K/g]")
+        _expect(not a.get("ternary"), f"{op}: ternary weights have no minimum")
+    else:
+        _expect(_same_shape(offsets.shape, (n, k // g)) and offsets.dtype == "u8", f"{op} zeros must be u8[N,K/g]")
+
+
+@_op(
+    "qembedding",
+    4,
+    attrs=("bits", "group_size", "n", "k", "layout", "ternary"),
+    doc="rows of a quantized table: ids i64[S], packed codes u8 [V rows], scales f32[V,J], zeros u8[V,J] (or mins) -> f32[S,K]",
+)
+def _infer_qembedding(t, a):
+    ids = t[0]
+    _expect(ids.dtype in ("i64", "i32"), "qembedding ids must be integer")
+    _check_qweight("qembedding", t[1:4], a)
+    return [TensorType((*ids.shape, a["k"]), "f32")]
 
 
 @_op("matmul", 2, doc="a @ b over the last two dims")

@@ -52,41 +52,62 @@ def int_sum_fits_f32(group: int, amax: int, wmax: int) -> bool:
 
 
 class QLinearWeights:
-    """A qlinear's weights prepared for numpy: integer weights (codes - zeros) as float32 [J, g, N]."""
+    """A qlinear's weights prepared for numpy: integer weights (codes - zeros) as float32 [J, g, N], and for
+    scale-and-minimum groups the minimums [J, N]."""
 
-    def __init__(self, packed, scales, zeros, attrs):
+    def __init__(self, packed, scales, offsets, attrs):
         from compiler.quant.pack import unpack
 
         n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
         codes = unpack(packed, attrs["bits"], attrs["layout"], k)
-        w = codes.astype(np.int16) - np.repeat(zeros.astype(np.int16), g, axis=1)
+        if attrs.get("mins"):
+            w = codes.astype(np.int16)
+            self.mins_t = np.ascontiguousarray(np.asarray(offsets, np.float32).T)  # [J, N]
+        else:
+            w = codes.astype(np.int16) - np.repeat(offsets.astype(np.int16), g, axis=1)
+            self.mins_t = None
         self.wg = np.ascontiguousarray(w.reshape(n, k // g, g).transpose(1, 2, 0)).astype(np.float32)
         self.scales_t = np.ascontiguousarray(scales.T)  # [J, N]
         self.group = g
         self.wmax = int(np.abs(w).max(initial=0))
 
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Dequantized rows [.., K] of the table (qembedding): w = s (q - z), or s q + m."""
+        j, g, _ = self.wg.shape
+        w = self.wg[:, :, ids].transpose(*range(2, 2 + ids.ndim), 0, 1)  # [.., J, g]
+        s = self.scales_t[:, ids].transpose(*range(1, 1 + ids.ndim), 0)[..., None]
+        y = w * s
+        if self.mins_t is not None:
+            y = y + self.mins_t[:, ids].transpose(*range(1, 1 + ids.ndim), 0)[..., None]
+        return y.reshape(*ids.shape, j * g).astype(np.float32)
 
-def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-group sums acc [J, M, N] (float32, or float64 when an A8 sum could exceed 2^24) and the per-token
-    activation scale (A8) or None (A16)."""
+
+def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Per-group sums acc [J, M, N] (float32, or float64 when an A8 sum could exceed 2^24), the per-token
+    activation scale (A8) or None (A16), and for scale-and-minimum groups the per-group activation sums
+    xs [J, M] (of qa for A8, exact; of the fp16 activations for A16), else None."""
     m, k = x2.shape
     j, g = k // w.group, w.group
     if act == "a8":
         qa, sa = quantize_activations_a8(x2)
         xg = qa.astype(np.float32).reshape(m, j, g).transpose(1, 0, 2)
-        return group_sums(xg, w.wg, exact_int=True), sa
+        xs = xg.sum(axis=2) if w.mins_t is not None else None  # |sum| <= 127 g: exact in float32
+        return group_sums(xg, w.wg, exact_int=True), sa, xs
     x16 = x2.astype(np.float16).astype(np.float32)  # A16: activations are fp16 values
     xg = x16.reshape(m, j, g).transpose(1, 0, 2)
-    return np.matmul(xg, w.wg), None
+    xs = xg.sum(axis=2, dtype=np.float32) if w.mins_t is not None else None
+    return np.matmul(xg, w.wg), None, xs
 
 
 def qlinear(x: np.ndarray, w: QLinearWeights, act: str, bias: np.ndarray | None = None) -> np.ndarray:
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    acc, sa = qlinear_acc(x2, w, act)
+    acc, sa, xs = qlinear_acc(x2, w, act)
     y = np.zeros(acc.shape[1:], np.float32)
     for j in range(acc.shape[0]):  # one dequantization per group, accumulated over the groups in order
         y += acc[j].astype(np.float32) * w.scales_t[j]
+        if xs is not None:
+            y += xs[j][:, None] * w.mins_t[j]
     if sa is not None:
         y = y * sa[:, None]
     if bias is not None:
@@ -260,6 +281,11 @@ def _qlinear(ins, a, prepared):
     return [qlinear(ins[0], prepared, a["act"], ins[4] if len(ins) == 5 else None)]
 
 
+@kernel("qembedding")
+def _qembedding(ins, a, prepared):
+    return [prepared.rows(np.asarray(ins[0]))]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Interpreter
 
@@ -283,7 +309,7 @@ class Interpreter:
         return last
 
     def prepare(self, idx: int, node: Node):
-        if node.op != "qlinear":
+        if node.op not in ("qlinear", "qembedding"):
             return None
         if idx not in self._prepared:
             c = self.graph.consts

@@ -49,12 +49,14 @@ def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec)
         node.inputs[0],
         graph.add_const(base + ".qweight", pack(qw.codes, qw.bits, layout)),
         graph.add_const(base + ".scales", qw.scales.astype(np.float32)),
-        graph.add_const(base + ".zeros", qw.zeros.astype(np.uint8)),
+        graph.add_const(base + ".mins", qw.mins.astype(np.float32)) if qw.has_mins else graph.add_const(base + ".zeros", qw.zeros.astype(np.uint8)),
     ]
     if len(node.inputs) == 3:
         ins.append(node.inputs[2])
     attrs = {k2: v for k2, v in node.attrs.items() if k2 != "quantize"}
     attrs.update(bits=qw.bits, group_size=qw.group_size, n=n, k=k, act=spec.act, layout=layout, ternary=qw.ternary)
+    if qw.has_mins:
+        attrs["mins"] = True
     return Node("qlinear", ins, list(node.outputs), attrs)
 
 

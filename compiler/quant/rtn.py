@@ -157,3 +157,22 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> Quanti
         scales, zeros = group_params(w, spec, g)
         codes = quantize_codes_with_scales(w, scales, zeros, spec)
     return QuantizedWeight(codes=codes, scales=scales, zeros=zeros, bits=spec.bits, group_size=g, ternary=spec.ternary)
+
+
+def quantize_rtn_min(w: np.ndarray, bits: int, group: int) -> QuantizedWeight:
+    """Scale-and-minimum RTN (llama.cpp's Q4_1 rule): per group m = min, s = (max - min) / qmax,
+    q = clamp(rint((w - m) / s), 0, qmax), w ~ s q + m. The minimum is a float, so a group's range is
+    used fully even when it does not include 0. An all-equal group gets s = 1 and q = 0 (exactly m)."""
+    w = np.asarray(w, np.float32)
+    n, k = w.shape
+    if k % group:
+        raise ValueError(f"K={k} is not a multiple of group size {group}")
+    qmax = (1 << bits) - 1
+    wg = w.reshape(n, k // group, group)
+    lo = wg.min(axis=2)
+    hi = wg.max(axis=2)
+    s = ((hi - lo) / np.float32(qmax)).astype(np.float32)
+    s = np.where(s > 0, np.maximum(s, np.finfo(np.float32).tiny), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint((wg - lo[..., None]) / s[..., None]), 0, qmax).astype(np.uint8).reshape(n, k)
+    zeros = np.zeros((n, k // group), np.uint8)
+    return QuantizedWeight(q, s, zeros, bits, group, mins=lo.astype(np.float32))

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compiler.quant.pack import pack, storage_layout
-from compiler.quant.rtn import quantize_rtn
+from compiler.quant.rtn import quantize_rtn, quantize_rtn_min
 from compiler.quant.spec import parse_spec
 from compiler.reference import QLinearWeights, int_sum_fits_f32, qlinear, qlinear_acc, quantize_activations_a8
 
@@ -16,8 +16,8 @@ SPECS = ["w8g32", "w8pc-asym", "w4g128", "w4g32-asym", "w3g64", "w2g32", "ternar
 def prepared(qw, spec):
     layout = storage_layout(qw.bits)
     n, k = qw.shape
-    attrs = dict(n=n, k=k, bits=qw.bits, group_size=qw.group_size, layout=layout)
-    return QLinearWeights(pack(qw.codes, qw.bits, layout), qw.scales, qw.zeros, attrs)
+    attrs = dict(n=n, k=k, bits=qw.bits, group_size=qw.group_size, layout=layout, mins=qw.has_mins)
+    return QLinearWeights(pack(qw.codes, qw.bits, layout), qw.scales, qw.mins if qw.has_mins else qw.zeros, attrs)
 
 
 @st.composite
@@ -40,7 +40,8 @@ def test_a8_group_sums_equal_float64_evaluation_of_the_integers(c):
     spec, w, x = c
     qw = quantize_rtn(w, spec)
     p = prepared(qw, spec)
-    acc, sa = qlinear_acc(x, p, "a8")
+    acc, sa, xs = qlinear_acc(x, p, "a8")
+    assert xs is None
     qa, sa2 = quantize_activations_a8(x)
     assert np.array_equal(sa, sa2)
     n, k = qw.shape
@@ -86,3 +87,62 @@ def test_a8_activation_quantization_rule():
 def test_float32_exactness_bound():
     assert int_sum_fits_f32(128, 127, 255)  # w8 asym, g128: 4.1e6 < 2^24
     assert not int_sum_fits_f32(8192, 127, 255)  # per-channel K=8192 needs float64
+
+
+@st.composite
+def min_case(draw):
+    bits = draw(st.sampled_from([8, 4, 3, 2]))
+    g = draw(st.sampled_from([16, 32, 64]))
+    j, n, m = draw(st.integers(1, 3)), draw(st.integers(1, 24)), draw(st.integers(1, 5))
+    r = np.random.default_rng(draw(st.integers(0, 2**31)))
+    w = (r.standard_normal((n, g * j)) * r.uniform(0.01, 3) + r.uniform(-1, 1)).astype(np.float32)
+    x = (r.standard_normal((m, g * j)) * r.uniform(0.01, 100)).astype(np.float32)
+    return quantize_rtn_min(w, bits, g), x
+
+
+@given(min_case())
+def test_scale_and_minimum_a8_sums_are_exact_and_the_output_follows_the_formula(c):
+    """Scale-and-minimum groups: acc = sum qa q and xs = sum qa, both exact; y = sa sum_j (s_j acc_j + m_j xs_j)."""
+    qw, x = c
+    p = prepared(qw, None)
+    acc, sa, xs = qlinear_acc(x, p, "a8")
+    qa, _ = quantize_activations_a8(x)
+    n, k = qw.shape
+    g = qw.group_size
+    qa3 = qa.astype(np.float64).reshape(len(x), k // g, g)
+    assert np.array_equal(acc.astype(np.float64), np.einsum("mjg,njg->jmn", qa3, qw.codes.astype(np.float64).reshape(n, k // g, g)))
+    assert np.array_equal(xs.astype(np.float64), qa3.sum(-1).T)
+    y = qlinear(x, p, "a8")
+    ref = sa[:, None] * (np.einsum("jmn,nj->mn", acc.astype(np.float64), qw.scales.astype(np.float64)) + np.einsum("jm,nj->mn", xs.astype(np.float64), qw.mins.astype(np.float64)))
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max() + 1e-30)
+
+
+@given(min_case())
+def test_scale_and_minimum_a16_matches_float64_on_the_dequantized_weights(c):
+    qw, x = c
+    y = qlinear(x, prepared(qw, None), "a16")
+    x16 = x.astype(np.float16).astype(np.float64)
+    wd = qw.codes.astype(np.float64) * np.repeat(qw.scales.astype(np.float64), qw.group_size, 1) + np.repeat(qw.mins.astype(np.float64), qw.group_size, 1)
+    ref = x16 @ wd.T
+    bound = 2e-5 * (np.abs(x16) @ (np.abs(wd) + np.repeat(np.abs(qw.mins.astype(np.float64)), qw.group_size, 1)).T) + 1e-30
+    assert np.all(np.abs(y - ref) <= bound)
+
+
+def test_scale_and_minimum_rtn_uses_the_whole_range_of_a_group_that_excludes_zero():
+    w = np.linspace(1.0, 2.5, 32, dtype=np.float32)[None]
+    qw = quantize_rtn_min(w, 4, 32)
+    assert qw.mins[0, 0] == np.float32(1.0) and qw.codes.min() == 0 and qw.codes.max() == 15
+    assert np.abs(qw.dequantize() - w).max() <= qw.scales[0, 0] / 2 + 1e-7
+
+
+@given(min_case(), st.booleans())
+def test_qembedding_rows_are_the_dequantized_table_rows(c, with_mins):
+    from compiler.reference import KERNELS
+
+    qw, _ = c
+    if not with_mins:
+        qw = quantize_rtn(qw.dequantize(), parse_spec(f"w{qw.bits}pc-asym"))
+    p = prepared(qw, None)
+    ids = np.array([0, qw.shape[0] - 1, 0], np.int64)
+    (rows,) = KERNELS["qembedding"]([ids], {}, p)
+    np.testing.assert_allclose(rows, qw.dequantize()[ids], rtol=1e-6, atol=1e-6 * np.abs(qw.dequantize()).max())
