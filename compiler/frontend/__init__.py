@@ -21,6 +21,12 @@ class Model:
     graph: Graph
     tokenizer: object | None
     source: dict = field(default_factory=dict)  # how to load this model again: {"kind": "preset"|"hf", ...}
+    # A checkpoint that stores quantized weights (GGUF, GPTQ, AWQ, compressed-tensors): the graph's consts hold
+    # their dequantized float32 values; `prequant` maps a weight's const name to its own quantization where it
+    # maps exactly onto ours (kept by `--quant keep`); `prequant_types` names the stored type of every weight
+    # the checkpoint stored quantized, mapped or not (e.g. "Q4_1", "Q6_K", "gptq-w4g128").
+    prequant: dict = field(default_factory=dict)
+    prequant_types: dict = field(default_factory=dict)
 
     @property
     def causal(self) -> bool:
