@@ -15,7 +15,10 @@ qlinear follows compiler/reference.py's contract (see qlinear.py): codes are unp
 inside one linalg.generic that also computes the per-group sums (exact int32 for A8, fp32 of fp16 values
 for A16); a second generic applies the group scales to the finished group sums. Where N is a multiple of
 the lane count (LANES), weights are re-laid out "blocked" (L rows interleaved byte by byte) and the kernel
-vectorizes over rows; otherwise it reads the stored layout (the "groupsum" form, slower).
+vectorizes over rows; otherwise it reads the stored layout (the "groupsum" form, slower). Scale-and-minimum
+groups (attr mins) take the same kernels with the minimums in place of the zero points. qembedding gathers
+and dequantizes rows of a quantized table; a table that a blocked qlinear also reads (the tied LM head) is
+read from that qlinear's blocked copy, so the module is passed the table once.
 """
 
 from __future__ import annotations
@@ -76,14 +79,20 @@ class _Lowerer(GraphLowerer):
             module.operation.attributes["sym_name"] = ir.StringAttr.get("lowbit")
             arrays: dict[str, np.ndarray] = {}
             params: list[dict] = []
+            # a table that a blocked qlinear also reads (a tied LM head) is gathered from the blocked copy
+            shared = {tuple(n.inputs[1:4]): n for n in g.nodes if n.op == "qlinear" and _blocked_lanes(n)}
             for n in g.nodes:
                 lanes = _blocked_lanes(n) if n.op == "qlinear" else 0
+                head = shared.get(tuple(n.inputs[1:4])) if n.op == "qembedding" else None
+                if head is not None:
+                    lanes = _blocked_lanes(head)
                 if lanes:
-                    new = qlinear.relayout_blocked(*(g.consts[c] for c in n.inputs[1:4]), n.attrs, lanes)
                     keys = [f"{c}@blocked{lanes}" for c in n.inputs[1:4]]
-                    for key, arr in zip(keys, new):
-                        self.relayout[key] = arrays[key] = arr
-                        params.append({"key": key, "source": "relayout"})
+                    if keys[0] not in arrays:
+                        new = qlinear.relayout_blocked(*(g.consts[c] for c in n.inputs[1:4]), n.attrs, lanes)
+                        for key, arr in zip(keys, new):
+                            self.relayout[key] = arrays[key] = arr
+                            params.append({"key": key, "source": "relayout"})
                     self.blocked[n.outputs[0]] = (lanes, keys)
                 rest = n.inputs[4:] if lanes else n.inputs
                 for i in rest:
@@ -345,6 +354,17 @@ def _qlinear(L, n):
         y, form = qlinear.qlinear(B, xin, lead, packed, scales, zeros, bias, a)
     L.kernels[n.inputs[1]] = form
     return [B.from_2d(y, L.shape(n.outputs[0]))]
+
+
+@conv("qembedding")
+def _qembedding(L, n):
+    ids = L.value(n.inputs[0])
+    if n.outputs[0] in L.blocked:
+        lanes, keys = L.blocked[n.outputs[0]]
+        table = [L.value(c) for c in keys]
+    else:
+        lanes, table = 0, [L.value(c) for c in n.inputs[1:4]]
+    return [qlinear.qembedding_rows(L.B, ids, *table, n.attrs, L.shape(n.inputs[0]), lanes)]
 
 
 @conv("matmul")

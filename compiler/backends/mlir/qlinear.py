@@ -13,6 +13,11 @@ group size g, J = K / g groups:
 3. dequantization after the group sum, a second generic: y[m, n] = sum_j s[n, j] acc[m, n, j], then
    y * sa[m] (A8) and + bias in one elementwise epilogue (`_epilogue`, shared by both forms).
 
+Scale-and-minimum groups (attrs["mins"], w = s q + m): the codes are summed without a zero point, the
+activations' group sums xs[m, j] (of qa for A8, exact; of the fp16 values for A16) are one more reduction,
+and step 3 becomes y[m, n] = sum_j (s[n, j] acc[m, n, j] + mins[n, j] xs[m, j]). `qembedding_rows` reads
+rows of such a table (or a zero-point one) from either layout and dequantizes them.
+
 The dequantize-then-matmul form (unpack to a float weight tensor, then linalg.matmul) is what IREE would
 otherwise see; it never fuses the unpacking into the contraction, and it changes the numeric order.
 """
@@ -60,15 +65,30 @@ def quantize_a8(B: Builder, x, m, k):
 # the end both forms share
 
 
-def _dequant(B: Builder, a8: bool):
-    """Region body of the per-group dequantization: o + s * acc (acc converted from int32 for A8)."""
+def _dequant(B: Builder, a8: bool, mins: bool = False, acc_out: bool = True):
+    """Region body of the per-group dequantization: o + s * acc (acc converted from int32 for A8); with
+    minimums o + (s * acc + m * xs), the group's term formed first and added to the accumulator once.
+    acc_out=False: the term alone (per-channel groups, one group: no accumulator)."""
     from iree.compiler.dialects import arith
 
-    def body(av, s, o):
+    def body(av, s, *rest):
         af = arith.sitofp(B.f32, av) if a8 else av
-        return arith.addf(o, arith.mulf(af, s))
+        t = arith.mulf(af, s)
+        if mins:
+            t = arith.addf(t, arith.mulf(rest[0], rest[1]))
+        return arith.addf(rest[-1], t) if acc_out else t
 
     return body
+
+
+def _group_xsum(B: Builder, x, m, k, g, mj_shape):
+    """xs [*mj_shape] = the sum of each group's activations, in fp32 (int8 activations converted first:
+    |sum| <= 127 g, exact): the term the minimums multiply."""
+    from iree.compiler.dialects import arith
+
+    xg = B.reshape(x, (m, k), (*mj_shape, g))
+    is_int = isinstance(B.ir.RankedTensorType(x.type).element_type, B.ir.IntegerType)
+    return B.reduce_last(xg, (*mj_shape, g), 0.0, arith.addf, pre=(lambda v: arith.sitofp(B.f32, v)) if is_int else None)
 
 
 def _epilogue(B: Builder, y, sa, bias, m, n):
@@ -127,16 +147,22 @@ def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
         wins = [B.reshape(packed, (n, k // per), (n, j, tb))]
     acc_t = B.i32 if a8 else B.f32
     acc0 = B.fill(0, (m, n, j), acc_t) if a8 else B.fill(0.0, (m, n, j), acc_t)
-    acc = _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes)
+    mins = bool(a.get("mins"))
+    acc = _groupsum_inner(B, xv, wins, None if mins else zeros, acc0, a, per, planes)
     y0 = B.fill(0.0, (m, n), B.f32)
-    y = B.generic([acc, scales], [y0], ["(m, n, j) -> (m, n, j)", "(m, n, j) -> (n, j)", "(m, n, j) -> (m, n)"], "ppr", _dequant(B, a8))[0]
-    return _epilogue(B, y, sa, bias, m, n), f"groupsum-{'i32' if a8 else 'f32'}"
+    ins, maps = [acc, scales], ["(m, n, j) -> (m, n, j)", "(m, n, j) -> (n, j)"]
+    if mins:  # zeros holds the minimums [N, J]
+        ins += [zeros, _group_xsum(B, x, m, k, g, (m, j))]
+        maps += ["(m, n, j) -> (n, j)", "(m, n, j) -> (m, j)"]
+    y = B.generic(ins, [y0], [*maps, "(m, n, j) -> (m, n)"], "ppr", _dequant(B, a8, mins))[0]
+    return _epilogue(B, y, sa, bias, m, n), f"groupsum-{'i32' if a8 else 'f32'}{'-mins' if mins else ''}"
 
 
 def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes):
     """Group sums with the code within the byte as the innermost loop: dims (m, n, j, t, i), t the byte in
     the group and i the code in the byte, so activations x[m, j, t, i] are read contiguously along K and each
-    byte is broadcast over its codes; the shift is bits * i (linalg.index)."""
+    byte is broadcast over its codes; the shift is bits * i (linalg.index). zeros None: no zero point
+    (scale-and-minimum groups)."""
     from iree.compiler.dialects import arith
 
     a8 = a["act"] == "a8"
@@ -148,7 +174,7 @@ def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes):
         wmaps = [f"(m, n, j, t, i) -> ({p}, n, j, t)" for p in range(planes)]
 
     def body(x, *rest):
-        ws, z, o = rest[:-2], rest[-2], rest[-1]
+        ws, z, o = (rest[:-2], rest[-2], rest[-1]) if zeros is not None else (rest[:-1], None, rest[-1])
         i = arith.index_cast(B.i32, B.index_in_region(4))
         if planes == 1:
             w = arith.extui(B.i32, ws[0])
@@ -159,13 +185,14 @@ def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes):
                 bit = arith.andi(arith.shrui(arith.extui(B.i32, wb), i), B.ci(1))
                 bit = arith.shli(bit, B.ci(p)) if p else bit
                 code = bit if code is None else arith.ori(code, bit)
-        wz = arith.subi(code, arith.extui(B.i32, z))
+        wz = code if z is None else arith.subi(code, arith.extui(B.i32, z))
         if a8:
             return arith.addi(o, arith.muli(arith.extsi(B.i32, x), wz))
         return arith.addf(o, arith.mulf(x, arith.sitofp(B.f32, wz)))
 
-    maps = ["(m, n, j, t, i) -> (m, j, t, i)", *wmaps, "(m, n, j, t, i) -> (n, j)", "(m, n, j, t, i) -> (m, n, j)"]
-    return B.generic([xv, *wins, zeros], [acc0], maps, "ppprr", body)[0]
+    zmaps, zins = (["(m, n, j, t, i) -> (n, j)"], [zeros]) if zeros is not None else ([], [])
+    maps = ["(m, n, j, t, i) -> (m, j, t, i)", *wmaps, *zmaps, "(m, n, j, t, i) -> (m, n, j)"]
+    return B.generic([xv, *wins, *zins], [acc0], maps, "ppprr", body)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -207,7 +234,10 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
     A8 where every partial sum fits float32 exactly (g * 127 * qmax < 2^24, the reference's own test):
     the int8 activations and the codes are multiplied in fp32 (integers, so every product and partial sum
     is exact: the same numbers as int32 sums, without AVX-512's slow vpmulld), and the zero point is
-    applied once per group: acc = sum qa q - z sum qa, both exact."""
+    applied once per group: acc = sum qa q - z sum qa, both exact.
+
+    Scale-and-minimum groups (a["mins"]; `zeros` holds the minimums, f32): acc = sum x q with no zero point,
+    and the dequantization adds mins[n, j] xs[m, j], xs the group's activation sum."""
     from iree.compiler.dialects import arith
 
     from compiler.reference import int_sum_fits_f32
@@ -218,6 +248,7 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
     j, c = k // g, g // per
     nb = n // lanes
     x, sa = xin
+    mins = bool(a.get("mins"))
     a8f = a8 and per > 1 and int_sum_fits_f32(g, 127, (1 << bits) - 1) and not MLIR_A8_INT32.get()
     if a8f:
         x = B.elementwise([x], (m, k), B.f32, lambda v: arith.sitofp(B.f32, v))
@@ -247,8 +278,8 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
     def body(*args):
         xa = args[:per]
         ws = args[per : per + len(wins)]
-        z, o = args[-2], args[-1]
-        zi = arith.extui(B.i32, z)
+        z, o = (None, args[-1]) if mins else (args[-2], args[-1])
+        zi = None if mins or a8f else arith.extui(B.i32, z)
         wi = [arith.extui(B.i32, w) for w in ws]
         total = None
         for i in range(per):
@@ -260,7 +291,7 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
                     bit = arith.andi(arith.shrui(wi[p], B.ci(i)), B.ci(1)) if i else arith.andi(wi[p], B.ci(1))
                     bit = arith.shli(bit, B.ci(p)) if p else bit
                     code = bit if code is None else arith.ori(code, bit)
-            w = code if a8f else arith.subi(code, zi)
+            w = code if zi is None else arith.subi(code, zi)
             if a8:
                 term = arith.muli(arith.extsi(B.i32, xa[i]), w)
                 total = term if total is None else arith.addi(total, term)
@@ -270,19 +301,16 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
         return arith.addi(o, total) if a8 else arith.addf(o, total)
 
     dims = keep  # (m, b?, j?, l, c)
-    maps = [amap(dims, "mjc")] * per + [amap(dims, "bjcl")] * len(wins) + [amap(dims, "bjl"), amap(dims, "mbjl")]
+    zin, zmap = ([], []) if mins else ([zs], [amap(dims, "bjl")])
+    maps = [amap(dims, "mjc")] * per + [amap(dims, "bjcl")] * len(wins) + zmap + [amap(dims, "mbjl")]
     iters = "p" * (len(dims) - 1) + "r"
     rb = max(1, min(nb, ROWS_PER_WORKGROUP // lanes))
     tiles = {"m": (1, 1, 0), "b": (rb, 1, 0), "j": (0, 1, 0), "l": (0, lanes, 0), "c": (0, 0, 1)}
     cfg = [[tiles[d][t] for d in dims] for t in range(3)]
-    acc = B.generic([*xs, *wins, zs], [acc0], maps, iters, body, _cpu_tiles(B, *cfg))[0]
+    acc = B.generic([*xs, *wins, *zin], [acc0], maps, iters, body, _cpu_tiles(B, *cfg))[0]
 
-    if a8f:  # acc - z * (sum of the group's activations), exact integers in fp32
-        xsum0 = B.fill(0.0, shape_of("mj"), B.f32)
-        xg = B.reshape(x, (m, k), (*shape_of("mj"), g))
-        r = len(shape_of("mj"))
-        dd = [f"d{i}" for i in range(r + 1)]
-        xsum = B.generic([xg], [xsum0], [f"({', '.join(dd)}) -> ({', '.join(dd)})", f"({', '.join(dd)}) -> ({', '.join(dd[:-1])})"], "p" * r + "r", lambda v, o: arith.addf(o, v))[0]
+    xsum = _group_xsum(B, x, m, k, g, shape_of("mj")) if a8f or mins else None
+    if a8f and not mins:  # acc - z * (sum of the group's activations), exact integers in fp32
         ek = [d for d in "mbjl" if d in keep]
         acc = B.elementwise(
             [acc, zs, xsum],
@@ -292,18 +320,20 @@ def qlinear_blocked(B: Builder, xin, m, packed, scales, zeros, bias, a, lanes: i
             [amap(ek, "mbjl"), amap(ek, "bjl"), amap(ek, "mj")],
         )
 
+    dins = [acc, ss] + ([zs, xsum] if mins else [])
     if j > 1:
         ddims = [d for d in ("m", "b", "l", "j") if d in keep]
         y0 = B.fill(0.0, shape_of("mbl"), B.f32)
         dcfg = [[tiles[d][t] if d != "j" else (0, 0, 1)[t] for d in ddims] for t in range(3)]
-        y = B.generic([acc, ss], [y0], [amap(ddims, "mbjl"), amap(ddims, "bjl"), amap(ddims, "mbl")], "p" * (len(ddims) - 1) + "r", _dequant(B, a8), _cpu_tiles(B, *dcfg))[0]
+        dmaps = [amap(ddims, "mbjl"), amap(ddims, "bjl")] + ([amap(ddims, "bjl"), amap(ddims, "mj")] if mins else [])
+        y = B.generic(dins, [y0], [*dmaps, amap(ddims, "mbl")], "p" * (len(ddims) - 1) + "r", _dequant(B, a8, mins), _cpu_tiles(B, *dcfg))[0]
     else:
-        r = len(shape_of("mbl"))
-        d = [f"d{i}" for i in range(r)]
-        smap = f"({', '.join(d)}) -> ({', '.join(d[1:])})"
-        y = B.elementwise([acc, ss], shape_of("mbl"), B.f32, lambda av, s: arith.mulf(arith.sitofp(B.f32, av) if a8 else av, s), [B.identity_map(r), smap])
+        ek = [d for d in "mbl" if d in keep]
+        emaps = [amap(ek, "mbl"), amap(ek, "bl")] + ([amap(ek, "bl"), amap(ek, "m")] if mins else [])
+        y = B.elementwise(dins, shape_of("mbl"), B.f32, _dequant(B, a8, mins, acc_out=False), emaps)
     y = B.reshape(y, shape_of("mbl"), (m, n))
-    return _epilogue(B, y, sa, bias, m, n), f"blocked{lanes}-{'i32' if a8 else 'f32' + ('-a8exact' if a8f else '')}"
+    form = f"blocked{lanes}-{'i32' if a8 else 'f32' + ('-a8exact' if a8f else '')}{'-mins' if mins else ''}"
+    return _epilogue(B, y, sa, bias, m, n), form
 
 
 ROWS_PER_WORKGROUP = 256  # output rows per IREE workgroup (the unit of multi-threading)
@@ -320,3 +350,59 @@ def _cpu_tiles(B: Builder, distribution, parallel, reduction) -> dict | None:
         + cfg
         + ">, translation_info = #iree_codegen.translation_info<pipeline = #iree_cpu.pipeline<DoubleTilingExpert>>>"
     }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# qembedding: rows of a quantized table
+
+
+def qembedding_rows(B: Builder, ids, packed, scales, offsets, a, ids_shape, lanes: int = 0):
+    """Rows ids of a quantized table [V, K], dequantized: f32 [*ids_shape, K] = s (q - z), or s q + m with
+    minimums (offsets holds the zero points or the minimums). The table is read where it lies: the stored
+    layout (lanes = 0) or the blocked one of a qlinear that shares it (the tied LM head), so the table is
+    passed to the module once. One generic over the output, each element a tensor.extract of its byte
+    (a gather: linalg has no other way to index by a runtime id); ids are clipped to [0, V - 1], as the
+    float embedding's gather."""
+    from iree.compiler.dialects import arith, tensor
+
+    bits, g, v, k = a["bits"], a["group_size"], a["n"], a["k"]
+    per, planes = code_layout(a)
+    mins = bool(a.get("mins"))
+    mask = (1 << bits) - 1
+    out_shape = (*ids_shape, k)
+    r = len(out_shape)
+    d = B.axis_names(r)
+
+    def body(i, _o):
+        it = B.ir.IntegerType(i.type)
+        row = arith.index_cast(B.index, arith.minsi(arith.maxsi(i, arith.constant(it, 0)), arith.constant(it, v - 1)))
+        col = B.index_in_region(r - 1)
+        ci = B.cindex
+        grp = arith.divui(col, ci(g))
+        byte_at = arith.divui(col, ci(per))  # byte along K (stored layout)
+        sub = arith.remui(col, ci(per))  # code within its byte
+        if lanes:
+            blk, lane = arith.divui(row, ci(lanes)), arith.remui(row, ci(lanes))
+            cb = arith.remui(byte_at, ci(g // per))  # byte within the group
+            widx, sidx = [blk, grp, cb, lane], [blk, grp, lane]
+        else:
+            widx, sidx = [row, byte_at], [row, grp]
+        sh = arith.index_cast(B.i32, sub)
+        if planes == 1:
+            w = arith.extui(B.i32, tensor.extract(packed, widx))
+            code = w if per == 1 else arith.andi(arith.shrui(w, arith.muli(sh, B.ci(bits))), B.ci(mask))
+        else:
+            code = None
+            for p in range(planes):
+                wb = arith.extui(B.i32, tensor.extract(packed, [ci(p), *widx]))
+                bit = arith.andi(arith.shrui(wb, sh), B.ci(1))
+                bit = arith.shli(bit, B.ci(p)) if p else bit
+                code = bit if code is None else arith.ori(code, bit)
+        s = tensor.extract(scales, sidx)
+        off = tensor.extract(offsets, sidx)
+        if mins:  # the reference's order: (q s) + m
+            return arith.addf(arith.mulf(arith.uitofp(B.f32, code), s), off)
+        return arith.mulf(arith.sitofp(B.f32, arith.subi(code, arith.extui(B.i32, off))), s)
+
+    out = B.empty(out_shape, B.f32)
+    return B.generic([ids], [out], [f"({', '.join(d)}) -> ({', '.join(d[:-1])})", B.identity_map(r)], "p" * r, body)[0]
