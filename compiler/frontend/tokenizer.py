@@ -1,66 +1,243 @@
-"""Tokenizers: a model directory's tokenizer.json through the `tokenizers` library, or a byte-level
-tokenizer for presets (which have random weights and no vocabulary of their own)."""
+"""Tokenizers: a `tokenizers.Tokenizer` (a model directory's tokenizer.json, or one built from a GGUF file's
+vocabulary by compiler.frontend.gguf_tokenizer), or a byte-level tokenizer for presets (which have random
+weights and no vocabulary of their own).
+
+Every tokenizer carries what generation needs beside the ids: `bos_id`, `eos_ids` (EOS and the end-of-turn
+tokens generation stops at, EOS first), `pad_id`, `add_bos` (whether `encode` prepends BOS), `chat_template`
+(Jinja source as Hugging Face / GGUF store it) and `special_tokens` (text -> id of the control tokens, which
+the pre-tokenizer never splits). `to_json()` / `tokenizer_from_json()` carry them through an artifact's manifest,
+so an artifact reloads them without its source model.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+TOKENIZER_FILE = "tokenizer.json"
+# end-of-turn / end-of-generation token texts (llama.cpp's list): generation stops at any that is a special token
+END_TOKENS = (
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>", "<|eom_id|>", "<end_of_turn>", "<EOT>", "_<EOT>",
+    "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<end_of_utterance>", "<|return|>",
+)
+
+
+def dedup_ids(ids) -> list[int]:
+    out: list[int] = []
+    for i in ids:
+        if i is not None and int(i) not in out:
+            out.append(int(i))
+    return out
+
 
 class ByteTokenizer:
-    """ids 0/1/2 are pad/bos/eos; byte b is id b + 3. Lossless for any UTF-8 text."""
+    """ids 0/1/2 are pad/bos/eos; byte b is id b + 3. Lossless for any UTF-8 text. Presets have random
+    weights and no trained end token, so `eos_ids` is empty: generation runs its full length."""
 
     kind = "bytes"
     offset = 3
+    chat_template = None
 
     def __init__(self, add_bos: bool = True):
         self.add_bos = add_bos
+        self.eos_ids: list[int] = []
+        self.bos_id = 1
+        self.pad_id = 0
+        self.special_tokens: dict[str, int] = {}  # ids 0-2 have no text form: any text encodes as bytes
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
         ids = [b + self.offset for b in text.encode("utf-8")]
-        return [1, *ids] if self.add_bos else ids
+        return [1, *ids] if self.add_bos and add_special else ids
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int], skip_special: bool = True) -> str:
         data = bytes(i - self.offset for i in ids if self.offset <= i < 256 + self.offset)
         return data.decode("utf-8", errors="replace")
+
+    bos_token = None
+    eos_token = None
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "add_bos": self.add_bos}
 
 
 class HFTokenizer:
-    """tokenizer.json (any Hugging Face fast tokenizer); special tokens as its post-processor adds them."""
+    """A Hugging Face fast tokenizer (tokenizer.json); special tokens as its post-processor adds them.
+    Made from a file (`path`) or in memory (`tokenizer`, e.g. built from GGUF metadata; saved into an
+    artifact as tokenizer.json)."""
 
     kind = "hf"
 
-    def __init__(self, path: Path):
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        tokenizer=None,
+        bos_id: int | None = None,
+        eos_ids=(),
+        add_bos: bool | None = None,
+        chat_template: str | None = None,
+        special_tokens: dict[str, int] | None = None,
+        pad_id: int | None = None,
+    ):
         from tokenizers import Tokenizer
 
-        self.path = Path(path)
-        self._tok = Tokenizer.from_file(str(self.path))
+        self.path = Path(path) if path is not None else None
+        self._tok = tokenizer if tokenizer is not None else Tokenizer.from_file(str(self.path))
         self._tok.no_padding()  # one sequence per call: padding would leak pad tokens into mean pooling
+        if special_tokens is None:
+            special_tokens = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
+        self.special_tokens = {str(k): int(v) for k, v in special_tokens.items()}
+        self.bos_id = None if bos_id is None else int(bos_id)
+        self.pad_id = None if pad_id is None else int(pad_id)
+        self.eos_ids = dedup_ids(eos_ids)
+        self.chat_template = chat_template
+        self.add_bos = self._adds_bos() if add_bos is None else bool(add_bos)
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text).ids)
+    @property
+    def file_name(self) -> str:
+        return self.path.name if self.path is not None else TOKENIZER_FILE
 
-    def decode(self, ids: list[int]) -> str:
-        return self._tok.decode(list(ids))
+    def _adds_bos(self) -> bool:
+        ids = self._tok.encode("a").ids
+        return self.bos_id is not None and bool(ids) and ids[0] == self.bos_id
+
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        """add_special=False: no BOS (e.g. for a rendered chat template that already starts with it)."""
+        return list(self._tok.encode(text, add_special_tokens=add_special).ids)
+
+    def decode(self, ids: list[int], skip_special: bool = True) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self._tok.id_to_token(int(i))
+
+    def token_to_id(self, text: str) -> int | None:
+        return self._tok.token_to_id(text)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def bos_token(self) -> str | None:
+        return None if self.bos_id is None else self.id_to_token(self.bos_id)
+
+    @property
+    def eos_token(self) -> str | None:
+        return self.id_to_token(self.eos_ids[0]) if self.eos_ids else None
+
+    def to_str(self) -> str:
+        return self._tok.to_str()
+
+    def artifact_files(self) -> dict[str, Path | bytes]:
+        """What an artifact stores for this tokenizer: file name -> source path, or the bytes to write."""
+        return {self.file_name: self.path if self.path is not None else self.to_str().encode("utf-8")}
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "file": self.path.name}
+        return {
+            "kind": self.kind,
+            "file": self.file_name,
+            "bos_id": self.bos_id,
+            "eos_ids": self.eos_ids,
+            "add_bos": self.add_bos,
+            "chat_template": self.chat_template,
+            "special_tokens": self.special_tokens,
+            "pad_id": self.pad_id,
+        }
 
 
 def tokenizer_from_json(d: dict, folder: Path):
     if d["kind"] == "bytes":
         return ByteTokenizer(d.get("add_bos", True))
     if d["kind"] == "hf":
-        return HFTokenizer(folder / d["file"])
+        return HFTokenizer(
+            Path(folder) / d["file"],
+            bos_id=d.get("bos_id"),
+            eos_ids=d.get("eos_ids", ()),
+            add_bos=d.get("add_bos"),
+            chat_template=d.get("chat_template"),
+            special_tokens=d.get("special_tokens"),
+            pad_id=d.get("pad_id"),
+        )
     raise ValueError(f"unknown tokenizer kind {d['kind']}")
 
 
+def _json_or_empty(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _token_text(v) -> str | None:
+    """tokenizer_config.json writes a token as a string or as an AddedToken dict."""
+    if isinstance(v, dict):
+        v = v.get("content")
+    return v if isinstance(v, str) else None
+
+
+def _id_list(v) -> list[int]:
+    if v is None:
+        return []
+    return [int(x) for x in v] if isinstance(v, list) else [int(v)]
+
+
+def _chat_template(model_dir: Path, tcfg: dict) -> str | None:
+    t = tcfg.get("chat_template")
+    if isinstance(t, list):  # [{"name": "default", "template": ...}, ...]
+        named = {x.get("name"): x.get("template") for x in t if isinstance(x, dict)}
+        t = named.get("default") or next(iter(named.values()), None)
+    if isinstance(t, str):
+        return t
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    t = _json_or_empty(model_dir / "chat_template.json").get("chat_template")
+    return t if isinstance(t, str) else None
+
+
+def end_token_ids(special_tokens: dict[str, int]) -> list[int]:
+    return [special_tokens[t] for t in END_TOKENS if t in special_tokens]
+
+
 def find_tokenizer(model_dir: Path):
-    f = model_dir / "tokenizer.json"
-    return HFTokenizer(f) if f.is_file() else None
+    """tokenizer.json of a Hugging Face folder, with BOS/EOS, end-of-turn tokens and the chat template read
+    from tokenizer_config.json, generation_config.json, config.json and chat_template.jinja."""
+    model_dir = Path(model_dir)
+    f = model_dir / TOKENIZER_FILE
+    if not f.is_file():
+        return None
+    tok = HFTokenizer(f)
+    tcfg = _json_or_empty(model_dir / "tokenizer_config.json")
+    gcfg = _json_or_empty(model_dir / "generation_config.json")
+    cfg = _json_or_empty(model_dir / "config.json")
+
+    def id_of(text):
+        return tok.token_to_id(text) if text else None
+
+    bos = gcfg.get("bos_token_id", cfg.get("bos_token_id"))
+    if isinstance(bos, list):
+        bos = bos[0] if bos else None
+    if bos is None:
+        bos = id_of(_token_text(tcfg.get("bos_token")))
+    eos = [*_id_list(gcfg.get("eos_token_id")), *_id_list(cfg.get("eos_token_id"))]
+    eos.append(id_of(_token_text(tcfg.get("eos_token"))))
+    tok.bos_id = None if bos is None else int(bos)
+    pad = cfg.get("pad_token_id")
+    tok.pad_id = int(pad) if isinstance(pad, int) else id_of(_token_text(tcfg.get("pad_token")))
+    tok.eos_ids = dedup_ids([*eos, *end_token_ids(tok.special_tokens)])
+    tok.chat_template = _chat_template(model_dir, tcfg)
+    tok.add_bos = tok._adds_bos()
+    if tcfg.get("add_bos_token") is True and not tok.add_bos and tok.bos_id is not None:
+        # transformers' fast Llama tokenizers install this post-processor from tokenizer_config.json
+        from tokenizers import processors
+
+        b = tok.bos_token
+        tok._tok.post_processor = processors.TemplateProcessing(single=f"{b} $A", pair=f"{b} $A {b} $B", special_tokens=[(b, tok.bos_id)])
+        tok.path = None  # the tokenizer now differs from the file: the artifact stores this one
+        tok.add_bos = True
+    return tok
 
 
 def read_json(path: Path) -> dict:

@@ -86,3 +86,24 @@ def test_minilm_matches_transformers_and_sentence_transformers_pooling():
     assert np.abs(out[m.graph.outputs[0]] - ref).max() < TOL
     pooled = ref.mean(axis=0)
     np.testing.assert_allclose(out[m.graph.outputs[1]], pooled / np.linalg.norm(pooled), atol=TOL)
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_import_matches_transformers_llama():
+    """The packaged SmolLM2-135M GGUF as imported (q/k rows un-permuted, tied head, the float of its Q4_1/Q8_0
+    weights): transformers' LlamaForCausalLM on the same weights gives the same logits."""
+    from compiler.frontend import SMOLLM2
+
+    m = load_model(SMOLLM2)
+    cfg = transformers.LlamaConfig(**{k: v for k, v in m.config.items() if k not in ("architectures", "model_type")})
+    tm = transformers.LlamaForCausalLM(cfg).eval()
+    state = {k: torch.from_numpy(v) for k, v in m.graph.consts.items()}
+    missing, unexpected = tm.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}  # tied: the head is the embedding
+    ids = m.tokenizer.encode("The capital of France is")
+    with torch.no_grad():
+        ref = tm(torch.tensor(ids)[None]).logits[0].numpy()
+    ours, _ = CompiledModel(m.graph, "llama", m.tokenizer).prefill(list(ids))
+    # 30 float32 blocks summed in different orders: 1e-4 of the largest logit (measured 9.1e-5 absolute, logits up to 27)
+    assert np.abs(ours - ref).max() < TOL * np.abs(ref).max()
+    assert m.tokenizer.decode([int(ref[-1].argmax())]).strip() == "Paris"
