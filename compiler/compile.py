@@ -18,7 +18,12 @@ from compiler.quant.spec import QuantSpec, parse_spec
 CALIB_DEFAULTS = {"bert": (64, 32), "llama": (16, 128)}
 
 
+KEEP = "keep"  # --quant keep: the checkpoint's own quantization (compiler.quant.keep)
+
+
 def resolve_spec(quant: str, act: str | None) -> QuantSpec | None:
+    if quant.strip().lower() == KEEP:
+        return None
     spec = parse_spec(quant)
     if act is None:
         return spec
@@ -51,15 +56,27 @@ def compile_model(
     smooth: float | None = None,
     act_order: bool = False,
     quant_head: str | None = None,
+    quant_layer: str | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
     array). smooth: SmoothQuant alpha; rescales every layernorm -> linear site before quantizing (an exact float
     rewrite, compiler.passes.smooth; measured on the calibration data). act_order: GPTQ's act-order.
-    quant_head: also RTN-quantize the LM head (causal LMs) at this spec, e.g. 'w8pc' (default: float)."""
-    from compiler.quant.apply import check_shapes, progress_bar, quantize_graph
+    quant_head: also RTN-quantize the LM head (causal LMs) at this spec, e.g. 'w8pc' (default: float).
+    quant='keep': keep the checkpoint's own quantization (compiler.quant.keep). quant_layer: per-layer
+    overrides 'PATTERN=SPEC,...' (compiler.quant.layers). The summary's "notes" are lines for the user."""
+    from compiler.quant.apply import progress_bar, quantize_layers
+    from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
 
+    keep = quant.strip().lower() == KEEP
     spec = resolve_spec(quant, act)
+    if keep and act is not None and act.lower() not in ("a8", "a16"):
+        raise LowbitError(f"unknown activation mode '{act}'", "use --act a8 or --act a16")
+    model_act = (act or "a16").lower() if keep else (spec.act if spec is not None else "a16")
+    overrides = parse_overrides(quant_layer, model_act)
+    if keep and smooth is not None:
+        raise LowbitError("--smooth rescales weights, which --quant keep leaves as the checkpoint stores them",
+                          "drop --smooth, or give a spec such as --quant w4g32a8-asym")
     options = options or BuildOptions()
     target_list = parse_targets(targets)
     check_options(target_list, options)
@@ -69,25 +86,36 @@ def compile_model(
         raise LowbitError(f"--smooth {smooth}: needs quantized weights and an alpha in [0, 1]", "e.g. --quant w4g32a8-asym --smooth 0.5")
     head_spec = None
     if quant_head is not None and quant_head.lower() != "none":
-        head_spec = parse_spec(quant_head)
-        if spec is None:
+        if spec is None and not keep:
+            parse_spec(quant_head)  # a malformed spec is named first
             raise LowbitError("--quant-head needs quantized weights", "add --quant, e.g. --quant w4g128 --quant-head w8pc")
-        if head_spec is not None and head_spec.act != spec.act:
-            raise LowbitError(f"--quant-head {quant_head}: activation mode {head_spec.act} differs from the model's {spec.act}", "give the head the same activation mode")
+        head_spec = with_act(quant_head, model_act, "--quant-head")
     if act_order and method != "gptq":
         raise LowbitError("--act-order is a GPTQ option", "add --method gptq or drop --act-order")
-    for t in target_list:  # refuse what a target cannot build before any work
-        if t.check is not None:
+    for t in target_list:  # refuse what a target cannot build before any work (keep: once the formats are known)
+        if t.check is not None and not keep:
             t.check(spec, t.name, options)
     t0 = time.perf_counter()
     m = model if isinstance(model, Model) else load_model(model, seed)
     t_load = time.perf_counter() - t0
     graph = m.graph
     t1 = time.perf_counter()
-    if spec is not None:
-        check_shapes(graph, spec)
+    if keep and not (m.prequant or m.prequant_types):
+        raise LowbitError(f"--quant keep: model {m.name} stores no quantized weights (it is a float checkpoint)",
+                          "give a spec such as --quant w4g128, or a GGUF / pre-quantized checkpoint")
+    if head_spec is not None and not any(n.op == "linear" and "logits" in n.outputs for n in graph.nodes):
+        raise LowbitError(f"--quant-head: model {m.name} has no float LM head (encoders have none)", "drop --quant-head")
+    plan, records, notes = plan_layers(graph, spec, keep=m if keep else None, act=model_act, overrides=overrides, head_spec=head_spec)
+    for t in target_list:  # every distinct layer format, before anything is written
+        if t.check is not None and plan:
+            for f in layer_formats(plan):
+                t.check(f, t.name, options)
+        elif t.check is not None and keep:
+            t.check(None, t.name, options)
+    if plan:
         feeds = None
-        if method == "gptq" or smooth is not None:
+        needs_calib = method == "gptq" and any(lp.weight is None for lp in plan.values())
+        if needs_calib or smooth is not None:
             from compiler.quant.calib import calibration_feeds
 
             n, sl = CALIB_DEFAULTS[m.family]
@@ -97,24 +125,26 @@ def compile_model(
 
             graph = smooth_graph(graph, feeds, smooth)
         with progress_bar(progress) as bar:
-            graph = quantize_graph(graph, spec, method, feeds if method == "gptq" else None, bar, damp=damp, act_order=act_order)
-        if head_spec is not None:
-            from compiler.quant.apply import quantize_head
-
-            graph = quantize_head(graph, head_spec)
+            graph = quantize_layers(graph, plan, method, feeds if needs_calib else None, bar, damp=damp, act_order=act_order)
     t_quant = time.perf_counter() - t1
     files = {}
     tok = m.tokenizer
     tok_json = tok.to_json() if tok is not None else None
-    if tok is not None and getattr(tok, "kind", "") == "hf":
-        files[tok.path.name] = tok.path
+    if tok is not None and hasattr(tok, "artifact_files"):  # tokenizer.json: copied, or written from memory (GGUF)
+        files.update(tok.artifact_files())
+    extra = {**({"damp": damp} if method == "gptq" else {}), **({"act_order": True} if act_order else {}),
+             **({"smooth": smooth} if smooth is not None else {}), **({"head": head_spec.name} if head_spec is not None else {}),
+             **({"overrides": {p: "none" if s is None else s.name for p, s in overrides}} if overrides else {}),
+             **({"layers": records, "summary": summary(records)} if records else {})}
+    if keep:
+        quant_record = {"name": KEEP, "act": model_act, "method": method, **extra}
+    elif spec is not None:
+        quant_record = {**spec.to_dict(), "name": spec.name, "method": method, **extra}
+    else:
+        quant_record = {"name": "none", "method": method, **extra} if plan else None
     manifest = {
         "model": {"name": m.name, "family": m.family, "config": m.config, "source": m.source},
-        "quant": None if spec is None else {
-            **spec.to_dict(), "name": spec.name, "method": method, **({"damp": damp} if method == "gptq" else {}),
-            **({"act_order": True} if act_order else {}), **({"smooth": smooth} if smooth is not None else {}),
-            **({"head": head_spec.name} if head_spec is not None else {}),
-        },
+        "quant": quant_record,
         "tokenizer": tok_json,
         "targets": {t.name: {} for t in target_list},
         "timings_s": {"load": round(t_load, 3), "quantize": round(t_quant, 3)},
@@ -126,4 +156,5 @@ def compile_model(
                 manifest["targets"][t.name] = t.build(graph, t.name, tmp / t.name, options)
 
     write_artifact(Path(out), manifest, graph, files, build_targets=build_targets)
-    return {"path": str(out), "params": graph.n_params(), "load_s": t_load, "quantize_s": t_quant, "spec": spec, "graph": graph, "model": m}
+    return {"path": str(out), "params": graph.n_params(), "load_s": t_load, "quantize_s": t_quant, "spec": spec, "graph": graph, "model": m,
+            "notes": notes, "quant": quant_record}

@@ -5,7 +5,8 @@ for `lowbit report` and `lowbit sweep`. No weights are loaded.
   spec given on the command line is ignored), and its float linears;
 - a Hugging Face folder with config.json, the packaged all-MiniLM-L6-v2, or a preset: the config's fields
   (compiler.frontend) in the weight format of the quant spec (compiler.quant.spec); a ternary preset
-  keeps its ternary weights at the spec's group size and activation mode.
+  keeps its ternary weights at the spec's group size and activation mode. A layer whose K the spec's group
+  does not divide takes the group the quantizer gives it (compiler.groups: 128 -> 64 -> 32, else per-channel).
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ def model_linears(model: str, quant: str = "w4g128a8") -> ModelLinears:
         from compiler.quant.spec import QuantSpec
 
         spec = QuantSpec(bits=2, group_size=spec.group_size, act=spec.act, ternary=True)
-    return model_linears_from_config(name, family, config, bits=spec.bits, group=spec.group_size, act=spec.act,
-                                     ternary=spec.ternary, quant=spec.name, source=source)
+    ml = model_linears_from_config(name, family, config, bits=spec.bits, group=0, act=spec.act,
+                                   ternary=spec.ternary, quant=spec.name, source=source)
+    for lin in ml.linears:  # per layer, as compile would quantize it
+        lin.group = spec.group_for(lin.K)
+    return ml
 
 
 def model_config(model: str) -> tuple[str, str, dict, str, bool]:

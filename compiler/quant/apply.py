@@ -1,5 +1,8 @@
 """Quantize a float graph: every `linear` marked quantize=True becomes a `qlinear` with packed codes,
-per-group scales and zero points (RTN, or GPTQ with calibration inputs).
+per-group scales and zero points (RTN, or GPTQ with calibration inputs). `quantize_layers` takes one format
+per weight (a `LayerPlan`: per-layer overrides, `--quant keep`, the LM head); a weight it does not name stays
+float. A quantized table that an `embedding` node also reads (a tied LM head) becomes a `qembedding` on the
+same packed constants, so the artifact holds it once.
 
 GPTQ runs block by block, as in the paper: the calibration activations entering block i come from the
 already-quantized blocks 0..i-1, each block's Hessians are collected from a float run of that block, and
@@ -9,6 +12,7 @@ the block is then re-run with its quantized weights to produce the next block's 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,21 +26,32 @@ from compiler.quant.spec import QuantSpec
 Progress = Callable[[str, int, int], None]  # (description, done, total)
 
 
+@dataclass
+class LayerPlan:
+    """One weight's treatment: its format (the activation mode included), and the weight to keep as is
+    (`--quant keep`: the checkpoint's own quantization) or None to quantize it at `spec`."""
+
+    spec: QuantSpec
+    weight: QuantizedWeight | None = None
+
+
 def quantizable(graph: Graph) -> list[int]:
     return [i for i, n in enumerate(graph.nodes) if n.op == "linear" and n.attrs.get("quantize")]
 
 
+def head_nodes(graph: Graph) -> list[int]:
+    """The float LM head: the linear producing `logits` (causal LMs; the frontends leave it float)."""
+    return [i for i, n in enumerate(graph.nodes) if n.op == "linear" and "logits" in n.outputs]
+
+
 def check_shapes(graph: Graph, spec: QuantSpec):
-    """Fail early, naming the first layer whose K is not a multiple of the group size."""
+    """Fail early on a weight that cannot be quantized at all (K = 0); a group that does not divide K falls
+    back by QuantSpec.group_for."""
     for i in quantizable(graph):
         n = graph.nodes[i]
         nout, k = graph.consts[n.inputs[1]].shape
-        g = spec.group_for(k)
-        if k % g:
-            raise LowbitError(
-                f"layer {n.inputs[1]} has K={k} input features, not a multiple of group size {g} (quant '{spec.name}')",
-                "choose a group size that divides every layer's K, or per-channel groups ('pc', e.g. w4pc)",
-            )
+        if k == 0:
+            raise LowbitError(f"layer {n.inputs[1]} has K=0 input features (quant '{spec.name}')", "check the model's config")
 
 
 def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec) -> Node:
@@ -79,64 +94,96 @@ def quantize_graph(
     dampening as a fraction of the mean Hessian diagonal; act_order: GPTQ quantizes each layer's columns in
     descending Hessian-diagonal order, with static groups (see compiler.quant.gptq)."""
     check_shapes(graph, spec)
+    plan = {graph.nodes[i].inputs[1]: LayerPlan(spec) for i in quantizable(graph)}
+    g = quantize_layers(graph, plan, method, calib, progress, damp, act_order)
+    g.meta["quant"] = {**spec.to_dict(), "method": method, "name": spec.name}
+    return g
+
+
+def quantize_layers(
+    graph: Graph,
+    plan: dict[str, LayerPlan],
+    method: str = "rtn",
+    calib: list[dict[str, np.ndarray]] | None = None,
+    progress: Progress | None = None,
+    damp: float = 0.01,
+    act_order: bool = False,
+) -> Graph:
+    """A copy of graph with every linear whose weight `plan` names replaced by a qlinear: kept weights as
+    they are, the others quantized at their spec (RTN, or GPTQ block by block; linears outside any block,
+    such as the LM head, by RTN). An `embedding` reading a quantized table becomes a `qembedding` on the same
+    packed constants (a tied head is stored once). Weights the plan does not name stay float."""
+    if method not in ("rtn", "gptq"):
+        raise LowbitError(f"unknown quantization method '{method}'", "use rtn or gptq")
     g = graph.copy()
-    if method == "rtn":
-        _quantize_rtn(g, spec, progress)
-    elif method == "gptq":
+    linears = {i: g.nodes[i].inputs[1] for i, n in enumerate(g.nodes) if n.op == "linear" and n.inputs[1] in plan}
+    missing = sorted(set(plan) - set(linears.values()))
+    if missing:
+        raise ValueError(f"plan names weights no linear reads: {missing[:4]}")
+    tables: dict[str, Node] = {}
+    for i, w in linears.items():  # kept weights first: a GPTQ run then calibrates on them as they will be
+        if plan[w].weight is not None:
+            g.nodes[i] = qlinear_node(g, g.nodes[i], plan[w].weight, plan[w].spec)
+    todo = [i for i, w in linears.items() if plan[w].weight is None]
+    specs = {i: plan[linears[i]].spec for i in todo}
+    if method == "gptq" and todo:
         if not calib:
             raise LowbitError("GPTQ needs calibration inputs", "pass calibration sequences or use --method rtn")
-        _quantize_gptq(g, spec, calib, progress, damp, act_order)
+        _quantize_gptq(g, specs, calib, progress, damp, act_order)
     else:
-        raise LowbitError(f"unknown quantization method '{method}'", "use rtn or gptq")
+        _quantize_rtn(g, specs, progress)
+    for i in linears:
+        tables.setdefault(g.nodes[i].inputs[1][: -len(".qweight")], g.nodes[i])
+    for i, n in enumerate(g.nodes):  # a quantized table that the embedding gathers from too: one copy
+        if n.op == "embedding" and n.inputs[1] in linears.values():
+            g.nodes[i] = qembedding_node(n, tables[_base(n.inputs[1])])
+    g.infer_types()
     _drop_unused_consts(g)
-    g.meta["quant"] = {**spec.to_dict(), "method": method, "name": spec.name}
     g.verify()
     return g
+
+
+def _base(wname: str) -> str:
+    return wname[: -len(".weight")] if wname.endswith(".weight") else wname
+
+
+def qembedding_node(emb: Node, q: Node) -> Node:
+    """The embedding `emb` as a gather from the packed table of the qlinear `q` (the same constants)."""
+    attrs = {k: q.attrs[k] for k in ("bits", "group_size", "n", "k", "layout", "ternary")}
+    if q.attrs.get("mins"):
+        attrs["mins"] = True
+    return Node("qembedding", [emb.inputs[0], *q.inputs[1:4]], list(emb.outputs), attrs)
 
 
 def quantize_head(graph: Graph, spec: QuantSpec) -> Graph:
     """A copy of graph whose LM head (the float linear producing `logits`, left float by the frontends, as
-    GPTQ/AutoGPTQ do) is RTN-quantized at `spec`. With tied embeddings the float table stays for the embedding
-    gather (one row per token) and the head reads its own packed copy: at llama-1b the fp32 head is 2/3 of
-    the bytes of a W4 decode step, so quantizing it (llama.cpp keeps it at 6-8 bits) halves decode traffic."""
-    from compiler.quant.rtn import quantize_rtn
-
-    g = graph.copy()
-    idx = [i for i, n in enumerate(g.nodes) if n.op == "linear" and "logits" in n.outputs]
+    GPTQ/AutoGPTQ do) is RTN-quantized at `spec`: at llama-1b the fp32 head is 2/3 of the bytes of a W4
+    decode step, so quantizing it (llama.cpp keeps it at 6-8 bits) halves decode traffic. With tied
+    embeddings the embedding gathers from the same packed table (`qembedding`), and no float copy remains."""
+    idx = head_nodes(graph)
     if not idx:
         raise LowbitError(f"--quant-head: model {graph.name} has no float LM head (encoders have none)", "drop --quant-head")
-    for i in idx:
-        node = g.nodes[i]
-        w = g.consts[node.inputs[1]]
-        k = w.shape[1]
-        if k % spec.group_for(k):
-            raise LowbitError(f"--quant-head {spec.name}: the head has K={k}, not a multiple of the group size {spec.group_for(k)}", "choose a group size that divides K, or 'pc'")
-        g.nodes[i] = qlinear_node(g, node, quantize_rtn(w, spec, name=node.inputs[1]), spec)
-    g.infer_types()
-    _drop_unused_consts(g)
+    g = quantize_layers(graph, {graph.nodes[i].inputs[1]: LayerPlan(spec) for i in idx})
     g.meta["quant_head"] = spec.name
-    g.verify()
     return g
 
 
-def _quantize_rtn(g: Graph, spec: QuantSpec, progress: Progress | None):
+def _quantize_rtn(g: Graph, specs: dict[int, QuantSpec], progress: Progress | None):
     from compiler.quant.rtn import quantize_rtn
 
-    idx = quantizable(g)
-    for done, i in enumerate(idx):
+    for done, (i, spec) in enumerate(specs.items()):
         node = g.nodes[i]
         qw = quantize_rtn(g.consts[node.inputs[1]], spec, name=node.inputs[1])
         g.nodes[i] = qlinear_node(g, node, qw, spec)
         if progress:
-            progress("RTN", done + 1, len(idx))
-    g.infer_types()
+            progress("RTN", done + 1, len(specs))
 
 
-def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float, act_order: bool = False):
+def _quantize_gptq(g: Graph, specs: dict[int, QuantSpec], calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float, act_order: bool = False):
     from compiler.quant.gptq import HessianAccumulator, gptq_factor, quantize_gptq
     from compiler.reference import Interpreter
 
-    targets = set(quantizable(g))
+    targets = set(specs)
     blocks: dict[int, list[int]] = {}
     for i, n in enumerate(g.nodes):
         if "block" in n.attrs:
@@ -177,8 +224,8 @@ def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]]
                 x = node.inputs[0]
                 if x not in factors:
                     factors[x] = gptq_factor(hessians.pop(x).hessian(), damp, node.inputs[1], act_order)
-                qw = quantize_gptq(g.consts[node.inputs[1]], None, spec, name=node.inputs[1], factor=factors[x])
-                g.nodes[i] = qlinear_node(g, node, qw, spec)
+                qw = quantize_gptq(g.consts[node.inputs[1]], None, specs[i], name=node.inputs[1], factor=factors[x])
+                g.nodes[i] = qlinear_node(g, node, qw, specs[i])
                 done += 1
                 if progress:
                     progress("GPTQ", done, total)
@@ -186,12 +233,7 @@ def _quantize_gptq(g: Graph, spec: QuantSpec, calib: list[dict[str, np.ndarray]]
         for env in envs:  # quantized run: the next block sees what the quantized model produces
             interp.run_nodes(env, ids)
     if -1 in blocks:
-        from compiler.quant.rtn import quantize_rtn
-
-        for i in blocks[-1]:
-            node = g.nodes[i]
-            g.nodes[i] = qlinear_node(g, node, quantize_rtn(g.consts[node.inputs[1]], spec, name=node.inputs[1]), spec)
-    g.infer_types()
+        _quantize_rtn(g, {i: specs[i] for i in blocks[-1]}, None)
 
 
 def progress_bar(enabled: bool = True):

@@ -23,7 +23,10 @@ each other. What this module does, step by step:
    (compiler.quant.rtn.group_params: symmetric, asymmetric, or ternary absmean with least-squares refit).
    Pending in-block errors are applied to the group's columns outside the block first, so the parameters
    really see the current weights. Each column is then rounded to nearest on that fixed grid:
-   code = clamp(rint(w / s) + z, 0, qmax)  (for ternary: nearest of {-s, 0, s}).
+   code = clamp(rint(w / s) + z, 0, qmax)  (for ternary: nearest of {-s, 0, s}). Scale-and-minimum specs
+   (`-min`) take the group's scale and float minimum m from the current weights by the same RTN rule
+   (compiler.quant.rtn.min_params) and round code = clamp(rint((w - m) / s), 0, qmax); the error fed back
+   is w - (s code + m).
 6. Act-order (optional, `gptq_factor(..., act_order=True)`): columns are quantized in descending order of
    H[k, k] (the input features with the most energy first, while every other column can still absorb their
    rounding error), with static groups: every group's scale and zero are computed up front from the
@@ -43,7 +46,7 @@ import numpy as np
 
 from compiler.errors import LowbitError
 from compiler.quant.qweight import QuantizedWeight
-from compiler.quant.rtn import check_weight, group_params
+from compiler.quant.rtn import check_weight, group_params, min_params
 from compiler.quant.spec import QuantSpec
 
 CHOLESKY_RETRIES = 3
@@ -178,8 +181,9 @@ def quantize_gptq(
     n_groups = k // g
     codes_t = np.empty((k, n), np.uint8)
     scales_t = np.empty((n_groups, n), np.float32)
-    zeros_t = np.empty((n_groups, n), np.uint8)
-    scale = zero = None
+    zeros_t = np.zeros((n_groups, n), np.uint8)
+    mins_t = np.empty((n_groups, n), np.float32) if spec.minimum else None
+    scale = zero = mn = None
 
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
@@ -195,16 +199,21 @@ def quantize_gptq(
                 if ge > i2:  # the group reaches past this block: bring its later columns up to date
                     rest = wt[i2:ge] - hinv[i1 : i1 + i, i2:ge].T @ err1[:i]
                     cur = np.concatenate([cur, rest], axis=0)
-                s, z = group_params(cur.T, spec, g)
+                if spec.minimum:
+                    s, m = min_params(cur.T[:, None, :], spec.qmax)
+                    mins_t[col // g] = mn = m[:, 0]
+                    zero = np.float32(0)
+                else:
+                    s, z = group_params(cur.T, spec, g)
+                    zeros_t[col // g] = z[:, 0]
+                    zero = z[:, 0].astype(np.float32)
                 scales_t[col // g] = s[:, 0]
-                zeros_t[col // g] = z[:, 0]
                 scale = s[:, 0]
-                zero = z[:, 0].astype(np.float32)
             wcol = w1[i]
-            q = np.rint(wcol / scale) + zero
+            q = np.rint((wcol - mn) / scale if mn is not None else wcol / scale) + zero
             np.clip(q, 0, qmax, out=q)
             codes_t[col] = q.astype(np.uint8)
-            dq = scale * (q - zero)
+            dq = scale * q + mn if mn is not None else scale * (q - zero)
             e = (wcol - dq) / hinv1[i, i]
             w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
             err1[i] = e
@@ -217,6 +226,7 @@ def quantize_gptq(
         bits=spec.bits,
         group_size=g,
         ternary=spec.ternary,
+        mins=None if mins_t is None else np.ascontiguousarray(mins_t.T),
     )
 
 
@@ -227,9 +237,15 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
     compensate) on those fixed grids. hinv is the factor of the permuted Hessian. Codes are stored at the
     columns' original positions, so groups stay contiguous in K as the numeric contract requires."""
     k, n = wt.shape
-    s, z = group_params(wt.T, spec, g)  # [N, J]
+    m = None
+    if spec.minimum:
+        s, m = min_params(wt.T.reshape(n, k // g, g), spec.qmax)  # [N, J]
+        z = np.zeros(s.shape, np.uint8)
+    else:
+        s, z = group_params(wt.T, spec, g)  # [N, J]
     scales_t = np.ascontiguousarray(s.T)
     zeros_t = np.ascontiguousarray(z.T)
+    mins_t = None if m is None else np.ascontiguousarray(m.T)
     qmax = np.float32(spec.qmax)
     wp = wt[perm]  # [K, N] in processing order
     gidx = perm // g
@@ -245,10 +261,17 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
             scale = scales_t[gidx[i1 + i]]
             zero = zeros_t[gidx[i1 + i]].astype(np.float32)
             wcol = w1[i]
-            q = np.rint(wcol / scale) + zero
-            np.clip(q, 0, qmax, out=q)
+            if mins_t is not None:
+                mn = mins_t[gidx[i1 + i]]
+                q = np.rint((wcol - mn) / scale)
+                np.clip(q, 0, qmax, out=q)
+                dq = scale * q + mn
+            else:
+                q = np.rint(wcol / scale) + zero
+                np.clip(q, 0, qmax, out=q)
+                dq = scale * (q - zero)
             codes_t[col] = q.astype(np.uint8)
-            e = (wcol - scale * (q - zero)) / hinv1[i, i]
+            e = (wcol - dq) / hinv1[i, i]
             w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
             err1[i] = e
         wp[i2:] -= hinv[i1:i2, i2:].T @ err1
@@ -259,4 +282,5 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
         bits=spec.bits,
         group_size=g,
         ternary=spec.ternary,
+        mins=m,
     )

@@ -22,6 +22,10 @@ input features per output row. The rules, per group (b = spec.bits, qmax = 2^b -
   |w| / a >= 1 for every nonzero element, so t is recovered, and the refit mean of identical values is
   computed in float64 (exact) and gives s back bit for bit.
 
+- scale-and-minimum (`-min`, `quantize_rtn_min`, llama.cpp's Q4_1 rule): m = group.min(),
+  scale = (group.max() - m) / qmax, code = clamp(rint((w - m) / scale), 0, qmax), w ~ scale * code + m.
+
+A layer whose K the spec's group does not divide uses the group of `QuantSpec.group_for` (compiler.groups).
 rint is numpy's round-half-to-even. Scales are float32 and codes are computed with the float32 scale
 that is stored, so dequantizing and requantizing with the same scales gives the same codes.
 An all-zero group gets scale 1 and therefore codes = zero (dequantizes to 0). For the symmetric and
@@ -47,7 +51,7 @@ def check_weight(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> int:
         )
     n, k = w.shape
     g = spec.group_for(k)
-    if k == 0 or k % g:
+    if k == 0 or k % g:  # only K=0 since group_for picks a group that divides K
         raise LowbitError(
             f"layer '{name}': weight shape [{n}, {k}] has K={k} input features, not a multiple of "
             f"group size {g} (spec '{spec.name}')",
@@ -147,6 +151,8 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> Quanti
     """
     w = np.asarray(w, dtype=np.float32)
     g = check_weight(w, spec, name)
+    if spec.minimum:
+        return quantize_rtn_min(w, spec.bits, g)
     if spec.ternary:
         # Codes from the absmean selection t = clamp(rint(w / a)), not from rounding with the refit s.
         t, s = ternary_select(_grouped(w, g))
@@ -169,10 +175,15 @@ def quantize_rtn_min(w: np.ndarray, bits: int, group: int) -> QuantizedWeight:
         raise ValueError(f"K={k} is not a multiple of group size {group}")
     qmax = (1 << bits) - 1
     wg = w.reshape(n, k // group, group)
-    lo = wg.min(axis=2)
-    hi = wg.max(axis=2)
-    s = ((hi - lo) / np.float32(qmax)).astype(np.float32)
-    s = np.where(s > 0, np.maximum(s, np.finfo(np.float32).tiny), np.float32(1.0)).astype(np.float32)
+    s, lo = min_params(wg, qmax)
     q = np.clip(np.rint((wg - lo[..., None]) / s[..., None]), 0, qmax).astype(np.uint8).reshape(n, k)
     zeros = np.zeros((n, k // group), np.uint8)
-    return QuantizedWeight(q, s, zeros, bits, group, mins=lo.astype(np.float32))
+    return QuantizedWeight(q, s, zeros, bits, group, mins=lo)
+
+
+def min_params(wg: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scales, minimums) float32 [N, J] of grouped weights wg [N, J, g] by the scale-and-minimum rule."""
+    lo = wg.min(axis=-1).astype(np.float32)
+    s = ((wg.max(axis=-1) - lo) / np.float32(qmax)).astype(np.float32)
+    s = np.where(s > 0, np.maximum(s, np.finfo(np.float32).tiny), np.float32(1.0)).astype(np.float32)
+    return s, lo

@@ -1,10 +1,12 @@
-"""Quantization spec strings: `w4g128`, `w2g64a8`, `w4g128-asym`, `w8pc`, `ternary`, `none`.
+"""Quantization spec strings: `w4g128`, `w2g64a8`, `w4g128-asym`, `w4g32-min`, `w8pc`, `ternary`, `none`.
 
-Grammar (case-insensitive):  WEIGHTS [GROUP] [ACT] [-sym|-asym]
+Grammar (case-insensitive):  WEIGHTS [GROUP] [ACT] [-sym|-asym|-min]
   WEIGHTS = w8 | w4 | w3 | w2 | ternary
   GROUP   = g32 | g64 | g128 | pc        (pc = one group per output channel; the default when omitted)
   ACT     = a16 | a8                     (a16 = fp16 activations, the default; a8 = per-token dynamic int8)
-Ternary weights are always symmetric (codes -1, 0, 1).
+  -min    = scale-and-minimum groups (w = s q + m with a float minimum per group: llama.cpp's Q4_1 rule)
+Ternary weights are always symmetric (codes -1, 0, 1). A layer whose K the group does not divide uses the
+rule of compiler.groups (`QuantSpec.group_for`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import re
 from dataclasses import asdict, dataclass
 
 from compiler.errors import LowbitError
+from compiler.groups import GROUP_SIZES, layer_group
 
 WEIGHT_BITS = (8, 4, 3, 2)
-GROUP_SIZES = (32, 64, 128)
 ACT_MODES = ("a16", "a8")
 
-_SPEC_RE = re.compile(r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym))?$")
+_SPEC_RE = re.compile(r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?$")
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w8pc, ternary, ternarya8, none"
 
 
 @dataclass(frozen=True)
@@ -30,18 +32,20 @@ class QuantSpec:
     act: str = "a16"
     symmetric: bool = True
     ternary: bool = False
+    minimum: bool = False  # scale-and-minimum groups (w = s q + m); not symmetric
 
     @property
     def name(self) -> str:
         w = "ternary" if self.ternary else f"w{self.bits}"
         g = "" if self.ternary and self.group_size == 0 else ("pc" if self.group_size == 0 else f"g{self.group_size}")
         a = "" if self.act == "a16" else self.act
-        s = "-asym" if not self.symmetric else ""
+        s = "-min" if self.minimum else ("-asym" if not self.symmetric else "")
         return f"{w}{g}{a}{s}"
 
     def group_for(self, k: int) -> int:
-        """Group size for a layer with k input features."""
-        return k if self.group_size == 0 else self.group_size
+        """Group size for a layer with k input features: the spec's, or by compiler.groups.layer_group the
+        largest supported size below it that divides k, else per-channel (k)."""
+        return layer_group(k, self.group_size)
 
     @property
     def qmax(self) -> int:
@@ -84,7 +88,8 @@ def parse_spec(text: str) -> QuantSpec | None:
         act = f"a{m.group('act')}"
         if act not in ACT_MODES:
             raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16 or a8")
-    symmetric = m.group("sym") != "asym"
+    symmetric = m.group("sym") not in ("asym", "min")
+    minimum = m.group("sym") == "min"
     if tern and not symmetric:
-        raise LowbitError(f"ternary weights are always symmetric, got '{text}'", "drop the '-asym' suffix")
-    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern)
+        raise LowbitError(f"ternary weights are always symmetric, got '{text}'", f"drop the '-{m.group('sym')}' suffix")
+    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern, minimum=minimum)

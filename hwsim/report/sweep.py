@@ -17,11 +17,13 @@ import itertools
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
 from compiler.errors import LowbitError
 from compiler.fsutil import atomic_dir, check_output_dir
+from compiler.groups import layer_group
 from hwsim.config import ArrayConfig
 from hwsim.designs import DESIGNS
 from hwsim.memory import MemoryConfig
@@ -90,11 +92,14 @@ def evaluate(point: dict, linears: list[dict], prefill: int, memory: dict, node:
     res = {"prefill_s": 0.0, "decode_s": 0.0, "prefill_energy_uj": 0.0, "decode_energy_uj": 0.0, "decode_array_energy_uj": 0.0}
     macs_prefill = 0
     for lin in linears:
-        if lin["K"] % cfg.group:
-            return {**point, "error": f"K={lin['K']} not a multiple of group {cfg.group}"}
+        # a layer whose K the point's group does not divide runs at the group the quantizer would give it
+        g = layer_group(lin["K"], cfg.group)
+        if g % cfg.K:
+            return {**point, "error": f"K={lin['K']}: its group {g} is not a multiple of the array's K={cfg.K}"}
+        lcfg = cfg if g == cfg.group else dataclasses.replace(cfg, group=g)
         for phase, M in (("prefill", prefill), ("decode", 1)):
-            r = simulate_shape(cfg, M, lin["N"], lin["K"], mem)
-            e = layer_energy_pj(cfg, r.activity, node, mem)
+            r = simulate_shape(lcfg, M, lin["N"], lin["K"], mem)
+            e = layer_energy_pj(lcfg, r.activity, node, mem)
             res[f"{phase}_s"] += lin["count"] * r.cycles / (mem.clock_ghz * 1e9)
             res[f"{phase}_energy_uj"] += lin["count"] * e["total"] / 1e6
             if phase == "decode":

@@ -100,9 +100,12 @@ def test_sweep_serial_equals_parallel():
     a = run_sweep(lin, grid, prefill=8, jobs=1)
     b = run_sweep(lin, grid, prefill=8, jobs=2)
     assert a == b and len(a) == 4
-    # invalid configurations are reported, not fatal (lanes must divide N; group must divide K)
-    bad = run_sweep([{"name": "x", "N": 256, "K": 96, "count": 1}], {**grid, "design": ["mac"]}, jobs=1)
-    assert all("error" in r for r in bad)
+    # a group that does not divide K falls back to the largest that does (K=96: g32); a layer whose group
+    # (per-channel K=90) is not a multiple of the array's K is reported, not fatal
+    ok = run_sweep([{"name": "x", "N": 256, "K": 96, "count": 1}], {**grid, "design": ["mac"]}, jobs=1)
+    assert all("error" not in r for r in ok)
+    bad = run_sweep([{"name": "x", "N": 256, "K": 90, "count": 1}], {**grid, "design": ["mac"]}, jobs=1)
+    assert all("not a multiple of the array's K" in r["error"] for r in bad)
 
 
 def test_cli_report_and_sweep(tmp_path, capsys):
@@ -247,7 +250,7 @@ def test_write_sweep_replaces_the_folder_atomically(tmp_path):
     assert len(list(csv.DictReader(open(out / "sweep.csv")))) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["sw"]  # no temporary or old folder left
     # only invalid configurations: the CSV and the fit, no plot
-    bad = run_sweep([{"name": "x", "N": 256, "K": 96, "count": 1}], grid, jobs=1)
+    bad = run_sweep([{"name": "x", "N": 256, "K": 90, "count": 1}], grid, jobs=1)
     assert write_sweep(out, bad, "t")["configurations"] == 0 and not (out / "pareto.png").exists()
     foreign = tmp_path / "mine"
     foreign.mkdir()

@@ -140,7 +140,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys, case):
     assert not list(tmp_path.glob(".o.tmp-*"))
 
 
-def test_group_size_error_names_layer(tmp_path, capsys):
+def test_group_that_divides_no_k_falls_back_with_a_note(tmp_path, capsys):
     d = tmp_path / "m"
     write_hf_dir(d, "llama-tiny")
     cfg = json.loads((d / "config.json").read_text())
@@ -153,9 +153,8 @@ def test_group_size_error_names_layer(tmp_path, capsys):
     w = preset_weights(Preset("x", "llama", cfg, ""), 0)
     save_file(w, str(d / "model.safetensors"))
     code, so, se = run_cli(["compile", d, "-o", tmp_path / "o", "--quant", "w4g128"], capsys)
-    assert code == 2
-    assert "mlp.down_proj" in se and "K=720" in se and "group size 128" in se
-    assert not (tmp_path / "o").exists()
+    assert code == 0, se  # no supported group divides 720: down_proj is per-channel (docs/DESIGN.md)
+    assert "note:" in so and "K=720" in so and "per-channel" in so
 
 
 def test_artifact_reloads_in_a_new_process(tmp_path, capsys):

@@ -140,14 +140,20 @@ def test_all_zero_group(spec_text):
     assert q.scales[1, 1] != 1.0
 
 
-@pytest.mark.parametrize("spec_text", ["w4g128", "w2g64-asym", "ternaryg32"])
-def test_k_not_multiple_of_group_raises(spec_text):
-    w = np.ones((4, 100), np.float32)
+@pytest.mark.parametrize("spec_text,k,group", [("w4g128", 576, 64), ("w2g64-asym", 96, 32), ("ternaryg32", 40, 40), ("w4g128-min", 576, 64), ("w8g64", 128, 64)])
+def test_a_group_that_does_not_divide_k_falls_back(spec_text, k, group):
+    """The largest supported group below the spec's that divides K, else per-channel (compiler.groups)."""
+    w = np.random.default_rng(k).standard_normal((4, k)).astype(np.float32)
+    q = quantize_rtn(w, parse_spec(spec_text), name="layers.0.mlp.up")
+    assert q.group_size == group and q.scales.shape == (4, k // group)
+    if "ternary" not in spec_text:  # the half-step bound of the module doc, at the group actually used
+        assert np.all(np.abs(q.dequantize() - w) <= 0.5 * np.repeat(q.scales, group, axis=1) * (1 + 1e-5))
+
+
+def test_k_zero_raises():
     with pytest.raises(LowbitError) as exc:
-        quantize_rtn(w, parse_spec(spec_text), name="layers.0.mlp.up")
-    msg = str(exc.value)
-    assert "[4, 100]" in msg and "layers.0.mlp.up" in msg and "group size" in msg
-    assert "pc" in exc.value.fix
+        quantize_rtn(np.ones((4, 0), np.float32), parse_spec("w4g32"), name="layers.0.mlp.up")
+    assert "[4, 0]" in str(exc.value) and "layers.0.mlp.up" in str(exc.value)
 
 
 def test_non_finite_weight_raises():
