@@ -4,7 +4,9 @@ Every kernel implements the numeric contract (docs/DESIGN.md; the A16/A8 forms a
 qlinear_te.py) and reads either the artifact's storage layouts directly or weights it re-laid out at
 compile time. A faster kernel (LUT, tile-blocked layouts) is one more `QLinearKernel` here and one more
 `Rule` in `rules()`: it may declare `relayout` (packed, scales, zeros -> the arrays it wants, saved in the
-target folder at compile time) and brings its own TE definition and schedule. Nothing else in the backend
+target folder at compile time) and brings its own TE definition and schedule. A kernel that takes
+scale-and-minimum groups (float minimums in place of the zero points) says so (`mins=True`); no other is
+chosen for such a layer. Nothing else in the backend
 changes. The rule table is built when asked for (`rules()`), so the knobs that shape it
 (LOWBIT_TVM_FAST_CPU, LOWBIT_TVM_DISABLE_KERNELS) are read at compile time, not at import.
 """
@@ -34,6 +36,7 @@ class QLinearKernel:
     # reads instead of the artifact's (None: it reads the storage layout as is)
     relayout: Callable | None = None
     about: str = ""
+    mins: bool = False  # takes scale-and-minimum groups (QLinearShape.mins); a kernel without it is never chosen for them
 
 
 BLOCKED_CPU = QLinearKernel(
@@ -43,6 +46,7 @@ BLOCKED_CPU = QLinearKernel(
     kernels_cpu.relayout_blocked,
     about="weights [N/64, K/g, g*bits/8, 64]: dequantize in register, fp32 group sums vectorized over 64 rows "
     "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside",
+    mins=True,
 )
 VNNI_CPU = QLinearKernel(
     "vnni-cpu",
@@ -51,6 +55,7 @@ VNNI_CPU = QLinearKernel(
     kernels_cpu.relayout_vnni,
     about="weights [N/16, K/(4*8/b), 64] (16 rows x 4 k per 32-bit lane group), vpdpbusd int8 x code dot "
     "products into exact int32 group sums (A16: 13-bit activations as low 6 bits + high part, two products), one scale per group",
+    mins=True,
 )
 LUT_CPU = QLinearKernel(
     "lut-cpu",
@@ -59,11 +64,16 @@ LUT_CPU = QLinearKernel(
     kernels_lut.relayout_lut,
     about="bit-plane weights [N/64, K/g, g/8, 2, ceil(b/2), 64] index per-row tables of 16 sums of 4 activations (vpshufb on "
     "low/high table bytes, vpmaddubsw adds plane pairs); exact int32 group sums (A16 through 13-bit activations)",
+    mins=True,
 )
-DEQUANT_CPU = QLinearKernel("dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)")
-DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register")
-DEQUANT_CUDA_WARP = QLinearKernel("dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction")
-GEMM_CUDA = QLinearKernel("gemm-cuda", kernels_cuda.gemm_te, kernels_cuda.schedule_gemm, about=kernels_cuda.ABOUT)
+DEQUANT_CPU = QLinearKernel(
+    "dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)", mins=True
+)
+DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register", mins=True)
+DEQUANT_CUDA_WARP = QLinearKernel(
+    "dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction", mins=True
+)
+GEMM_CUDA = QLinearKernel("gemm-cuda", kernels_cuda.gemm_te, kernels_cuda.schedule_gemm, about=kernels_cuda.ABOUT, mins=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,16 +130,22 @@ def rules(fast_cpu: bool | None = None, disabled: Iterable[str] | None = None) -
 
 
 def qlinear_shape(
-    m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False
+    m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False,
+    mins: bool = False, f16_params: bool = False,
 ) -> QLinearShape:
     """A layer's QLinearShape, from the arguments in choose_qlinear_kernel's order."""
-    return QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary)
+    return QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary, mins, f16_params)
+
+
+def rule_holds(rule: Rule, shape: QLinearShape) -> bool:
+    """The rule's condition, and for scale-and-minimum groups its kernel must take minimums."""
+    return (rule.kernel.mins or not shape.mins) and rule.when(shape)
 
 
 def matching_kernels(shape: QLinearShape, table: list[Rule] | None = None) -> list[QLinearKernel]:
-    """The kernels of every rule of `table` (default: `rules()`) whose condition holds for `shape`, in rule
-    order, each once; KeyError when none does."""
-    found = list(dict.fromkeys(r.kernel for r in (rules() if table is None else table) if r.when(shape)))
+    """The kernels of every rule of `table` (default: `rules()`) whose condition holds for `shape` (`rule_holds`),
+    in rule order, each once; KeyError when none does."""
+    found = list(dict.fromkeys(r.kernel for r in (rules() if table is None else table) if rule_holds(r, shape)))
     if not found:
         raise KeyError(f"no qlinear kernel for {shape}")
     return found
@@ -137,9 +153,9 @@ def matching_kernels(shape: QLinearShape, table: list[Rule] | None = None) -> li
 
 def choose_qlinear_kernel(
     m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False,
-    table: list[Rule] | None = None,
+    table: list[Rule] | None = None, mins: bool = False,
 ) -> tuple[QLinearKernel, QLinearShape]:
     """The kernel of the first rule whose condition holds for this layer, and the shape it was asked for.
     (The lowering may measure instead where several fast CPU kernels match: lower.choose_kernel.)"""
-    shape = qlinear_shape(m_dynamic, n, k, bits, group, act, target, layout, bias, ternary)
+    shape = qlinear_shape(m_dynamic, n, k, bits, group, act, target, layout, bias, ternary, mins)
     return matching_kernels(shape, table)[0], shape

@@ -14,6 +14,10 @@ K*64*bits/8 bytes, stay in L2 while the rows of a prefill reuse them):
                                      for t in g/per:  for c in per (unrolled):  acc[:] += x[m, k] * (q[:] - z[:])
                                      y[m, nb, :] += s[nb, j, :] * acc[:]          (one dequantization per group)
 
+Scale-and-minimum groups (shape.mins): `zeros` holds the minimums in the same [N/64, K/g, 64] layout and dtype
+as the scales (float32, or float16 where every value is an fp16 number: `param_dtype`); the group's activation
+sum (already formed for the zero point) serves them: y[m, nb, :] += s * acc + mn * sum_group(x).
+
 The group sum acc is fp32 in both activation modes:
 - A16: x is rounded to fp16 first (the contract), the sum is fp32 (the contract's A16 accumulator).
 - A8: x is the int8 code qa (an int32 tensor), converted to fp32. Every partial sum is an integer of magnitude
@@ -37,6 +41,26 @@ def a8_fp32_exact(bits: int, group: int) -> bool:
     return group * 127 * ((1 << bits) - 1) < (1 << 24)
 
 
+def param_dtype(shape) -> str:
+    """The dtype of the re-laid-out scales (and minimums): float16 where the layer's values are fp16 numbers
+    (shape.f16_params: e.g. GGUF's Q4_1 d and m), which is lossless and reads fewer bytes per group; else float32."""
+    return "float16" if shape.f16_params else "float32"
+
+
+def blocked_scales(scales, shape, rows: int) -> np.ndarray:
+    """scales [N, J] -> [N/rows, J, rows] in param_dtype."""
+    s = np.asarray(scales, np.float32).reshape(shape.n // rows, rows, shape.k // shape.group).transpose(0, 2, 1)
+    return np.ascontiguousarray(s.astype(param_dtype(shape)))
+
+
+def blocked_offsets(offsets, shape, rows: int) -> np.ndarray:
+    """The zero points (uint8) or, for scale-and-minimum groups, the minimums (param_dtype) [N, J] -> [N/rows, J, rows],
+    the layout of the scales."""
+    if shape.mins:
+        return blocked_scales(offsets, shape, rows)
+    return np.ascontiguousarray(np.asarray(offsets, np.uint8).reshape(shape.n // rows, rows, shape.k // shape.group).transpose(0, 2, 1))
+
+
 def relayout_blocked(packed, scales, zeros, shape):
     """Artifact storage -> the blocked layout of the module doc (numpy, at compile time)."""
     from compiler.quant.pack import unpack
@@ -50,13 +74,13 @@ def relayout_blocked(packed, scales, zeros, shape):
     for i in range(per):
         byte |= (c[..., i] << (i * bits)).astype(np.uint8)
     blocked = np.ascontiguousarray(byte.transpose(0, 2, 3, 1))  # [nb, j, t, ni]
-    sc = np.ascontiguousarray(np.asarray(scales, np.float32).reshape(n // BLOCK, BLOCK, nj).transpose(0, 2, 1))
-    zz = np.ascontiguousarray(np.asarray(zeros, np.uint8).reshape(n // BLOCK, BLOCK, nj).transpose(0, 2, 1))
-    return {"packed": blocked, "scales": sc, "zeros": zz}
+    return {"packed": blocked, "scales": blocked_scales(scales, shape, BLOCK), "zeros": blocked_offsets(zeros, shape, BLOCK)}
 
 
-def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape, name: str = "acc"):
-    """acc[m, nb, j, ni] (fp32) over the blocked layout; A8: x is qa (int32) and the sums are exact integers."""
+def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape, name: str = "acc", with_xs: bool = False):
+    """acc[m, nb, j, ni] (fp32) over the blocked layout; A8: x is qa (int32) and the sums are exact integers.
+    Scale-and-minimum groups: acc is the sum against q (`zeros` unread); with_xs also returns the activation
+    group sums xs[m, j] (fp32) that the minimums multiply."""
     m = x.shape[0]
     g, bits = shape.group, shape.bits
     per = 8 // bits
@@ -84,7 +108,11 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     accq = te.compute((m, shape.n // BLOCK, shape.k // g, BLOCK), body, name="acc_q")
     r = te.reduce_axis((0, g), name="r")
     xs = te.compute((m, shape.k // g), lambda i, j: te.sum(xf[i, j * g + r], axis=r), name="x_gsum")
-    return te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] - zeros[nb, j, ni].astype("float32") * xs[i, j], name=name)
+    if shape.mins:
+        acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni], name=name)
+    else:
+        acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] - zeros[nb, j, ni].astype("float32") * xs[i, j], name=name)
+    return (acc, xs) if with_xs else acc
 
 
 def blocked_te(shape):
@@ -94,12 +122,15 @@ def blocked_te(shape):
         rest = list(rest)
         sa = rest.pop(0) if shape.act == "a8" else None
         bias = rest.pop(0) if shape.bias else None
-        acc = blocked_group_sums(x, packed, zeros, shape)
+        acc, xs = blocked_group_sums(x, packed, zeros, shape, with_xs=True)
         m = x.shape[0]
         j = te.reduce_axis((0, shape.k // shape.group), name="j")
 
         def yv(i, n):
-            return te.sum(scales[n // BLOCK, j, n % BLOCK] * acc[i, n // BLOCK, j, n % BLOCK], axis=j)
+            v = scales[n // BLOCK, j, n % BLOCK].astype("float32") * acc[i, n // BLOCK, j, n % BLOCK]
+            if shape.mins:  # zeros holds the minimums
+                v = v + zeros[n // BLOCK, j, n % BLOCK].astype("float32") * xs[i, j]
+            return te.sum(v, axis=j)
 
         return scale_and_bias(te.compute((m, shape.n), yv, name="qlinear"), sa, bias)
 
@@ -148,7 +179,9 @@ def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
 # load, a shift and a mask give 64 codes (16 rows x 4 k) as unsigned bytes; vpdpbusd multiplies them with
 # the 4 activations of that k range (int8, broadcast) and adds the 4 products into each row's int32 lane:
 # the group sum is an exact int32 (no float on the way), the zero point enters once per group
-# (acc - z * sum qa), then y += s * float(acc), as the contract orders it.
+# (acc - z * sum qa), then y += s * float(acc), as the contract orders it. Scale-and-minimum groups: the
+# minimums ([N/16, K/g, 16], the scales' layout and dtype) take the zero points' place, y += s * float(acc) +
+# mn * float(sum qa).
 
 VNNI_ROWS = 16
 
@@ -172,18 +205,15 @@ def host_has_vnni() -> bool:
 def relayout_vnni(packed, scales, zeros, shape):
     from compiler.quant.pack import unpack
 
-    n, k, g, bits = shape.n, shape.k, shape.group, shape.bits
+    n, k, bits = shape.n, shape.k, shape.bits
     per = 8 // bits
-    nj = k // g
     codes = unpack(packed, bits, shape.layout, k).astype(np.uint8)  # [N, K]
     c = codes.reshape(n // VNNI_ROWS, VNNI_ROWS, k // (4 * per), per, 4)  # [nb, r, chunk, h, e]
     byte = np.zeros((n // VNNI_ROWS, VNNI_ROWS, k // (4 * per), 4), np.uint8)
     for h in range(per):
         byte |= (c[:, :, :, h, :] << (h * bits)).astype(np.uint8)
     blocked = np.ascontiguousarray(byte.transpose(0, 2, 1, 3).reshape(n // VNNI_ROWS, k // (4 * per), 64))
-    sc = np.ascontiguousarray(np.asarray(scales, np.float32).reshape(n // VNNI_ROWS, VNNI_ROWS, nj).transpose(0, 2, 1))
-    zz = np.ascontiguousarray(np.asarray(zeros, np.uint8).reshape(n // VNNI_ROWS, VNNI_ROWS, nj).transpose(0, 2, 1))
-    return {"packed": blocked, "scales": sc, "zeros": zz}
+    return {"packed": blocked, "scales": blocked_scales(scales, shape, VNNI_ROWS), "zeros": blocked_offsets(zeros, shape, VNNI_ROWS)}
 
 
 def vnni_te(shape):
@@ -207,12 +237,24 @@ def vnni_te(shape):
             e = k % 4
             byte = packed[n // VNNI_ROWS, ch, (n % VNNI_ROWS) * 4 + e].astype("int32")
             q = (byte >> (h * shape.bits).astype("int32")) & mask
-            return te.sum(qa[i, k].astype("float32") * (q - zeros[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("int32")).astype("float32"), axis=kk)
+            if not shape.mins:
+                q = q - zeros[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("int32")
+            return te.sum(qa[i, k].astype("float32") * q.astype("float32"), axis=kk)
 
         acc = te.compute((m, shape.n, nj), acc_body, name="acc")
+        rr = te.reduce_axis((0, g), name="rr")
+        xs = te.compute((m, nj), lambda i, jj: te.sum(qa[i, jj * g + rr].astype("float32"), axis=rr), name="x_gsum")
         j = te.reduce_axis((0, nj), name="j")
-        y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n // VNNI_ROWS, j, n % VNNI_ROWS] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
-        return scale_and_bias(y, sa, bias, {"lowbit_vnni": f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act}"})
+
+        def yv(i, n):
+            v = scales[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("float32") * acc[i, n, j].astype("float32")
+            if shape.mins:
+                v = v + zeros[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("float32") * xs[i, j]
+            return te.sum(v, axis=j)
+
+        y = te.compute((m, shape.n), yv, name="qlinear")
+        spec = f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act},{int(shape.mins)},{int(shape.f16_params)}"
+        return scale_and_bias(y, sa, bias, {"lowbit_vnni": spec})
 
     return f
 
@@ -223,10 +265,10 @@ def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_vnni"]).split(",")
     n, k, g, bits, bias = (int(v) for v in spec[:5])
-    return vnni_prim_func(n, k, g, bits, bool(bias), spec[5]).with_attr("tirx.is_scheduled", True)
+    return vnni_prim_func(n, k, g, bits, bool(bias), spec[5], bool(int(spec[6])), bool(int(spec[7]))).with_attr("tirx.is_scheduled", True)
 
 
-def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8"):  # noqa: N803 - TIR shape names
+def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False):  # noqa: N803 - TIR names
     from tvm.script import tirx as T
 
     per = 8 // bits
@@ -239,6 +281,8 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
     PF = 16  # software prefetch distance in 64-byte chunks (the hardware streamer alone left bandwidth unused)
 
     a16 = act == "a16"
+    pdt = "float16" if f16 else "float32"  # scales (and minimums): param_dtype
+    m16, m8 = a16 and mins, mins and not a16  # (plain bools: TVMScript evaluates `if` on them when parsing)
     act_codes = act_codes_macro()
 
     @T.macro
@@ -289,12 +333,26 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
                         acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
                         if a16:
                             ach[T.Ramp(0, 1, R)] = ach[T.Ramp(0, 1, R)] + ach[T.Ramp(h * R, 1, R)]
-                    if a16:  # exact: acc = 64 * sum(q * ah) + sum(q * al), then the zero point and one scale per group
-                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Broadcast(asc[m, j], R) * T.Cast(
+                    if m16:  # the group's term s * acc + mn * sum(a), in units of the activation scale
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Broadcast(asc[m, j], R) * (
+                            T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)])
+                            * T.Cast("float32x16", ach[T.Ramp(0, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(0, 1, R)])
+                            + T.Cast("float32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(T.Cast("float32", xs[m, j]), R)
+                        )
+                    elif m8:
+                        yacc[T.Ramp(0, 1, R)] = (
+                            yacc[T.Ramp(0, 1, R)]
+                            + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Cast("float32x16", acc[T.Ramp(0, 1, R)])
+                            + T.Cast("float32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(T.Cast("float32", xs[m, j]), R)
+                        )
+                    elif a16:  # exact: acc = 64 * sum(q * ah) + sum(q * al), then the zero point and one scale per group
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(
+                            asc[m, j], R
+                        ) * T.Cast(
                             "float32x16", ach[T.Ramp(0, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
                         )
                     else:
-                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Cast(
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Cast(
                             "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
                         )
                 if a16:
@@ -307,8 +365,8 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
                 else:
                     y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
 
-    return qlinear_signatures(body, K, N, "float32" if a16 else "int32", T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), "float32"),
-                              T.Buffer((NB, NJ, R), "uint8"), not a16, bias)
+    return qlinear_signatures(body, K, N, "float32" if a16 else "int32", T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), pdt),
+                              T.Buffer((NB, NJ, R), pdt if mins else "uint8"), not a16, bias)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -21,6 +21,10 @@ register tile. K is walked group by group, each group in chunks of KC (<= 64) co
   sum: compiler/reference.py's contract), y in fp32 registers; then the epilogue (A8 sa[m], bias) on the
   way out.
 
+Scale-and-minimum groups (shape.mins, the fourth input float minimums): wT = q (no zero point), and a small
+kernel before either launch forms the activation group sums xs[m, j] (qlinear_te.act_group_sums: fp32 sums of
+the fp16-rounded x, int32 sums of qa); each group then adds m[n, j] * xs[m, j] beside s[n, j] * acc.
+
 A8 group sums must be exact integers: they are fp32 when every partial sum stays below 2^24
 (g * 127 * (2^b - 1) < 2^24: W4 up to g = 8192, W8 up to 512), which is exact and twice as fast on CUDA cores as int32,
 and int32 otherwise. No tensor cores (fp32 FMA): they are the next step for large M.
@@ -31,7 +35,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from compiler.backends.tvm.epilogue import scale_and_bias
-from compiler.backends.tvm.qlinear_te import code_at, has_block, schedule_cuda_simple, schedule_cuda_warp
+from compiler.backends.tvm.qlinear_te import act_group_sums, bind_elementwise_cuda, code_at, has_block, schedule_cuda_simple, schedule_cuda_warp
 from compiler.errors import LowbitError
 from compiler.knobs import TVM_CUDA_GEMM_TILE, TVM_CUDA_GEMV_MAX_M
 
@@ -109,7 +113,7 @@ def gemm_te(shape):
 
         def wq(c, n):
             code = code_at(packed, shape.bits, shape.layout, n, c)
-            w = code - zeros[n, c // g].astype("int32")  # |q - z| < 2^8
+            w = code if shape.mins else code - zeros[n, c // g].astype("int32")  # |q - z| < 2^8
             return w if a8_int else small_int_to_f32(w, cuda)
 
         wT = te.compute((shape.k, shape.n), wq, name="w_t")
@@ -117,7 +121,15 @@ def gemm_te(shape):
         acc = te.compute((mp, shape.n, nj), lambda i, n, j: te.sum(xT[j * g + kk, i] * wT[j * g + kk, n], axis=kk), name="acc")
         # y over the M rows only (acc is over whole tiles: the GEMM computes padded rows, never stores them)
         jr = te.reduce_axis((0, nj), name="j")
-        y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, jr] * acc[i, n, jr].astype("float32"), axis=jr), name="qlinear")
+        if shape.mins:  # zeros holds the minimums
+            xs = act_group_sums(x, shape)
+            y = te.compute(
+                (m, shape.n),
+                lambda i, n: te.sum(scales[n, jr] * acc[i, n, jr].astype("float32") + zeros[n, jr] * xs[i, jr].astype("float32"), axis=jr),
+                name="qlinear",
+            )
+        else:
+            y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, jr] * acc[i, n, jr].astype("float32"), axis=jr), name="qlinear")
         return scale_and_bias(y, sa, bias)
 
     return f
@@ -127,6 +139,7 @@ def _schedule_gemm(func: tirx.PrimFunc, group: int) -> tirx.PrimFunc:
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
+    bind_elementwise_cuda(sch, ("x_gsum",))  # scale-and-minimum groups: the activation group sums, their own kernel
     y = sch.get_sblock("qlinear")
     acc = sch.get_sblock("acc")
     xs = sch.get_sblock("x_t")
@@ -211,7 +224,9 @@ def schedule_gemm(func: tirx.PrimFunc) -> tirx.PrimFunc:
             tirx.For(tirx.Var("use_gemm", "int64"), tirx.const(0, "int64"), one - small, tirx.ForKind.SERIAL, root_m.body),
         ]
     )
-    root = s_tir.SBlock([], [], [], "root", body, alloc_buffers=list(root_v.alloc_buffers) + list(root_m.alloc_buffers))
+    allocs = list(root_v.alloc_buffers)
+    allocs += [buf for buf in root_m.alloc_buffers if not any(buf.same_as(v) for v in allocs)]  # (x_gsum: the same buffer on both sides)
+    root = s_tir.SBlock([], [], [], "root", body, alloc_buffers=allocs)
     out = gemm.with_body(s_tir.SBlockRealize([], tirx.const(True, "bool"), root))
     return out.with_attr("tirx.is_scheduled", True)
 

@@ -24,7 +24,8 @@ and bit-plane pairs p (planes 2p, 2p+1; W3's fourth plane is all zeros):
     packed [N/64, K/g, g/8, 2, ceil(bits/2), 64] uint8: byte 2r + e of (block nb, group j, chunk pair cc, half h,
         pair p) holds in its low nibble the 4 bits of plane 2p+e of row nb*64 + h*32 + r at chunk 2cc of the
         group (features k = 4c .. 4c+3, bit t = feature 4c+t), and in its high nibble the same for chunk 2cc+1
-    scales [N/64, K/g, 64] float32, zeros [N/64, K/g, 64] uint8
+    scales [N/64, K/g, 64] float32 (float16 where every value is an fp16 number), zeros [N/64, K/g, 64] uint8
+        (scale-and-minimum groups: the minimums, in the scales' dtype)
 
 So one 64-byte load feeds 4 shuffles (two chunks x low/high table) for 32 rows x 8 features x 2 planes, and
 vpmaddubsw's byte pairs are exactly (plane 2p, plane 2p+1) of one row: its int16 lanes come out in row order.
@@ -32,6 +33,7 @@ vpmaddubsw's byte pairs are exactly (plane 2p, plane 2p+1) of one row: its int16
 Loop nest, per row m: tables for the row (vectorized over the 16 entries), then
     parallel nb:  for j:  acc32[64] = 0;  for spans of chunk pairs: acc16 lo/hi = 0, shuffles + vpmaddubsw + add,
                           acc32 += 256 * hi + lo;  y[64] += s[nb, j] * (s_a) * float(acc32 - z * sum_group(a))
+                          (scale-and-minimum groups: y[64] += (s_a) * (s[nb, j] * float(acc32) + mn[nb, j] * float(sum_group(a))))
 Tables are replicated over the four 128-bit lanes ([K/4, 64] bytes per half, 2 * 16 * K bytes per row: 128 KiB at
 K = 4096, L2-resident).
 """
@@ -92,13 +94,16 @@ def relayout_lut(packed, scales, zeros, shape):
     idx = idx.reshape(pp, 2, nb, 2, 32, nj, g // 8, 2)
     byte = idx[..., 0] | (idx[..., 1] << 4)  # [pp, e, nb, h, r, j, cc]
     out = byte.transpose(2, 5, 6, 3, 0, 4, 1).reshape(nb, nj, g // 8, 2, pp, 64)  # byte index 2r + e
-    sc = np.ascontiguousarray(np.asarray(scales, np.float32).reshape(nb, BLOCK, nj).transpose(0, 2, 1))
-    zz = np.ascontiguousarray(np.asarray(zeros, np.uint8).reshape(nb, BLOCK, nj).transpose(0, 2, 1))
+    pdt = "float16" if shape.f16_params else "float32"  # (kernels_cpu.param_dtype: fp16 where that is lossless)
+    sc = np.ascontiguousarray(np.asarray(scales, np.float32).reshape(nb, BLOCK, nj).transpose(0, 2, 1).astype(pdt))
+    zdt = pdt if shape.mins else np.uint8  # the minimums of scale-and-minimum groups in the scales' layout
+    zz = np.ascontiguousarray(np.asarray(zeros, np.float32 if shape.mins else np.uint8).reshape(nb, BLOCK, nj).transpose(0, 2, 1).astype(zdt))
     return {"packed": np.ascontiguousarray(out), "scales": sc, "zeros": zz}
 
 
-def lut_reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group: int, act: str, sa=None) -> np.ndarray:
-    """What the kernel computes, in numpy (float64 epilogue): A8 takes qa (int) and sa; A16 takes x (float)."""
+def lut_reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group: int, act: str, sa=None, mins=None) -> np.ndarray:
+    """What the kernel computes, in numpy (float64 epilogue): A8 takes qa (int) and sa; A16 takes x (float).
+    With `mins` (scale-and-minimum groups; `zeros` unused) each group adds mins * the sum of its integer activations."""
     m, k = x.shape
     nj = k // group
     if act == "a8":
@@ -110,9 +115,14 @@ def lut_reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: n
         asc = np.where(amax > 0, amax / np.float32(A16_MAX), np.float32(1)).astype(np.float32)
         inv = np.where(amax > 0, np.float32(A16_MAX) / np.where(amax > 0, amax, 1), np.float32(1)).astype(np.float32)
         a = np.rint(x16.reshape(m, nj, group) * inv[:, :, None]).astype(np.int64).reshape(m, k)
-    q = codes.astype(np.int64).reshape(-1, nj, group) - zeros.astype(np.int64)[:, :, None]
+    q = codes.astype(np.int64).reshape(-1, nj, group)
+    if mins is None:
+        q = q - zeros.astype(np.int64)[:, :, None]
     acc = np.einsum("mjg,njg->mnj", a.reshape(m, nj, group), q)
-    y = (acc * scales[None].astype(np.float64) * asc[:, None, :]).sum(axis=2)
+    term = acc * scales[None].astype(np.float64)
+    if mins is not None:
+        term = term + a.reshape(m, nj, group).sum(axis=2)[:, None, :] * np.asarray(mins, np.float64)[None]
+    y = (term * asc[:, None, :]).sum(axis=2)
     return y * (np.asarray(sa, np.float64)[:, None] if act == "a8" else 1.0)
 
 
@@ -173,8 +183,14 @@ def lut_te(shape):
 
         acc = te.compute((m, shape.n, nj), lambda i, n, j: te.sum(x[i, j * g + kk].astype("float32") * code(n, j * g + kk).astype("float32"), axis=kk), name="acc")
         jj = te.reduce_axis((0, nj), name="j")
-        y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n // BLOCK, jj, n % BLOCK] * acc[i, n, jj] - zeros[n // BLOCK, jj, n % BLOCK].astype("float32"), axis=jj), name="qlinear")
-        attrs = {"lowbit_lut": f"{shape.n},{shape.k},{g},{shape.bits},{shape.act},{int(shape.bias)}"}
+        y = te.compute(
+            (m, shape.n),
+            lambda i, n: te.sum(
+                scales[n // BLOCK, jj, n % BLOCK].astype("float32") * acc[i, n, jj] - zeros[n // BLOCK, jj, n % BLOCK].astype("float32"), axis=jj
+            ),
+            name="qlinear",
+        )
+        attrs = {"lowbit_lut": f"{shape.n},{shape.k},{g},{shape.bits},{shape.act},{int(shape.bias)},{int(shape.mins)},{int(shape.f16_params)}"}
         return scale_and_bias(y, sa, bias, attrs)
 
     return f
@@ -186,10 +202,10 @@ def schedule_lut(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_lut"]).split(",")
     n, k, g, bits = (int(v) for v in spec[:4])
-    return lut_prim_func(n, k, g, bits, spec[4], bool(int(spec[5]))).with_attr("tirx.is_scheduled", True)
+    return lut_prim_func(n, k, g, bits, spec[4], bool(int(spec[5])), bool(int(spec[6])), bool(int(spec[7]))).with_attr("tirx.is_scheduled", True)
 
 
-def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # noqa: N803 - TIR shape names
+def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool, mins: bool = False, f16: bool = False):  # noqa: N803 - TIR shape names
     from tvm.script import tirx as T
 
     R, NB, NJ, CPG = BLOCK, N // BLOCK, K // G, G // 4
@@ -202,6 +218,7 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
     LANES4 = list(range(64))  # four copies of a 16-byte table: one per 128-bit lane into the four 128-bit lanes (vbroadcasti32x4)
     PREFETCH = 8  # chunk pairs ahead (measured 4-64: 8 was as good as any; the stream prefetcher alone left bandwidth unused)
     xdtype = "int32" if a8 else "float32"
+    pdt = "float16" if f16 else "float32"  # scales (and minimums)
 
     act_codes = act_codes_macro()
 
@@ -258,9 +275,17 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
                                                                   T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.pshuf.b.512", T.Shuffle([th[m, c0 + 1, T.Ramp(0, 1, 16)]] * 4, LANES4), T.reinterpret("int8x64", T.shift_right(pk[nb, j, s * SPAN + ci, h, p, T.Ramp(0, 1, 64)], T.Broadcast(T.uint8(4), 64)) & T.Broadcast(T.uint8(15), 64))))
                                     )
                         acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + T.Cast("int32x64", hi[T.Ramp(0, 1, R)]) * T.Broadcast(256, R) + T.Cast("int32x64", lo[T.Ramp(0, 1, R)])
-                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + sc[nb, j, T.Ramp(0, 1, R)] * T.Broadcast(asc[m, j], R) * T.Cast(
-                        "float32x64", acc[T.Ramp(0, 1, R)] - T.Cast("int32x64", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(asum[m, j], R)
-                    )
+                    if mins:  # the group's term s * acc + mn * sum(a), in units of the activation scale
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Broadcast(asc[m, j], R) * (
+                            T.Cast("float32x64", sc[nb, j, T.Ramp(0, 1, R)]) * T.Cast("float32x64", acc[T.Ramp(0, 1, R)])
+                            + T.Cast("float32x64", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(T.Cast("float32", asum[m, j]), R)
+                        )
+                    else:
+                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Cast("float32x64", sc[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(
+                            asc[m, j], R
+                        ) * T.Cast(
+                            "float32x64", acc[T.Ramp(0, 1, R)] - T.Cast("int32x64", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(asum[m, j], R)
+                        )
                 if a8:
                     if bias:
                         y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R) + bv[T.Ramp(nb * R, 1, R)]
@@ -272,8 +297,8 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool):  # n
                     else:
                         y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)]
 
-    return qlinear_signatures(T.macro(body), K, N, xdtype, T.Buffer((NB, NJ, NCC, 2, PP, 64), "uint8"), T.Buffer((NB, NJ, R), "float32"),
-                              T.Buffer((NB, NJ, R), "uint8"), a8, bias)
+    return qlinear_signatures(T.macro(body), K, N, xdtype, T.Buffer((NB, NJ, NCC, 2, PP, 64), "uint8"), T.Buffer((NB, NJ, R), pdt),
+                              T.Buffer((NB, NJ, R), pdt if mins else "uint8"), a8, bias)
 
 
 def qlinear_signatures(mac, K: int, N: int, xdtype: str, PK, SC, ZZ, a8: bool, bias: bool):  # noqa: N803

@@ -62,6 +62,7 @@ class _Lowerer(GraphLowerer):
         self.a8_cache: dict[str, tuple] = {}  # activation name -> (qa, sa): quantized once for q/k/v etc.
         self.sched: dict[str, object] = {}  # prim func name hint -> schedule to apply
         self.relaid: dict[str, dict] = {}  # packed weight name -> its kernel's re-laid-out arrays (made up front)
+        self.f16_params: dict[str, bool] = {}  # scales name -> its scales (and minimums) are all fp16 values
 
     # shapes -----------------------------------------------------------------------------------------------
     def dim(self, d):
@@ -165,8 +166,24 @@ def choose_kernel(shape: QLinearShape, tune: bool | None = None, log: dict | Non
 
 def _choose(L, n) -> tuple[QLinearKernel, QLinearShape]:
     a = n.attrs
-    shape = kernels.qlinear_shape(True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")))
+    mins = bool(a.get("mins"))
+    key = n.inputs[2]
+    if key not in L.f16_params:  # (asked for several times per layer)
+        L.f16_params[key] = _fp16_values(L.g.consts[n.inputs[2]]) and (not mins or _fp16_values(L.g.consts[n.inputs[3]]))
+    shape = kernels.qlinear_shape(
+        True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")), mins,
+        L.f16_params[key],
+    )
     return choose_kernel(shape, L.tune, L.search), shape
+
+
+def _fp16_values(a: np.ndarray) -> bool:
+    """Every value is a finite fp16 number (GGUF's Q4_0 / Q4_1 / Q8_0 d and m are): the fast kernels may then store
+    a re-laid-out copy in fp16 without changing a bit of the result."""
+    a = np.asarray(a, np.float32)
+    with np.errstate(over="ignore"):
+        h = a.astype(np.float16)
+    return bool(np.isfinite(h).all() and np.array_equal(h.astype(np.float32), a))
 
 
 def _relayout(L, n) -> dict:
@@ -183,7 +200,7 @@ def _qlinear(L, n):
     if kern.relayout is not None:
         new = L.relaid.pop(n.inputs[1], None) or _relayout(L, n)
         ws = []
-        for role, c in zip(("packed", "scales", "zeros"), n.inputs[1:4]):
+        for role, c in zip(("packed", "scales", "zeros"), n.inputs[1:4]):  # ("zeros": the minimums of scale-and-minimum groups)
             key = f"{c}@{kern.name}"
             L.relayout[key] = new[role]
             ws.append(L.param(key, new[role], "relayout", key))
@@ -211,6 +228,51 @@ def _qlinear(L, n):
     if len(lead) != 2:
         y = L.emit(relax.op.reshape(y, [L.dim(d) for d in L.shape(n.outputs[0])]))
     return [y]
+
+
+def _qembedding_te(ids, packed, scales, offsets, a: dict):
+    """rows[.., k] of the quantized table: s (q - z), or s q + m (attr mins); ids are clamped into the table
+    (as the float embedding's take(mode="clip"))."""
+    v, k, g = a["n"], a["k"], a["group_size"]
+    shape = ids.shape
+
+    def row(*idx):
+        i, c = idx[:-1], idx[-1]
+        r = tirx.max(tirx.min(ids[i].astype("int64"), tirx.const(v - 1, "int64")), tirx.const(0, "int64"))
+        q = qlinear_te.code_at(packed, a["bits"], a["layout"], r, c)
+        if a.get("mins"):
+            return scales[r, c // g] * q.astype("float32") + offsets[r, c // g]
+        return scales[r, c // g] * (q - offsets[r, c // g].astype("int32")).astype("float32")
+
+    return te.compute((*shape, k), row, name="qembedding")
+
+
+def _schedule_qembedding(kind: str):
+    """Rows in parallel (CPU, features vectorized by LLVM), or one thread per element (CUDA)."""
+
+    def sched(func: tirx.PrimFunc) -> tirx.PrimFunc:
+        from tvm import s_tir
+
+        sch = s_tir.Schedule(func)
+        loops = sch.get_loops(sch.get_sblock("qembedding"))
+        if kind == "cpu":
+            sch.parallel(sch.fuse(*loops[:-1]))
+        else:
+            bo, bi = sch.split(sch.fuse(*loops), factors=[None, 256])
+            sch.bind(bo, "blockIdx.x")
+            sch.bind(bi, "threadIdx.x")
+        return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+    return sched
+
+
+@conv("qembedding")
+def _qembedding(L, n):
+    """A quantized table's rows (e.g. an embedding that is also the tied LM head): read from the artifact's
+    packed constants, which the head's qlinear shares (its kernel may read a re-laid-out copy of them)."""
+    ins = L.ins(n)
+    L.sched["qembedding"] = _schedule_qembedding(L.kind)
+    return [L.bb.emit_te(lambda *t: _qembedding_te(*t, n.attrs), *ins, primfunc_name_hint="qembedding")]
 
 
 @conv("matmul")

@@ -11,6 +11,9 @@ The numeric contract (docs/DESIGN.md), y[m, n] = sum_j s[n, j] * acc[m, n, j] (+
   q/k/v) gives sa[m] = max|x[m]| / 127 and qa = clamp(rint(x / sa), -127, 127) as int32; the group sums
   acc[m, n, j] = sum qa * (q - z) are int32 (exact: |acc| <= g * 127 * 255 < 2^31 for every g <= 65536),
   then y = sa[m] * sum_j s[n, j] * float(acc[m, n, j]).
+- Scale-and-minimum groups (shape.mins: the fourth input is a float32 minimum m[n, j] per group instead of the
+  zero point): acc is formed with z = 0, the group's activation sum xs[m, j] (of the fp16-rounded x in fp32 for
+  A16, of qa in int32 for A8: exact) joins each group's term, y = (sa[m] *) sum_j (s[n, j] acc + m[n, j] xs[m, j]).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class QLinearShape:
     target: str  # 'cpu' | 'cuda'
     bias: bool = False
     ternary: bool = False  # codes are {0, 1, 2} with zero 1 (2-bit dense storage)
+    mins: bool = False  # scale-and-minimum groups: the fourth weight input is float32 minimums, not zero points
+    f16_params: bool = False  # the scales (and minimums) are all fp16 values: a re-laid-out copy may hold them in fp16, losslessly
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -82,22 +87,27 @@ def act_quant_a8(x: te.Tensor):
 
 
 def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape: QLinearShape, name: str = "acc"):
-    """acc[m, n, j]: fp32 sums of fp16-rounded x (A16) or int32 sums of qa (A8) against (q - z) per group."""
+    """acc[m, n, j]: fp32 sums of fp16-rounded x (A16) or int32 sums of qa (A8) against (q - z) per group
+    (against q for scale-and-minimum groups: `zeros` is not read)."""
     m = xq.shape[0]
     g, nj = shape.group, shape.k // shape.group
     kk = te.reduce_axis((0, g), name="kk")
+
+    def w_int(n, k, j):
+        q = code_at(packed, shape.bits, shape.layout, n, k)
+        return q if shape.mins else q - zeros[n, j].astype("int32")
+
     if shape.act == "a8":
 
         def body(i, n, j):
             k = j * g + kk
-            return te.sum(xq[i, k] * (code_at(packed, shape.bits, shape.layout, n, k) - zeros[n, j].astype("int32")), axis=kk)
+            return te.sum(xq[i, k] * w_int(n, k, j), axis=kk)
 
         return te.compute((m, shape.n, nj), body, name=name)
 
     def body16(i, n, j):
         k = j * g + kk
-        w = (code_at(packed, shape.bits, shape.layout, n, k) - zeros[n, j].astype("int32")).astype("float32")
-        return te.sum(x16(xq, i, k) * w, axis=kk)
+        return te.sum(x16(xq, i, k) * w_int(n, k, j).astype("float32"), axis=kk)
 
     return te.compute((m, shape.n, nj), body16, name=name)
 
@@ -107,22 +117,42 @@ def x16(x: te.Tensor, i, k):
     return x[i, k].astype("float16").astype("float32")
 
 
-def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinearShape):
+def act_group_sums(xq: te.Tensor, shape: QLinearShape, name: str = "x_gsum"):
+    """xs[m, j]: the group sums of the activations (scale-and-minimum groups): int32 sums of qa (A8, exact),
+    fp32 sums of the fp16-rounded x (A16)."""
+    g = shape.group
+    r = te.reduce_axis((0, g), name="r")
+    if shape.act == "a8":
+        return te.compute((xq.shape[0], shape.k // g), lambda i, j: te.sum(xq[i, j * g + r], axis=r), name=name)
+    return te.compute((xq.shape[0], shape.k // g), lambda i, j: te.sum(x16(xq, i, j * g + r), axis=r), name=name)
+
+
+def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinearShape, mins: te.Tensor | None = None, xs: te.Tensor | None = None):
+    """y[m, n] = sum_j s[n, j] * acc[m, n, j] (+ m[n, j] * xs[m, j] for scale-and-minimum groups), then sa, bias."""
     m = acc.shape[0]
     j = te.reduce_axis((0, shape.k // shape.group), name="j")
-    y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, j] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
+    if mins is None:
+        y = te.compute((m, shape.n), lambda i, n: te.sum(scales[n, j] * acc[i, n, j].astype("float32"), axis=j), name="qlinear")
+    else:
+        y = te.compute(
+            (m, shape.n),
+            lambda i, n: te.sum(scales[n, j] * acc[i, n, j].astype("float32") + mins[n, j] * xs[i, j].astype("float32"), axis=j),
+            name="qlinear",
+        )
     return scale_and_bias(y, sa, bias)
 
 
 def qlinear_te(shape: QLinearShape):
-    """The TE function for bb.emit_te: (x, packed, scales, zeros, [bias]) -> y [M, N] for A16, and
-    (qa, packed, scales, zeros, sa, [bias]) for A8 (qa, sa from `act_quant_a8`)."""
+    """The TE function for bb.emit_te: (x, packed, scales, zeros | mins, [bias]) -> y [M, N] for A16, and
+    (qa, packed, scales, zeros | mins, sa, [bias]) for A8 (qa, sa from `act_quant_a8`)."""
 
     def f(x, packed, scales, zeros, *rest):
         rest = list(rest)
         sa = rest.pop(0) if shape.act == "a8" else None
         bias = rest.pop(0) if shape.bias else None
         acc = qlinear_group_sums(x, packed, zeros, shape)
+        if shape.mins:
+            return qlinear_epilogue(acc, scales, sa, bias, shape, zeros, act_group_sums(x, shape))
         return qlinear_epilogue(acc, scales, sa, bias, shape)
 
     return f
@@ -186,8 +216,9 @@ def schedule_cpu_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch.compute_at(acc, j)
     no, ni = sch.split(n, factors=[None, 16])
     sch.parallel(sch.fuse(i, no))
-    if has_block(sch, "qlinear_out"):
-        sch.parallel(sch.get_loops(sch.get_sblock("qlinear_out"))[0])
+    for name in ("qlinear_out", "x_gsum"):
+        if has_block(sch, name):
+            sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
@@ -207,10 +238,7 @@ def schedule_cuda_simple(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch.bind(i, "blockIdx.y")
     sch.bind(no, "blockIdx.x")
     sch.bind(ni, "threadIdx.x")
-    if has_block(sch, "qlinear_out"):
-        bo, bi = sch.split(sch.fuse(*sch.get_loops(sch.get_sblock("qlinear_out"))), factors=[None, 256])
-        sch.bind(bo, "blockIdx.x")
-        sch.bind(bi, "threadIdx.x")
+    bind_elementwise_cuda(sch)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
@@ -238,11 +266,21 @@ def schedule_cuda_warp(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch.bind(no, "blockIdx.x")
     sch.bind(ni, "threadIdx.y")
     sch.bind(ji, "threadIdx.x")
-    if has_block(sch, "qlinear_out"):
-        bo, bi = sch.split(sch.fuse(*sch.get_loops(sch.get_sblock("qlinear_out"))), factors=[None, 256])
-        sch.bind(bo, "blockIdx.x")
-        sch.bind(bi, "threadIdx.x")
+    bind_elementwise_cuda(sch)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def bind_elementwise_cuda(sch, blocks=("qlinear_out", "x_gsum")) -> None:
+    """CUDA: one thread per output of the epilogue (A8 scale, bias) and of the activation group sums (scale-and-
+    minimum groups; each thread sums one group), each its own kernel, where the function has them."""
+    for name in blocks:
+        if has_block(sch, name):
+            blk = sch.get_sblock(name)
+            loops = sch.get_loops(blk)
+            outer = loops[:2] if name == "x_gsum" else loops  # (x_gsum's last loop is the group's reduction)
+            bo, bi = sch.split(sch.fuse(*outer), factors=[None, 256 if name == "qlinear_out" else 64])
+            sch.bind(bo, "blockIdx.x")
+            sch.bind(bi, "threadIdx.x")
 
 
 def has_block(sch, name: str) -> bool:

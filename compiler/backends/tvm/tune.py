@@ -33,15 +33,15 @@ def cache_file() -> Path:
 def _sources_hash() -> str:
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("qlinear_te.py", "kernels.py", "kernels_cpu.py", "kernels_lut.py", "epilogue.py"):
+    for name in ("qlinear_te.py", "kernels.py", "kernels_cpu.py", "kernels_lut.py", "epilogue.py", "tune.py"):  # (tune.py: the weights it times)
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
 
 def cache_key(shape) -> str:
     threads = os.environ.get("TVM_NUM_THREADS", "default")
-    return (f"{host_cpu()[0]}|t{threads}|{shape.n}x{shape.k}|w{shape.bits}{'t' if shape.ternary else ''}g{shape.group}|{shape.act}|"
-            f"{shape.layout}|b{int(shape.bias)}|{_sources_hash()}")
+    quant = f"w{shape.bits}{'t' if shape.ternary else ''}g{shape.group}{'m' if shape.mins else ''}{'h' if shape.f16_params else ''}"
+    return f"{host_cpu()[0]}|t{threads}|{shape.n}x{shape.k}|{quant}|{shape.act}|{shape.layout}|b{int(shape.bias)}|{_sources_hash()}"
 
 
 def load_cache() -> dict:
@@ -103,8 +103,11 @@ def _runner(kern, shape, m: int = 1):
     rng = np.random.default_rng(0)
     n, k, g, bits = shape.n, shape.k, shape.group, shape.bits
     codes = rng.integers(0, 3 if shape.ternary else 1 << bits, (n, k), dtype=np.uint8)
-    zeros = np.full((n, k // g), 1 if shape.ternary else 1 << (bits - 1), np.uint8)
     scales = (rng.random((n, k // g), dtype=np.float32) * 0.01 + 0.001).astype(np.float32)
+    if shape.mins:  # scale-and-minimum groups: float minimums (about -s * 2^(b-1), as RTN-min gives centred weights)
+        zeros = (-scales * (1 << (bits - 1)) * (1 + 0.1 * rng.standard_normal((n, k // g), dtype=np.float32))).astype(np.float32)
+    else:
+        zeros = np.full((n, k // g), 1 if shape.ternary else 1 << (bits - 1), np.uint8)
     packed = pack(codes, bits, shape.layout)
     arrays = kern.relayout(packed, scales, zeros, shape) if kern.relayout else {"packed": packed, "scales": scales, "zeros": zeros}
     w = [arrays["packed"], arrays["scales"], arrays["zeros"]]
