@@ -77,10 +77,32 @@ j (group).
    Error of Y against the exact sum of s * 2^.. * acc: per group <= |acc| * 2^(e'-MW) (scale rounding,
    e' the encoded exponent) + 1/2 unit of Y (shift rounding).
 
+4b. Scale-and-minimum groups (llama.cpp's Q4_1 and K-quants, w = s q + m with a float minimum m that is
+   not a multiple of s; the contract's qlinear attr `mins`).  The zero points are 0 (q - z = q), and the
+   minimums m[n,j] (float32, any sign) become a second signed dyadic number per group over the SAME
+   channel exponent E[n]:
+       mm[n,j]: signed, |mm| < 2^MW (MW + 1 bits two's complement),   dm[n,j]: unsigned SW bits,
+       m ~= mm * 2^(E[n] - dm - (MW - 1)),
+   encoded exactly like the scales (frexp exponent, rint mantissa, round-up renormalization, a group
+   whose E - e exceeds 2^SW - 1 uses e = E - (2^SW - 1)), the sign carried by mm; m = 0 gives mm = 0.
+   E[n] is the largest exponent over the row's scales AND minimums (`dyadic_affine`), so no mantissa
+   overflows; scales keep their 2^-MW relative error while d < 2^SW - 1.
+   Since w = s q + m, sum_k a w = s acc + m S with S[m,j] = sum_{k in j} a[m,k] (the group's activation
+   sum: SUMW bits, exact, one number per row and group shared by all N columns: formed once per row tile,
+   the lut-tc table unit already has it).  Per output and group the epilogue adds a second term:
+       Pm  = S * mm                                (PMW = bitlen(G 2^(AW-1) (2^MW - 1)) + 1 <= PW bits, exact)
+       vm  = rshift_round(Pm, dm[n,j] + da[m,j])   (the same rounding shift as v)
+       Y[m,n] = sum_j (v + vm)
+   and y is formed from Y exactly as below (A8: sa S = the contract's sa xs; A16: S 2^(EA-da-(AB-1)) =
+   the group sum of the BFP activations).  |v + vm| < 2^PW, so Y is exact for up to 2^(GB-1) groups (the
+   compiler cuts K there for such layers).  Error against the contract: the scale and minimum roundings
+   (<= 2^-MW relative each) + 1/2 unit of Y per term.
+
 5. Array I/O (all three designs; see rtl/gen/common.py for the ports).  A job streams KT / K input beats,
    one K-chunk each: a[m, k0..k0+K-1] for all rows, codes q[n, k0..k0+K-1] for all columns; the group
    fields z, mant, d (per column) and da (per row) are read on the first beat of each group; `last` marks
    the job's final beat.  The output streams Y in row-major slot order m*N + n, `lanes` values per beat.
+   Arrays with minimums (4b) also read mm and dm per column on a group's first beat.
 
 Everything here is exact int64 arithmetic (all widths above stay below 63 bits for the supported
 parameters; ArrayConfig checks it).
@@ -238,6 +260,41 @@ def dyadic_scales(scales: np.ndarray, mant_bits: int = 16, shift_bits: int = 5):
     return mant, d, E.astype(np.int64)
 
 
+def _dyadic_exponents(v: np.ndarray, mant_bits: int) -> np.ndarray:
+    """floor(log2 v) per element of v > 0, plus one where the MW-bit mantissa would round up to 2^MW."""
+    _, ex = np.frexp(v)
+    e = ex.astype(np.int64) - 1
+    return np.where(np.rint(np.ldexp(v, (mant_bits - 1) - e)) >= (1 << mant_bits), e + 1, e)
+
+
+def _dyadic_encode(v: np.ndarray, E: np.ndarray, mant_bits: int, shift_bits: int):
+    """|v| [N, NG] over channel exponents E [N] -> (mant, d) int64 (docstring 4: clamped shift, v = 0 -> 0)."""
+    nz = v > 0
+    e = _dyadic_exponents(np.where(nz, v, 1.0), mant_bits)
+    e_enc = np.maximum(e, E[:, None] - ((1 << shift_bits) - 1))
+    mant = np.where(nz, np.rint(np.ldexp(v, (mant_bits - 1) - e_enc)), 0).astype(np.int64)
+    if np.any(mant >= (1 << mant_bits)):
+        raise AssertionError("dyadic mantissa overflow")
+    return mant, np.where(nz, E[:, None] - e_enc, 0).astype(np.int64)
+
+
+def dyadic_affine(scales: np.ndarray, mins: np.ndarray, mant_bits: int = 16, shift_bits: int = 5):
+    """Scales (>= 0) and minimums (any sign) [N, NG] -> (mant, d, mm, dm, E), docstring 4b: both dyadic
+    over one channel exponent E[n] (the largest exponent of the row's scales and |minimums|); mm signed."""
+    s = np.asarray(scales, dtype=np.float64)
+    m = np.asarray(mins, dtype=np.float64)
+    if np.any(s < 0) or not np.all(np.isfinite(s)) or not np.all(np.isfinite(m)):
+        raise ValueError("scales must be finite and >= 0, minimums finite")
+    am = np.abs(m)
+    both = np.concatenate([s, am], axis=1)
+    nz = both > 0
+    e = np.where(nz, _dyadic_exponents(np.where(nz, both, 1.0), mant_bits), np.iinfo(np.int64).min)
+    E = np.where(np.any(nz, axis=1), e.max(axis=1), 0).astype(np.int64)
+    mant, d = _dyadic_encode(s, E, mant_bits, shift_bits)
+    mm, dm = _dyadic_encode(am, E, mant_bits, shift_bits)
+    return mant, d, np.where(m < 0, -mm, mm).astype(np.int64), dm, E
+
+
 def dyadic_value(mant, d, E, mant_bits: int = 16) -> np.ndarray:
     """The scales a dyadic encoding represents, float64 [N, NG]."""
     return np.ldexp(as_int64(mant).astype(np.float64), (E[:, None] - as_int64(d) - (mant_bits - 1)).astype(np.int64))
@@ -300,22 +357,49 @@ def epilogue(p: np.ndarray, d: np.ndarray, da: np.ndarray, y_bits: int) -> np.nd
     return wrap_signed(rshift_round(p, sh).sum(axis=2), y_bits)
 
 
+def group_act_sums(a: np.ndarray, group: int) -> np.ndarray:
+    """S[m,j] = sum_{k in j} a[m,k], int64 [M, NG]: the per-row group activation sums (docstring 3, 4b)."""
+    a = as_int64(a)
+    return a.reshape(a.shape[0], -1, group).sum(axis=2)
+
+
+def min_terms(S: np.ndarray, mm: np.ndarray, dm: np.ndarray, da: np.ndarray) -> np.ndarray:
+    """vm[m,n,j] = rshift_round(S[m,j] * mm[n,j], dm[n,j] + da[m,j]), int64 [M, N, NG] (docstring 4b)."""
+    pm = as_int64(S)[:, None, :] * as_int64(mm)[None, :, :]
+    return rshift_round(pm, as_int64(dm)[None, :, :] + as_int64(da)[:, None, :])
+
+
+def min_prod_bits(cfg: ArrayConfig) -> int:
+    """PMW: signed width of Pm = S * mm (docstring 4b)."""
+    return (cfg.group * (1 << (cfg.act_bits - 1)) * ((1 << cfg.mant_bits) - 1)).bit_length() + 1
+
+
+def exact_groups(cfg: ArrayConfig, mins: bool = False) -> int:
+    """Groups one job may hold with Y exact: 2^GB, or 2^(GB-1) with minimums (docstring 4, 4b)."""
+    return 1 << (cfg.guard_bits - (1 if mins else 0))
+
+
 def group_acc(cfg: ArrayConfig, a, codes, zeros) -> np.ndarray:
     """The design's own integer group accumulator (all equal to mac_group_acc; tests show it)."""
     return cfg.design_record.group_acc(cfg, a, codes, zeros)
 
 
-def tile_y(cfg: ArrayConfig, a, codes, zeros, mant, d, da) -> np.ndarray:
+def tile_y(cfg: ArrayConfig, a, codes, zeros, mant, d, da, mm=None, dm=None) -> np.ndarray:
     """The array's output Y [M, N] (int64) for one job, computed the way `cfg.design` computes it.
 
-    a [M, KT] ints (AW bits), codes [N, KT], zeros/mant/d [N, NG], da [M, NG].
+    a [M, KT] ints (AW bits), codes [N, KT], zeros/mant/d [N, NG], da [M, NG]; with minimums (docstring
+    4b) mm/dm [N, NG] add each group's S * mm term.
     """
     rec = cfg.design_record
     if rec.group_p is not None:
         p = rec.group_p(cfg, a, codes, zeros, mant)
     else:
         p = rec.group_acc(cfg, a, codes, zeros) * as_int64(mant)[None, :, :]
-    return epilogue(p, d, da, cfg.y_bits)
+    if mm is None:
+        return epilogue(p, d, da, cfg.y_bits)
+    v = rshift_round(p, as_int64(d)[None, :, :] + as_int64(da)[:, None, :])
+    vm = min_terms(group_act_sums(a, cfg.group), mm, dm, da)
+    return wrap_signed((v + vm).sum(axis=2), cfg.y_bits)
 
 
 def output_beats(cfg: ArrayConfig, y: np.ndarray) -> list[list[int]]:
@@ -336,17 +420,31 @@ class TileInputs:
     da: np.ndarray  # [M, NG]
     E: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [N]
     row_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [M] float: sa or 2^(EA-(AB-1))
+    mm: np.ndarray | None = None  # [N, NG] signed minimum mantissas (scale-and-minimum groups, docstring 4b)
+    dm: np.ndarray | None = None  # [N, NG] their shifts
 
     @property
     def n_groups(self) -> int:
         return self.zeros.shape[1]
+
+    @property
+    def has_mins(self) -> bool:
+        return self.mm is not None
+
+    def y(self, cfg: ArrayConfig) -> np.ndarray:
+        """tile_y of these inputs."""
+        return tile_y(cfg, self.a, self.codes, self.zeros, self.mant, self.d, self.da, self.mm, self.dm)
 
 
 def prepare_tile(cfg: ArrayConfig, x: np.ndarray, qw) -> TileInputs:
     """Real inputs -> array formats: x [M, KT] float activations, qw a QuantizedWeight [N, KT]."""
     if qw.group_size != cfg.group:
         raise ValueError(f"weight group {qw.group_size} != array group {cfg.group}")
-    mant, d, E = dyadic_scales(qw.scales, cfg.mant_bits, cfg.shift_bits)
+    mm = dm = None
+    if getattr(qw, "has_mins", False):
+        mant, d, mm, dm, E = dyadic_affine(qw.scales, qw.mins, cfg.mant_bits, cfg.shift_bits)
+    else:
+        mant, d, E = dyadic_scales(qw.scales, cfg.mant_bits, cfg.shift_bits)
     if cfg.act == "a8":
         a, sa = quantize_a8(x)
         da = np.zeros((x.shape[0], qw.n_groups), dtype=np.int64)
@@ -354,7 +452,7 @@ def prepare_tile(cfg: ArrayConfig, x: np.ndarray, qw) -> TileInputs:
     else:
         a, da, EA = bfp_quantize(np.asarray(x, dtype=np.float16).astype(np.float64), cfg.group, cfg.bfp_bits, cfg.shift_bits)
         row = np.ldexp(1.0, EA - (cfg.bfp_bits - 1))
-    return TileInputs(a=a, codes=as_int64(qw.codes), zeros=as_int64(qw.zeros), mant=mant, d=d, da=da, E=E, row_scale=row)
+    return TileInputs(a=a, codes=as_int64(qw.codes), zeros=as_int64(qw.zeros), mant=mant, d=d, da=da, E=E, row_scale=row, mm=mm, dm=dm)
 
 
 def y_to_float(cfg: ArrayConfig, y: np.ndarray, t: TileInputs) -> np.ndarray:
@@ -362,8 +460,9 @@ def y_to_float(cfg: ArrayConfig, y: np.ndarray, t: TileInputs) -> np.ndarray:
     return np.ldexp(as_int64(y).astype(np.float64), t.E[None, :] - (cfg.mant_bits - 1)) * t.row_scale[:, None]
 
 
-def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, kind: str = "random") -> TileInputs:
-    """Random integer job inputs for `cfg` (kind: random | zeros | max | min | mixed-extreme)."""
+def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, kind: str = "random", mins: bool = False) -> TileInputs:
+    """Random integer job inputs for `cfg` (kind: random | zeros | max | min | mixed-extreme); mins: with
+    scale-and-minimum fields (zero points 0, signed minimum mantissas mm and shifts dm, docstring 4b)."""
     M, N, G = cfg.M, cfg.N, cfg.group
     kt = G * n_groups
     amin, amax = -(1 << (cfg.act_bits - 1)), (1 << (cfg.act_bits - 1)) - 1
@@ -391,4 +490,16 @@ def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, k
         zeros = np.ones_like(zeros) if cfg.ternary else rng.choice([0, qmax], size=(N, n_groups))
         mant = rng.choice([0, 1, (1 << cfg.mant_bits) - 1], size=(N, n_groups))
         d = rng.choice([0, 1, smax], size=(N, n_groups))
-    return TileInputs(a=as_int64(a), codes=as_int64(codes), zeros=as_int64(zeros), mant=as_int64(mant), d=as_int64(d), da=as_int64(da))
+    t = TileInputs(a=as_int64(a), codes=as_int64(codes), zeros=as_int64(zeros), mant=as_int64(mant), d=as_int64(d), da=as_int64(da))
+    if mins and not cfg.ternary:
+        lim = (1 << cfg.mant_bits) - 1
+        t.zeros = np.zeros_like(t.zeros)
+        t.mm = as_int64(rng.integers(-lim, lim + 1, size=(N, n_groups)))
+        t.dm = as_int64(rng.integers(0, smax + 1, size=(N, n_groups)))
+        if kind in ("max", "min"):  # the extreme of both terms: |v + vm| at its bound
+            t.mm[:] = lim  # same sign as the scale term for both signs of a
+            t.dm[:] = 0
+        elif kind == "mixed-extreme":
+            t.mm = as_int64(rng.choice([-lim, 0, 1, lim], size=(N, n_groups)))
+            t.dm = as_int64(rng.choice([0, 1, smax], size=(N, n_groups)))
+    return t

@@ -44,6 +44,8 @@ SIMULATORS = ("icarus", "verilator")
 
 # run options that are not ArrayConfig fields
 RUN_OPTIONS = {"max_groups": 2, "stalls": True}
+# array options that are not ArrayConfig fields: mins = the array with the minimum term (rtl.gen.common.MinsConfig)
+ARRAY_OPTIONS = ("mins",)
 
 @dataclass
 class SimResult:
@@ -83,12 +85,17 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     """ArrayConfig and run options from a design name and a params dict.
 
     params keys: any ArrayConfig field (M, N, K, bits, ternary, act, group, lanes, bfp_bits, mant_bits,
-    shift_bits, guard_bits; values may be strings, as typed on a command line), `max_groups` and
-    `stalls` (run options). Unset fields take the design's `sim_defaults`. Raises LowbitError on bad values.
+    shift_bits, guard_bits; values may be strings, as typed on a command line), `mins` (the array with the
+    minimum term of scale-and-minimum groups), `max_groups` and `stalls` (run options). Unset fields take
+    the design's `sim_defaults`. Raises LowbitError on bad values.
     """
+    from rtl.gen.common import with_mins
+
     if design not in DESIGNS:
         raise LowbitError(f"unknown design '{design}'", f"use one of {', '.join(DESIGNS)}")
     params = dict(params or {})
+    mins = params.pop("mins", False)
+    mins = mins.lower() in ("1", "true", "yes") if isinstance(mins, str) else bool(mins)
     kw = dict(DESIGNS[design].sim_defaults)
     run = dict(RUN_OPTIONS)
     names = {f.name for f in fields(ArrayConfig)}
@@ -100,7 +107,7 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
         else:
             raise LowbitError(
                 f"unknown array parameter '{k}' for design '{design}'",
-                f"use {', '.join(sorted(names - {'design'}))}, max_groups or stalls",
+                f"use {', '.join(sorted(names - {'design'}))}, mins, max_groups or stalls",
             )
     for k in ("M", "N", "K", "bits", "group", "lanes", "bfp_bits", "mant_bits", "shift_bits", "guard_bits"):
         if k in kw:
@@ -114,7 +121,9 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
         cfg = ArrayConfig(design=design, **kw)
     except ValueError as e:
         raise LowbitError(f"invalid parameters for design '{design}': {e}", "see hwsim.config.ArrayConfig") from None
-    return cfg, run
+    if mins and cfg.ternary:
+        raise LowbitError(f"design '{design}': ternary weights have no minimums", "drop mins=1, or use bits=2..4")
+    return with_mins(cfg, mins), run
 
 
 def perf_jobs(vectors: int) -> int:

@@ -3,6 +3,8 @@ imports compiler.quant), so `lowbit sim --design` and the tests make these and p
 rtl.sim.run_sim(..., tiles=...).
 
     quantizer_tile(cfg, rng, n_groups) -> TileInputs        RTN-quantized random weights and activations
+                                                            (an array with the minimum term, rtl.gen.common.MinsConfig:
+                                                            scale-and-minimum weights by quantize_rtn_min)
     quantizer_tiles(cfg, rng, count, max_groups=2) -> list   `count` of them, 1..max_groups groups each
 """
 
@@ -10,10 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.quant.rtn import quantize_rtn
+from compiler.quant.rtn import quantize_rtn, quantize_rtn_min
 from compiler.quant.spec import QuantSpec
 from hwsim import golden as gm
 from hwsim.config import ArrayConfig
+from rtl.gen.common import has_mins
 
 
 def quantizer_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int) -> gm.TileInputs:
@@ -22,6 +25,9 @@ def quantizer_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int) ->
     kt = cfg.group * n_groups
     w = rng.standard_normal((cfg.N, kt)).astype(np.float32) * rng.uniform(0.01, 0.2)
     x = (rng.standard_normal((cfg.M, kt)) * rng.uniform(0.1, 4)).astype(np.float32)
+    if has_mins(cfg):  # Q4_1-style groups, offset so that most do not contain 0
+        w = w + np.float32(rng.uniform(-0.2, 0.2))
+        return gm.prepare_tile(cfg, x, quantize_rtn_min(w, cfg.bits, cfg.group))
     if cfg.ternary:
         spec = QuantSpec(bits=2, group_size=cfg.group, act=cfg.act, ternary=True)
     else:

@@ -9,7 +9,9 @@ layer is cut into jobs of cfg.M rows x cfg.N columns with the full K (padding ro
 by the hardware and counted in the activity, but not returned). Cycles: the RTL's job timing
 (hwsim/arrays/base.py derives it; tests compare it with the cocotb simulation beat by beat) plus the
 DRAM stalls of hwsim.memory's double-buffered model. Activity: event counts of the datapath (the design
-record's `events`), SRAM and DRAM traffic, for hwsim.cost.energy.
+record's `events`), SRAM and DRAM traffic, for hwsim.cost.energy. Layers with scale-and-minimum groups
+(TileInputs with mm, dm; hwsim/golden.py 4b) add the minimum term's events (`min_events`) and move its
+fields; their cycles are the same.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hwsim.golden import TileInputs
 from hwsim.memory import MemoryConfig, act_bits_per_row, weight_block_bits
 
 __all__ = [
+    "min_events",
     "ArrayConfig",
     "TileInputs",
     "LayerRun",
@@ -56,13 +59,53 @@ class LayerRun:
         return self.cycles / (mem.clock_ghz * 1e9)
 
 
-def datapath_events(cfg: ArrayConfig, beats: int, groups: int) -> dict:
-    """Flat event counts of `beats` input beats and `groups` group drains of `cfg`'s datapath.
+def min_events(cfg: ArrayConfig, beats: int, groups: int) -> dict:
+    """The extra datapath work of scale-and-minimum groups (hwsim/golden.py docstring 4b), in the design
+    records' `events` format: per group and output the minimum term (Pm = S * mm, an SUMW x (MW+1)
+    multiply; its rounding add and shift, PMW+1 bits; one more Y add); per group the minimum fields
+    (mm, dm: MW+1+SW bits per column, into the group registers and the epilogue's) and the row sums' shadow
+    (SUMW bits per row); arrays whose datapath does not already form S (record `row_sums` False) add the
+    row sums themselves: K adds of SUMW bits per row and beat, and the row-sum register."""
+    M, N, K = cfg.M, cfg.N, cfg.K
+    MW, SW, SUMW, YW = cfg.mant_bits, cfg.shift_bits, cfg.sum_bits, cfg.y_bits
+    PMW = gm.min_prod_bits(cfg)
+    mn = M * N
+    own = not cfg.design_record.row_sums
+    adds = {PMW + 1: groups * mn, YW: groups * mn}
+    if own:
+        adds[SUMW] = beats * M * K
+    return {
+        "adds": adds,
+        "mults": {(SUMW, MW + 1): groups * mn},
+        "shifts": {PMW + 1: groups * mn},
+        "reg_bit_writes": groups * (2 * N * (MW + 1 + SW) + M * SUMW) + (beats * M * SUMW if own else 0),
+        "epilogue_ops": groups * mn,
+    }
+
+
+def _merge_events(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict):
+            d = dict(out.get(k, {}))
+            for kk, c in v.items():
+                d[kk] = d.get(kk, 0) + c
+            out[k] = d
+        else:
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def datapath_events(cfg: ArrayConfig, beats: int, groups: int, mins: bool = False) -> dict:
+    """Flat event counts of `beats` input beats and `groups` group drains of `cfg`'s datapath (mins: with
+    the minimum term of scale-and-minimum groups, `min_events`).
 
     Keys: adds, mults, lookups, table_builds, shifts, epilogue_ops (counts); add_bits (sum of adder
     widths), mult_bits2 (sum of a_bits * b_bits over multiplies), mux_bits (2:1 mux bit selections of
     the table lookups and negations), reg_bit_writes."""
     ev = cfg.design_record.events(cfg, beats, groups)
+    if mins:
+        ev = _merge_events(ev, min_events(cfg, beats, groups))
     out = {
         "adds": sum(ev["adds"].values()),
         "add_bits": sum(w * c for w, c in ev["adds"].items()),
@@ -84,8 +127,17 @@ def datapath_events(cfg: ArrayConfig, beats: int, groups: int) -> dict:
     return out
 
 
-def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig | None = None) -> dict:
-    """Cycles, stalls and traffic of a layer y[M,N] = x[M,K] W[N,K]^T on `cfg` (no values computed)."""
+def _weight_bits(cfg: ArrayConfig, K: int, mins: bool) -> dict:
+    """hwsim.memory.weight_block_bits, plus the minimum fields (mm, dm: MW+1+SW bits per column and group)."""
+    wb = dict(weight_block_bits(cfg, K))
+    if mins:
+        wb["fields"] += cfg.N * (K // cfg.group) * (cfg.mant_bits + 1 + cfg.shift_bits)
+    return wb
+
+
+def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig | None = None, mins: bool = False) -> dict:
+    """Cycles, stalls and traffic of a layer y[M,N] = x[M,K] W[N,K]^T on `cfg` (no values computed); mins:
+    the weights carry minimum fields (scale-and-minimum groups), which the SRAM and DRAM move too."""
     mem = memory or MemoryConfig()
     if K % cfg.group:
         raise ValueError(f"K={K} is not a multiple of the group size {cfg.group}")
@@ -100,7 +152,7 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
 
     # SRAM port limits: per-cycle demand of each buffer while the array streams
     tm = timing(cfg)
-    wb = weight_block_bits(cfg, K)
+    wb = _weight_bits(cfg, K, mins)
     w_block_bytes = (wb["codes"] + wb["fields"]) / 8
     a_block_bytes = cfg.M * act_bits_per_row(cfg, K) / 8
     job_cycles = ng * tm.period
@@ -118,7 +170,7 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
     w_resident = w_block_bytes <= half_w
     act_bytes_layer = M * act_bits_per_row(cfg, K) / 8
     a_resident = act_bytes_layer <= mem.act_sram_kib * 1024
-    wb_real = weight_block_bits(cfg.with_(N=1, lanes=1), K)
+    wb_real = _weight_bits(cfg.with_(N=1, lanes=1), K, mins)
     w_bytes_layer = N * (wb_real["codes"] + wb_real["fields"]) / 8  # real columns only
     bw = mem.dram_bytes_per_cycle
     # with several arrays, a "chunk" below is one round: every busy array loads / computes / drains its own
@@ -170,11 +222,11 @@ def layer_timing(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig 
     }
 
 
-def _activity(cfg: ArrayConfig, lt: dict, M: int, N: int, K: int, mem: MemoryConfig) -> dict:
+def _activity(cfg: ArrayConfig, lt: dict, M: int, N: int, K: int, mem: MemoryConfig, mins: bool = False) -> dict:
     ng = K // cfg.group
-    act = datapath_events(cfg, lt["beats"], lt["groups"])
+    act = datapath_events(cfg, lt["beats"], lt["groups"], mins)
     jobs = lt["jobs"]
-    wb = weight_block_bits(cfg, K)
+    wb = _weight_bits(cfg, K, mins)
     # SRAM reads: every job reads its column block's weights and fields and its row block's activations
     act["sram_read_bytes_weight"] = jobs * (wb["codes"] + wb["fields"]) / 8
     act["sram_read_bytes_act"] = jobs * cfg.M * act_bits_per_row(cfg, K) / 8
@@ -209,19 +261,22 @@ def simulate_linear(cfg: ArrayConfig, t: TileInputs, memory: MemoryConfig | None
     if K % cfg.group:
         raise ValueError(f"K={K} is not a multiple of the array's group size {cfg.group}")
     ng = K // cfg.group
-    for name, arr, shp in (("zeros", t.zeros, (N, ng)), ("mant", t.mant, (N, ng)), ("d", t.d, (N, ng)), ("da", t.da, (M, ng))):
+    fields_ = [("zeros", t.zeros, (N, ng)), ("mant", t.mant, (N, ng)), ("d", t.d, (N, ng)), ("da", t.da, (M, ng))]
+    if t.has_mins:
+        fields_ += [("mm", t.mm, (N, ng)), ("dm", t.dm, (N, ng))]
+    for name, arr, shp in fields_:
         if np.asarray(arr).shape != shp:
             raise ValueError(f"{name} has shape {np.asarray(arr).shape}, expected {shp}")
-    return _layer_run(cfg, M, N, K, mem, layer_y(cfg, t) if values else None)
+    return _layer_run(cfg, M, N, K, mem, layer_y(cfg, t) if values else None, t.has_mins)
 
 
-def simulate_shape(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig | None = None) -> LayerRun:
+def simulate_shape(cfg: ArrayConfig, M: int, N: int, K: int, memory: MemoryConfig | None = None, mins: bool = False) -> LayerRun:
     """Timing and activity of a layer shape without values (for reports and sweeps)."""
-    return _layer_run(cfg, M, N, K, memory or MemoryConfig(), None)
+    return _layer_run(cfg, M, N, K, memory or MemoryConfig(), None, mins)
 
 
-def _layer_run(cfg: ArrayConfig, M: int, N: int, K: int, mem: MemoryConfig, y) -> LayerRun:
-    lt = layer_timing(cfg, M, N, K, mem)
+def _layer_run(cfg: ArrayConfig, M: int, N: int, K: int, mem: MemoryConfig, y, mins: bool = False) -> LayerRun:
+    lt = layer_timing(cfg, M, N, K, mem, mins)
     macs = M * N * K
     peak = mem.arrays * cfg.macs_per_beat / cfg.cycles_per_beat
     return LayerRun(
@@ -231,7 +286,7 @@ def _layer_run(cfg: ArrayConfig, M: int, N: int, K: int, mem: MemoryConfig, y) -
         stall_cycles=int(lt["stall_cycles"]),
         tiles=int(lt["jobs"]),
         utilization=macs / (lt["cycles"] * peak),
-        activity=_activity(cfg, lt, M, N, K, mem),
+        activity=_activity(cfg, lt, M, N, K, mem, mins),
         macs=macs,
         shape=(M, N, K),
     )
@@ -245,5 +300,7 @@ def golden_layer_y(cfg: ArrayConfig, t: TileInputs) -> np.ndarray:
     for r0 in range(0, M, cfg.M):
         for c0 in range(0, N, cfg.N):
             r1, c1 = min(M, r0 + cfg.M), min(N, c0 + cfg.N)
-            y[r0:r1, c0:c1] = gm.tile_y(cfg, a[r0:r1], t.codes[c0:c1], t.zeros[c0:c1], t.mant[c0:c1], t.d[c0:c1], t.da[r0:r1])
+            mm = None if t.mm is None else t.mm[c0:c1]
+            dm = None if t.dm is None else t.dm[c0:c1]
+            y[r0:r1, c0:c1] = gm.tile_y(cfg, a[r0:r1], t.codes[c0:c1], t.zeros[c0:c1], t.mant[c0:c1], t.d[c0:c1], t.da[r0:r1], mm, dm)
     return y

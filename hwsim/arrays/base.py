@@ -148,6 +148,8 @@ def layer_y(cfg: ArrayConfig, t: gm.TileInputs) -> np.ndarray:
       exact, acc * mant < 2^53 is exact and the power-of-two scale keeps it so; the + 1/2 is exact
       whenever the result can differ from 0 (sh <= PW < 53), and |x| < 1/2 floors to 0 either way;
     - Y = sum_j v (exact below 2^53), wrapped to cfg.y_bits as the RTL's register does.
+    - with minimums (golden.py docstring 4b) each group adds vm = floor(S * (mm * 2^-(dm + da)) + 1/2) with
+      S the exact row group sum (|S * mm| < 2^PW < 2^53: exact likewise).
     tests/hwsim check this against golden.tile_y on every design and number format."""
     a, codes = np.asarray(t.a), np.asarray(t.codes)
     m, kt = a.shape
@@ -162,6 +164,10 @@ def layer_y(cfg: ArrayConfig, t: gm.TileInputs) -> np.ndarray:
     af = a.astype(dt)
     y = np.zeros((m, n), dtype=np.float64)
     a8 = not np.any(da)
+    if t.mm is not None:
+        S = gm.group_act_sums(a, g).astype(np.float64)
+        mm = np.asarray(t.mm, dtype=np.float64)
+        dm = np.asarray(t.dm, dtype=np.int64)
     for j in range(ng):
         sl = slice(j * g, (j + 1) * g)
         wp = (codes[:, sl].astype(np.int16) - zeros[:, j : j + 1].astype(np.int16)).astype(dt)
@@ -174,4 +180,10 @@ def layer_y(cfg: ArrayConfig, t: gm.TileInputs) -> np.ndarray:
         acc += 0.5
         np.floor(acc, out=acc)
         y += acc
+        if t.mm is not None:
+            if a8:
+                vm = S[:, j : j + 1] * np.ldexp(mm[:, j], -dm[:, j])[None, :]
+            else:
+                vm = S[:, j : j + 1] * np.ldexp(mm[None, :, j], -(dm[None, :, j] + da[:, j : j + 1]))
+            y += np.floor(vm + 0.5)
     return gm.wrap_signed(y.astype(np.int64), cfg.y_bits)

@@ -126,7 +126,28 @@ def find_report(cfg: ArrayConfig) -> dict | None:
 # Per-component model (for configurations without a report)
 
 
-def component_counts(cfg: ArrayConfig, variant: str | None = None) -> dict:
+def min_counts(cfg: ArrayConfig) -> dict:
+    """The extra hardware of an array with the minimum term (hwsim/golden.py docstring 4b): the minimum
+    fields' group registers and the epilogue's copies (mm, dm: MW+1+SW bits per column, twice), the row
+    sums' shadow (SUMW per row), per lane one SUMW x (MW+1) multiply, its rounding add and barrel
+    shifter (PMW+1 bits) and a third Y summand (YW); arrays without row sums (record `row_sums` False) also
+    get the row-sum adders and registers (K SUMW-bit adds and a SUMW register per row)."""
+    from hwsim.golden import min_prod_bits
+
+    M, N, K, EL = cfg.M, cfg.N, cfg.K, cfg.lanes
+    MW, SW, SUMW, YW = cfg.mant_bits, cfg.shift_bits, cfg.sum_bits, cfg.y_bits
+    PMW = min_prod_bits(cfg)
+    own = not cfg.design_record.row_sums
+    return {
+        "ff_bits": 2 * N * (MW + 1 + SW) + M * SUMW + (M * SUMW if own else 0),
+        "add_bits": EL * (PMW + 1 + YW) + (M * K * SUMW if own else 0),
+        "mult_bits2": EL * SUMW * (MW + 1),
+        "mux_bits": EL * (PMW + 1) * (SW + 1),
+        "and_bits": 0,
+    }
+
+
+def component_counts(cfg: ArrayConfig, variant: str | None = None, mins: bool = False) -> dict:
     """Structural counts of the generated RTL: flip-flop bits, adder bits, multiplier partial-product
     bits (a x b), 2:1 mux bits and AND-gate bits, read off rtl/gen's datapaths (their docstrings): the
     parts every array shares (group-field registers, Y registers, the epilogue's rounding and Y adders and
@@ -140,13 +161,16 @@ def component_counts(cfg: ArrayConfig, variant: str | None = None) -> dict:
     if variant is not None and variant not in rec.area_variants:
         raise ValueError(f"design {c.design} has no area variant {variant!r}")
     own = rec.area_counts(c, variant)
-    return {
+    out = {
         "ff_bits": N * (B + MW + SW) + M * SW + M * N * YW + own["ff_bits"],  # group fields, Y registers
         "add_bits": EL * (PW + 1 + YW) + own["add_bits"],  # epilogue lanes: rounding add, Y add
         "mult_bits2": own["mult_bits2"],
         "mux_bits": EL * (PW + 1) * (SW + 1) + own["mux_bits"],  # the lanes' barrel shifters
         "and_bits": own["and_bits"],
     }
+    if mins:  # scale-and-minimum groups: the minimum term (min_counts)
+        out = {k: v + min_counts(c)[k] for k, v in out.items()}
+    return out
 
 
 FIT_TERMS = ("add_bits", "mult_bits2", "mux_bits", "and_bits")
@@ -198,11 +222,11 @@ def _nnls(A: np.ndarray, b: np.ndarray, iters: int = 2000) -> np.ndarray:
 HOLDOUT_DIR = Path(__file__).resolve().parent / "holdout"
 
 
-def model_area_um2(cfg: ArrayConfig, node: str = "45nm", variant: str | None = None) -> float:
+def model_area_um2(cfg: ArrayConfig, node: str = "45nm", variant: str | None = None, mins: bool = False) -> float:
     """The fitted component model's area for `cfg` (even where a synthesis report exists); variant: one of
-    the design's `area_variants`."""
+    the design's `area_variants`; mins: with the minimum term of scale-and-minimum groups."""
     fit = fit_component_model()
-    cc = component_counts(cfg, variant)
+    cc = component_counts(cfg, variant, mins)
     return (sum(fit["coef_um2"][t] * cc[t] for t in FIT_TERMS) + cc["ff_bits"] * fit["ff_um2"]) * node_area_scale(node)
 
 
@@ -221,9 +245,22 @@ def holdout_errors() -> tuple:
     return tuple(out)
 
 
-def array_area(cfg: ArrayConfig, node: str = "28nm") -> dict:
+def array_area(cfg: ArrayConfig, node: str = "28nm", mins: bool = False) -> dict:
     """Area of the array `cfg` in um^2: from its synthesis report when one exists, else the fitted model.
-    Keys: logic_um2, ff_um2, total_um2, source ('yosys: <path>' or 'component model fit')."""
+    Keys: logic_um2, ff_um2, total_um2, source ('yosys: <path>' or 'component model fit').
+    mins: the array with the minimum term (no synthesis report: the array's area plus the fitted model's
+    area of `min_counts`)."""
+    if mins:
+        base = array_area(cfg, node)
+        fit = fit_component_model()
+        mc = min_counts(cfg)
+        s = node_area_scale(node)
+        logic = sum(fit["coef_um2"][t] * mc[t] for t in FIT_TERMS) * s
+        ff = mc["ff_bits"] * fit["ff_um2"] * s
+        out = {**base, "logic_um2": base["logic_um2"] + logic, "ff_um2": base["ff_um2"] + ff}
+        out["total_um2"] = out["logic_um2"] + out["ff_um2"]
+        out["source"] = f"{base['source']} + component model fit of the minimum term"
+        return out
     r = find_report(cfg)
     if r is not None:
         a = cells_area_um2(r["cells"], node)

@@ -53,6 +53,9 @@ class Design:
     # (cfg, a, codes, zeros, mant) -> int64 [M, N, NG]: P = acc * mant, for an array that forms it another way
     # than multiplying its group sums (the mac baseline folds mant into the weights); None: group_acc * mant
     group_p: Callable | None = None
+    # the datapath already forms the per-row group activation sums S (lut-tc: a table entry), so the minimum
+    # term of scale-and-minimum groups (hwsim/golden.py docstring 4b) needs no row-sum adders of its own
+    row_sums: bool = False
     base: str | None = None  # the design this one was derived from (`hwsim.designs.derive`)
 
     def derivation(self) -> dict | None:

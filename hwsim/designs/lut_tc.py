@@ -9,7 +9,8 @@ Datapath events per accepted input beat (one K-chunk of all rows and columns):
 Per group and output (epilogue): the zero-point correction (a (B+2) x SUMW multiply and an ACCW add),
 the dyadic multiply P = acc * mant (ACCW x (MW+1)), the rounding shift (a PW add) and the Y add (YW).
 Register bit writes: tables and plane-major weights per beat, `part` per plane, acc2 per beat, and the
-shadow bank / Y shift registers per group.
+shadow bank / Y shift registers per group. Scale-and-minimum layers add the minimum term
+(hwsim.arrays.min_events); its row sums are this array's S (`row_sums=True`), so it needs no adders of its own.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ DESIGN = Design(
     mma_op="LUT_MMA",
     weight_layout="planes",
     precompute_tables=True,
+    row_sums=True,
     claims=(
         Claim("density", "mac", ">10x", f"{LUT_TC_PAPER}: compute density vs MAC-based tensor cores"),
         Claim("energy", "mac", ">10x", f"{LUT_TC_PAPER}: energy efficiency vs MAC-based tensor cores", metric_as="energy efficiency"),

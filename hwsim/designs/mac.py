@@ -5,6 +5,7 @@ Datapath events per accepted input beat: per column and feature a (B+1)-bit subt
 dequantization multiply wd = (q - z) * mant ((B+1) x (MW+1) bits, shared by the rows); per PE and feature
 a full multiply a * wd (AW x (B+1+MW) bits) and an add into the P accumulator (PW bits). Per group and
 output: the rounding shift and the Y add (no multiply: the mantissa was applied to the weights).
+Scale-and-minimum layers add the minimum term and its row sums (hwsim.arrays.min_events).
 """
 
 from __future__ import annotations

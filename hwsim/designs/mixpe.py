@@ -7,6 +7,7 @@ bits; the shifts are wiring, the bits of w' gate the shifted copies), then K add
 accumulator (ACCW bits). Per group and output (epilogue): P = acc * mant (ACCW x (MW+1)), the rounding
 shift (PW add) and the Y add (YW). Register bit writes: the accumulators per beat, shadow bank and Y per
 group.
+Scale-and-minimum layers add the minimum term and its row sums (hwsim.arrays.min_events).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ generators unroll the datapath, so the text is what synthesis sees) with this in
     out_valid / out_ready          one output beat = `lanes` values of Y, slots row-major (m*N + n)
       out_data [lanes*YW]          lane l at bits l*YW, two's complement
       out_last                     the job's final output beat
+      in_minm  [N*(MW+1)]          mm[n, j]  } arrays with the minimum term only (MinsConfig):
+      in_mins  [N*SW]              dm[n, j]  } signed minimum mantissa and its shift
 The ports are records in rtl/gen/ports.py (`stream_ports`), which the header below and the testbenches
 read (the widths, signs and packing above).
 
@@ -27,7 +29,9 @@ Core -> epilogue: when a core finishes a weight group it snapshots its M*N group
 group's fields) into a shadow bank in the same cycle (`snap_fire`), if the bank is free or being freed
 that cycle (`snap_ok`); otherwise the core stalls (in_ready low). The epilogue drains the shadow bank
 `lanes` slots per cycle (M*N/lanes cycles per group) through `lanes` dequantization units:
-P = acc * mant, v = rshift_round(P, d + da), Y = (first group ? 0 : Y) + v. Y lives in a circular
+P = acc * mant, v = rshift_round(P, d + da), Y = (first group ? 0 : Y) + v; an array with the minimum
+term (scale-and-minimum groups, hwsim/golden.py 4b) also snapshots the row sums S and the group's mm, dm
+and adds vm = rshift_round(S * mm, dm + da) in the same lane and cycle. Y lives in a circular
 shift register of M*N/lanes entries (no read muxes). On the job's last group the drain is the output
 stream itself (stalls on out_ready), so the next job's first group computes while the outputs drain.
 Numbers and their widths: hwsim/golden.py's docstring.
@@ -36,10 +40,46 @@ Numbers and their widths: hwsim/golden.py's docstring.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from hwsim.config import ArrayConfig
 from rtl.gen.ports import stream_ports
+
+
+@dataclass(frozen=True)
+class MinsConfig(ArrayConfig):
+    """An array with the minimum term of scale-and-minimum groups (hwsim/golden.py docstring 4b): the same
+    datapath plus per-row group sums S, the minimum fields mm, dm and the epilogue's second rounding term.
+    Its module name ends in `_min`; timing and every width of ArrayConfig are unchanged (Y is exact for
+    2^(guard_bits-1) groups)."""
+
+    mins: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{ArrayConfig.name.fget(self)}_min"
+
+
+def has_mins(cfg: ArrayConfig) -> bool:
+    return bool(getattr(cfg, "mins", False))
+
+
+def with_mins(cfg: ArrayConfig, mins: bool = True) -> ArrayConfig:
+    """`cfg` with (or without) the minimum term."""
+    d = {k: v for k, v in cfg.to_dict().items() if k != "mins"}
+    return MinsConfig(**d) if mins else ArrayConfig(**d)
+
+
+def config_from_dict(d: dict) -> ArrayConfig:
+    """ArrayConfig.from_dict that also reads a MinsConfig's dict (its `mins` key)."""
+    d = dict(d)
+    return with_mins(ArrayConfig(**{k: v for k, v in d.items() if k != "mins"}), bool(d.get("mins")))
+
+
+def min_widths(cfg: ArrayConfig) -> tuple[int, int]:
+    """(SUMW, QW): the row sum's width and the product S * mm's (SUMW + MW + 1 bits, signed)."""
+    return cfg.sum_bits, cfg.sum_bits + cfg.mant_bits + 1
 
 
 class V:
@@ -90,7 +130,7 @@ def header(cfg: ArrayConfig, v: V, what: str):
     params = [
         ("M", c.M), ("N", c.N), ("K", c.K), ("B", B), ("AW", AW), ("G", c.group), ("MW", MW), ("SW", SW),
         ("ACCW", c.acc_bits), ("PW", c.prod_bits), ("YW", YW), ("LANES", EL),
-        ("TERNARY", int(c.ternary)), ("A16", int(c.act == "a16")),
+        ("TERNARY", int(c.ternary)), ("A16", int(c.act == "a16")), ("MINS", int(has_mins(c))),
     ]
     v("    // informational (read by testbenches and tools): the datapath below is unrolled for exactly")
     v("    // these values, so overriding them does not change the hardware")
@@ -125,6 +165,10 @@ def input_fields(cfg: ArrayConfig, v: V):
         v(f"wire [{SW - 1}:0] id_{n} = in_shift[{n * SW + SW - 1}:{n * SW}];")
     for m in range(c.M):
         v(f"wire [{SW - 1}:0] ida_{m} = in_ashift[{m * SW + SW - 1}:{m * SW}];")
+    if has_mins(c):
+        for n in range(c.N):
+            v(f"wire signed [{MW}:0] imm_{n} = in_minm[{n * (MW + 1) + MW}:{n * (MW + 1)}];")
+            v(f"wire [{SW - 1}:0] idm_{n} = in_mins[{n * SW + SW - 1}:{n * SW}];")
     v()
 
 
@@ -138,10 +182,15 @@ def group_params(cfg: ArrayConfig, v: V, latch: str):
         v(f"reg [{B - 1}:0] gz_{n}; reg [{MW - 1}:0] gm_{n}; reg [{SW - 1}:0] gd_{n};")
     for m in range(c.M):
         v(f"reg [{SW - 1}:0] gda_{m};")
+    if has_mins(c):
+        for n in range(c.N):
+            v(f"reg signed [{MW}:0] gmm_{n}; reg [{SW - 1}:0] gdm_{n};")
     v("always @(posedge clk) begin")
     v(f"    if ({latch}) begin")
     for n in range(c.N):
         v(f"        gz_{n} <= iz_{n}; gm_{n} <= im_{n}; gd_{n} <= id_{n};")
+        if has_mins(c):
+            v(f"        gmm_{n} <= imm_{n}; gdm_{n} <= idm_{n};")
     for m in range(c.M):
         v(f"        gda_{m} <= ida_{m};")
     v("    end")
@@ -158,6 +207,29 @@ def eff_group_params(cfg: ArrayConfig, v: V, first: str):
         v(f"wire [{SW - 1}:0] ed_{n} = {first} ? id_{n} : gd_{n};")
     for m in range(c.M):
         v(f"wire [{SW - 1}:0] eda_{m} = {first} ? ida_{m} : gda_{m};")
+    if has_mins(c):
+        for n in range(c.N):
+            v(f"wire signed [{MW}:0] emm_{n} = {first} ? imm_{n} : gmm_{n};")
+            v(f"wire [{SW - 1}:0] edm_{n} = {first} ? idm_{n} : gdm_{n};")
+    v()
+
+
+def row_sums(cfg: ArrayConfig, v: V, first: str, fire: str):
+    """Per-row group activation sums of a one-beat-per-cycle core (arrays with the minimum term):
+    S_nx_m = (first chunk ? 0 : S_m) + the beat's K activations, registered when the beat is taken; the
+    snapshot reads S_nx_m on the group's last beat."""
+    SUMW, _ = min_widths(cfg)
+    v("// ---- row sums S over the group (the minimum term)")
+    for m in range(cfg.M):
+        terms = " + ".join(sext(f"a_{m}_{t}", cfg.act_bits, SUMW) for t in range(cfg.K))
+        v(f"reg signed [{SUMW - 1}:0] S_{m};")
+        v(f"wire signed [{SUMW - 1}:0] S_nx_{m} = ({first} ? {SUMW}'d0 : S_{m}) + {terms};")
+    v("always @(posedge clk) begin")
+    v(f"    if ({fire}) begin")
+    for m in range(cfg.M):
+        v(f"        S_{m} <= S_nx_{m};")
+    v("    end")
+    v("end")
     v()
 
 
@@ -170,8 +242,9 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
     The shadow bank itself (sh_0 .. sh_{M*N-1}, declared by `shadow_decls`) is loaded and shifted by the
     core's clocked block through `shadow_update` (so the core's sums stay procedural temporaries, which
     Icarus evaluates once per clock instead of once per input event).
-    src names the core's snapshot signals: mant(n), d(n), da(m), z(n) ('lut'), S(m) ('lut'),
-    first, last (is this the job's first / last group).
+    src names the core's snapshot signals: mant(n), d(n), da(m), z(n) ('lut'), S(m) ('lut', and every
+    array with the minimum term), mm(n), dm(n) (the minimum term), first, last (is this the job's first /
+    last group).
     The core declares wires snap_req (a group ends this cycle if allowed), snap_ok, snap_fire, and drives snap_req.
     """
     c = cfg
@@ -184,14 +257,19 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
     SHW = SW + 1
     BW = clog2(NB + 1)
     CBW = clog2(NCB + 1)
+    MINS = has_mins(c)
+    QW = min_widths(c)[1]
+    keepS = mode == "lut" or MINS
     v("// ---- epilogue: dequantization lanes, Y, output stream")
     for n in range(N):
         v(f"reg [{MW - 1}:0] em_r_{n}; reg [{SW - 1}:0] ed_r_{n};" if mode != "prod" else f"reg [{SW - 1}:0] ed_r_{n};")
         if mode == "lut":
             v(f"reg signed [{B + 1}:0] ec_r_{n};")
+        if MINS:
+            v(f"reg signed [{MW}:0] emm_r_{n}; reg [{SW - 1}:0] edm_r_{n};")
     for m in range(M):
         v(f"reg [{SW - 1}:0] eda_r_{m};")
-        if mode == "lut":
+        if keepS:
             v(f"reg signed [{SUMW - 1}:0] eS_r_{m};")
     for i in range(MN):
         v(f"reg signed [{YW - 1}:0] y_{i};")
@@ -222,7 +300,17 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
         v(f"wire [{PW}:0] half_{l} = (sc_{l} == {SHW}'d0) ? {PW + 1}'d0 : ({{{{{PW}{{1'b0}}}}, 1'b1}} << (sc_{l} - {SHW}'d1));")
         v(f"wire signed [{PW}:0] pr_{l} = {sext(f'p_{l}', PW, PW + 1)} + half_{l};")
         v(f"wire signed [{PW}:0] v_{l} = pr_{l} >>> sc_{l};")
-        v(f"wire signed [{YW - 1}:0] yn_{l} = (sh_first ? {YW}'d0 : y_{l}) + {sext(f'v_{l}', PW + 1, YW)};")
+        if MINS:  # the minimum term: vm = rshift_round(S * mm, dm + da), the same rounding shift
+            v(f"wire signed [{QW - 1}:0] pm_{l} = eS_r_0 * emm_r_{l};")
+            v(f"wire [{SHW - 1}:0] sm_{l} = {zext(f'edm_r_{l}', SW, SHW)} + {zext('eda_r_0', SW, SHW)};")
+            qmax = min(QW, (1 << SHW) - 1)
+            v(f"wire [{SHW - 1}:0] scm_{l} = (sm_{l} > {SHW}'d{qmax}) ? {SHW}'d{qmax} : sm_{l};")
+            v(f"wire [{QW}:0] hm_{l} = (scm_{l} == {SHW}'d0) ? {QW + 1}'d0 : ({{{{{QW}{{1'b0}}}}, 1'b1}} << (scm_{l} - {SHW}'d1));")
+            v(f"wire signed [{QW}:0] pmr_{l} = {sext(f'pm_{l}', QW, QW + 1)} + hm_{l};")
+            v(f"wire signed [{QW}:0] vm_{l} = pmr_{l} >>> scm_{l};")
+            v(f"wire signed [{YW - 1}:0] yn_{l} = (sh_first ? {YW}'d0 : y_{l}) + {sext(f'v_{l}', PW + 1, YW)} + {sext(f'vm_{l}', QW + 1, YW)};")
+        else:
+            v(f"wire signed [{YW - 1}:0] yn_{l} = (sh_first ? {YW}'d0 : y_{l}) + {sext(f'v_{l}', PW + 1, YW)};")
     v("assign out_valid = sh_full & sh_last;")
     v("assign out_last = eb_end;")
     v("assign out_data = {" + ", ".join(f"yn_{l}" for l in reversed(range(EL))) + "};")
@@ -252,9 +340,11 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
         if mode == "lut":
             z = src["z"](n)
             v(f"        ec_r_{n} <= $signed({{2'b00, ~{z}}}) - $signed({{2'b00, {z}}});")
+        if MINS:
+            v(f"        emm_r_{n} <= {src['mm'](n)}; edm_r_{n} <= {src['dm'](n)};")
     for m in range(M):
         v(f"        eda_r_{m} <= {src['da'](m)};")
-        if mode == "lut":
+        if keepS:
             v(f"        eS_r_{m} <= {src['S'](m)};")
     v("    end else if (e_step) begin")
     for n in range(N):
@@ -264,11 +354,13 @@ def epilogue(cfg: ArrayConfig, v: V, mode: str, src: dict):
         v(f"        ed_r_{n} <= ed_r_{j};")
         if mode == "lut":
             v(f"        ec_r_{n} <= ec_r_{j};")
+        if MINS:
+            v(f"        emm_r_{n} <= emm_r_{j}; edm_r_{n} <= edm_r_{j};")
     v(f"        if (ecb == {CBW}'d{NCB - 1}) begin")
     for m in range(M):
         j = (m + 1) % M
         v(f"            eda_r_{m} <= eda_r_{j};")
-        if mode == "lut":
+        if keepS:
             v(f"            eS_r_{m} <= eS_r_{j};")
     v("        end")
     v("    end")
@@ -336,6 +428,8 @@ def bit_parallel_control(c: ArrayConfig, v: V):
     v("end")
     group_params(c, v, "in_fire & c_first")
     eff_group_params(c, v, "c_first")
+    if has_mins(c):
+        row_sums(c, v, "c_first", "in_fire")
 
 
 def write_verilog(cfg: ArrayConfig, outdir: str | Path) -> Path:

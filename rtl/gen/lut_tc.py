@@ -145,6 +145,8 @@ def generate(cfg: ArrayConfig) -> str:
             da=lambda m: f"gda_{m}",
             z=lambda n: f"gz_{n}",
             S=lambda m: f"S_nx_{m}",
+            mm=lambda n: f"gmm_{n}",
+            dm=lambda n: f"gdm_{n}",
             first="jfirst",
             last="st_glast",
         ),

@@ -55,6 +55,9 @@ def generate(cfg: ArrayConfig) -> str:
         dict(
             d=lambda n: f"ed_{n}",
             da=lambda m: f"eda_{m}",
+            mm=lambda n: f"emm_{n}",
+            dm=lambda n: f"edm_{n}",
+            S=lambda m: f"S_nx_{m}",
             first="jfirst",
             last="in_last",
         ),

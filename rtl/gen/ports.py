@@ -8,8 +8,9 @@ packing of job inputs into beats and of beats back into integer arrays).
 A data port carries an array of elements (`shape`, `bits` each, `signed` or not) packed little-endian:
 element i of the row-major flattening sits at bits [i*bits, (i+1)*bits). Per-beat input ports carry the
 beat's K-chunk of their TileInputs field (columns k0..k0+K-1); per-group ports carry column j of the
-field on the first beat of weight group j and are ignored (driven 0) on the others. The handshake rules
-and the meaning of each field: rtl/gen/common.py's docstring.
+field on the first beat of weight group j and are ignored (driven 0) on the others. Arrays with the minimum
+term (scale-and-minimum groups, `rtl.gen.common.MinsConfig`) have two more per-group ports, in_minm and
+in_mins. The handshake rules and the meaning of each field: rtl/gen/common.py's docstring.
 """
 
 from __future__ import annotations
@@ -82,6 +83,14 @@ def stream_ports(cfg: ArrayConfig) -> list[Port]:
         Port("in_mant", "input", carries="dyadic scale mantissas mant[n, j]", shape=(N,), bits=MW, field="mant", **grp),
         Port("in_shift", "input", carries="dyadic scale right shifts d[n, j]", shape=(N,), bits=SW, field="d", **grp),
         Port("in_ashift", "input", carries="A16 block-exponent offsets da[m, j] (0 for A8)", shape=(M,), bits=SW, field="da", **grp),
+        *(
+            [
+                Port("in_minm", "input", carries="signed dyadic minimum mantissas mm[n, j]", shape=(N,), bits=MW + 1, signed=True, field="mm", **grp),
+                Port("in_mins", "input", carries="dyadic minimum right shifts dm[n, j]", shape=(N,), bits=SW, field="dm", **grp),
+            ]
+            if getattr(c, "mins", False)  # an array with the minimum term (rtl/gen/common.py MinsConfig)
+            else []
+        ),
         Port("in_last", "input", "in", "last", "the job's final input beat (it ends a group)"),
         Port("out_valid", "output", "out", "valid", "an output beat is offered"),
         Port("out_ready", "input", "out", "ready", "the consumer takes the offered beat"),

@@ -23,10 +23,12 @@ import numpy as np
 
 CONFIG_PLUSARG = "lowbit_tb"
 TILE_FIELDS = ("a", "codes", "zeros", "mant", "d", "da")
+MIN_FIELDS = ("mm", "dm")  # jobs of scale-and-minimum layers (hwsim/golden.py 4b) also carry these
 
 
 def read_config() -> dict:
-    """The configuration rtl.sim.run_testbench wrote (inside a cocotb simulation)."""
+    """The configuration rtl.sim.run_testbench wrote (inside a cocotb simulation); its cfg is read with
+    rtl.gen.common.config_from_dict (arrays with the minimum term included)."""
     import cocotb
 
     from hwsim.designs import load_derived
@@ -47,7 +49,8 @@ def write_output(opts: dict, result: dict) -> None:
 
 def save_tiles(path: str | Path, tiles) -> None:
     """Job inputs (hwsim.golden.TileInputs, any number of groups each) -> an .npz (a_i, codes_i, ... per job i)."""
-    arrays = {f"{k}_{i}": np.asarray(getattr(t, k), dtype=np.int64) for i, t in enumerate(tiles) for k in TILE_FIELDS}
+    arrays = {f"{k}_{i}": np.asarray(getattr(t, k), dtype=np.int64) for i, t in enumerate(tiles)
+              for k in TILE_FIELDS + (MIN_FIELDS if t.has_mins else ())}
     np.savez(path, **arrays)
 
 
@@ -59,4 +62,4 @@ def load_tiles(path: str | Path | None) -> list:
         return []
     with np.load(path) as z:
         n = len([k for k in z.files if k.startswith("a_")])
-        return [TileInputs(**{k: z[f"{k}_{i}"] for k in TILE_FIELDS}) for i in range(n)]
+        return [TileInputs(**{k: z[f"{k}_{i}"] for k in TILE_FIELDS + MIN_FIELDS if f"{k}_{i}" in z.files}) for i in range(n)]

@@ -35,6 +35,7 @@ from cocotb.triggers import RisingEdge
 from hwsim import golden as gm
 from hwsim.config import ArrayConfig
 from rtl.gen.ports import payload, stream_ports
+from rtl.gen.common import config_from_dict, has_mins
 from rtl.tb import load_tiles, read_config, write_output
 
 PERIOD_NS = 10
@@ -194,7 +195,7 @@ class ArrayTB:
         """Input beats of one job -> the output beats the array must produce (via hwsim.golden)."""
         c = self.cfg
         t = self.job_inputs(beats)
-        y = gm.tile_y(c, t.a, t.codes, t.zeros, t.mant, t.d, t.da)
+        y = t.y(c)
         if self.corrupt and not self.job_macs:
             y = y.copy()
             y[0, 0] ^= 1  # a deliberately wrong golden value: the checker must catch it
@@ -299,12 +300,13 @@ class ArrayTB:
 @cocotb.test()
 async def array_matches_golden(dut):
     opts = read_config()
-    cfg = ArrayConfig.from_dict(opts["cfg"])
+    cfg = config_from_dict(opts["cfg"])
     vectors = int(opts.get("vectors", 100))
     seed = int(opts.get("seed", 0))
     max_groups = int(opts.get("max_groups", 2))
     stalls = bool(opts.get("stalls", True))
     supplied = load_tiles(opts.get("tiles"))
+    mins = has_mins(cfg)
     random.seed(seed)
     rng = np.random.default_rng(seed)
 
@@ -338,7 +340,7 @@ async def array_matches_golden(dut):
 
     try:
         # phase 1: throughput, no stalls
-        jobs = [gm.random_tile(cfg, rng, n_groups=max_groups) for _ in range(n_perf)]
+        jobs = [gm.random_tile(cfg, rng, n_groups=max_groups, mins=mins) for _ in range(n_perf)]
         run["start"] = now_cycle()
         for t in jobs:
             await tb.drive(tb.beats_of(t))
@@ -351,10 +353,10 @@ async def array_matches_golden(dut):
         plan: list[gm.TileInputs] = []
         for kind in ("zeros", "min", "max", "mixed-extreme"):
             if len(plan) < remaining:
-                plan.append(gm.random_tile(cfg, rng, n_groups=int(rng.integers(1, max_groups + 1)), kind=kind))
+                plan.append(gm.random_tile(cfg, rng, n_groups=int(rng.integers(1, max_groups + 1)), kind=kind, mins=mins))
         plan.extend(supplied[: max(0, remaining - len(plan))])
         while len(plan) < remaining:
-            plan.append(gm.random_tile(cfg, rng, n_groups=int(rng.integers(1, max_groups + 1))))
+            plan.append(gm.random_tile(cfg, rng, n_groups=int(rng.integers(1, max_groups + 1)), mins=mins))
         if stalls:
             tb.stall_in, tb.stall_out = 0.3, 0.3
         for i, t in enumerate(plan):

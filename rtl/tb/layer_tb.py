@@ -13,7 +13,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
 
-from hwsim.config import ArrayConfig
+from rtl.gen.common import config_from_dict
 from rtl.tb import load_tiles, read_config, write_output
 from rtl.tb.array_tb import ArrayTB
 
@@ -21,7 +21,7 @@ from rtl.tb.array_tb import ArrayTB
 @cocotb.test()
 async def layer_jobs(dut):
     opts = read_config()
-    cfg = ArrayConfig.from_dict(opts["cfg"])
+    cfg = config_from_dict(opts["cfg"])
     tiles = load_tiles(opts["tiles"])
     tb = ArrayTB(dut, cfg)
     await tb.reset()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import RisingEdge
 
-from hwsim.config import ArrayConfig
+from rtl.gen.common import config_from_dict
 from rtl.tb import load_tiles, read_config, write_output
 from rtl.tb.array_tb import ArrayTB
 
@@ -24,7 +24,7 @@ from rtl.tb.array_tb import ArrayTB
 @cocotb.test()
 async def hwsim_timing(dut):
     opts = read_config()
-    cfg = ArrayConfig.from_dict(opts["cfg"])
+    cfg = config_from_dict(opts["cfg"])
     tiles = load_tiles(opts["tiles"])
     tb = ArrayTB(dut, cfg)
     beats = [b for t in tiles for b in tb.beats_of(t)]

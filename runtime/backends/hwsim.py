@@ -42,7 +42,8 @@ class HwsimExecutor(ProgramExecutor):
         """The whole layer's integer inputs (unpadded) for hwsim.arrays.simulate_linear."""
         w = self.layer_weights(plan)
         n = plan.n
-        return golden.TileInputs(a=act.a, codes=w.codes[:n], zeros=w.zeros[:n], mant=w.mant[:n], d=w.d[:n], da=act.da, E=w.E, row_scale=act.row_scale)
+        return golden.TileInputs(a=act.a, codes=w.codes[:n], zeros=w.zeros[:n], mant=w.mant[:n], d=w.d[:n], da=act.da, E=w.E, row_scale=act.row_scale,
+                                 mm=None if w.mm is None else w.mm[:n], dm=None if w.dm is None else w.dm[:n])
 
     def simulate(self, plan, t: golden.TileInputs, memory=None):
         return simulate_linear(plan.array, t, memory), "hwsim"
@@ -66,6 +67,7 @@ class HwsimExecutor(ProgramExecutor):
                 "energy_pj": None if energy is None else float(energy["total"]),
                 "energy_parts_pj": None if energy is None else {k: float(v) for k, v in energy.items() if k != "total"},
                 "table_builds": int(run.activity.get("table_builds", 0)),  # LUT designs: tables the array builds (per job)
+                "mins": bool(plan.mins),  # scale-and-minimum groups: the epilogue's minimum term is in the energy
                 "model": model,
             }
         )

@@ -7,6 +7,7 @@ the cocotb testbench rtl/tb/layer_tb.py (through rtl.sim.run_testbench; its Arra
 output against hwsim.golden). Whole models are slow this way: one simulator launch per layer call
 and Icarus runs ~10^4-10^5 cycles/s, so a whole tiny model takes minutes to hours; `lowbit sim OUT --layer
 NAME` (runtime/layer_check.py) runs one layer and compares it with hwsim bit for bit and cycle for cycle.
+Scale-and-minimum layers run on the array generated with the minimum term (rtl.gen.common.MinsConfig).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from runtime.backends.base import Backend
 
 
 def layer_jobs(executor: ProgramExecutor, plan, body, act: ActInputs) -> tuple[list[TileInputs], list[tuple]]:
-    """The layer's array jobs in program order: (their inputs, [(m0, n0, n1, accumulate)])."""
+    """The layer's array jobs in program order: (their inputs, [(m0, n0, n1, accumulate)]); jobs of a
+    scale-and-minimum layer carry mm and dm (simulated on the array with the minimum term)."""
     cfg = plan.array
     M, g = cfg.M, cfg.group
     S = act.a.shape[0]
@@ -34,7 +36,7 @@ def layer_jobs(executor: ProgramExecutor, plan, body, act: ActInputs) -> tuple[l
     da = np.zeros((rt * M, plan.k // g), np.int64)
     da[:S] = act.da
     w = executor.layer_weights(plan)
-    cols = {k: [] for k in ("a", "codes", "zeros", "mant", "d", "da")}
+    cols = {k: [] for k in ("a", "codes", "zeros", "mant", "d", "da") + (("mm", "dm") if w.mm is not None else ())}
     where = []
     cur = {}
     for c in body:
@@ -53,6 +55,9 @@ def layer_jobs(executor: ProgramExecutor, plan, body, act: ActInputs) -> tuple[l
                 cols["mant"].append(w.mant[n0:n1, j0:j1])
                 cols["d"].append(w.d[n0:n1, j0:j1])
                 cols["da"].append(da[m0 : m0 + M, j0:j1])
+                if w.mm is not None:
+                    cols["mm"].append(w.mm[n0:n1, j0:j1])
+                    cols["dm"].append(w.dm[n0:n1, j0:j1])
                 where.append((m0, n0, n1, cur["acc"]))
     if len({x.shape for x in cols["a"]}) > 1:
         raise LowbitError(f"layer {plan.node} has K splits of different sizes", "the RTL runner streams equal jobs; raise --array wsram_kib so one split holds the layer")
@@ -71,9 +76,12 @@ class RtlLayerRun:
 
 
 def simulate_jobs(cfg, jobs: list[TileInputs], simulator: str = "icarus") -> RtlLayerRun:
-    """Build `cfg`'s array (cached under build/rtl) and stream `jobs` through it (rtl/tb/layer_tb.py)."""
+    """Build `cfg`'s array (cached under build/rtl) and stream `jobs` through it (rtl/tb/layer_tb.py);
+    jobs with minimums run on the array with the minimum term (rtl.gen.common.MinsConfig)."""
+    from rtl.gen.common import with_mins
     from rtl.sim import run_testbench
 
+    cfg = with_mins(cfg, bool(jobs) and jobs[0].has_mins)
     tb = run_testbench(cfg, "rtl.tb.layer_tb", {}, simulator, tiles=jobs)
     if not tb.passed or not tb.output:
         raise RuntimeError(f"RTL simulation of {tb.toplevel} failed ({tb.message}); see {tb.work_dir / 'sim.log'}:\n{tb.log_tail}")

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from hwsim.config import ArrayConfig
-from rtl.gen.common import module_name, write_verilog
+from rtl.gen.common import has_mins, module_name, with_mins, write_verilog
 from rtl.lint import WAIVERS, lint
 
 # every design, bit width and activation mode, at small shapes (the generator code paths do not depend on M, N)
@@ -23,6 +23,14 @@ VARIANTS = [
     ArrayConfig(design="mac", M=2, N=8, bits=2, act="a16", group=32, lanes=4),
 ]
 IDS = [c.name for c in VARIANTS]
+# the arrays with the minimum term (scale-and-minimum groups): compiled, linted and port-checked (the
+# pyverilog parse, seconds each, covers the shared generator code above)
+MIN_VARIANTS = [
+    with_mins(ArrayConfig(design="lut-tc", M=2, N=8, bits=4, act="a16", group=32, lanes=4)),
+    with_mins(ArrayConfig(design="mixpe", M=2, N=8, bits=4, act="a8", group=32, lanes=4)),
+    with_mins(ArrayConfig(design="mac", M=2, N=8, bits=2, act="a16", group=32, lanes=4)),
+]
+ALL, ALL_IDS = VARIANTS + MIN_VARIANTS, IDS + [c.name for c in MIN_VARIANTS]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,7 @@ def test_pyverilog_parses_generated(cfg, vdir, tmp_path):
     assert {"clk", "rst_n", "in_valid", "in_ready", "in_act", "in_w", "out_valid", "out_ready", "out_data"} <= ports
 
 
-@pytest.mark.parametrize("cfg", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("cfg", ALL, ids=ALL_IDS)
 def test_icarus_compiles_as_verilog_2005(cfg, vdir, tmp_path):
     if shutil.which("iverilog") is None:
         pytest.skip("iverilog not installed (apt-get install -y iverilog)")
@@ -55,7 +63,7 @@ def test_icarus_compiles_as_verilog_2005(cfg, vdir, tmp_path):
     assert "warning" not in r.stderr.lower(), r.stderr
 
 
-@pytest.mark.parametrize("cfg", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("cfg", ALL, ids=ALL_IDS)
 def test_verilator_lint_wall_clean(cfg, vdir):
     res = lint(cfg, vdir)
     if res is None:
@@ -68,7 +76,7 @@ def test_waivers_have_reasons():
         assert code.isupper() and len(reason) > 20
 
 
-@pytest.mark.parametrize("cfg", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("cfg", ALL, ids=ALL_IDS)
 def test_port_records_are_the_module_ports(cfg):
     """rtl/gen/ports.py describes the header's ports, and packs and unpacks each data bus losslessly."""
     import numpy as np
@@ -80,7 +88,9 @@ def test_port_records_are_the_module_ports(cfg):
     ports = stream_ports(cfg)
     decl = text[text.index(") (\n") + 4 : text.index("\n);")].splitlines()
     assert decl == [f"    {p.declaration()}{',' if i < len(ports) - 1 else ''}" for i, p in enumerate(ports)]
-    assert [p.name for p in payload(cfg, "in")] == ["in_act", "in_w", "in_zero", "in_mant", "in_shift", "in_ashift", "in_last"]
+    mins = ["in_minm", "in_mins"] if has_mins(cfg) else []
+    assert [p.name for p in payload(cfg, "in")] == ["in_act", "in_w", "in_zero", "in_mant", "in_shift", "in_ashift", *mins, "in_last"]
+    assert (f"parameter MINS = {int(has_mins(cfg))}" in text) and module_name(cfg).endswith("_min") == has_mins(cfg)
     rng = np.random.default_rng(0)
     for p in ports:
         if p.shape:

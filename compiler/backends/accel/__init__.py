@@ -51,12 +51,12 @@ def build_accel_target(graph, target: str, out_dir: Path, options) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     prog.save(out_dir)
     save_file(tensors, str(out_dir / WEIGHTS))
-    from hwsim.config import ArrayConfig
-    from rtl.gen.common import write_verilog
+    from rtl.gen.common import with_mins, write_verilog
 
-    # the hardware the program runs on: one generated array per distinct layer configuration
-    cfgs = {json.dumps(p.cfg, sort_keys=True): p.array for p in prog.layers.values()}
-    verilog = [f"{target}/rtl/{write_verilog(ArrayConfig.from_dict(c.to_dict()), out_dir / 'rtl').name}" for c in cfgs.values()]
+    # the hardware the program runs on: one generated array per distinct layer configuration (scale-and-
+    # minimum layers: the array with the minimum term)
+    cfgs = {json.dumps([p.cfg, p.mins], sort_keys=True): with_mins(p.array, p.mins) for p in prog.layers.values()}
+    verilog = [f"{target}/rtl/{write_verilog(c, out_dir / 'rtl').name}" for c in cfgs.values()]
     return {
         "program": f"{target}/{PROGRAM}",
         "verilog": verilog,

@@ -138,29 +138,39 @@ def decode_tile(design: str, blob: np.ndarray, bits: int, n: int, kt: int, K: in
 
 
 def _qweight(graph: Graph, node):
-    """(codes uint8 [n, k], scales, zeros, bias name) of a qlinear node."""
+    """(codes uint8 [n, k], scales, zeros uint8, minimums float32 or None, bias name) of a qlinear node;
+    scale-and-minimum groups (attr mins) have zero points 0."""
     a = node.attrs
     c = graph.consts
     codes = unpack(c[node.inputs[1]], a["bits"], a["layout"], a["k"])
     bias = node.inputs[4] if len(node.inputs) == 5 else None
-    return codes, c[node.inputs[2]], c[node.inputs[3]], bias
+    scales = c[node.inputs[2]]
+    if a.get("mins"):
+        return codes, scales, np.zeros(scales.shape, np.uint8), np.asarray(c[node.inputs[3]], np.float32), bias
+    return codes, scales, c[node.inputs[3]], None, bias
 
 
-def k_splits(cfg: ArrayConfig, k: int) -> list[list[int]]:
+def min_field_bits(cfg: ArrayConfig) -> int:
+    """Bits per column and group of the minimum fields (mm signed MW+1, dm SW; hwsim/golden.py 4b)."""
+    return cfg.mant_bits + 1 + cfg.shift_bits
+
+
+def k_splits(cfg: ArrayConfig, k: int, mins: bool = False) -> list[list[int]]:
     """Group-aligned K ranges, one array job each: the whole K (the array streams any number of groups;
     hwsim.memory models the SRAM double buffering as DRAM stalls), cut only where Y would exceed its
-    2^guard_bits exact groups."""
+    exact groups (2^guard_bits, half that with minimums: golden.exact_groups)."""
     g = cfg.group
     ng = k // g
-    per = 1 << cfg.guard_bits
+    per = golden.exact_groups(cfg, mins)
     return [[j * g, min(ng, j + per) * g] for j in range(0, ng, per)]
 
 
-def weight_resident(cfg: ArrayConfig, k: int, mem) -> bool:
+def weight_resident(cfg: ArrayConfig, k: int, mem, mins: bool = False) -> bool:
     """A column block's codes and fields fit one half of the weight SRAM (loaded once, reused by every
-    row tile), as hwsim.memory's model decides."""
+    row tile), as hwsim.memory's model decides (hwsim.arrays counts the minimum fields the same way)."""
     ng = k // cfg.group
-    block = (cfg.N * k * cfg.bits + cfg.N * ng * (cfg.bits + cfg.mant_bits + cfg.shift_bits)) / 8
+    fb = cfg.bits + cfg.mant_bits + cfg.shift_bits + (min_field_bits(cfg) if mins else 0)
+    block = (cfg.N * k * cfg.bits + cfg.N * ng * fb) / 8
     return block <= mem.weight_sram_kib * 1024 / (2 if mem.double_buffer else 1)
 
 
@@ -216,6 +226,7 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
             "weight_bytes": int(weight_bytes),
             "host_ops": sum(c.op == "HOST_OP" for c in cmds),
             "tables": sum(c.op == "PRECOMPUTE_TABLE" for c in cmds),
+            "min_layers": sum(p.mins for p in layers.values()),
         },
     )
     return prog, tensors
@@ -224,20 +235,27 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
 def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds) -> int:
     nd = graph.nodes[i]
     name = nd.outputs[0]
-    codes, scales, zeros, bias = _qweight(graph, nd)
+    codes, scales, zeros, mins, bias = _qweight(graph, nd)
+    has_mins = mins is not None
     n, k = codes.shape
     N, g = cfg.N, cfg.group
     n_tiles = -(-n // N)
     n_pad = n_tiles * N
-    ng = k // g
-    mant, d, E = golden.dyadic_scales(scales, cfg.mant_bits, cfg.shift_bits)
+    if has_mins:
+        mant, d, mm, dm, E = golden.dyadic_affine(scales, mins, cfg.mant_bits, cfg.shift_bits)
+    else:
+        mant, d, E = golden.dyadic_scales(scales, cfg.mant_bits, cfg.shift_bits)
     pad = n_pad - n
-    codes_p = np.concatenate([codes, np.zeros((pad, k), np.uint8)]) if pad else codes
-    zeros_p = np.concatenate([zeros, np.zeros((pad, ng), np.uint8)]) if pad else zeros
-    mant = np.concatenate([mant, np.zeros((pad, ng), np.int64)]) if pad else mant
-    d = np.concatenate([d, np.zeros((pad, ng), np.int64)]) if pad else d
-    splits = k_splits(cfg, k)
-    resident = weight_resident(cfg, k, mem)
+
+    def padded(x, dt):
+        return np.concatenate([x, np.zeros((pad,) + x.shape[1:], dt)]).astype(dt) if pad else x.astype(dt)
+
+    codes_p = padded(codes, np.uint8)
+    zeros_p = padded(zeros, np.uint8)
+    mant = padded(mant, np.int64)
+    d = padded(d, np.int64)
+    splits = k_splits(cfg, k, has_mins)
+    resident = weight_resident(cfg, k, mem, has_mins)
     blobs, offsets, sizes, off = [], [], [], 0
     for nt in range(n_tiles):
         row_o, row_s = [], []
@@ -254,6 +272,9 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds)
     tensors[f"{name}.mant"] = mant.astype(np.int64)
     tensors[f"{name}.d"] = d.astype(np.uint8)
     tensors[f"{name}.E"] = E.astype(np.int64)
+    if has_mins:
+        tensors[f"{name}.mm"] = padded(mm, np.int64)
+        tensors[f"{name}.dm"] = padded(dm, np.uint8)
     sb, layout = storage_bits(design, cfg.bits)
     plan = LayerPlan(
         node=name,
@@ -270,11 +291,13 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds)
         weight_layout="planes-beats" if DESIGNS[design].weight_layout == "planes" else f"{layout}-beats",
         storage_bits=sb,
         bias=bias,
+        mins=has_mins,
     )
     layers[name] = plan
     mma = DESIGNS[design].mma_op
     cmds.append(Command("LAYER", name, {"input": nd.inputs[0], "n": n, "k": k, "row_tile": cfg.M, "n_tiles": n_tiles, "k_splits": len(splits)}))
-    scale_bits = cfg.bits + cfg.mant_bits + cfg.shift_bits
+    scale_bits = cfg.bits + cfg.mant_bits + cfg.shift_bits + (min_field_bits(cfg) if has_mins else 0)
+    dq = {"mant_bits": cfg.mant_bits, "shift_bits": cfg.shift_bits, **({"mins": True} if has_mins else {})}
     for nt in range(n_tiles):
         for ks, (k0, k1) in enumerate(splits):
             j0, j1 = k0 // g, k1 // g
@@ -283,7 +306,7 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds)
             cmds.append(Command("ROW_LOOP", name, {"rows": cfg.M, "body": 4}))
             cmds.append(Command("LOAD_A", name, {"tensor": nd.inputs[0], "k": [k0, k1], "bytes_per_row": -(-((k1 - k0) * cfg.act_bits + ((j1 - j0) * cfg.shift_bits if cfg.act == "a16" else 0)) // 8)}))
             cmds.append(Command(mma, name, {"tile": [nt, ks], "groups": j1 - j0, "beats": (k1 - k0) // cfg.K, "cycles_per_beat": cfg.cycles_per_beat}))
-            cmds.append(Command("DEQUANT", name, {"tile": [nt, ks], "groups": j1 - j0, "mant_bits": cfg.mant_bits, "shift_bits": cfg.shift_bits}))
+            cmds.append(Command("DEQUANT", name, {"tile": [nt, ks], "groups": j1 - j0, **dq}))
             cmds.append(Command("STORE", name, {"tile": [nt, ks], "n": [nt * N, (nt + 1) * N], "accumulate": ks > 0}))
     cmds.append(Command("SCALE_OUT", name, {"n": n, "bias": bias, "y_bits": cfg.y_bits}))
     return int(tensors[f"{name}.w"].size)

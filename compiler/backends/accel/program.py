@@ -27,14 +27,14 @@ OPS = {
     "PRECOMPUTE_TABLE": "array",  # designs with precompute_tables: symmetric tables of one activation tensor, fused into its producer
     "LAYER": "array",  # start of one quantized linear: clears the output buffer
     "LOAD_W": "array",  # weight tile (re-laid-out codes) DRAM -> weight SRAM
-    "LOAD_SCALES": "array",  # the tile's zero points and dyadic scales (mant, d) -> weight SRAM
+    "LOAD_SCALES": "array",  # the tile's zero points and dyadic scales (mant, d; and minimums mm, dm) -> weight SRAM
     "ROW_LOOP": "array",  # repeat the next `body` commands for each row tile of M rows
     "LOAD_A": "array",  # activation row tile (int8 / BFP mantissas, and da) -> activation SRAM
     # the matrix command of a design is its record's mma_op (hwsim.designs):
     "LUT_MMA": "array",  # table lookups, bit-serial over weight planes, group accumulators (lut-tc)
     "SHIFT_ADD_MMA": "array",  # shift-and-add over the bits of q - z, group accumulators (mixpe)
     "MAC_MMA": "array",  # dequantize-then-multiply (the mac baseline)
-    "DEQUANT": "array",  # the dyadic per-group epilogue: Y += rshift_round(acc * mant, d + da)
+    "DEQUANT": "array",  # the dyadic per-group epilogue: Y += rshift_round(acc * mant, d + da) (+ rshift_round(S * mm, dm + da))
     "STORE": "array",  # Y tile -> output buffer (accumulated over K splits)
     "SCALE_OUT": "host",  # y = Y * 2^(E[n] - (MW-1)) * row_scale[m] (+ bias), float32
 }
@@ -73,6 +73,7 @@ class LayerPlan:
     weight_layout: str  # "planes-beats" or "dense-beats" (the design's weight_layout); see README.md
     storage_bits: int  # bits per stored code in the layout (3-bit codes live in 4-bit containers in dense layouts)
     bias: str | None = None  # graph constant of the bias (added on the host in SCALE_OUT)
+    mins: bool = False  # scale-and-minimum groups: <node>.mm / <node>.dm minimum fields, zero points 0 (README.md)
 
     @property
     def array(self) -> ArrayConfig:

@@ -16,7 +16,7 @@ import numpy as np
 
 from compiler.backends.accel.lower import decode_tile
 from compiler.backends.accel.program import Command, LayerPlan, Program
-from compiler.reference import KERNELS
+from compiler.reference import KERNELS, QLinearWeights
 from hwsim import golden
 from hwsim.config import ArrayConfig
 from hwsim.designs import DESIGNS
@@ -51,6 +51,8 @@ class LayerWeights:
     mant: np.ndarray
     d: np.ndarray
     E: np.ndarray  # [n] channel exponents
+    mm: np.ndarray | None = None  # [n_pad, NG] signed minimum mantissas (scale-and-minimum layers)
+    dm: np.ndarray | None = None  # [n_pad, NG] their shifts
 
 
 class ProgramExecutor:
@@ -66,6 +68,7 @@ class ProgramExecutor:
         self._tiles: dict[tuple, np.ndarray] = {}
         self._layer_cmds = {name: program.layer_commands(name) for name in program.layers}
         self.records: list[dict] = []  # one per layer execution (and per table precompute)
+        self._host_prepared: dict[int, QLinearWeights] = {}  # qembedding tables, unpacked once
 
     # ---- weights
     def tile_codes(self, plan: LayerPlan, nt: int, ks: int) -> np.ndarray:
@@ -92,6 +95,8 @@ class ProgramExecutor:
                 t[f"{plan.node}.mant"].astype(np.int64),
                 t[f"{plan.node}.d"].astype(np.int64),
                 t[f"{plan.node}.E"].astype(np.int64),
+                t[f"{plan.node}.mm"].astype(np.int64) if plan.mins else None,
+                t[f"{plan.node}.dm"].astype(np.int64) if plan.mins else None,
             )
         return self._weights[plan.node]
 
@@ -107,7 +112,7 @@ class ProgramExecutor:
             if c.op == "HOST_OP":
                 node = g.nodes[c.args["index"]]
                 ins = [g.consts[v] if v in g.consts else env[v] for v in node.inputs]
-                for name, val in zip(node.outputs, KERNELS[node.op](ins, node.attrs, None)):
+                for name, val in zip(node.outputs, KERNELS[node.op](ins, node.attrs, self.host_prepared(c.args["index"], node, ins))):
                     env[name] = val
             elif c.op == "QUANT_ACT":
                 base = ArrayConfig.from_dict(self.prog.array)
@@ -129,6 +134,14 @@ class ProgramExecutor:
                 raise ValueError(f"command {c.op} outside a layer")
             pc += 1
         return {o: env[o] for o in g.outputs}
+
+    def host_prepared(self, index: int, node, ins):
+        """What a host kernel needs prepared: a qembedding's unpacked table (compiler.reference), else None."""
+        if node.op != "qembedding":
+            return None
+        if index not in self._host_prepared:
+            self._host_prepared[index] = QLinearWeights(ins[1], ins[2], ins[3], node.attrs)
+        return self._host_prepared[index]
 
     def scale_out(self, plan: LayerPlan, Y: np.ndarray, act: ActInputs) -> np.ndarray:
         """SCALE_OUT: Y [S, n] int64 -> float32 y = Y * 2^(E - (MW-1)) * row_scale (+ bias)."""
@@ -167,6 +180,8 @@ class ProgramExecutor:
                 n0, n1 = cur["n0"], cur["n1"]
                 cur["j0"], cur["j1"] = j0, j1
                 cur["zeros"], cur["mant"], cur["d"] = w.zeros[n0:n1, j0:j1], w.mant[n0:n1, j0:j1], w.d[n0:n1, j0:j1]
+                cur["mm"] = None if w.mm is None else w.mm[n0:n1, j0:j1]
+                cur["dm"] = None if w.dm is None else w.dm[n0:n1, j0:j1]
             elif c.op == "ROW_LOOP":
                 loop = body[i + 1 : i + 1 + c.args["body"]]
                 for r in range(rt):
@@ -176,7 +191,8 @@ class ProgramExecutor:
                             cur["a"] = a[m0 : m0 + M, cur["k0"] : cur["k1"]]
                             cur["da"] = da[m0 : m0 + M, cur["j0"] : cur["j1"]]
                         elif lc.op == DESIGNS[self.prog.design].mma_op:
-                            cur["y"] = golden.tile_y(cfg, cur["a"], cur["codes"], cur["zeros"], cur["mant"], cur["d"], cur["da"])
+                            cur["y"] = golden.tile_y(cfg, cur["a"], cur["codes"], cur["zeros"], cur["mant"], cur["d"], cur["da"],
+                                                     cur["mm"], cur["dm"])
                             jobs += 1
                         elif lc.op == "DEQUANT":
                             pass  # the dyadic epilogue is part of tile_y (the array's output is Y)
