@@ -137,6 +137,9 @@ RTL_BUILD = _knob(
 CACHE_DIR = _knob(
     "LOWBIT_CACHE_DIR", lambda: Path.home() / ".cache" / "lowbit", Path, "lowbit's cache (the tvm-cpu kernel timings of --tune)",
     "tool", "a folder path")
+LLAMACPP_PY_VERSION = _knob(
+    "LOWBIT_LLAMACPP_PY_VERSION", "0.3.36", str, "benchmarks: the llama-cpp-python sdist whose vendored llama.cpp the baseline "
+    "tools are built from (cached under LOWBIT_CACHE_DIR/llama.cpp)", "tool", "a PyPI version")
 
 
 def compile_knobs_set(prefix: str = "LOWBIT_") -> dict[str, str]:

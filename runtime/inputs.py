@@ -3,7 +3,11 @@ none (`lowbit run`, `lowbit sim OUT --layer`), and the feeds of one sequence."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+EVAL_SENTENCES = Path(__file__).resolve().parent / "data" / "sentences.txt"  # `lowbit eval` of encoders
 
 DEFAULT_PROMPT = "The quick brown fox jumps over the lazy dog."
 DEFAULT_SENTENCES = (
@@ -18,6 +22,20 @@ DEFAULT_SENTENCES = (
 def default_texts(model) -> list[str]:
     """The default prompt of a causal LM, or the default sentences of an encoder."""
     return [DEFAULT_PROMPT] if model.causal else list(DEFAULT_SENTENCES)
+
+
+def eval_sentences(path: str | Path | None = None) -> list[str]:
+    """The sentences an encoder is evaluated on: one a line (blank lines skipped), the shipped set by default."""
+    from compiler.errors import LowbitError
+
+    p = Path(path) if path is not None else EVAL_SENTENCES
+    try:
+        lines = [s.strip() for s in p.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise LowbitError(f"--text {p} cannot be read as UTF-8 text ({e})", "pass a UTF-8 file with one sentence a line") from None
+    if not any(lines):
+        raise LowbitError(f"--text {p} has no sentences", "pass a file with one sentence a line")
+    return [s for s in lines if s]
 
 
 def sequence_feeds(model, ids: list[int] | None = None, rows: int | None = None) -> dict:

@@ -17,14 +17,16 @@ from compiler.ir import Graph
 @dataclass
 class Generation:
     prompt: list[int]
-    tokens: list[int]  # generated ids
+    tokens: list[int]  # generated ids, without the stop token
     prompt_logits: np.ndarray  # [S, V] logits over the prompt positions
     prefill_s: float
-    decode_s: float  # time for len(tokens) - 1 decode steps
+    decode_s: float  # time for the decode steps (one per generated token after the first, and the stop token's)
+    stop_id: int | None = None  # the EOS / end-of-turn id generation stopped at; None: it ran to max_new_tokens
+    seed: int | None = None  # the sampling seed (None: greedy)
 
     @property
     def decode_tokens_per_s(self) -> float:
-        n = len(self.tokens) - 1
+        n = len(self.tokens) - (1 if self.stop_id is None else 0)
         return n / self.decode_s if n > 0 and self.decode_s > 0 else float("nan")
 
 
@@ -35,6 +37,7 @@ class CompiledModel:
     tokenizer: object | None = None
     artifact: Artifact | None = None
     name: str = ""
+    max_positions: int | None = None  # the model's context length, where its config states one
     _backends: dict = field(default_factory=dict, repr=False)
     _backend_options: dict = field(default_factory=dict, repr=False)
 
@@ -75,7 +78,7 @@ class CompiledModel:
             raise LowbitError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})", "pass ids below the vocabulary size")
         if not ids:
             raise LowbitError("the input has no tokens", "pass a non-empty --prompt or --ids")
-        limit = self.graph.meta["hparams"].get("max_positions")
+        limit = self.graph.meta["hparams"].get("max_positions") or self.max_positions
         if limit and len(ids) > limit:
             raise LowbitError(f"the input has {len(ids)} tokens, more than the model's {limit} positions", "shorten the input")
 
@@ -96,24 +99,41 @@ class CompiledModel:
         cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
         return out["logits"], cache
 
-    def generate(self, ids: list[int], max_new_tokens: int, backend: str = "ref") -> Generation:
-        """Greedy decoding with a KV cache: one prefill, then one single-token step per new token."""
+    def generate(self, ids: list[int], max_new_tokens: int, backend: str = "ref", sampling=None, stop_ids=None, on_token=None) -> Generation:
+        """Decoding with a KV cache: one prefill, then one single-token step per new token. sampling: a
+        runtime.generate.Sampling (default greedy: argmax); stop_ids: the ids that end generation (default: the
+        tokenizer's EOS and end-of-turn ids; () never stops early); on_token(id) is called for each generated id."""
+        from runtime.generate import Sampler
+        from runtime.generate import stop_ids as default_stop_ids
+
         if not self.causal:
             raise LowbitError(f"model {self.name} is an encoder ({self.family}); it does not generate", "drop --tokens")
+        pick = Sampler(sampling)
+        stops = set(default_stop_ids(self.tokenizer) if stop_ids is None else stop_ids)
         b = self.backend(backend)  # made (libraries loaded, weights copied) before the clock starts
         t0 = time.perf_counter()
         logits, cache = self.prefill(ids, backend)
         t1 = time.perf_counter()
-        tokens = [int(np.argmax(logits[-1]))]
+        tokens: list[int] = []
+        stop = None
+        nxt = pick(logits[-1])
         pos = len(ids)
-        for _ in range(max_new_tokens - 1):
-            feeds = {"input_ids": np.array([tokens[-1]], np.int64), "positions": np.array([pos], np.int64), **cache}
+        while True:
+            if nxt in stops:
+                stop = nxt
+                break
+            tokens.append(nxt)
+            if on_token is not None:
+                on_token(nxt)
+            if len(tokens) == max_new_tokens:
+                break
+            feeds = {"input_ids": np.array([nxt], np.int64), "positions": np.array([pos], np.int64), **cache}
             out = b.run(feeds)
             cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
-            tokens.append(int(np.argmax(out["logits"][-1])))
+            nxt = pick(out["logits"][-1])
             pos += 1
         t2 = time.perf_counter()
-        return Generation(list(ids), tokens, logits, t1 - t0, t2 - t1)
+        return Generation(list(ids), tokens, logits, t1 - t0, t2 - t1, stop, pick.seed)
 
     def embed(self, ids: list[int], backend: str = "ref") -> np.ndarray:
         """Sentence embedding [H] of one sequence (encoders)."""
@@ -126,7 +146,8 @@ class CompiledModel:
 
 def load(path: str | Path) -> CompiledModel:
     art = load_artifact(path)
-    return CompiledModel(art.graph, art.family, art.tokenizer(), art, art.manifest["model"]["name"])
+    ctx = _context_length(art.graph, art.manifest["model"].get("config") or {})
+    return CompiledModel(art.graph, art.family, art.tokenizer(), art, art.manifest["model"]["name"], ctx)
 
 
 def float_model(art: Artifact) -> CompiledModel:
@@ -134,4 +155,9 @@ def float_model(art: Artifact) -> CompiledModel:
     from compiler.frontend import reload_source
 
     m = reload_source(art.manifest["model"]["source"])
-    return CompiledModel(m.graph, m.family, m.tokenizer, None, m.name + " (float)")
+    return CompiledModel(m.graph, m.family, m.tokenizer, None, m.name + " (float)", _context_length(m.graph, m.config))
+
+
+def _context_length(graph: Graph, config: dict) -> int | None:
+    n = graph.meta.get("hparams", {}).get("max_positions") or config.get("max_position_embeddings")
+    return int(n) if n else None

@@ -1,0 +1,3 @@
+"""Export of compiled artifacts to other tools' formats (`lowbit export OUT --format gguf`)."""
+
+FORMATS = ("gguf",)

@@ -1,0 +1,552 @@
+"""GGUF export: a lowbit artifact of a llama-family model as a GGUF file that llama.cpp loads.
+
+Each qlinear weight is written as the GGUF block type that holds its codes as they are (blocks built here from
+the artifact's codes, so nothing is re-rounded except the scales, which GGUF stores as fp16):
+- Q8_0  w8 symmetric (z = 128), group a multiple of 32     w = d q8
+- Q4_0  w4 symmetric (z = 8), group a multiple of 32       w = d (q - 8)
+- Q4_1  w4 with minimums, or with integer zero points      w = d q + m   (m = -s z for zero points)
+- TQ2_0 ternary, group a multiple of 256                   w = d (q - 1)
+A group larger than a block is several blocks with the same scale. Anything else (w3, w2, w8 asym, ...) is
+written dequantized as F16 or F32 when `fallback` allows it, else refused naming the layer. Norms, biases and
+float weights are F32.
+
+The q and k projections are permuted to llama.cpp's interleaved-RoPE row order (lowbit keeps Hugging Face's
+half-split order). Permuting rows moves whole rows of codes, scales and offsets, so it is exact.
+
+For every tensor the export reports the largest weight change, relative to the largest weight of its 32-weight
+block, that the fp16 rounding of scales (and minimums) caused: zero when the scales are fp16-exact (a kept GGUF).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler.artifact import Artifact, load_artifact
+from compiler.errors import LowbitError
+from compiler.frontend import SMOLLM2, smollm2_path
+from compiler.quant.pack import unpack
+
+FALLBACKS = ("error", "f16", "f32")
+BLOCK = 32  # weights per Q8_0 / Q4_0 / Q4_1 block
+QK_K = 256  # weights per TQ2_0 super-block
+
+_BLOCK_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+_HF_BLOCK = re.compile(r"^model\.layers\.(\d+)\.(.+?)(\.weight|\.bias)?$")
+_GGUF_NAME = re.compile(r"^(blk\.\d+\.[a-z_]+|token_embd|output_norm|output|rope_freqs)\.(weight|bias)$")
+
+
+@dataclass
+class TensorReport:
+    name: str  # GGUF tensor name
+    gguf_type: str  # "Q4_0", "F32", ...
+    source: str  # what the artifact holds: "w4g64", "w4g32 (mins)", "float"
+    max_rel_change: float  # largest |exported - artifact| / (largest |artifact| weight of its 32-weight block)
+    fallback: bool = False  # written dequantized because no GGUF block type holds it exactly
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    tensors: list[TensorReport]
+
+    @property
+    def max_rel_change(self) -> float:
+        return max((t.max_rel_change for t in self.tensors), default=0.0)
+
+    def type_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors:
+            out[t.gguf_type] = out.get(t.gguf_type, 0) + 1
+        return out
+
+    def to_json(self) -> dict:
+        return {"path": str(self.path), "types": self.type_counts(), "max_rel_change": self.max_rel_change,
+                "tensors": [t.__dict__ for t in self.tensors]}
+
+
+def gguf_name(const_name: str) -> str:
+    """GGUF tensor name of a Hugging Face llama weight name (names already in GGUF form pass through)."""
+    if _GGUF_NAME.match(const_name):
+        return const_name
+    if const_name == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if const_name == "model.norm.weight":
+        return "output_norm.weight"
+    if const_name == "lm_head.weight":
+        return "output.weight"
+    m = _HF_BLOCK.match(const_name)
+    if m:
+        i, rest, suffix = m.group(1), m.group(2), m.group(3) or ""
+        mapped = _BLOCK_NAMES.get(rest + suffix) or (_BLOCK_NAMES.get(rest, "") + suffix if rest in _BLOCK_NAMES else None)
+        if mapped:
+            return f"blk.{i}.{mapped}"
+    raise LowbitError(f"weight '{const_name}' has no GGUF tensor name (llama architecture)", "export supports llama-family artifacts with Hugging Face weight names")
+
+
+def permute_rows(a: np.ndarray, n_head: int) -> np.ndarray:
+    """Hugging Face rows (RoPE halves) -> llama.cpp's interleaved pairs, per head (llama.cpp's converter)."""
+    rows = a.shape[0]
+    return a.reshape(n_head, 2, rows // n_head // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+
+def unpermute_rows(a: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of permute_rows (what an importer of GGUF undoes)."""
+    rows = a.shape[0]
+    return a.reshape(n_head, rows // n_head // 2, 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+
+# ---- blocks ------------------------------------------------------------------------------------------------
+
+def _f16(x: np.ndarray, what: str) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = np.asarray(x, np.float32).astype("<f2")
+    if not np.all(np.isfinite(h)):
+        raise LowbitError(f"{what}: a scale or minimum exceeds fp16's range (65504), which GGUF blocks store",
+                          "export this layer dequantized with --fallback f32")
+    return h
+
+
+def _per_block(a: np.ndarray, group: int, block: int) -> np.ndarray:
+    """[N, K/group] -> [N, K/block]: a group of several blocks gives each block its value."""
+    return np.repeat(a, group // block, axis=1)
+
+
+def _nibbles(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes [N, nb, 32] -> the 16 bytes of each block: weight j in the low nibble of byte j, j + 16 in the high."""
+    return codes[..., :16] | (codes[..., 16:] << np.uint8(4))
+
+
+def _blocks(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """Concatenate per-block byte fields [N, nb, *] into GGUF rows uint8 [N, nb * block_bytes]."""
+    return np.ascontiguousarray(np.concatenate([p.view(np.uint8).reshape(n, p.shape[1], -1) for p in parts], axis=2).reshape(n, -1))
+
+
+def encode_q8_0(codes, scales, group, what):
+    n, k = codes.shape
+    d = _f16(_per_block(scales, group, BLOCK), what)  # [N, nb]
+    q = (codes.astype(np.int16) - 128).astype(np.int8).reshape(n, k // BLOCK, BLOCK)
+    w = np.repeat(d.astype(np.float32), BLOCK, axis=1) * q.reshape(n, k).astype(np.float32)
+    return _blocks([d[..., None], q], n), w
+
+
+def encode_q4_0(codes, scales, group, what):
+    n, k = codes.shape
+    d = _f16(_per_block(scales, group, BLOCK), what)
+    c = codes.reshape(n, k // BLOCK, BLOCK)
+    w = np.repeat(d.astype(np.float32), BLOCK, axis=1) * (codes.astype(np.float32) - 8)
+    return _blocks([d[..., None], _nibbles(c)], n), w
+
+
+def encode_q4_1(codes, scales, mins, group, what):
+    n, k = codes.shape
+    d = _f16(_per_block(scales, group, BLOCK), what)
+    m = _f16(_per_block(mins, group, BLOCK), what)
+    c = codes.reshape(n, k // BLOCK, BLOCK)
+    w = np.repeat(d.astype(np.float32), BLOCK, axis=1) * codes.astype(np.float32) + np.repeat(m.astype(np.float32), BLOCK, axis=1)
+    return _blocks([d[..., None], m[..., None], _nibbles(c)], n), w
+
+
+def encode_tq2_0(codes, scales, group, what):
+    n, k = codes.shape
+    d = _f16(_per_block(scales, group, QK_K), what)
+    # each 128-weight half: byte m holds weights m, m+32, m+64, m+96 at bits 0, 2, 4, 6 (llama.cpp's TQ2_0)
+    c = codes.reshape(n, k // QK_K, 2, 4, 32)
+    qs = (c[:, :, :, 0] | (c[:, :, :, 1] << 2) | (c[:, :, :, 2] << 4) | (c[:, :, :, 3] << 6)).reshape(n, k // QK_K, 64)
+    w = np.repeat(d.astype(np.float32), QK_K, axis=1) * (codes.astype(np.float32) - 1)
+    return _blocks([qs, d[..., None]], n), w
+
+
+def block_rel_change(exported: np.ndarray, original: np.ndarray) -> float:
+    """max |exported - original| / max |original| of its 32-weight block (blocks of zeros must stay zero)."""
+    n, k = original.shape
+    if k % BLOCK:
+        den = np.abs(original).max(axis=1, keepdims=True)
+        diff = np.abs(exported - original).max(axis=1, keepdims=True)
+    else:
+        den = np.abs(original.reshape(n, -1, BLOCK)).max(axis=2)
+        diff = np.abs((exported - original).reshape(n, -1, BLOCK)).max(axis=2)
+    if np.any((den == 0) & (diff > 0)):
+        return float("inf")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, diff / np.where(den > 0, den, 1), 0.0)
+    return float(r.max(initial=0.0))
+
+
+# ---- the graph's weights -----------------------------------------------------------------------------------
+
+@dataclass
+class _QWeight:
+    codes: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray | None
+    mins: np.ndarray | None
+    bits: int
+    group: int
+    ternary: bool
+
+    @property
+    def spec(self) -> str:
+        k = self.codes.shape[1]
+        w = "ternary" if self.ternary else f"w{self.bits}"
+        g = "pc" if self.group == k else f"g{self.group}"
+        kind = " (mins)" if self.mins is not None else ("" if self.symmetric else " (zero points)")
+        return f"{w}{g}{kind}"
+
+    @property
+    def symmetric(self) -> bool:
+        if self.zeros is None:
+            return False
+        z = 1 if self.ternary else 1 << (self.bits - 1)
+        return bool(np.all(self.zeros == z))
+
+    def dequantize(self) -> np.ndarray:
+        s = np.repeat(self.scales, self.group, axis=1)
+        if self.mins is not None:
+            return (s * self.codes.astype(np.float32) + np.repeat(self.mins.astype(np.float32), self.group, axis=1)).astype(np.float32)
+        z = np.repeat(self.zeros.astype(np.int16), self.group, axis=1)
+        return (s * (self.codes.astype(np.int16) - z).astype(np.float32)).astype(np.float32)
+
+    def permuted(self, n_head: int) -> _QWeight:
+        p = lambda a: None if a is None else permute_rows(a, n_head)
+        return _QWeight(p(self.codes), p(self.scales), p(self.zeros), p(self.mins), self.bits, self.group, self.ternary)
+
+
+def _qweight(graph, node) -> _QWeight:
+    a = node.attrs
+    packed, scales, offsets = (graph.consts[i] for i in node.inputs[1:4])
+    codes = unpack(packed, a["bits"], a["layout"], a["k"])
+    mins = np.asarray(offsets, np.float32) if a.get("mins") else None
+    zeros = None if a.get("mins") else np.asarray(offsets, np.uint8)
+    return _QWeight(codes, np.asarray(scales, np.float32), zeros, mins, a["bits"], a["group_size"], bool(a.get("ternary")))
+
+
+def encode_qweight(q: _QWeight, what: str, fallback: str):
+    """(GGUF type name, data, exported float weights, fell back?) for one quantized weight; `what` names it in errors."""
+    k = q.codes.shape[1]
+    if q.mins is None and q.symmetric and not q.ternary and q.group % BLOCK == 0 and q.bits == 8:
+        return ("Q8_0", *encode_q8_0(q.codes, q.scales, q.group, what), False)
+    if q.mins is None and q.symmetric and not q.ternary and q.group % BLOCK == 0 and q.bits == 4:
+        return ("Q4_0", *encode_q4_0(q.codes, q.scales, q.group, what), False)
+    if q.bits == 4 and not q.ternary and q.group % BLOCK == 0:
+        mins = q.mins if q.mins is not None else -q.scales * q.zeros.astype(np.float32)
+        return ("Q4_1", *encode_q4_1(q.codes, q.scales, mins, q.group, what), False)
+    if q.ternary and q.symmetric and q.group % QK_K == 0 and k % QK_K == 0:
+        return ("TQ2_0", *encode_tq2_0(q.codes, q.scales, q.group, what), False)
+    if fallback == "error":
+        raise LowbitError(
+            f"{what}: no GGUF block type holds it exactly (Q8_0: w8 symmetric, Q4_0/Q4_1: w4, TQ2_0: ternary with groups of 256; "
+            f"groups a multiple of 32)",
+            "pass --fallback f16 or --fallback f32 to store such layers dequantized, or compile with e.g. --quant w4g32",
+        )
+    w = q.dequantize()
+    if fallback == "f16":
+        h = w.astype(np.float16)
+        return "F16", h, h.astype(np.float32), True
+    return "F32", w, w, True
+
+
+# ---- metadata ----------------------------------------------------------------------------------------------
+
+def _source_gguf(art: Artifact) -> Path | None:
+    src = art.manifest.get("model", {}).get("source", {}) or {}
+    if src.get("kind") == "package" and src.get("name") == SMOLLM2:
+        return smollm2_path()
+    for key in ("path", "file", "gguf"):
+        p = src.get(key)
+        if isinstance(p, str) and p.endswith(".gguf") and Path(p).is_file():
+            return Path(p)
+    return None
+
+
+def _read_fields(source: Path) -> list[tuple[str, object, object, object]]:
+    """(key, value, GGUF type, array element type) of every metadata field of the source GGUF (read once:
+    GGUFReader takes seconds on a 50k-token vocabulary)."""
+    import gguf
+
+    out = []
+    for key, f in gguf.GGUFReader(source).fields.items():
+        if f.types:
+            sub = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+            out.append((key, f.contents(), f.types[0], sub))
+    return out
+
+
+def _copy_fields(writer, fields, prefixes: tuple[str, ...], skip: set[str]):
+    """Re-emit the source GGUF's metadata under `prefixes` as it was (tokenizer, general info)."""
+    for key, value, vtype, sub in fields:
+        if key.startswith(prefixes) and key not in skip:
+            writer.add_key_value(key, value, vtype, sub_type=sub)
+
+
+def _byte_vocab(writer, tok, vocab: int):
+    """lowbit's byte tokenizer (pad/bos/eos, then byte b = id b + 3) as a SentencePiece vocabulary of byte tokens:
+    llama.cpp's byte fallback then encodes text exactly as lowbit does. llama.cpp writes spaces as U+2581 before
+    tokenizing, so the space byte's token is that piece."""
+    import gguf
+
+    tokens = ["<pad>", "<s>", "</s>"] + [("\u2581" if b == 0x20 else f"<0x{b:02X}>") for b in range(256)]
+    types = [gguf.TokenType.CONTROL] * 3 + [(gguf.TokenType.NORMAL if b == 0x20 else gguf.TokenType.BYTE) for b in range(256)]
+    if vocab < len(tokens):
+        raise LowbitError(f"the model's vocabulary has {vocab} rows, fewer than the byte tokenizer's {len(tokens)}", "export a model with a real tokenizer")
+    tokens += [f"<unused{i}>" for i in range(vocab - len(tokens))]
+    types += [gguf.TokenType.UNUSED] * (vocab - len(types))
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * vocab)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_pad_token_id(0)
+    writer.add_add_bos_token(bool(getattr(tok, "add_bos", True)))
+    writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(False)
+
+
+def _hf_vocab(writer, tok, vocab: int):
+    """A byte-level BPE tokenizer.json (GPT-2 style) as GGUF's "gpt2" tokenizer."""
+    import json
+
+    import gguf
+
+    data = json.loads(Path(tok.path).read_text())
+    model = data.get("model", {})
+    pre = json.dumps(data.get("pre_tokenizer"))
+    if model.get("type") != "BPE" or "ByteLevel" not in pre:
+        raise LowbitError(f"tokenizer {tok.path.name} is not a byte-level BPE tokenizer, which is all the GGUF export writes",
+                          "export a GGUF-sourced or GPT-2-style byte-level BPE model")
+    ids = dict(model["vocab"])
+    special = {}
+    for t in data.get("added_tokens", []):
+        ids[t["content"]] = t["id"]
+        if t.get("special"):
+            special[t["content"]] = t["id"]
+    tokens = [f"[PAD{i}]" for i in range(vocab)]
+    types = [gguf.TokenType.UNUSED] * vocab
+    for text, i in ids.items():
+        if i < vocab:
+            tokens[i] = text
+            types[i] = gguf.TokenType.CONTROL if text in special else gguf.TokenType.NORMAL
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm" if '"individual_digits": true' in pre else "gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([int(t) for t in types])
+    writer.add_token_merges(merges)
+    _special_ids(writer, tok)
+
+
+def _special_ids(writer, tok):
+    bos = getattr(tok, "bos_id", None)
+    eos = list(getattr(tok, "eos_ids", None) or [])
+    if bos is not None:
+        writer.add_bos_token_id(int(bos))
+    if eos:
+        writer.add_eos_token_id(int(eos[0]))
+        if len(eos) > 1:
+            writer.add_eot_token_id(int(eos[1]))
+    writer.add_add_bos_token(bool(getattr(tok, "add_bos", False)))
+    tmpl = getattr(tok, "chat_template", None)
+    if tmpl:
+        writer.add_chat_template(tmpl)
+
+
+def _token_list_vocab(writer, tok, vocab: int):
+    """A tokenizer that carries its GGUF-style vocabulary (tokens, merges or scores, types)."""
+    tokens = list(tok.tokens)
+    if len(tokens) != vocab:
+        raise LowbitError(f"the tokenizer has {len(tokens)} tokens, the model's vocabulary {vocab}", "recompile the artifact")
+    writer.add_tokenizer_model(getattr(tok, "model", None) or "gpt2")
+    writer.add_tokenizer_pre(getattr(tok, "pre", None) or "default")
+    writer.add_token_list(tokens)
+    if getattr(tok, "token_types", None) is not None:
+        writer.add_token_types([int(t) for t in tok.token_types])
+    if getattr(tok, "scores", None) is not None:
+        writer.add_token_scores([float(s) for s in tok.scores])
+    if getattr(tok, "merges", None):
+        writer.add_token_merges(list(tok.merges))
+    _special_ids(writer, tok)
+
+
+def _write_tokenizer(writer, art: Artifact, vocab: int, fields):
+    if fields is not None:
+        _copy_fields(writer, fields, ("tokenizer.",), set())
+        return
+    tok = art.tokenizer()
+    if tok is None:
+        raise LowbitError(f"artifact {art.path} has no tokenizer", "llama.cpp needs one: compile from a model with a tokenizer")
+    if getattr(tok, "tokens", None):
+        _token_list_vocab(writer, tok, vocab)
+    elif getattr(tok, "kind", "") == "bytes":
+        _byte_vocab(writer, tok, vocab)
+    elif getattr(tok, "kind", "") == "hf":
+        _hf_vocab(writer, tok, vocab)
+    else:
+        raise LowbitError(f"artifact {art.path}: tokenizer kind '{getattr(tok, 'kind', '?')}' cannot be written to GGUF", "export a GGUF-sourced or Hugging Face byte-level BPE model")
+
+
+def _file_type(counts: dict[str, int]):
+    import gguf
+
+    by = {"Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+          "TQ2_0": gguf.LlamaFileType.MOSTLY_TQ2_0, "F16": gguf.LlamaFileType.MOSTLY_F16}
+    quant = {t: c for t, c in counts.items() if t in by}
+    return by[max(quant, key=quant.get)] if quant else gguf.LlamaFileType.ALL_F32
+
+
+# ---- export ------------------------------------------------------------------------------------------------
+
+def default_output(artifact: str | Path) -> Path:
+    p = Path(artifact).resolve()
+    return p.parent / f"{p.name}.gguf"
+
+
+def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: str = "error", float_type: str = "f32") -> ExportReport:
+    """Write the artifact as GGUF (atomically: a temporary file renamed into place). Returns what was written
+    per tensor. fallback: 'error' | 'f16' | 'f32' for weights no GGUF block type holds exactly; float_type: 'f32' |
+    'f16' for float embedding / head matrices (norms and biases are always F32)."""
+    import gguf
+
+    if fallback not in FALLBACKS:
+        raise LowbitError(f"unknown fallback '{fallback}'", f"use one of {', '.join(FALLBACKS)}")
+    if float_type not in ("f32", "f16"):
+        raise LowbitError(f"unknown float type '{float_type}'", "use f32 or f16")
+    art = load_artifact(artifact)
+    if not art.causal:
+        raise LowbitError(f"artifact {art.path} is a {art.family} model; GGUF export writes llama-family causal LMs",
+                          "export an artifact compiled from a llama-family model (e.g. smollm2-135m, llama-tiny)")
+    out = Path(out) if out is not None else default_output(art.path)
+    if not out.parent.is_dir():
+        raise LowbitError(f"output folder {out.parent} does not exist", "create it first or choose another -o path")
+    if out.is_dir():
+        raise LowbitError(f"output {out} is a folder", "give a file name, e.g. -o model.gguf")
+
+    g = art.graph
+    hp = g.meta.get("hparams") or {}
+    cfg = art.manifest["model"].get("config") or {}
+    source = _source_gguf(art)
+    tensors: list[tuple[str, np.ndarray, object]] = []  # (name, data, raw GGML type or None)
+    reports: list[TensorReport] = []
+
+    def add_float(name: str, w: np.ndarray, f16: bool = False):
+        w = np.asarray(w, np.float32)
+        data = w.astype(np.float16) if f16 else w
+        change = block_rel_change(data.astype(np.float32), w) if f16 and w.ndim == 2 else 0.0
+        tensors.append((name, np.ascontiguousarray(data), None))
+        reports.append(TensorReport(name, "F16" if f16 else "F32", "float", change))
+
+    def add_quant(name: str, q: _QWeight, original: np.ndarray, layer: str):
+        t, data, w, fell = encode_qweight(q, f"layer {layer} ({name}, {q.spec})", fallback)
+        change = block_rel_change(w, original)
+        raw = getattr(gguf.GGMLQuantizationType, t) if t not in ("F16", "F32") else None
+        tensors.append((name, np.ascontiguousarray(data), raw))
+        reports.append(TensorReport(name, t, q.spec, change, fell))
+
+    def n_head_of(name: str) -> int | None:
+        if ".attn_q." in name:
+            return hp["heads"]
+        if ".attn_k." in name:
+            return hp["kv_heads"]
+        return None
+
+    embed_src = None  # the const(s) of the embedding table, to tell a tied head
+    done: set[str] = set()
+    for node in g.nodes:
+        if node.op == "embedding":
+            embed_src = (node.inputs[1],)
+            add_float("token_embd.weight", g.consts[node.inputs[1]], float_type == "f16")
+        elif node.op == "qembedding":
+            embed_src = tuple(node.inputs[1:4])
+            q = _qweight(g, node)
+            add_quant("token_embd.weight", q, q.dequantize(), node.inputs[1])
+        elif node.op in ("linear", "qlinear"):
+            head = "logits" in node.outputs
+            srcs = (node.inputs[1],) if node.op == "linear" else tuple(node.inputs[1:4])
+            if head and srcs == embed_src:
+                continue  # tied: llama.cpp reads token_embd when there is no output.weight
+            wname = node.inputs[1]
+            if node.op == "qlinear":
+                wname = re.sub(r"\.qweight$", ".weight", wname)
+            base = re.sub(r"\.weight$", "", wname)
+            name = "output.weight" if head else gguf_name(wname)
+            nh = n_head_of(name)
+            if node.op == "linear":
+                w = g.consts[node.inputs[1]]
+                add_float(name, permute_rows(w, nh) if nh else w, head and float_type == "f16")
+            else:
+                q = _qweight(g, node)
+                if nh:
+                    q = q.permuted(nh)
+                add_quant(name, q, q.dequantize(), base)
+            bias_in = node.inputs[2] if node.op == "linear" and len(node.inputs) == 3 else (node.inputs[4] if node.op == "qlinear" and len(node.inputs) == 5 else None)
+            if bias_in is not None:
+                b = g.consts[bias_in]
+                add_float(name[: -len(".weight")] + ".bias", permute_rows(b, nh) if nh else b)
+        elif node.op == "rmsnorm":
+            name = "output_norm.weight" if node.attrs.get("block") is None else gguf_name(node.inputs[1])
+            if name not in done:
+                add_float(name, g.consts[node.inputs[1]])
+                done.add(name)
+        elif node.op in ("layernorm",):
+            raise LowbitError(f"artifact {art.path} has layernorm nodes; GGUF export writes llama-family models", "export a llama-family artifact")
+    if hp.get("rope_scaling"):
+        from compiler.reference import rope_inv_freq
+
+        d = hp["head_dim"]
+        freqs = rope_inv_freq(d, hp["theta"], None) / rope_inv_freq(d, hp["theta"], hp["rope_scaling"])
+        add_float("rope_freqs.weight", freqs.astype(np.float32))
+
+    counts: dict[str, int] = {}
+    for r in reports:
+        counts[r.gguf_type] = counts.get(r.gguf_type, 0) + 1
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        w = gguf.GGUFWriter(tmp, "llama")
+        fields = _read_fields(source) if source is not None else None
+        if fields is not None:
+            _copy_fields(w, fields, ("general.",), {"general.architecture", "general.file_type", "general.quantization_version", "general.alignment"})
+        else:
+            w.add_name(art.manifest["model"].get("name") or g.name)
+        w.add_string("general.quantized_by", "lowbit")
+        w.add_file_type(int(_file_type(counts)))
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        w.add_context_length(int(cfg.get("max_position_embeddings") or hp.get("context") or 2048))
+        w.add_embedding_length(int(hp["hidden"]))
+        w.add_block_count(int(hp["layers"]))
+        w.add_feed_forward_length(int(hp["inter"]))
+        w.add_head_count(int(hp["heads"]))
+        w.add_head_count_kv(int(hp["kv_heads"]))
+        w.add_rope_dimension_count(int(hp["head_dim"]))
+        if hp["head_dim"] * hp["heads"] != hp["hidden"]:
+            w.add_key_length(int(hp["head_dim"]))
+            w.add_value_length(int(hp["head_dim"]))
+        w.add_rope_freq_base(float(hp["theta"]))
+        w.add_layer_norm_rms_eps(float(hp["eps"]))
+        w.add_vocab_size(int(hp["vocab"]))
+        _write_tokenizer(w, art, int(hp["vocab"]), fields)
+        for name, data, raw in tensors:
+            w.add_tensor(name, data, raw_dtype=raw)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ExportReport(out, reports)
