@@ -1,10 +1,13 @@
 """Calibration sequences for GPTQ: text through the model's tokenizer, or seeded random token ids for
 models with no real vocabulary (presets).
 
-The default text is a built-in passage plus the docstrings of a fixed list of Python standard-library
-modules: several hundred KB of English that every installation has, so calibration works offline. GPTQ
-needs many distinct tokens (its Hessian is K x K: with fewer distinct calibration rows than input features it
-overfits the calibration text), which one short passage cannot give.
+The default text is a short built-in passage (calib_text.txt) and two public-domain English texts shipped
+beside it (README.md there names their source and licence): about 540 KB of prose and dialogue, none of it
+shared with the evaluation text (runtime/data/alice.txt; tests/compiler/quant/test_calib.py checks). GPTQ
+needs many distinct tokens of ordinary text: its Hessian is K x K, and with few distinct calibration rows, or
+rows unlike the text the model will read, it overfits the calibration data. Measured on SmolLM2-135M w4g32
+(16 x 128 tokens, 4 windows of 512 tokens of alice.txt): calibrating on the built-in passage plus Python
+standard-library docstrings gave perplexity 42.4 (worse than RTN's 34.2), these texts 34.0.
 """
 
 from __future__ import annotations
@@ -16,31 +19,11 @@ import numpy as np
 from compiler.errors import LowbitError
 
 BUILTIN_TEXT = Path(__file__).with_name("calib_text.txt")
-STDLIB_MODULES = (
-    "argparse", "asyncio.events", "calendar", "collections", "csv", "datetime", "decimal", "difflib",
-    "email.message", "fractions", "functools", "heapq", "http.client", "inspect", "json", "logging", "os",
-    "pathlib", "pickle", "queue", "random", "re", "sched", "shutil", "smtplib", "socket", "statistics",
-    "string", "subprocess", "tarfile", "tempfile", "textwrap", "threading", "typing", "unittest.case",
-    "urllib.parse", "uuid", "wave", "xml.dom.minidom", "zipfile",
-)  # fmt: skip
+CORPUS_TEXTS = (Path(__file__).with_name("calib_lcet10.txt"), Path(__file__).with_name("calib_asyoulik.txt"))
 
 
 def default_text() -> str:
-    import ast
-    import importlib.util
-
-    parts = [BUILTIN_TEXT.read_text(encoding="utf-8")]
-    for mod in STDLIB_MODULES:
-        spec = importlib.util.find_spec(mod)
-        if spec is None or not (spec.origin or "").endswith(".py"):
-            continue
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc = ast.get_docstring(node)
-                if doc and len(doc) > 200:
-                    parts.append(doc)
-    return "\n\n".join(parts)
+    return "\n\n".join(p.read_text(encoding="utf-8") for p in (BUILTIN_TEXT, *CORPUS_TEXTS))
 
 
 def text_sequences(tok, text: str, n: int, seqlen: int, rng) -> list[np.ndarray]:

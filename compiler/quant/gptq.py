@@ -92,6 +92,23 @@ class HessianAccumulator:
         return (2.0 / self.n_rows) * self._xtx.astype(np.float64)
 
 
+def _inverse_lower(lower: np.ndarray, leaf: int = 128) -> np.ndarray:
+    """Inverse of a lower-triangular matrix by 2x2 blocks, [[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1,
+    D^-1]]: n^3/3 multiply-adds in matrix products, where a general inverse (LU) takes 2 n^3 and is 5-8x
+    slower at K = 1536."""
+    n = lower.shape[0]
+    if n <= leaf:
+        return np.linalg.inv(lower)
+    h = n // 2
+    ai = _inverse_lower(lower[:h, :h], leaf)
+    di = _inverse_lower(lower[h:, h:], leaf)
+    out = np.zeros_like(lower)
+    out[:h, :h] = ai
+    out[h:, h:] = di
+    out[h:, :h] = -(di @ (lower[h:, :h] @ ai))
+    return out
+
+
 def _inverse_upper_cholesky(h: np.ndarray, damp: float, name: str) -> np.ndarray:
     """Upper Cholesky factor U (H^-1 = U^T U) of the inverse of the damped Hessian, float64."""
     diag_mean = float(np.mean(np.diag(h)))
@@ -104,8 +121,8 @@ def _inverse_upper_cholesky(h: np.ndarray, damp: float, name: str) -> np.ndarray
             # R = J L J upper triangular, so H^-1 = R^-T R^-1 and U = R^-1 is the upper Cholesky factor of
             # H^-1 (the unique one with a positive diagonal). One factorization and one triangular inverse
             # instead of chol(H), the inverse, and chol(H^-1).
-            lower = np.linalg.cholesky(hd[::-1, ::-1])
-            u = np.triu(np.linalg.inv(lower[::-1, ::-1]))
+            lower = np.linalg.cholesky(np.ascontiguousarray(hd[::-1, ::-1]))
+            u = np.triu(_inverse_lower(lower)[::-1, ::-1])
         except np.linalg.LinAlgError:
             continue
         if np.isfinite(u).all():

@@ -262,3 +262,19 @@ def test_act_order_beats_rtn_with_outlier_features():
     er = output_error(x, w, quantize_rtn(w, spec))
     print(f"\nlayer output error: rtn {er:.2f}, gptq act-order {ea:.2f}, gptq {output_error(x, w, quantize_gptq(w, h, spec)):.2f}")
     assert ea < 0.9 * er
+
+
+def test_blocked_triangular_inverse_and_the_inverse_factor():
+    # K above the 128 leaf, odd, so the 2x2 block recursion runs on uneven halves.
+    from compiler.quant.gptq import _inverse_lower, _inverse_upper_cholesky
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((900, 301))
+    h = x.T @ x / 900
+    lower = np.linalg.cholesky(h)
+    inv = _inverse_lower(lower, leaf=64)
+    np.testing.assert_allclose(inv @ lower, np.eye(301), atol=1e-10)
+    assert not np.triu(inv, 1).any()
+    u = _inverse_upper_cholesky(h, 0.0, "w")
+    np.testing.assert_allclose(u.T @ u, np.linalg.inv(h), rtol=1e-8, atol=1e-10)
+    assert not np.tril(u, -1).any() and np.all(np.diag(u) > 0)
