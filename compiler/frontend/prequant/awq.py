@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compiler.errors import LowbitError
-from compiler.frontend.prequant.common import Layer, check_bits, group_of, make_weight, prefixes, scales_f32, tensor, type_name, unpack_fields
+from compiler.frontend.prequant.common import Layer, check_bits, group_of, make_weight, packed_layer, prefixes, type_name, unpack_fields
 
 ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 
@@ -29,10 +29,7 @@ def import_awq(qc: dict, weights: dict, where: Path) -> dict[str, Layer]:
         raise LowbitError(f"AWQ checkpoint {where} has zero_point false", "lowbit imports AWQ GEMM checkpoints with zero points (zero_point: true)")
     layers = {}
     for p in prefixes(weights, ".qweight"):
-        qweight = tensor(weights, p + ".qweight", where, m, int32=True)
-        qzeros = tensor(weights, p + ".qzeros", where, m, int32=True)
-        sc_name = p + ".scales"
-        scales = scales_f32(tensor(weights, sc_name, where, m), sc_name, where, m)
+        qweight, qzeros, scales = packed_layer(weights, p, where, m)
         if qweight.ndim != 2 or scales.ndim != 2:
             raise LowbitError(f"AWQ layer {p} in {where}: qweight and scales must be 2-D", "use the checkpoint as its quantizer wrote it")
         k, n = qweight.shape[0], qweight.shape[1] * 8

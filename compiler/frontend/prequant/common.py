@@ -101,6 +101,14 @@ def scales_f32(s: np.ndarray, name: str, where: Path, method: str) -> np.ndarray
     return np.ascontiguousarray(s, dtype=np.float32)  # fp16 / bf16 were widened exactly on reading
 
 
+def packed_layer(weights: dict, prefix: str, where: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(qweight int32, qzeros int32, scales float32) of one GPTQ / AWQ layer, each named in its error."""
+    qweight = tensor(weights, prefix + ".qweight", where, method, int32=True)
+    qzeros = tensor(weights, prefix + ".qzeros", where, method, int32=True)
+    scales = scales_f32(tensor(weights, prefix + ".scales", where, method), prefix + ".scales", where, method)
+    return qweight, qzeros, scales
+
+
 def make_weight(codes, scales, zeros, bits, group, method, prefix, where) -> QuantizedWeight:
     try:
         return QuantizedWeight(np.ascontiguousarray(codes), np.ascontiguousarray(scales), np.ascontiguousarray(zeros), bits, group)

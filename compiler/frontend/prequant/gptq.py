@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import LowbitError
-from compiler.frontend.prequant.common import Layer, check_bits, group_of, make_weight, prefixes, scales_f32, tensor, type_name, unpack_bitstream
+from compiler.frontend.prequant.common import Layer, check_bits, group_of, make_weight, packed_layer, prefixes, type_name, unpack_bitstream
 
 FORMATS = ("gptq", "gptq_v2")
 
@@ -45,10 +45,7 @@ def import_gptq(qc: dict, weights: dict, where: Path) -> dict[str, Layer]:
     desc_act = bool(qc.get("desc_act", False))
     layers = {}
     for p in prefixes(weights, ".qweight"):
-        qweight = tensor(weights, p + ".qweight", where, m, int32=True)
-        qzeros = tensor(weights, p + ".qzeros", where, m, int32=True)
-        sc_name = p + ".scales"
-        scales = scales_f32(tensor(weights, sc_name, where, m), sc_name, where, m)
+        qweight, qzeros, scales = packed_layer(weights, p, where, m)
         if qweight.ndim != 2 or qzeros.ndim != 2 or scales.ndim != 2:
             raise LowbitError(f"GPTQ layer {p} in {where}: qweight, qzeros and scales must be 2-D", "use the checkpoint as its quantizer wrote it")
         if (qweight.shape[0] * 32) % bits:
