@@ -231,15 +231,37 @@ def build(cfg: ArrayConfig, simulator: str = "icarus", waves: str | None = None)
     """Generate and compile `cfg`'s array; returns (runner, build_dir, toplevel, seconds).
 
     waves: None, "fst" or "vcd" (the trace format compiled in; Icarus only does FST)."""
-    from cocotb_tools.runner import get_runner
-
-    from rtl.gen.common import module_name, write_verilog
+    from rtl.gen.common import module_name
 
     check_simulator(simulator)
     root = build_root()
     top = module_name(cfg)
     key = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     bd = root / simulator / f"{top}-{key}{'-' + waves if waves else ''}"
+    # Concurrent runs (pytest-xdist workers, two users' sweeps) share the cache: one builds, the others wait.
+    with build_lock(bd):
+        return _build_locked(cfg, simulator, waves, bd, top)
+
+
+@contextlib.contextmanager
+def build_lock(bd: Path):
+    """Exclusive lock on the cache folder bd (a lock file beside it), held while it is written."""
+    import fcntl
+
+    bd.parent.mkdir(parents=True, exist_ok=True)
+    with open(bd.parent / f".{bd.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_locked(cfg: ArrayConfig, simulator: str, waves: str | None, bd: Path, top: str):
+    from cocotb_tools.runner import get_runner
+
+    from rtl.gen.common import write_verilog
+
     src = write_verilog(cfg, bd / "src")
     runner = get_runner(simulator)
     t0 = time.time()
@@ -248,7 +270,7 @@ def build(cfg: ArrayConfig, simulator: str = "icarus", waves: str | None = None)
     env: dict = {}
     build_args: list[str] = []
     if simulator == "verilator":
-        env.update(_verilator_env(root))
+        env.update(_verilator_env(bd.parents[1]))
         env["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         build_args = ["-CFLAGS", "-std=c++20", "-Wno-fatal", "-O3"]
         if waves == "fst":

@@ -29,7 +29,7 @@ from pathlib import Path
 from compiler.errors import LowbitError
 from hwsim.designs import DESIGNS
 from rtl.gen.common import module_name, write_verilog
-from rtl.sim import build_root, make_config
+from rtl.sim import build_lock, build_root, make_config
 
 # yosys's own CMOS costs for the gates it counts (kernel/cost.h), for cross-checking its total
 GATE_TRANSISTORS = {
@@ -76,6 +76,11 @@ def synthesize(
     cfg, _ = make_config(design, params)
     top = module_name(cfg)
     work = build_root() / "synth" / top
+    with build_lock(work):
+        return _synthesize_locked(design, cfg, top, work, out_json, timeout_s, reuse, exe)
+
+
+def _synthesize_locked(design, cfg, top, work: Path, out_json, timeout_s, reuse, exe) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     src = write_verilog(cfg, work)
     script = (
