@@ -10,7 +10,7 @@ from compiler.artifact import write_artifact
 from compiler.backends import BuildOptions, check_options, parse_targets
 from compiler.errors import LowbitError
 from compiler.frontend import Model, load_model
-from compiler.quant.spec import QuantSpec, parse_spec
+from compiler.quant.spec import ACT_MODES, QuantSpec, names_act, parse_spec
 
 # GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
 # [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
@@ -19,6 +19,16 @@ CALIB_DEFAULTS = {"bert": (64, 32), "llama": (16, 128)}
 
 
 KEEP = "keep"  # --quant keep: the checkpoint's own quantization (compiler.quant.keep)
+# --quant keep's activation mode without --act: float32 activations, so a kept model computes what the float of
+# the checkpoint computes (the same weights; only the order of float32 sums differs)
+KEEP_ACT = "a32"
+
+
+def check_act(act: str) -> str:
+    act = act.lower()
+    if act not in ACT_MODES:
+        raise LowbitError(f"unknown activation mode '{act}'", "use --act a16, --act a8 or --act a32")
+    return act
 
 
 def resolve_spec(quant: str, act: str | None) -> QuantSpec | None:
@@ -27,12 +37,10 @@ def resolve_spec(quant: str, act: str | None) -> QuantSpec | None:
     spec = parse_spec(quant)
     if act is None:
         return spec
-    act = act.lower()
-    if act not in ("a8", "a16"):
-        raise LowbitError(f"unknown activation mode '{act}'", "use --act a8 or --act a16")
+    act = check_act(act)
     if spec is None:
         raise LowbitError("--act needs quantized weights", "drop --act or pass --quant, e.g. --quant w4g128 --act a8")
-    if "a8" in quant.lower() or "a16" in quant.lower():
+    if names_act(quant):
         if spec.act != act:
             raise LowbitError(f"--act {act} contradicts the quant spec '{quant}'", "give the activation mode once")
         return spec
@@ -63,16 +71,15 @@ def compile_model(
     array). smooth: SmoothQuant alpha; rescales every layernorm -> linear site before quantizing (an exact float
     rewrite, compiler.passes.smooth; measured on the calibration data). act_order: GPTQ's act-order.
     quant_head: also RTN-quantize the LM head (causal LMs) at this spec, e.g. 'w8pc' (default: float).
-    quant='keep': keep the checkpoint's own quantization (compiler.quant.keep). quant_layer: per-layer
+    quant='keep': keep the checkpoint's own quantization (compiler.quant.keep), at float32 activations (a32)
+    unless `act` names another mode. quant_layer: per-layer
     overrides 'PATTERN=SPEC,...' (compiler.quant.layers). The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
 
     keep = quant.strip().lower() == KEEP
     spec = resolve_spec(quant, act)
-    if keep and act is not None and act.lower() not in ("a8", "a16"):
-        raise LowbitError(f"unknown activation mode '{act}'", "use --act a8 or --act a16")
-    model_act = (act or "a16").lower() if keep else (spec.act if spec is not None else "a16")
+    model_act = (check_act(act) if act is not None else KEEP_ACT) if keep else (spec.act if spec is not None else "a16")
     overrides = parse_overrides(quant_layer, model_act)
     if keep and smooth is not None:
         raise LowbitError("--smooth rescales weights, which --quant keep leaves as the checkpoint stores them",

@@ -84,8 +84,8 @@ class QLinearWeights:
 
 def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Per-group sums acc [J, M, N] (float32, or float64 when an A8 sum could exceed 2^24), the per-token
-    activation scale (A8) or None (A16), and for scale-and-minimum groups the per-group activation sums
-    xs [J, M] (of qa for A8, exact; of the fp16 activations for A16), else None."""
+    activation scale (A8) or None (A16, A32), and for scale-and-minimum groups the per-group activation sums
+    xs [J, M] (of qa for A8, exact; of the fp16 activations for A16; of the float32 activations for A32), else None."""
     m, k = x2.shape
     j, g = k // w.group, w.group
     if act == "a8":
@@ -93,8 +93,9 @@ def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray
         xg = qa.astype(np.float32).reshape(m, j, g).transpose(1, 0, 2)
         xs = xg.sum(axis=2) if w.mins_t is not None else None  # |sum| <= 127 g: exact in float32
         return group_sums(xg, w.wg, exact_int=True), sa, xs
-    x16 = x2.astype(np.float16).astype(np.float32)  # A16: activations are fp16 values
-    xg = x16.reshape(m, j, g).transpose(1, 0, 2)
+    # A16: activations are fp16 values; A32: float32 as given (weight-only quantization)
+    xf = x2.astype(np.float32) if act == "a32" else x2.astype(np.float16).astype(np.float32)
+    xg = xf.reshape(m, j, g).transpose(1, 0, 2)
     xs = xg.sum(axis=2, dtype=np.float32) if w.mins_t is not None else None
     return np.matmul(xg, w.wg), None, xs
 

@@ -17,7 +17,7 @@ from collections import Counter
 from compiler.errors import LowbitError
 from compiler.ir import Graph
 from compiler.quant.apply import LayerPlan, head_nodes, quantizable
-from compiler.quant.spec import QuantSpec, parse_spec
+from compiler.quant.spec import QuantSpec, names_act, parse_spec
 
 HEAD = "lm_head"
 
@@ -27,8 +27,7 @@ def with_act(text: str, act: str, what: str) -> QuantSpec | None:
     spec = parse_spec(text)
     if spec is None:
         return None
-    low = text.lower()
-    if ("a8" in low or "a16" in low) and spec.act != act:
+    if names_act(text) and spec.act != act:
         raise LowbitError(f"{what} '{text}': activation mode {spec.act} differs from the model's {act}",
                           "give every layer the model's activation mode (or leave it out of the spec)")
     return dataclasses.replace(spec, act=act)

@@ -3,7 +3,8 @@
 Grammar (case-insensitive):  WEIGHTS [GROUP] [ACT] [-sym|-asym|-min]
   WEIGHTS = w8 | w4 | w3 | w2 | ternary
   GROUP   = g32 | g64 | g128 | pc        (pc = one group per output channel; the default when omitted)
-  ACT     = a16 | a8                     (a16 = fp16 activations, the default; a8 = per-token dynamic int8)
+  ACT     = a16 | a8 | a32               (a16 = fp16 activations, the default; a8 = per-token dynamic int8;
+                                          a32 = float32 activations as given: weight-only quantization)
   -min    = scale-and-minimum groups (w = s q + m with a float minimum per group: llama.cpp's Q4_1 rule)
 Ternary weights are always symmetric (codes -1, 0, 1). A layer whose K the group does not divide uses the
 rule of compiler.groups (`QuantSpec.group_for`).
@@ -18,18 +19,18 @@ from compiler.errors import LowbitError
 from compiler.groups import GROUP_SIZES, layer_group
 
 WEIGHT_BITS = (8, 4, 3, 2)
-ACT_MODES = ("a16", "a8")
+ACT_MODES = ("a16", "a8", "a32")
 
 _SPEC_RE = re.compile(r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?$")
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32a32, w8pc, ternary, ternarya8, none"
 
 
 @dataclass(frozen=True)
 class QuantSpec:
     bits: int  # 8, 4, 3, 2; ternary is bits=2 with ternary=True (codes stored as q+1 in 2 bits)
     group_size: int  # 0 means per-channel (one group spanning all K input features)
-    act: str = "a16"
+    act: str = "a16"  # one of ACT_MODES
     symmetric: bool = True
     ternary: bool = False
     minimum: bool = False  # scale-and-minimum groups (w = s q + m); not symmetric
@@ -60,6 +61,12 @@ class QuantSpec:
         return cls(**d)
 
 
+def names_act(text: str) -> bool:
+    """Whether a spec string names its activation mode (`w4g32a8`), rather than taking the default or --act."""
+    m = _SPEC_RE.match(text.strip().lower())
+    return m is not None and m.group("act") is not None
+
+
 def parse_spec(text: str) -> QuantSpec | None:
     """Parse a spec string; `none` (or `float`) returns None, meaning the float model."""
     s = text.strip().lower()
@@ -87,7 +94,7 @@ def parse_spec(text: str) -> QuantSpec | None:
     if m.group("act") is not None:
         act = f"a{m.group('act')}"
         if act not in ACT_MODES:
-            raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16 or a8")
+            raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16, a8 or a32")
     symmetric = m.group("sym") not in ("asym", "min")
     minimum = m.group("sym") == "min"
     if tern and not symmetric:

@@ -1,5 +1,6 @@
 """The numeric contract of qlinear (docs/DESIGN.md): A8 integer group sums are exact; A16 sums per group in fp32 of
-fp16 activations; dequantization once per group."""
+fp16 activations; A32 the same sums of the float32 activations as given (weight-only quantization); dequantization
+once per group."""
 
 import numpy as np
 from hypothesis import given
@@ -76,6 +77,28 @@ def test_a16_matches_float64_on_fp16_activations(c):
     assert np.all(np.abs(y - ref) <= bound)
 
 
+@given(case())
+def test_a32_is_a16_without_the_rounding(c):
+    """A16 is A32 on the fp16-rounded activations, bit for bit (the same sums in the same order)."""
+    spec, w, x = c
+    p = prepared(quantize_rtn(w, spec), spec)
+    x16 = x.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(qlinear(x16, p, "a32"), qlinear(x, p, "a16"))
+    acc32, sa, xs = qlinear_acc(x, p, "a32")
+    assert sa is None and xs is None and acc32.dtype == np.float32
+
+
+@given(case())
+def test_a32_matches_float64_on_the_float32_activations(c):
+    spec, w, x = c
+    qw = quantize_rtn(w, spec)
+    y = qlinear(x, prepared(qw, spec), "a32")
+    xd = x.astype(np.float64)
+    ref = xd @ qw.dequantize().astype(np.float64).T
+    bound = 1e-5 * (np.abs(xd) @ np.abs(qw.dequantize().astype(np.float64)).T) + 1e-30
+    assert np.all(np.abs(y - ref) <= bound)
+
+
 def test_a8_activation_quantization_rule():
     x = np.array([[0.0, 1.0, -2.54, 127.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
     qa, sa = quantize_activations_a8(x)
@@ -126,6 +149,23 @@ def test_scale_and_minimum_a16_matches_float64_on_the_dequantized_weights(c):
     ref = x16 @ wd.T
     bound = 2e-5 * (np.abs(x16) @ (np.abs(wd) + np.repeat(np.abs(qw.mins.astype(np.float64)), qw.group_size, 1)).T) + 1e-30
     assert np.all(np.abs(y - ref) <= bound)
+
+
+@given(min_case())
+def test_scale_and_minimum_a32_matches_float64_on_the_dequantized_weights(c):
+    """xs = the group sums of the float32 activations as given (not rounded): A32 is the float model on the
+    dequantized weights, up to float32 summation."""
+    qw, x = c
+    p = prepared(qw, None)
+    _, _, xs = qlinear_acc(x, p, "a32")
+    g = qw.group_size
+    np.testing.assert_allclose(xs.T, x.astype(np.float64).reshape(len(x), -1, g).sum(-1), rtol=1e-5, atol=1e-5 * np.abs(x).max() * g)
+    y = qlinear(x, p, "a32")
+    xd = x.astype(np.float64)
+    wd = qw.codes.astype(np.float64) * np.repeat(qw.scales.astype(np.float64), g, 1) + np.repeat(qw.mins.astype(np.float64), g, 1)
+    bound = 2e-5 * (np.abs(xd) @ (np.abs(wd) + np.repeat(np.abs(qw.mins.astype(np.float64)), g, 1)).T) + 1e-30
+    assert np.all(np.abs(y - xd @ wd.T) <= bound)
+    np.testing.assert_array_equal(qlinear(x.astype(np.float16).astype(np.float32), p, "a32"), qlinear(x, p, "a16"))
 
 
 def test_scale_and_minimum_rtn_uses_the_whole_range_of_a_group_that_excludes_zero():

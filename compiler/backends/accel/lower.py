@@ -71,6 +71,9 @@ def layer_config(design: str, array: dict, attrs: dict, what: str) -> ArrayConfi
     """The ArrayConfig of one qlinear on `design`; LowbitError naming the fix when the array cannot run it.
     what: the layer or spec named in the message ("layer l0.q", "quant spec 'w8g128'")."""
     bits, group, act, tern = int(attrs["bits"]), int(attrs["group_size"]), attrs["act"], bool(attrs.get("ternary"))
+    if act not in ("a8", "a16"):  # the arrays take int8 activations, or A16 ones as block floating point
+        raise LowbitError(f"{what} has {act} activations; the {design} array takes a8 or a16 (block floating point)",
+                          "compile with --act a16 or --act a8")
     if bits > 4:
         raise LowbitError(
             f"{what} has {bits}-bit weights; the {design} array takes 1..4-bit codes (W4/W3/W2/ternary)",

@@ -6,7 +6,7 @@ build sm_90). Files:
 
 - builder.py  a general Builder over the MLIR bindings (tensor types with dynamic dims, linalg.generic with
               Python region bodies, elementwise ops, reductions, reshapes, slices, concat); no model ops
-- qlinear.py  the qlinear kernels in the contract's order (A16/A8 activations, unpack + group sum in one
+- qlinear.py  the qlinear kernels in the contract's order (A16/A8/A32 activations, unpack + group sum in one
               generic, then the per-group dequantization and one epilogue), on the stored or the blocked layout,
               with zero points or scale-and-minimum groups; the qembedding gather
 - lower.py    Graph -> MLIR module, one converter per IR op (the float ops written with the Builder);

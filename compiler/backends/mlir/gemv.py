@@ -83,7 +83,7 @@ def gemv_module(attrs: dict, m: int | str = "M", lanes: int = 0):
             with ir.InsertionPoint(entry):
                 x, codes, scales, zeros = entry.arguments
                 B.bind_dims({"x": (x, (m, k))})
-                xin = qlinear.quantize_a8(B, x, m, k) if attrs["act"] == "a8" else (qlinear.round_f16(B, x, (m, k)), None)
+                xin = qlinear.quantize_a8(B, x, m, k) if attrs["act"] == "a8" else (qlinear.float_activations(B, x, (m, k), attrs["act"]), None)
                 if lanes:
                     y, _ = qlinear.qlinear_blocked(B, xin, m, codes, scales, zeros, None, attrs, lanes)
                 else:

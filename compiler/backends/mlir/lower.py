@@ -13,7 +13,7 @@ copy made at compile time (`relayout`, stored in the target folder's params.safe
 
 qlinear follows compiler/reference.py's contract (see qlinear.py): codes are unpacked from the bytes
 inside one linalg.generic that also computes the per-group sums (exact int32 for A8, fp32 of fp16 values
-for A16); a second generic applies the group scales to the finished group sums. Where N is a multiple of
+for A16, fp32 of the float32 activations as given for A32); a second generic applies the group scales to the finished group sums. Where N is a multiple of
 the lane count (LANES), weights are re-laid out "blocked" (L rows interleaved byte by byte) and the kernel
 vectorizes over rows; otherwise it reads the stored layout (the "groupsum" form, slower). Scale-and-minimum
 groups (attr mins) take the same kernels with the minimums in place of the zero points. qembedding gathers
@@ -64,7 +64,7 @@ class _Lowerer(GraphLowerer):
         self.params: list[str] = []
         self.kernels: dict[str, str] = {}
         self.a8_cache: dict[str, tuple] = {}
-        self.a16_cache: dict[str, object] = {}
+        self.a16_cache: dict[tuple[str, str], object] = {}  # (activation, act mode) -> the float activations a qlinear sums
         self.relayout: dict[str, np.ndarray] = {}
         self.blocked: dict[str, tuple[int, list[str]]] = {}  # qlinear output -> (lanes, relaid keys)
 
@@ -342,9 +342,10 @@ def _qlinear(L, n):
             L.a8_cache[src] = qlinear.quantize_a8(B, x2, lead, a["k"])
         xin = L.a8_cache[src]
     else:
-        if src not in L.a16_cache:
-            L.a16_cache[src] = qlinear.round_f16(B, x2, (lead, a["k"]))
-        xin = (L.a16_cache[src], None)
+        key = (src, a["act"])  # A16: rounded to fp16 once per activation; A32: x as given
+        if key not in L.a16_cache:
+            L.a16_cache[key] = qlinear.float_activations(B, x2, (lead, a["k"]), a["act"])
+        xin = (L.a16_cache[key], None)
     bias = L.value(n.inputs[4]) if len(n.inputs) == 5 else None
     if n.outputs[0] in L.blocked:
         lanes, keys = L.blocked[n.outputs[0]]

@@ -1,7 +1,8 @@
 """The qlinear (mpGEMM) kernel in the contract's order, y = x W^T (+ bias), codes q [N, K] packed along K,
 group size g, J = K / g groups:
 
-1. activations: A16 rounds x to fp16 and back (fp16 values, fp32 arithmetic: `round_f16`); A8 quantizes per
+1. activations: A16 rounds x to fp16 and back (fp16 values, fp32 arithmetic: `round_f16`); A32 takes x as
+   given (float32: `float_activations`); A8 quantizes per
    token (sa = max|x| / 127, qa = clamp(roundeven(x / sa), -127, 127) as i8: `quantize_a8`), once per
    activation tensor.
 2. group sums acc[m, n, j] = sum_k x[m, k] (q[n, k] - z[n, j]) in ONE linalg.generic over the bytes: its
@@ -14,7 +15,7 @@ group size g, J = K / g groups:
    y * sa[m] (A8) and + bias in one elementwise epilogue (`_epilogue`, shared by both forms).
 
 Scale-and-minimum groups (attrs["mins"], w = s q + m): the codes are summed without a zero point, the
-activations' group sums xs[m, j] (of qa for A8, exact; of the fp16 values for A16) are one more reduction,
+activations' group sums xs[m, j] (of qa for A8, exact; of the fp16 values for A16, of x for A32) are one more reduction,
 and step 3 becomes y[m, n] = sum_j (s[n, j] acc[m, n, j] + mins[n, j] xs[m, j]). `qembedding_rows` reads
 rows of such a table (or a zero-point one) from either layout and dequantizes them.
 
@@ -38,6 +39,11 @@ def round_f16(B: Builder, x, shape):
     from iree.compiler.dialects import arith
 
     return B.elementwise([x], shape, B.f32, lambda v: arith.extf(B.f32, arith.truncf(B.f16, v)))
+
+
+def float_activations(B: Builder, x, shape, act: str):
+    """The float activations a qlinear sums: rounded to fp16 and back (A16), or x itself (A32)."""
+    return x if act == "a32" else round_f16(B, x, shape)
 
 
 def quantize_a8(B: Builder, x, m, k):
@@ -131,7 +137,7 @@ def code_layout(attrs) -> tuple[int, int]:
 def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
     """The fallback qlinear on the stored layout (N not a multiple of the blocked kernel's lanes): the
     "groupsum" form, correct but slow (IREE vectorizes it poorly; see README.md). xin = (x f32 [M, K]
-    already rounded to fp16 values, None) for A16 or (qa i8 [M, K], sa f32 [M]) for A8. Returns
+    already rounded to fp16 values (A16) or as given (A32), None) for A16 / A32 or (qa i8 [M, K], sa f32 [M]) for A8. Returns
     (y f32 [M, N], form name)."""
     bits, g, n, k = a["bits"], a["group_size"], a["n"], a["k"]
     a8 = a["act"] == "a8"

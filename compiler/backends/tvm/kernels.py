@@ -1,8 +1,9 @@
 """The qlinear (mpGEMM) kernels and the rule table that picks one per layer.
 
-Every kernel implements the numeric contract (docs/DESIGN.md; the A16/A8 forms are spelled out in
-qlinear_te.py) and reads either the artifact's storage layouts directly or weights it re-laid out at
-compile time. A faster kernel (LUT, tile-blocked layouts) is one more `QLinearKernel` here and one more
+Every kernel implements the numeric contract (docs/DESIGN.md; the A16/A8/A32 forms are spelled out in
+qlinear_te.py) and reads either the artifact's storage layouts directly or weights it re-laid out at compile
+time. The kernels that carry A16 activations as 13-bit integers (vnni-cpu, lut-cpu) take no A32 layer (float32
+activations as given): their rules say so. A faster kernel (LUT, tile-blocked layouts) is one more `QLinearKernel` here and one more
 `Rule` in `rules()`: it may declare `relayout` (packed, scales, zeros -> the arrays it wants, saved in the
 target folder at compile time) and brings its own TE definition and schedule. A kernel that takes
 scale-and-minimum groups (float minimums in place of the zero points) says so (`mins=True`); no other is
@@ -37,6 +38,10 @@ class QLinearKernel:
     relayout: Callable | None = None
     about: str = ""
     mins: bool = False  # takes scale-and-minimum groups (QLinearShape.mins); a kernel without it is never chosen for them
+    # with relayout: code_at(packed, shape, n, k) -> the int32 code q[n, k] read from the re-laid-out codes, and the
+    # rows per block of its scales / zeros [N/rows, K/g, rows]: a tied table's embedding rows are read from the head's copy
+    code_at: Callable | None = None
+    rows: int = 0
 
 
 BLOCKED_CPU = QLinearKernel(
@@ -44,6 +49,8 @@ BLOCKED_CPU = QLinearKernel(
     kernels_cpu.blocked_te,
     kernels_cpu.schedule_blocked,
     kernels_cpu.relayout_blocked,
+    code_at=kernels_cpu.blocked_code_at,
+    rows=kernels_cpu.BLOCK,
     about="weights [N/64, K/g, g*bits/8, 64]: dequantize in register, fp32 group sums vectorized over 64 rows "
     "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside",
     mins=True,
@@ -53,6 +60,8 @@ VNNI_CPU = QLinearKernel(
     kernels_cpu.vnni_te,
     kernels_cpu.schedule_vnni,
     kernels_cpu.relayout_vnni,
+    code_at=kernels_cpu.vnni_code_at,
+    rows=kernels_cpu.VNNI_ROWS,
     about="weights [N/16, K/(4*8/b), 64] (16 rows x 4 k per 32-bit lane group), vpdpbusd int8 x code dot "
     "products into exact int32 group sums (A16: 13-bit activations as low 6 bits + high part, two products), one scale per group",
     mins=True,
@@ -62,6 +71,8 @@ LUT_CPU = QLinearKernel(
     kernels_lut.lut_te,
     kernels_lut.schedule_lut,
     kernels_lut.relayout_lut,
+    code_at=kernels_lut.lut_code_at,
+    rows=kernels_lut.BLOCK,
     about="bit-plane weights [N/64, K/g, g/8, 2, ceil(b/2), 64] index per-row tables of 16 sums of 4 activations (vpshufb on "
     "low/high table bytes, vpmaddubsw adds plane pairs); exact int32 group sums (A16 through 13-bit activations)",
     mins=True,
@@ -92,21 +103,23 @@ class Rule:
 FAST_CPU_RULES: list[Rule] = [
     Rule(
         lambda s: s.target == "cpu" and s.n % kernels_cpu.VNNI_ROWS == 0 and s.k % s.group == 0 and kernels_cpu.vnni_ok(s.bits, s.group)
-        and (s.act == "a8" or (s.bits == 4 and s.group % 16 == 0)),
+        and (s.act == "a8" or (s.act == "a16" and s.bits == 4 and s.group % 16 == 0)),
         VNNI_CPU,
         "A8 W4/W2/ternary and A16 W4 on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd (A16: 13-bit activations as two "
-        "int8 parts); at A16 W2/ternary the LUT kernel is faster (fewer instructions per code)",
+        "int8 parts, so not A32); at A16 W2/ternary the LUT kernel is faster (fewer instructions per code)",
     ),
     Rule(
-        lambda s: s.target == "cpu" and s.n % kernels_lut.BLOCK == 0 and s.k % s.group == 0 and kernels_lut.lut_ok(s.bits, s.group),
+        lambda s: s.target == "cpu" and s.act != "a32" and s.n % kernels_lut.BLOCK == 0 and s.k % s.group == 0 and kernels_lut.lut_ok(s.bits, s.group),
         LUT_CPU,
-        "W4/W3/W2/ternary on AVX-512BW hosts: table lookups beat dequantization (compute-bound on code->float); A8 where VNNI is absent",
+        "W4/W3/W2/ternary on AVX-512BW hosts: table lookups beat dequantization (compute-bound on code->float); A8 where VNNI is absent; "
+        "not A32 (its A16 is 13-bit activations)",
     ),
     Rule(
         lambda s: s.target == "cpu" and s.bits in (2, 3, 4, 8) and s.n % kernels_cpu.BLOCK == 0 and s.group % 4 == 0 and s.k % s.group == 0
-        and (s.act == "a16" or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
+        and (s.act != "a8" or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
         BLOCKED_CPU,
-        "64-row tiles; any M (rows loop inside a tile); A8 only where fp32 group sums are exact (g*127*(2^b-1) < 2^24)",
+        "64-row tiles; any M (rows loop inside a tile); A16 and A32 (float activations); A8 only where fp32 group sums are exact "
+        "(g*127*(2^b-1) < 2^24)",
     ),
 ]
 

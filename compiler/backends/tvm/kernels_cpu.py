@@ -18,8 +18,9 @@ Scale-and-minimum groups (shape.mins): `zeros` holds the minimums in the same [N
 as the scales (float32, or float16 where every value is an fp16 number: `param_dtype`); the group's activation
 sum (already formed for the zero point) serves them: y[m, nb, :] += s * acc + mn * sum_group(x).
 
-The group sum acc is fp32 in both activation modes:
+The group sum acc is fp32 in every activation mode:
 - A16: x is rounded to fp16 first (the contract), the sum is fp32 (the contract's A16 accumulator).
+- A32: the same with x as given (float32).
 - A8: x is the int8 code qa (an int32 tensor), converted to fp32. Every partial sum is an integer of magnitude
   <= g * 127 * (2^bits - 1); while that bound is below 2^24 every fp32 addition is exact, so acc equals the
   contract's int32 sum bit for bit (the rule only claims such groups: g < 66059 at 2 bits, < 8808 at 4 bits).
@@ -77,6 +78,14 @@ def relayout_blocked(packed, scales, zeros, shape):
     return {"packed": blocked, "scales": blocked_scales(scales, shape, BLOCK), "zeros": blocked_offsets(zeros, shape, BLOCK)}
 
 
+def blocked_code_at(packed: te.Tensor, shape, n, k):
+    """The code q[n, k] as an int32 expression on the blocked layout (a tied table's rows read from the head's copy)."""
+    g, bits = shape.group, shape.bits
+    per = 8 // bits
+    byte = packed[n // BLOCK, k // g, (k % g) // per, n % BLOCK].astype("int32")
+    return byte if per == 1 else (byte >> ((k % per) * bits).astype("int32")) & ((1 << bits) - 1)
+
+
 def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape, name: str = "acc", with_xs: bool = False):
     """acc[m, nb, j, ni] (fp32) over the blocked layout; A8: x is qa (int32) and the sums are exact integers.
     Scale-and-minimum groups: acc is the sum against q (`zeros` unread); with_xs also returns the activation
@@ -89,6 +98,8 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
 
     if shape.act == "a8":
         xf = te.compute(x.shape, lambda i, k: x[i, k].astype("float32"), name="x_f32")
+    elif shape.act == "a32":  # float32 activations as given
+        xf = x
     else:  # A16: activations rounded to fp16 once per call, not once per tile
         xf = te.compute(x.shape, lambda i, k: x[i, k].astype("float16").astype("float32"), name="x_f32")
 
@@ -214,6 +225,13 @@ def relayout_vnni(packed, scales, zeros, shape):
         byte |= (c[:, :, :, h, :] << (h * bits)).astype(np.uint8)
     blocked = np.ascontiguousarray(byte.transpose(0, 2, 1, 3).reshape(n // VNNI_ROWS, k // (4 * per), 64))
     return {"packed": blocked, "scales": blocked_scales(scales, shape, VNNI_ROWS), "zeros": blocked_offsets(zeros, shape, VNNI_ROWS)}
+
+
+def vnni_code_at(packed: te.Tensor, shape, n, k):
+    """The code q[n, k] as an int32 expression on the VNNI layout (a tied table's rows read from the head's copy)."""
+    per = 8 // shape.bits
+    byte = packed[n // VNNI_ROWS, k // (4 * per), (n % VNNI_ROWS) * 4 + k % 4].astype("int32")
+    return (byte >> (((k % (4 * per)) // 4) * shape.bits).astype("int32")) & ((1 << shape.bits) - 1)
 
 
 def vnni_te(shape):

@@ -13,7 +13,7 @@ the generated source).
 GEMM form (`gemm-cuda`): a block of 16 x 16 threads computes a 64 x 64 tile of y; each thread keeps a 4 x 4
 register tile. K is walked group by group, each group in chunks of KC (<= 64) codes:
 
-- stage xT[k, m] (x rounded to fp16, as fp32; A8: the int8 codes qa) and wT[k, n] = q[n, k] - z[n, j] (the
+- stage xT[k, m] (x rounded to fp16, as fp32; A32: x as given; A8: the int8 codes qa) and wT[k, n] = q[n, k] - z[n, j] (the
   codes unpacked once per block from the artifact's packed storage, no re-laid-out weights) into shared
   memory, transposed so that a thread's 4 consecutive rows / columns are 4 consecutive words;
 - each thread sums xT * wT over the chunk into its 4 x 4 group sums (registers);
@@ -23,7 +23,7 @@ register tile. K is walked group by group, each group in chunks of KC (<= 64) co
 
 Scale-and-minimum groups (shape.mins, the fourth input float minimums): wT = q (no zero point), and a small
 kernel before either launch forms the activation group sums xs[m, j] (qlinear_te.act_group_sums: fp32 sums of
-the fp16-rounded x, int32 sums of qa); each group then adds m[n, j] * xs[m, j] beside s[n, j] * acc.
+the fp16-rounded x or of x (A32), int32 sums of qa); each group then adds m[n, j] * xs[m, j] beside s[n, j] * acc.
 
 A8 group sums must be exact integers: they are fp32 when every partial sum stays below 2^24
 (g * 127 * (2^b - 1) < 2^24: W4 up to g = 8192, W8 up to 512), which is exact and twice as fast on CUDA cores as int32,
@@ -35,7 +35,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from compiler.backends.tvm.epilogue import scale_and_bias
-from compiler.backends.tvm.qlinear_te import act_group_sums, bind_elementwise_cuda, code_at, has_block, schedule_cuda_simple, schedule_cuda_warp
+from compiler.backends.tvm.qlinear_te import act_group_sums, bind_elementwise_cuda, code_at, has_block, schedule_cuda_simple, schedule_cuda_warp, x_act
 from compiler.errors import LowbitError
 from compiler.knobs import TVM_CUDA_GEMM_TILE, TVM_CUDA_GEMV_MAX_M
 
@@ -105,8 +105,8 @@ def gemm_te(shape):
         def xv(c, i):  # if_then_else: the load past M is never issued
             if shape.act == "a8":  # qa: int8 codes in int32
                 v = x[i, c] if a8_int else small_int_to_f32(x[i, c], cuda)
-            else:
-                v = x[i, c].astype("float16").astype("float32")
+            else:  # A16: fp16-rounded; A32: as given
+                v = x_act(x, i, c, shape.act)
             return tirx.if_then_else(i < m, v, tirx.const(0, acc_t))
 
         xT = te.compute((shape.k, mp), xv, name="x_t")

@@ -101,6 +101,19 @@ def relayout_lut(packed, scales, zeros, shape):
     return {"packed": np.ascontiguousarray(out), "scales": sc, "zeros": zz}
 
 
+def lut_code_at(packed: te.Tensor, shape, n, k):
+    """The code q[n, k] as an int32 expression on the LUT layout (a tied table's rows read from the head's copy):
+    bit b from the nibble of plane 2p + e (p = b // 2, e = b % 2) of k's chunk, at bit k % 4."""
+    g = shape.group
+    c = (k % g) // 4  # the chunk of 4 features within the group
+    code = tirx.const(0, "int32")
+    for b in range(shape.bits):
+        byte = packed[n // BLOCK, k // g, c // 2, (n % BLOCK) // 32, b // 2, (n % 32) * 2 + b % 2].astype("int32")
+        nib = (byte >> ((c % 2) * 4).astype("int32")) & 15
+        code = code | (((nib >> (k % 4).astype("int32")) & 1) << b)
+    return code
+
+
 def lut_reference(x: np.ndarray, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group: int, act: str, sa=None, mins=None) -> np.ndarray:
     """What the kernel computes, in numpy (float64 epilogue): A8 takes qa (int) and sa; A16 takes x (float).
     With `mins` (scale-and-minimum groups; `zeros` unused) each group adds mins * the sum of its integer activations."""

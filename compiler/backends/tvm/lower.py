@@ -4,7 +4,8 @@ The module has one function, `main(*graph inputs, *params)`, returning a tuple o
 order. Symbolic dims stay symbolic: "S" and "P" become int64 shape variables, "P+S" their sum, so one
 compiled module serves prefill (S = prompt length), decode (S = 1) and every KV-cache length P.
 Weights are parameters (never constants baked into the library): `LoweredModule.params` lists, in call
-order, where each parameter comes from (a graph constant, or an array re-laid-out for a kernel).
+order, where each parameter comes from (a graph constant, or an array re-laid-out for a kernel). A quantized
+table that a qembedding and its tied head share is one parameter set: the head kernel's copy where it makes one.
 
 Float ops use Relax ops (legalized by TVM, scheduled by dlight on GPUs) or small TE computes; qlinear goes
 through the rule table in kernels.py (or, with tuning, the measured choice of tune.py among the fast CPU
@@ -191,21 +192,25 @@ def _relayout(L, n) -> dict:
     return kern.relayout(*(L.g.consts[c] for c in n.inputs[1:4]), shape)
 
 
+def _relaid_params(L, n, kern: QLinearKernel) -> list:
+    """The parameters holding qlinear n's weights re-laid out for `kern` (packed, scales, zeros: the minimums of
+    scale-and-minimum groups), made by the first of the layer and a qembedding of the same table to ask."""
+    keys = [f"{c}@{kern.name}" for c in n.inputs[1:4]]
+    if keys[0] not in L.env:
+        new = L.relaid.pop(n.inputs[1], None) or _relayout(L, n)
+        for role, key in zip(("packed", "scales", "zeros"), keys):
+            L.relayout[key] = new[role]
+            L.param(key, new[role], "relayout", key)
+    return [L.env[k] for k in keys]
+
+
 @conv("qlinear")
 def _qlinear(L, n):
     a = n.attrs
     x = L.value(n.inputs[0])
     has_bias = len(n.inputs) == 5
     kern, shape = _choose(L, n)
-    if kern.relayout is not None:
-        new = L.relaid.pop(n.inputs[1], None) or _relayout(L, n)
-        ws = []
-        for role, c in zip(("packed", "scales", "zeros"), n.inputs[1:4]):  # ("zeros": the minimums of scale-and-minimum groups)
-            key = f"{c}@{kern.name}"
-            L.relayout[key] = new[role]
-            ws.append(L.param(key, new[role], "relayout", key))
-    else:
-        ws = [L.value(c) for c in n.inputs[1:4]]
+    ws = _relaid_params(L, n, kern) if kern.relayout is not None else [L.value(c) for c in n.inputs[1:4]]
     L.kernels[n.inputs[1]] = kern.name
     x2 = x
     lead = L.shape(n.inputs[0])
@@ -230,21 +235,27 @@ def _qlinear(L, n):
     return [y]
 
 
-def _qembedding_te(ids, packed, scales, offsets, a: dict):
+def _qembedding_te(ids, packed, scales, offsets, a: dict, kern: QLinearKernel | None = None, shape: QLinearShape | None = None):
     """rows[.., k] of the quantized table: s (q - z), or s q + m (attr mins); ids are clamped into the table
-    (as the float embedding's take(mode="clip"))."""
+    (as the float embedding's take(mode="clip")). With `kern` (a kernel that re-lays out weights, and the head's
+    `shape`), the arrays are that kernel's copy of the table: codes through kern.code_at, scales and zeros (or
+    minimums) [N/rows, K/g, rows], possibly fp16."""
     v, k, g = a["n"], a["k"], a["group_size"]
-    shape = ids.shape
 
     def row(*idx):
         i, c = idx[:-1], idx[-1]
         r = tirx.max(tirx.min(ids[i].astype("int64"), tirx.const(v - 1, "int64")), tirx.const(0, "int64"))
-        q = qlinear_te.code_at(packed, a["bits"], a["layout"], r, c)
+        if kern is None:
+            q = qlinear_te.code_at(packed, a["bits"], a["layout"], r, c)
+            s, o = scales[r, c // g], offsets[r, c // g]
+        else:
+            q = kern.code_at(packed, shape, r, c)
+            s, o = scales[r // kern.rows, c // g, r % kern.rows].astype("float32"), offsets[r // kern.rows, c // g, r % kern.rows]
         if a.get("mins"):
-            return scales[r, c // g] * q.astype("float32") + offsets[r, c // g]
-        return scales[r, c // g] * (q - offsets[r, c // g].astype("int32")).astype("float32")
+            return s * q.astype("float32") + o.astype("float32")
+        return s * (q - o.astype("int32")).astype("float32")
 
-    return te.compute((*shape, k), row, name="qembedding")
+    return te.compute((*ids.shape, k), row, name="qembedding")
 
 
 def _schedule_qembedding(kind: str):
@@ -268,11 +279,18 @@ def _schedule_qembedding(kind: str):
 
 @conv("qembedding")
 def _qembedding(L, n):
-    """A quantized table's rows (e.g. an embedding that is also the tied LM head): read from the artifact's
-    packed constants, which the head's qlinear shares (its kernel may read a re-laid-out copy of them)."""
-    ins = L.ins(n)
+    """A quantized table's rows (e.g. an embedding that is also the tied LM head). Where the head's kernel reads a
+    re-laid-out copy of the table, the rows are read from that copy, so the module takes the table once;
+    otherwise from the artifact's packed constants, which the head reads too."""
     L.sched["qembedding"] = _schedule_qembedding(L.kind)
-    return [L.bb.emit_te(lambda *t: _qembedding_te(*t, n.attrs), *ins, primfunc_name_hint="qembedding")]
+    head = next((m for m in L.g.nodes if m.op == "qlinear" and m.inputs[1:4] == n.inputs[1:4]), None)
+    kern, shape = _choose(L, head) if head is not None else (None, None)
+    if kern is not None and kern.relayout is not None and kern.code_at is not None:
+        table = _relaid_params(L, head, kern)
+    else:
+        kern, table = None, [L.value(c) for c in n.inputs[1:4]]
+    ids = L.value(n.inputs[0])
+    return [L.bb.emit_te(lambda *t: _qembedding_te(*t, n.attrs, kern, shape), ids, *table, primfunc_name_hint="qembedding")]
 
 
 @conv("matmul")

@@ -7,13 +7,14 @@ The numeric contract (docs/DESIGN.md), y[m, n] = sum_j s[n, j] * acc[m, n, j] (+
 
 - A16: x is rounded to fp16 (and back to fp32); acc[m, n, j] = sum_{k in group j} x[m, k] * (q[n, k] - z[n, j])
   in fp32; the integer weight (q - z) is formed in registers from the packed codes.
+- A32: the same sums of x as given (float32, not rounded: weight-only quantization).
 - A8: a separate stage (`act_quant_a8`, emitted once per activation even when several qlinears read it, e.g.
   q/k/v) gives sa[m] = max|x[m]| / 127 and qa = clamp(rint(x / sa), -127, 127) as int32; the group sums
   acc[m, n, j] = sum qa * (q - z) are int32 (exact: |acc| <= g * 127 * 255 < 2^31 for every g <= 65536),
   then y = sa[m] * sum_j s[n, j] * float(acc[m, n, j]).
 - Scale-and-minimum groups (shape.mins: the fourth input is a float32 minimum m[n, j] per group instead of the
   zero point): acc is formed with z = 0, the group's activation sum xs[m, j] (of the fp16-rounded x in fp32 for
-  A16, of qa in int32 for A8: exact) joins each group's term, y = (sa[m] *) sum_j (s[n, j] acc + m[n, j] xs[m, j]).
+  A16, of x in fp32 for A32, of qa in int32 for A8: exact) joins each group's term, y = (sa[m] *) sum_j (s[n, j] acc + m[n, j] xs[m, j]).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class QLinearShape:
     k: int
     bits: int
     group: int
-    act: str  # 'a16' | 'a8'
+    act: str  # 'a16' | 'a8' | 'a32'
     layout: str  # storage layout of the packed codes
     target: str  # 'cpu' | 'cuda'
     bias: bool = False
@@ -87,8 +88,8 @@ def act_quant_a8(x: te.Tensor):
 
 
 def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape: QLinearShape, name: str = "acc"):
-    """acc[m, n, j]: fp32 sums of fp16-rounded x (A16) or int32 sums of qa (A8) against (q - z) per group
-    (against q for scale-and-minimum groups: `zeros` is not read)."""
+    """acc[m, n, j]: fp32 sums of fp16-rounded x (A16), of x (A32), or int32 sums of qa (A8) against (q - z) per
+    group (against q for scale-and-minimum groups: `zeros` is not read)."""
     m = xq.shape[0]
     g, nj = shape.group, shape.k // shape.group
     kk = te.reduce_axis((0, g), name="kk")
@@ -107,24 +108,24 @@ def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape
 
     def body16(i, n, j):
         k = j * g + kk
-        return te.sum(x16(xq, i, k) * w_int(n, k, j).astype("float32"), axis=kk)
+        return te.sum(x_act(xq, i, k, shape.act) * w_int(n, k, j).astype("float32"), axis=kk)
 
     return te.compute((m, shape.n, nj), body16, name=name)
 
 
-def x16(x: te.Tensor, i, k):
-    """x rounded to fp16 (A16 activations), as fp32."""
-    return x[i, k].astype("float16").astype("float32")
+def x_act(x: te.Tensor, i, k, act: str):
+    """The float activation x[i, k] a kernel sums: rounded to fp16 and back (A16), or as given (A32)."""
+    return x[i, k] if act == "a32" else x[i, k].astype("float16").astype("float32")
 
 
 def act_group_sums(xq: te.Tensor, shape: QLinearShape, name: str = "x_gsum"):
     """xs[m, j]: the group sums of the activations (scale-and-minimum groups): int32 sums of qa (A8, exact),
-    fp32 sums of the fp16-rounded x (A16)."""
+    fp32 sums of the fp16-rounded x (A16) or of x (A32)."""
     g = shape.group
     r = te.reduce_axis((0, g), name="r")
     if shape.act == "a8":
         return te.compute((xq.shape[0], shape.k // g), lambda i, j: te.sum(xq[i, j * g + r], axis=r), name=name)
-    return te.compute((xq.shape[0], shape.k // g), lambda i, j: te.sum(x16(xq, i, j * g + r), axis=r), name=name)
+    return te.compute((xq.shape[0], shape.k // g), lambda i, j: te.sum(x_act(xq, i, j * g + r, shape.act), axis=r), name=name)
 
 
 def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinearShape, mins: te.Tensor | None = None, xs: te.Tensor | None = None):
@@ -143,7 +144,7 @@ def qlinear_epilogue(acc: te.Tensor, scales: te.Tensor, sa, bias, shape: QLinear
 
 
 def qlinear_te(shape: QLinearShape):
-    """The TE function for bb.emit_te: (x, packed, scales, zeros | mins, [bias]) -> y [M, N] for A16, and
+    """The TE function for bb.emit_te: (x, packed, scales, zeros | mins, [bias]) -> y [M, N] for A16 and A32, and
     (qa, packed, scales, zeros | mins, sa, [bias]) for A8 (qa, sa from `act_quant_a8`)."""
 
     def f(x, packed, scales, zeros, *rest):

@@ -77,3 +77,18 @@ def test_dyadic_scales_and_zeros_stored(llama_w3):
     assert np.array_equal(tensors["l1.k.E"], E) and np.array_equal(tensors["l1.k.zeros"][:128], zeros)
     assert not tensors["l1.k.mant"][128:].any()  # padded columns have scale 0: Y = 0 there
     assert np.all(golden.dyadic_value(mant, d, E) / scales - 1 < 2.0**-15)
+
+
+@pytest.mark.parametrize("design", ["lut-tc", "mixpe", "mac"])
+def test_a32_is_refused_at_check_time_in_one_line(design, tmp_path, capsys):
+    """The arrays take int8 or A16 block-floating-point activations: float32 activations (a32) are refused by the
+    target's check, before any model is loaded, with the fix; nothing is written."""
+    from hwsim.designs import DESIGNS
+    from tests.helpers import run_cli
+
+    assert design in DESIGNS
+    for args in (["--quant", "w4g32a32"], ["--quant", "w2g32", "--act", "a32"]):
+        code, _, se = run_cli(["compile", "llama-tiny", "-o", tmp_path / "o", *args, "--target", f"ref,{design}"], capsys)
+        lines = se.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and not (tmp_path / "o").exists(), se
+        assert f"the {design} array takes a8 or a16" in lines[0] and "--act a16 or --act a8" in lines[0]

@@ -23,8 +23,9 @@ from compiler.backends.tvm import kernels_cuda  # noqa: E402
 from compiler.backends.tvm import qlinear_te  # noqa: E402
 from compiler.reference import QLinearWeights, qlinear, quantize_activations_a8  # noqa: E402
 
-# (act, bits, group, k): A16 nibbles and bit planes, A8 with fp32-exact sums, A8 with int32 sums (W8 g4096)
-CASES = [("a16", 4, 128, 512), ("a16", 3, 64, 256), ("a8", 4, 128, 512), ("a8", 2, 32, 128), ("a8", 8, 4096, 8192)]
+# (act, bits, group, k): A16 nibbles and bit planes, A8 with fp32-exact sums, A8 with int32 sums (W8 g4096), A32
+# (float32 activations as given)
+CASES = [("a16", 4, 128, 512), ("a16", 3, 64, 256), ("a8", 4, 128, 512), ("a8", 2, 32, 128), ("a8", 8, 4096, 8192), ("a32", 2, 32, 128)]
 
 
 def _problem(act, bits, g, k, n=64, seed=5):
@@ -183,7 +184,7 @@ def test_generated_cuda_meets_the_contract_emulated_on_the_cpu(act, bits, g, k, 
 
 
 @pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU on this machine (the tvm-cuda run is checked where one is)")
-@pytest.mark.parametrize("act,bits,g,k", CASES[:3])
+@pytest.mark.parametrize("act,bits,g,k", [*CASES[:3], CASES[-1]])
 def test_gemm_cuda_meets_the_contract_on_a_gpu(act, bits, g, k):
     from compiler.backends.tvm.build import compile_lowered
     from compiler.backends.tvm.target import cuda_target

@@ -120,7 +120,7 @@ def test_scheduled_qlinear_kernel_meets_the_contract(act, bits):
 def test_rule_table_covers_every_spec_and_target():
     for target in ("cpu", "cuda"):
         for bits in (8, 4, 3, 2):
-            for act in ("a16", "a8"):
+            for act in ("a16", "a8", "a32"):
                 kern, shape = kernels.choose_qlinear_kernel(True, 2048, 8192, bits, 128, act, target, storage_layout(bits))
                 assert kern.schedule is not None and shape.target == target
     with pytest.raises(KeyError):
