@@ -6,11 +6,16 @@ is a bug and keeps its traceback.
 """
 
 
+def _one_line(s: str) -> str:
+    """Control characters escaped (a file or tensor name may hold a newline): the message stays one line."""
+    return s if s.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
 class LowbitError(Exception):
     def __init__(self, what: str, fix: str = ""):
-        self.what = what
-        self.fix = fix
-        super().__init__(what if not fix else f"{what}; {fix}")
+        self.what = _one_line(str(what))
+        self.fix = _one_line(str(fix))
+        super().__init__(self.what if not self.fix else f"{self.what}; {self.fix}")
 
     def line(self) -> str:
         return f"error: {self}"

@@ -45,8 +45,10 @@ def model_config(model: str) -> tuple[str, str, dict, str, bool]:
 
     p = Path(model)
     ternary = False
-    if p.is_dir() and (p / "config.json").is_file():
-        cfg = json.loads((p / "config.json").read_text())
+    if p.is_dir() and (p / "config.json").exists():
+        from compiler.frontend.hf import checked_config
+
+        cfg = checked_config(p)
         name, source = p.resolve().name, f"Hugging Face config {p / 'config.json'}"
     elif model.lower() == MINILM:
         cfg = json.loads((minilm_dir() / "config.json").read_text())

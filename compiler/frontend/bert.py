@@ -11,38 +11,76 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.errors import LowbitError
+from compiler.frontend.validate import MATCH, Fields, check_tensors
 from compiler.ir import Graph, TensorType
 
 ARCHITECTURES = ("BertModel", "BertForMaskedLM", "BertForPreTraining")
 
 
-def hparams(cfg: dict) -> dict:
-    h, nh = cfg["hidden_size"], cfg["num_attention_heads"]
-    act = cfg.get("hidden_act", "gelu")
+def hparams(cfg: dict, where="the model config") -> dict:
+    """The graph's hyperparameters, every field checked for type and range (errors name `where`)."""
+    f = Fields(cfg, where)
+    h, nh = f.integer("hidden_size"), f.integer("num_attention_heads")
+    if h % nh:
+        raise LowbitError(f"{where}: hidden_size {h} is not divisible by num_attention_heads {nh}", MATCH)
+    act = f.text("hidden_act", "gelu")
     if act not in ("gelu", "gelu_new", "gelu_pytorch_tanh"):
-        raise LowbitError(f"unsupported BERT activation '{act}' in config.json", "lowbit supports gelu and gelu_new (tanh)")
+        raise LowbitError(f"unsupported BERT activation '{act}' in {where}", "lowbit supports gelu and gelu_new (tanh)")
+    pos = f.text("position_embedding_type", "absolute")
+    if pos != "absolute":
+        raise LowbitError(f"{where}: position_embedding_type '{pos}' is not supported", "lowbit's BERT reads absolute position embeddings")
     return {
         "hidden": h,
         "heads": nh,
         "head_dim": h // nh,
-        "layers": cfg["num_hidden_layers"],
-        "inter": cfg["intermediate_size"],
-        "vocab": cfg["vocab_size"],
-        "max_positions": cfg.get("max_position_embeddings", 512),
-        "eps": float(cfg.get("layer_norm_eps", 1e-12)),
+        "layers": f.integer("num_hidden_layers"),
+        "inter": f.integer("intermediate_size"),
+        "vocab": f.integer("vocab_size"),
+        "max_positions": f.integer("max_position_embeddings", 512),
+        "eps": f.number("layer_norm_eps", 1e-12, hi=1.0),
         "gelu": "none" if act == "gelu" else "tanh",
-        "normalize": bool(cfg.get("normalize_embeddings", False)),
+        "normalize": f.flag("normalize_embeddings", False),
     }
 
 
-def _canonical(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def canonical_name(k: str) -> str:
     """Drop a leading 'bert.' and map old gamma/beta LayerNorm names to weight/bias."""
-    out = {}
-    for k, v in w.items():
-        k = k[5:] if k.startswith("bert.") else k
-        k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        out[k] = v
-    return out
+    k = k.removeprefix("bert.")
+    return k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
+def _canonical(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {canonical_name(k): v for k, v in w.items()}
+
+
+def tensor_shapes(hp: dict, type_vocab: int = 2) -> tuple[dict, dict]:
+    """(top-level tensor -> (shape, why), block tensor suffix -> (shape, why)) of what build_bert reads,
+    under canonical names; why names the config fields each shape follows from."""
+    h, i, v, p = hp["hidden"], hp["inter"], hp["vocab"], hp["max_positions"]
+    H, I = f"hidden_size {h}", f"intermediate_size {i}"
+    top = {
+        "embeddings.word_embeddings.weight": ((v, h), f"vocab_size {v}, {H}"),
+        "embeddings.position_embeddings.weight": ((p, h), f"max_position_embeddings {p}, {H}"),
+        "embeddings.token_type_embeddings.weight": ((type_vocab, h), f"type_vocab_size {type_vocab}, {H}"),
+        "embeddings.LayerNorm.weight": ((h,), H),
+        "embeddings.LayerNorm.bias": ((h,), H),
+    }
+    block = {}
+    for name, n, k, why_n, why_k in (("attention.self.query", h, h, H, H), ("attention.self.key", h, h, H, H), ("attention.self.value", h, h, H, H),
+                                     ("attention.output.dense", h, h, H, H), ("intermediate.dense", i, h, I, H), ("output.dense", h, i, H, I)):
+        block[name + ".weight"] = ((n, k), f"{why_n}, {why_k}")
+        block[name + ".bias"] = ((n,), why_n)
+    for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+        block[ln + ".weight"] = block[ln + ".bias"] = ((h,), H)
+    return top, block
+
+
+def check_weights(hp: dict, cfg: dict, weights: dict[str, np.ndarray], where, origins: dict | None = None) -> None:
+    """Every tensor build_bert reads has the shape the config implies (compiler.frontend.validate.check_tensors)."""
+    top, block = tensor_shapes(hp, Fields(cfg, where).integer("type_vocab_size", 2))
+    names = {canonical_name(k): k for k in weights}
+    src = {c: (origins or {}).get(k) for c, k in names.items()}
+    check_tensors({c: weights[k] for c, k in names.items()}, top, block, "encoder.layer.", hp["layers"], where, src)
 
 
 def build_bert(cfg: dict, weights: dict[str, np.ndarray], name: str) -> Graph:
@@ -74,7 +112,7 @@ def build_bert(cfg: dict, weights: dict[str, np.ndarray], name: str) -> Graph:
     x = layernorm(x, "embeddings.LayerNorm", "embed")
     for i in range(hp["layers"]):
         p = f"encoder.layer.{i}"
-        b = dict(block=i)
+        b = {"block": i}
         q = linear(x, p + ".attention.self.query", f"l{i}.q", i)
         k = linear(x, p + ".attention.self.key", f"l{i}.k", i)
         v = linear(x, p + ".attention.self.value", f"l{i}.v", i)

@@ -22,6 +22,7 @@ import numpy as np
 from compiler.errors import LowbitError
 from compiler.frontend import gguf_quant, llama
 from compiler.frontend.gguf_tokenizer import build_tokenizer
+from compiler.frontend.validate import a_kind, is_int, is_real, os_error, show
 from compiler.ir import IRError
 
 MAGIC = b"GGUF"
@@ -42,14 +43,13 @@ OPTIONAL = {"attn_q.bias": "self_attn.q_proj.bias", "attn_k.bias": "self_attn.k_
 TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
 IGNORED = ("rope_freqs.weight",)  # read for the RoPE scaling
 IGNORED_BLOCK = ("attn_rot_embd",)  # old converters' precomputed RoPE tables, unused by llama.cpp too
+CONSISTENT = "use a consistent GGUF model file"
 
 
 def is_gguf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == MAGIC
-    except OSError:
-        return False
+    """Whether the file starts with GGUF's magic (an OSError is the caller's to name)."""
+    with Path(path).open("rb") as f:
+        return f.read(4) == MAGIC
 
 
 def _reader_class():
@@ -77,7 +77,9 @@ def open_reader(path: Path):
 
     try:
         return _reader_class()(str(path), "r")
-    except (ValueError, OSError, IndexError, KeyError, struct.error, UnicodeDecodeError, TypeError, OverflowError, AssertionError, MemoryError) as e:
+    except OSError as e:
+        raise os_error(path, e, "check the path and its permissions") from None
+    except (ValueError, IndexError, KeyError, struct.error, UnicodeDecodeError, TypeError, OverflowError, AssertionError, MemoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LowbitError(f"{path} is not a readable GGUF file: truncated or corrupt ({msg[:160]})", "re-download or re-convert the model") from None
 
@@ -110,13 +112,20 @@ def _ignored(name: str) -> bool:
 
 
 def _num(meta: dict, key: str, where: Path, default=None, kind=int):
+    """A positive count (kind int) or a positive finite number (kind float) from the metadata."""
     v = meta.get(key, default)
     if v is None:
         raise LowbitError(f"{where} lacks the metadata key '{key}'", "use a complete GGUF model file (re-convert it with llama.cpp's convert_hf_to_gguf.py)")
+    ok = is_int if kind is int else is_real
+    want = "a positive integer" if kind is int else "a positive finite number"
     if isinstance(v, list):  # per-layer lists: lowbit's graph has one value for every layer
+        if not v or not all(ok(x) for x in v):
+            raise LowbitError(f"{where}: metadata key {key} is {show(v)}, expected {want} (or one per layer)", CONSISTENT)
         if len(set(v)) != 1:
             raise LowbitError(f"{where}: '{key}' differs between layers ({sorted(set(v))})", "lowbit imports models whose layers all have the same shape")
         v = v[0]
+    if not ok(v) or not math.isfinite(v) or v <= 0:
+        raise LowbitError(f"{where}: metadata key {key} is {show(v)} ({a_kind(v)}), expected {want}", CONSISTENT)
     return kind(v)
 
 
@@ -134,7 +143,10 @@ def _rope_divisors(scaling: dict, head_dim: int, theta: float) -> np.ndarray:
 
 def rope_scaling(meta: dict, arch: str, freqs: np.ndarray | None, head_dim: int, theta: float, where: Path) -> dict | None:
     kind = meta.get(f"{arch}.rope.scaling.type")
-    factor = meta.get(f"{arch}.rope.scaling.factor") or meta.get(f"{arch}.rope.scale_linear")
+    if kind is not None and not isinstance(kind, str):
+        raise LowbitError(f"{where}: metadata key {arch}.rope.scaling.type is {show(kind)}, expected a string", CONSISTENT)
+    fkey = f"{arch}.rope.scaling.factor" if meta.get(f"{arch}.rope.scaling.factor") is not None else f"{arch}.rope.scale_linear"
+    factor = _num(meta, fkey, where, 0.0, float) if meta.get(fkey) is not None else None
     if freqs is not None:
         freqs = np.asarray(freqs, np.float64).ravel()
         if np.all(freqs == 1.0):
@@ -159,6 +171,10 @@ def hf_config(meta: dict, arch: str, embd_rows: int, tied: bool, freqs, where: P
     hidden = _num(meta, f"{a}.embedding_length", where)
     heads = _num(meta, f"{a}.attention.head_count", where)
     kv = _num(meta, f"{a}.attention.head_count_kv", where, heads)
+    if heads % kv:
+        raise LowbitError(f"{where}: {a}.attention.head_count_kv {kv} does not divide {a}.attention.head_count {heads}", CONSISTENT)
+    if meta.get(f"{a}.attention.key_length") is None and hidden % heads:
+        raise LowbitError(f"{where}: {a}.embedding_length {hidden} is not divisible by {a}.attention.head_count {heads}", CONSISTENT)
     hd = _num(meta, f"{a}.attention.key_length", where, hidden // heads)
     if _num(meta, f"{a}.attention.value_length", where, hd) != hd:
         raise LowbitError(f"{where}: key and value head sizes differ", "lowbit imports models with one head size")
@@ -226,36 +242,51 @@ def load_gguf(path: Path):
     meta = read_metadata(reader)
     arch = meta.get("general.architecture")
     tensors = {t.name: t for t in reader.tensors}
-    if int(meta.get("split.count", 1) or 1) > 1:
+    split = meta.get("split.count")
+    if split is not None and (not is_int(split) or split < 0):
+        raise LowbitError(f"{path}: metadata key split.count is {show(split)}, expected a count", CONSISTENT)
+    if (split or 1) > 1:
         raise LowbitError(f"{path} is one of {meta['split.count']} split GGUF files", "merge them first: `llama-gguf-split --merge FIRST.gguf OUT.gguf`")
     if meta.get("general.type") == "vocab" or not tensors:
         raise LowbitError(f"{path} holds no weights (a vocabulary-only GGUF)", "pass the GGUF of the model itself")
-    if arch not in ARCHS:
+    if arch is None:
+        raise LowbitError(f"{path} lacks the metadata key general.architecture", "re-convert the model with llama.cpp's convert_hf_to_gguf.py")
+    if not isinstance(arch, str) or arch not in ARCHS:
         raise LowbitError(f"{path}: unsupported GGUF architecture {arch!r}", f"lowbit imports the GGUF architectures {', '.join(ARCHS)}")
     unknown = [n for n in tensors if _hf_name(n) is None and not _ignored(n)]
     if unknown:
         raise LowbitError(f"{path}: tensors this {arch} import does not know: {', '.join(sorted(unknown)[:6])}", "lowbit imports plain llama / qwen2 models")
     if "token_embd.weight" not in tensors:
         raise LowbitError(f"{path} lacks the tensor token_embd.weight", "use a complete GGUF model file")
+    if len(tensors["token_embd.weight"].shape) != 2:
+        raise LowbitError(f"{path}: tensor token_embd.weight has shape {[int(s) for s in reversed(tensors['token_embd.weight'].shape)]}, expected [vocab, hidden]", CONSISTENT)
     embd_rows = int(tensors["token_embd.weight"].shape[1])
     freqs = _dequantize(tensors["rope_freqs.weight"], path) if "rope_freqs.weight" in tensors else None
     cfg = hf_config(meta, arch, embd_rows, "output.weight" not in tensors, freqs, path)
+    llama.hparams(cfg, f"{path} (its metadata)")
     n_layers = cfg["num_hidden_layers"]
+    odd = sorted(n for n in tensors if n.startswith("blk.") and not n.split(".")[1].isdigit())
+    if odd:
+        raise LowbitError(f"{path}: tensor {odd[0]} names a block that is not a number", CONSISTENT)
+    blocks = {int(n.split(".")[1]) for n in tensors if n.startswith("blk.")}
+    if n_layers > max(blocks, default=-1) + 1:  # (before listing the tensors of n_layers blocks: it may be 4e9)
+        top = max(blocks, default=-1) + 1
+        raise LowbitError(f"{path}: {arch}.block_count is {n_layers}, but the file has no tensors of block {top} (blk.{top}.*)", "use a complete GGUF model file")
     need = ["token_embd.weight", "output_norm.weight", *(f"blk.{i}.{s}" for i in range(n_layers) for s in BLOCK)]
     missing = [n for n in need if n not in tensors]
     if missing:
         more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
         raise LowbitError(f"{path} lacks the tensors {', '.join(missing[:6])}{more}", "use a complete GGUF model file")
-    extra = sorted({int(n.split(".")[1]) for n in tensors if n.startswith("blk.")} - set(range(n_layers)))
+    extra = sorted(blocks - set(range(n_layers)))
     if extra:
-        raise LowbitError(f"{path} has tensors of block {extra[0]} but {arch}.block_count is {n_layers}", "use a consistent GGUF model file")
+        raise LowbitError(f"{path} has tensors of block {extra[0]} but {arch}.block_count is {n_layers}", CONSISTENT)
 
     shapes = expected_shapes(cfg)
     for name, t in tensors.items():
         want = shapes.get(name.split(".", 2)[2] if name.startswith("blk.") else name)
         got = tuple(int(s) for s in reversed(t.shape))
         if want is not None and got != want:
-            raise LowbitError(f"{path}: tensor {name} has shape {list(got)}, its metadata says {list(want)}", "use a consistent GGUF model file")
+            raise LowbitError(f"{path}: tensor {name} has shape {list(got)}, its metadata says {list(want)}", CONSISTENT)
 
     weights: dict[str, np.ndarray] = {}
     prequant: dict = {}
@@ -276,7 +307,7 @@ def load_gguf(path: Path):
         if arch in PERMUTED and role in heads:
             rows, nh = w.shape[0], heads[role]
             if rows % (2 * nh):
-                raise LowbitError(f"{path}: tensor {name} has {rows} rows, not a multiple of 2 x {nh} heads", "use a consistent GGUF model file")
+                raise LowbitError(f"{path}: tensor {name} has {rows} rows, not a multiple of 2 x {nh} heads", CONSISTENT)
             idx = unpermute_index(rows, nh)
             w = w[idx]
             qw = gguf_quant.permute_rows(qw, idx) if qw is not None else None
@@ -288,5 +319,5 @@ def load_gguf(path: Path):
     try:
         graph = llama.build_llama(cfg, weights, path.stem)
     except IRError as e:
-        raise LowbitError(f"the tensors in {path} do not match its metadata ({e})", "use a consistent GGUF model file") from None
+        raise LowbitError(f"the tensors in {path} do not match its metadata ({e})", CONSISTENT) from None
     return "llama", cfg, graph, tok, prequant, prequant_types

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from compiler.errors import LowbitError
 from compiler.frontend.tokenizer import END_TOKENS, HFTokenizer, dedup_ids
+from compiler.frontend.validate import a_kind, is_int, is_real, show
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 GPT2_RE = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -80,32 +81,57 @@ def _bpe(vocab: dict, merges: list, where: str, **kw):
         raise LowbitError(f"{where}: the vocabulary is inconsistent ({e})", "re-convert the model") from None
 
 
+def _typed(meta: dict, key: str, where: str, ok, want: str, default=None):
+    """meta[key] (default when absent), which must pass `ok`; else one line naming the key."""
+    v = meta.get(key)
+    if v is None:
+        return default
+    if not ok(v):
+        raise LowbitError(f"{where}: metadata key {key} is {show(v)} ({a_kind(v)}), expected {want}", "re-convert the model")
+    return v
+
+
+def _list_of(check):
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, bool)
+
+
 def build_tokenizer(meta: dict, where: str) -> HFTokenizer | None:
-    """meta: the GGUF metadata (key -> decoded value). None when the file has no vocabulary."""
+    """meta: the GGUF metadata (key -> decoded value). None when the file has no vocabulary. Every
+    tokenizer.ggml.* value is checked for its type first."""
     from tokenizers import AddedToken, Tokenizer, decoders, normalizers, processors
 
-    model = meta.get("tokenizer.ggml.model")
+    model = _typed(meta, "tokenizer.ggml.model", where, _is_str, "a string")
     if model is None:
         return None
-    tokens = list(meta.get("tokenizer.ggml.tokens") or [])
+    tokens = list(_typed(meta, "tokenizer.ggml.tokens", where, _list_of(_is_str), "a list of strings", []))
     if not tokens:
         raise LowbitError(f"{where}: tokenizer.ggml.tokens is missing or empty", "use a GGUF with its vocabulary")
-    types = [int(t) for t in meta.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens)]
+    types = _typed(meta, "tokenizer.ggml.token_type", where, _list_of(is_int), "a list of integers", [NORMAL] * len(tokens))
     if len(types) != len(tokens):
         raise LowbitError(f"{where}: {len(types)} token types for {len(tokens)} tokens", "re-convert the model")
     vocab = _vocab(tokens)
     if model == "gpt2":
-        merges = [_split_merge(m, where) for m in meta.get("tokenizer.ggml.merges") or []]
-        pre = meta.get("tokenizer.ggml.pre") or "default"
+        merges = [_split_merge(m, where) for m in _typed(meta, "tokenizer.ggml.merges", where, _list_of(_is_str), "a list of strings", [])]
+        pre = _typed(meta, "tokenizer.ggml.pre", where, _is_str, "a string") or "default"
         tok = Tokenizer(_bpe(vocab, merges, where, ignore_merges=PRE.get(pre) == "llama3"))
         tok.pre_tokenizer = _pre_tokenizer(pre, where)
         tok.decoder = decoders.ByteLevel()
         add_bos_default = False
     elif model == "llama":
-        scores = [float(s) for s in meta.get("tokenizer.ggml.scores") or [0.0] * len(tokens)]
+        scores = [float(s) for s in _typed(meta, "tokenizer.ggml.scores", where, _list_of(is_real), "a list of numbers", [0.0] * len(tokens))]
+        if len(scores) != len(tokens):
+            raise LowbitError(f"{where}: {len(scores)} token scores for {len(tokens)} tokens", "re-convert the model")
         unk = next((tokens[i] for i, t in enumerate(types) if t == UNKNOWN), None)
         tok = Tokenizer(_bpe(vocab, spm_merges(tokens, scores, types), where, unk_token=unk, fuse_unk=True, byte_fallback=True))
-        prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+        prefix = _typed(meta, "tokenizer.ggml.add_space_prefix", where, _is_bool, "true or false", True)
         steps = [normalizers.Prepend("▁")] if prefix else []
         tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "▁")])
         dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
@@ -119,25 +145,28 @@ def build_tokenizer(meta: dict, where: str) -> HFTokenizer | None:
     tok.add_tokens(user)
     specials = {t: vocab[t] for t, ty in zip(tokens, types) if ty in (CONTROL, UNKNOWN)}
 
-    def tid(key):
-        v = meta.get(key)
-        return int(v) if v is not None and 0 <= int(v) < len(tokens) else None
+    def tid(key):  # an id outside the vocabulary is ignored, as llama.cpp does
+        v = _typed(meta, key, where, is_int, "a token id")
+        return int(v) if v is not None and 0 <= v < len(tokens) else None
 
     bos, eos = tid("tokenizer.ggml.bos_token_id"), tid("tokenizer.ggml.eos_token_id")
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)) and bos is not None
-    add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False)) and eos is not None
+    add_bos = _typed(meta, "tokenizer.ggml.add_bos_token", where, _is_bool, "true or false", add_bos_default) and bos is not None
+    add_eos = _typed(meta, "tokenizer.ggml.add_eos_token", where, _is_bool, "true or false", False) and eos is not None
     if add_bos or add_eos:
         b, e = (f"{tokens[bos]} " if add_bos else ""), (f" {tokens[eos]}" if add_eos else "")
         pairs = [(tokens[i], i) for i in {*([bos] if add_bos else []), *([eos] if add_eos else [])}]
-        tok.post_processor = processors.TemplateProcessing(single=f"{b}$A{e}", pair=f"{b}$A{e} {b}$B{e}", special_tokens=pairs)
+        try:
+            tok.post_processor = processors.TemplateProcessing(single=f"{b}$A{e}", pair=f"{b}$A{e} {b}$B{e}", special_tokens=pairs)
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception for a token text it cannot template
+            raise LowbitError(f"{where}: the BOS / EOS tokens {show(tokens[bos] if add_bos else tokens[eos])} cannot start or end a sequence ({e})", "re-convert the model") from None
     eog = [eos, tid("tokenizer.ggml.eot_token_id"), tid("tokenizer.ggml.eom_token_id"), *(specials[t] for t in END_TOKENS if t in specials)]
-    template = meta.get("tokenizer.chat_template")
+    template = _typed(meta, "tokenizer.chat_template", where, _is_str, "text (a Jinja template)")
     return HFTokenizer(
         tokenizer=tok,
         bos_id=bos,
         eos_ids=dedup_ids(eog),
         add_bos=add_bos,
-        chat_template=template if isinstance(template, str) else None,
+        chat_template=template,
         special_tokens=specials,
         pad_id=tid("tokenizer.ggml.padding_token_id"),
     )

@@ -11,27 +11,62 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.errors import LowbitError
+from compiler.frontend.validate import MATCH, Fields, check_rope_scaling, check_tensors
 from compiler.ir import Graph, TensorType
 
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "BitNetForCausalLM")
 
 
-def hparams(cfg: dict) -> dict:
-    h = cfg["hidden_size"]
-    nh = cfg["num_attention_heads"]
+def hparams(cfg: dict, where="the model config") -> dict:
+    """The graph's hyperparameters, every field checked for type and range (errors name `where`)."""
+    f = Fields(cfg, where)
+    h = f.integer("hidden_size")
+    nh = f.integer("num_attention_heads")
+    nkv = f.integer("num_key_value_heads", nh)
+    hd = f.integer("head_dim", None)
+    if hd is None:
+        if h % nh:
+            raise LowbitError(f"{where}: hidden_size {h} is not divisible by num_attention_heads {nh}", MATCH)
+        hd = h // nh
+    if nh % nkv:
+        raise LowbitError(f"{where}: num_key_value_heads {nkv} does not divide num_attention_heads {nh}", MATCH)
+    if hd % 2:
+        raise LowbitError(f"{where}: the head size {hd} is odd (hidden_size / num_attention_heads, or head_dim)", "RoPE rotates pairs of dimensions: use the model's own config.json")
+    f.integer("max_position_embeddings", None)
     return {
         "hidden": h,
-        "inter": cfg["intermediate_size"],
-        "layers": cfg["num_hidden_layers"],
+        "inter": f.integer("intermediate_size"),
+        "layers": f.integer("num_hidden_layers"),
         "heads": nh,
-        "kv_heads": cfg.get("num_key_value_heads") or nh,
-        "head_dim": cfg.get("head_dim") or h // nh,
-        "vocab": cfg["vocab_size"],
-        "eps": float(cfg.get("rms_norm_eps", 1e-6)),
-        "theta": float(cfg.get("rope_theta", 10000.0)),
-        "rope_scaling": cfg.get("rope_scaling"),
-        "tied": bool(cfg.get("tie_word_embeddings", False)),
+        "kv_heads": nkv,
+        "head_dim": hd,
+        "vocab": f.integer("vocab_size"),
+        "eps": f.number("rms_norm_eps", 1e-6, hi=1.0),
+        "theta": f.number("rope_theta", 10000.0),
+        "rope_scaling": check_rope_scaling(cfg.get("rope_scaling"), where),
+        "tied": f.flag("tie_word_embeddings", False),
     }
+
+
+def tensor_shapes(hp: dict) -> tuple[dict, dict]:
+    """(top-level tensor -> (shape, why), block tensor suffix -> (shape, why)) of what the graph reads; why
+    names the config fields each shape follows from."""
+    h, i, v, nh, nkv, hd = hp["hidden"], hp["inter"], hp["vocab"], hp["heads"], hp["kv_heads"], hp["head_dim"]
+    H, I, V = f"hidden_size {h}", f"intermediate_size {i}", f"vocab_size {v}"
+    Q, KV = f"num_attention_heads {nh} x head_dim {hd}", f"num_key_value_heads {nkv} x head_dim {hd}"
+    top = {"model.embed_tokens.weight": ((v, h), f"{V}, {H}"), "model.norm.weight": ((h,), H), "lm_head.weight": ((v, h), f"{V}, {H}")}
+    block = {"input_layernorm.weight": ((h,), H), "post_attention_layernorm.weight": ((h,), H)}
+    for name, n, k, why_n, why_k in (("self_attn.q_proj", nh * hd, h, Q, H), ("self_attn.k_proj", nkv * hd, h, KV, H), ("self_attn.v_proj", nkv * hd, h, KV, H),
+                                     ("self_attn.o_proj", h, nh * hd, H, Q), ("mlp.gate_proj", i, h, I, H), ("mlp.up_proj", i, h, I, H), ("mlp.down_proj", h, i, H, I)):
+        block[name + ".weight"] = ((n, k), f"{why_n}, {why_k}")
+        block[name + ".bias"] = ((n,), why_n)
+    return top, block
+
+
+def check_weights(hp: dict, cfg: dict, w: dict[str, np.ndarray], where, origins: dict | None = None) -> None:
+    """Every tensor build_llama reads has the shape `hp` implies (compiler.frontend.validate.check_tensors)."""
+    top, block = tensor_shapes(hp)
+    check_tensors(w, top, block, "model.layers.", hp["layers"], where, origins)
 
 
 def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str) -> Graph:
@@ -57,7 +92,7 @@ def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str) -> Graph:
     present = []
     for i in range(L):
         p = f"model.layers.{i}"
-        b = dict(block=i)
+        b = {"block": i}
         pk = g.add_input(f"past_key.{i}", TensorType(("P", nkv, hd)))
         pv = g.add_input(f"past_value.{i}", TensorType(("P", nkv, hd)))
         a = g.add_node("rmsnorm", [x, const(p + ".input_layernorm.weight")], f"l{i}.attn_in", eps=hp["eps"], **b)[0]

@@ -97,7 +97,7 @@ def preset_weights(p: Preset, seed: int = 0) -> dict[str, np.ndarray]:
     def mat(n, k):  # drawn later, in parallel, each matrix from its own seeded stream
         return _Matrix(n, k)
 
-    def draw(m: "_Matrix", seq) -> np.ndarray:
+    def draw(m: _Matrix, seq) -> np.ndarray:
         r = np.random.default_rng(seq)
         w = r.standard_normal((m.n, m.k), dtype=np.float32)
         w *= np.float32(0.02)

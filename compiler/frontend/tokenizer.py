@@ -11,8 +11,10 @@ so an artifact reloads them without its source model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from compiler.errors import LowbitError
+from compiler.frontend.validate import a_kind, is_int, read_json_object, read_text, show
 
 TOKENIZER_FILE = "tokenizer.json"
 # end-of-turn / end-of-generation token texts (llama.cpp's list): generation stops at any that is a special token
@@ -79,10 +81,8 @@ class HFTokenizer:
         special_tokens: dict[str, int] | None = None,
         pad_id: int | None = None,
     ):
-        from tokenizers import Tokenizer
-
         self.path = Path(path) if path is not None else None
-        self._tok = tokenizer if tokenizer is not None else Tokenizer.from_file(str(self.path))
+        self._tok = tokenizer if tokenizer is not None else _load(self.path)
         self._tok.no_padding()  # one sequence per call: padding would leak pad tokens into mean pooling
         if special_tokens is None:
             special_tokens = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
@@ -146,6 +146,18 @@ class HFTokenizer:
         }
 
 
+def _load(path: Path):
+    """A tokenizer.json as a tokenizers.Tokenizer; a file it cannot read is one line naming it."""
+    from tokenizers import Tokenizer
+
+    text = read_text(path, "restore tokenizer.json from the original model")
+    try:
+        return Tokenizer.from_str(text)
+    except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception for a malformed file
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise LowbitError(f"{path} is not a tokenizer file the tokenizers library can read ({msg})", "restore tokenizer.json from the original model") from None
+
+
 def tokenizer_from_json(d: dict, folder: Path):
     if d["kind"] == "bytes":
         return ByteTokenizer(d.get("add_bos", True))
@@ -162,39 +174,53 @@ def tokenizer_from_json(d: dict, folder: Path):
     raise ValueError(f"unknown tokenizer kind {d['kind']}")
 
 
-def _json_or_empty(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return d if isinstance(d, dict) else {}
+def _object_if_present(path: Path) -> dict:
+    """A JSON object file the model may have ({} when absent); anything else in its place is an error."""
+    return read_json_object(path) if path.exists() else {}
 
 
-def _token_text(v) -> str | None:
+def _bad_field(path: Path, key: str, v, want: str):
+    raise LowbitError(f"{path}: {key} is {show(v)} ({a_kind(v)}), expected {want}", "restore the file from the original model")
+
+
+def _token_text(path: Path, tcfg: dict, key: str) -> str | None:
     """tokenizer_config.json writes a token as a string or as an AddedToken dict."""
-    if isinstance(v, dict):
-        v = v.get("content")
-    return v if isinstance(v, str) else None
+    v = tcfg.get(key)
+    text = v.get("content") if isinstance(v, dict) else v
+    if text is not None and not isinstance(text, str):
+        _bad_field(path, key, v, "a token's text or an AddedToken object")
+    return text
 
 
-def _id_list(v) -> list[int]:
-    if v is None:
-        return []
-    return [int(x) for x in v] if isinstance(v, list) else [int(v)]
+def _id_list(path: Path, cfg: dict, key: str) -> list[int]:
+    """A token id or a list of them (generation_config.json / config.json); a negative id means none."""
+    v = cfg.get(key)
+    ids = [] if v is None else v if isinstance(v, list) else [v]
+    if not all(is_int(i) for i in ids):
+        _bad_field(path, key, v, "a token id or a list of token ids")
+    return [int(i) for i in ids if i >= 0]
 
 
 def _chat_template(model_dir: Path, tcfg: dict) -> str | None:
+    where = model_dir / "tokenizer_config.json"
     t = tcfg.get("chat_template")
     if isinstance(t, list):  # [{"name": "default", "template": ...}, ...]
-        named = {x.get("name"): x.get("template") for x in t if isinstance(x, dict)}
+        if not all(isinstance(x, dict) and isinstance(x.get("template"), str) for x in t):
+            _bad_field(where, "chat_template", t, "text, or a list of {name, template} objects")
+        named = {x.get("name"): x["template"] for x in t}
         t = named.get("default") or next(iter(named.values()), None)
-    if isinstance(t, str):
+    if t is not None and not isinstance(t, str):
+        _bad_field(where, "chat_template", t, "text (a Jinja template)")
+    if t is not None:
         return t
     jinja = model_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text()
-    t = _json_or_empty(model_dir / "chat_template.json").get("chat_template")
-    return t if isinstance(t, str) else None
+    if jinja.exists():
+        return read_text(jinja)
+    path = model_dir / "chat_template.json"
+    t = _object_if_present(path).get("chat_template")
+    if t is not None and not isinstance(t, str):
+        _bad_field(path, "chat_template", t, "text (a Jinja template)")
+    return t
 
 
 def end_token_ids(special_tokens: dict[str, int]) -> list[int]:
@@ -206,30 +232,32 @@ def find_tokenizer(model_dir: Path):
     from tokenizer_config.json, generation_config.json, config.json and chat_template.jinja."""
     model_dir = Path(model_dir)
     f = model_dir / TOKENIZER_FILE
-    if not f.is_file():
+    if not f.exists():
         return None
     tok = HFTokenizer(f)
-    tcfg = _json_or_empty(model_dir / "tokenizer_config.json")
-    gcfg = _json_or_empty(model_dir / "generation_config.json")
-    cfg = _json_or_empty(model_dir / "config.json")
+    tpath, gpath, cpath = model_dir / "tokenizer_config.json", model_dir / "generation_config.json", model_dir / "config.json"
+    tcfg, gcfg, cfg = _object_if_present(tpath), _object_if_present(gpath), _object_if_present(cpath)
 
     def id_of(text):
         return tok.token_to_id(text) if text else None
 
-    bos = gcfg.get("bos_token_id", cfg.get("bos_token_id"))
-    if isinstance(bos, list):
-        bos = bos[0] if bos else None
-    if bos is None:
-        bos = id_of(_token_text(tcfg.get("bos_token")))
-    eos = [*_id_list(gcfg.get("eos_token_id")), *_id_list(cfg.get("eos_token_id"))]
-    eos.append(id_of(_token_text(tcfg.get("eos_token"))))
+    bos_path = gpath if gcfg.get("bos_token_id") is not None else cpath
+    bos_ids = _id_list(bos_path, gcfg if bos_path == gpath else cfg, "bos_token_id")
+    bos = bos_ids[0] if bos_ids else id_of(_token_text(tpath, tcfg, "bos_token"))
+    eos = [*_id_list(gpath, gcfg, "eos_token_id"), *_id_list(cpath, cfg, "eos_token_id")]
+    eos.append(id_of(_token_text(tpath, tcfg, "eos_token")))
     tok.bos_id = None if bos is None else int(bos)
-    pad = cfg.get("pad_token_id")
-    tok.pad_id = int(pad) if isinstance(pad, int) else id_of(_token_text(tcfg.get("pad_token")))
+    pad = _id_list(cpath, cfg, "pad_token_id")
+    tok.pad_id = pad[0] if pad else id_of(_token_text(tpath, tcfg, "pad_token"))
     tok.eos_ids = dedup_ids([*eos, *end_token_ids(tok.special_tokens)])
     tok.chat_template = _chat_template(model_dir, tcfg)
     tok.add_bos = tok._adds_bos()
-    if tcfg.get("add_bos_token") is True and not tok.add_bos and tok.bos_id is not None:
+    add_bos = tcfg.get("add_bos_token")
+    if add_bos is not None and not isinstance(add_bos, bool):
+        _bad_field(tpath, "add_bos_token", add_bos, "true or false")
+    if add_bos and not tok.add_bos and tok.bos_id is not None:
+        if tok.bos_token is None:
+            _bad_field(bos_path if bos_ids else tpath, "bos_token_id" if bos_ids else "bos_token", bos, f"a token of tokenizer.json ({tok.vocab_size} tokens)")
         # transformers' fast Llama tokenizers install this post-processor from tokenizer_config.json
         from tokenizers import processors
 
@@ -238,7 +266,3 @@ def find_tokenizer(model_dir: Path):
         tok.path = None  # the tokenizer now differs from the file: the artifact stores this one
         tok.add_bos = True
     return tok
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -26,13 +26,13 @@ def default_text() -> str:
     return "\n\n".join(p.read_text(encoding="utf-8") for p in (BUILTIN_TEXT, *CORPUS_TEXTS))
 
 
-def text_sequences(tok, text: str, n: int, seqlen: int, rng) -> list[np.ndarray]:
+def text_sequences(tok, text: str, n: int, seqlen: int, rng, where: str = "") -> list[np.ndarray]:
     """n token sequences of at most seqlen tokens, each one encoded on its own from a random span of text, so
     each carries the tokenizer's special tokens ([CLS] ... [SEP], <bos>) where real inputs have them: models
     treat those positions very differently, and GPTQ only protects the directions its inputs exercise."""
     text = " ".join(text.split())
     if not text:
-        raise LowbitError("the calibration text is empty", "pass a text file with some content via --calib")
+        raise LowbitError(f"the calibration text{f' {where}' if where else ''} is empty", "pass a text file with some content via --calib")
     seqs = []
     for _ in range(n):
         chars = seqlen * 4
@@ -43,8 +43,20 @@ def text_sequences(tok, text: str, n: int, seqlen: int, rng) -> list[np.ndarray]
             if len(ids) <= seqlen or chars <= 16:
                 break
             chars = int(chars * seqlen / len(ids) * 0.95)
+        if not ids:
+            raise LowbitError(f"the calibration text{f' {where}' if where else ''} encodes to no tokens", "pass ordinary text via --calib")
         seqs.append(np.array(ids[:seqlen], np.int64))
     return seqs
+
+
+def read_calib_text(path) -> str:
+    """The --calib file as text: one line naming it when it is missing, a folder, unreadable or not UTF-8."""
+    from compiler.frontend.validate import read_text
+
+    p = Path(path)
+    if not p.exists():
+        raise LowbitError(f"calibration file {p} does not exist", "pass a UTF-8 text file with --calib")
+    return read_text(p, "pass a UTF-8 text file with --calib")
 
 
 def calibration_feeds(model, n_samples: int = 8, seqlen: int = 128, text_file: str | None = None, seed: int = 0) -> list[dict]:
@@ -55,15 +67,13 @@ def calibration_feeds(model, n_samples: int = 8, seqlen: int = 128, text_file: s
     if model.family == "bert":
         seqlen = min(seqlen, hp["max_positions"])
     rng = np.random.default_rng(seed)
+    text = None
     if text_file is not None:
-        p = Path(text_file)
-        if not p.is_file():
-            raise LowbitError(f"calibration file {p} does not exist", "pass a UTF-8 text file with --calib")
+        text = read_calib_text(text_file)
         if not isinstance(model.tokenizer, HFTokenizer):
             raise LowbitError(f"model {model.name} has no tokenizer to read calibration text with", "drop --calib (random tokens are used)")
     if isinstance(model.tokenizer, HFTokenizer):
-        text = Path(text_file).read_text(encoding="utf-8", errors="replace") if text_file else default_text()
-        seqs = text_sequences(model.tokenizer, text, n_samples, seqlen, rng)
+        seqs = text_sequences(model.tokenizer, default_text() if text is None else text, n_samples, seqlen, rng, "" if text is None else str(text_file))
     else:
         seqs = [rng.integers(3, hp["vocab"], seqlen).astype(np.int64) for _ in range(n_samples)]
     feeds = []

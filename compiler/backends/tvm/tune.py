@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -44,22 +46,61 @@ def cache_key(shape) -> str:
     return f"{host_cpu()[0]}|t{threads}|{shape.n}x{shape.k}|{quant}|{shape.act}|{shape.layout}|b{int(shape.bias)}|{_sources_hash()}"
 
 
+_warned: set = set()
+
+
+def _warn(key, msg: str) -> None:
+    """One warning line on stderr per cache file state: a cache problem costs measurements, never a compile."""
+    if key not in _warned:
+        _warned.add(key)
+        print(f"warning: {msg}", file=sys.stderr)
+
+
+def _valid_entry(v) -> bool:
+    return isinstance(v, dict) and bool(v) and all(
+        isinstance(k, str) and isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0 for k, t in v.items()
+    )
+
+
 def load_cache() -> dict:
+    """The cached kernel times (key -> {kernel: ms}). A file that is not such a JSON object, or entries of the
+    wrong shape, are ignored with a warning naming the file; the next measurement rewrites it."""
+    f = cache_file()
     try:
-        return json.loads(cache_file().read_text())
-    except (OSError, ValueError):
+        data = f.read_bytes()
+        stamp = (str(f), f.stat().st_mtime_ns, len(data))
+    except FileNotFoundError:
         return {}
+    except OSError as e:
+        _warn((str(f), "read"), f"cannot read the kernel cache {f} ({e.strerror or type(e).__name__}); tuning measures again")
+        return {}
+    try:
+        cache = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        _warn(stamp, f"the kernel cache {f} is not valid JSON; ignoring it (it is rewritten after the next measurement)")
+        return {}
+    if not isinstance(cache, dict):
+        _warn(stamp, f"the kernel cache {f} is not a JSON object; ignoring it (it is rewritten after the next measurement)")
+        return {}
+    good = {k: v for k, v in cache.items() if _valid_entry(v)}
+    if len(good) != len(cache):
+        _warn(stamp, f"the kernel cache {f} has {len(cache) - len(good)} malformed entries; ignoring them")
+    return good
 
 
 def save_cache(cache: dict) -> None:
     f = cache_file()
+    tmp = f.with_suffix(f".{os.getpid()}.tmp")
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
         tmp.replace(f)  # atomic: a concurrent compile sees the old or the new file, never half of one
-    except OSError:
-        pass  # a read-only home only costs the next compile its measurements
+    except OSError as e:  # a read-only home only costs the next compile its measurements
+        _warn((str(f), "write"), f"cannot write the kernel cache {f} ({e.strerror or type(e).__name__}); tuning results are not kept")
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def pick(shape, candidates: list, log: dict | None = None):

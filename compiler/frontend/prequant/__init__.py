@@ -41,10 +41,10 @@ def import_prequant(cfg: dict, weights: dict[str, np.ndarray], where: Path, fami
     types: dict[str, str] = {}
     for prefix, layer in layers.items():
         qw = layer.weight
-        want = next((s for suffix, s in expected.items() if prefix.endswith(suffix)), None)
+        want, why = next((s for suffix, s in expected.items() if prefix.endswith(suffix)), (None, ""))
         if want is not None and qw.shape != want:
             raise LowbitError(
-                f"{method} layer {prefix} in {where} holds a [{qw.shape[0]}, {qw.shape[1]}] weight, config.json implies [{want[0]}, {want[1]}]",
+                f"{method} layer {prefix} in {where} holds a [{qw.shape[0]}, {qw.shape[1]}] weight, config.json implies [{want[0]}, {want[1]}] ({why})",
                 "use the config.json that came with the weights",
             )
         for k in layer.consumed:
@@ -56,14 +56,9 @@ def import_prequant(cfg: dict, weights: dict[str, np.ndarray], where: Path, fami
     return out, prequant, types
 
 
-def _expected_shapes(cfg: dict) -> dict[str, tuple[int, int]]:
-    """[N, K] of each llama-family linear from config.json."""
-    from compiler.frontend.llama import hparams
+def _expected_shapes(cfg: dict) -> dict[str, tuple[tuple[int, int], str]]:
+    """([N, K], the config fields they follow from) of each llama-family linear."""
+    from compiler.frontend.llama import hparams, tensor_shapes
 
-    try:
-        hp = hparams(cfg)
-    except KeyError:
-        return {}  # the builder names the missing key
-    h, i, q, kv = hp["hidden"], hp["inter"], hp["heads"] * hp["head_dim"], hp["kv_heads"] * hp["head_dim"]
-    shapes = ((q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i))
-    return {"." + name: s for name, s in zip(_LLAMA_LINEARS, shapes)}
+    block = tensor_shapes(hparams(cfg))[1]
+    return {"." + name: block[name + ".weight"] for name in _LLAMA_LINEARS}

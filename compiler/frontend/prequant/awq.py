@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compiler.errors import LowbitError
-from compiler.frontend.prequant.common import Layer, check_bits, group_of, make_weight, packed_layer, prefixes, type_name, unpack_fields
+from compiler.frontend.prequant.common import Layer, check_bits, flag, group_of, make_weight, packed_layer, prefixes, type_name, unpack_fields
 
 ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 
@@ -25,7 +25,7 @@ def import_awq(qc: dict, weights: dict, where: Path) -> dict[str, Layer]:
         )
     bits = check_bits(qc.get("bits", qc.get("w_bit")), m, where, allowed=(4,))
     group = qc.get("group_size", qc.get("q_group_size", 128))
-    if not qc.get("zero_point", True):
+    if not flag(qc, "zero_point", True, m, where):
         raise LowbitError(f"AWQ checkpoint {where} has zero_point false", "lowbit imports AWQ GEMM checkpoints with zero points (zero_point: true)")
     layers = {}
     for p in prefixes(weights, ".qweight"):

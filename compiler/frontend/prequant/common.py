@@ -41,6 +41,16 @@ def tensor(weights: dict, name: str, where: Path, method: str, *, int32: bool = 
     return t
 
 
+def flag(qc: dict, key: str, default: bool, method: str, where: Path) -> bool:
+    """A true / false setting of quantization_config (a string such as "false" would read as true)."""
+    v = qc.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise LowbitError(f"{method} checkpoint {where}: quantization_config.{key} is {v!r}, expected true or false", "use the config.json that came with the weights")
+    return v
+
+
 def check_bits(bits, method: str, where: Path, allowed=WEIGHT_BITS) -> int:
     if not isinstance(bits, int) or isinstance(bits, bool) or bits not in allowed:
         raise LowbitError(
@@ -80,7 +90,9 @@ def group_of(group: int, k: int, n_groups: int, method: str, prefix: str, where:
     """The group length along K: config's group size (-1 or None: per-channel), checked against K and the
     number of groups the scales hold."""
     g = k if group in (-1, 0, None) else group
-    if not isinstance(g, int) or g <= 0 or k % g:
+    if not isinstance(g, int) or isinstance(g, bool):
+        raise LowbitError(f"{method} checkpoint {where}: the group size {group!r} is not an integer", "use the config.json that came with the weights")
+    if g <= 0 or k % g:
         raise LowbitError(
             f"{method} layer {prefix} in {where}: group size {group} does not divide K={k}",
             "lowbit imports groups that divide the layer's input features",

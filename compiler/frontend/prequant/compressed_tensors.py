@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import LowbitError
-from compiler.frontend.prequant.common import Layer, check_bits, group_of, make_weight, prefixes, scales_f32, tensor, type_name, unpack_fields
+from compiler.frontend.prequant.common import Layer, check_bits, flag, group_of, make_weight, prefixes, scales_f32, tensor, type_name, unpack_fields
 
 M = "compressed-tensors"
 FORMAT = "pack-quantized"
@@ -25,11 +25,18 @@ FORMAT = "pack-quantized"
 def _groups(qc: dict, where: Path) -> list[tuple[list[str], dict, str]]:
     """(targets, weight args, format) of every config group that quantizes weights."""
     top = str(qc.get("format") or "")
+    groups = qc.get("config_groups") or {}
+    fix = "use the config.json that came with the weights"
+    if not isinstance(groups, dict):
+        raise LowbitError(f"{M} checkpoint {where}: quantization_config.config_groups is not an object", fix)
     out = []
-    for grp in (qc.get("config_groups") or {}).values():
+    for name, grp in groups.items():
         if not isinstance(grp, dict) or not grp.get("weights"):
             continue
-        out.append((list(grp.get("targets") or []), grp["weights"], str(grp.get("format") or top)))
+        targets = grp.get("targets") or []
+        if not isinstance(grp["weights"], dict) or not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise LowbitError(f"{M} checkpoint {where}: config group {name!r} needs a weights object and a list of target names", fix)
+        out.append((targets, grp["weights"], str(grp.get("format") or top)))
     return out
 
 
@@ -97,7 +104,7 @@ def import_ct(qc: dict, weights: dict, where: Path) -> dict[str, Layer]:
         strategy = str(args.get("strategy") or "group")
         if strategy not in ("group", "channel", "tensor"):
             raise LowbitError(f"{M} checkpoint {where} has strategy {strategy!r}", "lowbit imports the group, channel and tensor strategies")
-        symmetric = bool(args.get("symmetric", True))
+        symmetric = flag(args, "symmetric", True, M, where)
         packed = tensor(weights, p + ".weight_packed", where, M, int32=True)
         shape = tensor(weights, p + ".weight_shape", where, M).reshape(-1)
         if shape.size != 2:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import LowbitError
-from compiler.frontend.prequant.common import Layer, check_bits, group_of, make_weight, packed_layer, prefixes, type_name, unpack_bitstream
+from compiler.frontend.prequant.common import Layer, check_bits, flag, group_of, make_weight, packed_layer, prefixes, type_name, unpack_bitstream
 
 FORMATS = ("gptq", "gptq_v2")
 
@@ -41,8 +41,8 @@ def import_gptq(qc: dict, weights: dict, where: Path) -> dict[str, Layer]:
             f"lowbit imports the {' and '.join(FORMATS)} formats; re-save the model with GPTQModel in format gptq_v2",
         )
     group = qc.get("group_size", 128)
-    sym = bool(qc.get("sym", True))
-    desc_act = bool(qc.get("desc_act", False))
+    sym = flag(qc, "sym", True, m, where)
+    desc_act = flag(qc, "desc_act", False, m, where)
     layers = {}
     for p in prefixes(weights, ".qweight"):
         qweight, qzeros, scales = packed_layer(weights, p, where, m)
