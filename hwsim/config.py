@@ -4,6 +4,7 @@ golden model, hwsim, the testbenches and the compiler's accelerator backend."""
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, replace
 
 from hwsim import designs
@@ -12,6 +13,13 @@ from hwsim import designs
 def _bitlen_signed(bound: int) -> int:
     """Bits of a two's complement number that holds every value in [-bound, bound]."""
     return int(bound).bit_length() + 1
+
+
+# Largest arrays a configuration may describe: far above any design point (the defaults are 4 x 64..128 PEs,
+# K=4), low enough that the models, generators and simulations of one stay within memory.
+LIMITS = {"M": 1024, "N": 8192, "K": 64, "group": 1 << 16, "bfp_bits": 16, "mant_bits": 24, "shift_bits": 6, "guard_bits": 16}
+MIN = {"M": 1, "N": 1, "K": 1, "group": 1, "bfp_bits": 2, "mant_bits": 1, "shift_bits": 1, "guard_bits": 0, "lanes": 1}
+MAX_PES = 1 << 20  # M x N processing elements
 
 
 @dataclass(frozen=True)
@@ -36,11 +44,21 @@ class ArrayConfig:
         rec = designs.get(self.design)  # ValueError naming the known designs
         if self.ternary and self.bits != 2:
             object.__setattr__(self, "bits", 2)
+        for k, lo in MIN.items():
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{k} must be a whole number, got {v!r}")  # noqa: TRY004 - callers turn ValueError into the user-facing message
+            if v < lo:
+                raise ValueError(f"{k}={v} is below the minimum of {lo}")
+            if k in LIMITS and v > LIMITS[k]:
+                raise ValueError(f"{k}={v} exceeds the limit of {LIMITS[k]}")
+        if self.M * self.N > MAX_PES:
+            raise ValueError(f"M x N = {self.M * self.N} processing elements exceeds the limit of {MAX_PES}")
         if not 1 <= self.bits <= 4:
             raise ValueError(f"weight bits must be 1..4, got {self.bits}")
         if self.act not in ("a8", "a16"):
             raise ValueError(f"act must be a8 or a16, got {self.act!r}")
-        if self.K < 1 or self.group % self.K:
+        if self.group % self.K:
             raise ValueError(f"group {self.group} must be a multiple of K={self.K}")
         if self.K < rec.min_k:
             raise ValueError(f"{self.design} needs K >= {rec.min_k} features per beat")
@@ -116,8 +134,8 @@ class ArrayConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ArrayConfig":
+    def from_dict(cls, d: dict) -> ArrayConfig:
         return cls(**d)
 
-    def with_(self, **kw) -> "ArrayConfig":
+    def with_(self, **kw) -> ArrayConfig:
         return replace(self, **kw)

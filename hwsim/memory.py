@@ -36,6 +36,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+# Upper bounds (far above any accelerator of this kind; they keep a typo from describing an impossible machine)
+LIMITS = {"weight_sram_kib": 1 << 20, "act_sram_kib": 1 << 20, "out_sram_kib": 1 << 20, "weight_port_bytes": 1 << 16,
+          "act_port_bytes": 1 << 16, "out_port_bytes": 1 << 16, "dram_gbps": 100_000.0, "clock_ghz": 10.0, "out_bytes": 8, "arrays": 4096}
+
 
 @dataclass(frozen=True)
 class MemoryConfig:
@@ -54,8 +58,10 @@ class MemoryConfig:
     def __post_init__(self):
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:  # (NaN too)
                 raise ValueError(f"MemoryConfig.{f.name} must be > 0, got {v}")
+            if f.name in LIMITS and v > LIMITS[f.name]:
+                raise ValueError(f"MemoryConfig.{f.name}={v} exceeds the limit of {LIMITS[f.name]}")
 
     @property
     def dram_bytes_per_cycle(self) -> float:

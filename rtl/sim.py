@@ -44,6 +44,7 @@ SIMULATORS = ("icarus", "verilator")
 
 # run options that are not ArrayConfig fields
 RUN_OPTIONS = {"max_groups": 2, "stalls": True}
+MAX_GROUPS = 256  # groups per job a simulation may draw (the job's K is max_groups x group)
 # array options that are not ArrayConfig fields: mins = the array with the minimum term (rtl.gen.common.MinsConfig)
 ARRAY_OPTIONS = ("mins",)
 
@@ -101,7 +102,10 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     names = {f.name for f in fields(ArrayConfig)}
     for k, v in params.items():
         if k in run:
-            run[k] = type(RUN_OPTIONS[k])(v) if not isinstance(v, str) else (v.lower() in ("1", "true", "yes") if k == "stalls" else int(v))
+            try:
+                run[k] = type(RUN_OPTIONS[k])(v) if not isinstance(v, str) else (v.lower() in ("1", "true", "yes") if k == "stalls" else int(v))
+            except (TypeError, ValueError):
+                raise LowbitError(f"array parameter {k}={v!r} is not an integer", f"give {k} as a whole number") from None
         elif k in names and k != "design":
             kw[k] = v
         else:
@@ -115,6 +119,8 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
                 kw[k] = int(kw[k])
             except (TypeError, ValueError):
                 raise LowbitError(f"array parameter {k}={kw[k]!r} is not an integer", f"give {k} as a whole number") from None
+    if not 1 <= run["max_groups"] <= MAX_GROUPS:
+        raise LowbitError(f"array parameter max_groups={run['max_groups']} is outside 1..{MAX_GROUPS}", f"give max_groups from 1 to {MAX_GROUPS}")
     if isinstance(kw.get("ternary"), str):
         kw["ternary"] = kw["ternary"].lower() in ("1", "true", "yes")
     try:

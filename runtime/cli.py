@@ -1,11 +1,15 @@
 """The `lowbit` command line.
 
-User errors (LowbitError, bad options) print one line naming the input and the fix and exit with code 2;
-no traceback. Everything heavy is imported inside the commands so `lowbit --help` stays fast.
+User errors (LowbitError, bad options, click's usage errors) print one line naming the input and the fix and
+exit with code 2; no traceback. SIGINT and SIGTERM print "interrupted" and exit with 130 and 143, leaving no
+temporary folder (compiler.fsutil). Every numeric option is bounded, and the message names the bound.
+Everything heavy is imported inside the commands so `lowbit --help` stays fast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 import time
 
@@ -13,6 +17,17 @@ import click
 
 from compiler.errors import LowbitError
 
+SEED_MAX = 2**63 - 1
+
+
+class Finite(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (which compare false with every bound)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{rv} is not a finite number in the range {self._describe_range()}", param, ctx)
+        return rv
 
 
 class DesignChoice(click.Choice):
@@ -72,16 +87,16 @@ def models():
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(), help="artifact directory to write")
 @click.option("--quant", default="w4g128", show_default=True, help="quant spec: w4g128, w2g64a8, w4g128-asym, w4g32-min, w8pc, ternary, none; or keep (a GGUF / pre-quantized checkpoint's own quantization)")
-@click.option("--act", default=None, help="activation mode a16 or a8 (or put it in the spec)")
+@click.option("--act", default=None, help="activation mode a16, a8 or a32 (float32: weight-only quantization; --quant keep defaults to a32), or put it in the spec")
 @click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True)
 @click.option("--target", "targets", default="ref", show_default=True, help="comma-separated targets")
 @click.option("--calib", default=None, help="UTF-8 text file for GPTQ calibration (models with a tokenizer)")
 @click.option("--calib-samples", default=None, type=click.IntRange(1, 4096), help="GPTQ calibration sequences [64 encoders, 16 causal LMs]")
 @click.option("--calib-seqlen", default=None, type=click.IntRange(8, 8192), help="tokens per calibration sequence [32 encoders, 128 causal LMs]")
-@click.option("--damp", default=0.1, show_default=True, type=click.FloatRange(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
+@click.option("--damp", default=0.1, show_default=True, type=Finite(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
 @click.option("--act-order", is_flag=True, help="GPTQ: quantize columns in descending Hessian-diagonal order (static groups)")
-@click.option("--smooth", default=None, type=click.FloatRange(0, 1), help="SmoothQuant alpha: rescale layernorm -> linear channels before quantizing (exact float rewrite; e.g. 0.5)")
-@click.option("--seed", default=0, show_default=True, help="seed of preset weights and calibration sampling")
+@click.option("--smooth", default=None, type=Finite(0, 1), help="SmoothQuant alpha: rescale layernorm -> linear channels before quantizing (exact float rewrite; e.g. 0.5)")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX), help="seed of preset weights and calibration sampling")
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
 @click.option("--array", default=None, help="accelerator targets (one per design): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
@@ -90,9 +105,14 @@ def models():
 @click.option("--quant-layer", default=None, help="per-layer formats PATTERN=SPEC,... (substring or glob of a weight name; lm_head: the head; none: float), e.g. 'down_proj=w8pc,lm_head=w8g32'")
 def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
+    from compiler.artifact import MANIFEST
     from compiler.backends import BuildOptions
     from compiler.compile import compile_model
+    from compiler.fsutil import check_output_dir
 
+    check_output_dir(out, MANIFEST, "lowbit artifact")  # before any work; checked again, under a lock, when writing
+    if array is not None:
+        _check_array_memory(array)
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
@@ -111,6 +131,17 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     )
 
 
+def _check_array_memory(array: str):
+    """--array's SRAM sizes against hwsim.memory's bounds, before any work (the array shape is checked with the
+    quant spec, by the accelerator targets)."""
+    from compiler.backends.accel.lower import memory_config, parse_array
+
+    try:
+        memory_config(parse_array(array))
+    except ValueError as e:
+        raise LowbitError(f"--array: {str(e).removeprefix('MemoryConfig.')}", "give SRAM sizes within the limit") from None
+
+
 @cli.command()
 @click.argument("artifact", type=click.Path())
 @click.option("--backend", default="ref", show_default=True)
@@ -122,10 +153,10 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default=None, help="rtl:* backends: the HDL simulator [LOWBIT_RTL_SIMULATOR, icarus]")
 @click.option("--chat", is_flag=True, help="causal LMs: wrap the prompt in the model's chat template as a user turn")
 @click.option("--system", default=None, help="with --chat: a system message")
-@click.option("--temperature", default=0.0, show_default=True, type=float, help="0: greedy; > 0: sample from softmax(logits / T)")
-@click.option("--top-k", default=0, show_default=True, type=int, help="sampling: keep the K most likely tokens (0: all)")
-@click.option("--top-p", default=1.0, show_default=True, type=float, help="sampling: keep the most likely tokens up to this total probability")
-@click.option("--seed", default=None, type=int, help="sampling seed (the same seed draws the same tokens) [random, printed]")
+@click.option("--temperature", default=0.0, show_default=True, type=Finite(max=100), help="0: greedy; > 0: sample from softmax(logits / T)")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(max=1 << 24), help="sampling: keep the K most likely tokens (0: all)")
+@click.option("--top-p", default=1.0, show_default=True, type=float, help="sampling: keep the most likely tokens up to this total probability, in (0, 1]")
+@click.option("--seed", default=None, type=click.IntRange(0, SEED_MAX), help="sampling seed (the same seed draws the same tokens) [random, printed]")
 @click.option("--ignore-eos", is_flag=True, help="do not stop at the tokenizer's EOS / end-of-turn tokens")
 @click.option("--no-stream", is_flag=True, help="do not print tokens as they are generated")
 def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator, chat, system, temperature, top_k, top_p, seed, ignore_eos, no_stream):
@@ -158,6 +189,8 @@ def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator, ch
         inputs = [m.encode(t) for t in texts]
     for x in inputs:
         m.check_ids(x)
+    if m.causal:
+        m.check_room(len(inputs[0]), tokens)  # prompt + --tokens within the model's context
     other = None
     if compare:
         other = float_model(m.artifact) if compare == "float" else m
@@ -259,7 +292,7 @@ def _run_encoder(con, m, inputs, backend, other, compare):
 @click.option("--text", default=None, type=click.Path(dir_okay=False), help="UTF-8 text to score [the shipped runtime/data/alice.txt]; encoders: one sentence a line")
 @click.option("--ctx", default=None, type=click.IntRange(4, 1 << 20), help="tokens per window [512, or the model's context if shorter]")
 @click.option("--protocol", type=click.Choice(["gptq", "llamacpp"]), default="gptq", show_default=True, help="gptq: score every position but the first of each window; llamacpp: the second half")
-@click.option("--max-windows", default=None, type=click.IntRange(1), help="score only the first N windows")
+@click.option("--max-windows", default=None, type=click.IntRange(1, 1 << 20), help="score only the first N windows")
 @click.option("--no-kl", is_flag=True, help="perplexity only: skip the float model (KL, same-top-token)")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="also write the result (with per-window figures) as JSON")
 @click.option("--no-progress", is_flag=True, help="no progress bar (there is none when stderr is not a terminal)")
@@ -321,8 +354,13 @@ def eval_cmd(artifact, backend, text, ctx, protocol, max_windows, no_kl, json_pa
     con.print(ev.result_table(r))
     if json_path:
         tmp = Path(json_path).with_name(f".{Path(json_path).name}.tmp")
-        tmp.write_text(json.dumps(r, indent=1) + "\n")
-        tmp.replace(json_path)  # whole or not at all
+        try:
+            tmp.write_text(json.dumps(r, indent=1) + "\n")
+            tmp.replace(json_path)  # whole or not at all
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise LowbitError(f"cannot write --json {json_path}: {e.strerror}", "choose a path you can write to") from None
         con.print(f"wrote {json_path}")
 
 
@@ -344,7 +382,7 @@ def _parse_params(text: str | None) -> dict:
         spec = parse_spec(str(out.pop("quant")))
         if spec is None:
             raise LowbitError("quant 'none' has no hardware array", "give a spec such as w2g128a8")
-        fmt = dict(bits=spec.bits, ternary=spec.ternary, act=spec.act)
+        fmt = {"bits": spec.bits, "ternary": spec.ternary, "act": spec.act}
         if spec.group_size:
             fmt["group"] = spec.group_size
         out = {**fmt, **out}
@@ -357,11 +395,11 @@ def _parse_params(text: str | None) -> dict:
 @click.option("--design", type=DesignChoice(), default=None, help="the array (required without ARTIFACT; with it, which accelerator target [first built])")
 @click.option("--params", default=None, help="array parameters, e.g. M=2,N=64,K=4,quant=w2g128a8 (or bits=,act=,group=)")
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default="icarus", show_default=True)
-@click.option("--vectors", default=1000, show_default=True, type=click.IntRange(1), help="random tiles to check")
+@click.option("--vectors", default=1000, show_default=True, type=click.IntRange(1, 1_000_000), help="random tiles to check")
 @click.option("--waves", default=None, type=click.Path(), help="write a waveform (.fst; Verilator also .vcd)")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX))
 @click.option("--ids", default=None, help="with --layer: input token ids [the default prompt / first default sentence]")
-@click.option("--rows", default=None, type=click.IntRange(1), help="with --layer: use only the first ROWS tokens of the input")
+@click.option("--rows", default=None, type=click.IntRange(1, 1 << 20), help="with --layer: use only the first ROWS tokens of the input")
 def sim(artifact, layer, design, params, simulator, vectors, waves, seed, ids, rows):
     """Simulate a generated accelerator array against the golden model, bit for bit (--design), or run one
     compiled layer of ARTIFACT on the RTL and compare it with hwsim (ARTIFACT --layer NAME)."""
@@ -424,8 +462,8 @@ def show(artifact):
     mf = a.manifest
     con = _console()
     q = mf.get("quant")
-    con.print(f"{a.path}: {mf['model']['name']} [{a.family}], lowbit {mf['lowbit_version']}, format {mf['format_version']}")
-    con.print(f"quant: {q['name'] + ' (' + q['method'] + ')' if q else 'float'}; targets: {', '.join(mf['targets'])}")
+    con.print(f"{a.path}: {mf['model']['name']} [{a.family}], lowbit {mf.get('lowbit_version', '?')}, format {mf['format_version']}")
+    con.print(f"quant: {q.get('name', '?') + ' (' + q.get('method', '?') + ')' if q else 'float'}; targets: {', '.join(mf['targets'])}")
     for case, n in ((q or {}).get("summary") or {}).items():
         con.print(f"  {n:4d} x {case}")
     con.print(str(a.graph))
@@ -497,8 +535,8 @@ def _progress_cb(prog, tasks: dict):
 @click.option("--prefill", default=128, show_default=True, type=click.IntRange(1, 65536), help="prefill tokens (M of the prefill layers)")
 @click.option("--platforms", default="this-cpu,h100-sxm", show_default=True, help="CPU/GPU rooflines: this-cpu, h100-sxm, h200, rtx4090")
 @click.option("--node", default="28nm", show_default=True, type=click.Choice(["45nm", "28nm", "22nm", "16nm", "7nm"]))
-@click.option("--dram-gbps", default=64.0, show_default=True, type=float, help="accelerator DRAM bandwidth")
-@click.option("--clock-ghz", default=1.0, show_default=True, type=float, help="accelerator clock")
+@click.option("--dram-gbps", default=64.0, show_default=True, type=Finite(max=100_000), help="accelerator DRAM bandwidth, GB/s (> 0)")
+@click.option("--clock-ghz", default=1.0, show_default=True, type=Finite(max=10), help="accelerator clock, GHz (> 0)")
 @click.option("--arrays", default=1, show_default=True, type=click.IntRange(1, 4096), help="arrays per design, sharing the DRAM")
 @click.option("--no-sweep", is_flag=True, help="skip the design-space sweep (and its Pareto plot)")
 @click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="sweep worker processes [CPU count]")
@@ -542,8 +580,8 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
 @click.option("--groups", default="64,128", show_default=True, help="group sizes")
 @click.option("--prefill", default=128, show_default=True, type=click.IntRange(1, 65536))
 @click.option("--node", default="28nm", show_default=True, type=click.Choice(["45nm", "28nm", "22nm", "16nm", "7nm"]))
-@click.option("--dram-gbps", default=64.0, show_default=True, type=float)
-@click.option("--clock-ghz", default=1.0, show_default=True, type=float)
+@click.option("--dram-gbps", default=64.0, show_default=True, type=Finite(max=100_000), help="accelerator DRAM bandwidth, GB/s (> 0)")
+@click.option("--clock-ghz", default=1.0, show_default=True, type=Finite(max=10), help="accelerator clock, GHz (> 0)")
 @click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="worker processes [CPU count]")
 def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_gbps, clock_ghz, jobs):
     """Design-space sweep (array shape x weight bits x activation mode x group size) on MODEL's linears: CSV + Pareto plot."""
@@ -573,24 +611,64 @@ def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_g
     con.print(f"wrote {Path(out) / 'sweep.csv'} and {Path(out) / 'pareto.png'}")
 
 
+def _usage_line(e: click.UsageError, argv) -> str:
+    """click's usage error as one line: the message and where to read the usage (no usage block)."""
+    msg = " ".join(e.format_message().split()).rstrip(".")
+    if e.ctx is not None:
+        where = e.ctx.command_path
+    else:  # raised by click's parser before the command's context exists: the command is the first word naming one
+        args = list(sys.argv[1:] if argv is None else argv)
+        where = next((f"lowbit {a}" for a in args if a in cli.commands), "lowbit")
+    return f"error: {msg}; see {where} --help"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+def _interrupted(signum: int):
+    click.echo("interrupted", err=True)
+    sys.exit(128 + signum)
+
+
 def main(argv=None):
-    """Entry point: user errors -> one line on stderr, exit code 2."""
+    """Entry point: user errors -> one line on stderr, exit code 2; SIGINT / SIGTERM -> "interrupted", 130 / 143."""
+    import signal
+    import warnings
+
+    from compiler.fsutil import Interrupted, install_signal_handlers, interrupt_received, restore_signal_handlers
+
+    previous = install_signal_handlers()
     try:
-        cli.main(args=argv, prog_name="lowbit", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            cli.main(args=argv, prog_name="lowbit", standalone_mode=False)
     except LowbitError as e:
         click.echo(e.line(), err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except Interrupted as e:
+        _interrupted(e.signum)
+    except click.exceptions.Abort:  # a KeyboardInterrupt that reached click (no handler of ours installed)
+        _interrupted(signal.SIGINT)
+    except click.UsageError as e:
+        click.echo(_usage_line(e, argv), err=True)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
-        sys.exit(2 if e.exit_code == 2 else e.exit_code)
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+        sys.exit(2 if e.exit_code in (1, 2) else e.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted(signal.SIGINT)
     except BrokenPipeError:
         sys.exit(1)
+    except SystemExit:
+        raise
+    except BaseException:
+        # a signal that a native library turned into its own error (TVM re-raises it as a RuntimeError)
+        if interrupt_received() is not None:
+            _interrupted(interrupt_received())
+        raise
+    finally:
+        restore_signal_handlers(previous)  # (main() also runs in-process, from tests and scripts)
 
 
 if __name__ == "__main__":

@@ -78,9 +78,23 @@ class CompiledModel:
             raise LowbitError(f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})", "pass ids below the vocabulary size")
         if not ids:
             raise LowbitError("the input has no tokens", "pass a non-empty --prompt or --ids")
-        limit = self.graph.meta["hparams"].get("max_positions") or self.max_positions
+        limit = self.context_length
         if limit and len(ids) > limit:
             raise LowbitError(f"the input has {len(ids)} tokens, more than the model's {limit} positions", "shorten the input")
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model was trained for (its config's max_position_embeddings), or None when it states none."""
+        return self.graph.meta.get("hparams", {}).get("max_positions") or self.max_positions
+
+    def check_room(self, prompt_tokens: int, max_new_tokens: int):
+        """Refuse a generation whose prompt and new tokens together pass the model's context length."""
+        limit = self.context_length
+        if limit and prompt_tokens + max_new_tokens > limit:
+            raise LowbitError(
+                f"the prompt's {prompt_tokens} tokens and --tokens {max_new_tokens} make {prompt_tokens + max_new_tokens}, more than the model's context of {limit} positions",
+                f"pass --tokens {max(limit - prompt_tokens, 1)} or less" if prompt_tokens < limit else "shorten the prompt",
+            )
 
     # execution -------------------------------------------------------------------------------------------
     def run(self, feeds: dict, backend: str = "ref") -> dict[str, np.ndarray]:
@@ -108,6 +122,9 @@ class CompiledModel:
 
         if not self.causal:
             raise LowbitError(f"model {self.name} is an encoder ({self.family}); it does not generate", "drop --tokens")
+        if max_new_tokens < 1:
+            raise LowbitError(f"--tokens {max_new_tokens} generates nothing", "pass --tokens 1 or more")
+        self.check_room(len(ids), max_new_tokens)
         pick = Sampler(sampling)
         stops = set(default_stop_ids(self.tokenizer) if stop_ids is None else stop_ids)
         b = self.backend(backend)  # made (libraries loaded, weights copied) before the clock starts
@@ -154,7 +171,10 @@ def float_model(art: Artifact) -> CompiledModel:
     """The float model an artifact was compiled from, rebuilt from its recorded source."""
     from compiler.frontend import reload_source
 
-    m = reload_source(art.manifest["model"]["source"])
+    source = art.manifest["model"].get("source")
+    if not isinstance(source, dict):
+        raise LowbitError(f"artifact {art.path} does not record the model it was compiled from", "recompile the artifact with `lowbit compile`")
+    m = reload_source(source)
     return CompiledModel(m.graph, m.family, m.tokenizer, None, m.name + " (float)", _context_length(m.graph, m.config))
 
 

@@ -1,5 +1,8 @@
 """The one interface every backend implements: run a graph's feeds to its outputs; and what the backends that
-load a compiled target folder (tvm-*, mlir-*) share: finding and checking that folder, and its parameters."""
+load a compiled target folder (tvm-*, mlir-*) share: finding and checking that folder, and its parameters.
+
+Before native code is loaded into the process its size and sha256 are checked against the artifact's
+manifest (compiler.artifact: a damaged library can crash the process); re-laid-out weights by size."""
 
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class CompiledTargetBackend(Backend):
         lib = folder / self.library
         if not lib.is_file():
             raise LowbitError(f"artifact {art.path} has no {self.name}/{self.library}", hint)
+        art.check_file(f"{self.name}/{self.library}", hashed=True, hint=hint)
         return folder, info, lib, hint
 
     def param_arrays(self, folder: Path, info: dict, hint: str) -> list[np.ndarray]:
@@ -61,7 +65,8 @@ class CompiledTargetBackend(Backend):
             try:
                 relayout = load_file(str(folder / "params.safetensors"))
             except (SafetensorError, OSError) as e:
-                raise LowbitError(f"the re-laid-out weights of {self.model.artifact.path}/{self.name} are unreadable ({e})", hint) from None
+                raise LowbitError(f"the re-laid-out weights {folder / 'params.safetensors'} of the artifact are unreadable ({e})", hint) from None
+            self.model.artifact.check_file(f"{self.name}/params.safetensors", hint=hint)
         arrays = {"weights": self.model.graph.consts, "relayout": relayout}
         missing = [p["key"] for p in info["params"] if p["key"] not in arrays.get(p.get("source"), {})]
         if missing:

@@ -116,6 +116,8 @@ class HwsimBackend(Backend):
         self.name = f"hwsim:{design}"
         if model.artifact is None:
             raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", f"compile with --target {design}")
+        if design in model.artifact.manifest.get("targets", {}):
+            model.artifact.check_files(design, hint=f"recompile with --target {design}")  # sizes, before reading the program
         prog, tensors = load_program(model.artifact, design)
         self.program = prog
         try:

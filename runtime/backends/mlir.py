@@ -11,6 +11,8 @@ uses every core; LOWBIT_MLIR_THREADS=N caps it (a process-wide flag, read once),
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from compiler.errors import LowbitError
@@ -18,6 +20,7 @@ from compiler.knobs import MLIR_THREADS
 from runtime.backends.base import CompiledTargetBackend
 
 _FLAGS_SET = False
+MAX_THREADS = 1024  # IREE's task system caps its workers far below this; more is a typo
 
 
 def _runtime():
@@ -30,6 +33,8 @@ def _runtime():
         ) from None
     global _FLAGS_SET
     threads = MLIR_THREADS.get()
+    if threads is not None and threads > MAX_THREADS:
+        raise LowbitError(f"LOWBIT_MLIR_THREADS={threads} is more than the limit of {MAX_THREADS} threads", f"give at most {MAX_THREADS} (this machine has {os.cpu_count()} cores)")
     if threads is not None and threads != 1 and not _FLAGS_SET:
         rt.flags.parse_flags(f"--task_topology_max_group_count={threads}")
     _FLAGS_SET = True

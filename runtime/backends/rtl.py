@@ -137,6 +137,8 @@ class RtlBackend(Backend):
 
         sim = simulator or RTL_SIMULATOR.get()
         check_simulator(sim)
+        if design in model.artifact.manifest.get("targets", {}):
+            model.artifact.check_files(design, hint=f"recompile with --target {design}")  # sizes, before reading the program
         prog, tensors = load_program(model.artifact, design)
         self.executor = RtlExecutor(model.graph, prog, tensors, sim)
 

@@ -100,7 +100,10 @@ class TVMCUDABackend(_TVMBackend):
         import tvm_ffi
 
         fatbin = folder / "kernels.fatbin"
-        stored = fatbin.read_bytes() if fatbin.is_file() and info.get("cuda_binary") else None
+        stored = None
+        if fatbin.is_file() and info.get("cuda_binary"):
+            self.model.artifact.check_file(f"{self.name}/kernels.fatbin", hashed=True, hint=f"recompile with --target {self.name}")  # GPU code
+            stored = fatbin.read_bytes()
         try:
             from tvm.support import nvcc as tvm_nvcc  # registers TVM's hook (needs the full TVM, not runtime-only)
 
