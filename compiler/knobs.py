@@ -140,6 +140,9 @@ CACHE_DIR = _knob(
 LLAMACPP_PY_VERSION = _knob(
     "LOWBIT_LLAMACPP_PY_VERSION", "0.3.36", str, "benchmarks: the llama-cpp-python sdist whose vendored llama.cpp the baseline "
     "tools are built from (cached under LOWBIT_CACHE_DIR/llama.cpp)", "tool", "a PyPI version")
+TEST_WORKERS = _knob(
+    "LOWBIT_TEST_WORKERS", None, int, "scripts/test.sh: pytest worker processes (default: one per core, at most 8; "
+    "0 or 1 runs the tests in one process)", "tool", "a whole number")
 
 
 def compile_knobs_set(prefix: str = "LOWBIT_") -> dict[str, str]:

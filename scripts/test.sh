@@ -5,8 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 set +e
-# small matrices: one BLAS thread per process is faster (see tests/conftest.py)
-OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} .venv/bin/python -m pytest "$@"
+# One pytest worker per core (at most 8; LOWBIT_TEST_WORKERS overrides, 0 runs in this process), each test module
+# on one worker so its module fixtures are built once; small matrices: one BLAS thread per process is faster
+# (see tests/conftest.py).
+workers=${LOWBIT_TEST_WORKERS:-$(nproc)}
+((workers > 8)) && workers=8
+xdist=()
+((workers > 1)) && xdist=(-n "$workers" --dist loadscope)
+OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} .venv/bin/python -m pytest "${xdist[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
