@@ -132,6 +132,14 @@ def pareto_front(rows: list[dict], x: str, y: str) -> list[int]:
     return front
 
 
+def _ignore_interrupts():
+    """Sweep workers leave Ctrl-C and SIGTERM to the parent, which stops them and removes its temporary folder."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_sweep(linears: list[dict], grid: dict | None = None, prefill: int = 128, memory: MemoryConfig | None = None,
               node: str = "28nm", jobs: int | None = None, progress=None) -> list[dict]:
     """Evaluate every configuration of `grid` on `linears` ([{N, K, count}]) in parallel processes.
@@ -148,12 +156,19 @@ def run_sweep(linears: list[dict], grid: dict | None = None, prefill: int = 128,
             if progress:
                 progress(i + 1, len(points))
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
+        ex = ProcessPoolExecutor(max_workers=jobs, initializer=_ignore_interrupts)
+        try:
             futs = [ex.submit(_safe, p, linears, prefill, mem, node) for p in points]
             for i, f in enumerate(as_completed(futs)):
                 rows.append(f.result())
                 if progress:
                     progress(i + 1, len(points))
+        except BaseException:  # an interrupt: drop the queued points and stop the workers, not wait for them
+            for w in list(getattr(ex, "_processes", {}).values()):
+                w.terminate()
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown()
     good = [r for r in rows if "error" not in r]
     bad = [r for r in rows if "error" in r]
     good.sort(key=lambda r: (r["design"], r["M"], r["N"], r["bits"], r["act"], r["group"]))
