@@ -433,6 +433,9 @@ def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: s
     out = Path(out) if out is not None else default_output(art.path)
     if not out.parent.is_dir():
         raise LowbitError(f"output folder {out.parent} does not exist", "create it first or choose another -o path")
+    inside = next((d for d in Path(os.path.abspath(out)).parents if d == Path(os.path.abspath(art.path))), None)
+    if inside is not None:
+        raise LowbitError(f"output {out} is inside the artifact {art.path}", "write the GGUF file outside the artifact folder")
     if out.is_dir():
         raise LowbitError(f"output {out} is a folder", "give a file name, e.g. -o model.gguf")
 
@@ -546,6 +549,11 @@ def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: s
         w.write_tensors_to_file()
         w.close()
         os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        from compiler.fsutil import write_error
+
+        raise write_error(out, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -50,6 +50,9 @@ def default_grid() -> dict:
     return {"design": list(DESIGNS), **DEFAULT_AXES}
 
 
+MAX_POINTS = 100_000  # configurations of one sweep (each takes ~10 ms per model)
+
+
 def validate_grid(designs: list[str], shapes: str, bits: str, acts: str, groups: str) -> dict:
     """The grid of `lowbit sweep` from its options' comma-separated values; a malformed value is a LowbitError."""
 
@@ -68,6 +71,20 @@ def validate_grid(designs: list[str], shapes: str, bits: str, acts: str, groups:
         p = s.lower().split("x")
         if len(p) != 2 or not all(x.isdigit() and int(x) > 0 for x in p):
             raise LowbitError(f"--shapes item '{s}' is not MxN", "write e.g. --shapes 2x64,4x64")
+    points = grid_configs(grid)
+    if len(points) > MAX_POINTS:
+        raise LowbitError(f"the sweep grid has {len(points)} configurations, more than the limit of {MAX_POINTS}",
+                          "give fewer --designs, --shapes, --bits, --acts or --groups")
+    first_error = None
+    for p in points:  # a grid where no point is an array is a user error, not an empty sweep
+        try:
+            ArrayConfig(**p)
+            break
+        except ValueError as e:
+            first_error = first_error or f"{p['design']} {p['M']}x{p['N']} w{p['bits']} {p['act']} g{p['group']}: {e}"
+    else:
+        raise LowbitError(f"no configuration of the sweep grid is a valid array ({first_error or 'the grid is empty'})",
+                          "change --shapes, --bits or --groups (weights of 1-4 bits, groups a multiple of K=4)")
     return grid
 
 

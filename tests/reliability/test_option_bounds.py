@@ -72,11 +72,18 @@ BOUNDS = {
     "report --arrays": (["report", "bert-tiny", "-o", "OUT", "--arrays", 4097], "4097 is not in the range 1<=x<=4096"),
     "sweep --jobs": (["sweep", "bert-tiny", "-o", "OUT", "-j", 257], "257 is not in the range 1<=x<=256"),
     "sweep --clock-ghz": (["sweep", "bert-tiny", "-o", "OUT", "--clock-ghz", 0], "clock_ghz must be > 0, got 0.0"),
+    "sweep --bits past the arrays": (["sweep", "bert-tiny", "-o", "OUT", "--bits", 9], "weight bits must be 1..4, got 9"),
+    "sweep --shapes past the limit": (["sweep", "bert-tiny", "-o", "OUT", "--shapes", "2048x64"], "M=2048 exceeds the limit of 1024"),
+    "sweep --groups not a multiple of K": (["sweep", "bert-tiny", "-o", "OUT", "--groups", 7], "group 7 must be a multiple of K=4"),
+    "sweep grid too large": (["sweep", "bert-tiny", "-o", "OUT", "--shapes", ",".join(f"{m}x64" for m in range(1, 401)),
+                              "--groups", ",".join(str(4 * g) for g in range(1, 101))], "more than the limit of 100000"),
+    "export -o inside the artifact": (["export", "ART", "-o", "ART/inside.gguf"], "is inside the artifact"),
+    "export -o an unwritable place": (["export", "ART", "-o", "/proc/lowbit-test.gguf"], "cannot write /proc/lowbit-test.gguf"),
 }
 
 
 def fill(args, art, tmp_path):
-    return [art if a == "ART" else tmp_path / "o" if a == "OUT" else a for a in args]
+    return [art if a == "ART" else tmp_path / "o" if a == "OUT" else str(art) + a[3:] if str(a).startswith("ART/") else a for a in args]
 
 
 @pytest.mark.parametrize("case", list(BOUNDS))
