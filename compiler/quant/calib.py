@@ -59,6 +59,30 @@ def read_calib_text(path) -> str:
     return read_text(p, "pass a UTF-8 text file with --calib")
 
 
+def calibration_memory(hp: dict, n_samples: int, seqlen: int) -> int:
+    """An upper bound of the bytes GPTQ's block-by-block runs hold (compiler.quant.apply: every sample keeps each
+    block's float32 values: about 10 hidden-wide and 4 intermediate-wide rows per token, and the attention scores,
+    heads x seqlen per token). smollm2-135m at the default 16 x 128: 1.48 GB resident for the whole compile, against
+    this bound's 3.0 GiB."""
+    h, i, heads, layers = (int(hp.get(k) or 0) for k in ("hidden", "inter", "heads", "layers"))
+    return 4 * n_samples * seqlen * max(layers, 1) * (10 * h + 4 * i + heads * seqlen)
+
+
+def check_calibration_memory(hp: dict, n_samples: int, seqlen: int) -> None:
+    import os
+
+    need = calibration_memory(hp, n_samples, seqlen)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    if need > 0.75 * have:
+        raise LowbitError(
+            f"GPTQ calibration with {n_samples} samples of {seqlen} tokens needs up to {need / 2**30:.1f} GiB, more than 3/4 of "
+            f"this machine's {have / 2**30:.1f} GiB",
+            "pass fewer --calib-samples or a smaller --calib-seqlen")
+
+
 def calibration_feeds(model, n_samples: int = 8, seqlen: int = 128, text_file: str | None = None, seed: int = 0) -> list[dict]:
     from compiler.frontend.llama import empty_cache
     from compiler.frontend.tokenizer import HFTokenizer
@@ -66,6 +90,7 @@ def calibration_feeds(model, n_samples: int = 8, seqlen: int = 128, text_file: s
     hp = model.graph.meta["hparams"]
     if model.family == "bert":
         seqlen = min(seqlen, hp["max_positions"])
+    check_calibration_memory(hp, n_samples, seqlen)
     rng = np.random.default_rng(seed)
     text = None
     if text_file is not None:
@@ -80,6 +105,6 @@ def calibration_feeds(model, n_samples: int = 8, seqlen: int = 128, text_file: s
     for s in seqs:
         f = {"input_ids": s, "positions": np.arange(len(s), dtype=np.int64)}
         if model.causal:
-            f.update(empty_cache(model.graph))
+            f.update(empty_cache(model.graph, len(s)))
         feeds.append(f)
     return feeds

@@ -150,3 +150,19 @@ def test_usage_error_is_one_line(art, tmp_path, capsys, case):
     line = one_line(code, err)
     assert expect in line and line.endswith(f"; see {where} --help"), line
     assert not (tmp_path / "o").exists()
+
+
+def test_gptq_calibration_past_the_memory_is_refused(monkeypatch):
+    """--calib-samples x --calib-seqlen whose activations would not fit: one line before any work (smollm2's shapes)."""
+    import os
+
+    from compiler.errors import LowbitError
+    from compiler.quant.calib import calibration_memory, check_calibration_memory
+
+    hp = {"hidden": 576, "inter": 1536, "heads": 9, "layers": 30}
+    assert calibration_memory(hp, 16, 128) == 4 * 16 * 128 * 30 * (10 * 576 + 4 * 1536 + 9 * 128)
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda k: 4096 if k == "SC_PAGE_SIZE" else (24 << 30) // 4096 if k == "SC_PHYS_PAGES" else real(k))
+    check_calibration_memory(hp, 16, 128)  # 3.0 GiB of 24
+    with pytest.raises(LowbitError, match=r"128 samples of 2048 tokens needs up to 888\.8 GiB, more than 3/4 of this machine's 24\.0 GiB"):
+        check_calibration_memory(hp, 128, 2048)
