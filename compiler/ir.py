@@ -225,6 +225,23 @@ def _infer_attention(t, a):
     return [q]
 
 
+@_op("kv_write", 3, doc="cache with rows positions[i] set to new[i] (in place where the backend can): cache f32[C,H,D], new f32[S,H,D], positions i64[S] -> f32[C,H,D]")
+def _infer_kv_write(t, a):
+    cache, new, pos = t
+    _expect(len(cache.shape) == 3 and len(new.shape) == 3, "kv_write: cache and new rows must be [rows,H,D]")
+    _expect(_same_shape(cache.shape[1:], new.shape[1:]), f"kv_write: rows {new} do not fit cache {cache}")
+    _expect(_same_shape(pos.shape, new.shape[:1]) and pos.dtype == "i64", "kv_write: positions must be i64[S]")
+    return [cache]
+
+
+@_op("cache_attention", 4, attrs=("scale",), doc="attention over a preallocated KV cache: q f32[S,Hq,D], k/v caches f32[C,Hk,D], positions i64[S]; query i sees cache rows 0..positions[i]")
+def _infer_cache_attention(t, a):
+    q, k, v, pos = t
+    _infer_attention([q, k, v], a)
+    _expect(_same_shape(pos.shape, q.shape[:1]) and pos.dtype == "i64", "cache_attention: positions must be i64[S]")
+    return [q]
+
+
 def _unary(t, a):
     return [t[0]]
 

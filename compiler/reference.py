@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from compiler.errors import LowbitError
 from compiler.ir import Graph, Node
 
 KERNELS: dict[str, Callable] = {}
@@ -206,6 +207,37 @@ def _attention(ins, a, _):
         scores = np.where(allowed, scores, np.float32(-np.inf))
     p = softmax(scores)
     out = np.matmul(p, v.transpose(1, 0, 2)[:, None])  # [hk, rep, S, D]
+    return [out.transpose(2, 0, 1, 3).reshape(s, h, d).astype(np.float32)]
+
+
+@kernel("kv_write")
+def _kv_write(ins, a, _):
+    # Writes into the fed cache array itself: the caller allocates the cache once and passes it every step.
+    cache, new, pos = ins
+    if pos.size and (pos.min() < 0 or pos.max() >= cache.shape[0]):
+        raise LowbitError(f"position {int(pos.max())} is past the KV cache's {cache.shape[0]} rows", "generate fewer --tokens, or use a shorter prompt")
+    if not cache.flags.writeable or cache.dtype != np.float32:
+        cache = np.array(cache, np.float32)
+    cache[pos] = new
+    return [cache]
+
+
+@kernel("cache_attention")
+def _cache_attention(ins, a, _):
+    # Rows past the last position are never read; with contiguous positions ending at T - 1 this is
+    # `attention` (causal) over the first T rows, bit for bit.
+    q, kc, vc, pos = ins
+    t = int(pos.max()) + 1
+    k, v = kc[:t], vc[:t]
+    s = q.shape[0]
+    if np.array_equal(pos, np.arange(t - s, t)):
+        return _attention([q, k, v], {"causal": True, "scale": a["scale"]}, None)
+    h, d = q.shape[1:]
+    hk = k.shape[1]
+    qg = q.reshape(s, hk, h // hk, d).transpose(1, 2, 0, 3)
+    scores = np.matmul(qg, k.transpose(1, 2, 0)[:, None]) * np.float32(a["scale"])
+    scores = np.where(np.arange(t)[None, :] <= pos[:, None], scores, np.float32(-np.inf))
+    out = np.matmul(softmax(scores), v.transpose(1, 0, 2)[:, None])
     return [out.transpose(2, 0, 1, 3).reshape(s, h, d).astype(np.float32)]
 
 

@@ -48,5 +48,5 @@ def sequence_feeds(model, ids: list[int] | None = None, rows: int | None = None)
     model.check_ids(ids)
     feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
     if model.causal:
-        feeds.update(model._cache_feeds())
+        feeds.update(model._cache_feeds(len(ids)))
     return feeds

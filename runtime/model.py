@@ -13,6 +13,8 @@ from compiler.artifact import Artifact, load_artifact
 from compiler.errors import LowbitError
 from compiler.ir import Graph
 
+CACHE_ROUND = 256  # a preallocated KV cache's rows are a multiple of this (fewer shapes for backends to see)
+
 
 @dataclass
 class Generation:
@@ -100,18 +102,32 @@ class CompiledModel:
     def run(self, feeds: dict, backend: str = "ref") -> dict[str, np.ndarray]:
         return self.backend(backend).run(feeds)
 
-    def _cache_feeds(self) -> dict:
+    def _cache_feeds(self, capacity: int = 0) -> dict:
         from compiler.frontend.llama import empty_cache
 
-        return empty_cache(self.graph)
+        return empty_cache(self.graph, capacity)
 
-    def prefill(self, ids: list[int], backend: str = "ref") -> tuple[np.ndarray, dict]:
-        """Logits [S, V] for the prompt and the KV cache after it."""
+    @property
+    def kv_inplace(self) -> bool:
+        """The graph keeps a preallocated KV cache written in place (compiler.frontend.llama's "inplace" form)."""
+        return self.graph.meta.get("kv") == "inplace"
+
+    def cache_capacity(self, tokens: int) -> int:
+        """Rows of a preallocated KV cache for `tokens` positions: rounded up to a multiple of CACHE_ROUND, never
+        past the model's context length."""
+        rows = -(-tokens // CACHE_ROUND) * CACHE_ROUND
+        limit = self.context_length
+        return max(tokens, min(rows, limit)) if limit else rows
+
+    def prefill(self, ids: list[int], backend: str = "ref", capacity: int | None = None) -> tuple[np.ndarray, dict]:
+        """Logits [S, V] for the prompt and the KV cache after it (in-place form: a cache of `capacity` rows,
+        default the prompt's length, held as the backend keeps it)."""
         self.check_ids(ids)
-        feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64), **self._cache_feeds()}
-        out = self.run(feeds, backend)
-        cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
-        return out["logits"], cache
+        b = self.backend(backend)
+        feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
+        if self.kv_inplace:
+            return b.step(feeds, b.new_cache(self._cache_feeds(capacity or len(ids))))
+        return b.step(feeds, self._cache_feeds())
 
     def generate(self, ids: list[int], max_new_tokens: int, backend: str = "ref", sampling=None, stop_ids=None, on_token=None) -> Generation:
         """Decoding with a KV cache: one prefill, then one single-token step per new token. sampling: a
@@ -129,7 +145,7 @@ class CompiledModel:
         stops = set(default_stop_ids(self.tokenizer) if stop_ids is None else stop_ids)
         b = self.backend(backend)  # made (libraries loaded, weights copied) before the clock starts
         t0 = time.perf_counter()
-        logits, cache = self.prefill(ids, backend)
+        logits, cache = self.prefill(ids, backend, self.cache_capacity(len(ids) + max_new_tokens) if self.kv_inplace else None)
         t1 = time.perf_counter()
         tokens: list[int] = []
         stop = None
@@ -144,10 +160,9 @@ class CompiledModel:
                 on_token(nxt)
             if len(tokens) == max_new_tokens:
                 break
-            feeds = {"input_ids": np.array([nxt], np.int64), "positions": np.array([pos], np.int64), **cache}
-            out = b.run(feeds)
-            cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
-            nxt = pick(out["logits"][-1])
+            feeds = {"input_ids": np.array([nxt], np.int64), "positions": np.array([pos], np.int64)}
+            step_logits, cache = b.step(feeds, cache)
+            nxt = pick(step_logits[-1])
             pos += 1
         t2 = time.perf_counter()
         return Generation(list(ids), tokens, logits, t1 - t0, t2 - t1, stop, pick.seed)

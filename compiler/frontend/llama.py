@@ -1,7 +1,12 @@
 """Llama family (Llama 2/3, Mistral, Qwen2, BitNet-style ternary Llama): RMSNorm, RoPE, GQA, SwiGLU.
 
-Graph inputs: input_ids i64[S], positions i64[S], past_key.i / past_value.i f32[P, Hkv, D] per layer.
-Outputs: logits f32[S, V] and present_key.i / present_value.i f32[P+S, Hkv, D] (the grown KV cache).
+Graph inputs: input_ids i64[S], positions i64[S], past_key.i / past_value.i per layer. Outputs: logits
+f32[S, V] and present_key.i / present_value.i. Two forms of the KV cache (`kv`, default the
+LOWBIT_KV_CACHE knob; graph meta "kv"):
+- "concat": past f32[P, Hkv, D], present f32[P+S, Hkv, D], the grown cache (a copy of it every step);
+- "inplace": past f32[C, Hkv, D], a cache of C rows allocated once by the caller; `kv_write` sets rows
+  positions[0..S) (in place where the backend can) and present is that cache; `cache_attention` reads rows
+  0..positions[i] only, so C may be any capacity above the last position.
 Weights keep their Hugging Face names. Nodes of transformer block i carry attrs block=i, and the linears
 that quantization may replace carry quantize=True (the LM head and embeddings stay float).
 """
@@ -13,8 +18,10 @@ import numpy as np
 from compiler.errors import LowbitError
 from compiler.frontend.validate import MATCH, Fields, check_rope_scaling, check_tensors
 from compiler.ir import Graph, TensorType
+from compiler.knobs import KV_CACHE
 
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "BitNetForCausalLM")
+KV_FORMS = ("concat", "inplace")
 
 
 def hparams(cfg: dict, where="the model config") -> dict:
@@ -69,11 +76,13 @@ def check_weights(hp: dict, cfg: dict, w: dict[str, np.ndarray], where, origins:
     check_tensors(w, top, block, "model.layers.", hp["layers"], where, origins)
 
 
-def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str) -> Graph:
+def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str, kv: str | None = None) -> Graph:
     hp = hparams(cfg)
     nh, nkv, hd, L = hp["heads"], hp["kv_heads"], hp["head_dim"], hp["layers"]
+    kv = kv or KV_CACHE.get()
+    assert kv in KV_FORMS, kv
     g = Graph(name)
-    g.meta.update(family="llama", causal=True, hparams=hp)
+    g.meta.update(family="llama", causal=True, hparams=hp, kv=kv)
 
     def const(key: str) -> str:
         if key not in w:
@@ -93,8 +102,9 @@ def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str) -> Graph:
     for i in range(L):
         p = f"model.layers.{i}"
         b = {"block": i}
-        pk = g.add_input(f"past_key.{i}", TensorType(("P", nkv, hd)))
-        pv = g.add_input(f"past_value.{i}", TensorType(("P", nkv, hd)))
+        rows = "C" if kv == "inplace" else "P"
+        pk = g.add_input(f"past_key.{i}", TensorType((rows, nkv, hd)))
+        pv = g.add_input(f"past_value.{i}", TensorType((rows, nkv, hd)))
         a = g.add_node("rmsnorm", [x, const(p + ".input_layernorm.weight")], f"l{i}.attn_in", eps=hp["eps"], **b)[0]
         q = linear(a, p + ".self_attn.q_proj", f"l{i}.q", i)
         k = linear(a, p + ".self_attn.k_proj", f"l{i}.k", i)
@@ -104,10 +114,16 @@ def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str) -> Graph:
         v = g.add_node("reshape", [v], f"l{i}.v_heads", shape=[0, nkv, hd], **b)[0]
         q = g.add_node("rope", [q, pos], f"l{i}.q_rot", theta=hp["theta"], scaling=hp["rope_scaling"], **b)[0]
         k = g.add_node("rope", [k, pos], f"l{i}.k_rot", theta=hp["theta"], scaling=hp["rope_scaling"], **b)[0]
-        kc = g.add_node("concat", [pk, k], f"present_key.{i}", axis=0, **b)[0]
-        vc = g.add_node("concat", [pv, v], f"present_value.{i}", axis=0, **b)[0]
+        scale = 1.0 / float(np.sqrt(hd))
+        if kv == "inplace":
+            kc = g.add_node("kv_write", [pk, k, pos], f"present_key.{i}", **b)[0]
+            vc = g.add_node("kv_write", [pv, v, pos], f"present_value.{i}", **b)[0]
+            o = g.add_node("cache_attention", [q, kc, vc, pos], f"l{i}.attn", scale=scale, **b)[0]
+        else:
+            kc = g.add_node("concat", [pk, k], f"present_key.{i}", axis=0, **b)[0]
+            vc = g.add_node("concat", [pv, v], f"present_value.{i}", axis=0, **b)[0]
+            o = g.add_node("attention", [q, kc, vc], f"l{i}.attn", causal=True, scale=scale, **b)[0]
         present += [kc, vc]
-        o = g.add_node("attention", [q, kc, vc], f"l{i}.attn", causal=True, scale=1.0 / float(np.sqrt(hd)), **b)[0]
         o = g.add_node("reshape", [o], f"l{i}.attn_flat", shape=[0, nh * hd], **b)[0]
         o = linear(o, p + ".self_attn.o_proj", f"l{i}.attn_out", i)
         x = g.add_node("add", [x, o], f"l{i}.resid1", **b)[0]
@@ -125,8 +141,10 @@ def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str) -> Graph:
     return g
 
 
-def empty_cache(g: Graph) -> dict[str, np.ndarray]:
-    """past_key/past_value inputs for an empty KV cache (P = 0)."""
+def empty_cache(g: Graph, capacity: int = 0) -> dict[str, np.ndarray]:
+    """past_key/past_value inputs for an empty KV cache: P = 0 rows (concat form), or `capacity` zero rows,
+    one array per input since the in-place form writes into them (inplace form)."""
     hp = g.meta["hparams"]
-    z = np.zeros((0, hp["kv_heads"], hp["head_dim"]), np.float32)
-    return {k: z for k in g.inputs if k.startswith(("past_key.", "past_value."))}
+    rows = capacity if g.meta.get("kv") == "inplace" else 0
+    shape = (rows, hp["kv_heads"], hp["head_dim"])
+    return {k: np.zeros(shape, np.float32) for k in g.inputs if k.startswith(("past_key.", "past_value."))}

@@ -24,12 +24,38 @@ class Backend:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    # KV-cached generation: the cache is whatever new_cache returns, passed back unchanged from step to step,
+    # so a backend can keep it in its own memory (device tensors written in place) between steps.
+    def new_cache(self, arrays: dict[str, np.ndarray]) -> dict:
+        """The backend's form of a preallocated KV cache (past_key.i / past_value.i -> arrays)."""
+        return arrays
+
+    def step(self, feeds: dict[str, np.ndarray], cache: dict) -> tuple[np.ndarray, dict]:
+        """(logits, the cache after it) for feeds (input_ids, positions) on top of `cache`."""
+        if self.model.kv_inplace:
+            check_capacity(feeds, cache)
+        out = self.run({**feeds, **cache})
+        return out["logits"], {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
+
+
+def check_capacity(feeds: dict, cache: dict):
+    """Refuse positions past a preallocated cache's rows before a native kernel writes out of bounds."""
+    rows = {int(v.shape[0]) for v in cache.values()}
+    pos = feeds["positions"]
+    if rows and len(pos) and int(np.max(pos)) >= min(rows):
+        raise LowbitError(f"position {int(np.max(pos))} is past the KV cache's {min(rows)} rows (the context this generation allocated)", "generate fewer --tokens, or use a shorter prompt")
+
 
 class CompiledTargetBackend(Backend):
     """A backend that runs <artifact>/<name>/: `info_file` (JSON: target, inputs, params, outputs) and `library`."""
 
     info_file = "?"
     library = "?"
+
+    def check_feeds(self, feeds: dict):
+        """Native code writes a preallocated cache without bounds checks: refuse positions past its rows first."""
+        if self.model.kv_inplace:
+            check_capacity(feeds, {k: v for k, v in feeds.items() if k.startswith(("past_key.", "past_value."))})
 
     def target_folder(self) -> tuple[Path, dict, Path, str]:
         """(folder, info, library path, recompile hint), or a LowbitError naming what is missing or wrong."""

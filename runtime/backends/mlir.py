@@ -72,11 +72,29 @@ class _MLIRBackend(CompiledTargetBackend):
         missing = [k for k in self.info["inputs"] if k not in feeds]
         if missing:
             raise ValueError(f"missing graph inputs: {missing}")
+        self.check_feeds(feeds)
         args = [np.ascontiguousarray(feeds[k], self.input_dtypes[k]) for k in self.info["inputs"]]
         out = self.main(*args, *self.params)
         if not isinstance(out, (tuple, list)):
             out = [out]
         return {name: np.asarray(v.to_host()) for name, v in zip(self.info["outputs"], out)}
+
+    def new_cache(self, arrays):
+        # device arrays, allocated once; the module's kv_write (an insert_slice into the argument) writes them in place
+        return {k: self.rt.asdevicearray(self.config.device, np.ascontiguousarray(v, np.float32)) for k, v in arrays.items()}
+
+    def step(self, feeds, cache):
+        if not self.model.kv_inplace:
+            return super().step(feeds, cache)
+        from runtime.backends.base import check_capacity
+
+        check_capacity(feeds, cache)
+        args = [cache[k] if k in cache else np.ascontiguousarray(feeds[k], self.input_dtypes[k]) for k in self.info["inputs"]]
+        out = self.main(*args, *self.params)
+        if not isinstance(out, (tuple, list)):
+            out = [out]
+        names = self.info["outputs"]
+        return np.asarray(out[names.index("logits")].to_host()), {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
 
 
 class MLIRCPUBackend(_MLIRBackend):

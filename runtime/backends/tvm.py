@@ -49,9 +49,27 @@ class _TVMBackend(CompiledTargetBackend):
         missing = [k for k in self.info["inputs"] if k not in feeds]
         if missing:
             raise ValueError(f"missing graph inputs: {missing}")
+        self.check_feeds(feeds)
         args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[k], DTYPES[self.input_dtypes[k]]), self.dev) for k in self.info["inputs"]]
         out = self.main(*args, *self.params)
         return {name: out[i].numpy() for i, name in enumerate(self.info["outputs"])}
+
+    def new_cache(self, arrays):
+        # device tensors, allocated once; the library's kv_write updates them in place (tvm-cpu) every step
+        return {k: self.tvm.runtime.tensor(np.ascontiguousarray(v, np.float32), self.dev) for k, v in arrays.items()}
+
+    def step(self, feeds, cache):
+        if not self.model.kv_inplace:
+            return super().step(feeds, cache)
+        from compiler.ir import DTYPES
+        from runtime.backends.base import check_capacity
+
+        check_capacity(feeds, cache)
+        tvm = self.tvm
+        args = [cache[k] if k in cache else tvm.runtime.tensor(np.ascontiguousarray(feeds[k], DTYPES[self.input_dtypes[k]]), self.dev) for k in self.info["inputs"]]
+        out = self.main(*args, *self.params)
+        names = self.info["outputs"]
+        return out[names.index("logits")].numpy(), {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
 
 
 class TVMCPUBackend(_TVMBackend):

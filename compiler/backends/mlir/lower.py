@@ -242,10 +242,11 @@ def softmax_last(B, x, shape):
     return B.elementwise([e, s], shape, B.f32, lambda v, sv: arith.divf(v, sv), [B.identity_map(r), B.bcast_last(r)])
 
 
-def attention(B, q, k, v, qshape, kshape, scale, causal):
+def attention(B, q, k, v, qshape, kshape, scale, causal, pos=None):
     """softmax(q k^T * scale [+ causal mask]) v for q [S, Hq, D], k/v [T, Hk, D]. Query heads are viewed
     as [S, Hk, rep, D] so that head (g, r) reads KV head g with plain (projected-permutation) maps (GQA
-    without copies; a floordiv in a map crashes IREE's cuda tiling). Query i sits at (T - S) + i."""
+    without copies; a floordiv in a map crashes IREE's cuda tiling). Query i sits at (T - S) + i, or, over
+    a preallocated cache (`pos` given, i64[S]), at pos[i]: rows past it weigh exactly 0."""
     from iree.compiler.dialects import arith
 
     s, hq, dd = qshape
@@ -261,7 +262,16 @@ def attention(B, q, k, v, qshape, kshape, scale, causal):
         "ppppr",
         lambda a, b, o: arith.addf(o, arith.mulf(a, b)),
     )[0]
-    if causal:
+    if pos is not None:
+
+        def masked(v, p):
+            j = arith.index_cast(B.i64, B.index_in_region(3))
+            ok = arith.cmpi(arith.CmpIPredicate.sle, j, p)
+            return arith.select(ok, arith.mulf(v, B.cf(scale)), B.cf(LOWEST_F32))
+
+        sc = B.elementwise([sc, pos], sshape, B.f32, masked, [B.identity_map(4), "(g, r, i, j) -> (i)"])
+        mask = None
+    elif causal:
         off = arith.subi(B.size_value(t), B.size_value(s))
 
         def mask(v):
@@ -274,7 +284,8 @@ def attention(B, q, k, v, qshape, kshape, scale, causal):
         def mask(v):
             return arith.mulf(v, B.cf(scale))
 
-    sc = B.elementwise([sc], sshape, B.f32, mask)
+    if mask is not None:
+        sc = B.elementwise([sc], sshape, B.f32, mask)
     p = softmax_last(B, sc, sshape)
     o0 = B.fill(0.0, (s, hk, rep, dd), B.f32)
     o = B.generic(
@@ -285,6 +296,20 @@ def attention(B, q, k, v, qshape, kshape, scale, causal):
         lambda a, b, o: arith.addf(o, arith.mulf(a, b)),
     )[0]
     return B.reshape(o, (s, hk, rep, dd), qshape)
+
+
+def kv_write(B, cache, new, pos):
+    """The new rows [S, H, D] inserted at row pos[0] of the cache [C, H, D]: a tensor.insert_slice into the
+    function argument, which IREE bufferizes in place (the result is the argument's buffer, written in S rows;
+    runtime/backends/mlir.py passes the same device array every step)."""
+    from iree.compiler.dialects import arith, tensor
+
+    dyn = B.ir.ShapedType.get_dynamic_size()
+    st = B.ir.RankedTensorType(new.type)
+    sizes = [dyn if st.is_dynamic_dim(i) else st.shape[i] for i in range(3)]
+    dyn_sizes = [tensor.dim(new, B.cindex(i)) for i in range(3) if st.is_dynamic_dim(i)]
+    off = arith.index_cast(B.index, tensor.extract(pos, [B.cindex(0)]))
+    return tensor.InsertSliceOp(new, cache, [off], dyn_sizes, [], [dyn, 0, 0], sizes, [1, 1, 1]).result
 
 
 def mean(B, x, shape, axis):
@@ -397,6 +422,18 @@ def _rope(L, n):
 def _attention(L, n):
     q, k, v = L.ins(n)
     return [attention(L.B, q, k, v, L.shape(n.inputs[0]), L.shape(n.inputs[1]), float(n.attrs["scale"]), bool(n.attrs["causal"]))]
+
+
+@conv("cache_attention")
+def _cache_attention(L, n):
+    q, k, v, pos = L.ins(n)
+    return [attention(L.B, q, k, v, L.shape(n.inputs[0]), L.shape(n.inputs[1]), float(n.attrs["scale"]), True, pos)]
+
+
+@conv("kv_write")
+def _kv_write(L, n):
+    cache, new, pos = L.ins(n)
+    return [kv_write(L.B, cache, new, pos)]
 
 
 @conv("softmax")

@@ -25,6 +25,7 @@ from tvm import relax, te, tirx
 from compiler.backends.lowering import Converters, GraphLowerer
 from compiler.backends.tvm import kernels, kernels_cpu, qlinear_te
 from compiler.backends.tvm.kernels import QLinearKernel
+from compiler.backends.tvm.kv_cache import kv_write_inplace
 from compiler.backends.tvm.qlinear_te import QLinearShape
 from compiler.backends.tvm.tune import pick as measured_pick
 from compiler.ir import Graph
@@ -344,6 +345,14 @@ def _causal_mask_te(scores):
 @conv("attention")
 def _attention(L, n):
     q, k, v = L.ins(n)
+
+    def causal(sc):
+        return L.bb.emit_te(_causal_mask_te, sc, primfunc_name_hint="causal_mask")
+
+    return [_attend(L, n, q, k, v, causal if n.attrs["causal"] else None)]
+
+
+def _attend(L, n, q, k, v, mask):
     s, hq, d = (L.dim(x) for x in L.shape(n.inputs[0]))
     t, hk, _ = (L.dim(x) for x in L.shape(n.inputs[1]))
     rep = hq // hk
@@ -353,13 +362,47 @@ def _attention(L, n):
     kt = L.emit(op.permute_dims(k, [1, 2, 0]))  # [Hk, D, T]
     sc = L.emit(op.matmul(qg, kt))  # [Hk, rep*S, T]
     sc = L.emit(op.multiply(op.reshape(sc, [hk, rep, s, t]), relax.const(np.float32(n.attrs["scale"]))))
-    if n.attrs["causal"]:
-        sc = L.bb.emit_te(_causal_mask_te, sc, primfunc_name_hint="causal_mask")
+    if mask is not None:
+        sc = mask(sc)
     p = L.emit(op.nn.softmax(sc, axis=-1))
     vt = L.emit(op.permute_dims(v, [1, 0, 2]))  # [Hk, T, D]
     o = L.emit(op.matmul(op.reshape(p, [hk, rep * s, t]), vt))  # [Hk, rep*S, D]
     o = L.emit(op.permute_dims(op.reshape(o, [hk, rep, s, d]), [2, 0, 1, 3]))  # [S, Hk, rep, D]
-    return [L.emit(op.reshape(o, [s, hq, d]))]
+    return L.emit(op.reshape(o, [s, hq, d]))
+
+
+def _position_mask_te(scores, pos):
+    """scores [Hk, rep, S, C] over a preallocated cache; query i sees cache rows 0..pos[i]."""
+    lowest = tirx.min_value("float32")
+    return te.compute(scores.shape, lambda a, b, i, j: tirx.Select(j <= pos[i], scores[a, b, i, j], lowest), name="position_mask")
+
+
+@conv("cache_attention")
+def _cache_attention(L, n):
+    # Masked over the cache's C rows (a static-shape matmul and softmax, as `attention`): the rows past the
+    # last position weigh exactly 0, and the cache's capacity bounds the extra work.
+    q, k, v, pos = L.ins(n)
+    return [_attend(L, n, q, k, v, lambda sc: L.bb.emit_te(_position_mask_te, sc, pos, primfunc_name_hint="position_mask"))]
+
+
+@conv("kv_write")
+def _kv_write(L, n):
+    cache, new, pos = L.ins(n)
+    if L.kind != "cpu":
+        # GPU: a functional write (a copy of the cache), since the in-place kernel below is not thread-bound
+        return [L.bb.emit_te(_kv_write_te, cache, new, pos, primfunc_name_hint="kv_write_copy")]
+    heads, head_dim = L.shape(n.inputs[0])[1:]
+    fns = L.__dict__.setdefault("kv_write_fns", {})  # one kernel per cache shape, shared by every layer
+    if (heads, head_dim) not in fns:
+        fns[heads, head_dim] = L.bb.add_func(kv_write_inplace(heads, head_dim), "kv_write")
+    gv = fns[heads, head_dim]
+    sinfo = L.ttype(L.g.types[n.outputs[0]])
+    return [L.emit(relax.call_tir_inplace(gv, relax.Tuple([cache, new, pos]), inplace_indices=[0], out_ty=sinfo))]
+
+
+def _kv_write_te(cache, new, pos):
+    s = new.shape[0]
+    return te.compute(cache.shape, lambda j, h, d: tirx.Select(tirx.all(j >= pos[0], j < pos[0] + s), new[tirx.max(j - pos[0], 0), h, d], cache[j, h, d]), name="kv_write")
 
 
 @conv("softmax")
