@@ -29,23 +29,10 @@ import numpy as np  # noqa: E402
 
 
 def step_bytes(graph, context: int) -> dict:
-    """Bytes one decode step reads: weights by kind, and the KV cache at `context` positions."""
-    users: dict[str, set] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            users.setdefault(name, set()).add(node.op)
-    quant = flt = emb = 0
-    for name, arr in graph.consts.items():
-        ops = users.get(name, set())
-        if ops == {"embedding"}:
-            emb += arr.nbytes // arr.shape[0]  # one row per token
-        elif "qlinear" in ops:
-            quant += arr.nbytes
-        else:
-            flt += arr.nbytes
-    hp = graph.meta["hparams"]
-    kv = 2 * hp["layers"] * context * hp["kv_heads"] * hp["head_dim"] * 4
-    return {"quantized": quant, "float": flt, "embedding": emb, "kv": kv, "total": quant + flt + emb + kv}
+    """Bytes one decode step reads: weights by kind, and the KV cache at `context` positions (runtime.bench's)."""
+    from runtime.bench import step_bytes as count
+
+    return count(graph, context)
 
 
 def worker(args) -> list[dict]:

@@ -63,31 +63,11 @@ def one_layer_graph(n: int, k: int, spec_text: str, seed: int = 0):
 
 
 def bandwidth_gbs(tvm, nbytes: int, repeat: int) -> float:
-    """Read bandwidth: a parallel sum over an int32 buffer of nbytes (>= 4x LLC), best of repeat."""
-    from tvm import te
+    """Read bandwidth: a parallel TVM sum over a buffer of nbytes (>= 4x LLC), best of repeat (runtime.bench's,
+    which `lowbit bench` uses too)."""
+    from runtime.bench import bandwidth_gbs as measure
 
-    from compiler.backends.tvm.target import cpu_target
-
-    n = nbytes // 4
-    chunks = 256
-    n -= n % chunks
-    a = te.placeholder((chunks, n // chunks), "int32", name="a")
-    r = te.reduce_axis((0, n // chunks), name="r")
-    s = te.compute((chunks,), lambda c: te.sum(a[c, r], axis=r), name="s")
-    func = te.create_prim_func([a, s])
-    sch = tvm.s_tir.Schedule(func)
-    c, _ = sch.get_loops(sch.get_sblock("s"))
-    sch.parallel(c)  # the inner reduction loop is left to LLVM's vectorizer
-    lib = tvm.compile(sch.mod, target=cpu_target())
-    buf = tvm.runtime.tensor(np.ones((chunks, n // chunks), np.int32))
-    out = tvm.runtime.tensor(np.zeros(chunks, np.int32))
-    lib(buf, out)
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        lib(buf, out)
-        best = min(best, time.perf_counter() - t)
-    return n * 4 / best / 1e9
+    return measure(nbytes, repeat)
 
 
 def worker(args) -> list[dict]:

@@ -611,6 +611,31 @@ def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_g
     con.print(f"wrote {Path(out) / 'sweep.csv'} and {Path(out) / 'pareto.png'}")
 
 
+@cli.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--backend", default="ref", show_default=True, help="ref, tvm-cpu or mlir-cpu")
+@click.option("--threads", default=None, help="comma-separated thread counts, e.g. 1,2; a count other than this process's runs in a child process [every core]")
+@click.option("--prompt", default=128, show_default=True, type=click.IntRange(1, 1 << 20), help="prefill: prompt tokens")
+@click.option("--ctx", default=0, show_default=True, type=click.IntRange(0, 1 << 20), help="decode: KV cache positions before the first timed step")
+@click.option("--tokens", default=32, show_default=True, type=click.IntRange(0, 1 << 20), help="decode: timed steps (0: prefill only)")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="also write the figures as JSON")
+@click.option("--ops", is_flag=True, help="time one decode step op by op (ref: graph nodes; tvm-cpu: the VM's kernel calls)")
+def bench(artifact, backend, threads, prompt, ctx, tokens, json_path, ops):
+    """Prefill and decode tokens/s of ARTIFACT on this machine, against its bandwidth roofline."""
+    from runtime.bench import bench as run_bench
+    from runtime.bench import check_json_path, parse_threads, print_result, write_json
+
+    counts = parse_threads(threads)
+    if json_path:
+        check_json_path(json_path)  # before anything is measured
+    result = run_bench(artifact, backend, counts, prompt, ctx, tokens, ops)
+    con = _console()
+    print_result(con, result)
+    if json_path:
+        write_json(result, json_path)
+        con.print(f"wrote {json_path}")
+
+
 def _usage_line(e: click.UsageError, argv) -> str:
     """click's usage error as one line: the message and where to read the usage (no usage block)."""
     msg = " ".join(e.format_message().split()).rstrip(".")
