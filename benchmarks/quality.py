@@ -38,7 +38,7 @@ from benchmarks.common import machine
 # (label, quant spec, method); "none" is the float model, "keep" the checkpoint's own quantization
 FULL_CONFIGS = [
     ("float", "none", "rtn"), ("keep", "keep", "rtn"),
-    *[(f"{q} {m.upper()}", q, m) for m in ("rtn", "gptq") for q in ("w8g32", "w4g32", "w4g64", "w4g32-asym", "w4g64-asym", "w3g32", "w2g32", "ternary")],
+    *[(f"{q} {m.upper()}", q, m) for m in ("rtn", "gptq") for q in ("w8g32", "w4g32", "w4g64", "w4g32-asym", "w4g64-asym", "w4g32-min", "w3g32", "w3g32-min", "w2g32", "w2g32-min", "ternary")],
 ]
 QUICK_CONFIGS = [("float", "none", "rtn"), ("keep", "keep", "rtn"), ("w4g32 RTN", "w4g32", "rtn"), ("w4g32 GPTQ", "w4g32", "gptq")]
 LLAMACPP_FULL = ["Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q3_K_M", "Q2_K", "TQ2_0"]
