@@ -129,8 +129,8 @@ MLIR_THREADS = _knob(
     "LOWBIT_MLIR_THREADS", None, _positive_int, "mlir-cpu: IREE task threads (default: every core); 1 selects the "
     "single-threaded local-sync driver. Read once per process, when the first module loads", "run", "a whole number >= 1")
 KV_CACHE = _knob(
-    "LOWBIT_KV_CACHE", "concat", _choice("concat", "inplace"), "causal LMs: the graph's KV cache, grown by concat every step, or "
-    "preallocated once and written in place (compiler/frontend/llama.py); the artifact's graph records it", "compile", "concat or inplace")
+    "LOWBIT_KV_CACHE", "inplace", _choice("concat", "inplace"), "causal LMs: the graph's KV cache, preallocated once and "
+    "written in place, or grown by concat every step (compiler/frontend/llama.py); the artifact's graph records it", "compile", "concat or inplace")
 RTL_SIMULATOR = _knob(
     "LOWBIT_RTL_SIMULATOR", "icarus", _choice("icarus", "verilator"), "rtl:* backends: the HDL simulator "
     "(`lowbit run --simulator` overrides it)", "run", "icarus or verilator")

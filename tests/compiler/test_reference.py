@@ -80,10 +80,10 @@ def test_kv_cache_decode_equals_full_prefill(llama_tiny):
     g = llama_tiny.graph
     it = Interpreter(g)
     ids = rng.integers(3, 500, 12).astype(np.int64)
-    full = it.run({"input_ids": ids, "positions": np.arange(12), **empty_cache(g)})["logits"]
-    cache = empty_cache(g)
+    full = it.run({"input_ids": ids, "positions": np.arange(12), **empty_cache(g, 12)})["logits"]
+    cache = empty_cache(g, 12)
     for i in range(12):
         out = it.run({"input_ids": ids[i : i + 1], "positions": np.array([i]), **cache})
         cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
         np.testing.assert_allclose(out["logits"][0], full[i], rtol=1e-4, atol=1e-5)
-    assert cache["past_key.0"].shape[0] == 12
+    assert cache["past_key.0"].shape[0] == 12  # the grown copy (concat), or the 12-row cache (inplace)

@@ -77,7 +77,7 @@ def test_variant_compiles_and_runs_on_hwsim(wide, tmp_path):
     prog, tensors = load_program(m.artifact, "mixpe-wide")
     assert {k: prog.array[k] for k in WIDE} == WIDE  # the variant's default array
     assert all(c.op != "PRECOMPUTE_TABLE" for c in prog.commands) and any(c.op == "SHIFT_ADD_MMA" for c in prog.commands)
-    feeds = {"input_ids": np.arange(3, 10, dtype=np.int64), "positions": np.arange(7, dtype=np.int64), **m._cache_feeds()}
+    feeds = {"input_ids": np.arange(3, 10, dtype=np.int64), "positions": np.arange(7, dtype=np.int64), **m._cache_feeds(7)}
     got = m.backend("hwsim:mixpe-wide").run(feeds)
     want = ProgramExecutor(m.graph, prog, tensors).run(feeds)
     for k in m.graph.outputs:

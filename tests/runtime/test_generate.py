@@ -36,7 +36,7 @@ def tiny(llama_tiny):
 
 def old_greedy(m, ids, n):
     """The greedy loop as it was before sampling and stop tokens: argmax after prefill, then n - 1 steps."""
-    logits, cache = m.prefill(ids)
+    logits, cache = m.prefill(ids, capacity=len(ids) + n)
     toks, pos = [int(np.argmax(logits[-1]))], len(ids)
     for _ in range(n - 1):
         out = m.run({"input_ids": np.array([toks[-1]], np.int64), "positions": np.array([pos], np.int64), **cache})

@@ -16,7 +16,7 @@ from tests.helpers import write_hf_dir
 def logits(model, ids):
     feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids))}
     if model.causal:
-        feeds.update(empty_cache(model.graph))
+        feeds.update(empty_cache(model.graph, len(ids)))
     return Interpreter(model.graph).run(feeds)[model.graph.outputs[0 if model.causal else 1]]
 
 

@@ -16,7 +16,7 @@ IDS = [5, 77, 120, 3, 250, 42, 9]
 
 def ref_logits(m, ids):
     feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids))}
-    feeds.update(empty_cache(m.graph))
+    feeds.update(empty_cache(m.graph, len(ids)))
     return Interpreter(m.graph).run(feeds)[m.graph.outputs[0]]
 
 

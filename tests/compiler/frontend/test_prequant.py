@@ -87,7 +87,7 @@ def _float_dir(path, written, floats, cfg):
 
 
 def _logits(m, ids):
-    feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids)), **empty_cache(m.graph)}
+    feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids)), **empty_cache(m.graph, len(ids))}
     return Interpreter(m.graph).run(feeds)[m.graph.outputs[0]]
 
 
@@ -121,7 +121,7 @@ def test_ref_backend_runs_the_kept_checkpoint(imported, tmp_path, capsys, case):
         np.testing.assert_array_equal(cm.graph.consts[n.inputs[2]], w.scales)
         np.testing.assert_array_equal(cm.graph.consts[n.inputs[3]], w.zeros)
     ids = [3, 1, 4, 1, 5, 9, 2, 6]
-    feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids)), **empty_cache(m.graph)}
+    feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids)), **empty_cache(m.graph, len(ids))}
     got, want = cm.run(feeds, "ref")["logits"], _logits(m, ids)
     # A16 rounds activations to fp16 (2^-11 relative) before each qlinear; through this random-weight model that
     # measured 1e-3..5e-3 of max |logit| against the float of the checkpoint, while one wrong code, scale or

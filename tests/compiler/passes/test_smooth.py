@@ -50,7 +50,7 @@ def test_llama_norms_are_rescaled_in_place(llama_tiny):
     g1 = smooth_graph(g0, calib, 0.5)
     assert len(g1.nodes) == len(g0.nodes)  # pre-norm: the norms feed only the linears
     ids = np.arange(3, 40, dtype=np.int64)
-    fd = {"input_ids": ids, "positions": np.arange(len(ids)), **empty_cache(g0)}
+    fd = {"input_ids": ids, "positions": np.arange(len(ids)), **empty_cache(g0, len(ids))}
     a = Interpreter(g0).run(fd)["logits"]
     b = Interpreter(g1).run(fd)["logits"]
     np.testing.assert_allclose(b, a, atol=1e-4 * float(np.abs(a).max()))

@@ -29,7 +29,7 @@ def test_gptq_beats_rtn_on_held_out_tokens(llama_tiny):
     g_gptq = quantize_graph(llama_tiny.graph, spec, "gptq", calib, damp=0.01)
     rng = np.random.default_rng(123)
     ids = rng.integers(3, 512, 96).astype(np.int64)
-    feeds = {"input_ids": ids, "positions": np.arange(96), **empty_cache(llama_tiny.graph)}
+    feeds = {"input_ids": ids, "positions": np.arange(96), **empty_cache(llama_tiny.graph, 96)}
     ref = Interpreter(llama_tiny.graph).run(feeds)["logits"]
     err_rtn = np.linalg.norm(Interpreter(g_rtn).run(feeds)["logits"] - ref)
     err_gptq = np.linalg.norm(Interpreter(g_gptq).run(feeds)["logits"] - ref)

@@ -23,7 +23,7 @@ def test_head_is_quantized_and_the_embedding_stays_float(tmp_path, llama_tiny):
     assert g.consts[emb.inputs[1]].dtype == np.float32  # the gather still reads the float table
     assert m.artifact.manifest["quant"]["head"] == "w8pc"
     ids = list(range(1, 20))
-    feeds = {"input_ids": np.array(ids), "positions": np.arange(len(ids)), **m._cache_feeds()}
+    feeds = {"input_ids": np.array(ids), "positions": np.arange(len(ids)), **m._cache_feeds(len(ids))}
     got = m.run(feeds, "ref")["logits"]
     ref_float = llama_tiny.graph  # the float model on the same interpreter
     from compiler.reference import Interpreter

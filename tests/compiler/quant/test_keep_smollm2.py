@@ -36,7 +36,7 @@ def test_keep_is_the_float_model_of_the_gguf(smollm2):
     assert {n.attrs["act"] for n in kept.nodes if n.op == "qlinear"} == {"a32"}
     ids = np.asarray(m.tokenizer.encode(PROMPT)[:32], np.int64)
     assert len(ids) == 32
-    feeds = {"input_ids": ids, "positions": np.arange(32), **empty_cache(m.graph)}
+    feeds = {"input_ids": ids, "positions": np.arange(32), **empty_cache(m.graph, 32)}
     a = Interpreter(kept).run(feeds, ["logits"])["logits"]
     b = Interpreter(m.graph).run(feeds, ["logits"])["logits"]
     rel = float(np.abs(a - b).max() / np.abs(b).max())

@@ -114,8 +114,8 @@ def agree(m, backend: str, spec: str) -> dict:
     what = f"{backend} {m.name} {spec}"
     if not m.causal:
         return check_close(b.run(feeds), ref.run(feeds), tol, what, cos_default=cos)
-    feeds.update(m._cache_feeds())
-    out_b, out_r = b.run(feeds), ref.run(feeds)
+    rows = len(IDS) + 2  # in place: one cache per side (each run writes the one it is fed), room for both decode steps
+    out_b, out_r = b.run({**feeds, **m._cache_feeds(rows)}), ref.run({**feeds, **m._cache_feeds(rows)})
     errs = check_close(out_b, out_r, tol, f"{what} prefill", cos_default=cos)
     # decode: each side continues from its own cache (as generation does), on the same tokens
     pos = len(IDS)
@@ -124,7 +124,7 @@ def agree(m, backend: str, spec: str) -> dict:
         fb = {**feed, **{k.replace("present_", "past_"): v for k, v in out_b.items() if k.startswith("present_")}}
         fr = {**feed, **{k.replace("present_", "past_"): v for k, v in out_r.items() if k.startswith("present_")}}
         out_b, out_r = b.run(fb), ref.run(fr)
-        assert out_b["present_key.0"].shape[0] == pos + step + 1
+        assert out_b["present_key.0"].shape[0] == (rows if m.kv_inplace else pos + step + 1)  # the cache, or the grown copy
         step_errs = check_close(out_b, out_r, tol, f"{what} decode step {step}", cos_default=cos)
         errs = {k: max(v, step_errs.get(k, 0.0)) for k, v in errs.items()}
     return errs

@@ -61,7 +61,9 @@ def feeds_of(g, n: int = 5, past: dict | None = None, start: int = 0) -> dict:
     f = {"input_ids": (np.arange(3, 3 + n) * 37 % 512).astype(np.int64), "positions": np.arange(start, start + n, dtype=np.int64)}
     for k, t in g.inputs.items():
         if k.startswith("past_"):
-            f[k] = past[k] if past else np.zeros((0, *t.shape[1:]), np.float32)
+            # concat: an empty cache; in place: rows for these positions and one decode step
+            rows = start + n + 1 if g.meta.get("kv") == "inplace" else 0
+            f[k] = past[k].copy() if past else np.zeros((rows, *t.shape[1:]), np.float32)
     return f
 
 
@@ -84,14 +86,14 @@ def test_hwsim_equals_reference_and_is_within_tolerance(design, act, tmp_path):
     assert host[0] == "qembedding"  # the gather runs on the host, reading the head's table
     hw, refx = HwsimExecutor(g, prog, tensors), ProgramExecutor(g, prog, tensors)
     f = feeds_of(g, 4)  # one row tile of the default arrays (M = 4)
-    got, want = hw.run(f), refx.run(f)
+    got, want = hw.run(f), refx.run({k: v.copy() for k, v in f.items()})
     for k in got:
         assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
     past = {k.replace("present_", "past_"): v for k, v in got.items() if k.startswith("present_")}
     f2 = feeds_of(g, 1, past, start=4)  # and one decode step on that cache
     got2 = hw.run(f2)
     interp = Interpreter(g)
-    for a, r in ((got, interp.run(f)), (got2, interp.run(f2))):
+    for a, r in ((got, interp.run(feeds_of(g, 4))), (got2, interp.run({k: v.copy() for k, v in f2.items()}))):
         for k in ("logits", "present_key.3", "present_value.3"):
             err = np.abs(a[k] - r[k]).max() / np.abs(r[k]).max()
             assert err <= TOL[act], (k, err)

@@ -57,7 +57,7 @@ def test_tiny_llama_a32_matches_ref_within_the_float_row(llama_a32):
 
     g, mod = llama_a32
     assert "f32 to f16" not in mod.asm  # (no activation rounded to fp16)
-    feeds = {"input_ids": np.array(IDS, np.int64), "positions": np.arange(len(IDS), dtype=np.int64), **empty_cache(g)}
+    feeds = {"input_ids": np.array(IDS, np.int64), "positions": np.arange(len(IDS), dtype=np.int64), **empty_cache(g, len(IDS))}
     errs = check_close(mod.run(feeds), Interpreter(g).run(feeds), COMPILER_TOL["float"], "mlir-cpu w4g32a32")
     print(f"mlir-cpu w4g32a32 llama-tiny: max error relative to max |output| {max(errs.values()):.2e}")
 

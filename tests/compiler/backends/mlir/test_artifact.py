@@ -142,7 +142,7 @@ def test_backend_outputs_equal_in_memory_model(llama_art):
     from tests.compiler.backends.mlir.common import InMemoryMLIR
 
     m = runtime.load(llama_art)
-    feeds = {"input_ids": np.array([3, 4, 5], np.int64), "positions": np.arange(3, dtype=np.int64), **empty_cache(m.graph)}
+    feeds = {"input_ids": np.array([3, 4, 5], np.int64), "positions": np.arange(3, dtype=np.int64), **empty_cache(m.graph, 3)}
     a = m.run(feeds, "mlir-cpu")
     b = InMemoryMLIR(m.graph).run(feeds)
     for k in a:

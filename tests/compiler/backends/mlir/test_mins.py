@@ -182,7 +182,7 @@ def test_llama_with_mins_and_qembedding_agrees_with_ref():
     assert sum(n.op == "qlinear" and n.attrs.get("mins") for n in g.nodes) == 7 + 1
     assert {n.attrs["act"] for n in g.nodes if n.op == "qlinear"} == {"a8", "a16"}
     assert "model.embed_tokens.weight" not in g.consts  # the float table is gone: the head's table serves both
-    feeds = {"input_ids": np.array(IDS, np.int64), "positions": np.arange(len(IDS), dtype=np.int64), **empty_cache(g)}
+    feeds = {"input_ids": np.array(IDS, np.int64), "positions": np.arange(len(IDS), dtype=np.int64), **empty_cache(g, len(IDS) + 1)}
     ref = Interpreter(g).run(feeds)
     out = m.run(feeds)
     check(out, ref, COMPILER_TOL[act], "llama mins")

@@ -107,7 +107,7 @@ def test_tiny_llama_a32_matches_ref_within_the_float_row(llama_a32):
     g, mod = llama_a32
     assert {n.attrs["act"] for n in g.nodes if n.op == "qlinear"} == {"a32"}
     assert set(mod.lowered.kernels.values()) <= {"blocked-cpu", "dequant-cpu"}
-    feeds = {"input_ids": np.array(IDS, np.int64), "positions": np.arange(len(IDS), dtype=np.int64), **empty_cache(g)}
+    feeds = {"input_ids": np.array(IDS, np.int64), "positions": np.arange(len(IDS), dtype=np.int64), **empty_cache(g, len(IDS))}
     errs = check_close(mod.run(feeds), Interpreter(g).run(feeds), COMPILER_TOL["float"], "tvm-cpu w4g32a32")
     print(f"tvm-cpu w4g32a32 llama-tiny: max error relative to max |output| {max(errs.values()):.2e}")
 

@@ -279,7 +279,7 @@ def test_tiny_llama_with_minimums_and_a_qembedding_table_matches_ref(tied_llama)
     assert relaid["model.embed_tokens.mins"] == relaid["model.layers.0.mlp.up_proj.scales"] == np.float16  # fp16 values kept in fp16
     assert relaid["model.layers.1.mlp.up_proj.mins"] == np.float32
     ids = np.array(IDS, np.int64)
-    feeds = {"input_ids": ids, "positions": np.arange(len(ids), dtype=np.int64), **empty_cache(g)}
+    feeds = {"input_ids": ids, "positions": np.arange(len(ids), dtype=np.int64), **empty_cache(g, len(ids))}
     want = Interpreter(g).run(feeds)
     got = mod.run(feeds)
     # the A8 block's int8 activations flip roundings on the A16 blocks' 13-bit-activation differences (vnni-cpu,
