@@ -148,13 +148,19 @@ def compile_cli(model, out: Path, capsys, *extra) -> tuple[int, str, str]:
     return run_cli(["compile", str(model), "-o", str(out), "--target", "ref", *extra], capsys)
 
 
-def assert_one_line_error(code: int, err: str, out: Path, names: str) -> str:
-    """Exit code 2, exactly one stderr line 'error: ...' naming `names`, no traceback, OUT not created."""
-    assert "Traceback" not in err, err
+def one_error_line(code: int, err: str) -> str:
+    """Exit code 2 and exactly one stderr line 'error: ...' (no traceback, no usage block); returns the line."""
     assert code == 2, err
+    assert "Traceback" not in err and "Usage:" not in err, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert names.lower() in lines[0].lower(), f"{names!r} not named in: {lines[0]}"
+    return lines[0]
+
+
+def assert_one_line_error(code: int, err: str, out: Path, names: str) -> str:
+    """Exit code 2, exactly one stderr line 'error: ...' naming `names`, no traceback, OUT not created."""
+    line = one_error_line(code, err)
+    assert names.lower() in line.lower(), f"{names!r} not named in: {line}"
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if out.name in p.name], "a half-written output was left behind"
-    return lines[0]
+    return line

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from tests.reliability.fixtures import one_error_line
 from tests.reliability.forked import run_cli_forked
 
 pytest.importorskip("tvm")
@@ -35,15 +36,6 @@ def art(tmp_path_factory) -> Path:
 
 def tree_digest(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_error_line(code: int, err: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.rstrip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 # ---- the files --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from compiler import fsutil
 from compiler.artifact import load_artifact
 from tests.helpers import run_cli
 from tests.reliability import forked
+from tests.reliability.fixtures import one_error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "llama-tiny"
@@ -48,14 +49,6 @@ def verify_complete(out: Path) -> str:
         art.check_file(name, hashed=True)
     assert len(runtime.load(out).generate([1, 10, 20], 2, stop_ids=()).tokens) == 2
     return art.manifest["quant"]["name"]
-
-
-def one_error_line(code: int, err: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.rstrip("\n").split("\n")
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

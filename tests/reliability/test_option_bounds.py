@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers import run_cli
+from tests.reliability.fixtures import one_error_line
 
 SEED_MAX = 2**63 - 1
 ACCEL = ["--target", "mac", "--quant", "w4g128a8"]
@@ -25,15 +26,6 @@ def art(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bounds") / "llama"
     compile_model("llama-tiny", out, quant="w4g128", progress=False)
     return out
-
-
-def one_line(code: int, err: str) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err and "Usage:" not in err
-    lines = err.rstrip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 # args (ART: the llama-tiny artifact, OUT: a fresh -o), what the line says (the bound)
@@ -87,10 +79,10 @@ def fill(args, art, tmp_path):
 
 
 @pytest.mark.parametrize("case", list(BOUNDS))
-def test_option_past_its_bound_is_one_line(art, tmp_path, capsys, case):
+def test_option_past_its_bound_is_one_error_line(art, tmp_path, capsys, case):
     args, expect = BOUNDS[case]
     code, _, err = run_cli(fill(args, art, tmp_path), capsys)
-    assert expect in one_line(code, err)
+    assert expect in one_error_line(code, err)
     assert not (tmp_path / "o").exists()  # nothing written
 
 
@@ -144,10 +136,10 @@ USAGE = {
 
 
 @pytest.mark.parametrize("case", list(USAGE))
-def test_usage_error_is_one_line(art, tmp_path, capsys, case):
+def test_usage_error_is_one_error_line(art, tmp_path, capsys, case):
     args, expect, where = USAGE[case]
     code, _, err = run_cli(fill(args, art, tmp_path), capsys)
-    line = one_line(code, err)
+    line = one_error_line(code, err)
     assert expect in line and line.endswith(f"; see {where} --help"), line
     assert not (tmp_path / "o").exists()
 
