@@ -14,13 +14,13 @@ float of the checkpoint) at `requant_spec(type)`:
 
 Measured by benchmarks/requant_error.py (relative RMS error of the re-quantized weight against the dequantized one;
 256 x 1536 random blocks of each type decoded by gguf 0.19; Q5_0 / Q5_1 quantized by gguf from Gaussian weights):
-  Q6_K   w8g32 0.0047   w8g32-asym 0.0043   w8g32-min 0.0041   w8g64 0.0053   w8pc 0.0065
-  Q5_K   w8g32 0.0040   w8g32-asym 0.0019   w8g32-min 0.0020
-  Q5_0   w8g32 0.0039   w8g32-asym 0.0049   w8g32-min 0.0048
-  Q5_1   w8g32 0.0056   w8g32-asym 0.0047   w8g32-min 0.0046
-  Q3_K   w3g32 0.129    w3g32-asym 0.110    w3g32-min 0.110    (w4g32-min 0.068)
-  Q2_K   w2g32 0.366    w2g32-asym 0.220    w2g32-min 0.148
-  Q4_K   w4g32 0.061    w4g32-asym 0.032    w4g32-min 0.015
+  Q6_K   w8g32 0.0047   w8g32-asym 0.0037   w8g32-min 0.0036   w8g64 0.0053   w8pc 0.0065
+  Q5_K   w8g32 0.0040   w8g32-asym 0.0016   w8g32-min 0.0015
+  Q5_0   w8g32 0.0039   w8g32-asym 0.0030   w8g32-min 0.0035
+  Q5_1   w8g32 0.0056   w8g32-asym 0.0037   w8g32-min 0.0041
+  Q3_K   w3g32 0.129    w3g32-asym 0.098    w3g32-min 0.094    (w4g32-min 0.047)
+  Q2_K   w2g32 0.366    w2g32-asym 0.160    w2g32-min 0.118
+  Q4_K   w4g32 0.061    w4g32-asym 0.018    w4g32-min 0.0018
 `-asym` where it matches `-min` (Q3_K, Q6_K) because a zero point is one byte and a minimum four.
 Other stored types (IQ*, MXFP4, an unmapped "gptq-w4g128") take the bits (and a supported group) named in
 the type and `-asym`.

@@ -20,11 +20,18 @@ input features per output row. The rules, per group (b = spec.bits, qmax = 2^b -
   accelerator's dyadic scales (hwsim/golden.py) are unsigned.
   At 8 bits the fixed rule stays (scale = 2 absmax / qmax: half a step of 255 levels is below what the
   search can buy, and A8 encoders are sensitive to int8 roundings moving): every value within scale/2.
-- asymmetric (`-asym`):
-      xmin  = min(group.min(), 0),  xmax = max(group.max(), 0),
-      scale = (xmax - xmin) / qmax,  zero = clamp(rint(-xmin / scale), 0, qmax),
-      code  = clamp(rint(w / scale) + zero, 0, qmax)
-  (zero is always representable: the range includes 0.)
+- asymmetric (`-asym`), searched like llama.cpp's K-quants (ggml-quants.c make_qkx2_quants):
+      xmin  = min(group.min(), 0),  xmax = max(group.max(), 0),  s0 = (xmax - xmin) / qmax,
+      the range rule: scale = s0, zero = clamp(rint(-xmin / s0), 0, qmax);
+      candidates: for each trial scale t = f s0, f in SEARCH_STEPS (0.70 .. 1.10), the zero point
+      z = clamp(rint(-xmin / t)) or the one centring the range, z = clamp(rint(qmax/2 - (xmin + xmax) / 2t)),
+      the codes c = clamp(rint(w / t) + z, 0, qmax), and then the least-squares scale for those codes,
+      s = sum w (c - z) / sum (c - z)^2;
+      kept: the candidate of least squared error, where it is below the range rule's (stored float32 scale);
+      code  = clamp(rint(w / scale) + zero, 0, qmax)   (with the kept scale: rounding can only lower the error).
+  So a group's squared error is never above the range rule's, and a group the search cannot improve keeps the
+  range rule's scale and zero bit for bit. Unlike the range rule, the kept grid may clip a group's extremes.
+  (zero is always representable: it is clamped to 0 .. qmax.)
 - ternary (BitNet b1.58 absmean):
       a = mean(|w|) over the group,  t = clamp(rint(w / a), -1, 1),
       then the scale is refit by least squares on the chosen t:  s = mean(|w| over elements with t != 0),
@@ -33,8 +40,17 @@ input features per output row. The rules, per group (b = spec.bits, qmax = 2^b -
   |w| / a >= 1 for every nonzero element, so t is recovered, and the refit mean of identical values is
   computed in float64 (exact) and gives s back bit for bit.
 
-- scale-and-minimum (`-min`, `quantize_rtn_min`, llama.cpp's Q4_1 rule): m = group.min(),
-  scale = (group.max() - m) / qmax, code = clamp(rint((w - m) / scale), 0, qmax), w ~ scale * code + m.
+- scale-and-minimum (`-min`, `quantize_rtn_min`, `min_params`): w ~ scale * code + m with a float minimum m.
+  The range rule (llama.cpp's Q4_1): m = group.min(), scale = (group.max() - m) / qmax. The search: for each
+  trial scale t = f * range / qmax (f in SEARCH_STEPS) and each of two grid origins (the minimum, or centred on
+  the range), the codes c = clamp(rint((w - origin) / t), 0, qmax), then the least-squares (s, m) of
+  w ~ s c + m for those codes (the 2x2 normal equations, solved for all groups at once); kept as for `-asym`
+  (least squared error, and only where it is below the range rule's), then
+  code = clamp(rint((w - m) / scale), 0, qmax). Weights already on a scale-and-minimum grid (a dequantized
+  Q4_1 tensor) keep the range rule's exact grid.
+  The searches run in units of each group's absmax, so their sums neither overflow nor underflow float32.
+  Measured on 64 x 256 Gaussian weights, total squared error searched / range rule: w3g32-min 0.75,
+  w2g32-min 0.59, w3g32-asym 0.86, w4g32-asym 0.90 (tests/compiler/quant/test_rtn_search.py).
 
 A layer whose K the spec's group does not divide uses the group of `QuantSpec.group_for` (compiler.groups).
 rint is numpy's round-half-to-even. Scales are float32 and codes are computed with the float32 scale
@@ -132,7 +148,30 @@ def group_params(w: np.ndarray, spec: QuantSpec, g: int) -> tuple[np.ndarray, np
         scale = _normal((xmax - xmin) / qmax)
         safe = _positive_f32(scale).astype(np.float64)
         zeros = np.clip(np.rint(-xmin / safe), 0, qmax).astype(np.uint8)
+        return _asym_search(wg, qmax, _positive_f32(scale), zeros)
     return _positive_f32(scale), zeros
+
+
+def _asym_search(wg: np.ndarray, qmax: int, scale: np.ndarray, zeros: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The searched asymmetric (scale, zero) where the search beats the range rule's (scale, zero)."""
+    for rows, u, wt in _search_slices(wg):
+        found, sn, zn = _search_asym(wt, qmax)
+        shape = scale[rows].shape
+        sn = _positive_f32(_normal(sn.reshape(shape) * u))
+        zn = zn.reshape(shape).astype(np.uint8)
+        # Keep a searched pair only where its error (in the stored float32 scale) is really below the rule's.
+        ok = found.reshape(shape) & (_asym_err(wg[rows], sn, zn, qmax) < _asym_err(wg[rows], scale[rows], zeros[rows], qmax))
+        scale[rows] = np.where(ok, sn, scale[rows])
+        zeros[rows] = np.where(ok, zn, zeros[rows])
+    return scale, zeros
+
+
+def _asym_err(wg: np.ndarray, s: np.ndarray, z: np.ndarray, qmax: int) -> np.ndarray:
+    s32 = s.astype(np.float32)[..., None]
+    zf = z.astype(np.float32)[..., None]
+    q = np.clip(np.rint(wg / s32) + zf, 0, qmax)
+    d = wg.astype(np.float64) - s32 * (q - zf)
+    return np.einsum("njg,njg->nj", d, d)
 
 
 SYM_SHRINK = np.linspace(0.70, 1.0, 13)  # candidate scales of the symmetric rule, as fractions of absmax / h
@@ -216,7 +255,7 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> Quanti
 
 
 def quantize_rtn_min(w: np.ndarray, bits: int, group: int) -> QuantizedWeight:
-    """Scale-and-minimum RTN (llama.cpp's Q4_1 rule): per group m = min, s = (max - min) / qmax,
+    """Scale-and-minimum RTN: per group (s, m) by `min_params` (the searched rule of the module doc),
     q = clamp(rint((w - m) / s), 0, qmax), w ~ s q + m. The minimum is a float, so a group's range is
     used fully even when it does not include 0. An all-equal group gets s = 1 and q = 0 (exactly m)."""
     w = np.asarray(w, np.float32)
@@ -232,8 +271,118 @@ def quantize_rtn_min(w: np.ndarray, bits: int, group: int) -> QuantizedWeight:
 
 
 def min_params(wg: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scales, minimums) float32 [N, J] of grouped weights wg [N, J, g] by the scale-and-minimum rule."""
+    """(scales, minimums) float32 [N, J] of grouped weights wg [N, J, g] by the searched scale-and-minimum
+    rule (module doc); a group the search cannot improve keeps the range rule's (s, m) exactly."""
+    wg = np.asarray(wg, np.float32)
     lo = wg.min(axis=-1).astype(np.float32)
     s = ((wg.max(axis=-1) - lo) / np.float32(qmax)).astype(np.float32)
     s = np.where(s > 0, np.maximum(s, np.finfo(np.float32).tiny), np.float32(1.0)).astype(np.float32)
+    for rows, u, wt in _search_slices(wg):
+        found, sn, mn = _search_min(wt, qmax)
+        shape = s[rows].shape
+        sn = _positive_f32(_normal(sn.reshape(shape) * u))
+        mn = (mn.reshape(shape) * u).astype(np.float32)
+        ok = found.reshape(shape) & (_min_err(wg[rows], sn, mn, qmax) < _min_err(wg[rows], s[rows], lo[rows], qmax))
+        s[rows] = np.where(ok, sn, s[rows])
+        lo[rows] = np.where(ok, mn, lo[rows])
     return s, lo
+
+
+def _min_err(wg: np.ndarray, s: np.ndarray, m: np.ndarray, qmax: int) -> np.ndarray:
+    q = np.clip(np.rint((wg - m[..., None]) / s[..., None]), 0, qmax)
+    d = wg.astype(np.float64) - (s[..., None] * q + m[..., None])
+    return np.einsum("njg,njg->nj", d, d)
+
+
+SEARCH_STEPS = np.linspace(0.70, 1.10, 17)  # candidate scales of the searched rules, in units of range / qmax
+_CHUNK = 1 << 17  # elements per slice of the search, so its temporaries stay in cache
+
+
+def _search_slices(wg: np.ndarray):
+    """(row slice, absmax unit [n, J] float64, weights [g, n*J] float32 in those units) per slice of rows.
+    In units of its absmax a group's squared errors neither overflow nor underflow float32, and with the
+    group's elements along the first axis the per-group sums are whole-row vector adds."""
+    n, j, g = wg.shape
+    step = max(1, _CHUNK // max(1, j * g))
+    for r in range(0, n, step):
+        rows = slice(r, min(n, r + step))
+        amax = np.abs(wg[rows]).max(axis=-1).astype(np.float64)
+        u = np.where(amax > 0, np.maximum(amax, float(np.finfo(np.float32).tiny)), 1.0)
+        wn = (wg[rows] / u.astype(np.float32)[..., None]).astype(np.float32)
+        yield rows, u, np.ascontiguousarray(wn.reshape(-1, g).T)
+
+
+def _search_min(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(improved mask, scale, minimum) [M] for M groups wt [g, M] (float32, in units of the absmax).
+
+    Each candidate's codes are rounded from a trial grid, then (s, m) is the least-squares fit of w ~ s q + m
+    to those codes (2x2 normal equations); its squared error is sum w^2 - s sum qw - m sum w."""
+    g = wt.shape[0]
+    lo = wt.min(axis=0)
+    rng = wt.max(axis=0) - lo
+    live = rng > 0
+    s0 = np.where(live, rng / qmax, 1.0).astype(np.float32)
+    sw = wt.sum(axis=0, dtype=np.float64)
+    sww = np.einsum("gm,gm->m", wt, wt).astype(np.float64)
+    q = np.clip(np.rint((wt - lo) / s0), 0, qmax)
+    d = wt - (s0 * q + lo)
+    err = np.einsum("gm,gm->m", d, d).astype(np.float64)
+    found = np.zeros(s0.shape, bool)
+    best_s, best_m = s0.astype(np.float64), lo.astype(np.float64)
+    for f in SEARCH_STEPS:
+        sc = (s0 * np.float32(f)).astype(np.float32)
+        inv = np.float32(1) / sc
+        for anchor in (lo, lo + (rng - sc * qmax) / 2):  # the grid from the minimum up, or centred on the range
+            np.multiply(wt, inv, out=q)
+            q -= anchor * inv
+            np.rint(q, out=q)
+            np.clip(q, 0, qmax, out=q)
+            s1 = q.sum(axis=0, dtype=np.float64)
+            s2 = np.einsum("gm,gm->m", q, q).astype(np.float64)
+            sqw = np.einsum("gm,gm->m", q, wt).astype(np.float64)
+            det = g * s2 - s1 * s1
+            s = (g * sqw - s1 * sw) / np.where(det > 0, det, 1)
+            s = np.where((det > 0) & (s > 0), s, sc)
+            m = (sw - s * s1) / g
+            e = sww - 2 * s * sqw - 2 * m * sw + s * s * s2 + 2 * s * m * s1 + g * m * m
+            better = (e < err) & live
+            found |= better
+            best_s = np.where(better, s, best_s)
+            best_m = np.where(better, m, best_m)
+            err = np.where(better, e, err)
+    return found, best_s, best_m
+
+
+def _search_asym(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(improved mask, scale, zero) [M] of the asymmetric search for M groups wt [g, M] (float32, in units
+    of the absmax): per trial scale the zero point rint(-xmin / s) (or the one centring the range), the codes,
+    then the least-squares scale of w ~ s (q - z) for them; its squared error is sum w^2 - s sum (q - z) w.
+    The caller compares the winner with the range rule's own error."""
+    xmin = np.minimum(wt.min(axis=0), 0)
+    xmax = np.maximum(wt.max(axis=0), 0)
+    live = xmax > xmin
+    s0 = np.where(live, (xmax - xmin) / qmax, 1.0).astype(np.float32)
+    sww = np.einsum("gm,gm->m", wt, wt).astype(np.float64)
+    q = np.empty_like(wt)
+    err = np.full(s0.shape, np.inf)
+    found = np.zeros(s0.shape, bool)
+    best_s, best_z = s0.astype(np.float64), np.zeros(s0.shape, np.float32)
+    for f in SEARCH_STEPS:
+        sc = (s0 * np.float32(f)).astype(np.float32)
+        inv = np.float32(1) / sc
+        for z in (np.rint(-xmin * inv), np.rint(qmax / 2 - (xmin + xmax) * inv / 2)):  # from xmin, or centred
+            z = np.clip(z, 0, qmax).astype(np.float32)
+            np.multiply(wt, inv, out=q)
+            np.rint(q, out=q)
+            np.clip(q, -z, qmax - z, out=q)
+            qq = np.einsum("gm,gm->m", q, q).astype(np.float64)
+            qw = np.einsum("gm,gm->m", q, wt).astype(np.float64)
+            s = qw / np.where(qq > 0, qq, 1)
+            s = np.where((qq > 0) & (s > 0), s, sc)
+            e = sww - 2 * s * qw + s * s * qq
+            better = (e < err) & live
+            found |= better
+            best_s = np.where(better, s, best_s)
+            best_z = np.where(better, z, best_z)
+            err = np.where(better, e, err)
+    return found, best_s, best_z

@@ -171,7 +171,8 @@ def test_scale_and_minimum_a32_matches_float64_on_the_dequantized_weights(c):
 def test_scale_and_minimum_rtn_uses_the_whole_range_of_a_group_that_excludes_zero():
     w = np.linspace(1.0, 2.5, 32, dtype=np.float32)[None]
     qw = quantize_rtn_min(w, 4, 32)
-    assert qw.mins[0, 0] == np.float32(1.0) and qw.codes.min() == 0 and qw.codes.max() == 15
+    # The searched (s, m) of a ramp sits the grid within half a step of its ends (m = 1.024, not 0).
+    assert abs(qw.mins[0, 0] - 1.0) <= qw.scales[0, 0] / 2 and qw.codes.min() == 0 and qw.codes.max() == 15
     assert np.abs(qw.dequantize() - w).max() <= qw.scales[0, 0] / 2 + 1e-7
 
 

@@ -90,19 +90,24 @@ def test_dyadic_affine_bounds(seed, mw, spread):
 
 @pytest.mark.parametrize("act, tol", [("a8", 5e-2), ("a16", 5e-3)])  # the hwsim rows of test_agreement's table
 @pytest.mark.parametrize("design", list(DESIGNS))
-def test_real_q4_1_tile_is_within_the_hwsim_tolerance_of_the_contract(design, act, tol):
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_real_q4_1_tile_is_within_the_hwsim_tolerance_of_the_contract(design, act, tol, bits):
     rng = np.random.default_rng(7)
-    cfg = ArrayConfig(design=design, M=3, N=8, K=4, bits=4, act=act, group=32, lanes=8)
-    # weights whose groups do not contain 0 (a minimum that is no multiple of the scale)
-    w = (rng.standard_normal((8, 96)) * 0.05 + rng.uniform(-0.3, 0.3, (8, 1))).astype(np.float32)
+    cfg = ArrayConfig(design=design, M=3, N=8, K=4, bits=bits, act=act, group=32, lanes=8)
+    # weights whose groups do not contain 0 (a minimum that is no multiple of the scale), heavy-tailed so that
+    # the searched scale-and-minimum rule clips some groups' extremes (its grid is not the range rule's)
+    w = (rng.standard_t(3, (8, 96)) * 0.05 + rng.uniform(-0.3, 0.3, (8, 1))).astype(np.float32)
     x = rng.standard_normal((3, 96)).astype(np.float32)
-    qw = quantize_rtn_min(w, 4, 32)
+    qw = quantize_rtn_min(w, bits, 32)
+    lo, hi = qw.mins, qw.mins + qw.scales * ((1 << bits) - 1)
+    assert np.any((w.reshape(8, 3, 32).min(-1) < lo) | (w.reshape(8, 3, 32).max(-1) > hi))  # searched, clipped
     t = g.prepare_tile(cfg, x, qw)
     y = g.y_to_float(cfg, t.y(cfg), t)
-    attrs = {"n": 8, "k": 96, "group_size": 32, "bits": 4, "layout": "dense", "mins": True}
+    layout = "planes" if bits == 3 else "dense"
+    attrs = {"n": 8, "k": 96, "group_size": 32, "bits": bits, "layout": layout, "mins": True}
     from compiler.quant.pack import pack
 
-    ref = qlinear(x, QLinearWeights(pack(qw.codes, 4, "dense"), qw.scales, qw.mins, attrs), act)
+    ref = qlinear(x, QLinearWeights(pack(qw.codes, bits, layout), qw.scales, qw.mins, attrs), act)
     err = np.abs(y - ref).max() / np.abs(ref).max()
     assert err <= tol
     # the minimum term carries much of the output: without it the error is far outside the tolerance
