@@ -84,7 +84,8 @@ def bandwidth_gbs(nbytes: int | None = None, repeat: int = 5) -> float:
 
 def step_bytes(graph, context: int) -> dict:
     """Bytes one decode step reads: quantized weights (codes, scales, zero points / minimums), float weights,
-    one embedding row, and the KV cache at `context` positions."""
+    one embedding row, and the KV cache traffic at `context` positions before the step (graph meta `kv` says the
+    form: in place, the context + 1 rows attention reads; concat, the copy too)."""
     users: dict[str, set] = {}
     for node in graph.nodes:
         for name in node.inputs:
@@ -99,7 +100,13 @@ def step_bytes(graph, context: int) -> dict:
         else:
             flt += arr.nbytes
     hp = graph.meta["hparams"]
-    kv = 2 * hp["layers"] * context * hp["kv_heads"] * hp["head_dim"] * 4
+    row = 2 * hp["layers"] * hp["kv_heads"] * hp["head_dim"] * 4  # one position of K and V, every layer
+    if graph.meta.get("kv") == "inplace":
+        # the step's row is written, then attention reads rows 0..context (tvm-cpu's kernel reads no more)
+        kv = row * (context + 1)
+    else:
+        # concat: the past is read and the grown copy written (context + 1 rows), then attention reads that copy
+        kv = row * (3 * context + 2)
     return {"quantized": quant, "float": flt, "embedding": emb, "kv": kv, "total": quant + flt + emb + kv}
 
 

@@ -24,7 +24,8 @@ def models(tmp_path_factory, monkeypatch_module):
     out = {}
     for kv in llama.KV_FORMS:
         monkeypatch_module.setenv("LOWBIT_KV_CACHE", kv)
-        compile_model("llama-tiny", root / kv, "w4g32", targets="ref,tvm-cpu,mlir-cpu", progress=False)
+        # a32: with fp16 activations a 1e-7 difference of the two forms' attention kernels can move an fp16 rounding
+        compile_model("llama-tiny", root / kv, "w4g32a32", targets="ref,tvm-cpu,mlir-cpu", progress=False)
         out[kv] = runtime.load(root / kv)
     monkeypatch_module.delenv("LOWBIT_KV_CACHE")
     assert out["inplace"].kv_inplace and not out["concat"].kv_inplace

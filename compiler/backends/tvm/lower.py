@@ -24,6 +24,7 @@ from tvm import relax, te, tirx
 
 from compiler.backends.lowering import Converters, GraphLowerer
 from compiler.backends.tvm import kernels, kernels_cpu, qlinear_te
+from compiler.backends.tvm.attention_cpu import cache_attention_prim_func
 from compiler.backends.tvm.kernels import QLinearKernel
 from compiler.backends.tvm.kv_cache import kv_write_inplace
 from compiler.backends.tvm.qlinear_te import QLinearShape
@@ -379,9 +380,18 @@ def _position_mask_te(scores, pos):
 
 @conv("cache_attention")
 def _cache_attention(L, n):
-    # Masked over the cache's C rows (a static-shape matmul and softmax, as `attention`): the rows past the
-    # last position weigh exactly 0, and the cache's capacity bounds the extra work.
     q, k, v, pos = L.ins(n)
+    if L.kind == "cpu":
+        # one TIR kernel that walks cache rows 0..positions[i] only (attention_cpu.py)
+        hq, d = L.shape(n.inputs[0])[1:]
+        hkv = L.shape(n.inputs[1])[1]
+        key = (hq, hkv, d, float(n.attrs["scale"]))
+        fns = L.__dict__.setdefault("cache_attention_fns", {})  # one kernel per shape, shared by every layer
+        if key not in fns:
+            fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3]), "cache_attention")
+        return [L.emit(relax.call_tir(fns[key], relax.Tuple([q, k, v, pos]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
+    # GPUs: masked over the cache's C rows (a static-shape matmul and softmax, as `attention`): the rows past the
+    # last position weigh exactly 0, and the cache's capacity bounds the extra work.
     return [_attend(L, n, q, k, v, lambda sc: L.bb.emit_te(_position_mask_te, sc, pos, primfunc_name_hint="position_mask"))]
 
 

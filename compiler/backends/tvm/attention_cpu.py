@@ -1,0 +1,187 @@
+"""`cache_attention` on CPUs: one TIR kernel over the preallocated KV cache that reads cache rows
+0..positions[i] only (the loop bound is read from the positions tensor), so a decode step costs what its
+context holds, not the cache's capacity, and rows past the last position are never touched.
+
+    q [S, Hq, D], k / v [C, Hkv, D], positions [S] -> o [S, Hq, D];  Hq = rep * Hkv (GQA)
+
+    parallel (i, h, split) over S x Hkv x splits:       the rep query heads of KV head h share each K / V row
+      rows [lo, hi) of 0..positions[i], in blocks of BLOCK rows:
+        scores[r, j] = (q[i, h*rep + r] . k[j, h]) * scale      (D-lane FMAs, a tree of vector adds at the end)
+        running max m_r, sum l_r, acc_r[D]: a block's new max rescales l_r and acc_r once (online softmax)
+        p = exp(scores - m_r) (vectorized over the block), l_r += p, acc_r += p v[j, h]
+      one split: o = acc / l;  several (decode): (m, l, acc) per split in `part`, then combined per (i, h)
+
+Splits: at S = 1 the Hkv heads alone leave threads idle (smollm2: 3 heads on 2 threads) and one head's
+cache walk is long, so a decode step splits each head's rows into SPLITS ranges, combined exactly like
+blocks (max, rescale, add). A prefill has S x Hkv tasks and takes one split.
+
+exp is a Cephes-style polynomial on vectors (range reduction by ln 2, degree-6 polynomial, 2^n through the
+exponent bits; within 2 ulp on [-87, 0], the arguments here: scores minus their running max); libm's expf
+is a scalar call per score. Against compiler/reference.py's cache_attention (float64-exact softmax order
+aside) the outputs agree within 1e-5 relative (tests/compiler/backends/tvm/test_attention_cpu.py).
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+
+BLOCK = 32  # cache rows per online-softmax block (their scores live in a stack buffer)
+SPLITS = 8  # row ranges of a decode step's walk, in parallel
+SPLIT_MIN = 128  # a decode context up to this many rows is walked by one thread
+LOG2E = 1.4426950408889634
+EXP_LO = -87.0  # exp arguments are clamped here (exp(-87) ~ 1.6e-38, still a normal float)
+
+
+def lanes(d: int) -> int:
+    """Vector width along D: the largest of 16, 8, 4, 2, 1 that divides it."""
+    return next(v for v in (16, 8, 4, 2, 1) if d % v == 0)
+
+
+def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64") -> tirx.PrimFunc:
+    from tvm.script import tirx as T
+
+    rep = hq // hkv
+    vl = lanes(d)
+    dc = d // vl
+    B, NS = BLOCK, SPLITS
+    sc_f = float(scale)
+    lo_f = T.float32(-3.0e38)  # the running max before any row
+
+    def rp(base):  # vl consecutive elements from base (one element when vl = 1)
+        return base if vl == 1 else T.Ramp(base, 1, vl)
+
+    def bc(x):
+        return x if vl == 1 else T.Broadcast(x, vl)
+
+    def bvec(val, n):
+        return T.float32(val) if n == 1 else T.Broadcast(T.float32(val), n)
+
+    def vexp(x, n):
+        """exp(x) for x <= 0, x an n-lane float32 expression (n = 1: a scalar)."""
+        x = T.max(x, bvec(EXP_LO, n))
+        fx = T.floor(x * bvec(LOG2E, n) + bvec(0.5, n))
+        r = T.Bind(x - fx * bvec(0.693359375, n) - fx * bvec(-2.12194440e-4, n))  # bound once: used 7 times below
+        y = (((((bvec(1.9875691500e-4, n) * r + bvec(1.3981999507e-3, n)) * r + bvec(8.3334519073e-3, n)) * r
+              + bvec(4.1665795894e-2, n)) * r + bvec(1.6666665459e-1, n)) * r + bvec(5.0000001201e-1, n)) * (r * r) + r + bvec(1.0, n)
+        it, i127, i23 = ("int32", T.int32(127), T.int32(23)) if n == 1 else (f"int32x{n}", T.Broadcast(T.int32(127), n), T.Broadcast(T.int32(23), n))
+        return y * T.reinterpret("float32" if n == 1 else f"float32x{n}", T.shift_left(T.Cast(it, fx) + i127, i23))
+
+    @T.macro
+    def walk(q, k, v, i, lo, hi, mrun, lrun, acc):
+        # rows [lo, hi) of the cache (every KV head: one contiguous row of Hkv * D floats at a time) for
+        # query i, into (mrun, lrun, acc) of its Hq heads; query head g = h * rep + r reads KV head h
+        for g in range(hq):
+            mrun[g] = lo_f
+            lrun[g] = T.float32(0)
+            for c in range(dc):
+                acc[rp(g * d + c * vl)] = bvec(0.0, vl)
+        sc = T.alloc_buffer((hq * B,), "float32")
+        red = T.alloc_buffer((vl,), "float32")
+        bm = T.alloc_buffer((1,), "float32")
+        cr = T.alloc_buffer((1,), "float32")
+        s = T.alloc_buffer((1,), "float32")
+        for jb in range((hi - lo + B - 1) // B):
+            j0 = T.Bind(lo + jb * B)
+            nb = T.Bind(T.min(hi - j0, B))
+            for jj in range(nb):
+                for g in range(hq):
+                    red[rp(0)] = bvec(0.0, vl)
+                    for c in range(dc):
+                        red[rp(0)] = red[rp(0)] + q[i, g, rp(c * vl)] * k[j0 + jj, g // rep, rp(c * vl)]
+                    if vl >= 16:
+                        red[T.Ramp(0, 1, 8)] = red[T.Ramp(0, 1, 8)] + red[T.Ramp(8, 1, 8)]
+                    if vl >= 8:
+                        red[T.Ramp(0, 1, 4)] = red[T.Ramp(0, 1, 4)] + red[T.Ramp(4, 1, 4)]
+                    if vl >= 4:
+                        red[T.Ramp(0, 1, 2)] = red[T.Ramp(0, 1, 2)] + red[T.Ramp(2, 1, 2)]
+                    if vl >= 2:
+                        sc[g * B + jj] = (red[0] + red[1]) * T.float32(sc_f)
+                    else:
+                        sc[g * B + jj] = red[0] * T.float32(sc_f)
+            for g in range(hq):
+                bm[0] = mrun[g]
+                for jj in range(nb):
+                    bm[0] = T.max(bm[0], sc[g * B + jj])
+                cr[0] = vexp(mrun[g] - bm[0], 1)  # the old max's correction
+                # the block's weights, all B lanes (lanes past nb hold stale scores: computed, never read)
+                sc[T.Ramp(g * B, 1, B)] = vexp(sc[T.Ramp(g * B, 1, B)] - T.Broadcast(bm[0], B), B)
+                s[0] = T.float32(0)
+                for jj in range(nb):
+                    s[0] = s[0] + sc[g * B + jj]
+                lrun[g] = lrun[g] * cr[0] + s[0]
+                mrun[g] = bm[0]
+                for c in range(dc):
+                    acc[rp(g * d + c * vl)] = acc[rp(g * d + c * vl)] * bc(cr[0])
+            for h in range(hkv):
+                for c in range(dc):
+                    for jj in range(nb):
+                        for r in range(rep):
+                            acc[rp((h * rep + r) * d + c * vl)] = (acc[rp((h * rep + r) * d + c * vl)]
+                                                                              + bc(sc[(h * rep + r) * B + jj]) * v[j0 + jj, h, rp(c * vl)])
+
+    @T.macro
+    def finish(o, i, lrun, acc):
+        for g in range(hq):
+            inv = T.Bind(T.float32(1) / T.max(lrun[g], T.float32(1e-38)))
+            for c in range(dc):
+                o[i, g, rp(c * vl)] = acc[rp(g * d + c * vl)] * bc(inv)
+
+    @T.prim_func(private=True)
+    def cache_attention(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_pos: T.handle, var_o: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        S, C = T.int64(), T.int64()
+        q = T.match_buffer(var_q, (S, hq, d), "float32")
+        k = T.match_buffer(var_k, (C, hkv, d), "float32")
+        v = T.match_buffer(var_v, (C, hkv, d), "float32")
+        pos = T.match_buffer(var_pos, (S,), pos_dtype)
+        o = T.match_buffer(var_o, (S, hq, d), "float32")
+        t0 = T.Bind(T.max(T.min(T.Cast("int64", pos[0]) + 1, C), T.int64(0)))
+        if S == 1 and t0 > SPLIT_MIN:
+            part = T.alloc_buffer((NS * hq * (d + 2),), "float32")  # (acc[D], m, l) per split and query head
+            for sp in T.parallel(NS):
+                per = T.Bind((t0 + NS - 1) // NS)
+                lo = T.Bind(T.min(sp * per, t0))
+                mrun = T.alloc_buffer((hq,), "float32")
+                lrun = T.alloc_buffer((hq,), "float32")
+                acc = T.alloc_buffer((hq * d,), "float32")
+                walk(q, k, v, 0, lo, T.min(lo + per, t0), mrun, lrun, acc)
+                for g in range(hq):
+                    for c in range(dc):
+                        part[rp((sp * hq + g) * (d + 2) + c * vl)] = acc[rp(g * d + c * vl)]
+                    part[(sp * hq + g) * (d + 2) + d] = mrun[g]
+                    part[(sp * hq + g) * (d + 2) + d + 1] = lrun[g]
+            # o = sum_sp e_sp acc_sp / sum_sp e_sp l_sp, e_sp = exp(m_sp - max m): empty splits (l = 0) add nothing
+            mx = T.alloc_buffer((1,), "float32")
+            tot = T.alloc_buffer((1,), "float32")
+            wsp = T.alloc_buffer((NS,), "float32")
+            ov = T.alloc_buffer((vl,), "float32")
+            for g in range(hq):
+                mx[0] = lo_f
+                for sp in range(NS):
+                    mx[0] = T.max(mx[0], part[(sp * hq + g) * (d + 2) + d])
+                tot[0] = T.float32(0)
+                for sp in range(NS):
+                    wsp[sp] = vexp(part[(sp * hq + g) * (d + 2) + d] - mx[0], 1)
+                    tot[0] = tot[0] + wsp[sp] * part[(sp * hq + g) * (d + 2) + d + 1]
+                for sp in range(NS):
+                    wsp[sp] = wsp[sp] / T.max(tot[0], T.float32(1e-38))
+                for c in range(dc):
+                    ov[rp(0)] = bvec(0.0, vl)
+                    for sp in range(NS):
+                        ov[rp(0)] = ov[rp(0)] + part[rp((sp * hq + g) * (d + 2) + c * vl)] * bc(wsp[sp])
+                    o[0, g, rp(c * vl)] = ov[rp(0)]
+        elif S == 1:  # a short decode context: one thread (a parallel launch costs more than the walk)
+            mrun1 = T.alloc_buffer((hq,), "float32")
+            lrun1 = T.alloc_buffer((hq,), "float32")
+            acc1 = T.alloc_buffer((hq * d,), "float32")
+            walk(q, k, v, 0, T.int64(0), t0, mrun1, lrun1, acc1)
+            finish(o, 0, lrun1, acc1)
+        else:
+            for i in T.parallel(S):
+                mrun2 = T.alloc_buffer((hq,), "float32")
+                lrun2 = T.alloc_buffer((hq,), "float32")
+                acc2 = T.alloc_buffer((hq * d,), "float32")
+                walk(q, k, v, i, T.int64(0), T.max(T.min(T.Cast("int64", pos[i]) + 1, C), T.int64(0)), mrun2, lrun2, acc2)
+                finish(o, i, lrun2, acc2)
+
+    return cache_attention.with_attr("op_pattern", 8)  # opaque: never fused with neighbours
