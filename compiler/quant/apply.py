@@ -108,11 +108,15 @@ def quantize_layers(
     progress: Progress | None = None,
     damp: float = 0.01,
     act_order: bool = False,
+    weighted: bool = False,
 ) -> Graph:
     """A copy of graph with every linear whose weight `plan` names replaced by a qlinear: kept weights as
     they are, the others quantized at their spec (RTN, or GPTQ block by block; linears outside any block,
     such as the LM head, by RTN). An `embedding` reading a quantized table becomes a `qembedding` on the same
-    packed constants (a tied head is stored once). Weights the plan does not name stay float."""
+    packed constants (a tied head is stored once). Weights the plan does not name stay float.
+    weighted: the scale searches weigh each input feature by its importance, the mean square of that
+    feature over the calibration tokens (llama.cpp's importance matrix): RTN collects it in one float run
+    of `calib`, GPTQ reads it from each layer's Hessian diagonal."""
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use rtn or gptq")
     g = graph.copy()
@@ -129,7 +133,11 @@ def quantize_layers(
     if method == "gptq" and todo:
         if not calib:
             raise LowbitError("GPTQ needs calibration inputs", "pass calibration sequences or use --method rtn")
-        _quantize_gptq(g, specs, calib, progress, damp, act_order)
+        _quantize_gptq(g, specs, calib, progress, damp, act_order, weighted)
+    elif weighted and todo:
+        if not calib:
+            raise LowbitError("importance-weighted RTN needs calibration inputs", "pass calibration sequences or drop the importance weighting")
+        _quantize_rtn(g, specs, progress, importance_matrix(g, set(specs), calib))
     else:
         _quantize_rtn(g, specs, progress)
     for i in linears:
@@ -168,18 +176,43 @@ def quantize_head(graph: Graph, spec: QuantSpec) -> Graph:
     return g
 
 
-def _quantize_rtn(g: Graph, specs: dict[int, QuantSpec], progress: Progress | None):
+def importance_matrix(g: Graph, nodes: set[int], calib: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Mean square of each input feature of the linears `nodes`, float64 [K] per input value, over every
+    token of the calibration feeds run through the float graph (llama.cpp's imatrix)."""
+    from compiler.reference import Interpreter
+
+    wanted = {g.nodes[i].inputs[0] for i in nodes}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    interp = Interpreter(g)
+    for feeds in calib:
+        seen: set[str] = set()
+
+        def hook(i, node, ins, seen=seen):  # several linears read one value (q/k/v): count it once per run
+            x = node.inputs[0]
+            if node.op == "linear" and x in wanted and x not in seen:
+                seen.add(x)
+                x2 = ins[0].reshape(-1, ins[0].shape[-1]).astype(np.float64)
+                sums[x] = sums.get(x, 0) + np.einsum("tk,tk->k", x2, x2)
+                counts[x] = counts.get(x, 0) + x2.shape[0]
+
+        interp.run_nodes(interp.start(feeds), range(len(g.nodes)), on_node=hook)
+    return {x: sums[x] / max(counts[x], 1) for x in sums}
+
+
+def _quantize_rtn(g: Graph, specs: dict[int, QuantSpec], progress: Progress | None, importance: dict[str, np.ndarray] | None = None):
     from compiler.quant.rtn import quantize_rtn
 
     for done, (i, spec) in enumerate(specs.items()):
         node = g.nodes[i]
-        qw = quantize_rtn(g.consts[node.inputs[1]], spec, name=node.inputs[1])
+        imp = None if importance is None else importance.get(node.inputs[0])
+        qw = quantize_rtn(g.consts[node.inputs[1]], spec, name=node.inputs[1], importance=imp)
         g.nodes[i] = qlinear_node(g, node, qw, spec)
         if progress:
             progress("RTN", done + 1, len(specs))
 
 
-def _quantize_gptq(g: Graph, specs: dict[int, QuantSpec], calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float, act_order: bool = False):
+def _quantize_gptq(g: Graph, specs: dict[int, QuantSpec], calib: list[dict[str, np.ndarray]], progress: Progress | None, damp: float, act_order: bool = False, weighted: bool = False):
     from compiler.quant.gptq import HessianAccumulator, gptq_factor, quantize_gptq
     from compiler.reference import Interpreter
 
@@ -224,7 +257,7 @@ def _quantize_gptq(g: Graph, specs: dict[int, QuantSpec], calib: list[dict[str, 
                 x = node.inputs[0]
                 if x not in factors:
                     factors[x] = gptq_factor(hessians.pop(x).hessian(), damp, node.inputs[1], act_order)
-                qw = quantize_gptq(g.consts[node.inputs[1]], None, specs[i], name=node.inputs[1], factor=factors[x])
+                qw = quantize_gptq(g.consts[node.inputs[1]], None, specs[i], name=node.inputs[1], factor=factors[x], weighted=weighted)
                 g.nodes[i] = qlinear_node(g, node, qw, specs[i])
                 done += 1
                 if progress:

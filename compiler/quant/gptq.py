@@ -46,7 +46,7 @@ import numpy as np
 
 from compiler.errors import LowbitError
 from compiler.quant.qweight import QuantizedWeight
-from compiler.quant.rtn import check_weight, group_params, min_params
+from compiler.quant.rtn import check_weight, group_importance, group_params, min_params
 from compiler.quant.spec import QuantSpec
 
 CHOLESKY_RETRIES = 3
@@ -142,6 +142,7 @@ class GPTQFactor:
     u: np.ndarray  # float32 [K, K] (of the permuted Hessian when perm is set)
     dead: np.ndarray  # bool [K]
     perm: np.ndarray | None = None  # act-order: column processing order (descending Hessian diagonal)
+    diag: np.ndarray | None = None  # float64 [K]: H[k, k] in the original column order (the importance matrix)
 
 
 def gptq_factor(hessian: np.ndarray, damp: float = 0.01, name: str = "weight", act_order: bool = False) -> GPTQFactor:
@@ -150,13 +151,14 @@ def gptq_factor(hessian: np.ndarray, damp: float = 0.01, name: str = "weight", a
         raise ValueError(f"layer '{name}': Hessian must be square, got {h.shape}")
     if not np.isfinite(h).all():
         raise LowbitError(f"layer '{name}': GPTQ Hessian contains NaN or infinite values", "check the calibration inputs")
-    dead = np.diag(h) == 0
+    diag = np.diag(h).copy()
+    dead = diag == 0
     h[dead, dead] = 1.0
     perm = None
     if act_order:  # the most used input features (largest H[k, k]) first
         perm = np.argsort(-np.diag(h), kind="stable")
         h = h[perm][:, perm]
-    return GPTQFactor(_inverse_upper_cholesky(h, damp, name).astype(np.float32), dead, perm)
+    return GPTQFactor(_inverse_upper_cholesky(h, damp, name).astype(np.float32), dead, perm, diag)
 
 
 def quantize_gptq(
@@ -169,10 +171,14 @@ def quantize_gptq(
     name: str = "weight",
     factor: GPTQFactor | None = None,
     act_order: bool = False,
+    weighted: bool = False,
 ) -> QuantizedWeight:
     """GPTQ-quantize w [N, K] (float) given the layer Hessian [K, K] (see `hessian_from_inputs`), or a
     precomputed `gptq_factor` of it (then `hessian`, `damp` and `act_order` are not used: the factor
     carries its own column order).
+
+    weighted: each group's scale (and zero or minimum) search weighs a column's squared error by H[k, k]
+    (the importance-weighted RTN rules of compiler.quant.rtn), as llama.cpp does with an importance matrix.
 
     Returns the same format as `quantize_rtn`; see the module doc for the algorithm and its choices.
     """
@@ -191,8 +197,12 @@ def quantize_gptq(
     wt = w.T.copy()  # [K, N]: column k of w is the contiguous row wt[k]
     wt[factor.dead] = 0.0
     hinv = factor.u
+    imp = None
+    if weighted:
+        imp = factor.diag if factor.diag is not None else np.ones(k)
+        imp = np.where(factor.dead, 0.0, imp)
     if factor.perm is not None:
-        return _gptq_act_order(wt, hinv, factor.perm, spec, g, block_size)
+        return _gptq_act_order(wt, hinv, factor.perm, spec, g, block_size, imp)
 
     qmax = np.float32(spec.qmax)
     n_groups = k // g
@@ -216,12 +226,13 @@ def quantize_gptq(
                 if ge > i2:  # the group reaches past this block: bring its later columns up to date
                     rest = wt[i2:ge] - hinv[i1 : i1 + i, i2:ge].T @ err1[:i]
                     cur = np.concatenate([cur, rest], axis=0)
+                gi = None if imp is None else group_importance(imp[col:ge], 1, g)
                 if spec.minimum:
-                    s, m = min_params(cur.T[:, None, :], spec.qmax)
+                    s, m = min_params(cur.T[:, None, :], spec.qmax, gi)
                     mins_t[col // g] = mn = m[:, 0]
                     zero = np.float32(0)
                 else:
-                    s, z = group_params(cur.T, spec, g)
+                    s, z = group_params(cur.T, spec, g, None if imp is None else imp[col:ge])
                     zeros_t[col // g] = z[:, 0]
                     zero = z[:, 0].astype(np.float32)
                 scales_t[col // g] = s[:, 0]
@@ -247,7 +258,7 @@ def quantize_gptq(
     )
 
 
-def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int) -> QuantizedWeight:
+def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int, imp: np.ndarray | None = None) -> QuantizedWeight:
     """GPTQ with act-order and static groups: every group's scale and zero come from the (dead-column
     cleared) original weights by the RTN rules, then the columns are quantized in the order `perm` (largest
     Hessian diagonal first: the most used input features are rounded while every other column can still
@@ -256,10 +267,10 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
     k, n = wt.shape
     m = None
     if spec.minimum:
-        s, m = min_params(wt.T.reshape(n, k // g, g), spec.qmax)  # [N, J]
+        s, m = min_params(wt.T.reshape(n, k // g, g), spec.qmax, group_importance(imp, k // g, g))  # [N, J]
         z = np.zeros(s.shape, np.uint8)
     else:
-        s, z = group_params(wt.T, spec, g)  # [N, J]
+        s, z = group_params(wt.T, spec, g, imp)  # [N, J]
     scales_t = np.ascontiguousarray(s.T)
     zeros_t = np.ascontiguousarray(z.T)
     mins_t = None if m is None else np.ascontiguousarray(m.T)

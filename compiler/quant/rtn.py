@@ -52,6 +52,15 @@ input features per output row. The rules, per group (b = spec.bits, qmax = 2^b -
   Measured on 64 x 256 Gaussian weights, total squared error searched / range rule: w3g32-min 0.75,
   w2g32-min 0.59, w3g32-asym 0.86, w4g32-asym 0.90 (tests/compiler/quant/test_rtn_search.py).
 
+Importance weighting (`importance`, float [K] >= 0 per input feature; llama.cpp's imatrix: the mean square
+of each feature over calibration tokens, compiler.quant.apply.importance_matrix): every "squared error" above
+becomes sum a_k (w_k - w^_k)^2 with a = the importance scaled to mean 1 in each group (`group_importance`; a
+group with no importance weighs its features equally), and the least-squares refits are weighted the same
+way. The symmetric rule compares its candidates on that error; the asymmetric and scale-and-minimum rules
+run the weighted search and keep, per group, the better on the weighted error of its result and the plain
+search's; ternary refits s = sum a |w| / sum a over t != 0. So the weighted error is never above plain
+RTN's (tests/compiler/quant/test_rtn_importance.py). The 8-bit symmetric rule stays fixed.
+
 A layer whose K the spec's group does not divide uses the group of `QuantSpec.group_for` (compiler.groups).
 rint is numpy's round-half-to-even. Scales are float32 and codes are computed with the float32 scale
 that is stored, so dequantizing and requantizing with the same scales gives the same codes.
@@ -109,11 +118,12 @@ def _positive_f32(scale: np.ndarray) -> np.ndarray:
     return np.where(s32 > 0, s32, np.float32(1.0)).astype(np.float32)
 
 
-def ternary_select(wg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ternary_select(wg: np.ndarray, imp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """BitNet absmean ternary selection on grouped weights wg [N, J, g] (float32).
 
     Returns (t float32 [N, J, g] in {-1, 0, 1}, refit scale float64 [N, J]; 0 for an all-zero group).
     Sums are accumulated in float64, so a group of identical magnitudes refits to exactly that magnitude.
+    With imp [J, g] the refit is the importance-weighted least-squares scale, sum a |w| / sum a over t != 0.
     """
     absw = np.abs(wg)
     a = absw.mean(axis=-1, dtype=np.float64)
@@ -121,74 +131,112 @@ def ternary_select(wg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t = np.rint(wg / a[..., None])
     np.clip(t, -1, 1, out=t)
     nz = t != 0
+    if imp is not None:
+        a = np.where(nz, imp, np.float32(0))
+        den = a.sum(axis=-1, dtype=np.float64)
+        s = (a * absw).sum(axis=-1, dtype=np.float64) / np.where(den > 0, den, 1)
+        plain = np.where(nz, absw, np.float32(0)).sum(axis=-1, dtype=np.float64) / np.maximum(nz.sum(axis=-1), 1)
+        return t, np.where(den > 0, s, plain)
     cnt = nz.sum(axis=-1)
     s = np.where(nz, absw, np.float32(0)).sum(axis=-1, dtype=np.float64) / np.maximum(cnt, 1)
     return t, s
 
 
-def group_params(w: np.ndarray, spec: QuantSpec, g: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group (scales float32 [N, J], zeros uint8 [N, J]) for w [N, K] by the rules in the module doc.
+def group_params(w: np.ndarray, spec: QuantSpec, g: int, importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group (scales float32 [N, J], zeros uint8 [N, J]) for w [N, K] by the rules in the module doc;
+    `importance` (float [K] >= 0, `group_importance`) weighs each input feature's squared error.
 
     For ternary the scale is the refit s of the absmean selection (GPTQ rounds onto {-s, 0, s} with it).
     """
     wg = _grouped(np.asarray(w, dtype=np.float32), g)
     qmax = spec.qmax
+    imp = group_importance(importance, wg.shape[1], g)
     if spec.ternary:
-        _, scale = ternary_select(wg)
+        _, scale = ternary_select(wg, imp)
         zeros = np.ones(scale.shape, dtype=np.uint8)
     elif spec.symmetric and spec.bits == 8:
         absmax = np.abs(wg).max(axis=-1).astype(np.float64)
         scale = _normal(2.0 * absmax / qmax)
         zeros = np.full(scale.shape, 1 << (spec.bits - 1), dtype=np.uint8)
     elif spec.symmetric:
-        return symmetric_scales(wg, spec.bits), np.full(wg.shape[:2], 1 << (spec.bits - 1), dtype=np.uint8)
+        return symmetric_scales(wg, spec.bits, imp), np.full(wg.shape[:2], 1 << (spec.bits - 1), dtype=np.uint8)
     else:
         xmin = np.minimum(wg.min(axis=-1), 0).astype(np.float64)
         xmax = np.maximum(wg.max(axis=-1), 0).astype(np.float64)
         scale = _normal((xmax - xmin) / qmax)
         safe = _positive_f32(scale).astype(np.float64)
         zeros = np.clip(np.rint(-xmin / safe), 0, qmax).astype(np.uint8)
-        return _asym_search(wg, qmax, _positive_f32(scale), zeros)
+        scale = _positive_f32(scale)
+        if imp is None:
+            return _asym_search(wg, qmax, scale, zeros)
+        # weighted: the weighted search from the range rule, then per group the better (weighted error) of
+        # it and the plain rule's result, so the weighted error is never above plain RTN's
+        ps, pz = _asym_search(wg, qmax, scale.copy(), zeros.copy())
+        ws, wz = _asym_search(wg, qmax, scale, zeros, imp)
+        ok = _asym_err(wg, ws, wz, qmax, imp) < _asym_err(wg, ps, pz, qmax, imp)
+        return np.where(ok, ws, ps).astype(np.float32), np.where(ok, wz, pz).astype(np.uint8)
     return _positive_f32(scale), zeros
 
 
-def _asym_search(wg: np.ndarray, qmax: int, scale: np.ndarray, zeros: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def group_importance(importance: np.ndarray | None, j: int, g: int) -> np.ndarray | None:
+    """Per-feature importance [K] -> float32 [J, g], each group scaled to mean 1 (a group whose importance
+    is all 0 weighs its features equally), or None for plain (unweighted) RTN."""
+    if importance is None:
+        return None
+    imp = np.asarray(importance, np.float64).reshape(-1)
+    if imp.size != j * g or not np.all(np.isfinite(imp)) or np.any(imp < 0):
+        raise ValueError(f"importance must be {j * g} finite values >= 0, got shape {np.shape(importance)}")
+    imp = imp.reshape(j, g)
+    mean = imp.mean(axis=1, keepdims=True)
+    return np.where(mean > 0, imp / np.where(mean > 0, mean, 1), 1.0).astype(np.float32)
+
+
+def _asym_search(wg: np.ndarray, qmax: int, scale: np.ndarray, zeros: np.ndarray, imp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The searched asymmetric (scale, zero) where the search beats the range rule's (scale, zero)."""
-    for rows, u, wt in _search_slices(wg):
-        found, sn, zn = _search_asym(wt, qmax)
+    for rows, u, wt, at in _search_slices(wg, imp):
+        found, sn, zn = _search_asym(wt, qmax, at)
         shape = scale[rows].shape
         sn = _positive_f32(_normal(sn.reshape(shape) * u))
         zn = zn.reshape(shape).astype(np.uint8)
         # Keep a searched pair only where its error (in the stored float32 scale) is really below the rule's.
-        ok = found.reshape(shape) & (_asym_err(wg[rows], sn, zn, qmax) < _asym_err(wg[rows], scale[rows], zeros[rows], qmax))
+        ok = found.reshape(shape) & (_asym_err(wg[rows], sn, zn, qmax, imp) < _asym_err(wg[rows], scale[rows], zeros[rows], qmax, imp))
         scale[rows] = np.where(ok, sn, scale[rows])
         zeros[rows] = np.where(ok, zn, zeros[rows])
     return scale, zeros
 
 
-def _asym_err(wg: np.ndarray, s: np.ndarray, z: np.ndarray, qmax: int) -> np.ndarray:
+def _asym_err(wg: np.ndarray, s: np.ndarray, z: np.ndarray, qmax: int, imp: np.ndarray | None = None) -> np.ndarray:
     s32 = s.astype(np.float32)[..., None]
     zf = z.astype(np.float32)[..., None]
     q = np.clip(np.rint(wg / s32) + zf, 0, qmax)
     d = wg.astype(np.float64) - s32 * (q - zf)
-    return np.einsum("njg,njg->nj", d, d)
+    return _group_sse(d, imp)
+
+
+def _group_sse(d: np.ndarray, imp: np.ndarray | None) -> np.ndarray:
+    """Per-group squared error of d [N, J, g], weighted by imp [J, g] when given."""
+    if imp is None:
+        return np.einsum("njg,njg->nj", d, d)
+    return np.einsum("njg,njg,jg->nj", d, d, imp.astype(d.dtype))
 
 
 SYM_SHRINK = np.linspace(0.70, 1.0, 13)  # candidate scales of the symmetric rule, as fractions of absmax / h
 
 
-def _sym_sse(wn: np.ndarray, s: np.ndarray | float, half: int, qmax: int) -> np.ndarray:
-    """Squared error of each group of wn (weights in units of their group's absmax) on the grid s (q - zero)."""
+def _sym_sse(wn: np.ndarray, s: np.ndarray | float, half: int, qmax: int, imp: np.ndarray | None = None) -> np.ndarray:
+    """Squared error of each group of wn (weights in units of their group's absmax) on the grid s (q - zero),
+    weighted by imp [J, g] when given."""
     sg = s[..., None] if isinstance(s, np.ndarray) else np.float32(s)
     q = np.rint(wn / sg)
     np.clip(q, -half, qmax - half, out=q)
     q *= sg
     np.subtract(wn, q, out=q)
-    return np.einsum("njg,njg->nj", q, q)
+    return _group_sse(q, imp)
 
 
-def symmetric_scales(wg: np.ndarray, bits: int) -> np.ndarray:
-    """Scales float32 [N, J] of the symmetric rule (module doc) for grouped weights wg [N, J, g] (float32).
+def symmetric_scales(wg: np.ndarray, bits: int, imp: np.ndarray | None = None) -> np.ndarray:
+    """Scales float32 [N, J] of the symmetric rule (module doc) for grouped weights wg [N, J, g] (float32);
+    with imp [J, g] (group_importance) the candidates are compared by the importance-weighted error.
 
     The errors are compared in units of each group's absmax, so every candidate but s0 is one number for all
     groups, and weights near the float32 limits neither overflow nor underflow the sums."""
@@ -201,10 +249,10 @@ def symmetric_scales(wg: np.ndarray, bits: int) -> np.ndarray:
     wn = (wg / unit.astype(np.float32)[..., None]).astype(np.float32)
     s0 = np.where(amax > 0, np.maximum(-xmin / half, xmax / (half - 1)) / unit, 1.0)  # all-zero group: any
     best = s0
-    err = _sym_sse(wn, s0.astype(np.float32), half, qmax)
+    err = _sym_sse(wn, s0.astype(np.float32), half, qmax, imp)
     for f in SYM_SHRINK:
         for base in (1.0 / half, 1.0 / (half - 1)):
-            e = _sym_sse(wn, float(base * f), half, qmax)
+            e = _sym_sse(wn, float(base * f), half, qmax, imp)
             better = e < err
             best = np.where(better, base * f, best)
             err = np.where(better, e, err)
@@ -232,8 +280,10 @@ def quantize_codes_with_scales(
     return q.astype(np.uint8).reshape(n, k)
 
 
-def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> QuantizedWeight:
+def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight", importance: np.ndarray | None = None) -> QuantizedWeight:
     """Round-to-nearest quantization of w [N, K] (float) by `spec`; see the module doc for the rules.
+    `importance` (float [K] >= 0, e.g. the mean square of each input feature over calibration tokens)
+    makes every scale search minimize the importance-weighted squared error instead.
 
     Raises LowbitError (naming `name` and the shape) when K is not a multiple of the group size or the
     weight is not finite.
@@ -241,20 +291,20 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight") -> Quanti
     w = np.asarray(w, dtype=np.float32)
     g = check_weight(w, spec, name)
     if spec.minimum:
-        return quantize_rtn_min(w, spec.bits, g)
+        return quantize_rtn_min(w, spec.bits, g, importance)
     if spec.ternary:
         # Codes from the absmean selection t = clamp(rint(w / a)), not from rounding with the refit s.
-        t, s = ternary_select(_grouped(w, g))
+        t, s = ternary_select(_grouped(w, g), group_importance(importance, w.shape[1] // g, g))
         scales = _positive_f32(s)
         zeros = np.ones(scales.shape, dtype=np.uint8)
         codes = (t + 1).astype(np.uint8).reshape(w.shape)
     else:
-        scales, zeros = group_params(w, spec, g)
+        scales, zeros = group_params(w, spec, g, importance)
         codes = quantize_codes_with_scales(w, scales, zeros, spec)
     return QuantizedWeight(codes=codes, scales=scales, zeros=zeros, bits=spec.bits, group_size=g, ternary=spec.ternary)
 
 
-def quantize_rtn_min(w: np.ndarray, bits: int, group: int) -> QuantizedWeight:
+def quantize_rtn_min(w: np.ndarray, bits: int, group: int, importance: np.ndarray | None = None) -> QuantizedWeight:
     """Scale-and-minimum RTN: per group (s, m) by `min_params` (the searched rule of the module doc),
     q = clamp(rint((w - m) / s), 0, qmax), w ~ s q + m. The minimum is a float, so a group's range is
     used fully even when it does not include 0. An all-equal group gets s = 1 and q = 0 (exactly m)."""
@@ -264,44 +314,56 @@ def quantize_rtn_min(w: np.ndarray, bits: int, group: int) -> QuantizedWeight:
         raise ValueError(f"K={k} is not a multiple of group size {group}")
     qmax = (1 << bits) - 1
     wg = w.reshape(n, k // group, group)
-    s, lo = min_params(wg, qmax)
+    s, lo = min_params(wg, qmax, group_importance(importance, k // group, group))
     q = np.clip(np.rint((wg - lo[..., None]) / s[..., None]), 0, qmax).astype(np.uint8).reshape(n, k)
     zeros = np.zeros((n, k // group), np.uint8)
     return QuantizedWeight(q, s, zeros, bits, group, mins=lo)
 
 
-def min_params(wg: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+def min_params(wg: np.ndarray, qmax: int, imp: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scales, minimums) float32 [N, J] of grouped weights wg [N, J, g] by the searched scale-and-minimum
-    rule (module doc); a group the search cannot improve keeps the range rule's (s, m) exactly."""
+    rule (module doc); a group the search cannot improve keeps the range rule's (s, m) exactly. With imp
+    [J, g] (group_importance) the search minimizes the importance-weighted error, and each group keeps the
+    better, by that error, of the weighted and the plain search's result."""
     wg = np.asarray(wg, np.float32)
     lo = wg.min(axis=-1).astype(np.float32)
     s = ((wg.max(axis=-1) - lo) / np.float32(qmax)).astype(np.float32)
     s = np.where(s > 0, np.maximum(s, np.finfo(np.float32).tiny), np.float32(1.0)).astype(np.float32)
-    for rows, u, wt in _search_slices(wg):
-        found, sn, mn = _search_min(wt, qmax)
+    if imp is not None:
+        ps, pm = _min_search(wg, qmax, s.copy(), lo.copy(), None)
+        ws, wm = _min_search(wg, qmax, s, lo, imp)
+        ok = _min_err(wg, ws, wm, qmax, imp) < _min_err(wg, ps, pm, qmax, imp)
+        return np.where(ok, ws, ps).astype(np.float32), np.where(ok, wm, pm).astype(np.float32)
+    return _min_search(wg, qmax, s, lo, None)
+
+
+def _min_search(wg, qmax, s, lo, imp):
+    for rows, u, wt, at in _search_slices(wg, imp):
+        found, sn, mn = _search_min(wt, qmax, at)
         shape = s[rows].shape
         sn = _positive_f32(_normal(sn.reshape(shape) * u))
         mn = (mn.reshape(shape) * u).astype(np.float32)
-        ok = found.reshape(shape) & (_min_err(wg[rows], sn, mn, qmax) < _min_err(wg[rows], s[rows], lo[rows], qmax))
+        ok = found.reshape(shape) & (_min_err(wg[rows], sn, mn, qmax, imp) < _min_err(wg[rows], s[rows], lo[rows], qmax, imp))
         s[rows] = np.where(ok, sn, s[rows])
         lo[rows] = np.where(ok, mn, lo[rows])
     return s, lo
 
 
-def _min_err(wg: np.ndarray, s: np.ndarray, m: np.ndarray, qmax: int) -> np.ndarray:
+def _min_err(wg: np.ndarray, s: np.ndarray, m: np.ndarray, qmax: int, imp: np.ndarray | None = None) -> np.ndarray:
     q = np.clip(np.rint((wg - m[..., None]) / s[..., None]), 0, qmax)
     d = wg.astype(np.float64) - (s[..., None] * q + m[..., None])
-    return np.einsum("njg,njg->nj", d, d)
+    return _group_sse(d, imp)
 
 
 SEARCH_STEPS = np.linspace(0.70, 1.10, 17)  # candidate scales of the searched rules, in units of range / qmax
 _CHUNK = 1 << 17  # elements per slice of the search, so its temporaries stay in cache
 
 
-def _search_slices(wg: np.ndarray):
-    """(row slice, absmax unit [n, J] float64, weights [g, n*J] float32 in those units) per slice of rows.
-    In units of its absmax a group's squared errors neither overflow nor underflow float32, and with the
-    group's elements along the first axis the per-group sums are whole-row vector adds."""
+def _search_slices(wg: np.ndarray, imp: np.ndarray | None = None):
+    """(row slice, absmax unit [n, J] float64, weights [g, n*J] float32 in those units, importance [g, n*J]
+    or None) per slice of rows. In units of its absmax a group's squared errors neither overflow nor
+    underflow float32, and with the group's elements along the first axis the per-group sums are whole-row
+    vector adds."""
     n, j, g = wg.shape
     step = max(1, _CHUNK // max(1, j * g))
     for r in range(0, n, step):
@@ -309,24 +371,39 @@ def _search_slices(wg: np.ndarray):
         amax = np.abs(wg[rows]).max(axis=-1).astype(np.float64)
         u = np.where(amax > 0, np.maximum(amax, float(np.finfo(np.float32).tiny)), 1.0)
         wn = (wg[rows] / u.astype(np.float32)[..., None]).astype(np.float32)
-        yield rows, u, np.ascontiguousarray(wn.reshape(-1, g).T)
+        at = None if imp is None else np.ascontiguousarray(np.tile(imp.T, (1, rows.stop - rows.start)))
+        yield rows, u, np.ascontiguousarray(wn.reshape(-1, g).T), at
 
 
-def _search_min(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(improved mask, scale, minimum) [M] for M groups wt [g, M] (float32, in units of the absmax).
+def _wsum(x: np.ndarray, at: np.ndarray | None) -> np.ndarray:
+    """Per-group (column) sum of x [g, M], weighted by at [g, M] when given; float64."""
+    if at is None:
+        return x.sum(axis=0, dtype=np.float64)
+    return np.einsum("gm,gm->m", at, x).astype(np.float64)
 
-    Each candidate's codes are rounded from a trial grid, then (s, m) is the least-squares fit of w ~ s q + m
-    to those codes (2x2 normal equations); its squared error is sum w^2 - s sum qw - m sum w."""
-    g = wt.shape[0]
+
+def _wdot(x: np.ndarray, y: np.ndarray, at: np.ndarray | None) -> np.ndarray:
+    if at is None:
+        return np.einsum("gm,gm->m", x, y).astype(np.float64)
+    return np.einsum("gm,gm,gm->m", at, x, y).astype(np.float64)
+
+
+def _search_min(wt: np.ndarray, qmax: int, at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(improved mask, scale, minimum) [M] for M groups wt [g, M] (float32, in units of the absmax), with
+    the squared errors weighted by at [g, M] when given.
+
+    Each candidate's codes are rounded from a trial grid, then (s, m) is the (weighted) least-squares fit of
+    w ~ s q + m to those codes (2x2 normal equations), whose squared error follows from the same sums."""
+    g = wt.shape[0] if at is None else _wsum(np.ones_like(wt), at)
     lo = wt.min(axis=0)
     rng = wt.max(axis=0) - lo
     live = rng > 0
     s0 = np.where(live, rng / qmax, 1.0).astype(np.float32)
-    sw = wt.sum(axis=0, dtype=np.float64)
-    sww = np.einsum("gm,gm->m", wt, wt).astype(np.float64)
+    sw = _wsum(wt, at)
+    sww = _wdot(wt, wt, at)
     q = np.clip(np.rint((wt - lo) / s0), 0, qmax)
     d = wt - (s0 * q + lo)
-    err = np.einsum("gm,gm->m", d, d).astype(np.float64)
+    err = _wdot(d, d, at)
     found = np.zeros(s0.shape, bool)
     best_s, best_m = s0.astype(np.float64), lo.astype(np.float64)
     for f in SEARCH_STEPS:
@@ -337,13 +414,13 @@ def _search_min(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.n
             q -= anchor * inv
             np.rint(q, out=q)
             np.clip(q, 0, qmax, out=q)
-            s1 = q.sum(axis=0, dtype=np.float64)
-            s2 = np.einsum("gm,gm->m", q, q).astype(np.float64)
-            sqw = np.einsum("gm,gm->m", q, wt).astype(np.float64)
+            s1 = _wsum(q, at)
+            s2 = _wdot(q, q, at)
+            sqw = _wdot(q, wt, at)
             det = g * s2 - s1 * s1
             s = (g * sqw - s1 * sw) / np.where(det > 0, det, 1)
             s = np.where((det > 0) & (s > 0), s, sc)
-            m = (sw - s * s1) / g
+            m = (sw - s * s1) / np.where(g > 0, g, 1)
             e = sww - 2 * s * sqw - 2 * m * sw + s * s * s2 + 2 * s * m * s1 + g * m * m
             better = (e < err) & live
             found |= better
@@ -353,7 +430,7 @@ def _search_min(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.n
     return found, best_s, best_m
 
 
-def _search_asym(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _search_asym(wt: np.ndarray, qmax: int, at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(improved mask, scale, zero) [M] of the asymmetric search for M groups wt [g, M] (float32, in units
     of the absmax): per trial scale the zero point rint(-xmin / s) (or the one centring the range), the codes,
     then the least-squares scale of w ~ s (q - z) for them; its squared error is sum w^2 - s sum (q - z) w.
@@ -362,7 +439,7 @@ def _search_asym(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.
     xmax = np.maximum(wt.max(axis=0), 0)
     live = xmax > xmin
     s0 = np.where(live, (xmax - xmin) / qmax, 1.0).astype(np.float32)
-    sww = np.einsum("gm,gm->m", wt, wt).astype(np.float64)
+    sww = _wdot(wt, wt, at)
     q = np.empty_like(wt)
     err = np.full(s0.shape, np.inf)
     found = np.zeros(s0.shape, bool)
@@ -375,8 +452,8 @@ def _search_asym(wt: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray, np.
             np.multiply(wt, inv, out=q)
             np.rint(q, out=q)
             np.clip(q, -z, qmax - z, out=q)
-            qq = np.einsum("gm,gm->m", q, q).astype(np.float64)
-            qw = np.einsum("gm,gm->m", q, wt).astype(np.float64)
+            qq = _wdot(q, q, at)
+            qw = _wdot(q, wt, at)
             s = qw / np.where(qq > 0, qq, 1)
             s = np.where((qq > 0) & (s > 0), s, sc)
             e = sww - 2 * s * qw + s * s * qq
