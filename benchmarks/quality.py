@@ -80,21 +80,12 @@ class CachedReference:
 
 def linear_bpw(artifact: Path) -> float | None:
     """Bits per weight of the block linears stored with fp16 scales (and fp16 minimums / offsets where asymmetric),
-    GGUF's accounting: w4g32 = 4.5 (Q4_0), w4g32-asym = 5.0 (Q4_1), w8g32 = 8.5 (Q8_0). None for a float model."""
+    GGUF's accounting (compiler.quant.bpw): w4g32 = 4.5 (Q4_0), w4g32-asym = 5.0 (Q4_1), w8g32 = 8.5 (Q8_0). None
+    for a float model."""
     from compiler.artifact import load_artifact
+    from compiler.quant.bpw import graph_bpw
 
-    g = load_artifact(artifact).graph
-    bits = elems = 0
-    for n in g.nodes:
-        if n.op != "qlinear" or "logits" in n.outputs:
-            continue
-        a = n.attrs
-        rows, k, grp = a["n"], a["k"], a["group_size"]
-        off = g.consts[n.inputs[3]]
-        sym = not a.get("mins") and np.all(off == (1 if a.get("ternary") else 1 << (a["bits"] - 1)))
-        bits += rows * k * a["bits"] + rows * (k // grp) * (16 if sym else 32)
-        elems += rows * k
-    return bits / elems if elems else None
+    return graph_bpw(load_artifact(artifact).graph)
 
 
 def compile_rows(model: str, configs, work: Path, calib_samples: int | None):

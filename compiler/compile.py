@@ -47,6 +47,32 @@ def resolve_spec(quant: str, act: str | None) -> QuantSpec | None:
     return dataclasses.replace(spec, act=act)
 
 
+def _mixed_plan(graph, rungs, budget: float, overrides, feeds, progress):
+    """(layer specs, the manifest's bpw record, the note line) under `budget` (compiler.quant.mixed)."""
+    from compiler.quant.apply import progress_bar, quantizable
+    from compiler.quant.bpw import spec_bits
+    from compiler.quant.layers import overridden
+    from compiler.quant.mixed import bounds, choose, measure, unmeasured
+
+    fixed = overridden(graph, overrides)
+    free = [graph.nodes[i].inputs[1] for i in quantizable(graph) if graph.nodes[i].inputs[1] not in fixed]
+    if not free:
+        raise LowbitError("--bpw: --quant-layer gives every block linear its format, so there is nothing to choose", "drop --bpw or some overrides")
+    fixed_bits = sum(spec_bits(s, *graph.consts[w].shape) for w, s in fixed.items() if s is not None)
+    fixed_elems = sum(graph.consts[w].size for w, s in fixed.items() if s is not None)
+    probe = unmeasured(graph, rungs, free)
+    lo, hi = bounds(probe, fixed_bits, fixed_elems)
+    choose(probe, budget, fixed_bits, fixed_elems)  # a budget outside the ladder fails here, before any measurement
+    with progress_bar(progress) as bar:
+        sens = measure(graph, rungs, feeds, bar, weights=free)
+    c = choose(sens, budget, fixed_bits, fixed_elems)
+    rec = {"budget": budget, "ladder": [s.name for s in rungs], "range": [round(lo, 4), round(hi, 4)],
+           "cost": float(f"{c.cost:.4g}"), "sensitivity": sens.record()}
+    line = (f"--bpw {budget:g}: {{achieved}} bits per weight over the block linears (head and embedding not counted), "
+            f"from {', '.join(s.name for s in rungs)}; sensitivity measured in {sens.seconds:.0f} s")
+    return c.specs, rec, line
+
+
 def compile_model(
     model: str | Model,
     out: str | Path,
@@ -65,6 +91,7 @@ def compile_model(
     act_order: bool = False,
     quant_head: str | None = None,
     quant_layer: str | None = None,
+    bpw: float | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
@@ -73,13 +100,27 @@ def compile_model(
     quant_head: also RTN-quantize the LM head (causal LMs) at this spec, e.g. 'w8pc' (default: float).
     quant='keep': keep the checkpoint's own quantization (compiler.quant.keep), at float32 activations (a32)
     unless `act` names another mode. quant_layer: per-layer
-    overrides 'PATTERN=SPEC,...' (compiler.quant.layers). The summary's "notes" are lines for the user."""
+    overrides 'PATTERN=SPEC,...' (compiler.quant.layers). bpw: a bits-per-weight budget over the block linears;
+    each gets a spec of quant's family, or of compiler.quant.mixed.AUTO_LADDER with quant='auto', chosen by its
+    measured cost on the calibration sequences (compiler.quant.mixed). The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
+    from compiler.quant.mixed import AUTO
 
     keep = quant.strip().lower() == KEEP
-    spec = resolve_spec(quant, act)
-    model_act = (check_act(act) if act is not None else KEEP_ACT) if keep else (spec.act if spec is not None else "a16")
+    auto = quant.strip().lower() == AUTO
+    if bpw is not None and keep:
+        raise LowbitError("--bpw chooses formats, which --quant keep takes from the checkpoint", "drop --bpw, or give a family such as --quant w3g32 --bpw 3.75")
+    if auto and bpw is None:
+        raise LowbitError("--quant auto needs a bits-per-weight budget", "add --bpw, e.g. --quant auto --bpw 4.0")
+    spec = None if auto else resolve_spec(quant, act)
+    if bpw is not None and spec is None and not auto:
+        raise LowbitError("--bpw needs quantized weights", "give a family such as --quant w3g32 --bpw 3.75, or --quant auto --bpw 3.75")
+    model_act = (check_act(act) if act is not None else KEEP_ACT) if keep else (spec.act if spec is not None else (check_act(act) if auto and act else "a16"))
+    if bpw is not None:
+        from compiler.quant.mixed import ladder
+
+        rungs = ladder(spec, model_act)
     overrides = parse_overrides(quant_layer, model_act)
     if keep and smooth is not None:
         raise LowbitError("--smooth rescales weights, which --quant keep leaves as the checkpoint stores them",
@@ -89,11 +130,11 @@ def compile_model(
     check_options(target_list, options)
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
-    if smooth is not None and (spec is None or not 0.0 <= smooth <= 1.0):
+    if smooth is not None and ((spec is None and not auto) or not 0.0 <= smooth <= 1.0):
         raise LowbitError(f"--smooth {smooth}: needs quantized weights and an alpha in [0, 1]", "e.g. --quant w4g32a8-asym --smooth 0.5")
     head_spec = None
     if quant_head is not None and quant_head.lower() != "none":
-        if spec is None and not keep:
+        if spec is None and not keep and not auto:
             parse_spec(quant_head)  # a malformed spec is named first
             raise LowbitError("--quant-head needs quantized weights", "add --quant, e.g. --quant w4g128 --quant-head w8pc")
         head_spec = with_act(quant_head, model_act, "--quant-head")
@@ -101,7 +142,8 @@ def compile_model(
         raise LowbitError("--act-order is a GPTQ option", "add --method gptq or drop --act-order")
     for t in target_list:  # refuse what a target cannot build before any work (keep: once the formats are known)
         if t.check is not None and not keep:
-            t.check(spec, t.name, options)
+            for f in (rungs if bpw is not None else [spec]):
+                t.check(f, t.name, options)
     t0 = time.perf_counter()
     m = model if isinstance(model, Model) else load_model(model, seed)
     t_load = time.perf_counter() - t0
@@ -112,7 +154,31 @@ def compile_model(
                           "give a spec such as --quant w4g128, or a GGUF / pre-quantized checkpoint")
     if head_spec is not None and not any(n.op == "linear" and "logits" in n.outputs for n in graph.nodes):
         raise LowbitError(f"--quant-head: model {m.name} has no float LM head (encoders have none)", "drop --quant-head")
-    plan, records, notes = plan_layers(graph, spec, keep=m if keep else None, act=model_act, overrides=overrides, head_spec=head_spec)
+    feeds = None
+
+    def calib_feeds():
+        from compiler.quant.calib import calibration_feeds
+
+        n, sl = CALIB_DEFAULTS[m.family]
+        return calibration_feeds(m, calib_samples or n, calib_seqlen or sl, calib, seed)
+
+    if smooth is not None:
+        from compiler.passes.smooth import smooth_graph
+
+        feeds = calib_feeds()
+        graph = smooth_graph(graph, feeds, smooth)
+    layer_specs = mixed = None
+    if bpw is not None:
+        layer_specs, mixed, line = _mixed_plan(graph, rungs, bpw, overrides, feeds or (feeds := calib_feeds()), progress)
+    plan, records, notes = plan_layers(graph, spec, keep=m if keep else None, act=model_act, overrides=overrides, head_spec=head_spec,
+                                       layer_specs=layer_specs)
+    if mixed is not None:
+        from compiler.quant.apply import quantizable
+        from compiler.quant.bpw import spec_bits
+
+        qs = [graph.nodes[i].inputs[1] for i in quantizable(graph) if graph.nodes[i].inputs[1] in plan]
+        mixed["achieved"] = round(sum(spec_bits(plan[w].spec, *graph.consts[w].shape) for w in qs) / sum(graph.consts[w].size for w in qs), 4)
+        notes = [*notes, line.format(achieved=mixed["achieved"])]
     for t in target_list:  # every distinct layer format, before anything is written
         if t.check is not None and plan:
             for f in layer_formats(plan):
@@ -120,17 +186,9 @@ def compile_model(
         elif t.check is not None and keep:
             t.check(None, t.name, options)
     if plan:
-        feeds = None
         needs_calib = method == "gptq" and any(lp.weight is None for lp in plan.values())
-        if needs_calib or smooth is not None:
-            from compiler.quant.calib import calibration_feeds
-
-            n, sl = CALIB_DEFAULTS[m.family]
-            feeds = calibration_feeds(m, calib_samples or n, calib_seqlen or sl, calib, seed)
-        if smooth is not None:
-            from compiler.passes.smooth import smooth_graph
-
-            graph = smooth_graph(graph, feeds, smooth)
+        if needs_calib and feeds is None:
+            feeds = calib_feeds()
         with progress_bar(progress) as bar:
             graph = quantize_layers(graph, plan, method, feeds if needs_calib else None, bar, damp=damp, act_order=act_order)
     t_quant = time.perf_counter() - t1
@@ -142,9 +200,9 @@ def compile_model(
     extra = {**({"damp": damp} if method == "gptq" else {}), **({"act_order": True} if act_order else {}),
              **({"smooth": smooth} if smooth is not None else {}), **({"head": head_spec.name} if head_spec is not None else {}),
              **({"overrides": {p: "none" if s is None else s.name for p, s in overrides}} if overrides else {}),
-             **({"layers": records, "summary": summary(records)} if records else {})}
-    if keep:
-        quant_record = {"name": KEEP, "act": model_act, "method": method, **extra}
+             **({"layers": records, "summary": summary(records)} if records else {}), **({"bpw": mixed} if mixed is not None else {})}
+    if keep or auto:
+        quant_record = {"name": KEEP if keep else AUTO, "act": model_act, "method": method, **extra}
     elif spec is not None:
         quant_record = {**spec.to_dict(), "name": spec.name, "method": method, **extra}
     else:

@@ -86,7 +86,7 @@ def models():
 @cli.command("compile")
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(), help="artifact directory to write")
-@click.option("--quant", default="w4g128", show_default=True, help="quant spec: w4g128, w2g64a8, w4g128-asym, w4g32-min, w8pc, ternary, none; or keep (a GGUF / pre-quantized checkpoint's own quantization)")
+@click.option("--quant", default="w4g128", show_default=True, help="quant spec: w4g128, w2g64a8, w4g128-asym, w4g32-min, w8pc, ternary, none; or keep (a GGUF / pre-quantized checkpoint's own quantization); or auto (with --bpw)")
 @click.option("--act", default=None, help="activation mode a16, a8 or a32 (float32: weight-only quantization; --quant keep defaults to a32), or put it in the spec")
 @click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True)
 @click.option("--target", "targets", default="ref", show_default=True, help="comma-separated targets")
@@ -103,7 +103,10 @@ def models():
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
 @click.option("--quant-head", default=None, help="also quantize the LM head (causal LMs, RTN), e.g. w8pc or w4g128 [default: float]")
 @click.option("--quant-layer", default=None, help="per-layer formats PATTERN=SPEC,... (substring or glob of a weight name; lm_head: the head; none: float), e.g. 'down_proj=w8pc,lm_head=w8g32'")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer):
+@click.option("--bpw", default=None, type=Finite(0, min_open=True), help="mixed precision: at most this many bits per weight on average over the block linears "
+              "(GGUF's count: codes + fp16 scales/minimums; head and embedding not counted), each layer's spec chosen by its measured error on the "
+              "calibration text from --quant's family at 2/3/4/8 bits, or with --quant auto from w2g32, w2g32-min, w3g32, w3g32-min, w4g32, w4g32-min, w8g32")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.artifact import MANIFEST
     from compiler.backends import BuildOptions
@@ -116,7 +119,7 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

@@ -61,9 +61,12 @@ def effective_spec(spec: QuantSpec, k: int) -> QuantSpec:
 
 
 def plan_layers(graph: Graph, spec: QuantSpec | None, *, keep=None, act: str = "a16", overrides=(),
-                head_spec: QuantSpec | None = None) -> tuple[dict[str, LayerPlan], dict[str, dict], list[str]]:
-    """(plan, records, notes). spec: the model-wide spec (None with keep, or for a float model with only
-    overrides); keep: the compiler.frontend.Model whose prequant / prequant_types are kept (compiler.quant.keep)."""
+                head_spec: QuantSpec | None = None, layer_specs: dict[str, QuantSpec] | None = None
+                ) -> tuple[dict[str, LayerPlan], dict[str, dict], list[str]]:
+    """(plan, records, notes). spec: the model-wide spec (None with keep, for `--quant auto`, or for a float
+    model with only overrides); keep: the compiler.frontend.Model whose prequant / prequant_types are kept
+    (compiler.quant.keep); layer_specs: per-weight specs chosen under a bits-per-weight budget
+    (compiler.quant.mixed), taking the place of spec for those weights (overrides still win)."""
     from compiler.quant.keep import requant_spec, weight_format
 
     heads = {graph.nodes[i].inputs[1] for i in head_nodes(graph)}
@@ -81,6 +84,10 @@ def plan_layers(graph: Graph, spec: QuantSpec | None, *, keep=None, act: str = "
                 records[w] = {"requantized": keep.prequant_types[w], "as": plan[w].spec.name}
             elif w not in heads:
                 records[w] = {"float": "stored float"}
+        elif layer_specs and w in layer_specs:
+            plan[w] = LayerPlan(layer_specs[w])
+            if layer_specs[w] != spec:
+                records[w] = {"as": layer_specs[w].name, "mixed": True}
         elif spec is not None and w not in heads:
             plan[w] = LayerPlan(spec)
     if head_spec is not None:
@@ -120,6 +127,17 @@ def plan_layers(graph: Graph, spec: QuantSpec | None, *, keep=None, act: str = "
     return plan, records, text
 
 
+def overridden(graph: Graph, overrides) -> dict[str, QuantSpec | None]:
+    """The block linears an override names, with the spec it gives them (None: float); the last match wins."""
+    out = {}
+    for i in quantizable(graph):
+        w = graph.nodes[i].inputs[1]
+        hit = [s for p, s in overrides if _matches(p, w, False)]
+        if hit:
+            out[w] = hit[-1]
+    return out
+
+
 def layer_formats(plan: dict[str, LayerPlan]) -> list[QuantSpec]:
     """The distinct formats of a plan, for the targets' checks."""
     return list(dict.fromkeys(lp.spec for lp in plan.values()))
@@ -137,6 +155,8 @@ def summary(records: dict[str, dict]) -> dict[str, int]:
             c[f"requantized {r['requantized']} as {r['as']}"] += 1
         elif "float" in r:
             c["float (stored float)"] += 1
+        elif r.get("mixed"):
+            c[f"mixed -> {r['as']}"] += 1
         elif r.get("head"):
             c[f"head as {r['as']}"] += 1
         elif "group" in r:
