@@ -92,6 +92,7 @@ def compile_model(
     quant_head: str | None = None,
     quant_layer: str | None = None,
     bpw: float | None = None,
+    imatrix: bool = False,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
@@ -102,7 +103,9 @@ def compile_model(
     unless `act` names another mode. quant_layer: per-layer
     overrides 'PATTERN=SPEC,...' (compiler.quant.layers). bpw: a bits-per-weight budget over the block linears;
     each gets a spec of quant's family, or of compiler.quant.mixed.AUTO_LADDER with quant='auto', chosen by its
-    measured cost on the calibration sequences (compiler.quant.mixed). The summary's "notes" are lines for the user."""
+    measured cost on the calibration sequences (compiler.quant.mixed). imatrix: importance-weighted rounding, each
+    input feature weighed by its mean square over the calibration sequences (compiler.quant.rtn; GPTQ takes it from
+    the Hessian diagonal). The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
     from compiler.quant.mixed import AUTO
@@ -111,6 +114,8 @@ def compile_model(
     auto = quant.strip().lower() == AUTO
     if bpw is not None and keep:
         raise LowbitError("--bpw chooses formats, which --quant keep takes from the checkpoint", "drop --bpw, or give a family such as --quant w3g32 --bpw 3.75")
+    if imatrix and keep:
+        raise LowbitError("--imatrix weighs the rounding of weights that --quant keep takes from the checkpoint as stored", "drop --imatrix, or give a spec such as --quant w3g32-min --imatrix")
     if auto and bpw is None:
         raise LowbitError("--quant auto needs a bits-per-weight budget", "add --bpw, e.g. --quant auto --bpw 4.0")
     spec = None if auto else resolve_spec(quant, act)
@@ -186,11 +191,11 @@ def compile_model(
         elif t.check is not None and keep:
             t.check(None, t.name, options)
     if plan:
-        needs_calib = method == "gptq" and any(lp.weight is None for lp in plan.values())
+        needs_calib = (method == "gptq" or imatrix) and any(lp.weight is None for lp in plan.values())
         if needs_calib and feeds is None:
             feeds = calib_feeds()
         with progress_bar(progress) as bar:
-            graph = quantize_layers(graph, plan, method, feeds if needs_calib else None, bar, damp=damp, act_order=act_order)
+            graph = quantize_layers(graph, plan, method, feeds if needs_calib else None, bar, damp=damp, act_order=act_order, weighted=imatrix)
     t_quant = time.perf_counter() - t1
     files = {}
     tok = m.tokenizer
@@ -198,7 +203,7 @@ def compile_model(
     if tok is not None and hasattr(tok, "artifact_files"):  # tokenizer.json: copied, or written from memory (GGUF)
         files.update(tok.artifact_files())
     extra = {**({"damp": damp} if method == "gptq" else {}), **({"act_order": True} if act_order else {}),
-             **({"smooth": smooth} if smooth is not None else {}), **({"head": head_spec.name} if head_spec is not None else {}),
+             **({"smooth": smooth} if smooth is not None else {}), **({"imatrix": True} if imatrix else {}), **({"head": head_spec.name} if head_spec is not None else {}),
              **({"overrides": {p: "none" if s is None else s.name for p, s in overrides}} if overrides else {}),
              **({"layers": records, "summary": summary(records)} if records else {}), **({"bpw": mixed} if mixed is not None else {})}
     if keep or auto:

@@ -90,7 +90,7 @@ def models():
 @click.option("--act", default=None, help="activation mode a16, a8 or a32 (float32: weight-only quantization; --quant keep defaults to a32), or put it in the spec")
 @click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True)
 @click.option("--target", "targets", default="ref", show_default=True, help="comma-separated targets")
-@click.option("--calib", default=None, help="UTF-8 text file for GPTQ calibration (models with a tokenizer)")
+@click.option("--calib", default=None, help="UTF-8 text file for calibration: GPTQ, --imatrix, --bpw, --smooth (models with a tokenizer)")
 @click.option("--calib-samples", default=None, type=click.IntRange(1, 4096), help="GPTQ calibration sequences [64 encoders, 16 causal LMs]")
 @click.option("--calib-seqlen", default=None, type=click.IntRange(8, 8192), help="tokens per calibration sequence [32 encoders, 128 causal LMs]")
 @click.option("--damp", default=0.1, show_default=True, type=Finite(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
@@ -106,7 +106,9 @@ def models():
 @click.option("--bpw", default=None, type=Finite(0, min_open=True), help="mixed precision: at most this many bits per weight on average over the block linears "
               "(GGUF's count: codes + fp16 scales/minimums; head and embedding not counted), each layer's spec chosen by its measured error on the "
               "calibration text from --quant's family at 2/3/4/8 bits, or with --quant auto from w2g32, w2g32-min, w3g32, w3g32-min, w4g32, w4g32-min, w8g32")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw):
+@click.option("--imatrix", is_flag=True, help="importance-weighted rounding: every scale search weighs each input feature by its mean square over the calibration text "
+              "(llama.cpp's importance matrix; RTN: one float pass, GPTQ: the Hessian diagonal)")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.artifact import MANIFEST
     from compiler.backends import BuildOptions
@@ -119,7 +121,7 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

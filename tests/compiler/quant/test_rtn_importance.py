@@ -107,3 +107,37 @@ def test_importance_matrix_is_the_mean_square_of_each_input_feature():
     for name, x in seen.items():
         x2 = x.reshape(-1, x.shape[-1]).astype(np.float64)
         np.testing.assert_allclose(imp[name], (x2 * x2).mean(axis=0), rtol=1e-12)
+
+
+def test_compile_imatrix_records_it_and_lowers_the_weighted_error(tmp_path, capsys):
+    """`lowbit compile --imatrix` on llama-tiny: the manifest says so and the weighting moves scales (the
+    never-worse property itself is the hypothesis test above)."""
+    import json
+
+    from safetensors.numpy import load_file
+
+    from tests.helpers import run_cli
+
+    outs = {}
+    for flag in ((), ("--imatrix",)):
+        out = tmp_path / ("w" if flag else "p")
+        code, _, se = run_cli(["compile", "llama-tiny", "-o", out, "--quant", "w2g32-min", *flag], capsys)
+        assert code == 0, se
+        outs[bool(flag)] = out
+    mf = json.loads((outs[True] / "manifest.json").read_text())
+    assert mf["quant"]["imatrix"] is True and "imatrix" not in json.loads((outs[False] / "manifest.json").read_text())["quant"]
+    a, b = load_file(outs[False] / "weights.safetensors"), load_file(outs[True] / "weights.safetensors")
+    changed = sum(not np.array_equal(a[k], b[k]) for k in a if k.endswith(".scales"))
+    assert changed > 0  # the weighting moved some layers' scales
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--quant", "keep", "--imatrix"], "--imatrix"),
+])
+def test_imatrix_errors_are_one_line(tmp_path, capsys, args, expect):
+    from tests.helpers import run_cli
+
+    code, _, se = run_cli(["compile", "llama-tiny", "-o", tmp_path / "o", *args], capsys)
+    lines = [line for line in se.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and expect in lines[0], se
+    assert not (tmp_path / "o").exists()
