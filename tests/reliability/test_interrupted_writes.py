@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -137,7 +138,11 @@ def test_signal_during_the_tvm_build_exits_cleanly(out, sig, code, delay):
     p.send_signal(sig)
     _, se = p.communicate(timeout=120)
     assert p.returncode == code, se
-    assert se.strip().split("\n") == ["interrupted"]
+    # TVM's C++ logging may add its own warning when the signal unwinds a Relax BlockBuilder mid-block
+    # ("[hh:mm:ss] /project/src/relax/ir/block_builder.cc:67: Warning: BlockBuilder destroyed with remaining
+    # blocks!"), written by C++ to fd 2; ours is the one line besides it
+    ours = [line for line in se.strip().split("\n") if not re.match(r"\[\d\d:\d\d:\d\d\] /\S+\.cc:\d+: Warning: ", line)]
+    assert ours == ["interrupted"], se
     assert debris(out) == []
     assert tree_digest(out) == before
 
