@@ -30,6 +30,7 @@ from compiler import __version__
 from compiler.errors import LowbitError
 from compiler.fsutil import ARTIFACT_FORMAT, atomic_dir
 from compiler.ir import Graph, IRError
+from compiler.quant import twolevel
 
 FORMAT = ARTIFACT_FORMAT
 FORMAT_VERSION = 2  # 2: the manifest lists the artifact's files with sizes and hashes
@@ -141,7 +142,8 @@ def write_artifact(out: Path, manifest: dict, graph: Graph, files: dict[str, Pat
     """Write atomically. files: extra files to copy in (name -> source path, or the bytes to write). build_targets(tmp_dir) may
     write each target's sub-folder into the temporary directory before it is moved into place."""
     with atomic_dir(out, MANIFEST, "lowbit artifact") as tmp:
-        _save_weights(graph.consts, tmp / WEIGHTS)
+        tensors, packed = twolevel.pack_consts(graph)
+        _save_weights(tensors, tmp / WEIGHTS)
         for name, src in (files or {}).items():
             if isinstance(src, bytes):  # made in memory (e.g. a tokenizer built from GGUF metadata)
                 (tmp / name).write_bytes(src)
@@ -157,6 +159,7 @@ def write_artifact(out: Path, manifest: dict, graph: Graph, files: dict[str, Pat
             **manifest,
             "graph": graph.to_json(),
             "weights": WEIGHTS,
+            **({"two_level_scales": packed} if packed else {}),
             "files": _record_files(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(full, indent=1))
@@ -245,6 +248,7 @@ def load_artifact(path: str | Path) -> Artifact:
     except (SafetensorError, OSError) as e:
         raise LowbitError(f"the weights {wf} of the artifact are unreadable ({e})", RECOMPILE) from None
     try:
+        consts = twolevel.unpack_consts(consts, manifest.get("two_level_scales") or {})
         graph = Graph.from_json(manifest["graph"], consts)
     except (IRError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise LowbitError(f"artifact {path} is inconsistent ({type(e).__name__}: {e})", RECOMPILE) from None

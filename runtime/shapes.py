@@ -94,11 +94,12 @@ def artifact_linears(path: Path) -> ModelLinears:
         if nd["op"] == "qlinear":
             a = nd["attrs"]
             r = role(nd["inputs"][1])
-            key = (r, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")))
+            sub = (a.get("two_level") or {}).get("sub_bits", 0)
+            key = (r, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub)
             if key in agg:
                 agg[key].count += 1
             else:
-                agg[key] = Linear(r, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")))
+                agg[key] = Linear(r, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub)
         elif nd["op"] == "linear":
             s = shapes.get(nd["inputs"][1], [0, 0])
             floats.append((role(nd["inputs"][1]), int(s[0]), int(s[1])))

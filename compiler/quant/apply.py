@@ -72,6 +72,8 @@ def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec)
     attrs.update(bits=qw.bits, group_size=qw.group_size, n=n, k=k, act=spec.act, layout=layout, ternary=qw.ternary)
     if qw.has_mins:
         attrs["mins"] = True
+    if qw.sub_bits:  # the scales are on a two-level grid: artifacts store them so (compiler.quant.twolevel)
+        attrs["two_level"] = {"sub_bits": qw.sub_bits, "signed": qw.sub_signed}
     return Node("qlinear", ins, list(node.outputs), attrs)
 
 

@@ -1,6 +1,8 @@
 """Bits per weight as GGUF would store a layer: the codes plus one fp16 scale per group, and one more fp16 per
 group (a minimum or a zero point) for `-asym` / `-min` groups. w4g32 = 4.5 (Q4_0), w4g32-min = 5.0 (Q4_1),
-w8g32 = 8.5 (Q8_0), w2g32 = 2.5. One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
+w8g32 = 8.5 (Q8_0), w2g32 = 2.5. Two-level scales (`k`) cost their sub-scale bits per group plus an fp16 per
+super-block of 256 weights, for the scale and again for the minimum; a zero point (`-asym`) costs the code width:
+w4g32k-min = 4.5 (Q4_K), w3g16k = 3.4375 (Q3_K), w2g16k4-min = 2.625 (Q2_K). One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
 benchmarks/quality.py, so their figures compare with llama.cpp's (its tensors' bytes per element).
 
 The average is over the block linears (the quantizable linears: attention and MLP projections); the LM head
@@ -13,18 +15,27 @@ import numpy as np
 
 from compiler.ir import Graph
 from compiler.quant.spec import QuantSpec
+from compiler.quant.twolevel import SUPER
 
 SCALE_BITS = 16  # fp16 scale (and fp16 minimum / zero point) per group, as GGUF stores them
 
 
-def layer_bits(rows: int, k: int, bits: int, group: int, two_params: bool) -> int:
-    """Bits of one [rows, k] layer: codes plus 16 (symmetric, ternary) or 32 (asymmetric, minimum) per group."""
-    return rows * k * bits + rows * (k // group) * SCALE_BITS * (2 if two_params else 1)
+def layer_bits(rows: int, k: int, bits: int, group: int, two_params: bool, sub_bits: int = 0, minimum: bool = False) -> int:
+    """Bits of one [rows, k] layer: codes plus 16 (symmetric, ternary) or 32 (asymmetric, minimum) per group;
+    with two-level scales (sub_bits > 0) sub_bits per group and 16 per super-block, for the scale and for a
+    minimum, and `bits` per group for a zero point."""
+    j = k // group
+    if not sub_bits:
+        return rows * k * bits + rows * j * SCALE_BITS * (2 if two_params else 1)
+    supers = -(-k // SUPER)
+    per_param = j * sub_bits + supers * SCALE_BITS
+    offset = (per_param if minimum else j * bits) if two_params else 0
+    return rows * (k * bits + per_param + offset)
 
 
 def spec_bits(spec: QuantSpec, rows: int, k: int) -> int:
     """Bits of a [rows, k] layer at spec, with the group QuantSpec.group_for(k) gives it."""
-    return layer_bits(rows, k, spec.bits, spec.group_for(k), not spec.symmetric or spec.minimum)
+    return layer_bits(rows, k, spec.bits, spec.group_for(k), not spec.symmetric or spec.minimum, spec.sub_bits, spec.minimum)
 
 
 def spec_bpw(spec: QuantSpec, k: int) -> float:
@@ -38,7 +49,8 @@ def qlinear_bits(graph: Graph, node) -> int:
     a = node.attrs
     off = graph.consts[node.inputs[3]]
     sym = not a.get("mins") and bool(np.all(off == (1 if a.get("ternary") else 1 << (a["bits"] - 1))))
-    return layer_bits(a["n"], a["k"], a["bits"], a["group_size"], not sym)
+    sub = (a.get("two_level") or {}).get("sub_bits", 0)
+    return layer_bits(a["n"], a["k"], a["bits"], a["group_size"], not sym, sub, bool(a.get("mins")))
 
 
 def graph_bpw(graph: Graph) -> float | None:

@@ -46,7 +46,8 @@ import numpy as np
 
 from compiler.errors import LowbitError
 from compiler.quant.qweight import QuantizedWeight
-from compiler.quant.rtn import check_weight, group_importance, group_params, min_params
+from compiler.quant import twolevel
+from compiler.quant.rtn import check_weight, group_importance, group_params, min_params, quantize_rtn
 from compiler.quant.spec import QuantSpec
 
 CHOLESKY_RETRIES = 3
@@ -211,6 +212,9 @@ def quantize_gptq(
     zeros_t = np.zeros((n_groups, n), np.uint8)
     mins_t = np.empty((n_groups, n), np.float32) if spec.minimum else None
     scale = zero = mn = None
+    grid = None
+    if spec.sub_bits:  # each group's scale snaps to super-block scales fixed from the unmodified weights
+        grid = twolevel.grid_of(quantize_rtn(np.ascontiguousarray(wt.T), spec, importance=imp))
 
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
@@ -229,10 +233,14 @@ def quantize_gptq(
                 gi = None if imp is None else group_importance(imp[col:ge], 1, g)
                 if spec.minimum:
                     s, m = min_params(cur.T[:, None, :], spec.qmax, gi)
+                    if grid is not None:
+                        s, m = _snap_min(grid, col // g, s[:, 0], m[:, 0], cur.max(axis=0), qmax)
                     mins_t[col // g] = mn = m[:, 0]
                     zero = np.float32(0)
                 else:
                     s, z = group_params(cur.T, spec, g, None if imp is None else imp[col:ge])
+                    if grid is not None:
+                        s = grid.scale(col // g, s[:, 0])[:, None]
                     zeros_t[col // g] = z[:, 0]
                     zero = z[:, 0].astype(np.float32)
                 scales_t[col // g] = s[:, 0]
@@ -255,7 +263,18 @@ def quantize_gptq(
         group_size=g,
         ternary=spec.ternary,
         mins=None if mins_t is None else np.ascontiguousarray(mins_t.T),
+        sub_bits=spec.sub_bits,
+        sub_signed=spec.symmetric and not spec.minimum,
     )
+
+
+def _snap_min(grid, j: int, s: np.ndarray, m: np.ndarray, wmax: np.ndarray, qmax) -> tuple[np.ndarray, np.ndarray]:
+    """A group's (scale, minimum) [N] on the two-level grid, as [N, 1]; a positive minimum (no unsigned
+    sub-minimum) becomes 0 with the range rule's scale from 0."""
+    pos = m > 0
+    s = np.where(pos, np.maximum(wmax / qmax, np.finfo(np.float32).tiny), s).astype(np.float32)
+    m = np.where(pos, 0, m).astype(np.float32)
+    return grid.scale(j, s)[:, None], grid.minimum(j, m)[:, None]
 
 
 def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int, imp: np.ndarray | None = None) -> QuantizedWeight:
@@ -266,7 +285,10 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
     columns' original positions, so groups stay contiguous in K as the numeric contract requires."""
     k, n = wt.shape
     m = None
-    if spec.minimum:
+    if spec.sub_bits:  # two-level scales: the RTN rule's, on its super-block grid
+        one = quantize_rtn(np.ascontiguousarray(wt.T), spec, importance=imp)
+        s, z, m = one.scales, one.zeros, one.mins
+    elif spec.minimum:
         s, m = min_params(wt.T.reshape(n, k // g, g), spec.qmax, group_importance(imp, k // g, g))  # [N, J]
         z = np.zeros(s.shape, np.uint8)
     else:
@@ -311,4 +333,6 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
         group_size=g,
         ternary=spec.ternary,
         mins=m,
+        sub_bits=spec.sub_bits,
+        sub_signed=spec.symmetric and not spec.minimum,
     )

@@ -6,7 +6,9 @@ w[n, k] = scales[n, j] * codes[n, k] + mins[n, j]                               
 Codes are unsigned: [0, 2^bits - 1]; symmetric weights use zeros = 2^(bits-1); ternary weights store
 q + 1 in {0, 1, 2} with zeros = 1, so every integer format dequantizes by the same rule. Scale-and-minimum
 groups (llama.cpp's Q4_1 and K-quants: w = d q + m with a float m that is not a multiple of d) carry a
-float32 minimum per group instead of a zero point; their `zeros` are all 0.
+float32 minimum per group instead of a zero point; their `zeros` are all 0. Two-level scales (K-quants) are the
+same numbers stored smaller: `sub_bits` says that every scale (and minimum) is an fp16 per super-block times a
+small integer (compiler.quant.twolevel).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class QuantizedWeight:
     group_size: int  # actual group length along K (per-channel: K)
     ternary: bool = False
     mins: np.ndarray | None = None  # float32 [N, K // group_size]: scale-and-minimum groups (zeros are 0)
+    sub_bits: int = 0  # two-level scales (compiler.quant.twolevel): scales / minimums are an fp16 per 256 weights times sub_bits-bit integers
+    sub_signed: bool = False  # sub-scales signed (imported Q3_K / Q6_K); ours are unsigned
 
     def __post_init__(self):
         n, k = self.codes.shape

@@ -290,6 +290,13 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight", importanc
     """
     w = np.asarray(w, dtype=np.float32)
     g = check_weight(w, spec, name)
+    if spec.sub_bits:
+        from dataclasses import replace
+
+        from compiler.quant.twolevel import snap_rtn
+
+        one = quantize_rtn(w, replace(spec, sub_bits=0), name, importance)
+        return snap_rtn(w, one, spec.sub_bits, spec.qmax, group_importance(importance, w.shape[1] // g, g), signed=spec.symmetric and not spec.minimum)
     if spec.minimum:
         return quantize_rtn_min(w, spec.bits, g, importance)
     if spec.ternary:

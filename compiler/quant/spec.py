@@ -1,8 +1,12 @@
 """Quantization spec strings: `w4g128`, `w2g64a8`, `w4g128-asym`, `w4g32-min`, `w8pc`, `ternary`, `none`.
 
-Grammar (case-insensitive):  WEIGHTS [GROUP] [ACT] [-sym|-asym|-min]
+Grammar (case-insensitive):  WEIGHTS [GROUP [SUB]] [ACT] [-sym|-asym|-min]
   WEIGHTS = w8 | w4 | w3 | w2 | ternary
-  GROUP   = g32 | g64 | g128 | pc        (pc = one group per output channel; the default when omitted)
+  GROUP   = g16 | g32 | g64 | g128 | pc  (pc = one group per output channel; the default when omitted)
+  SUB     = k | k4 | k6 | k8             (two-level scales, K-quant style: each group's scale (and minimum) is a
+                                          SUB-bit integer (signed in symmetric formats, as Q3_K / Q6_K store
+                                          it) times one fp16 scale per super-block of 256 weights along K;
+                                          k = k6. compiler.quant.twolevel)
   ACT     = a16 | a8 | a32               (a16 = fp16 activations, the default; a8 = per-token dynamic int8;
                                           a32 = float32 activations as given: weight-only quantization)
   -min    = scale-and-minimum groups (w = s q + m with a float minimum per group: llama.cpp's Q4_1 rule)
@@ -21,9 +25,12 @@ from compiler.groups import GROUP_SIZES, layer_group
 WEIGHT_BITS = (8, 4, 3, 2)
 ACT_MODES = ("a16", "a8", "a32")
 
-_SPEC_RE = re.compile(r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?$")
+_SPEC_RE = re.compile(
+    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?$"
+)
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32a32, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w4g32a32, w8pc, ternary, ternarya8, none"
+SUB_BITS = (4, 6, 8)  # sub-scale widths of two-level scales (Q2_K: 4, Q3_K / Q4_K / Q5_K: 6, Q6_K: 8)
 
 
 @dataclass(frozen=True)
@@ -34,11 +41,14 @@ class QuantSpec:
     symmetric: bool = True
     ternary: bool = False
     minimum: bool = False  # scale-and-minimum groups (w = s q + m); not symmetric
+    sub_bits: int = 0  # two-level scales: group scales as sub_bits-bit integers times an fp16 per 256 weights; 0: fp16 per group
 
     @property
     def name(self) -> str:
         w = "ternary" if self.ternary else f"w{self.bits}"
         g = "" if self.ternary and self.group_size == 0 else ("pc" if self.group_size == 0 else f"g{self.group_size}")
+        if self.sub_bits:
+            g += "k" if self.sub_bits == 6 else f"k{self.sub_bits}"
         a = "" if self.act == "a16" else self.act
         s = "-min" if self.minimum else ("-asym" if not self.symmetric else "")
         return f"{w}{g}{a}{s}"
@@ -88,8 +98,15 @@ def parse_spec(text: str) -> QuantSpec | None:
         if group not in GROUP_SIZES:
             raise LowbitError(
                 f"unsupported group size {group} in quant spec '{text}'",
-                "use g32, g64, g128 or pc (per-channel)",
+                "use g16, g32, g64, g128 or pc (per-channel)",
             )
+    sub_bits = 0
+    if m.group("sub") is not None:
+        sub_bits = int(m.group("sub") or 6)
+        if sub_bits not in SUB_BITS:
+            raise LowbitError(f"unsupported sub-scale width k{sub_bits} in quant spec '{text}'", "use k (6 bits), k4, k6 or k8")
+        if tern:
+            raise LowbitError(f"ternary weights have one scale per group, no two-level scales: '{text}'", "drop the 'k' after the group")
     act = "a16"
     if m.group("act") is not None:
         act = f"a{m.group('act')}"
@@ -99,4 +116,4 @@ def parse_spec(text: str) -> QuantSpec | None:
     minimum = m.group("sym") == "min"
     if tern and not symmetric:
         raise LowbitError(f"ternary weights are always symmetric, got '{text}'", f"drop the '-{m.group('sym')}' suffix")
-    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern, minimum=minimum)
+    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern, minimum=minimum, sub_bits=sub_bits)

@@ -36,6 +36,8 @@ class Linear:
     group: int
     act: str
     ternary: bool = False
+    mins: bool = False  # scale-and-minimum groups: a minimum per group (stored like the scale) instead of a zero point
+    sub_bits: int = 0  # two-level scales: sub_bits per group plus an fp16 per 256 weights along K (else an fp16 per group)
 
     @property
     def params(self) -> int:
@@ -174,8 +176,8 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
     """Bytes a CPU/GPU kernel moves for one layer at M rows (weights incl. scales and zero points)."""
     ng = lin.K // lin.group
     codes = lin.N * lin.K * lin.bits / 8
-    scales = lin.N * ng * 2
-    zeros = lin.N * ng * lin.bits / 8
+    scales = lin.N * (ng * lin.sub_bits / 8 + -(-lin.K // 256) * 2) if lin.sub_bits else lin.N * ng * 2
+    zeros = scales if lin.mins else lin.N * ng * lin.bits / 8
     acts = M * lin.K * (1 if lin.act == "a8" else 2) + (M * 4 if lin.act == "a8" else 0)
     outs = M * lin.N * 2
     return {"codes": codes, "scales": scales, "zeros": zeros, "acts": acts, "outs": outs,

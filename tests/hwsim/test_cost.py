@@ -150,6 +150,16 @@ def test_roofline_counts_scales_and_zeros():
     assert pre["time_s"] == pytest.approx(2 * 4096**3 / 989.4e12)
 
 
+def test_roofline_counts_two_level_scales_as_llama_cpp_stores_them():
+    """Q4_K (w4g32k-min): 4 + 12/32 + 32/256 = 4.5 bits per weight of codes, scales and minimums."""
+    lin = roofline.Linear("x", N=4096, K=4096, count=1, bits=4, group=32, act="a16", mins=True, sub_bits=6)
+    b = roofline.kernel_bytes(lin, 1)
+    assert b["scales"] == b["zeros"] == 4096 * (128 * 6 / 8 + 16 * 2)
+    assert (b["codes"] + b["scales"] + b["zeros"]) * 8 / (4096 * 4096) == 4.5
+    one = roofline.kernel_bytes(roofline.Linear("x", 4096, 4096, 1, 4, 32, "a16", mins=True), 1)
+    assert one["scales"] == one["zeros"] == 4096 * 128 * 2  # an fp16 scale and minimum per group: Q4_1's 5.0
+
+
 def test_unknown_model_is_user_error():
     from compiler.errors import LowbitError
 

@@ -52,7 +52,7 @@ CASES = [
     ("llama-tiny", "w3g64"),
     ("llama-tiny", "w3g128a8"),
     ("llama-tiny", "w2g64-asym"),
-    ("llama-tiny", "w2g32a8"),
+    ("llama-tiny", "w2g16k4a8-min"),  # Q2_K's layout: groups of 16, two-level scales and minimums
     ("bitnet-tiny", "ternary"),
     ("bitnet-tiny", "ternarya8"),
     ("bert-tiny", "none"),
