@@ -1,5 +1,7 @@
-"""The measurement behind `--quant keep`'s re-quantization rule (compiler/quant/keep.py): for each GGUF type without an
-exact map, the relative RMS error of re-quantizing its dequantized weights with each candidate lowbit format.
+"""The measurement behind `--quant keep`'s re-quantization rule (compiler/quant/keep.py): for each GGUF type, the relative
+RMS error of re-quantizing its dequantized weights with each candidate lowbit format. The GGUF frontend decodes all
+of these types exactly (compiler/frontend/gguf_quant.py), so keep re-quantizes them only where a weight of such a
+type reaches it without its decoded form; the table is what the exact decode saves.
 
 Blocks of each type are random (random code bytes; the fp16 super-block scale and minimum fixed to ordinary values),
 decoded by the `gguf` package, so every sub-block scale, minimum and code pattern the type can store appears. Q5_0 and

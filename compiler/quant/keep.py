@@ -1,10 +1,16 @@
 """`--quant keep`: a checkpoint's own quantization, kept where it maps exactly onto ours, and a documented rule
 for the stored types that do not.
 
-A weight in `Model.prequant` (the frontend's exact map: GGUF Q8_0 / Q4_0 are w8 / w4 with groups of 32, Q4_1
-is w4g32-min, a GPTQ checkpoint's own codes, ...) becomes a qlinear with exactly that `QuantizedWeight`. A
-weight in `Model.prequant_types` without an exact map is re-quantized from its dequantized float value (the
-float of the checkpoint) at `requant_spec(type)`:
+A weight in `Model.prequant` (the frontend's exact map) becomes a qlinear with exactly that `QuantizedWeight`,
+named by `weight_format`. The GGUF types decoded exactly (compiler/frontend/gguf_quant.py; dequantize() equals
+gguf's bit for bit), as they are kept:
+
+  Q8_0 w8g32   Q4_0 w4g32   Q4_1 w4g32-min   Q5_0 w8g32   Q5_1 w8g32-min
+  Q2_K w2g16k4-min   Q3_K w3g16k   Q4_K w4g32k-min   Q5_K w8g32k-min   Q6_K w8g16k8
+(the 5-bit types' codes use 32 of the 256 w8 codes, Q6_K's 64; the K-quants keep their two-level scales, `k`,
+which artifacts store as such; Q3_K's and Q6_K's sub-block scales are signed and may be negative), and a GPTQ / AWQ checkpoint's own codes. A weight in `Model.prequant_types` without an exact map
+(IQ*, MXFP4, NVFP4, TQ*, an unmapped "gptq-w4g128", or a mapped type that reached keep without its decoded
+weight) is re-quantized from its dequantized float value (the float of the checkpoint) at `requant_spec(type)`:
 
 - bits: the nearest supported width at or above the stored one (2, 3, 4, 8): Q5_* and Q6_K -> 8, Q3_K -> 3;
 - groups of 32 (llama.cpp's block, and the K-quants' largest sub-block);
@@ -13,7 +19,8 @@ float of the checkpoint) at `requant_spec(type)`:
 - ternary types (TQ1_0, TQ2_0: one scale per 256 weights) -> ternaryg128, which recovers them exactly.
 
 Measured by benchmarks/requant_error.py (relative RMS error of the re-quantized weight against the dequantized one;
-256 x 1536 random blocks of each type decoded by gguf 0.19; Q5_0 / Q5_1 quantized by gguf from Gaussian weights):
+256 x 1536 random blocks of each type decoded by gguf 0.19; Q5_0 / Q5_1 quantized by gguf from Gaussian weights),
+what the rule costs where it applies, and what the exact decoders above save for the types they cover:
   Q6_K   w8g32 0.0047   w8g32-asym 0.0037   w8g32-min 0.0036   w8g64 0.0053   w8pc 0.0065
   Q5_K   w8g32 0.0040   w8g32-asym 0.0016   w8g32-min 0.0015
   Q5_0   w8g32 0.0039   w8g32-asym 0.0030   w8g32-min 0.0035
@@ -62,10 +69,12 @@ def requant_spec(stored: str, act: str = "a16") -> QuantSpec:
 
 
 def weight_format(qw: QuantizedWeight, act: str = "a16") -> QuantSpec:
-    """The spec that names a kept weight's format, e.g. Q4_1 -> w4g32-min, Q8_0 -> w8g32."""
-    n, k = qw.shape
+    """The spec that names a kept weight's format (the module doc's table): symmetric where every zero point is
+    2^(bits-1) (Q8_0 -> w8g32, Q6_K -> w8g16k8, Q3_K -> w3g16k), `-min` with minimums (Q2_K -> w2g16k4-min),
+    `k` with two-level scales."""
+    k = qw.shape[1]
     group = 0 if qw.group_size == k else qw.group_size
     if qw.ternary:
         return QuantSpec(bits=2, group_size=group, act=act, ternary=True)
     sym = not qw.has_mins and bool(np.all(qw.zeros == 1 << (qw.bits - 1)))
-    return QuantSpec(bits=qw.bits, group_size=group, act=act, symmetric=sym, minimum=qw.has_mins)
+    return QuantSpec(bits=qw.bits, group_size=group, act=act, symmetric=sym, minimum=qw.has_mins, sub_bits=qw.sub_bits)

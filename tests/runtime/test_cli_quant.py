@@ -90,8 +90,8 @@ def test_compile_keep_from_a_gguf_and_show(tmp_path, capsys):
     code, so, se = run_cli(["compile", f, "-o", out, "--quant", "keep", "--act", "a8"], capsys)
     assert code == 0, se
     mf = json.loads((out / "manifest.json").read_text())
-    assert mf["quant"]["summary"] == {"kept Q4_1 as w4g32a8-min": 12, "requantized Q6_K as w8g32a8-asym": 2, "kept Q8_0 as w8g32a8": 1}
+    assert mf["quant"]["summary"] == {"kept Q4_1 as w4g32a8-min": 12, "kept Q6_K as w8g16k8a8": 2, "kept Q8_0 as w8g32a8": 1}
     ops = [n["op"] for n in mf["graph"]["nodes"]]
     assert "qembedding" in ops and "embedding" not in ops
     code, so, se = run_cli(["show", out], capsys)
-    assert code == 0 and "12 x kept Q4_1 as w4g32a8-min" in so and "2 x requantized Q6_K as w8g32a8-asym" in so
+    assert code == 0 and "12 x kept Q4_1 as w4g32a8-min" in so and "2 x kept Q6_K as w8g16k8a8" in so

@@ -241,6 +241,11 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds)
     codes, scales, zeros, mins, bias = _qweight(graph, nd)
     has_mins = mins is not None
     n, k = codes.shape
+    if np.any(scales < 0):  # the dyadic epilogue's mantissas are unsigned (hwsim/golden.py section 4)
+        w = nd.inputs[1].removesuffix(".qweight")
+        raise LowbitError(f"layer {w} has {int((scales < 0).sum())} negative group scales (kept from the checkpoint, e.g. GGUF Q4_0 / Q3_K / Q6_K), "
+                          f"which the {design} array's dyadic scales cannot hold",
+                          "re-quantize for the accelerator (--quant w4g32a8, or --quant-layer for that layer), or use --target ref,tvm-cpu")
     N, g = cfg.N, cfg.group
     n_tiles = -(-n // N)
     n_pad = n_tiles * N

@@ -70,8 +70,10 @@ def test_k_quants_and_unmapped_types(tmp_path):
         pre + "mlp.up_proj.weight": "Q3_K",
         pre + "mlp.down_proj.weight": "Q4_K",
     }
-    # only the exact maps are prequantized; the rest are left to the quantizer (dequantized floats)
-    assert set(m.prequant) == {"model.embed_tokens.weight", pre + "self_attn.q_proj.weight", pre + "mlp.down_proj.weight"}
+    # every one of these types maps exactly (compiler.frontend.gguf_quant), so every quantized tensor is prequantized
+    assert set(m.prequant) == set(m.prequant_types)
+    sub = {"Q2_K": 4, "Q3_K": 6, "Q4_K": 6, "Q5_K": 6, "Q6_K": 8}  # the K-quants' sub-scale widths
+    assert {k: q.sub_bits for k, q in m.prequant.items()} == {k: sub.get(t, 0) for k, t in m.prequant_types.items()}
 
 
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1", "Q4_K"])

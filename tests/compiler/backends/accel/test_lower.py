@@ -92,3 +92,19 @@ def test_a32_is_refused_at_check_time_in_one_line(design, tmp_path, capsys):
         lines = se.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and not (tmp_path / "o").exists(), se
         assert f"the {design} array takes a8 or a16" in lines[0] and "--act a16 or --act a8" in lines[0]
+
+
+def test_negative_group_scales_are_refused_in_one_line(llama_w3):
+    """GGUF's Q4_0 / Q3_K / Q6_K may store negative group scales; the arrays' dyadic scales are unsigned: the
+    lowering names the layer and the fix instead of failing inside the golden model."""
+    from compiler.errors import LowbitError
+
+    g = llama_w3.copy()
+    q = next(n for n in g.nodes if n.op == "qlinear")
+    s = g.consts[q.inputs[2]].copy()
+    s[0, 0] = -s[0, 0]
+    g.consts[q.inputs[2]] = s
+    with pytest.raises(LowbitError) as e:
+        lower_graph(g, "lut-tc", "M=2,N=96,K=4,lanes=8")
+    name = q.inputs[1].removesuffix(".qweight")
+    assert f"layer {name} has 1 negative group scales" in str(e.value) and "--quant w4g32a8" in e.value.line()
