@@ -483,7 +483,7 @@ def show(artifact):
 @click.option("--float-type", type=click.Choice(["f32", "f16"]), default="f32", show_default=True, help="float embedding / head matrices")
 @click.option("--json", "as_json", is_flag=True, help="print the per-tensor report as JSON")
 def export_cmd(artifact, fmt, out, fallback, float_type, as_json):
-    """Write a compiled llama-family artifact as GGUF for llama.cpp (Q8_0 / Q4_0 / Q4_1 / TQ2_0 from the codes as they are)."""
+    """Write a compiled llama-family artifact as GGUF for llama.cpp (Q8_0 / Q5_0 / Q4_0 / Q5_1 / Q4_1 / TQ2_0, and Q2_K..Q6_K for two-level layers, from the codes as they are)."""
     import json
 
     from compiler.export.gguf import export_gguf

@@ -1,20 +1,34 @@
 """GGUF export: a lowbit artifact of a llama-family model as a GGUF file that llama.cpp loads.
 
 Each qlinear weight is written as the GGUF block type that holds its codes as they are (blocks built here from
-the artifact's codes, so nothing is re-rounded except the scales, which GGUF stores as fp16):
-- Q8_0  w8 symmetric (z = 128), group a multiple of 32     w = d q8
-- Q4_0  w4 symmetric (z = 8), group a multiple of 32       w = d (q - 8)
-- Q4_1  w4 with minimums, or with integer zero points      w = d q + m   (m = -s z for zero points)
-- TQ2_0 ternary, group a multiple of 256                   w = d (q - 1)
-A group larger than a block is several blocks with the same scale. Anything else (w3, w2, w8 asym, ...) is
-written dequantized as F16 or F32 when `fallback` allows it, else refused naming the layer. Norms, biases and
-float weights are F32.
+the artifact's codes, so nothing is re-rounded except, for the one-level types, the scales, which GGUF stores as
+fp16). The first type in this order that holds a layer is used:
+
+    type   layer                                                      llama.cpp's rule
+    Q2_K   w2 with minimums, two-level, group a multiple of 16       w = d sc q - dmin mq    sc, mq 4-bit
+    Q3_K   w3 symmetric (z = 4), two-level, group a multiple of 16   w = d sc (q - 4)        sc 6-bit signed
+    Q4_K   w4 with minimums, two-level, group a multiple of 32       w = d sc q - dmin mq    sc, mq 6-bit
+    Q5_K   w8 with minimums, codes <= 31, two-level, as Q4_K         w = d sc q - dmin mq    sc, mq 6-bit
+    Q6_K   w8 symmetric, codes - 128 in [-32, 31], two-level, g16    w = d sc (q - 32)       sc int8
+    Q5_0   w8 symmetric, codes - 128 in [-16, 15], group % 32 == 0   w = d (q - 16)
+    Q8_0   w8 symmetric (z = 128), group a multiple of 32            w = d q8
+    Q4_0   w4 symmetric (z = 8), group a multiple of 32              w = d (q - 8)
+    Q5_1   w8 with minimums, codes <= 31, group a multiple of 32     w = d q + m
+    Q4_1   w4 with minimums, or with integer zero points             w = d q + m   (m = -s z for zero points)
+    TQ2_0  ternary, group a multiple of 256                          w = d (q - 1)
+A group larger than a block (or a K-quant sub-block) is several of them with the same scale. K-quants need K a
+multiple of 256 and a layer whose scales (and minimums) are exactly fp16 d per 256 weights times sub-scales in
+the type's range (`two_level` layers: lowbit's w2g16k4-min, w3g16k, w4g32k-min, w8g16k8 and the K-quants that
+`--quant keep` kept); they are then exact, and a kept GGUF's K-quant, Q5_0 and Q5_1 layers go back to their
+own type. Anything else (w3 / w2 without two-level scales, w8 asym, ...) is written dequantized as F16 or F32
+when `fallback` allows it, else refused naming the layer. Norms, biases and float weights are F32.
 
 The q and k projections are permuted to llama.cpp's interleaved-RoPE row order (lowbit keeps Hugging Face's
 half-split order). Permuting rows moves whole rows of codes, scales and offsets, so it is exact.
 
 For every tensor the export reports the largest weight change, relative to the largest weight of its 32-weight
-block, that the fp16 rounding of scales (and minimums) caused: zero when the scales are fp16-exact (a kept GGUF).
+block, that the fp16 rounding of scales (and minimums) caused: zero when the scales are fp16-exact (a kept GGUF)
+and for the K-quants.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import numpy as np
 from compiler.artifact import Artifact, load_artifact
 from compiler.errors import LowbitError
 from compiler.frontend import SMOLLM2, smollm2_path
+from compiler.quant import twolevel
 from compiler.quant.pack import unpack
 
 FALLBACKS = ("error", "f16", "f32")
@@ -171,6 +186,118 @@ def encode_tq2_0(codes, scales, group, what):
     return _blocks([qs, d[..., None]], n), w
 
 
+def _pack(fields: np.ndarray, width: int) -> np.ndarray:
+    """[..., P, L] small fields -> [..., L] bytes, field p at shift width*p (the inverse of gguf_quant's _planes)."""
+    shifts = (np.arange(fields.shape[-2], dtype=np.uint8) * np.uint8(width))[:, None]
+    return np.bitwise_or.reduce(fields.astype(np.uint8) << shifts, axis=-2).astype(np.uint8)
+
+
+def _fifth_bits(high: np.ndarray) -> np.ndarray:
+    """Q5_0 / Q5_1's qh: [N, nb, 32] bits -> 4 bytes per block, weight i at little-endian bit i."""
+    return _pack(high.reshape(*high.shape[:-1], 4, 8).swapaxes(-1, -2), 1)
+
+
+def encode_q5_0(codes, scales, group, what):
+    """w8 symmetric codes within 112..143 (q + 112, q 5-bit)."""
+    n, k = codes.shape
+    d = _f16(_per_block(scales, group, BLOCK), what)
+    q = (codes.astype(np.int16) - 112).astype(np.uint8).reshape(n, k // BLOCK, BLOCK)
+    w = np.repeat(d.astype(np.float32), BLOCK, axis=1) * (codes.astype(np.float32) - 128)
+    return _blocks([d[..., None], _fifth_bits(q >> 4), _nibbles(q & 15)], n), w
+
+
+def encode_q5_1(codes, scales, mins, group, what):
+    """w8 codes 0..31 with minimums."""
+    n, k = codes.shape
+    d = _f16(_per_block(scales, group, BLOCK), what)
+    m = _f16(_per_block(mins, group, BLOCK), what)
+    q = codes.reshape(n, k // BLOCK, BLOCK)
+    w = np.repeat(d.astype(np.float32), BLOCK, axis=1) * codes.astype(np.float32) + np.repeat(m.astype(np.float32), BLOCK, axis=1)
+    return _blocks([d[..., None], m[..., None], _fifth_bits(q >> 4), _nibbles(q & 15)], n), w
+
+
+# ---- K-quants: (raw codes [N, K], fp16 d [N, S], sub-scales [N, K / sub], fp16 dmin, sub-minimums) -> blocks.
+# Raw codes are the block's own fields: Q3_K's q3 + 4, Q6_K's q (0..63), the others' q.
+
+def _superblocks(a: np.ndarray, *shape: int) -> np.ndarray:
+    """[N, S * prod(shape)] -> [N, S, *shape]."""
+    return a.reshape(a.shape[0], -1, *shape)
+
+
+def _k_scales_6bit(sc: np.ndarray, mq: np.ndarray) -> np.ndarray:
+    """Q4_K / Q5_K's 12 bytes of 8 sub-scales and 8 sub-minimums (the inverse of get_scale_min_k4)."""
+    sc, mq = _superblocks(sc.astype(np.uint8), 8), _superblocks(mq.astype(np.uint8), 8)
+    lo_s, hi_s, lo_m, hi_m = sc[..., :4], sc[..., 4:], mq[..., :4], mq[..., 4:]
+    return np.concatenate([(lo_s & 63) | ((hi_s >> 4) << 6), (lo_m & 63) | ((hi_m >> 4) << 6), (hi_s & 15) | ((hi_m & 15) << 4)], axis=-1)
+
+
+def encode_q2_k(q, d, sc, dmin, mq):
+    n = q.shape[0]
+    qs = _pack(_superblocks(q, 2, 4, 32), 2).reshape(n, -1, 64)  # per 128 weights: shift 2i holds weights 32i..32i+31
+    scales = _superblocks((sc.astype(np.uint8) & 15) | (mq.astype(np.uint8) << 4), 16)
+    return _blocks([scales, qs, d[..., None], dmin[..., None]], n)
+
+
+def encode_q3_k(q, d, sc, dmin=None, mq=None):
+    n = q.shape[0]
+    hmask = _pack(_superblocks(q >> 2, 8, 32), 1)  # a set bit: no -4
+    qs = _pack(_superblocks(q & 3, 2, 4, 32), 2).reshape(n, -1, 64)
+    u = _superblocks((sc.astype(np.int16) + 32).astype(np.uint8), 16)  # stored sc + 32 in 6 bits
+    lo = _pack((u & 15).reshape(n, -1, 2, 8), 4)  # sub-block j's low nibble: byte j % 8, high nibble for j >= 8
+    hi = _pack((u >> 4).reshape(n, -1, 4, 4), 2)  # its top 2 bits: byte 8 + j % 4, shift 2 (j / 4)
+    return _blocks([hmask, qs, lo, hi, d[..., None]], n)
+
+
+def encode_q4_k(q, d, sc, dmin, mq):
+    n = q.shape[0]
+    qs = _pack(_superblocks(q, 4, 2, 32), 4).reshape(n, -1, 128)  # chunk c: sub-block 2c low nibbles, 2c + 1 high
+    return _blocks([d[..., None], dmin[..., None], _k_scales_6bit(sc, mq), qs], n)
+
+
+def encode_q5_k(q, d, sc, dmin, mq):
+    n = q.shape[0]
+    qh = _pack(_superblocks(q >> 4, 8, 32), 1)  # sub-block j's fifth bits: bit j of the 32 bytes
+    qs = _pack(_superblocks(q & 15, 4, 2, 32), 4).reshape(n, -1, 128)
+    return _blocks([d[..., None], dmin[..., None], _k_scales_6bit(sc, mq), qh, qs], n)
+
+
+def encode_q6_k(q, d, sc, dmin=None, mq=None):
+    n = q.shape[0]
+    ql = _pack(_superblocks(q & 15, 2, 2, 64), 4).reshape(n, -1, 128)  # per 128 weights: 64 low-nibble bytes
+    qh = _pack(_superblocks(q >> 4, 2, 4, 32), 2).reshape(n, -1, 64)
+    return _blocks([ql, qh, _superblocks(sc.astype(np.int8), 16), d[..., None]], n)
+
+
+def split_two_level(a: np.ndarray, sub: int, lo: int, hi: int, empty: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """fp16 d [N, S] and integers q [N, K / sub] in [lo, hi] with d * q == a exactly in float32 (a: [N, K / sub],
+    one value per sub-block), or None: compiler.quant.twolevel.decompose, whose candidate order gives back the
+    (d, q) of a file llama.cpp wrote. An all-zero super-block's sub-scales are `empty` (what llama.cpp stores as
+    zero bits: -32 for Q3_K)."""
+    signed = lo < 0
+    bits = (hi - lo).bit_length()
+    if twolevel.qrange(bits, signed) != (lo, hi):
+        raise ValueError(f"sub-scale range [{lo}, {hi}] is not a {bits}-bit range")
+    r = twolevel.decompose(a, sub, bits, signed)
+    if r is None:
+        return None
+    d, q = r
+    if empty:
+        zero = np.repeat(d == 0, QK_K // sub, axis=1)[:, : q.shape[1]]
+        q = np.where(zero, np.int16(empty), q)
+    return d, q
+
+
+# type -> (encoder, code bits, sub-block, zero point (None: minimums), raw code range as codes, offset to raw,
+#          sub-scale range, the sub-scale stored as zero bits)
+K_TYPES = {
+    "Q2_K": (encode_q2_k, 2, 16, None, (0, 3), 0, (0, 15), 0),
+    "Q3_K": (encode_q3_k, 3, 16, 4, (0, 7), 0, (-32, 31), -32),
+    "Q4_K": (encode_q4_k, 4, 32, None, (0, 15), 0, (0, 63), 0),
+    "Q5_K": (encode_q5_k, 8, 32, None, (0, 31), 0, (0, 63), 0),
+    "Q6_K": (encode_q6_k, 8, 16, 128, (96, 159), 96, (-128, 127), 0),
+}
+
+
 def block_rel_change(exported: np.ndarray, original: np.ndarray) -> float:
     """max |exported - original| / max |original| of its 32-weight block (blocks of zeros must stay zero)."""
     n, k = original.shape
@@ -198,12 +325,15 @@ class _QWeight:
     bits: int
     group: int
     ternary: bool
+    two_level: dict | None = None  # {"sub_bits", "signed"}: the scales are fp16 per 256 weights times sub-scales
 
     @property
     def spec(self) -> str:
         k = self.codes.shape[1]
         w = "ternary" if self.ternary else f"w{self.bits}"
         g = "pc" if self.group == k else f"g{self.group}"
+        if self.two_level:
+            g += "k" if self.two_level.get("sub_bits") == 6 else f"k{self.two_level.get('sub_bits')}"
         kind = " (mins)" if self.mins is not None else ("" if self.symmetric else " (zero points)")
         return f"{w}{g}{kind}"
 
@@ -223,7 +353,7 @@ class _QWeight:
 
     def permuted(self, n_head: int) -> _QWeight:
         p = lambda a: None if a is None else permute_rows(a, n_head)
-        return _QWeight(p(self.codes), p(self.scales), p(self.zeros), p(self.mins), self.bits, self.group, self.ternary)
+        return _QWeight(p(self.codes), p(self.scales), p(self.zeros), p(self.mins), self.bits, self.group, self.ternary, self.two_level)
 
 
 def _qweight(graph, node) -> _QWeight:
@@ -232,25 +362,70 @@ def _qweight(graph, node) -> _QWeight:
     codes = unpack(packed, a["bits"], a["layout"], a["k"])
     mins = np.asarray(offsets, np.float32) if a.get("mins") else None
     zeros = None if a.get("mins") else np.asarray(offsets, np.uint8)
-    return _QWeight(codes, np.asarray(scales, np.float32), zeros, mins, a["bits"], a["group_size"], bool(a.get("ternary")))
+    # a qembedding shares its table with the tied head's qlinear, whose attrs say whether it is two-level
+    tl = a.get("two_level") or next((n.attrs.get("two_level") for n in graph.nodes if n.op == "qlinear" and n.inputs[1] == node.inputs[1]), None)
+    return _QWeight(codes, np.asarray(scales, np.float32), zeros, mins, a["bits"], a["group_size"], bool(a.get("ternary")), tl)
+
+
+def _k_quant(q: _QWeight, t: str):
+    """(blocks, exported weights) of q as K-quant t, or None where t does not hold it exactly (module doc)."""
+    enc, bits, sub, zero, (cmin, cmax), offset, (lo, hi), empty = K_TYPES[t]
+    k = q.codes.shape[1]
+    if not q.two_level or q.ternary or q.bits != bits or k % QK_K or q.group % sub or (zero is None) != (q.mins is not None):
+        return None
+    if zero is not None and not np.all(q.zeros == zero):
+        return None
+    if q.codes.min(initial=cmin) < cmin or q.codes.max(initial=cmax) > cmax:
+        return None
+    rep = q.group // sub  # a group of several sub-blocks repeats its sub-scale
+    ds = split_two_level(np.repeat(q.scales, rep, axis=1), sub, lo, hi, empty)
+    dm = split_two_level(-np.repeat(q.mins, rep, axis=1), sub, 0, hi) if q.mins is not None else (None, None)
+    if ds is None or dm is None:
+        return None
+    (d, sc), (dmin, mq) = ds, dm
+    data = enc((q.codes.astype(np.int16) - offset).astype(np.uint8), d, sc, dmin, mq)
+    s = np.repeat(np.repeat(d.astype(np.float32), QK_K // sub, axis=1) * sc.astype(np.float32), sub, axis=1)
+    if zero is not None:
+        return data, s * (q.codes.astype(np.float32) - np.float32(zero))
+    m = -(np.repeat(np.repeat(dmin.astype(np.float32), QK_K // sub, axis=1) * mq.astype(np.float32), sub, axis=1))
+    return data, s * q.codes.astype(np.float32) + m
+
+
+def _one_level(q: _QWeight, t: str, what: str):
+    """(blocks, exported weights) of q as Q5_0 / Q8_0 / Q4_0 / Q5_1 / Q4_1 / TQ2_0, or None where t does not hold it."""
+    k = q.codes.shape[1]
+    sym = q.mins is None and q.symmetric and not q.ternary and q.group % BLOCK == 0
+    narrow = lambda lo, hi: bool(q.codes.min(initial=lo) >= lo and q.codes.max(initial=hi) <= hi)
+    if t == "Q5_0" and sym and q.bits == 8 and narrow(112, 143):
+        return encode_q5_0(q.codes, q.scales, q.group, what)
+    if t == "Q8_0" and sym and q.bits == 8:
+        return encode_q8_0(q.codes, q.scales, q.group, what)
+    if t == "Q4_0" and sym and q.bits == 4:
+        return encode_q4_0(q.codes, q.scales, q.group, what)
+    if t == "Q5_1" and q.mins is not None and q.bits == 8 and q.group % BLOCK == 0 and narrow(0, 31):
+        return encode_q5_1(q.codes, q.scales, q.mins, q.group, what)
+    if t == "Q4_1" and q.bits == 4 and not q.ternary and q.group % BLOCK == 0:
+        mins = q.mins if q.mins is not None else -q.scales * q.zeros.astype(np.float32)
+        return encode_q4_1(q.codes, q.scales, mins, q.group, what)
+    if t == "TQ2_0" and q.ternary and q.symmetric and q.group % QK_K == 0 and k % QK_K == 0:
+        return encode_tq2_0(q.codes, q.scales, q.group, what)
+    return None
+
+
+# the order in which types are tried: exact two-level ones first, then the smallest one-level type
+TYPE_ORDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q8_0", "Q4_0", "Q5_1", "Q4_1", "TQ2_0")
 
 
 def encode_qweight(q: _QWeight, what: str, fallback: str):
     """(GGUF type name, data, exported float weights, fell back?) for one quantized weight; `what` names it in errors."""
-    k = q.codes.shape[1]
-    if q.mins is None and q.symmetric and not q.ternary and q.group % BLOCK == 0 and q.bits == 8:
-        return ("Q8_0", *encode_q8_0(q.codes, q.scales, q.group, what), False)
-    if q.mins is None and q.symmetric and not q.ternary and q.group % BLOCK == 0 and q.bits == 4:
-        return ("Q4_0", *encode_q4_0(q.codes, q.scales, q.group, what), False)
-    if q.bits == 4 and not q.ternary and q.group % BLOCK == 0:
-        mins = q.mins if q.mins is not None else -q.scales * q.zeros.astype(np.float32)
-        return ("Q4_1", *encode_q4_1(q.codes, q.scales, mins, q.group, what), False)
-    if q.ternary and q.symmetric and q.group % QK_K == 0 and k % QK_K == 0:
-        return ("TQ2_0", *encode_tq2_0(q.codes, q.scales, q.group, what), False)
+    for t in TYPE_ORDER:
+        got = _k_quant(q, t) if t in K_TYPES else _one_level(q, t, what)
+        if got is not None:
+            return (t, *got, False)
     if fallback == "error":
         raise LowbitError(
-            f"{what}: no GGUF block type holds it exactly (Q8_0: w8 symmetric, Q4_0/Q4_1: w4, TQ2_0: ternary with groups of 256; "
-            f"groups a multiple of 32)",
+            f"{what}: no GGUF block type holds it exactly (Q8_0 / Q5_0: w8 symmetric, Q4_0 / Q4_1: w4, Q5_1: w8 codes <= 31 with "
+            f"minimums, groups a multiple of 32; K-quants: two-level w2 / w3 / w4 / w8 with K a multiple of 256; TQ2_0: ternary g256)",
             "pass --fallback f16 or --fallback f32 to store such layers dequantized, or compile with e.g. --quant w4g32",
         )
     w = q.dequantize()
@@ -403,8 +578,10 @@ def _write_tokenizer(writer, art: Artifact, vocab: int, fields):
 def _file_type(counts: dict[str, int]):
     import gguf
 
-    by = {"Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "Q4_1": gguf.LlamaFileType.MOSTLY_Q4_1, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-          "TQ2_0": gguf.LlamaFileType.MOSTLY_TQ2_0, "F16": gguf.LlamaFileType.MOSTLY_F16}
+    ft = gguf.LlamaFileType
+    by = {"Q4_0": ft.MOSTLY_Q4_0, "Q4_1": ft.MOSTLY_Q4_1, "Q5_0": ft.MOSTLY_Q5_0, "Q5_1": ft.MOSTLY_Q5_1, "Q8_0": ft.MOSTLY_Q8_0,
+          "Q2_K": ft.MOSTLY_Q2_K, "Q3_K": ft.MOSTLY_Q3_K_S, "Q4_K": ft.MOSTLY_Q4_K_S, "Q5_K": ft.MOSTLY_Q5_K_S, "Q6_K": ft.MOSTLY_Q6_K,
+          "TQ2_0": ft.MOSTLY_TQ2_0, "F16": ft.MOSTLY_F16}
     quant = {t: c for t, c in counts.items() if t in by}
     return by[max(quant, key=quant.get)] if quant else gguf.LlamaFileType.ALL_F32
 

@@ -324,3 +324,208 @@ def test_block_encoders_match_gguf_dequantize(kind, rows, blocks, per, seed):
     got = gguf.quants.dequantize(data, getattr(gguf.GGMLQuantizationType, kind)).reshape(rows, k)
     np.testing.assert_array_equal(got, qw.dequantize())
     np.testing.assert_array_equal(w, qw.dequantize())
+
+
+# ---- two-level scales: K-quants, and the 5-bit types -------------------------------------------------------
+
+# spec -> the GGUF type of its block linears (llama-tiny: K = 256 or 768, multiples of the 256-weight super-block)
+K_SPECS = {"w4g32k-min": "Q4_K", "w3g16k": "Q3_K", "w2g16k4-min": "Q2_K"}
+
+
+def _exact_export(art, out, want_type):
+    """Export, then every linear is `want_type` and decodes (gguf's own dequantize) to the artifact's weight bit for bit."""
+    rep = export_gguf(art, out)
+    _, t = _read(out)
+    assert rep.max_rel_change == 0.0
+    want = _artifact_weights(art)
+    assert len(want) == 28
+    for name, w in want.items():
+        assert t[name].tensor_type.name == want_type, name
+        np.testing.assert_array_equal(_decoded(t[name]), w, err_msg=name)
+    return rep
+
+
+@pytest.mark.parametrize("spec", list(K_SPECS))
+def test_two_level_specs_export_their_k_quant_exactly(spec, tmp_path):
+    compile_model("llama-tiny", tmp_path / "a", quant=spec, progress=False)
+    rep = _exact_export(tmp_path / "a", tmp_path / "a.gguf", K_SPECS[spec])
+    assert rep.type_counts() == {"F32": 11, K_SPECS[spec]: 28}
+    assert next(r.source for r in rep.tensors if r.name == "blk.0.ffn_down.weight") == spec.replace("-min", "") + " (mins)" * spec.endswith("-min")
+
+
+def test_w8g16k8_with_full_range_codes_has_no_exact_type(tmp_path, capsys):
+    """RTN's w8 codes use all 8 bits, more than Q6_K's 6, and g16 is no Q8_0 block: refused without --fallback."""
+    compile_model("llama-tiny", tmp_path / "a", quant="w8g16k8", progress=False)
+    code, _, se = run_cli(["export", tmp_path / "a", "-o", tmp_path / "a.gguf"], capsys)
+    assert code == 2 and "w8g16k8" in se and "--fallback" in se
+
+
+def _built(tmp_path, spec_text, make, seed=0):
+    """An artifact of llama-tiny whose block linears are make(n, k, rng) -> QuantizedWeight (spec_text names them)."""
+    from compiler.frontend import load_model
+    from compiler.quant.apply import qlinear_node, quantizable
+    from compiler.quant.spec import parse_spec
+
+    rng = np.random.default_rng(seed)
+    m = load_model("llama-tiny")
+    g = m.graph.copy()
+    for i in quantizable(g):
+        n = g.nodes[i]
+        g.nodes[i] = qlinear_node(g, n, make(*g.consts[n.inputs[1]].shape, rng), parse_spec(spec_text))
+    g.consts = {k: v for k, v in g.consts.items() if any(k in n.inputs for n in g.nodes)}
+    g.infer_types()
+    manifest = {"model": {"name": m.name, "family": m.family, "config": m.config, "source": m.source}, "quant": None,
+                "tokenizer": m.tokenizer.to_json(), "targets": {}}
+    return write_artifact(tmp_path / spec_text, manifest, g)
+
+
+def _grid(rng, n, k, group, lo, hi):
+    """Two-level values [N, K / group]: an fp16 d per 256 weights (either sign) times integers in [lo, hi]."""
+    d = (rng.uniform(1e-4, 1e-2, (n, k // 256)) * rng.choice([-1, 1], (n, k // 256))).astype(np.float16).astype(np.float32)
+    return np.repeat(d, 256 // group, axis=1) * rng.integers(lo, hi + 1, (n, k // group)).astype(np.float32)
+
+
+def _q6(n, k, rng):  # Q6_K's form: 6-bit codes q + 96, zeros 128, signed 8-bit sub-scales per 16
+    return QuantizedWeight(rng.integers(96, 160, (n, k)).astype(np.uint8), _grid(rng, n, k, 16, -128, 127), np.full((n, k // 16), 128, np.uint8), 8, 16,
+                           sub_bits=8, sub_signed=True)
+
+
+def _q5k(n, k, rng):  # Q5_K's form: codes 0..31 with minimums, 6-bit sub-scales per 32
+    return QuantizedWeight(rng.integers(0, 32, (n, k)).astype(np.uint8), np.abs(_grid(rng, n, k, 32, 1, 63)), np.zeros((n, k // 32), np.uint8), 8, 32,
+                           mins=-np.abs(_grid(rng, n, k, 32, 0, 63)), sub_bits=6)
+
+
+def _f16s(rng, n, j, lo=1e-4, hi=1e-2):
+    return rng.uniform(lo, hi, (n, j)).astype(np.float16).astype(np.float32)
+
+
+def _q5_0(n, k, rng):  # w8 symmetric with 5-bit codes (q + 112), fp16 scales per 32
+    return QuantizedWeight(rng.integers(112, 144, (n, k)).astype(np.uint8), _f16s(rng, n, k // 32), np.full((n, k // 32), 128, np.uint8), 8, 32)
+
+
+def _q5_1(n, k, rng):  # w8 codes 0..31 with fp16 scales and minimums per 32
+    return QuantizedWeight(rng.integers(0, 32, (n, k)).astype(np.uint8), _f16s(rng, n, k // 32), np.zeros((n, k // 32), np.uint8), 8, 32,
+                           mins=_f16s(rng, n, k // 32, -0.5, 0.5))
+
+
+@pytest.mark.parametrize("spec, make, want", [("w8g16k8", _q6, "Q6_K"), ("w8g32k-min", _q5k, "Q5_K"), ("w8g32", _q5_0, "Q5_0"),
+                                              ("w8g32-min", _q5_1, "Q5_1")])
+def test_narrow_w8_codes_export_the_5_and_6_bit_types_exactly(spec, make, want, tmp_path):
+    _exact_export(_built(tmp_path, spec, make), tmp_path / "m.gguf", want)
+
+
+KEEP_TYPES = {"token_embd": "Q6_K", "attn_q": "Q4_K", "attn_k": "Q6_K", "attn_v": "Q5_0", "attn_output": "Q5_K", "ffn_gate": "Q2_K",
+              "ffn_up": "Q3_K", "ffn_down": "Q5_1"}
+
+
+@pytest.mark.parametrize("canonical", [True, False])
+def test_kept_k_quants_and_5_bit_types_reexport_as_their_own_blocks(canonical, tmp_path):
+    """GGUF (Q2_K .. Q6_K, Q5_0, Q5_1; a Q6_K tied embedding) -> --quant keep -> export: each tensor is its own type
+    again and decodes to the same weights; with llama.cpp's convention of sub-scales (kquant_fixtures) every tensor,
+    q/k included (permuted back), is the same bytes."""
+    from tests.compiler.export.kquant_fixtures import canonical_k_quants
+    from tests.compiler.frontend.gguf_fixtures import write_llama_gguf
+
+    src = tmp_path / "src.gguf"
+    write_llama_gguf(src, hidden=256, inter=256, types=KEEP_TYPES)
+    if canonical:
+        canonical_k_quants(src)
+    compile_model(str(src), tmp_path / "keep", quant="keep", progress=False)
+    rep = export_gguf(tmp_path / "keep", tmp_path / "out.gguf")
+    _, ts = _read(src)
+    _, to = _read(tmp_path / "out.gguf")
+    assert rep.max_rel_change == 0.0 and set(ts) == set(to)
+    for name, t in ts.items():
+        assert to[name].tensor_type == t.tensor_type, name
+        np.testing.assert_array_equal(_decoded(to[name]), _decoded(t), err_msg=name)
+        # random K-quant blocks may come back as another split of the same weights (module doc of kquant_fixtures)
+        if canonical or t.tensor_type.name in ("Q5_0", "Q5_1", "F32"):
+            np.testing.assert_array_equal(np.asarray(to[name].data), np.asarray(t.data), err_msg=name)
+    assert rep.type_counts() == {"F32": 5, "Q6_K": 3, **{t: 2 for t in ("Q4_K", "Q5_0", "Q5_K", "Q2_K", "Q3_K", "Q5_1")}}
+
+
+def _random_fields(t, rows, supers, rng):
+    """Raw codes and two-level fields of `rows` x `supers` random super-blocks of K-quant t."""
+    from compiler.export.gguf import K_TYPES
+
+    _, _, sub, zero, (cmin, cmax), offset, (lo, hi), _ = K_TYPES[t]
+    k = 256 * supers
+    raw = rng.integers(cmin - offset, cmax - offset + 1, (rows, k)).astype(np.uint8)
+    d = rng.uniform(-2, 2, (rows, supers)).astype(np.float16)
+    sc = rng.integers(lo, hi + 1, (rows, k // sub))
+    sc[:, :: 256 // sub] = lo if lo < 0 else hi  # llama.cpp's largest sub-block at the end of the range
+    if zero is not None:
+        return raw, d, sc, None, None
+    mq = rng.integers(0, hi + 1, (rows, k // sub))
+    mq[:, :: 256 // sub] = hi
+    return raw, np.abs(d), sc, rng.uniform(0, 2, (rows, supers)).astype(np.float16), mq
+
+
+@settings(max_examples=30, deadline=None)
+@given(t=st.sampled_from(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]), rows=st.integers(1, 3), supers=st.integers(1, 2), seed=st.integers(0, 2**16))
+def test_k_quant_encoders_invert_the_decoders(t, rows, supers, seed):
+    """Random codes (extremes included), fp16 d / dmin of either sign and sub-scales: the blocks decode (the frontend's
+    exact decoders) to the same codes, scales, zeros and minimums and the same two-level fields; gguf's dequantize
+    agrees; and split_two_level recovers (d, sub-scales) from the float32 scales."""
+    from compiler.export.gguf import K_TYPES, split_two_level
+    from compiler.frontend.gguf_quant import decode_quantized, decode_two_level
+
+    enc, _, sub, zero, (cmin, cmax), offset, (lo, hi), _ = K_TYPES[t]
+    rng = np.random.default_rng(seed)
+    raw, d, sc, dmin, mq = _random_fields(t, rows, supers, rng)
+    raw[0, :2] = [cmin - offset, cmax - offset]
+    data = enc(raw, d, sc, dmin, mq)
+    k = raw.shape[1]
+    qw = decode_quantized(data, t, rows, k)
+    np.testing.assert_array_equal(qw.codes.astype(np.int16) - offset, raw)
+    scales = np.repeat(d.astype(np.float32), 256 // sub, axis=1) * sc.astype(np.float32)
+    np.testing.assert_array_equal(qw.scales, scales)
+    if zero is None:
+        mins = -(np.repeat(dmin.astype(np.float32), 256 // sub, axis=1) * mq.astype(np.float32))
+        np.testing.assert_array_equal(qw.mins, mins)
+        assert split_two_level(-mins, sub, 0, hi) is not None
+        np.testing.assert_array_equal(split_two_level(-mins, sub, 0, hi)[1][dmin.astype(np.float32).repeat(256 // sub, 1) != 0],
+                                      mq[dmin.astype(np.float32).repeat(256 // sub, 1) != 0])
+    else:
+        assert np.all(qw.zeros == zero)
+    tl = decode_two_level(data, t, rows, k)
+    np.testing.assert_array_equal(tl["d"], d)
+    np.testing.assert_array_equal(tl["sc"], sc)
+    if zero is None:
+        np.testing.assert_array_equal(tl["dmin"], dmin)
+        np.testing.assert_array_equal(tl["mq"], mq)
+    got = gguf.quants.dequantize(data, getattr(gguf.GGMLQuantizationType, t)).reshape(rows, k)
+    np.testing.assert_array_equal(got, qw.dequantize())
+    nz = d.astype(np.float32) != 0  # a zero d has no sub-scales to recover
+    split = split_two_level(scales, sub, lo, hi)
+    assert split is not None
+    np.testing.assert_array_equal(split[0][nz], d[nz])
+    np.testing.assert_array_equal(split[1][np.repeat(nz, 256 // sub, axis=1)], sc[np.repeat(nz, 256 // sub, axis=1)])
+
+
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(["Q5_0", "Q5_1"]), rows=st.integers(1, 3), blocks=st.integers(1, 2), per=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_5_bit_encoders_invert_the_decoders(kind, rows, blocks, per, seed):
+    """Q5_0 / Q5_1 blocks of random 5-bit codes and fp16 scales (of either sign) and minimums decode to the same
+    QuantizedWeight, for groups of one block or several."""
+    from compiler.export.gguf import encode_q5_0, encode_q5_1
+    from compiler.frontend.gguf_quant import decode_quantized
+
+    rng = np.random.default_rng(seed)
+    group = BLOCK * per
+    k = group * blocks
+    off = 112 if kind == "Q5_0" else 0
+    codes = rng.integers(off, off + 32, (rows, k)).astype(np.uint8)
+    codes[0, :2] = [off, off + 31]
+    s = _f16s(rng, rows, blocks, -1.0, 1.0)
+    m = _f16s(rng, rows, blocks, -1.0, 1.0)
+    data, w = encode_q5_0(codes, s, group, "t") if kind == "Q5_0" else encode_q5_1(codes, s, m, group, "t")
+    qw = decode_quantized(data, kind, rows, k)
+    np.testing.assert_array_equal(qw.codes, codes)
+    np.testing.assert_array_equal(qw.scales, np.repeat(s, per, axis=1))
+    if kind == "Q5_0":
+        assert np.all(qw.zeros == 128)
+    else:
+        np.testing.assert_array_equal(qw.mins, np.repeat(m, per, axis=1))
+    np.testing.assert_array_equal(w, qw.dequantize())
+    np.testing.assert_array_equal(gguf.quants.dequantize(data, getattr(gguf.GGMLQuantizationType, kind)).reshape(rows, k), w)
