@@ -93,6 +93,7 @@ def compile_model(
     quant_layer: str | None = None,
     bpw: float | None = None,
     imatrix: bool = False,
+    awq: bool = False,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
@@ -105,7 +106,8 @@ def compile_model(
     each gets a spec of quant's family, or of compiler.quant.mixed.AUTO_LADDER with quant='auto', chosen by its
     measured cost on the calibration sequences (compiler.quant.mixed). imatrix: importance-weighted rounding, each
     input feature weighed by its mean square over the calibration sequences (compiler.quant.rtn; GPTQ takes it from
-    the Hessian diagonal). The summary's "notes" are lines for the user."""
+    the Hessian diagonal). awq: activation-aware per-channel weight scaling at the norm -> linear sites, its exponent
+    searched per site on the calibration sequences (compiler.passes.awq). The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
     from compiler.quant.mixed import AUTO
@@ -114,6 +116,8 @@ def compile_model(
     auto = quant.strip().lower() == AUTO
     if bpw is not None and keep:
         raise LowbitError("--bpw chooses formats, which --quant keep takes from the checkpoint", "drop --bpw, or give a family such as --quant w3g32 --bpw 3.75")
+    if awq and keep:
+        raise LowbitError("--awq rescales weights, which --quant keep leaves as the checkpoint stores them", "drop --awq, or give a spec such as --quant w3g32-min --awq")
     if imatrix and keep:
         raise LowbitError("--imatrix weighs the rounding of weights that --quant keep takes from the checkpoint as stored", "drop --imatrix, or give a spec such as --quant w3g32-min --imatrix")
     if auto and bpw is None:
@@ -190,6 +194,13 @@ def compile_model(
                 t.check(f, t.name, options)
         elif t.check is not None and keep:
             t.check(None, t.name, options)
+    alphas = None
+    if awq:
+        from compiler.passes.awq import awq_graph
+
+        if not any(lp.weight is None for lp in plan.values()):
+            raise LowbitError("--awq needs weights to quantize", "give a spec such as --quant w3g32-min --awq")
+        graph, alphas = awq_graph(graph, feeds or (feeds := calib_feeds()), lambda w: plan[w].spec if w in plan and plan[w].weight is None else None)
     if plan:
         needs_calib = (method == "gptq" or imatrix) and any(lp.weight is None for lp in plan.values())
         if needs_calib and feeds is None:
@@ -203,7 +214,7 @@ def compile_model(
     if tok is not None and hasattr(tok, "artifact_files"):  # tokenizer.json: copied, or written from memory (GGUF)
         files.update(tok.artifact_files())
     extra = {**({"damp": damp} if method == "gptq" else {}), **({"act_order": True} if act_order else {}),
-             **({"smooth": smooth} if smooth is not None else {}), **({"imatrix": True} if imatrix else {}), **({"head": head_spec.name} if head_spec is not None else {}),
+             **({"smooth": smooth} if smooth is not None else {}), **({"imatrix": True} if imatrix else {}), **({"awq": {"alphas": alphas}} if alphas is not None else {}), **({"head": head_spec.name} if head_spec is not None else {}),
              **({"overrides": {p: "none" if s is None else s.name for p, s in overrides}} if overrides else {}),
              **({"layers": records, "summary": summary(records)} if records else {}), **({"bpw": mixed} if mixed is not None else {})}
     if keep or auto:

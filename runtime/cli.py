@@ -96,6 +96,7 @@ def models():
 @click.option("--damp", default=0.1, show_default=True, type=Finite(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
 @click.option("--act-order", is_flag=True, help="GPTQ: quantize columns in descending Hessian-diagonal order (static groups)")
 @click.option("--smooth", default=None, type=Finite(0, 1), help="SmoothQuant alpha: rescale layernorm -> linear channels before quantizing (exact float rewrite; e.g. 0.5)")
+@click.option("--awq", is_flag=True, help="activation-aware weight scaling (AWQ): per-channel scales at norm -> linear sites, the exponent searched per site on the calibration text")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX), help="seed of preset weights and calibration sampling")
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
@@ -108,7 +109,7 @@ def models():
               "calibration text from --quant's family at 2/3/4/8 bits, or with --quant auto from w2g32, w2g32-min, w3g32, w3g32-min, w4g32, w4g32-min, w8g32")
 @click.option("--imatrix", is_flag=True, help="importance-weighted rounding: every scale search weighs each input feature by its mean square over the calibration text "
               "(llama.cpp's importance matrix; RTN: one float pass, GPTQ: the Hessian diagonal)")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix):
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.artifact import MANIFEST
     from compiler.backends import BuildOptions
@@ -121,7 +122,7 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

@@ -74,24 +74,43 @@ def smooth_graph(graph: Graph, calib: list[dict[str, np.ndarray]], alpha: float 
     calib: float-graph feeds to measure the activations on. The copy computes the same function."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"smoothing alpha must be in [0, 1], got {alpha}")
-    g = graph.copy()
-    sites = smoothing_sites(g)
+    sites = foldable_sites(graph)
     if not sites:
-        return g
-    amax = activation_absmax(g, [g.nodes[p].outputs[0] for p in sites], calib)
+        return graph.copy()
+    amax = activation_absmax(graph, [graph.nodes[p].outputs[0] for p in sites], calib)
+    scales = {}
+    for p, readers in sites.items():
+        wabs = np.max([np.abs(graph.consts[graph.nodes[i].inputs[1]]).max(axis=0) for i in readers], axis=0)
+        scales[p] = smooth_scales(amax[graph.nodes[p].outputs[0]], wabs, alpha)
+    return fold_scales(graph, scales)
+
+
+def _consumers(g: Graph) -> dict[str, int]:
     consumers: dict[str, int] = {}
     for n in g.nodes:
         for v in n.inputs:
             consumers[v] = consumers.get(v, 0) + 1
     consumers.update({o: consumers.get(o, 0) + 1 for o in g.outputs})
+    return consumers
+
+
+def foldable_sites(graph: Graph) -> dict[int, list[int]]:
+    """The smoothing sites whose readers' weights nothing else reads (a tied embedding cannot absorb s)."""
+    consumers = _consumers(graph)
+    return {p: r for p, r in smoothing_sites(graph).items() if all(consumers[graph.nodes[i].inputs[1]] == 1 for i in r)}
+
+
+def fold_scales(graph: Graph, scales: dict[int, np.ndarray]) -> Graph:
+    """A copy of graph where each site p of `foldable_sites` in `scales` has its readers' weight columns times
+    scales[p] and its norm's output divided by it (module doc): the same function, to float32 rounding."""
+    g = graph.copy()
+    consumers = _consumers(g)
+    sites = foldable_sites(g)
     inserts: list[tuple[int, Node]] = []
-    for p, readers in sites.items():
+    for p, s in scales.items():
+        readers = sites[p]
         ln = g.nodes[p]
         y = ln.outputs[0]
-        if any(consumers[g.nodes[i].inputs[1]] != 1 for i in readers):
-            continue  # a weight that something else also reads (tied embeddings): it cannot absorb s
-        wabs = np.max([np.abs(g.consts[g.nodes[i].inputs[1]]).max(axis=0) for i in readers], axis=0)
-        s = smooth_scales(amax[y], wabs, alpha)
         for i in readers:
             wname = g.nodes[i].inputs[1]
             g.consts[wname] = (g.consts[wname] * s[None, :]).astype(np.float32)

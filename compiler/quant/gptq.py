@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.errors import LowbitError
-from compiler.quant.qweight import QuantizedWeight
 from compiler.quant import twolevel
+from compiler.quant.qweight import QuantizedWeight
 from compiler.quant.rtn import check_weight, group_importance, group_params, min_params, quantize_rtn
 from compiler.quant.spec import QuantSpec
 

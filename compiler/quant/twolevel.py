@@ -47,7 +47,7 @@ def qrange(sub_bits: int, signed: bool) -> tuple[int, int]:
 
 def _block_max(a: np.ndarray, group: int) -> np.ndarray:
     """max over each super-block of a [N, J] -> [N, S]."""
-    n, j = a.shape
+    j = a.shape[1]
     idx = super_index(j, group)
     starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
     return np.maximum.reduceat(a, starts, axis=1)

@@ -96,7 +96,8 @@ def test_gptq_on_the_grid_beats_rtn_on_the_grid(spec, act_order):
 
 
 def test_bits_per_weight_match_llama_cpp_block_sizes():
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType as T
+    from gguf.constants import GGML_QUANT_SIZES
+    from gguf.constants import GGMLQuantizationType as T
 
     def gguf_bpw(t):
         block, size = GGML_QUANT_SIZES[t]
