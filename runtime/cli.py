@@ -106,7 +106,7 @@ def models():
 @click.option("--quant-layer", default=None, help="per-layer formats PATTERN=SPEC,... (substring or glob of a weight name; lm_head: the head; none: float), e.g. 'down_proj=w8pc,lm_head=w8g32'")
 @click.option("--bpw", default=None, type=Finite(0, min_open=True), help="mixed precision: at most this many bits per weight on average over the block linears "
               "(GGUF's count: codes + fp16 scales/minimums; head and embedding not counted), each layer's spec chosen by its measured error on the "
-              "calibration text from --quant's family at 2/3/4/8 bits, or with --quant auto from w2g32, w2g32-min, w3g32, w3g32-min, w4g32, w4g32-min, w8g32")
+              "calibration text from --quant's family at 2/3/4/8 bits, or with --quant auto from w2g16k4-min, w2g16k-min, w3g32k-min, w3g16k-min, w4g32k-min, w4g32-min, w8g32")
 @click.option("--imatrix", is_flag=True, help="importance-weighted rounding: every scale search weighs each input feature by its mean square over the calibration text "
               "(llama.cpp's importance matrix; RTN: one float pass, GPTQ: the Hessian diagonal)")
 def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix):
