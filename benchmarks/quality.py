@@ -35,10 +35,13 @@ import numpy as np
 
 from benchmarks.common import machine
 
-# (label, quant spec, method); "none" is the float model, "keep" the checkpoint's own quantization
+# (label, quant spec, method[+imatrix][+awq][+bpwB]); "none" is the float model, "keep" the checkpoint's own quantization
+TWO_LEVEL = ("w4g32k-min", "w3g32k-min", "w3g16k-min", "w2g16k-min", "w2g16k4-min")
 FULL_CONFIGS = [
     ("float", "none", "rtn"), ("keep", "keep", "rtn"),
     *[(f"{q} {m.upper()}", q, m) for m in ("rtn", "gptq") for q in ("w8g32", "w4g32", "w4g64", "w4g32-asym", "w4g64-asym", "w4g32-min", "w3g32", "w3g32-min", "w2g32", "w2g32-min", "ternary")],
+    *[(f"{q} {m.upper()} imatrix", q, f"{m}+imatrix") for m in ("rtn", "gptq") for q in ("w4g32", "w3g32-min", "w2g32-min", *TWO_LEVEL)],
+    *[(f"auto --bpw {b} GPTQ imatrix", "auto", f"gptq+imatrix+bpw{b}") for b in (4.5, 3.5, 2.75)],
 ]
 QUICK_CONFIGS = [("float", "none", "rtn"), ("keep", "keep", "rtn"), ("w4g32 RTN", "w4g32", "rtn"), ("w4g32 GPTQ", "w4g32", "gptq")]
 LLAMACPP_FULL = ["Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q3_K_M", "Q2_K", "TQ2_0"]
@@ -94,12 +97,15 @@ def compile_rows(model: str, configs, work: Path, calib_samples: int | None):
     from compiler.errors import LowbitError
 
     done, failed = {}, {}
-    for label, quant, method in configs:
+    for label, quant, how in configs:
+        method, *flags = how.split("+")
+        bpw = next((float(f[3:]) for f in flags if f.startswith("bpw")), None)
         out = work / "lowbit" / re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
         t = time.perf_counter()
         if not (out / "manifest.json").is_file():
             try:
-                compile_model(model, out, quant=quant, method=method, targets="ref", progress=False, calib_samples=calib_samples)
+                compile_model(model, out, quant=quant, method=method, targets="ref", progress=False, calib_samples=calib_samples,
+                              imatrix="imatrix" in flags, awq="awq" in flags, bpw=bpw)
             except LowbitError as e:
                 failed[label] = e.what
                 print(f"  {label}: {e}", file=sys.stderr)
