@@ -20,7 +20,7 @@ import numpy as np
 
 Dim = int | str
 
-DTYPES = {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32, "u8": np.uint8, "i8": np.int8}
+DTYPES = {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32, "i16": np.int16, "u8": np.uint8, "i8": np.int8}
 _NP_TO_DTYPE = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
@@ -185,6 +185,22 @@ def _infer_qembedding(t, a):
     _expect(ids.dtype in ("i64", "i32"), "qembedding ids must be integer")
     _check_qweight("qembedding", t[1:4], a)
     return [TensorType((*ids.shape, a["k"]), "f32")]
+
+
+@_op(
+    "sparse_matmul",
+    3,
+    attrs=("n", "k"),
+    doc="x S^T for a sparse side matrix with C entries per row (ELL): x f32[..,K], cols i16[N,C], vals f16[N,C] -> f32[..,N]; "
+    "y[.., n] = sum_c x[.., cols[n,c]] vals[n,c] (compiler.quant.outliers)",
+)
+def _infer_sparse_matmul(t, a):
+    x, cols, vals = t
+    n, k = a["n"], a["k"]
+    _expect(dims_equal(x.shape[-1], k), f"sparse_matmul: x has K={x.shape[-1]}, the side matrix has K={k}")
+    _expect(len(cols.shape) == 2 and _same_shape(cols.shape[:1], (n,)) and cols.dtype == "i16", "sparse_matmul cols must be i16[N,C]")
+    _expect(_same_shape(vals.shape, cols.shape) and vals.dtype == "f16", "sparse_matmul vals must be f16[N,C]")
+    return [TensorType((*x.shape[:-1], n), "f32")]
 
 
 @_op("matmul", 2, doc="a @ b over the last two dims")

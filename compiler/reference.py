@@ -275,6 +275,13 @@ def _gelu(ins, a, _):
     return [y.astype(np.float32)]
 
 
+@kernel("sparse_matmul")
+def _sparse_matmul(ins, a, _):
+    from compiler.quant.outliers import sparse_matmul
+
+    return [sparse_matmul(ins[0], ins[1], ins[2])]
+
+
 @kernel("add")
 def _add(ins, a, _):
     return [(ins[0] + ins[1]).astype(np.float32)]
@@ -364,10 +371,11 @@ class Interpreter:
             env[k] = np.asarray(feeds[k])
         return env
 
-    def run_nodes(self, env: dict, indices: Iterable[int], keep: set[str] = frozenset(), on_node=None):
+    def run_nodes(self, env: dict, indices: Iterable[int], keep: set[str] = frozenset(), on_node=None, after_node=None):
         """Run the given nodes in order on env (modified in place; constants are read from the graph, so a
         pass may swap a node's weights between runs). Values dead after a node are dropped unless in keep.
-        on_node(idx, node, inputs) is called before each node runs (calibration hooks)."""
+        on_node(idx, node, inputs) is called before each node runs (calibration hooks); after_node(idx, node,
+        inputs, outputs) returns the outputs to keep (a pass's stand-in for a node it has not rewritten yet)."""
         g = self.graph
         consts = g.consts
         for i in indices:
@@ -376,6 +384,8 @@ class Interpreter:
             if on_node is not None:
                 on_node(i, node, ins)
             outs = KERNELS[node.op](ins, node.attrs, self.prepare(i, node))
+            if after_node is not None:
+                outs = after_node(i, node, ins, outs)
             for name, val in zip(node.outputs, outs):
                 env[name] = val
             for v in node.inputs:

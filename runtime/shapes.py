@@ -90,16 +90,24 @@ def artifact_linears(path: Path) -> ModelLinears:
     shapes = {c["name"]: c["shape"] for c in g.get("consts", [])}
     agg: dict[tuple, Linear] = {}
     floats = []
+    # dense-and-sparse layers: outliers per row of the side matrix read with the qlinear's input
+    # (weight outliers `<layer>.sp_cols`, LLM.int8 features `<layer>.act_cols`: both count against the layer)
+    sparse: dict[str, int] = {}
+    for nd in g.get("nodes", []):
+        if nd["op"] == "sparse_matmul":
+            base = nd["inputs"][1].rsplit(".", 1)[0]
+            sparse[base] = sparse.get(base, 0) + int(shapes.get(nd["inputs"][1], [0, 0])[1])
     for nd in g.get("nodes", []):
         if nd["op"] == "qlinear":
             a = nd["attrs"]
             r = role(nd["inputs"][1])
             sub = (a.get("two_level") or {}).get("sub_bits", 0)
-            key = (r, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub)
+            sp = int(sparse.get(nd["inputs"][1].removesuffix(".qweight"), 0))
+            key = (r, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub, sp)
             if key in agg:
                 agg[key].count += 1
             else:
-                agg[key] = Linear(r, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub)
+                agg[key] = Linear(r, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub, sp)
         elif nd["op"] == "linear":
             s = shapes.get(nd["inputs"][1], [0, 0])
             floats.append((role(nd["inputs"][1]), int(s[0]), int(s[1])))

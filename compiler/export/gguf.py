@@ -617,6 +617,10 @@ def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: s
         raise LowbitError(f"output {out} is a folder", "give a file name, e.g. -o model.gguf")
 
     g = art.graph
+    sparse = [n.inputs[1].removesuffix(".sp_cols") for n in g.nodes if n.op == "sparse_matmul"]
+    if sparse:
+        raise LowbitError(f"artifact {art.path} has sparse outliers ({len(sparse)} layers, e.g. {sparse[0]}), which no GGUF block type holds",
+                          "export an artifact compiled without the -sp suffix")
     hp = g.meta.get("hparams") or {}
     cfg = art.manifest["model"].get("config") or {}
     source = _source_gguf(art)

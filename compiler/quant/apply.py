@@ -74,7 +74,37 @@ def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec)
         attrs["mins"] = True
     if qw.sub_bits:  # the scales are on a two-level grid: artifacts store them so (compiler.quant.twolevel)
         attrs["two_level"] = {"sub_bits": qw.sub_bits, "signed": qw.sub_signed}
+    if qw.has_sparse:  # a marker until split_sparse makes the side matrix its own node
+        attrs["sparse"] = [graph.add_const(base + ".sp_cols", qw.sparse_cols), graph.add_const(base + ".sp_vals", qw.sparse_vals)]
     return Node("qlinear", ins, list(node.outputs), attrs)
+
+
+def split_sparse(graph: Graph):
+    """Every qlinear carrying outliers (attr `sparse`, set by qlinear_node) becomes qlinear -> `<out>.dense`,
+    sparse_matmul(x, cols, vals) -> `<out>.sparse`, add -> `<out>` (compiler.quant.outliers), in place."""
+    nodes = []
+    for n in graph.nodes:
+        if n.op != "qlinear" or "sparse" not in n.attrs:
+            nodes.append(n)
+            continue
+        cols, vals = n.attrs.pop("sparse")
+        out = n.outputs[0]
+        keep = {k: n.attrs[k] for k in ("block",) if k in n.attrs}
+        nodes.append(Node("qlinear", list(n.inputs), [out + ".dense"], n.attrs))
+        nodes.append(Node("sparse_matmul", [n.inputs[0], cols, vals], [out + ".sparse"], {"n": n.attrs["n"], "k": n.attrs["k"], **keep}))
+        nodes.append(Node("add", [out + ".dense", out + ".sparse"], [out], dict(keep)))
+    graph.nodes = nodes
+
+
+def sparse_output(graph: Graph, node: Node, ins: list, outs: list) -> list:
+    """outs of a node, with the side matrix added if it is a qlinear still carrying its outlier marker (the
+    calibration runs between quantizing a block and split_sparse)."""
+    if node.op == "qlinear" and "sparse" in node.attrs:
+        from compiler.quant.outliers import sparse_matmul
+
+        cols, vals = (graph.consts[c] for c in node.attrs["sparse"])
+        return [outs[0] + sparse_matmul(ins[0], cols, vals)]
+    return outs
 
 
 def _drop_unused_consts(graph: Graph):
@@ -132,6 +162,11 @@ def quantize_layers(
             g.nodes[i] = qlinear_node(g, g.nodes[i], plan[w].weight, plan[w].spec)
     todo = [i for i, w in linears.items() if plan[w].weight is None]
     specs = {i: plan[linears[i]].spec for i in todo}
+    tied = {n.inputs[1] for n in g.nodes if n.op == "embedding"}
+    for i, spec in specs.items():
+        if spec.outliers and ("logits" in g.nodes[i].outputs or linears[i] in tied):
+            raise LowbitError(f"sparse outliers ({spec.name}) are for the block linears, not the LM head {linears[i]}",
+                              "give the head a spec without -sp (e.g. lm_head=w8g32)")
     if method == "gptq" and todo:
         if not calib:
             raise LowbitError("GPTQ needs calibration inputs", "pass calibration sequences or use --method rtn")
@@ -147,6 +182,7 @@ def quantize_layers(
     for i, n in enumerate(g.nodes):  # a quantized table that the embedding gathers from too: one copy
         if n.op == "embedding" and n.inputs[1] in linears.values():
             g.nodes[i] = qembedding_node(n, tables[_base(n.inputs[1])])
+    split_sparse(g)
     g.infer_types()
     _drop_unused_consts(g)
     g.verify()
@@ -266,7 +302,7 @@ def _quantize_gptq(g: Graph, specs: dict[int, QuantSpec], calib: list[dict[str, 
                     progress("GPTQ", done, total)
         envs = saved
         for env in envs:  # quantized run: the next block sees what the quantized model produces
-            interp.run_nodes(env, ids)
+            interp.run_nodes(env, ids, after_node=lambda i, node, ins, outs: sparse_output(g, node, ins, outs))
     if -1 in blocks:
         _quantize_rtn(g, {i: specs[i] for i in blocks[-1]}, None)
 

@@ -2,7 +2,8 @@
 group (a minimum or a zero point) for `-asym` / `-min` groups. w4g32 = 4.5 (Q4_0), w4g32-min = 5.0 (Q4_1),
 w8g32 = 8.5 (Q8_0), w2g32 = 2.5. Two-level scales (`k`) cost their sub-scale bits per group plus an fp16 per
 super-block of 256 weights, for the scale and again for the minimum; a zero point (`-asym`) costs the code width:
-w4g32k-min = 4.5 (Q4_K), w3g16k = 3.4375 (Q3_K), w2g16k4-min = 2.625 (Q2_K). One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
+w4g32k-min = 4.5 (Q4_K), w3g16k = 3.4375 (Q3_K), w2g16k4-min = 2.625 (Q2_K). Sparse outliers (`-spP`) cost 32
+bits each (an fp16 value and an int16 column): -sp1 adds 0.32. One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
 benchmarks/quality.py, so their figures compare with llama.cpp's (its tensors' bytes per element).
 
 The average is over the block linears (the quantizable linears: attention and MLP projections); the LM head
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import Graph
+from compiler.quant.outliers import SPARSE_BITS
 from compiler.quant.spec import QuantSpec
 from compiler.quant.twolevel import SUPER
 
@@ -35,7 +37,8 @@ def layer_bits(rows: int, k: int, bits: int, group: int, two_params: bool, sub_b
 
 def spec_bits(spec: QuantSpec, rows: int, k: int) -> int:
     """Bits of a [rows, k] layer at spec, with the group QuantSpec.group_for(k) gives it."""
-    return layer_bits(rows, k, spec.bits, spec.group_for(k), not spec.symmetric or spec.minimum, spec.sub_bits, spec.minimum)
+    dense = layer_bits(rows, k, spec.bits, spec.group_for(k), not spec.symmetric or spec.minimum, spec.sub_bits, spec.minimum)
+    return dense + rows * spec.outlier_count(k) * SPARSE_BITS
 
 
 def spec_bpw(spec: QuantSpec, k: int) -> float:
@@ -57,6 +60,8 @@ def graph_bpw(graph: Graph) -> float | None:
     """Bits per weight of a quantized graph's block linears (every qlinear but the LM head); None if none."""
     bits = elems = 0
     for n in graph.nodes:
+        if n.op == "sparse_matmul":  # the outliers of a block linear (the head takes none)
+            bits += graph.consts[n.inputs[1]].size * SPARSE_BITS
         if n.op != "qlinear" or "logits" in n.outputs:
             continue
         bits += qlinear_bits(graph, n)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.errors import LowbitError
-from compiler.quant import twolevel
+from compiler.quant import outliers, twolevel
 from compiler.quant.qweight import QuantizedWeight
 from compiler.quant.rtn import check_weight, group_importance, group_params, min_params, quantize_rtn
 from compiler.quant.spec import QuantSpec
@@ -202,8 +202,17 @@ def quantize_gptq(
     if weighted:
         imp = factor.diag if factor.diag is not None else np.ones(k)
         imp = np.where(factor.dead, 0.0, imp)
+    sp = None  # dense-and-sparse: the outliers' mask [K, N]; their rounding error is 0 (an fp16 residual stores it)
+    if spec.outliers:
+        from dataclasses import replace
+
+        outliers.check_k(k, name)
+        diag = np.where(factor.dead, 0.0, factor.diag if factor.diag is not None else np.ones(k))
+        cols = outliers.select(np.ascontiguousarray(wt.T), spec.outlier_count(k), g, diag)
+        sp = _Sparse(cols, outliers.mask_of(cols, (n, k)).T, g)
+        spec = replace(spec, outliers=0.0)
     if factor.perm is not None:
-        return _gptq_act_order(wt, hinv, factor.perm, spec, g, block_size, imp)
+        return _gptq_act_order(wt, hinv, factor.perm, spec, g, block_size, imp, sp)
 
     qmax = np.float32(spec.qmax)
     n_groups = k // g
@@ -214,7 +223,7 @@ def quantize_gptq(
     scale = zero = mn = None
     grid = None
     if spec.sub_bits:  # each group's scale snaps to super-block scales fixed from the unmodified weights
-        grid = twolevel.grid_of(quantize_rtn(np.ascontiguousarray(wt.T), spec, importance=imp))
+        grid = twolevel.grid_of(quantize_rtn(np.ascontiguousarray(wt.T) if sp is None else sp.filled(wt), spec, importance=imp))
 
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
@@ -230,6 +239,8 @@ def quantize_gptq(
                 if ge > i2:  # the group reaches past this block: bring its later columns up to date
                     rest = wt[i2:ge] - hinv[i1 : i1 + i, i2:ge].T @ err1[:i]
                     cur = np.concatenate([cur, rest], axis=0)
+                if sp is not None:
+                    cur = sp.fill_group(cur, col)
                 gi = None if imp is None else group_importance(imp[col:ge], 1, g)
                 if spec.minimum:
                     s, m = min_params(cur.T[:, None, :], spec.qmax, gi)
@@ -250,12 +261,14 @@ def quantize_gptq(
             np.clip(q, 0, qmax, out=q)
             codes_t[col] = q.astype(np.uint8)
             dq = scale * q + mn if mn is not None else scale * (q - zero)
+            if sp is not None:
+                dq = sp.correct(col, wcol, dq)
             e = (wcol - dq) / hinv1[i, i]
             w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
             err1[i] = e
         wt[i2:] -= hinv[i1:i2, i2:].T @ err1
 
-    return QuantizedWeight(
+    return _with_sparse(sp, QuantizedWeight(
         codes=np.ascontiguousarray(codes_t.T),
         scales=np.ascontiguousarray(scales_t.T),
         zeros=np.ascontiguousarray(zeros_t.T),
@@ -265,7 +278,45 @@ def quantize_gptq(
         mins=None if mins_t is None else np.ascontiguousarray(mins_t.T),
         sub_bits=spec.sub_bits,
         sub_signed=spec.symmetric and not spec.minimum,
-    )
+    ))
+
+
+class _Sparse:
+    """GPTQ's view of a layer's outliers: at an outlier the stored weight is the code's value plus the fp16
+    residual of the current (error-updated) weight, so its error is 0 up to that rounding, and the group
+    parameters are computed with the outliers replaced by their group's median (compiler.quant.outliers)."""
+
+    def __init__(self, cols: np.ndarray, mask_t: np.ndarray, group: int):
+        self.cols, self.mask_t, self.group = cols, mask_t, group
+        self.resid_t = np.zeros(mask_t.shape, np.float16)  # [K, N]
+
+    def filled(self, wt: np.ndarray) -> np.ndarray:
+        """[N, K] weights for a static parameter rule: wt [K, N] with the outliers filled."""
+        return outliers.fill_mask(np.ascontiguousarray(wt.T), np.ascontiguousarray(self.mask_t.T), self.group)
+
+    def fill_group(self, cur: np.ndarray, col: int) -> np.ndarray:
+        """cur [g, N]: the group starting at `col`, with its outliers filled."""
+        m = self.mask_t[col : col + cur.shape[0]]
+        return outliers.fill_mask(np.ascontiguousarray(cur.T), np.ascontiguousarray(m.T), cur.shape[0]).T
+
+    def correct(self, col: int, wcol: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        m = self.mask_t[col]
+        if not m.any():
+            return dq
+        r = (wcol[m] - dq[m]).astype(np.float16)
+        self.resid_t[col, m] = r
+        out = dq.copy()
+        out[m] = dq[m] + r.astype(np.float32)
+        return out
+
+
+def _with_sparse(sp: "_Sparse | None", qw: QuantizedWeight) -> QuantizedWeight:
+    if sp is None:
+        return qw
+    from dataclasses import replace
+
+    rows = np.arange(qw.shape[0])[:, None]
+    return replace(qw, sparse_cols=sp.cols, sparse_vals=np.ascontiguousarray(sp.resid_t.T[rows, sp.cols.astype(np.int64)]))
 
 
 def _snap_min(grid, j: int, s: np.ndarray, m: np.ndarray, wmax: np.ndarray, qmax) -> tuple[np.ndarray, np.ndarray]:
@@ -277,7 +328,8 @@ def _snap_min(grid, j: int, s: np.ndarray, m: np.ndarray, wmax: np.ndarray, qmax
     return grid.scale(j, s)[:, None], grid.minimum(j, m)[:, None]
 
 
-def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int, imp: np.ndarray | None = None) -> QuantizedWeight:
+def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int, imp: np.ndarray | None = None,
+                    sp: _Sparse | None = None) -> QuantizedWeight:
     """GPTQ with act-order and static groups: every group's scale and zero come from the (dead-column
     cleared) original weights by the RTN rules, then the columns are quantized in the order `perm` (largest
     Hessian diagonal first: the most used input features are rounded while every other column can still
@@ -285,14 +337,15 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
     columns' original positions, so groups stay contiguous in K as the numeric contract requires."""
     k, n = wt.shape
     m = None
+    w0 = np.ascontiguousarray(wt.T) if sp is None else sp.filled(wt)  # [N, K], outliers filled
     if spec.sub_bits:  # two-level scales: the RTN rule's, on its super-block grid
-        one = quantize_rtn(np.ascontiguousarray(wt.T), spec, importance=imp)
+        one = quantize_rtn(w0, spec, importance=imp)
         s, z, m = one.scales, one.zeros, one.mins
     elif spec.minimum:
-        s, m = min_params(wt.T.reshape(n, k // g, g), spec.qmax, group_importance(imp, k // g, g))  # [N, J]
+        s, m = min_params(w0.reshape(n, k // g, g), spec.qmax, group_importance(imp, k // g, g))  # [N, J]
         z = np.zeros(s.shape, np.uint8)
     else:
-        s, z = group_params(wt.T, spec, g, imp)  # [N, J]
+        s, z = group_params(w0, spec, g, imp)  # [N, J]
     scales_t = np.ascontiguousarray(s.T)
     zeros_t = np.ascontiguousarray(z.T)
     mins_t = None if m is None else np.ascontiguousarray(m.T)
@@ -320,12 +373,14 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
                 q = np.rint(wcol / scale) + zero
                 np.clip(q, 0, qmax, out=q)
                 dq = scale * (q - zero)
+            if sp is not None:
+                dq = sp.correct(col, wcol, dq)
             codes_t[col] = q.astype(np.uint8)
             e = (wcol - dq) / hinv1[i, i]
             w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
             err1[i] = e
         wp[i2:] -= hinv[i1:i2, i2:].T @ err1
-    return QuantizedWeight(
+    return _with_sparse(sp, QuantizedWeight(
         codes=np.ascontiguousarray(codes_t.T),
         scales=np.ascontiguousarray(s),
         zeros=np.ascontiguousarray(z),
@@ -335,4 +390,4 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
         mins=m,
         sub_bits=spec.sub_bits,
         sub_signed=spec.symmetric and not spec.minimum,
-    )
+    ))

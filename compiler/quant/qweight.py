@@ -8,7 +8,8 @@ q + 1 in {0, 1, 2} with zeros = 1, so every integer format dequantizes by the sa
 groups (llama.cpp's Q4_1 and K-quants: w = d q + m with a float m that is not a multiple of d) carry a
 float32 minimum per group instead of a zero point; their `zeros` are all 0. Two-level scales (K-quants) are the
 same numbers stored smaller: `sub_bits` says that every scale (and minimum) is an fp16 per super-block times a
-small integer (compiler.quant.twolevel).
+small integer (compiler.quant.twolevel). Dense-and-sparse weights (compiler.quant.outliers) add a side matrix:
+`sparse_cols` int16 [N, C] and `sparse_vals` float16 [N, C], whose values add to the dequantized weights.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class QuantizedWeight:
     mins: np.ndarray | None = None  # float32 [N, K // group_size]: scale-and-minimum groups (zeros are 0)
     sub_bits: int = 0  # two-level scales (compiler.quant.twolevel): scales / minimums are an fp16 per 256 weights times sub_bits-bit integers
     sub_signed: bool = False  # sub-scales signed (imported Q3_K / Q6_K); ours are unsigned
+    sparse_cols: np.ndarray | None = None  # int16 [N, C]: each row's outlier columns, ascending
+    sparse_vals: np.ndarray | None = None  # float16 [N, C]: the values the side matrix adds there
 
     def __post_init__(self):
         n, k = self.codes.shape
@@ -44,6 +47,13 @@ class QuantizedWeight:
                 raise ValueError("scale-and-minimum groups have no zero point: zeros must be 0")
             if self.ternary:
                 raise ValueError("ternary weights have no minimum")
+        if (self.sparse_cols is None) != (self.sparse_vals is None):
+            raise ValueError("sparse_cols and sparse_vals come together")
+        if self.sparse_cols is not None:
+            if self.sparse_cols.ndim != 2 or self.sparse_cols.shape[0] != n or self.sparse_vals.shape != self.sparse_cols.shape:
+                raise ValueError(f"sparse cols/vals must be [{n}, C], got {self.sparse_cols.shape} / {self.sparse_vals.shape}")
+            if self.sparse_cols.dtype != np.int16 or self.sparse_vals.dtype != np.float16:
+                raise ValueError("sparse cols must be int16 and vals float16")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -70,8 +80,20 @@ class QuantizedWeight:
             w = w + np.repeat(self.mins.astype(np.float32), self.group_size, axis=1)
         return w.astype(np.float32)
 
+    @property
+    def has_sparse(self) -> bool:
+        return self.sparse_cols is not None
+
+    def effective(self) -> np.ndarray:
+        """float32 [N, K]: the dequantized weights plus the sparse side matrix (what the layer computes with)."""
+        w = self.dequantize()
+        if self.sparse_cols is not None:
+            np.add.at(w, (np.arange(w.shape[0])[:, None], self.sparse_cols.astype(np.int64)), self.sparse_vals.astype(np.float32))
+        return w
+
     def nbytes_packed(self) -> int:
         """Bytes of packed codes plus float32 scales plus zero points (one byte each) or float32 minimums."""
         n, k = self.codes.shape
         offsets = self.mins.nbytes if self.mins is not None else self.zeros.nbytes
-        return n * k * self.bits // 8 + self.scales.nbytes + offsets
+        sparse = 0 if self.sparse_cols is None else self.sparse_cols.nbytes + self.sparse_vals.nbytes
+        return n * k * self.bits // 8 + self.scales.nbytes + offsets + sparse

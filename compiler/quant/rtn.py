@@ -290,6 +290,16 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight", importanc
     """
     w = np.asarray(w, dtype=np.float32)
     g = check_weight(w, spec, name)
+    if spec.outliers:  # dense-and-sparse: the dense part without its outliers, then their fp16 residuals
+        from dataclasses import replace
+
+        from compiler.quant import outliers
+
+        outliers.check_k(w.shape[1], name)
+        cols = outliers.select(w, spec.outlier_count(w.shape[1]), g, importance)
+        qw = quantize_rtn(outliers.fill(w, cols, g), replace(spec, outliers=0.0), name, importance)
+        qw = replace(qw, codes=outliers.recode(qw.codes, w, cols, qw.scales, qw.zeros, qw.mins, spec.qmax))
+        return replace(qw, sparse_cols=cols, sparse_vals=outliers.residual(w, qw.dequantize(), cols))
     if spec.sub_bits:
         from dataclasses import replace
 

@@ -1,6 +1,6 @@
 """Quantization spec strings: `w4g128`, `w2g64a8`, `w4g128-asym`, `w4g32-min`, `w8pc`, `ternary`, `none`.
 
-Grammar (case-insensitive):  WEIGHTS [GROUP [SUB]] [ACT] [-sym|-asym|-min]
+Grammar (case-insensitive):  WEIGHTS [GROUP [SUB]] [ACT] [-sym|-asym|-min] [-spP]
   WEIGHTS = w8 | w4 | w3 | w2 | ternary
   GROUP   = g16 | g32 | g64 | g128 | pc  (pc = one group per output channel; the default when omitted)
   SUB     = k | k4 | k6 | k8             (two-level scales, K-quant style: each group's scale (and minimum) is a
@@ -10,6 +10,8 @@ Grammar (case-insensitive):  WEIGHTS [GROUP [SUB]] [ACT] [-sym|-asym|-min]
   ACT     = a16 | a8 | a32               (a16 = fp16 activations, the default; a8 = per-token dynamic int8;
                                           a32 = float32 activations as given: weight-only quantization)
   -min    = scale-and-minimum groups (w = s q + m with a float minimum per group: llama.cpp's Q4_1 rule)
+  -spP    = dense-and-sparse (SpQR / SqueezeLLM): P percent of each row's weights (0 < P <= 10, at least
+            one per row) kept as fp16 corrections in a sparse side matrix (compiler.quant.outliers)
 Ternary weights are always symmetric (codes -1, 0, 1). A layer whose K the group does not divide uses the
 rule of compiler.groups (`QuantSpec.group_for`).
 """
@@ -26,10 +28,11 @@ WEIGHT_BITS = (8, 4, 3, 2)
 ACT_MODES = ("a16", "a8", "a32")
 
 _SPEC_RE = re.compile(
-    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?$"
+    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
 )
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w4g32a32, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w4g32a32, w8pc, ternary, ternarya8, none"
+MAX_OUTLIER_PCT = 10.0
 SUB_BITS = (4, 6, 8)  # sub-scale widths of two-level scales (Q2_K: 4, Q3_K / Q4_K / Q5_K: 6, Q6_K: 8)
 
 
@@ -42,6 +45,7 @@ class QuantSpec:
     ternary: bool = False
     minimum: bool = False  # scale-and-minimum groups (w = s q + m); not symmetric
     sub_bits: int = 0  # two-level scales: group scales as sub_bits-bit integers times an fp16 per 256 weights; 0: fp16 per group
+    outliers: float = 0.0  # percent of each row's weights kept as fp16 sparse corrections (dense-and-sparse); 0: none
 
     @property
     def name(self) -> str:
@@ -51,7 +55,14 @@ class QuantSpec:
             g += "k" if self.sub_bits == 6 else f"k{self.sub_bits}"
         a = "" if self.act == "a16" else self.act
         s = "-min" if self.minimum else ("-asym" if not self.symmetric else "")
-        return f"{w}{g}{a}{s}"
+        sp = f"-sp{self.outliers:g}" if self.outliers else ""
+        return f"{w}{g}{a}{s}{sp}"
+
+    def outlier_count(self, k: int) -> int:
+        """Sparse outliers per output row of a layer with k input features (0 without `-sp`)."""
+        if not self.outliers:
+            return 0
+        return min(k, max(1, int(round(k * self.outliers / 100.0))))
 
     def group_for(self, k: int) -> int:
         """Group size for a layer with k input features: the spec's, or by compiler.groups.layer_group the
@@ -116,4 +127,9 @@ def parse_spec(text: str) -> QuantSpec | None:
     minimum = m.group("sym") == "min"
     if tern and not symmetric:
         raise LowbitError(f"ternary weights are always symmetric, got '{text}'", f"drop the '-{m.group('sym')}' suffix")
-    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern, minimum=minimum, sub_bits=sub_bits)
+    outliers = 0.0
+    if m.group("sp") is not None:
+        outliers = float(m.group("sp"))
+        if not 0 < outliers <= MAX_OUTLIER_PCT:
+            raise LowbitError(f"outlier fraction -sp{m.group('sp')} in quant spec '{text}' is outside (0, {MAX_OUTLIER_PCT:g}] percent", "use e.g. -sp0.5 (half a percent of each row)")
+    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern, minimum=minimum, sub_bits=sub_bits, outliers=outliers)

@@ -38,6 +38,7 @@ class Linear:
     ternary: bool = False
     mins: bool = False  # scale-and-minimum groups: a minimum per group (stored like the scale) instead of a zero point
     sub_bits: int = 0  # two-level scales: sub_bits per group plus an fp16 per 256 weights along K (else an fp16 per group)
+    sparse: int = 0  # dense-and-sparse: outliers per output row, 4 bytes each (fp16 value, int16 column), on the host
 
     @property
     def params(self) -> int:
@@ -180,8 +181,9 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
     zeros = scales if lin.mins else lin.N * ng * lin.bits / 8
     acts = M * lin.K * (1 if lin.act == "a8" else 2) + (M * 4 if lin.act == "a8" else 0)
     outs = M * lin.N * 2
-    return {"codes": codes, "scales": scales, "zeros": zeros, "acts": acts, "outs": outs,
-            "total": codes + scales + zeros + acts + outs}
+    sparse = lin.N * lin.sparse * 4
+    return {"codes": codes, "scales": scales, "zeros": zeros, "sparse": sparse, "acts": acts, "outs": outs,
+            "total": codes + scales + zeros + sparse + acts + outs}
 
 
 def roofline_time(lin: Linear, M: int, plat: Platform) -> dict:
@@ -191,7 +193,7 @@ def roofline_time(lin: Linear, M: int, plat: Platform) -> dict:
     t_m = b["total"] / plat.bandwidth
     return {"ops": ops, "bytes": b["total"], "intensity": ops / b["total"], "t_compute_s": t_c, "t_memory_s": t_m,
             "time_s": max(t_c, t_m), "bound": "compute" if t_c >= t_m else "memory",
-            "scale_zero_bytes": b["scales"] + b["zeros"]}
+            "scale_zero_bytes": b["scales"] + b["zeros"], "sparse_bytes": b["sparse"]}
 
 
 def design_peak_ops(cfg, clock_ghz: float) -> float:

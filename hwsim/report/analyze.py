@@ -91,15 +91,16 @@ def analyze(ml: rl.ModelLinears, designs: list[str], prefill: int = 128, memory:
     for pname, p in plats.items():
         for ph, M in (("prefill", prefill), ("decode", 1)):
             t = 0.0
-            sz = 0.0
+            sz = sp = 0.0
             for lin in ml.linears:
                 rt = rl.roofline_time(lin, M, p)
                 t += lin.count * rt["time_s"]
                 sz += lin.count * rt["scale_zero_bytes"]
+                sp += lin.count * rt["sparse_bytes"]
                 layers.append({"design": pname, "layer": lin.name, "phase": ph, "M": M, "N": lin.N, "K": lin.K, "count": lin.count,
                                "time_us": rt["time_s"] * 1e6, "macs": M * lin.N * lin.K, "bound": rt["bound"],
                                "dram_bytes": rt["bytes"], "intensity": rt["intensity"]})
-            plat_rows.append({"platform": pname, "name": p.name, "phase": ph, "time_s": t, "scale_zero_bytes": sz,
+            plat_rows.append({"platform": pname, "name": p.name, "phase": ph, "time_s": t, "scale_zero_bytes": sz, "sparse_bytes": sp,
                               "peak_ops": p.peak(ml.linears[0].act), "bandwidth": p.bandwidth, "source": p.source})
     return {
         "model": ml.model, "family": ml.family, "quant": ml.quant, "source": ml.source, "prefill": prefill, "node": node,

@@ -100,9 +100,15 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
           "the energy per MAC (" + ", ".join(f"{d}: {w[d]['sram_weight'] / w[d]['total'] * 100:.0f}% of prefill energy" for d in designs)
           + "); decode energy is DRAM (weights, scales and zero points) for every design.")
     doc.h(2, "CPU / GPU rooflines on the same linears")
-    doc.table(["platform", "phase", "time ms", "of which scale+zero bytes (MB)", "peak Tops/s", "bandwidth GB/s", "source"],
-              [[p["name"], p["phase"], p["time_s"] * 1e3, p["scale_zero_bytes"] / 1e6, p["peak_ops"] / 1e12, p["bandwidth"] / 1e9, p["source"]]
+    sparse = any(p.get("sparse_bytes") for p in data["platforms"])
+    doc.table(["platform", "phase", "time ms", "of which scale+zero bytes (MB)", *(["of which sparse outliers (MB)"] if sparse else []),
+               "peak Tops/s", "bandwidth GB/s", "source"],
+              [[p["name"], p["phase"], p["time_s"] * 1e3, p["scale_zero_bytes"] / 1e6, *([p["sparse_bytes"] / 1e6] if sparse else []),
+                p["peak_ops"] / 1e12, p["bandwidth"] / 1e9, p["source"]]
                for p in data["platforms"]])
+    if sparse:
+        doc.p("Sparse outliers (dense-and-sparse layers, 4 bytes each: an fp16 value and an int16 column) are read with the layer on "
+              "these platforms; on the accelerator designs the side matrix runs on the host (a host op of the program), outside the array's figures.")
     doc.img("roofline.png", "Roofline: platforms and designs (lines), each linear layer (markers) for decode and prefill")
     doc.h(2, "Paper claims vs our measurements")
     doc.table(["claim", "paper", "ours", "how we measure"],

@@ -24,6 +24,7 @@ class Builder:
         self.f64 = ir.F64Type.get()
         self.i1 = ir.IntegerType.get_signless(1)
         self.i8 = ir.IntegerType.get_signless(8)
+        self.i16 = ir.IntegerType.get_signless(16)
         self.i32 = ir.IntegerType.get_signless(32)
         self.i64 = ir.IntegerType.get_signless(64)
         self.index = ir.IndexType.get()
@@ -32,7 +33,7 @@ class Builder:
 
     # types and dims ---------------------------------------------------------------------------------------
     def elem(self, dtype: str):
-        return {"f32": self.f32, "f16": self.f16, "i64": self.i64, "i32": self.i32, "u8": self.i8, "i8": self.i8}[dtype]
+        return {"f32": self.f32, "f16": self.f16, "i64": self.i64, "i32": self.i32, "i16": self.i16, "u8": self.i8, "i8": self.i8}[dtype]
 
     def tensor_type(self, shape, dtype):
         dyn = self.ir.ShapedType.get_dynamic_size()

@@ -393,6 +393,27 @@ def _qembedding(L, n):
     return [qlinear.qembedding_rows(L.B, ids, *table, n.attrs, L.shape(n.inputs[0]), lanes)]
 
 
+@conv("sparse_matmul")
+def _sparse_matmul(L, n):
+    # y[m, n] = sum_c x[m, cols[n, c]] * f32(vals[n, c]): a reduction over c with the input gathered by column
+    from iree.compiler.dialects import arith, tensor
+
+    B = L.B
+    x, cols, vals = L.ins(n)
+    xs = L.shape(n.inputs[0])
+    x2, lead = B.to_2d(x, xs)
+    nn = n.attrs["n"]
+
+    def body(ci, v, o):
+        k = arith.index_cast(B.index, ci)
+        xv = tensor.extract(x2, [B.index_in_region(0), k])
+        return arith.addf(o, arith.mulf(xv, arith.extf(B.f32, v)))
+
+    out = B.fill(0.0, (lead, nn), B.f32)
+    y = B.generic([cols, vals], [out], ["(m, n, c) -> (n, c)", "(m, n, c) -> (n, c)", "(m, n, c) -> (m, n)"], "ppr", body)[0]
+    return [B.from_2d(y, L.shape(n.outputs[0]))]
+
+
 @conv("matmul")
 def _matmul(L, n):
     raise NotImplementedError("matmul is not produced by any frontend yet")

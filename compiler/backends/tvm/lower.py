@@ -79,7 +79,7 @@ class _Lowerer(GraphLowerer):
         return expr
 
     def ttype(self, t):
-        dt = {"f32": "float32", "f16": "float16", "i64": "int64", "i32": "int32", "u8": "uint8", "i8": "int8"}[t.dtype]
+        dt = {"f32": "float32", "f16": "float16", "i64": "int64", "i32": "int32", "i16": "int16", "u8": "uint8", "i8": "int8"}[t.dtype]
         return relax.TensorType([self.dim(d) for d in t.shape], dt)
 
     # values -----------------------------------------------------------------------------------------------
@@ -293,6 +293,19 @@ def _qembedding(L, n):
         kern, table = None, [L.value(c) for c in n.inputs[1:4]]
     ids = L.value(n.inputs[0])
     return [L.bb.emit_te(lambda *t: _qembedding_te(*t, n.attrs, kern, shape), ids, *table, primfunc_name_hint="qembedding")]
+
+
+@conv("sparse_matmul")
+def _sparse_matmul(L, n):
+    from compiler.backends.tvm import sparse
+
+    x, cols, vals = L.ins(n)
+    xs = L.shape(n.inputs[0])
+    lead = [L.dim(d) for d in xs[:-1]]
+    x2 = x if len(xs) == 2 else L.emit(relax.op.reshape(x, [-1, n.attrs["k"]]))
+    L.sched["sparse_matmul"] = sparse.schedule(L.kind)
+    y = L.bb.emit_te(sparse.sparse_matmul_te, x2, cols, vals, primfunc_name_hint="sparse_matmul")
+    return [y if len(xs) == 2 else L.emit(relax.op.reshape(y, [*lead, n.attrs["n"]]))]
 
 
 @conv("matmul")

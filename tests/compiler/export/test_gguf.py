@@ -229,6 +229,10 @@ def test_errors(arts, tmp_path, capsys):
     assert code == 2 and "bert" in se and not (tmp_path / "b.gguf").exists()
     code, _, se = run_cli(["export", tmp_path / "missing"], capsys)
     assert code == 2 and "does not exist" in se
+    sp = tmp_path / "sp"
+    compile_model("llama-tiny", sp, quant="w4g32-sp1", progress=False)
+    code, _, se = run_cli(["export", sp, "-o", tmp_path / "sp.gguf"], capsys)
+    assert code == 2 and "sparse outliers" in se and "-sp" in se and not (tmp_path / "sp.gguf").exists()
 
 
 def test_kept_gguf_reexports_identical_blocks_and_metadata(tmp_path):
