@@ -94,6 +94,7 @@ def compile_model(
     bpw: float | None = None,
     imatrix: bool = False,
     awq: bool = False,
+    act_outliers: int | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
@@ -107,7 +108,9 @@ def compile_model(
     measured cost on the calibration sequences (compiler.quant.mixed). imatrix: importance-weighted rounding, each
     input feature weighed by its mean square over the calibration sequences (compiler.quant.rtn; GPTQ takes it from
     the Hessian diagonal). awq: activation-aware per-channel weight scaling at the norm -> linear sites, its exponent
-    searched per site on the calibration sequences (compiler.passes.awq). The summary's "notes" are lines for the user."""
+    searched per site on the calibration sequences (compiler.passes.awq). act_outliers: at every A8 linear, this many
+    input features (the largest max |x| on the calibration sequences) multiply in 16 bits, LLM.int8()-style
+    (compiler.passes.act_outliers). The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
     from compiler.quant.mixed import AUTO
@@ -201,6 +204,12 @@ def compile_model(
         if not any(lp.weight is None for lp in plan.values()):
             raise LowbitError("--awq needs weights to quantize", "give a spec such as --quant w3g32-min --awq")
         graph, alphas = awq_graph(graph, feeds or (feeds := calib_feeds()), lambda w: plan[w].spec if w in plan and plan[w].weight is None else None)
+    act_record = None
+    if act_outliers is not None:
+        from compiler.passes.act_outliers import act_outlier_graph
+
+        graph, act_record = act_outlier_graph(graph, feeds or (feeds := calib_feeds()), act_outliers,
+                                              lambda w: plan[w].spec if w in plan and plan[w].weight is None else None)
     if plan:
         needs_calib = (method == "gptq" or imatrix) and any(lp.weight is None for lp in plan.values())
         if needs_calib and feeds is None:
@@ -214,7 +223,8 @@ def compile_model(
     if tok is not None and hasattr(tok, "artifact_files"):  # tokenizer.json: copied, or written from memory (GGUF)
         files.update(tok.artifact_files())
     extra = {**({"damp": damp} if method == "gptq" else {}), **({"act_order": True} if act_order else {}),
-             **({"smooth": smooth} if smooth is not None else {}), **({"imatrix": True} if imatrix else {}), **({"awq": {"alphas": alphas}} if alphas is not None else {}), **({"head": head_spec.name} if head_spec is not None else {}),
+             **({"smooth": smooth} if smooth is not None else {}), **({"imatrix": True} if imatrix else {}), **({"awq": {"alphas": alphas}} if alphas is not None else {}),
+             **({"act_outliers": {"count": act_outliers, "inputs": act_record}} if act_record is not None else {}), **({"head": head_spec.name} if head_spec is not None else {}),
              **({"overrides": {p: "none" if s is None else s.name for p, s in overrides}} if overrides else {}),
              **({"layers": records, "summary": summary(records)} if records else {}), **({"bpw": mixed} if mixed is not None else {})}
     if keep or auto:

@@ -109,7 +109,10 @@ def models():
               "calibration text from --quant's family at 2/3/4/8 bits, or with --quant auto from w2g16k4-min, w2g16k-min, w3g32k-min, w3g16k-min, w4g32k-min, w4g32-min, w8g32")
 @click.option("--imatrix", is_flag=True, help="importance-weighted rounding: every scale search weighs each input feature by its mean square over the calibration text "
               "(llama.cpp's importance matrix; RTN: one float pass, GPTQ: the Hessian diagonal)")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix):
+@click.option("--act-outliers", default=None, type=click.IntRange(1), help="LLM.int8(): at every A8 layer this many input features (the largest |x| on the "
+              "calibration text) multiply in 16 bits beside the int8 product, e.g. 8")
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix,
+                act_outliers):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.artifact import MANIFEST
     from compiler.backends import BuildOptions
@@ -122,7 +125,7 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq, act_outliers=act_outliers)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

@@ -160,6 +160,21 @@ def test_roofline_counts_two_level_scales_as_llama_cpp_stores_them():
     assert one["scales"] == one["zeros"] == 4096 * 128 * 2  # an fp16 scale and minimum per group: Q4_1's 5.0
 
 
+def test_roofline_counts_sparse_outliers(tmp_path):
+    """4 bytes per outlier (fp16 value, int16 column); an artifact's weight outliers and LLM.int8 features both count."""
+    lin = roofline.Linear("x", N=4096, K=4096, count=1, bits=3, group=32, act="a16", sparse=41)
+    b = roofline.kernel_bytes(lin, 1)
+    assert b["sparse"] == 4096 * 41 * 4 and b["total"] == b["codes"] + b["scales"] + b["zeros"] + b["sparse"] + b["acts"] + b["outs"]
+    assert roofline.roofline_time(lin, 1, roofline.PLATFORMS["h100-sxm"])["sparse_bytes"] == b["sparse"]
+    from compiler.compile import compile_model
+
+    out = tmp_path / "art"
+    compile_model("llama-tiny", out, quant="w4g32a8-sp1", targets="ref", progress=False, act_outliers=2)
+    ml = shapes.model_linears(str(out), "w4g128")
+    by_k = {l.K: l.sparse for l in ml.linears}
+    assert by_k == {256: 3 + 2, 768: 8 + 2}  # round(1% of K), at least one, plus the 2 float features
+
+
 def test_unknown_model_is_user_error():
     from compiler.errors import LowbitError
 

@@ -53,6 +53,7 @@ CASES = [
     ("llama-tiny", "w3g128a8"),
     ("llama-tiny", "w2g64-asym"),
     ("llama-tiny", "w2g16k4a8-min"),  # Q2_K's layout: groups of 16, two-level scales and minimums
+    ("llama-tiny", "w3g32-min-sp1"),  # dense-and-sparse: 1% of each row as fp16 corrections (sparse_matmul)
     ("bitnet-tiny", "ternary"),
     ("bitnet-tiny", "ternarya8"),
     ("bert-tiny", "none"),
@@ -64,6 +65,7 @@ SLOW_CASES = [
     ("bert-tiny", "w3g32"),
     ("bitnet-tiny", "ternaryg64a8"),
     ("llama-tiny", "w4g32a8-asym"),
+    ("llama-tiny", "w4g32a8-sp0.5"),
 ]
 
 
@@ -182,3 +184,17 @@ def test_minilm_matches_ref(tmp_path, backend, spec):
         feeds = {"input_ids": np.array(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
         tol = 5e-2 if a8 else TOL[family(backend)][spec_mode(spec)]
         check_close(m.backend(backend).run(feeds), m.backend("ref").run(feeds), tol, f"{backend} minilm {spec}", floors)
+
+
+@pytest.mark.parametrize("backend", [b for b, t in BACKENDS.items() if builds(t, "w4g32a8")])
+def test_act_outliers_match_ref(artifact_root, backend):
+    """LLM.int8()-style outlier features (a mask before the int8 qlinear, a sparse_matmul beside it) on every backend."""
+    key = ("llama-tiny", "w4g32a8", "act-outliers")
+    if key not in _ARTIFACTS:
+        out = artifact_root / "llama-tiny-w4g32a8-act-outliers"
+        ts = sorted({t for t in BACKENDS.values() if builds(t, "w4g32a8")}, key=list(BACKENDS.values()).index)
+        compile_model("llama-tiny", out, "w4g32a8", targets=",".join(["ref", *ts]), progress=False, act_outliers=4)
+        _ARTIFACTS[key] = runtime.load(out)
+    m = _ARTIFACTS[key]
+    assert sum(n.op == "sparse_matmul" for n in m.graph.nodes) == 4 * 7
+    agree(m, backend, "w4g32a8")
