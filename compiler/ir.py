@@ -147,7 +147,7 @@ def _infer_linear(t, a):
     5,
     attrs=("bits", "group_size", "n", "k", "act", "layout", "ternary"),
     doc="quantized linear (numeric contract): x f32[..,K], packed codes u8, scales f32[N,J], zeros u8[N,J] "
-    "(attr mins: float minimums f32[N,J] instead), b f32[N]",
+    "(attr mins: float minimums f32[N,J] instead; attr codebook: a table f32[N,2^bits] the codes index), b f32[N]",
 )
 def _infer_qlinear(t, a):
     x = t[0]
@@ -167,7 +167,10 @@ def _check_qweight(op: str, t: list[TensorType], a: dict):
     _expect(k % g == 0, f"{op}: K={k} not a multiple of group {g}")
     _expect(packed.dtype == "u8", f"{op} codes must be packed u8")
     _expect(_same_shape(scales.shape, (n, k // g)) and scales.dtype == "f32", f"{op} scales must be f32[N,K/g]")
-    if a.get("mins"):
+    if a.get("codebook"):
+        _expect(_same_shape(offsets.shape, (n, 1 << a["bits"])) and offsets.dtype == "f32", f"{op} codebook table must be f32[N,2^bits]")
+        _expect(not a.get("mins") and not a.get("ternary"), f"{op}: codebook weights have no minimum and are not ternary")
+    elif a.get("mins"):
         _expect(_same_shape(offsets.shape, (n, k // g)) and offsets.dtype == "f32", f"{op} mins must be f32[N,K/g]")
         _expect(not a.get("ternary"), f"{op}: ternary weights have no minimum")
     else:

@@ -53,15 +53,19 @@ def int_sum_fits_f32(group: int, amax: int, wmax: int) -> bool:
 
 
 class QLinearWeights:
-    """A qlinear's weights prepared for numpy: integer weights (codes - zeros) as float32 [J, g, N], and for
-    scale-and-minimum groups the minimums [J, N]."""
+    """A qlinear's weights prepared for numpy: integer weights (codes - zeros) as float32 [J, g, N] (codebook
+    weights: the table entries the codes index), and for scale-and-minimum groups the minimums [J, N]."""
 
     def __init__(self, packed, scales, offsets, attrs):
         from compiler.quant.pack import unpack
 
         n, k, g = attrs["n"], attrs["k"], attrs["group_size"]
         codes = unpack(packed, attrs["bits"], attrs["layout"], k)
-        if attrs.get("mins"):
+        self.exact = not attrs.get("codebook")  # integer weights (exact A8 sums), or table values (fp32 sums)
+        if attrs.get("codebook"):
+            w = np.take_along_axis(np.asarray(offsets, np.float32), codes.astype(np.int64), axis=1)
+            self.mins_t = None
+        elif attrs.get("mins"):
             w = codes.astype(np.int16)
             self.mins_t = np.ascontiguousarray(np.asarray(offsets, np.float32).T)  # [J, N]
         else:
@@ -70,7 +74,7 @@ class QLinearWeights:
         self.wg = np.ascontiguousarray(w.reshape(n, k // g, g).transpose(1, 2, 0)).astype(np.float32)
         self.scales_t = np.ascontiguousarray(scales.T)  # [J, N]
         self.group = g
-        self.wmax = int(np.abs(w).max(initial=0))
+        self.wmax = int(np.ceil(np.abs(w).max(initial=0)))
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Dequantized rows [.., K] of the table (qembedding): w = s (q - z), or s q + m."""
@@ -93,7 +97,7 @@ def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray
         qa, sa = quantize_activations_a8(x2)
         xg = qa.astype(np.float32).reshape(m, j, g).transpose(1, 0, 2)
         xs = xg.sum(axis=2) if w.mins_t is not None else None  # |sum| <= 127 g: exact in float32
-        return group_sums(xg, w.wg, exact_int=True), sa, xs
+        return group_sums(xg, w.wg, exact_int=w.exact), sa, xs
     # A16: activations are fp16 values; A32: float32 as given (weight-only quantization)
     xf = x2.astype(np.float32) if act == "a32" else x2.astype(np.float16).astype(np.float32)
     xg = xf.reshape(m, j, g).transpose(1, 0, 2)

@@ -621,6 +621,10 @@ def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: s
     if sparse:
         raise LowbitError(f"artifact {art.path} has sparse outliers ({len(sparse)} layers, e.g. {sparse[0]}), which no GGUF block type holds",
                           "export an artifact compiled without the -sp suffix")
+    cb = [n.inputs[1] for n in g.nodes if n.op == "qlinear" and n.attrs.get("codebook")]
+    if cb:
+        raise LowbitError(f"artifact {art.path} has codebook weights ({len(cb)} layers, e.g. {cb[0].removesuffix('.qweight')}): a table per row, "
+                          "which no GGUF block type holds", "export an artifact compiled with a group spec (e.g. w3g16k-min)")
     hp = g.meta.get("hparams") or {}
     cfg = art.manifest["model"].get("config") or {}
     source = _source_gguf(art)

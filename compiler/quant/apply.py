@@ -64,7 +64,8 @@ def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec)
         node.inputs[0],
         graph.add_const(base + ".qweight", pack(qw.codes, qw.bits, layout)),
         graph.add_const(base + ".scales", qw.scales.astype(np.float32)),
-        graph.add_const(base + ".mins", qw.mins.astype(np.float32)) if qw.has_mins else graph.add_const(base + ".zeros", qw.zeros.astype(np.uint8)),
+        graph.add_const(base + ".table", qw.table) if qw.table is not None
+        else graph.add_const(base + ".mins", qw.mins.astype(np.float32)) if qw.has_mins else graph.add_const(base + ".zeros", qw.zeros.astype(np.uint8)),
     ]
     if len(node.inputs) == 3:
         ins.append(node.inputs[2])
@@ -72,6 +73,8 @@ def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec)
     attrs.update(bits=qw.bits, group_size=qw.group_size, n=n, k=k, act=spec.act, layout=layout, ternary=qw.ternary)
     if qw.has_mins:
         attrs["mins"] = True
+    if qw.table is not None:
+        attrs["codebook"] = True
     if qw.sub_bits:  # the scales are on a two-level grid: artifacts store them so (compiler.quant.twolevel)
         attrs["two_level"] = {"sub_bits": qw.sub_bits, "signed": qw.sub_signed}
     if qw.has_sparse:  # a marker until split_sparse makes the side matrix its own node
@@ -164,9 +167,10 @@ def quantize_layers(
     specs = {i: plan[linears[i]].spec for i in todo}
     tied = {n.inputs[1] for n in g.nodes if n.op == "embedding"}
     for i, spec in specs.items():
-        if spec.outliers and ("logits" in g.nodes[i].outputs or linears[i] in tied):
-            raise LowbitError(f"sparse outliers ({spec.name}) are for the block linears, not the LM head {linears[i]}",
-                              "give the head a spec without -sp (e.g. lm_head=w8g32)")
+        if (spec.outliers or spec.codebook) and ("logits" in g.nodes[i].outputs or linears[i] in tied):
+            what = "sparse outliers" if spec.outliers else "codebook weights"
+            raise LowbitError(f"{what} ({spec.name}) are for the block linears, not the LM head {linears[i]}",
+                              "give the head a group spec (e.g. lm_head=w8g32)")
     if method == "gptq" and todo:
         if not calib:
             raise LowbitError("GPTQ needs calibration inputs", "pass calibration sequences or use --method rtn")

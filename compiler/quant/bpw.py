@@ -3,7 +3,8 @@ group (a minimum or a zero point) for `-asym` / `-min` groups. w4g32 = 4.5 (Q4_0
 w8g32 = 8.5 (Q8_0), w2g32 = 2.5. Two-level scales (`k`) cost their sub-scale bits per group plus an fp16 per
 super-block of 256 weights, for the scale and again for the minimum; a zero point (`-asym`) costs the code width:
 w4g32k-min = 4.5 (Q4_K), w3g16k = 3.4375 (Q3_K), w2g16k4-min = 2.625 (Q2_K). Sparse outliers (`-spP`) cost 32
-bits each (an fp16 value and an int16 column): -sp1 adds 0.32. One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
+bits each (an fp16 value and an int16 column): -sp1 adds 0.32. Codebook weights (`cb`) cost their codes plus 2^b fp16
+table entries per row: w3cb at K = 576 is 3.22. One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
 benchmarks/quality.py, so their figures compare with llama.cpp's (its tensors' bytes per element).
 
 The average is over the block linears (the quantizable linears: attention and MLP projections); the LM head
@@ -35,8 +36,15 @@ def layer_bits(rows: int, k: int, bits: int, group: int, two_params: bool, sub_b
     return rows * (k * bits + per_param + offset)
 
 
+def codebook_bits(rows: int, k: int, bits: int) -> int:
+    """Codebook weights: the codes plus 2^bits fp16 table entries per row."""
+    return rows * (k * bits + (1 << bits) * SCALE_BITS)
+
+
 def spec_bits(spec: QuantSpec, rows: int, k: int) -> int:
     """Bits of a [rows, k] layer at spec, with the group QuantSpec.group_for(k) gives it."""
+    if spec.codebook:
+        return codebook_bits(rows, k, spec.bits) + rows * spec.outlier_count(k) * SPARSE_BITS
     dense = layer_bits(rows, k, spec.bits, spec.group_for(k), not spec.symmetric or spec.minimum, spec.sub_bits, spec.minimum)
     return dense + rows * spec.outlier_count(k) * SPARSE_BITS
 
@@ -50,6 +58,8 @@ def qlinear_bits(graph: Graph, node) -> int:
     """Bits of a compiled qlinear: zero-point groups whose offsets are all the symmetric midpoint count as
     symmetric (one fp16 per group), as the GGUF export stores them."""
     a = node.attrs
+    if a.get("codebook"):
+        return codebook_bits(a["n"], a["k"], a["bits"])
     off = graph.consts[node.inputs[3]]
     sym = not a.get("mins") and bool(np.all(off == (1 if a.get("ternary") else 1 << (a["bits"] - 1))))
     sub = (a.get("two_level") or {}).get("sub_bits", 0)

@@ -211,6 +211,8 @@ def quantize_gptq(
         cols = outliers.select(np.ascontiguousarray(wt.T), spec.outlier_count(k), g, diag)
         sp = _Sparse(cols, outliers.mask_of(cols, (n, k)).T, g)
         spec = replace(spec, outliers=0.0)
+    if spec.codebook:
+        return _gptq_codebook(wt, hinv, factor.perm, spec, block_size, imp, sp)
     if factor.perm is not None:
         return _gptq_act_order(wt, hinv, factor.perm, spec, g, block_size, imp, sp)
 
@@ -326,6 +328,41 @@ def _snap_min(grid, j: int, s: np.ndarray, m: np.ndarray, wmax: np.ndarray, qmax
     s = np.where(pos, np.maximum(wmax / qmax, np.finfo(np.float32).tiny), s).astype(np.float32)
     m = np.where(pos, 0, m).astype(np.float32)
     return grid.scale(j, s)[:, None], grid.minimum(j, m)[:, None]
+
+
+def _gptq_codebook(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray | None, spec: QuantSpec, block_size: int, imp: np.ndarray | None = None,
+                   sp: _Sparse | None = None) -> QuantizedWeight:
+    """GPTQ onto codebook weights (compiler.quant.codebook): each row's table is fit up front from the (dead-column
+    cleared, outlier-filled) weights, then every column is rounded to its row's nearest entry with GPTQ's error
+    feedback, in the factor's order (act-order's permutation, or left to right)."""
+    from compiler.quant.codebook import fit_tables, nearest
+
+    k, n = wt.shape
+    w0 = np.ascontiguousarray(wt.T) if sp is None else sp.filled(wt)
+    table = fit_tables(w0, spec.bits, imp)
+    order = np.arange(k) if perm is None else perm
+    wp = wt[order]
+    rows = np.arange(n)
+    codes_t = np.empty((k, n), np.uint8)
+    for i1 in range(0, k, block_size):
+        i2 = min(i1 + block_size, k)
+        w1 = wp[i1:i2].copy()
+        err1 = np.zeros((i2 - i1, n), np.float32)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = order[i1 + i]
+            wcol = w1[i]
+            q = nearest(wcol[:, None], table)[:, 0]
+            codes_t[col] = q
+            dq = table[rows, q]
+            if sp is not None:
+                dq = sp.correct(col, wcol, dq)
+            e = (wcol - dq) / hinv1[i, i]
+            w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
+            err1[i] = e
+        wp[i2:] -= hinv[i1:i2, i2:].T @ err1
+    return _with_sparse(sp, QuantizedWeight(np.ascontiguousarray(codes_t.T), np.ones((n, 1), np.float32), np.zeros((n, 1), np.uint8),
+                                            spec.bits, k, table=table))
 
 
 def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int, imp: np.ndarray | None = None,

@@ -95,11 +95,18 @@ def fill_mask(w: np.ndarray, mask: np.ndarray, group: int) -> np.ndarray:
     return np.where(mask, med, w).astype(np.float32)
 
 
-def recode(codes: np.ndarray, w: np.ndarray, cols: np.ndarray, scales: np.ndarray, zeros: np.ndarray, mins: np.ndarray | None, qmax: int) -> np.ndarray:
-    """codes with each outlier's code the nearest on its group's grid to its own weight (clamped), as GPTQ
-    rounds it: the residual then is the part of w outside the grid."""
+def recode(codes: np.ndarray, w: np.ndarray, cols: np.ndarray, scales: np.ndarray, zeros: np.ndarray, mins: np.ndarray | None, qmax: int,
+           table: np.ndarray | None = None) -> np.ndarray:
+    """codes with each outlier's code the nearest on its group's grid (or its row's codebook table) to its own
+    weight (clamped), as GPTQ rounds it: the residual then is the part of w outside the grid."""
     rows = np.arange(w.shape[0])[:, None]
     c = cols.astype(np.int64)
+    if table is not None:
+        from compiler.quant.codebook import nearest
+
+        out = codes.copy()
+        out[rows, c] = nearest(np.asarray(w, np.float32)[rows, c], table)
+        return out
     j = c // (w.shape[1] // scales.shape[1])
     s = scales[rows, j].astype(np.float32)
     wv = np.asarray(w, np.float32)[rows, c]

@@ -10,6 +10,7 @@ float32 minimum per group instead of a zero point; their `zeros` are all 0. Two-
 same numbers stored smaller: `sub_bits` says that every scale (and minimum) is an fp16 per super-block times a
 small integer (compiler.quant.twolevel). Dense-and-sparse weights (compiler.quant.outliers) add a side matrix:
 `sparse_cols` int16 [N, C] and `sparse_vals` float16 [N, C], whose values add to the dequantized weights.
+Codebook weights (SqueezeLLM, compiler.quant.codebook) index a per-row table: w[n, k] = scales[n, j] * table[n, codes[n, k]].
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class QuantizedWeight:
     sub_signed: bool = False  # sub-scales signed (imported Q3_K / Q6_K); ours are unsigned
     sparse_cols: np.ndarray | None = None  # int16 [N, C]: each row's outlier columns, ascending
     sparse_vals: np.ndarray | None = None  # float16 [N, C]: the values the side matrix adds there
+    table: np.ndarray | None = None  # float32 [N, 2^bits]: codebook weights, w = scales * table[n, code] (zeros are 0)
 
     def __post_init__(self):
         n, k = self.codes.shape
@@ -47,6 +49,11 @@ class QuantizedWeight:
                 raise ValueError("scale-and-minimum groups have no zero point: zeros must be 0")
             if self.ternary:
                 raise ValueError("ternary weights have no minimum")
+        if self.table is not None:
+            if self.table.shape != (n, 1 << self.bits) or self.table.dtype != np.float32:
+                raise ValueError(f"table must be float32 [{n}, {1 << self.bits}], got {self.table.shape} {self.table.dtype}")
+            if self.mins is not None or np.any(self.zeros):
+                raise ValueError("codebook weights have no zero point or minimum")
         if (self.sparse_cols is None) != (self.sparse_vals is None):
             raise ValueError("sparse_cols and sparse_vals come together")
         if self.sparse_cols is not None:
@@ -75,6 +82,8 @@ class QuantizedWeight:
     def dequantize(self) -> np.ndarray:
         """float32 [N, K] weights."""
         s = np.repeat(self.scales, self.group_size, axis=1)
+        if self.table is not None:
+            return (s * np.take_along_axis(self.table, self.codes.astype(np.int64), axis=1)).astype(np.float32)
         w = s * self.int_weights().astype(np.float32)
         if self.mins is not None:
             w = w + np.repeat(self.mins.astype(np.float32), self.group_size, axis=1)

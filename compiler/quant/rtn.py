@@ -298,8 +298,12 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight", importanc
         outliers.check_k(w.shape[1], name)
         cols = outliers.select(w, spec.outlier_count(w.shape[1]), g, importance)
         qw = quantize_rtn(outliers.fill(w, cols, g), replace(spec, outliers=0.0), name, importance)
-        qw = replace(qw, codes=outliers.recode(qw.codes, w, cols, qw.scales, qw.zeros, qw.mins, spec.qmax))
+        qw = replace(qw, codes=outliers.recode(qw.codes, w, cols, qw.scales, qw.zeros, qw.mins, spec.qmax, qw.table))
         return replace(qw, sparse_cols=cols, sparse_vals=outliers.residual(w, qw.dequantize(), cols))
+    if spec.codebook:
+        from compiler.quant.codebook import quantize_codebook
+
+        return quantize_codebook(w, spec.bits, importance)
     if spec.sub_bits:
         from dataclasses import replace
 

@@ -1,12 +1,14 @@
 """Quantization spec strings: `w4g128`, `w2g64a8`, `w4g128-asym`, `w4g32-min`, `w8pc`, `ternary`, `none`.
 
-Grammar (case-insensitive):  WEIGHTS [GROUP [SUB]] [ACT] [-sym|-asym|-min] [-spP]
+Grammar (case-insensitive):  WEIGHTS [GROUP [SUB] | cb] [ACT] [-sym|-asym|-min] [-spP]
   WEIGHTS = w8 | w4 | w3 | w2 | ternary
   GROUP   = g16 | g32 | g64 | g128 | pc  (pc = one group per output channel; the default when omitted)
   SUB     = k | k4 | k6 | k8             (two-level scales, K-quant style: each group's scale (and minimum) is a
                                           SUB-bit integer (signed in symmetric formats, as Q3_K / Q6_K store
                                           it) times one fp16 scale per super-block of 256 weights along K;
                                           k = k6. compiler.quant.twolevel)
+  cb      = a non-uniform codebook per output row (SqueezeLLM): the codes index 2^b fp16 values found by
+            (importance-)weighted k-means of the row, no group scale (compiler.quant.codebook); w8 excluded
   ACT     = a16 | a8 | a32               (a16 = fp16 activations, the default; a8 = per-token dynamic int8;
                                           a32 = float32 activations as given: weight-only quantization)
   -min    = scale-and-minimum groups (w = s q + m with a float minimum per group: llama.cpp's Q4_1 rule)
@@ -28,10 +30,10 @@ WEIGHT_BITS = (8, 4, 3, 2)
 ACT_MODES = ("a16", "a8", "a32")
 
 _SPEC_RE = re.compile(
-    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
+    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
 )
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w4g32a32, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w3cb, w4g32a32, w8pc, ternary, ternarya8, none"
 MAX_OUTLIER_PCT = 10.0
 SUB_BITS = (4, 6, 8)  # sub-scale widths of two-level scales (Q2_K: 4, Q3_K / Q4_K / Q5_K: 6, Q6_K: 8)
 
@@ -46,11 +48,12 @@ class QuantSpec:
     minimum: bool = False  # scale-and-minimum groups (w = s q + m); not symmetric
     sub_bits: int = 0  # two-level scales: group scales as sub_bits-bit integers times an fp16 per 256 weights; 0: fp16 per group
     outliers: float = 0.0  # percent of each row's weights kept as fp16 sparse corrections (dense-and-sparse); 0: none
+    codebook: bool = False  # codes index a per-row table of 2^bits fp16 values (SqueezeLLM); group_size 0, no zero point
 
     @property
     def name(self) -> str:
         w = "ternary" if self.ternary else f"w{self.bits}"
-        g = "" if self.ternary and self.group_size == 0 else ("pc" if self.group_size == 0 else f"g{self.group_size}")
+        g = "" if self.ternary and self.group_size == 0 else ("cb" if self.codebook else "pc" if self.group_size == 0 else f"g{self.group_size}")
         if self.sub_bits:
             g += "k" if self.sub_bits == 6 else f"k{self.sub_bits}"
         a = "" if self.act == "a16" else self.act
@@ -118,6 +121,9 @@ def parse_spec(text: str) -> QuantSpec | None:
             raise LowbitError(f"unsupported sub-scale width k{sub_bits} in quant spec '{text}'", "use k (6 bits), k4, k6 or k8")
         if tern:
             raise LowbitError(f"ternary weights have one scale per group, no two-level scales: '{text}'", "drop the 'k' after the group")
+    codebook = m.group("cb") is not None
+    if codebook and (tern or bits == 8 or m.group("sym") is not None):
+        raise LowbitError(f"codebook weights ('cb') are w4, w3 or w2 with no zero point or minimum: '{text}'", "use e.g. w3cb or w4cb-sp0.5")
     act = "a16"
     if m.group("act") is not None:
         act = f"a{m.group('act')}"
@@ -132,4 +138,5 @@ def parse_spec(text: str) -> QuantSpec | None:
         outliers = float(m.group("sp"))
         if not 0 < outliers <= MAX_OUTLIER_PCT:
             raise LowbitError(f"outlier fraction -sp{m.group('sp')} in quant spec '{text}' is outside (0, {MAX_OUTLIER_PCT:g}] percent", "use e.g. -sp0.5 (half a percent of each row)")
-    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern, minimum=minimum, sub_bits=sub_bits, outliers=outliers)
+    return QuantSpec(bits=bits, group_size=group, act=act, symmetric=symmetric, ternary=tern, minimum=minimum, sub_bits=sub_bits, outliers=outliers,
+                     codebook=codebook)

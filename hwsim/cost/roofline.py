@@ -39,6 +39,7 @@ class Linear:
     mins: bool = False  # scale-and-minimum groups: a minimum per group (stored like the scale) instead of a zero point
     sub_bits: int = 0  # two-level scales: sub_bits per group plus an fp16 per 256 weights along K (else an fp16 per group)
     sparse: int = 0  # dense-and-sparse: outliers per output row, 4 bytes each (fp16 value, int16 column), on the host
+    codebook: bool = False  # codebook weights: 2^bits fp16 table entries per row in place of scales and zero points
 
     @property
     def params(self) -> int:
@@ -179,6 +180,8 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
     codes = lin.N * lin.K * lin.bits / 8
     scales = lin.N * (ng * lin.sub_bits / 8 + -(-lin.K // 256) * 2) if lin.sub_bits else lin.N * ng * 2
     zeros = scales if lin.mins else lin.N * ng * lin.bits / 8
+    if lin.codebook:
+        scales, zeros = lin.N * (1 << lin.bits) * 2, 0
     acts = M * lin.K * (1 if lin.act == "a8" else 2) + (M * 4 if lin.act == "a8" else 0)
     outs = M * lin.N * 2
     sparse = lin.N * lin.sparse * 4

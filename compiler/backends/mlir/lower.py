@@ -512,8 +512,8 @@ LANES = 32  # rows per vector in the blocked qlinear (2 AVX-512 registers of fp3
 def _blocked_lanes(n: Node) -> int:
     a = n.attrs
     per = 8 if a["layout"] == "planes" else 8 // a["bits"]
-    ok = a["n"] % LANES == 0 and a["group_size"] % per == 0 and a["k"] % a["group_size"] == 0
-    return LANES if ok else 0
+    ok = a["n"] % LANES == 0 and a["group_size"] % per == 0 and a["k"] % a["group_size"] == 0 and not a.get("codebook")
+    return LANES if ok else 0  # codebook weights take the stored-layout form (a table lookup per code)
 
 
 def _dtype(arr: np.ndarray) -> str:

@@ -151,20 +151,21 @@ def qlinear(B: Builder, xin, m, packed, scales, zeros, bias, a):
         wins = [B.reshape(packed, (bits, n, k // 8), (bits, n, j, tb))] * bits
     else:
         wins = [B.reshape(packed, (n, k // per), (n, j, tb))]
-    acc_t = B.i32 if a8 else B.f32
-    acc0 = B.fill(0, (m, n, j), acc_t) if a8 else B.fill(0.0, (m, n, j), acc_t)
+    cb = bool(a.get("codebook"))  # zeros holds the table [N, 2^bits]; the sums are fp32 (also at A8)
+    acc_t = B.i32 if a8 and not cb else B.f32
+    acc0 = B.fill(0, (m, n, j), acc_t) if a8 and not cb else B.fill(0.0, (m, n, j), acc_t)
     mins = bool(a.get("mins"))
-    acc = _groupsum_inner(B, xv, wins, None if mins else zeros, acc0, a, per, planes)
+    acc = _groupsum_inner(B, xv, wins, None if mins or cb else zeros, acc0, a, per, planes, zeros if cb else None)
     y0 = B.fill(0.0, (m, n), B.f32)
     ins, maps = [acc, scales], ["(m, n, j) -> (m, n, j)", "(m, n, j) -> (n, j)"]
     if mins:  # zeros holds the minimums [N, J]
         ins += [zeros, _group_xsum(B, x, m, k, g, (m, j))]
         maps += ["(m, n, j) -> (n, j)", "(m, n, j) -> (m, j)"]
-    y = B.generic(ins, [y0], [*maps, "(m, n, j) -> (m, n)"], "ppr", _dequant(B, a8, mins))[0]
-    return _epilogue(B, y, sa, bias, m, n), f"groupsum-{'i32' if a8 else 'f32'}{'-mins' if mins else ''}"
+    y = B.generic(ins, [y0], [*maps, "(m, n, j) -> (m, n)"], "ppr", _dequant(B, a8 and not cb, mins))[0]
+    return _epilogue(B, y, sa, bias, m, n), f"groupsum-{'i32' if a8 and not cb else 'f32'}{'-mins' if mins else ''}{'-codebook' if cb else ''}"
 
 
-def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes):
+def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes, table=None):
     """Group sums with the code within the byte as the innermost loop: dims (m, n, j, t, i), t the byte in
     the group and i the code in the byte, so activations x[m, j, t, i] are read contiguously along K and each
     byte is broadcast over its codes; the shift is bits * i (linalg.index). zeros None: no zero point
@@ -191,6 +192,11 @@ def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes):
                 bit = arith.andi(arith.shrui(arith.extui(B.i32, wb), i), B.ci(1))
                 bit = arith.shli(bit, B.ci(p)) if p else bit
                 code = bit if code is None else arith.ori(code, bit)
+        if table is not None:  # codebook: the row's table entry (linalg.index 1 is n)
+            from iree.compiler.dialects import tensor
+
+            wv = tensor.extract(table, [B.index_in_region(1), arith.index_cast(B.index, code)])
+            return arith.addf(o, arith.mulf(arith.sitofp(B.f32, x) if a8 else x, wv))
         wz = code if z is None else arith.subi(code, arith.extui(B.i32, z))
         if a8:
             return arith.addi(o, arith.muli(arith.extsi(B.i32, x), wz))

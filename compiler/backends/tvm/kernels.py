@@ -38,6 +38,7 @@ class QLinearKernel:
     relayout: Callable | None = None
     about: str = ""
     mins: bool = False  # takes scale-and-minimum groups (QLinearShape.mins); a kernel without it is never chosen for them
+    codebook: bool = False  # takes codebook weights (QLinearShape.codebook: the codes index a per-row table)
     # with relayout: code_at(packed, shape, n, k) -> the int32 code q[n, k] read from the re-laid-out codes, and the
     # rows per block of its scales / zeros [N/rows, K/g, rows]: a tied table's embedding rows are read from the head's copy
     code_at: Callable | None = None
@@ -78,11 +79,12 @@ LUT_CPU = QLinearKernel(
     mins=True,
 )
 DEQUANT_CPU = QLinearKernel(
-    "dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register, group sum in a register, parallel over (m, n/16)", mins=True
+    "dequant-cpu", qlinear_te, schedule_cpu_simple, about="dequantize in register (codebook: a lookup in the row's table), group sum in a register, "
+    "parallel over (m, n/16)", mins=True, codebook=True
 )
-DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register", mins=True)
+DEQUANT_CUDA = QLinearKernel("dequant-cuda", qlinear_te, schedule_cuda_simple, about="one thread per output, dequantize in register", mins=True, codebook=True)
 DEQUANT_CUDA_WARP = QLinearKernel(
-    "dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction", mins=True
+    "dequant-cuda-warp", qlinear_te, schedule_cuda_warp, about="up to 32 lanes per output over groups, cross-thread reduction", mins=True, codebook=True
 )
 GEMM_CUDA = QLinearKernel("gemm-cuda", kernels_cuda.gemm_te, kernels_cuda.schedule_gemm, about=kernels_cuda.ABOUT, mins=True)
 
@@ -144,15 +146,15 @@ def rules(fast_cpu: bool | None = None, disabled: Iterable[str] | None = None) -
 
 def qlinear_shape(
     m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False,
-    mins: bool = False, f16_params: bool = False,
+    mins: bool = False, f16_params: bool = False, codebook: bool = False,
 ) -> QLinearShape:
     """A layer's QLinearShape, from the arguments in choose_qlinear_kernel's order."""
-    return QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary, mins, f16_params)
+    return QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary, mins, f16_params, codebook)
 
 
 def rule_holds(rule: Rule, shape: QLinearShape) -> bool:
-    """The rule's condition, and for scale-and-minimum groups its kernel must take minimums."""
-    return (rule.kernel.mins or not shape.mins) and rule.when(shape)
+    """The rule's condition, and for scale-and-minimum groups (codebook weights) its kernel must take minimums (tables)."""
+    return (rule.kernel.mins or not shape.mins) and (rule.kernel.codebook or not shape.codebook) and rule.when(shape)
 
 
 def matching_kernels(shape: QLinearShape, table: list[Rule] | None = None) -> list[QLinearKernel]:

@@ -45,6 +45,7 @@ class QLinearShape:
     ternary: bool = False  # codes are {0, 1, 2} with zero 1 (2-bit dense storage)
     mins: bool = False  # scale-and-minimum groups: the fourth weight input is float32 minimums, not zero points
     f16_params: bool = False  # the scales (and minimums) are all fp16 values: a re-laid-out copy may hold them in fp16, losslessly
+    codebook: bool = False  # codebook weights: the fourth weight input is a table [N, 2^bits] the codes index (no zero point)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -96,15 +97,24 @@ def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape
 
     def w_int(n, k, j):
         q = code_at(packed, shape.bits, shape.layout, n, k)
+        if shape.codebook:  # a lookup in the row's table (float: the sums below are fp32 for every act mode)
+            return zeros[n, q]
         return q if shape.mins else q - zeros[n, j].astype("int32")
 
-    if shape.act == "a8":
+    if shape.act == "a8" and not shape.codebook:
 
         def body(i, n, j):
             k = j * g + kk
             return te.sum(xq[i, k] * w_int(n, k, j), axis=kk)
 
         return te.compute((m, shape.n, nj), body, name=name)
+    if shape.act == "a8":  # codebook at A8: the int8 activations times table values, summed in fp32
+
+        def body8(i, n, j):
+            k = j * g + kk
+            return te.sum(xq[i, k].astype("float32") * w_int(n, k, j), axis=kk)
+
+        return te.compute((m, shape.n, nj), body8, name=name)
 
     def body16(i, n, j):
         k = j * g + kk
