@@ -169,12 +169,7 @@ def group_params(w: np.ndarray, spec: QuantSpec, g: int, importance: np.ndarray 
         scale = _positive_f32(scale)
         if imp is None:
             return _asym_search(wg, qmax, scale, zeros)
-        # weighted: the weighted search from the range rule, then per group the better (weighted error) of
-        # it and the plain rule's result, so the weighted error is never above plain RTN's
-        ps, pz = _asym_search(wg, qmax, scale.copy(), zeros.copy())
-        ws, wz = _asym_search(wg, qmax, scale, zeros, imp)
-        ok = _asym_err(wg, ws, wz, qmax, imp) < _asym_err(wg, ps, pz, qmax, imp)
-        return np.where(ok, ws, ps).astype(np.float32), np.where(ok, wz, pz).astype(np.uint8)
+        return _weighted_or_plain(_asym_search, _asym_err, wg, qmax, scale, zeros, imp, np.uint8)
     return _positive_f32(scale), zeros
 
 
@@ -351,11 +346,17 @@ def min_params(wg: np.ndarray, qmax: int, imp: np.ndarray | None = None) -> tupl
     s = ((wg.max(axis=-1) - lo) / np.float32(qmax)).astype(np.float32)
     s = np.where(s > 0, np.maximum(s, np.finfo(np.float32).tiny), np.float32(1.0)).astype(np.float32)
     if imp is not None:
-        ps, pm = _min_search(wg, qmax, s.copy(), lo.copy(), None)
-        ws, wm = _min_search(wg, qmax, s, lo, imp)
-        ok = _min_err(wg, ws, wm, qmax, imp) < _min_err(wg, ps, pm, qmax, imp)
-        return np.where(ok, ws, ps).astype(np.float32), np.where(ok, wm, pm).astype(np.float32)
+        return _weighted_or_plain(_min_search, _min_err, wg, qmax, s, lo, imp, np.float32)
     return _min_search(wg, qmax, s, lo, None)
+
+
+def _weighted_or_plain(search, err, wg, qmax, scale, offset, imp, offset_dtype):
+    """The weighted search from the range rule's (scale, offset), then per group the better, by the weighted
+    error, of it and the plain search's result: the weighted error is never above plain RTN's."""
+    ps, po = search(wg, qmax, scale.copy(), offset.copy(), None)
+    ws, wo = search(wg, qmax, scale, offset, imp)
+    ok = err(wg, ws, wo, qmax, imp) < err(wg, ps, po, qmax, imp)
+    return np.where(ok, ws, ps).astype(np.float32), np.where(ok, wo, po).astype(offset_dtype)
 
 
 def _min_search(wg, qmax, s, lo, imp):
