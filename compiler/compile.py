@@ -95,6 +95,7 @@ def compile_model(
     imatrix: bool = False,
     awq: bool = False,
     act_outliers: int | None = None,
+    kv: str = "f32",
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
@@ -110,7 +111,8 @@ def compile_model(
     the Hessian diagonal). awq: activation-aware per-channel weight scaling at the norm -> linear sites, its exponent
     searched per site on the calibration sequences (compiler.passes.awq). act_outliers: at every A8 linear, this many
     input features (the largest max |x| on the calibration sequences) multiply in 16 bits, LLM.int8()-style
-    (compiler.passes.act_outliers). The summary's "notes" are lines for the user."""
+    (compiler.passes.act_outliers). kv: the KV cache's storage, f32 or int8 / int4 codes with a scale per 32 (compiler.passes.kv_quant).
+    The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
     from compiler.quant.mixed import AUTO
@@ -140,6 +142,12 @@ def compile_model(
     options = options or BuildOptions()
     target_list = parse_targets(targets)
     check_options(target_list, options)
+    from compiler.passes.kv_quant import kv_bits
+
+    if kv_bits(kv) is not None:
+        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir")]
+        if compiled:
+            raise LowbitError(f"--kv {kv}: target {compiled[0]} reads the float KV cache only, so far", "compile the quantized cache for ref and the accelerator targets, or use --kv f32")
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and ((spec is None and not auto) or not 0.0 <= smooth <= 1.0):
@@ -216,6 +224,10 @@ def compile_model(
             feeds = calib_feeds()
         with progress_bar(progress) as bar:
             graph = quantize_layers(graph, plan, method, feeds if needs_calib else None, bar, damp=damp, act_order=act_order, weighted=imatrix)
+    if kv_bits(kv) is not None:
+        from compiler.passes.kv_quant import kv_quant_graph
+
+        graph = kv_quant_graph(graph, kv)
     t_quant = time.perf_counter() - t1
     files = {}
     tok = m.tokenizer

@@ -261,6 +261,38 @@ def _infer_cache_attention(t, a):
     return [q]
 
 
+def _check_qcache(op: str, codes: TensorType, scales: TensorType, a: dict):
+    bits, grp = a["bits"], a["group"]
+    _expect(bits in (8, 4), f"{op}: cache bits must be 8 or 4")
+    _expect(len(codes.shape) == 3 and codes.dtype == ("i8" if bits == 8 else "u8"), f"{op}: {bits}-bit cache codes must be {'i8' if bits == 8 else 'u8'}[C,H,D{'' if bits == 8 else '/2'}]")
+    d = codes.shape[2] * (1 if bits == 8 else 2)
+    _expect(scales.dtype == "f16" and _same_shape(scales.shape, (*codes.shape[:2], d // grp)), f"{op}: cache scales must be f16[C,H,D/{grp}]")
+    return d
+
+
+@_op("kv_write_q", 4, attrs=("bits", "group"), doc="quantized kv_write (compiler.passes.kv_quant): codes i8[C,H,D] (int4: u8[C,H,D/2]), scales f16[C,H,D/g], "
+     "new f32[S,H,D], positions i64[S] -> (codes, scales) with rows positions[i] set to new[i] quantized per group of g along D")
+def _infer_kv_write_q(t, a):
+    codes, scales, new, pos = t
+    d = _check_qcache("kv_write_q", codes, scales, a)
+    _expect(len(new.shape) == 3 and _same_shape(new.shape[1:], (codes.shape[1], d)), f"kv_write_q: rows {new} do not fit cache {codes}")
+    _expect(_same_shape(pos.shape, new.shape[:1]) and pos.dtype == "i64", "kv_write_q: positions must be i64[S]")
+    return [codes, scales]
+
+
+@_op("cache_attention_q", 6, attrs=("scale", "bits", "group"), doc="cache_attention over a quantized cache: q f32[S,Hq,D], k codes and scales, v codes and "
+     "scales (kv_write_q's forms), positions i64[S]; the cache rows read as s * q")
+def _infer_cache_attention_q(t, a):
+    q, kc, ks, vc, vs, pos = t
+    d = _check_qcache("cache_attention_q", kc, ks, a)
+    _check_qcache("cache_attention_q", vc, vs, a)
+    _expect(len(q.shape) == 3 and dims_equal(q.shape[2], d), "cache_attention_q: head_dim of q and the cache differ")
+    hq, hk = q.shape[1], kc.shape[1]
+    _expect(isinstance(hq, int) and isinstance(hk, int) and hq % hk == 0, "cache_attention_q: q heads must be a multiple of kv heads")
+    _expect(_same_shape(pos.shape, q.shape[:1]) and pos.dtype == "i64", "cache_attention_q: positions must be i64[S]")
+    return [q]
+
+
 def _unary(t, a):
     return [t[0]]
 

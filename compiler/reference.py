@@ -245,6 +245,53 @@ def _cache_attention(ins, a, _):
     return [out.transpose(2, 0, 1, 3).reshape(s, h, d).astype(np.float32)]
 
 
+def _kv_quantize(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scales) of rows x f32[S, H, D] in the quantized cache's forms (compiler.passes.kv_quant)."""
+    qmax = 127 if bits == 8 else 7
+    s_, h, d = x.shape
+    xg = x.reshape(s_, h, d // group, group)
+    sc = (np.abs(xg).max(axis=-1) / np.float32(qmax)).astype(np.float16)  # stored as fp16
+    safe = np.where(sc > 0, sc.astype(np.float32), np.float32(1))
+    q = np.clip(np.rint(xg / safe[..., None]), -qmax, qmax).astype(np.int8).reshape(s_, h, d)
+    if bits == 8:
+        return q, sc
+    u = (q + 8).astype(np.uint8)
+    return (u[..., 0::2] | (u[..., 1::2] << 4)).astype(np.uint8), sc
+
+
+def kv_dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, group: int) -> np.ndarray:
+    """Rows f32[T, H, D] of a quantized cache: s * q."""
+    if bits == 8:
+        q = codes.astype(np.float32)
+    else:
+        lo, hi = (codes & 15).astype(np.int16) - 8, (codes >> 4).astype(np.int16) - 8
+        q = np.stack([lo, hi], axis=-1).reshape(*codes.shape[:2], codes.shape[2] * 2).astype(np.float32)
+    t, h, d = q.shape
+    return (q.reshape(t, h, d // group, group) * scales.astype(np.float32)[..., None]).reshape(t, h, d).astype(np.float32)
+
+
+@kernel("kv_write_q")
+def _kv_write_q(ins, a, _):
+    codes, scales, new, pos = ins
+    if pos.size and (pos.min() < 0 or pos.max() >= codes.shape[0]):
+        raise LowbitError(f"position {int(pos.max())} is past the KV cache's {codes.shape[0]} rows", "generate fewer --tokens, or use a shorter prompt")
+    if not codes.flags.writeable:
+        codes = np.array(codes)
+    if not scales.flags.writeable:
+        scales = np.array(scales)
+    codes[pos], scales[pos] = _kv_quantize(np.asarray(new, np.float32), a["bits"], a["group"])
+    return [codes, scales]
+
+
+@kernel("cache_attention_q")
+def _cache_attention_q(ins, a, _):
+    q, kc, ks, vc, vs, pos = ins
+    t = int(pos.max()) + 1
+    k = kv_dequantize(kc[:t], ks[:t], a["bits"], a["group"])
+    v = kv_dequantize(vc[:t], vs[:t], a["bits"], a["group"])
+    return _cache_attention([q, k, v, pos], {"scale": a["scale"]}, None)
+
+
 @kernel("softmax")
 def _softmax(ins, a, _):
     return [softmax(ins[0])]

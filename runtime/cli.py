@@ -111,8 +111,10 @@ def models():
               "(llama.cpp's importance matrix; RTN: one float pass, GPTQ: the Hessian diagonal)")
 @click.option("--act-outliers", default=None, type=click.IntRange(1), help="LLM.int8(): at every A8 layer this many input features (the largest |x| on the "
               "calibration text) multiply in 16 bits beside the int8 product, e.g. 8")
+@click.option("--kv", default="f32", show_default=True, type=click.Choice(["f32", "int8", "int4"]),
+              help="KV cache storage: float32, or int8 / int4 codes with an fp16 scale per 32 values of a head (ref and the accelerator paths)")
 def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix,
-                act_outliers):
+                act_outliers, kv):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.artifact import MANIFEST
     from compiler.backends import BuildOptions
@@ -125,7 +127,7 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq, act_outliers=act_outliers)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq, act_outliers=act_outliers, kv=kv)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

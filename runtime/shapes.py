@@ -117,5 +117,9 @@ def artifact_linears(path: Path) -> ModelLinears:
     if not agg:
         raise LowbitError(f"artifact {path} has no quantized linear layers", "compile it with a quant spec, e.g. --quant w4g128a8")
     q = mf.get("quant") or {}
+    meta = g.get("meta", {})
+    hp = meta.get("hparams") or {}
+    kv = ({"layers": hp["layers"], "kv_heads": hp["kv_heads"], "head_dim": hp["head_dim"], "format": meta.get("kv_format", "f32")}
+          if meta.get("causal") and {"layers", "kv_heads", "head_dim"} <= set(hp) else None)
     return ModelLinears(mf.get("model", {}).get("name", path.name), mf.get("model", {}).get("family", ""), q.get("name", "?"), list(agg.values()), floats,
-                        f"artifact {path}")
+                        f"artifact {path}", kv)

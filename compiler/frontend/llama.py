@@ -144,7 +144,8 @@ def build_llama(cfg: dict, w: dict[str, np.ndarray], name: str, kv: str | None =
 def empty_cache(g: Graph, capacity: int = 0) -> dict[str, np.ndarray]:
     """past_key/past_value inputs for an empty KV cache: P = 0 rows (concat form), or `capacity` zero rows,
     one array per input since the in-place form writes into them (inplace form)."""
-    hp = g.meta["hparams"]
+    from compiler.ir import DTYPES
+
     rows = capacity if g.meta.get("kv") == "inplace" else 0
-    shape = (rows, hp["kv_heads"], hp["head_dim"])
-    return {k: np.zeros(shape, np.float32) for k in g.inputs if k.startswith(("past_key.", "past_value."))}
+    # each input's own type: the float cache f32[rows, H, D], or a quantized cache's codes and scales (compiler.passes.kv_quant)
+    return {k: np.zeros((rows, *t.shape[1:]), DTYPES[t.dtype]) for k, t in g.inputs.items() if k.startswith("past_")}

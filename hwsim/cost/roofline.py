@@ -54,6 +54,7 @@ class ModelLinears:
     linears: list[Linear]
     float_linears: list[tuple[str, int, int]] = field(default_factory=list)  # (name, N, K) left on the host
     source: str = ""
+    kv: dict | None = None  # causal LMs: {"layers", "kv_heads", "head_dim", "format"} of the KV cache (decode_vs_context)
 
 
 def linears_from_config(family: str, cfg: dict) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, int, int]]]:
@@ -101,7 +102,43 @@ def model_linears_from_config(name: str, family: str, config: dict, *, bits: int
         if k % g:
             raise LowbitError(f"layer {role} has K={k}, not a multiple of group {g}", "choose a group size that divides K")
         lins.append(Linear(role, n, k, cnt, bits, g, act, ternary))
-    return ModelLinears(name, family, quant, lins, fl, source)
+    kv = None
+    if family == "llama":
+        heads = config["num_attention_heads"]
+        kv = {"layers": config["num_hidden_layers"], "kv_heads": config.get("num_key_value_heads", heads),
+              "head_dim": config.get("head_dim") or config["hidden_size"] // heads, "format": "fp32"}
+    return ModelLinears(name, family, quant, lins, fl, source, kv)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The KV cache (compiler.passes.kv_quant's formats; fp16 as vLLM / llama.cpp default, fp32 as lowbit's float cache)
+
+KV_FORMATS = {"fp32": (32, 0), "fp16": (16, 0), "int8": (8, 32), "int4": (4, 32)}  # bits per value, values per fp16 scale (0: none)
+KV_FORMAT_OF = {"f32": "fp32"}  # an artifact's graph meta kv_format -> the name here
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, fmt: str) -> float:
+    """Bytes of K and V one token adds to the cache, over all layers: codes plus an fp16 scale per group."""
+    bits, group = KV_FORMATS[KV_FORMAT_OF.get(fmt, fmt)]
+    per = head_dim * bits / 8 + (head_dim // group * 2 if group else 0)
+    return 2.0 * layers * kv_heads * per
+
+
+def decode_vs_context(ml: ModelLinears, plat: "Platform", contexts=(512, 2048, 8192), formats=tuple(KV_FORMATS)) -> list[dict]:
+    """Decode roofline per token at each context length: the quantized linears' bytes (kernel_bytes at M = 1) plus
+    the KV cache read by attention (context x bytes per token), over the platform's bandwidth; the attention's
+    flops (4 x context x heads x head_dim per layer) are far below its bytes' time on every platform here."""
+    if ml.kv is None:
+        return []
+    w = sum(lin.count * kernel_bytes(lin, 1)["total"] for lin in ml.linears)
+    rows = []
+    for fmt in formats:
+        per = kv_bytes_per_token(ml.kv["layers"], ml.kv["kv_heads"], ml.kv["head_dim"], fmt)
+        for ctx in contexts:
+            total = w + ctx * per
+            rows.append({"platform": plat.name, "kv": fmt, "context": ctx, "kv_bytes_per_token": per, "weight_bytes": w,
+                         "kv_bytes": ctx * per, "time_s": total / plat.bandwidth, "kv_share": ctx * per / total})
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------

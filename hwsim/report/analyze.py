@@ -102,7 +102,9 @@ def analyze(ml: rl.ModelLinears, designs: list[str], prefill: int = 128, memory:
                                "dram_bytes": rt["bytes"], "intensity": rt["intensity"]})
             plat_rows.append({"platform": pname, "name": p.name, "phase": ph, "time_s": t, "scale_zero_bytes": sz, "sparse_bytes": sp,
                               "peak_ops": p.peak(ml.linears[0].act), "bandwidth": p.bandwidth, "source": p.source})
+    kv_rows = [r for p in plats.values() for r in rl.decode_vs_context(ml, p)]
     return {
+        "kv": ml.kv, "kv_decode": kv_rows,
         "model": ml.model, "family": ml.family, "quant": ml.quant, "source": ml.source, "prefill": prefill, "node": node,
         "memory": mem.to_dict(), "linears": [rl.linear_dict(l) for l in ml.linears], "float_linears": ml.float_linears,
         "designs": designs_out, "layers": layers, "platforms": plat_rows,

@@ -109,6 +109,19 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
     if sparse:
         doc.p("Sparse outliers (dense-and-sparse layers, 4 bytes each: an fp16 value and an int16 column) are read with the layer on "
               "these platforms; on the accelerator designs the side matrix runs on the host (a host op of the program), outside the array's figures.")
+    if data.get("kv_decode"):
+        kv = data["kv"]
+        ctxs = sorted({r["context"] for r in data["kv_decode"]})
+        by = {}
+        for r in data["kv_decode"]:
+            by.setdefault((r["platform"], r["kv"]), {})[r["context"]] = r
+        doc.h(2, "Decode per token vs context: weights + KV cache")
+        doc.p(f"The KV cache: {kv['layers']} layers x {kv['kv_heads']} KV heads x head_dim {kv['head_dim']}, keys and values; int8 / int4 codes "
+              f"carry an fp16 scale per 32 values (lowbit compile --kv; this artifact's cache: {kv.get('format', 'f32')}). Bandwidth-bound "
+              "time of one decode step: the quantized linears' bytes plus context x the cache's bytes per token.")
+        doc.table(["platform", "KV format", "KV bytes/token", *[f"ms @ {c}" for c in ctxs], f"KV share @ {ctxs[-1]}"],
+                  [[plat, fmt, next(iter(rows.values()))["kv_bytes_per_token"], *[rows[c]["time_s"] * 1e3 for c in ctxs], f"{rows[ctxs[-1]]['kv_share'] * 100:.0f}%"]
+                   for (plat, fmt), rows in by.items()])
     doc.img("roofline.png", "Roofline: platforms and designs (lines), each linear layer (markers) for decode and prefill")
     doc.h(2, "Paper claims vs our measurements")
     doc.table(["claim", "paper", "ours", "how we measure"],

@@ -81,7 +81,7 @@ class _MLIRBackend(CompiledTargetBackend):
 
     def new_cache(self, arrays):
         # device arrays, allocated once; the module's kv_write (an insert_slice into the argument) writes them in place
-        return {k: self.rt.asdevicearray(self.config.device, np.ascontiguousarray(v, np.float32)) for k, v in arrays.items()}
+        return {k: self.rt.asdevicearray(self.config.device, np.ascontiguousarray(v)) for k, v in arrays.items()}
 
     def step(self, feeds, cache):
         if not self.model.kv_inplace:

@@ -56,7 +56,7 @@ class _TVMBackend(CompiledTargetBackend):
 
     def new_cache(self, arrays):
         # device tensors, allocated once; the library's kv_write updates them in place (tvm-cpu) every step
-        return {k: self.tvm.runtime.tensor(np.ascontiguousarray(v, np.float32), self.dev) for k, v in arrays.items()}
+        return {k: self.tvm.runtime.tensor(np.ascontiguousarray(v), self.dev) for k, v in arrays.items()}
 
     def step(self, feeds, cache):
         if not self.model.kv_inplace:

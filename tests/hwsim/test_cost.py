@@ -249,3 +249,23 @@ def test_ternary_preset_keeps_ternary_weights():
     name = next(n for n, p in PRESETS.items() if p.ternary)
     ml = shapes.model_linears(name, "w4g64a8")
     assert ml.quant.startswith("ternary") and all(l.ternary and l.bits == 2 and l.group == 64 and l.act == "a8" for l in ml.linears)
+
+
+def test_kv_cache_bytes_and_decode_vs_context(tmp_path):
+    """The cost model's KV bytes per token are the quantized cache's (compiler.passes.kv_quant), and an artifact
+    names its cache's format; a decode step's time grows with the context by exactly those bytes."""
+    from compiler.compile import compile_model
+    from compiler.passes import kv_quant
+
+    for ours, theirs in (("f32", "fp32"), ("int8", "int8"), ("int4", "int4")):
+        assert roofline.kv_bytes_per_token(30, 3, 64, theirs) == kv_quant.kv_bytes_per_token(30, 3, 64, ours)
+    out = tmp_path / "art"
+    compile_model("llama-tiny", out, quant="w4g32", targets="ref", progress=False, kv="int4")
+    ml = shapes.model_linears(str(out), "w4g128")
+    assert ml.kv == {"layers": 4, "kv_heads": 4, "head_dim": 32, "format": "int4"}
+    rows = roofline.decode_vs_context(ml, roofline.PLATFORMS["h100-sxm"], contexts=(512, 8192))
+    by = {(r["kv"], r["context"]): r for r in rows}
+    for fmt in roofline.KV_FORMATS:
+        a, b = by[(fmt, 512)], by[(fmt, 8192)]
+        assert b["time_s"] - a["time_s"] == pytest.approx((8192 - 512) * a["kv_bytes_per_token"] / 3.35e12)
+    assert by[("fp16", 8192)]["kv_bytes"] / by[("int4", 8192)]["kv_bytes"] >= 3.5
