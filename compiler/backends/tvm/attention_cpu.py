@@ -37,7 +37,9 @@ def lanes(d: int) -> int:
     return next(v for v in (16, 8, 4, 2, 1) if d % v == 0)
 
 
-def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64") -> tirx.PrimFunc:
+def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64", kv_bits: int | None = None, kv_group: int = 32) -> tirx.PrimFunc:
+    """kv_bits 8 / 4: the cache is a quantized one (compiler.passes.kv_quant): k / v are codes and ks / vs their fp16
+    scales, each row read as s * q in registers (no float copy of the cache)."""
     from tvm.script import tirx as T
 
     rep = hq // hkv
@@ -56,6 +58,25 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
     def bvec(val, n):
         return T.float32(val) if n == 1 else T.Broadcast(T.float32(val), n)
 
+    fv = "float32" if vl == 1 else f"float32x{vl}"
+    iv = "int32" if vl == 1 else f"int32x{vl}"
+
+    def row(buf, sbuf, j, h, c):
+        """vl consecutive values of cache row j, head h, from element c * vl: as stored (float cache), or s * q."""
+        if kv_bits is None:
+            return buf[j, h, rp(c * vl)]
+        s_ = bc(T.Cast("float32", sbuf[j, h, (c * vl) // kv_group]))  # vl divides the group: one scale per vector
+        if kv_bits == 8:
+            return T.Cast(fv, buf[j, h, rp(c * vl)]) * s_
+        # int4: element e sits in byte e // 2 (q + 8; the even e in the low nibble)
+        e = rp(c * vl)
+        two, four, mask, eight = (T.int32(2), T.int32(4), T.int32(15), T.int32(8)) if vl == 1 else (
+            T.Broadcast(T.int32(2), vl), T.Broadcast(T.int32(4), vl), T.Broadcast(T.int32(15), vl), T.Broadcast(T.int32(8), vl))
+        ei = T.Cast(iv, e)
+        byte = T.Cast(iv, buf[j, h, T.Cast("int64" if vl == 1 else f"int64x{vl}", ei // two)])
+        q = T.bitwise_and(T.shift_right(byte, (ei % two) * four), mask)
+        return T.Cast(fv, q - eight) * s_
+
     def vexp(x, n):
         """exp(x) for x <= 0, x an n-lane float32 expression (n = 1: a scalar)."""
         x = T.max(x, bvec(EXP_LO, n))
@@ -67,7 +88,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         return y * T.reinterpret("float32" if n == 1 else f"float32x{n}", T.shift_left(T.Cast(it, fx) + i127, i23))
 
     @T.macro
-    def walk(q, k, v, i, lo, hi, mrun, lrun, acc):
+    def walk(q, k, ks, v, vs, i, lo, hi, mrun, lrun, acc):
         # rows [lo, hi) of the cache (every KV head: one contiguous row of Hkv * D floats at a time) for
         # query i, into (mrun, lrun, acc) of its Hq heads; query head g = h * rep + r reads KV head h
         for g in range(hq):
@@ -87,7 +108,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                 for g in range(hq):
                     red[rp(0)] = bvec(0.0, vl)
                     for c in range(dc):
-                        red[rp(0)] = red[rp(0)] + q[i, g, rp(c * vl)] * k[j0 + jj, g // rep, rp(c * vl)]
+                        red[rp(0)] = red[rp(0)] + q[i, g, rp(c * vl)] * row(k, ks, j0 + jj, g // rep, c)
                     if vl >= 16:
                         red[T.Ramp(0, 1, 8)] = red[T.Ramp(0, 1, 8)] + red[T.Ramp(8, 1, 8)]
                     if vl >= 8:
@@ -117,7 +138,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                     for jj in range(nb):
                         for r in range(rep):
                             acc[rp((h * rep + r) * d + c * vl)] = (acc[rp((h * rep + r) * d + c * vl)]
-                                                                              + bc(sc[(h * rep + r) * B + jj]) * v[j0 + jj, h, rp(c * vl)])
+                                                                              + bc(sc[(h * rep + r) * B + jj]) * row(v, vs, j0 + jj, h, c))
 
     @T.macro
     def finish(o, i, lrun, acc):
@@ -126,13 +147,20 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             for c in range(dc):
                 o[i, g, rp(c * vl)] = acc[rp(g * d + c * vl)] * bc(inv)
 
+    # one signature for both caches: a float cache is passed as its own "scales" (never read: row() ignores them)
+    kd = d if kv_bits in (None, 8) else d // 2
+    cdt = {None: "float32", 8: "int8", 4: "uint8"}[kv_bits]
+    sd, sdt = (d, "float32") if kv_bits is None else (d // kv_group, "float16")
+
     @T.prim_func(private=True)
-    def cache_attention(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_pos: T.handle, var_o: T.handle):
+    def cache_attention(var_q: T.handle, var_k: T.handle, var_ks: T.handle, var_v: T.handle, var_vs: T.handle, var_pos: T.handle, var_o: T.handle):
         T.func_attr({"tirx.noalias": True})
         S, C = T.int64(), T.int64()
         q = T.match_buffer(var_q, (S, hq, d), "float32")
-        k = T.match_buffer(var_k, (C, hkv, d), "float32")
-        v = T.match_buffer(var_v, (C, hkv, d), "float32")
+        k = T.match_buffer(var_k, (C, hkv, kd), cdt)
+        ks = T.match_buffer(var_ks, (C, hkv, sd), sdt)
+        v = T.match_buffer(var_v, (C, hkv, kd), cdt)
+        vs = T.match_buffer(var_vs, (C, hkv, sd), sdt)
         pos = T.match_buffer(var_pos, (S,), pos_dtype)
         o = T.match_buffer(var_o, (S, hq, d), "float32")
         t0 = T.Bind(T.max(T.min(T.Cast("int64", pos[0]) + 1, C), T.int64(0)))
@@ -144,7 +172,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                 mrun = T.alloc_buffer((hq,), "float32")
                 lrun = T.alloc_buffer((hq,), "float32")
                 acc = T.alloc_buffer((hq * d,), "float32")
-                walk(q, k, v, 0, lo, T.min(lo + per, t0), mrun, lrun, acc)
+                walk(q, k, ks, v, vs, 0, lo, T.min(lo + per, t0), mrun, lrun, acc)
                 for g in range(hq):
                     for c in range(dc):
                         part[rp((sp * hq + g) * (d + 2) + c * vl)] = acc[rp(g * d + c * vl)]
@@ -174,14 +202,16 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             mrun1 = T.alloc_buffer((hq,), "float32")
             lrun1 = T.alloc_buffer((hq,), "float32")
             acc1 = T.alloc_buffer((hq * d,), "float32")
-            walk(q, k, v, 0, T.int64(0), t0, mrun1, lrun1, acc1)
+            walk(q, k, ks, v, vs, 0, T.int64(0), t0, mrun1, lrun1, acc1)
             finish(o, 0, lrun1, acc1)
         else:
             for i in T.parallel(S):
                 mrun2 = T.alloc_buffer((hq,), "float32")
                 lrun2 = T.alloc_buffer((hq,), "float32")
                 acc2 = T.alloc_buffer((hq * d,), "float32")
-                walk(q, k, v, i, T.int64(0), T.max(T.min(T.Cast("int64", pos[i]) + 1, C), T.int64(0)), mrun2, lrun2, acc2)
+                walk(q, k, ks, v, vs, i, T.int64(0), T.max(T.min(T.Cast("int64", pos[i]) + 1, C), T.int64(0)), mrun2, lrun2, acc2)
                 finish(o, i, lrun2, acc2)
+
+
 
     return cache_attention.with_attr("op_pattern", 8)  # opaque: never fused with neighbours

@@ -21,3 +21,57 @@ def kv_write_inplace(heads: int, head_dim: int) -> tirx.PrimFunc:
             cache[pos[i], h, d] = new[i, h, d]
 
     return kv_write.with_attr("op_pattern", 8)  # opaque: FuseOps must not merge an in-place write into its producer
+
+
+def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx.PrimFunc:
+    """kv_write_q (compiler.passes.kv_quant): the S new rows quantized into rows positions[0..S) of the codes and
+    fp16 scales it is given, in place (call_tir_inplace on both), by the reference's arithmetic: the group's max
+    |x| / qmax rounded to fp16, codes rint(x / s) clamped (round half to even, as numpy's rint)."""
+    qmax = 127.0 if bits == 8 else 7.0
+    ng = head_dim // group
+
+    if bits == 8:
+
+        @T.prim_func(private=True)
+        def kv_write_q8(var_codes: T.handle, var_scales: T.handle, var_new: T.handle, var_pos: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            c, s = T.int64(), T.int64()
+            codes = T.match_buffer(var_codes, (c, heads, head_dim), "int8")
+            scales = T.match_buffer(var_scales, (c, heads, ng), "float16")
+            new = T.match_buffer(var_new, (s, heads, head_dim), "float32")
+            pos = T.match_buffer(var_pos, (s,), "int64")
+            amax = T.alloc_buffer((1,), "float32")
+            for i, h, gi in T.grid(s, heads, ng):
+                amax[0] = T.float32(0)
+                for e in range(group):
+                    amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
+                scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(qmax))
+                for e in range(group):
+                    codes[pos[i], h, gi * group + e] = T.Cast("int8", T.max(T.min(T.nearbyint(new[i, h, gi * group + e] / T.Select(
+                        T.Cast("float32", scales[pos[i], h, gi]) > T.float32(0), T.Cast("float32", scales[pos[i], h, gi]), T.float32(1))),
+                        T.float32(qmax)), T.float32(-qmax)))
+
+        return kv_write_q8.with_attr("op_pattern", 8)
+
+    @T.prim_func(private=True)
+    def kv_write_q4(var_codes: T.handle, var_scales: T.handle, var_new: T.handle, var_pos: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        c, s = T.int64(), T.int64()
+        codes = T.match_buffer(var_codes, (c, heads, head_dim // 2), "uint8")
+        scales = T.match_buffer(var_scales, (c, heads, ng), "float16")
+        new = T.match_buffer(var_new, (s, heads, head_dim), "float32")
+        pos = T.match_buffer(var_pos, (s,), "int64")
+        amax = T.alloc_buffer((1,), "float32")
+        sf = T.alloc_buffer((1,), "float32")
+        for i, h, gi in T.grid(s, heads, ng):
+            amax[0] = T.float32(0)
+            for e in range(group):
+                amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
+            scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(qmax))
+            sf[0] = T.Select(T.Cast("float32", scales[pos[i], h, gi]) > T.float32(0), T.Cast("float32", scales[pos[i], h, gi]), T.float32(1))
+            for e in range(group // 2):
+                codes[pos[i], h, (gi * group) // 2 + e] = T.Cast("uint8", T.bitwise_or(
+                    T.Cast("int32", T.max(T.min(T.nearbyint(new[i, h, gi * group + 2 * e] / sf[0]), T.float32(qmax)), T.float32(-qmax))) + 8,
+                    T.shift_left(T.Cast("int32", T.max(T.min(T.nearbyint(new[i, h, gi * group + 2 * e + 1] / sf[0]), T.float32(qmax)), T.float32(-qmax))) + 8, 4)))
+
+    return kv_write_q4.with_attr("op_pattern", 8)

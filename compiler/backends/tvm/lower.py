@@ -402,10 +402,41 @@ def _cache_attention(L, n):
         fns = L.__dict__.setdefault("cache_attention_fns", {})  # one kernel per shape, shared by every layer
         if key not in fns:
             fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3]), "cache_attention")
-        return [L.emit(relax.call_tir(fns[key], relax.Tuple([q, k, v, pos]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
+        # (the kernel's quantized-cache signature: a float cache passes itself as its scales, which it never reads)
+        return [L.emit(relax.call_tir(fns[key], relax.Tuple([q, k, k, v, v, pos]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
     # GPUs: masked over the cache's C rows (a static-shape matmul and softmax, as `attention`): the rows past the
     # last position weigh exactly 0, and the cache's capacity bounds the extra work.
     return [_attend(L, n, q, k, v, lambda sc: L.bb.emit_te(_position_mask_te, sc, pos, primfunc_name_hint="position_mask"))]
+
+
+@conv("cache_attention_q")
+def _cache_attention_q(L, n):
+    # the CPU kernel of cache_attention reading s * q from the quantized cache in registers (attention_cpu.py)
+    q, kc, ks, vc, vs, pos = L.ins(n)
+    a = n.attrs
+    hq, d = L.shape(n.inputs[0])[1:]
+    hkv = L.shape(n.inputs[1])[1]
+    key = (hq, hkv, d, float(a["scale"]), a["bits"], a["group"])
+    fns = L.__dict__.setdefault("cache_attention_q_fns", {})
+    if key not in fns:
+        fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], kv_bits=a["bits"], kv_group=a["group"]), "cache_attention_q")
+    return [L.emit(relax.call_tir(fns[key], relax.Tuple([q, kc, ks, vc, vs, pos]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
+
+
+@conv("kv_write_q")
+def _kv_write_q(L, n):
+    from compiler.backends.tvm.kv_cache import kv_write_q_inplace
+
+    codes, scales, new, pos = L.ins(n)
+    a = n.attrs
+    heads, d = L.shape(n.inputs[2])[1:]
+    key = (heads, d, a["bits"], a["group"])
+    fns = L.__dict__.setdefault("kv_write_q_fns", {})
+    if key not in fns:
+        fns[key] = L.bb.add_func(kv_write_q_inplace(*key), "kv_write_q")
+    out_ty = [L.ttype(L.g.types[o]) for o in n.outputs]
+    res = L.emit(relax.call_tir_inplace(fns[key], relax.Tuple([codes, scales, new, pos]), inplace_indices=[0, 1], out_ty=out_ty))
+    return [L.emit(relax.TupleGetItem(res, 0)), L.emit(relax.TupleGetItem(res, 1))]
 
 
 @conv("kv_write")

@@ -24,16 +24,16 @@ SHAPES = [(3, 3, 64), (4, 2, 32), (1, 1, 8), (2, 4, 16), (1, 2, 256), (2, 1, 24)
 
 
 @functools.cache
-def kernel(hkv: int, rep: int, d: int):
+def kernel(hkv: int, rep: int, d: int, bits: int | None = None):
     from compiler.backends.tvm.target import cpu_target
 
-    f = cache_attention_prim_func(hkv * rep, hkv, d, d**-0.5).with_attr("global_symbol", "main")
+    f = cache_attention_prim_func(hkv * rep, hkv, d, d**-0.5, kv_bits=bits).with_attr("global_symbol", "main")
     return tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
 
 
 def attend(hkv, rep, d, q, k, v, pos):
     o = tvm.runtime.tensor(np.zeros_like(q))
-    kernel(hkv, rep, d)(*(tvm.runtime.tensor(a) for a in (q, k, v, pos)), o)
+    kernel(hkv, rep, d)(*(tvm.runtime.tensor(a) for a in (q, k, k, v, v, pos)), o)  # a float cache: its own "scales"
     return o.numpy()
 
 
@@ -124,3 +124,24 @@ def test_llama_tiny_prefill_and_decode_match_ref(tiny, prompt):
     for step, (g, w) in enumerate(outs):
         assert np.abs(g - w).max() <= COMPILER_TOL["a16"] * np.abs(w).max(), f"step {step}"
         assert np.array_equal(np.argmax(g, -1), np.argmax(w, -1)), f"step {step}"
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.sampled_from([(3, 3, 64), (4, 2, 32), (1, 2, 256)]), bits=st.sampled_from([8, 4]), s=st.integers(1, 6), extra=st.integers(0, 300),
+       seed=st.integers(0, 2**31 - 1))
+def test_quantized_cache_matches_reference(shape, bits, s, extra, seed):
+    """The kernel over a quantized cache (compiler.passes.kv_quant: codes and fp16 scales, s * q in registers)
+    against the reference's cache_attention_q, at the float kernel's tolerance."""
+    from compiler.reference import _kv_quantize
+
+    hkv, rep, d = shape
+    rng = np.random.default_rng(seed)
+    pos = np.arange(extra, extra + s, dtype=np.int64)
+    q, k, v = inputs(rng, s, extra + s + 7, hkv, rep, d, pos)
+    k, v = np.nan_to_num(k), np.nan_to_num(v)
+    (kc, ks), (vc, vs) = _kv_quantize(k, bits, 32), _kv_quantize(v, bits, 32)
+    ref = KERNELS["cache_attention_q"]([q, kc, ks, vc, vs, pos], {"scale": d**-0.5, "bits": bits, "group": 32}, None)[0]
+    o = tvm.runtime.tensor(np.zeros_like(q))
+    kernel(hkv, rep, d, bits)(*(tvm.runtime.tensor(a) for a in (q, kc, ks, vc, vs, pos)), o)
+    err = np.abs(o.numpy() - ref).max() / np.abs(ref).max()
+    assert err <= TOL, err

@@ -1,0 +1,55 @@
+"""tvm-cpu's in-place write of a quantized KV cache (compiler/backends/tvm/kv_cache.py, kv_write_q_inplace) equals the
+reference's quantization bit for bit: the same codes and fp16 scales at the written rows, the other rows untouched."""
+
+import functools
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings, strategies as st
+
+from compiler.backends.tvm.kv_cache import kv_write_q_inplace
+from compiler.reference import _kv_quantize
+
+
+@functools.cache
+def kernel(heads: int, d: int, bits: int):
+    from compiler.backends.tvm.target import cpu_target
+
+    f = kv_write_q_inplace(heads, d, bits, 32).with_attr("global_symbol", "main")
+    return tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(bits=st.sampled_from([8, 4]), heads=st.sampled_from([1, 3]), d=st.sampled_from([32, 64]), s=st.integers(1, 5),
+       seed=st.integers(0, 2**31 - 1), mag=st.integers(-6, 10))
+def test_codes_and_scales_equal_the_reference(bits, heads, d, s, seed, mag):
+    rng = np.random.default_rng(seed)
+    new = (rng.standard_normal((s, heads, d)) * 2.0**mag).astype(np.float32)
+    new[0, 0, :32] = 0.0  # an all-zero group
+    new[-1, -1, 0] = 2.5 * 2.0**mag  # ties at .5 after the division are possible: round half to even on both sides
+    c = s + 4
+    pos = rng.permutation(c)[:s].astype(np.int64)
+    codes = np.full((c, heads, d if bits == 8 else d // 2), 3, np.int8 if bits == 8 else np.uint8)
+    scales = np.full((c, heads, d // 32), 7.0, np.float16)
+    tc, ts = tvm.runtime.tensor(codes), tvm.runtime.tensor(scales)
+    kernel(heads, d, bits)(tc, ts, tvm.runtime.tensor(new), tvm.runtime.tensor(pos))
+    rc, rs = _kv_quantize(new, bits, 32)
+    got_c, got_s = tc.numpy(), ts.numpy()
+    np.testing.assert_array_equal(got_c[pos], rc)
+    np.testing.assert_array_equal(got_s[pos], rs)
+    rest = np.setdiff1d(np.arange(c), pos)
+    assert np.all(got_c[rest] == 3) and np.all(got_s[rest] == 7.0)  # in place: only the written rows change
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_half_way_values_round_to_even(bits):
+    qmax = 127 if bits == 8 else 7
+    new = np.zeros((1, 1, 32), np.float32)
+    new[0, 0, 0] = qmax  # scale 1
+    new[0, 0, 1:5] = [0.5, 1.5, 2.5, -0.5]
+    tc = tvm.runtime.tensor(np.zeros((1, 1, 32 if bits == 8 else 16), np.int8 if bits == 8 else np.uint8))
+    ts = tvm.runtime.tensor(np.zeros((1, 1, 1), np.float16))
+    kernel(1, 32, bits)(tc, ts, tvm.runtime.tensor(new), tvm.runtime.tensor(np.zeros(1, np.int64)))
+    rc, _ = _kv_quantize(new, bits, 32)
+    np.testing.assert_array_equal(tc.numpy(), rc)
