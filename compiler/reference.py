@@ -105,9 +105,16 @@ def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray
     return np.matmul(xg, w.wg), None, xs
 
 
+ACC_BYTES = 1 << 28  # bound on the per-group accumulators [J, rows, N] of one qlinear call: rows are done in chunks
+
+
 def qlinear(x: np.ndarray, w: QLinearWeights, act: str, bias: np.ndarray | None = None) -> np.ndarray:
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
+    j, n = w.scales_t.shape
+    rows = max(1, ACC_BYTES // (8 * j * n))  # (a long prompt through a large head: 18 groups x 4096 rows x 49152 would be 14 GB)
+    if x2.shape[0] > rows:  # every output row depends on its own input row only: the same numbers, chunk by chunk
+        return np.concatenate([qlinear(x2[r : r + rows], w, act, bias) for r in range(0, x2.shape[0], rows)]).reshape(*lead, -1)
     acc, sa, xs = qlinear_acc(x2, w, act)
     y = np.zeros(acc.shape[1:], np.float32)
     for j in range(acc.shape[0]):  # one dequantization per group, accumulated over the groups in order

@@ -87,3 +87,25 @@ def test_kv_cache_decode_equals_full_prefill(llama_tiny):
         cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
         np.testing.assert_allclose(out["logits"][0], full[i], rtol=1e-4, atol=1e-5)
     assert cache["past_key.0"].shape[0] == 12  # the grown copy (concat), or the 12-row cache (inplace)
+
+
+@pytest.mark.parametrize("spec_text", ["w4g32", "w4g32a8", "w3g16-min", "w2g16k4a8-min"])
+def test_qlinear_in_row_chunks_is_the_same_numbers(monkeypatch, spec_text):
+    """The reference qlinear bounds its per-group accumulators [J, rows, N] by running the rows in chunks (a 4096-token
+    prompt through SmolLM2's tied head would need 14 GB at once): every output row is the same, bit for bit."""
+    from compiler import reference
+    from compiler.quant.pack import pack, storage_layout
+    from compiler.quant.rtn import quantize_rtn
+    from compiler.quant.spec import parse_spec
+
+    spec = parse_spec(spec_text)
+    rng = np.random.default_rng(3)
+    q = quantize_rtn(rng.standard_normal((96, 256)).astype(np.float32), spec)
+    attrs = {"bits": q.bits, "group_size": q.group_size, "n": 96, "k": 256, "act": spec.act, "layout": storage_layout(q.bits), "ternary": False}
+    if q.has_mins:
+        attrs["mins"] = True
+    w = reference.QLinearWeights(pack(q.codes, q.bits, attrs["layout"]), q.scales, q.mins if q.has_mins else q.zeros, attrs)
+    x = rng.standard_normal((2, 500, 256)).astype(np.float32)
+    whole = reference.qlinear(x, w, spec.act)
+    monkeypatch.setattr(reference, "ACC_BYTES", 8 * (256 // q.group_size) * 96 * 7)  # 7 rows a chunk
+    np.testing.assert_array_equal(reference.qlinear(x, w, spec.act), whole)
