@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import LowbitError
+from compiler.ir import DTYPES
 
 BACKENDS = ("ref", "tvm-cpu", "mlir-cpu")
 MAX_THREADS = 1024
@@ -99,8 +100,8 @@ def step_bytes(graph, context: int) -> dict:
             quant += arr.nbytes
         else:
             flt += arr.nbytes
-    hp = graph.meta["hparams"]
-    row = 2 * hp["layers"] * hp["kv_heads"] * hp["head_dim"] * 4  # one position of K and V, every layer
+    # one position of K and V, every layer: the cache inputs' bytes per row (float32, or a quantized cache's codes and scales)
+    row = sum(int(np.prod(t.shape[1:])) * np.dtype(DTYPES[t.dtype]).itemsize for k, t in graph.inputs.items() if k.startswith("past_"))
     if graph.meta.get("kv") == "inplace":
         # the step's row is written, then attention reads rows 0..context (tvm-cpu's kernel reads no more)
         kv = row * (context + 1)
@@ -149,11 +150,20 @@ def check(m, backend: str, prompt: int, ctx: int, tokens: int):
 def _cache(m, b, filled: int, rows: int, rng) -> dict:
     """A KV cache holding `filled` positions of random values, in the backend's form: `filled` rows (the
     concat form), or a preallocated cache of `rows` rows (the in-place form, written where the model goes)."""
-    hp = m.graph.meta["hparams"]
     inplace = getattr(m, "kv_inplace", False)
     n = m.cache_capacity(rows) if inplace else filled
-    arrays = {k: rng.standard_normal((n, hp["kv_heads"], hp["head_dim"]), dtype=np.float32) * np.float32(0.1)
-              for k in m.graph.inputs if k.startswith(("past_key.", "past_value."))}
+    arrays = {}
+    for k, t in m.graph.inputs.items():
+        if not k.startswith("past_"):
+            continue
+        shape, dt = (n, *t.shape[1:]), np.dtype(DTYPES[t.dtype])
+        if dt == np.float32:
+            arrays[k] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
+        elif dt == np.float16:  # a quantized cache's scales
+            arrays[k] = rng.uniform(0.001, 0.01, shape).astype(np.float16)
+        else:  # its codes
+            info = np.iinfo(dt)
+            arrays[k] = rng.integers(info.min, info.max, shape, endpoint=True).astype(dt)
     return b.new_cache(arrays) if inplace else arrays
 
 
