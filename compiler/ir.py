@@ -168,7 +168,8 @@ def _check_qweight(op: str, t: list[TensorType], a: dict):
     _expect(packed.dtype == "u8", f"{op} codes must be packed u8")
     _expect(_same_shape(scales.shape, (n, k // g)) and scales.dtype == "f32", f"{op} scales must be f32[N,K/g]")
     if a.get("codebook"):
-        _expect(_same_shape(offsets.shape, (n, 1 << a["bits"])) and offsets.dtype == "f32", f"{op} codebook table must be f32[N,2^bits]")
+        _expect((_same_shape(offsets.shape, (n, 1 << a["bits"])) or _same_shape(offsets.shape, (1, 1 << a["bits"]))) and offsets.dtype == "f32",
+                f"{op} codebook table must be f32[N,2^bits] (or [1,2^bits], shared)")
         _expect(not a.get("mins") and not a.get("ternary"), f"{op}: codebook weights have no minimum and are not ternary")
     elif a.get("mins"):
         _expect(_same_shape(offsets.shape, (n, k // g)) and offsets.dtype == "f32", f"{op} mins must be f32[N,K/g]")

@@ -63,7 +63,8 @@ class QLinearWeights:
         codes = unpack(packed, attrs["bits"], attrs["layout"], k)
         self.exact = not attrs.get("codebook")  # integer weights (exact A8 sums), or table values (fp32 sums)
         if attrs.get("codebook"):
-            w = np.take_along_axis(np.asarray(offsets, np.float32), codes.astype(np.int64), axis=1)
+            t = np.broadcast_to(np.asarray(offsets, np.float32), (n, offsets.shape[1]))  # a per-row or shared table
+            w = np.take_along_axis(t, codes.astype(np.int64), axis=1)
             self.mins_t = None
         elif attrs.get("mins"):
             w = codes.astype(np.int16)

@@ -35,6 +35,7 @@ def model_linears(model: str, quant: str = "w4g128a8") -> ModelLinears:
     for lin in ml.linears:  # per layer, as compile would quantize it
         lin.group = spec.group_for(lin.K)
         lin.codebook = spec.codebook
+        lin.fp = spec.fp
         lin.sparse = spec.outlier_count(lin.K)
     return ml
 
@@ -105,12 +106,12 @@ def artifact_linears(path: Path) -> ModelLinears:
             r = role(nd["inputs"][1])
             sub = (a.get("two_level") or {}).get("sub_bits", 0)
             sp = int(sparse.get(nd["inputs"][1].removesuffix(".qweight"), 0))
-            cb = bool(a.get("codebook"))
-            key = (r, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub, sp, cb)
+            cb, fp = bool(a.get("codebook")), a.get("fp", "")
+            key = (r, a["n"], a["k"], a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub, sp, cb, fp)
             if key in agg:
                 agg[key].count += 1
             else:
-                agg[key] = Linear(r, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub, sp, cb)
+                agg[key] = Linear(r, a["n"], a["k"], 1, a["bits"], a["group_size"], a["act"], bool(a.get("ternary")), bool(a.get("mins")), sub, sp, cb, fp)
         elif nd["op"] == "linear":
             s = shapes.get(nd["inputs"][1], [0, 0])
             floats.append((role(nd["inputs"][1]), int(s[0]), int(s[1])))

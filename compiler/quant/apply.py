@@ -75,6 +75,8 @@ def qlinear_node(graph: Graph, node: Node, qw: QuantizedWeight, spec: QuantSpec)
         attrs["mins"] = True
     if qw.table is not None:
         attrs["codebook"] = True
+        if qw.fp:
+            attrs["fp"] = qw.fp
     if qw.sub_bits:  # the scales are on a two-level grid: artifacts store them so (compiler.quant.twolevel)
         attrs["two_level"] = {"sub_bits": qw.sub_bits, "signed": qw.sub_signed}
     if qw.has_sparse:  # a marker until split_sparse makes the side matrix its own node

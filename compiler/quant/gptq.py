@@ -339,10 +339,27 @@ def _gptq_codebook(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray | None, sp
 
     k, n = wt.shape
     w0 = np.ascontiguousarray(wt.T) if sp is None else sp.filled(wt)
-    table = fit_tables(w0, spec.bits, imp)
+    if spec.fp:  # a 4-bit float format: its shared table and the group scales of its rule, fixed from the weights
+        from compiler.quant import fp4
+
+        g = spec.group_for(k)
+        scales = fp4.scales_for(w0, spec.fp, g)
+        tab = fp4.table(spec.fp)
+
+        def round_col(col, wcol):
+            s = scales[:, col // g]
+            q = fp4.nearest_codes(wcol / s, spec.fp)
+            return q, s * tab[0, q]
+    else:
+        g = k
+        scales = np.ones((n, 1), np.float32)
+        tab = fit_tables(w0, spec.bits, imp)
+
+        def round_col(col, wcol):
+            q = nearest(wcol[:, None], tab)[:, 0]
+            return q, tab[np.arange(n), q]
     order = np.arange(k) if perm is None else perm
     wp = wt[order]
-    rows = np.arange(n)
     codes_t = np.empty((k, n), np.uint8)
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
@@ -352,17 +369,16 @@ def _gptq_codebook(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray | None, sp
         for i in range(i2 - i1):
             col = order[i1 + i]
             wcol = w1[i]
-            q = nearest(wcol[:, None], table)[:, 0]
+            q, dq = round_col(col, wcol)
             codes_t[col] = q
-            dq = table[rows, q]
             if sp is not None:
                 dq = sp.correct(col, wcol, dq)
             e = (wcol - dq) / hinv1[i, i]
             w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
             err1[i] = e
         wp[i2:] -= hinv[i1:i2, i2:].T @ err1
-    return _with_sparse(sp, QuantizedWeight(np.ascontiguousarray(codes_t.T), np.ones((n, 1), np.float32), np.zeros((n, 1), np.uint8),
-                                            spec.bits, k, table=table))
+    return _with_sparse(sp, QuantizedWeight(np.ascontiguousarray(codes_t.T), scales, np.zeros(scales.shape, np.uint8),
+                                            spec.bits, g, table=tab, fp=spec.fp))
 
 
 def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: QuantSpec, g: int, block_size: int, imp: np.ndarray | None = None,

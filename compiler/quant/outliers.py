@@ -101,11 +101,12 @@ def recode(codes: np.ndarray, w: np.ndarray, cols: np.ndarray, scales: np.ndarra
     weight (clamped), as GPTQ rounds it: the residual then is the part of w outside the grid."""
     rows = np.arange(w.shape[0])[:, None]
     c = cols.astype(np.int64)
-    if table is not None:
-        from compiler.quant.codebook import nearest
-
+    if table is not None:  # (any code is exact here: the residual stores the rest) the nearest entry to w / s
+        j = c // (w.shape[1] // scales.shape[1])
+        v = np.asarray(w, np.float32)[rows, c] / scales[rows, j]
+        t = np.broadcast_to(table, (w.shape[0], table.shape[1]))
         out = codes.copy()
-        out[rows, c] = nearest(np.asarray(w, np.float32)[rows, c], table)
+        out[rows, c] = np.abs(v[:, :, None] - t[:, None, :]).argmin(axis=-1).astype(np.uint8)
         return out
     j = c // (w.shape[1] // scales.shape[1])
     s = scales[rows, j].astype(np.float32)

@@ -33,7 +33,8 @@ class QuantizedWeight:
     sub_signed: bool = False  # sub-scales signed (imported Q3_K / Q6_K); ours are unsigned
     sparse_cols: np.ndarray | None = None  # int16 [N, C]: each row's outlier columns, ascending
     sparse_vals: np.ndarray | None = None  # float16 [N, C]: the values the side matrix adds there
-    table: np.ndarray | None = None  # float32 [N, 2^bits]: codebook weights, w = scales * table[n, code] (zeros are 0)
+    table: np.ndarray | None = None  # float32 [N, 2^bits] (or [1, 2^bits], shared): codebook weights, w = scales * table[n, code]
+    fp: str = ""  # the 4-bit float format of a shared table (mxfp4, nvfp4, nf4: compiler.quant.fp4)
 
     def __post_init__(self):
         n, k = self.codes.shape
@@ -50,8 +51,8 @@ class QuantizedWeight:
             if self.ternary:
                 raise ValueError("ternary weights have no minimum")
         if self.table is not None:
-            if self.table.shape != (n, 1 << self.bits) or self.table.dtype != np.float32:
-                raise ValueError(f"table must be float32 [{n}, {1 << self.bits}], got {self.table.shape} {self.table.dtype}")
+            if self.table.shape not in ((n, 1 << self.bits), (1, 1 << self.bits)) or self.table.dtype != np.float32:
+                raise ValueError(f"table must be float32 [{n} or 1, {1 << self.bits}], got {self.table.shape} {self.table.dtype}")
             if self.mins is not None or np.any(self.zeros):
                 raise ValueError("codebook weights have no zero point or minimum")
         if (self.sparse_cols is None) != (self.sparse_vals is None):
@@ -83,7 +84,8 @@ class QuantizedWeight:
         """float32 [N, K] weights."""
         s = np.repeat(self.scales, self.group_size, axis=1)
         if self.table is not None:
-            return (s * np.take_along_axis(self.table, self.codes.astype(np.int64), axis=1)).astype(np.float32)
+            t = np.broadcast_to(self.table, (self.codes.shape[0], self.table.shape[1]))
+            return (s * np.take_along_axis(t, self.codes.astype(np.int64), axis=1)).astype(np.float32)
         w = s * self.int_weights().astype(np.float32)
         if self.mins is not None:
             w = w + np.repeat(self.mins.astype(np.float32), self.group_size, axis=1)

@@ -295,6 +295,10 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight", importanc
         qw = quantize_rtn(outliers.fill(w, cols, g), replace(spec, outliers=0.0), name, importance)
         qw = replace(qw, codes=outliers.recode(qw.codes, w, cols, qw.scales, qw.zeros, qw.mins, spec.qmax, qw.table))
         return replace(qw, sparse_cols=cols, sparse_vals=outliers.residual(w, qw.dequantize(), cols))
+    if spec.fp:
+        from compiler.quant.fp4 import quantize_fp4
+
+        return quantize_fp4(w, spec.fp, g, name)
     if spec.codebook:
         from compiler.quant.codebook import quantize_codebook
 

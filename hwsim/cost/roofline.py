@@ -40,6 +40,7 @@ class Linear:
     sub_bits: int = 0  # two-level scales: sub_bits per group plus an fp16 per 256 weights along K (else an fp16 per group)
     sparse: int = 0  # dense-and-sparse: outliers per output row, 4 bytes each (fp16 value, int16 column), on the host
     codebook: bool = False  # codebook weights: 2^bits fp16 table entries per row in place of scales and zero points
+    fp: str = ""  # a 4-bit float format (mxfp4 / nvfp4: an 8-bit scale per group, nf4: fp16), its table shared
 
     @property
     def params(self) -> int:
@@ -217,7 +218,9 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
     codes = lin.N * lin.K * lin.bits / 8
     scales = lin.N * (ng * lin.sub_bits / 8 + -(-lin.K // 256) * 2) if lin.sub_bits else lin.N * ng * 2
     zeros = scales if lin.mins else lin.N * ng * lin.bits / 8
-    if lin.codebook:
+    if lin.fp:
+        scales, zeros = lin.N * ng * (2 if lin.fp == "nf4" else 1), 0
+    elif lin.codebook:
         scales, zeros = lin.N * (1 << lin.bits) * 2, 0
     acts = M * lin.K * (1 if lin.act == "a8" else 2) + (M * 4 if lin.act == "a8" else 0)
     outs = M * lin.N * 2

@@ -195,7 +195,8 @@ def _groupsum_inner(B, xv, wins, zeros, acc0, a, per, planes, table=None):
         if table is not None:  # codebook: the row's table entry (linalg.index 1 is n)
             from iree.compiler.dialects import tensor
 
-            wv = tensor.extract(table, [B.index_in_region(1), arith.index_cast(B.index, code)])
+            shared = B.ir.RankedTensorType(table.type).shape[0] == 1  # one table for every row (the 4-bit float formats)
+            wv = tensor.extract(table, [B.cindex(0) if shared else B.index_in_region(1), arith.index_cast(B.index, code)])
             return arith.addf(o, arith.mulf(arith.sitofp(B.f32, x) if a8 else x, wv))
         wz = code if z is None else arith.subi(code, arith.extui(B.i32, z))
         if a8:

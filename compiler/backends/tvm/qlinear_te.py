@@ -97,8 +97,8 @@ def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape
 
     def w_int(n, k, j):
         q = code_at(packed, shape.bits, shape.layout, n, k)
-        if shape.codebook:  # a lookup in the row's table (float: the sums below are fp32 for every act mode)
-            return zeros[n, q]
+        if shape.codebook:  # a lookup in the row's (or the shared) table (float: the sums below are fp32 for every act mode)
+            return zeros[0 if int(zeros.shape[0]) == 1 else n, q]
         return q if shape.mins else q - zeros[n, j].astype("int32")
 
     if shape.act == "a8" and not shape.codebook:

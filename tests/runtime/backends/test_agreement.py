@@ -55,6 +55,7 @@ CASES = [
     ("llama-tiny", "w2g16k4a8-min"),  # Q2_K's layout: groups of 16, two-level scales and minimums
     ("llama-tiny", "w3g32-min-sp1"),  # dense-and-sparse: 1% of each row as fp16 corrections (sparse_matmul)
     ("llama-tiny", "w3cb"),  # codebook weights (SqueezeLLM): a table per row; the accelerators refuse them
+    ("llama-tiny", "mxfp4"),  # OCP MXFP4: E2M1 codes, a shared table, E8M0 scales per 32
     ("bitnet-tiny", "ternary"),
     ("bitnet-tiny", "ternarya8"),
     ("bert-tiny", "none"),
@@ -68,6 +69,8 @@ SLOW_CASES = [
     ("llama-tiny", "w4g32a8-asym"),
     ("llama-tiny", "w4g32a8-sp0.5"),
     ("llama-tiny", "w4cba8-sp1"),
+    ("llama-tiny", "nf4a8"),
+    ("llama-tiny", "nvfp4-sp1"),
 ]
 
 

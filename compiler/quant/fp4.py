@@ -1,0 +1,96 @@
+"""4-bit float and NormalFloat weights as codebook weights (compiler.quant.codebook's contract, one shared table):
+specs `mxfp4`, `nvfp4`, `nf4`.
+
+Every format is w[n, k] = s[n, j] * T[code[n, k]] with a 16-entry table T shared by all rows (qlinear attr codebook,
+table f32[1, 16]) and a float32 scale per group:
+
+- mxfp4 (OCP Microscaling v1.0, MXFP4): groups of 32, E2M1 elements, E8M0 scale X = 2^(floor(log2 amax) - 2)
+  (emax of E2M1 is 2; X = 2^-127 for an all-zero group; clamped to E8M0's 2^-127 .. 2^127). Elements: v / X rounded
+  to the nearest E2M1 value, ties to even (the even mantissa), saturating to +-6, as the spec's conversion.
+- nvfp4 (NVIDIA NVFP4): groups of 16, E2M1 elements, an E4M3 scale per group times one FP32 scale per tensor:
+  t = amax(tensor) / (448 * 6), s_b = e4m3(amax(group) / (6 t)) (round to nearest even, saturating at 448), the
+  stored float32 scale is fl32(t * s_b); elements v / that scale, rounded and saturated as MXFP4's.
+- nf4 (QLoRA's NormalFloat-4): groups of 64, the 16 NF4 values of bitsandbytes, an fp16 absmax scale per group
+  (QLoRA keeps it in fp32, or 8 bits with double quantization: here fp16, counted so); v / s to the nearest value
+  (ties to the lower code).
+
+Codes of the E2M1 formats are the E2M1 bit patterns themselves (sign, 2 exponent bits, 1 mantissa bit), so the
+table is the format's decoding: [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, ..., -6].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from compiler.quant.qweight import QuantizedWeight
+
+E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+                -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+                0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32)
+FORMATS = {"mxfp4": 32, "nvfp4": 16, "nf4": 64}  # the format's group size
+E4M3_MAX = 448.0
+
+
+def table(fmt: str) -> np.ndarray:
+    return (NF4 if fmt == "nf4" else E2M1).reshape(1, 16).copy()
+
+
+def e2m1_codes(v: np.ndarray) -> np.ndarray:
+    """E2M1 bit patterns (uint8) of v (float32, already divided by the scale): the nearest magnitude, at a midpoint
+    the one with mantissa bit 0 (ties to even), saturating at 6; the sign bit from v's (-0 where a negative rounds to 0)."""
+    a = np.abs(v.astype(np.float32))
+    mags = E2M1[:8]
+    mids = (mags[1:] + mags[:-1]) / 2  # 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5
+    idx = np.searchsorted(mids, a, side="left")  # the number of midpoints below a: at a midpoint, the lower magnitude
+    at_mid = (idx < 7) & (a == mids[np.minimum(idx, 6)])
+    idx = np.where(at_mid & (idx % 2 == 1), idx + 1, idx)  # odd (mantissa 1) below the midpoint: the even one above
+    return (np.minimum(idx, 7) | (np.signbit(v).astype(np.int64) << 3)).astype(np.uint8)
+
+
+def e4m3(x: np.ndarray) -> np.ndarray:
+    """x (>= 0) rounded to FP8 E4M3 (OCP: bias 7, no infinities, max 448, subnormals 2^-9 steps), ties to even,
+    saturating at 448; float32."""
+    x = np.minimum(np.asarray(x, np.float64), E4M3_MAX)
+    e = np.floor(np.log2(np.where(x > 0, x, 1.0)))
+    e = np.maximum(e, -6)  # the subnormal range shares the exponent of the smallest normal
+    step = 2.0 ** (e - 3)  # 3 mantissa bits
+    return (np.rint(x / step) * step).astype(np.float32)  # np.rint: ties to even
+
+
+def scales_for(w: np.ndarray, fmt: str, group: int) -> np.ndarray:
+    """Float32 scales [N, J] of the format for weights w [N, K]."""
+    n, k = w.shape
+    amax = np.abs(w.reshape(n, k // group, group)).max(axis=-1).astype(np.float64)
+    if fmt == "mxfp4":
+        e = np.floor(np.log2(np.where(amax > 0, amax, 2.0**-125))) - 2
+        return (2.0 ** np.clip(e, -127, 127)).astype(np.float32)
+    if fmt == "nvfp4":
+        t = np.float32(amax.max() / (E4M3_MAX * 6.0)) if amax.max() > 0 else np.float32(1.0)
+        sb = e4m3(amax / (6.0 * float(t)))
+        s = (t * sb).astype(np.float32)
+        return np.where(s > 0, s, t).astype(np.float32)  # an all-zero group: any scale (codes are 0)
+    s = amax.astype(np.float16).astype(np.float32)  # nf4: fp16 absmax
+    return np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
+
+
+def nearest_codes(v: np.ndarray, fmt: str) -> np.ndarray:
+    """Codes of scaled values v (float32) in the format's table."""
+    if fmt in ("mxfp4", "nvfp4"):
+        return e2m1_codes(v)
+    mids = (NF4[1:] + NF4[:-1]) / 2
+    return np.searchsorted(mids, v.astype(np.float32), side="left").astype(np.uint8)
+
+
+def quantize_fp4(w: np.ndarray, fmt: str, group: int | None = None, name: str = "weight") -> QuantizedWeight:
+    """RTN of w [N, K] into fmt (module doc)."""
+    w = np.asarray(w, np.float32)
+    n, k = w.shape
+    g = group or FORMATS[fmt]
+    if k % g:
+        raise LowbitError(f"layer '{name}': K={k} is not a multiple of {fmt}'s group of {g}", f"keep that layer in an integer spec (e.g. --quant-layer {name}=w4g32)")
+    s = scales_for(w, fmt, g)
+    v = w.reshape(n, k // g, g) / s[..., None]
+    codes = nearest_codes(v, fmt).reshape(n, k)
+    return QuantizedWeight(codes, s, np.zeros((n, k // g), np.uint8), 4, g, table=table(fmt), fp=fmt)
