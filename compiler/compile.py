@@ -145,10 +145,10 @@ def compile_model(
     from compiler.passes.kv_quant import kv_bits
 
     if kv_bits(kv) is not None:
-        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name != "tvm-cpu"]
+        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
         if compiled:
             raise LowbitError(f"--kv {kv}: target {compiled[0]} reads the float KV cache only, so far",
-                              "compile the quantized cache for ref, tvm-cpu and the accelerator targets, or use --kv f32")
+                              "compile the quantized cache for ref, tvm-cpu, mlir-cpu and the accelerator targets, or use --kv f32")
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and ((spec is None and not auto) or not 0.0 <= smooth <= 1.0):

@@ -457,6 +457,78 @@ def _kv_write(L, n):
     return [kv_write(L.B, cache, new, pos)]
 
 
+def kv_quantize(B, new, shape, bits: int, group: int):
+    """(codes, scales) of the new rows [S, H, D] in the quantized cache's forms (compiler.passes.kv_quant): the
+    group's max |x| / qmax rounded to f16, codes clamp(roundeven(x / s)) as i8 (int8) or q + 8 in nibbles (int4)."""
+    from iree.compiler.dialects import arith, math as m
+
+    s_, h, d = shape
+    ng = d // group
+    qmax = 127.0 if bits == 8 else 7.0
+    xg = B.reshape(new, shape, (s_, h, ng, group))
+    amax = B.reduce_last(xg, (s_, h, ng, group), 0.0, arith.maximumf, pre=lambda v: m.absf(v))
+    sc16 = B.elementwise([amax], (s_, h, ng), B.f16, lambda v: arith.truncf(B.f16, arith.divf(v, B.cf(qmax))))
+
+    def code(v, s16):
+        sf = arith.extf(B.f32, s16)
+        safe = arith.select(arith.cmpf(arith.CmpFPredicate.OGT, sf, B.cf(0.0)), sf, B.cf(1.0))
+        r = m.roundeven(arith.divf(v, safe))
+        return arith.fptosi(B.i32, arith.minimumf(arith.maximumf(r, B.cf(-qmax)), B.cf(qmax)))
+
+    q = B.elementwise([xg, sc16], (s_, h, ng, group), B.i32, code, [B.identity_map(4), B.bcast_last(4)])
+    q = B.reshape(q, (s_, h, ng, group), (s_, h, d))
+    if bits == 8:
+        return B.elementwise([q], (s_, h, d), B.i8, lambda v: arith.trunci(B.i8, v)), sc16
+    q2 = B.reshape(q, (s_, h, d), (s_, h, d // 2, 2))
+
+    def pack(lo, hi):
+        lo8 = arith.addi(lo, B.ci(8))
+        hi8 = arith.shli(arith.addi(hi, B.ci(8)), B.ci(4))
+        return arith.trunci(B.i8, arith.ori(lo8, hi8))
+
+    codes = B.elementwise([q2, q2], (s_, h, d // 2), B.i8, pack, ["(a, b, c) -> (a, b, c, 0)", "(a, b, c) -> (a, b, c, 1)"])
+    return codes, sc16
+
+
+def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int):
+    """The float rows [C, H, D] of a quantized cache: s * q (a float copy of the cache; tvm-cpu reads it in registers)."""
+    from iree.compiler.dialects import arith
+
+    if bits == 8:
+        def body(c, s, _o):
+            return arith.mulf(arith.sitofp(B.f32, c), arith.extf(B.f32, s))
+
+        maps = ["(a, b, c) -> (a, b, c)", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
+    else:
+        def body(c, s, _o):
+            sh = arith.muli(arith.remui(arith.index_cast(B.i32, B.index_in_region(2)), B.ci(2)), B.ci(4))
+            q = arith.subi(arith.andi(arith.shrui(arith.extui(B.i32, c), sh), B.ci(15)), B.ci(8))
+            return arith.mulf(arith.sitofp(B.f32, q), arith.extf(B.f32, s))
+
+        maps = ["(a, b, c) -> (a, b, c floordiv 2)", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
+    out = B.empty((rows, heads, d), B.f32)
+    return B.generic([codes, scales], [out], maps, "ppp", body)[0]
+
+
+@conv("kv_write_q")
+def _kv_write_q(L, n):
+    codes, scales, new, pos = L.ins(n)
+    a = n.attrs
+    qc, qs = kv_quantize(L.B, new, L.shape(n.inputs[2]), a["bits"], a["group"])
+    return [kv_write(L.B, codes, qc, pos), kv_write(L.B, scales, qs, pos)]
+
+
+@conv("cache_attention_q")
+def _cache_attention_q(L, n):
+    q, kc, ks, vc, vs, pos = L.ins(n)
+    a = n.attrs
+    rows, heads = L.shape(n.inputs[1])[:2]
+    d = L.shape(n.inputs[0])[2]
+    k = kv_dequantize(L.B, kc, ks, rows, heads, d, a["bits"], a["group"])
+    v = kv_dequantize(L.B, vc, vs, rows, heads, d, a["bits"], a["group"])
+    return [attention(L.B, q, k, v, L.shape(n.inputs[0]), (rows, heads, d), float(a["scale"]), True, pos)]
+
+
 @conv("softmax")
 def _softmax(L, n):
     return [softmax_last(L.B, L.ins(n)[0], L.shape(n.inputs[0]))]

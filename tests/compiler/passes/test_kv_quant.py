@@ -109,8 +109,8 @@ def test_accelerator_path_runs_the_quantized_cache_on_the_host(tmp_path):
 
 
 def test_refusals(tmp_path, capsys, llama_tiny, bert_tiny):
-    code, _, err = run_cli(["compile", "llama-tiny", "--quant", "w4g32", "--kv", "int8", "--target", "mlir-cpu", "-o", tmp_path / "t"], capsys)
-    assert code != 0 and "--kv int8" in err and "mlir-cpu" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
+    code, _, err = run_cli(["compile", "llama-tiny", "--quant", "w4g32", "--kv", "int8", "--target", "tvm-cuda", "-o", tmp_path / "t"], capsys)
+    assert code != 0 and "--kv int8" in err and "tvm-cuda" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists()
     with pytest.raises(LowbitError, match="encoder"):
         kv_quant_graph(bert_tiny.graph, "int8")
     from compiler.frontend.llama import build_llama

@@ -127,6 +127,7 @@ def split_quantized_cache(out_b: dict, out_r: dict, graph, what: str, tol: float
     bits = 8 if fmt == "int8" else 4
     host = lambda o: {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in o.items()}  # noqa: E731
     hb, hr = host(out_b), host(out_r)
+    hb = {k: v.view(hr[k].dtype) if v.dtype != hr[k].dtype and v.dtype.itemsize == hr[k].dtype.itemsize else v for k, v in hb.items()}  # IREE's i8 for u8
     for k in [k for k in hr if k.startswith(("present_key.", "present_value."))]:
         sk = k.replace("present_key.", "present_key_scale.").replace("present_value.", "present_value_scale.")
         vb, vr = kv_dequantize(hb[k], hb[sk], bits, GROUP), kv_dequantize(hr[k], hr[sk], bits, GROUP)
@@ -229,29 +230,31 @@ def test_act_outliers_match_ref(artifact_root, backend):
     agree(m, backend, "w4g32a8")
 
 
-KV_BACKENDS = ["tvm-cpu", *[f"hwsim:{d}" for d in DESIGNS]]
+KV_BACKENDS = ["tvm-cpu", "mlir-cpu", *[f"hwsim:{d}" for d in DESIGNS]]
 
 
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 @pytest.mark.parametrize("backend", KV_BACKENDS)
 def test_quantized_kv_cache_matches_ref(artifact_root, backend, fmt):
     """--kv int8 / int4 (compiler.passes.kv_quant): tvm-cpu writes the codes with its own in-place kernel and reads
-    them in its attention kernel; the accelerators run both ops on the host. Prefill and two decode steps, each side
+    them in its attention kernel; mlir-cpu quantizes in linalg and inserts the rows in place, and dequantizes the
+    cache for its masked attention; the accelerators run both ops on the host. Prefill and two decode steps, each side
     on its own cache, at the A8 tolerance; the codes tvm-cpu wrote equal ref's but where a value sits within float
     noise of a rounding boundary."""
     key = ("llama-tiny", "w4g32a8", fmt)
     if key not in _ARTIFACTS:
         out = artifact_root / f"llama-tiny-w4g32a8-kv-{fmt}"
-        compile_model("llama-tiny", out, "w4g32a8", targets=",".join(["ref", "tvm-cpu", *DESIGNS]), progress=False, kv=fmt)
+        compile_model("llama-tiny", out, "w4g32a8", targets=",".join(["ref", "tvm-cpu", "mlir-cpu", *DESIGNS]), progress=False, kv=fmt)
         _ARTIFACTS[key] = runtime.load(out)
     m = _ARTIFACTS[key]
     assert m.graph.meta["kv_format"] == fmt
     agree(m, backend, "w4g32a8")
-    if backend == "tvm-cpu":
+    if backend in ("tvm-cpu", "mlir-cpu"):
         feeds = {"input_ids": np.array(IDS, np.int64), "positions": np.arange(len(IDS), dtype=np.int64)}
-        a = m.backend("tvm-cpu").run({**feeds, **m._cache_feeds(len(IDS))})
+        a = m.backend(backend).run({**feeds, **m._cache_feeds(len(IDS))})
         b = m.backend("ref").run({**feeds, **m._cache_feeds(len(IDS))})
         for name in ("present_key.0", "present_value.3", "present_key_scale.1"):
-            x, y = np.asarray(a[name].numpy() if hasattr(a[name], "numpy") else a[name]), np.asarray(b[name])
+            x = a[name].numpy() if hasattr(a[name], "numpy") else a[name].to_host() if hasattr(a[name], "to_host") else a[name]
+            x, y = np.asarray(x).view(np.asarray(b[name]).dtype), np.asarray(b[name])
             assert x.dtype == y.dtype and x.shape == y.shape
             assert np.mean(x == y) >= 0.99, name
