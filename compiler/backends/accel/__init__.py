@@ -36,7 +36,7 @@ def check_spec(spec, target: str, array=None):
             "compile with --quant, e.g. --quant w4g128a8 (or --quant ternary)",
         )
     if getattr(spec, "codebook", False):
-        raise LowbitError(f"target {target} multiplies integer codes, and quant spec '{spec.name}' holds codebook weights (a float table per row)",
+        raise LowbitError(f"target {target} multiplies integer codes, and quant spec '{spec.name}' holds codebook weights (codes that index a float table)",
                           "use a group spec such as w3g32 for the accelerators; codebook weights run on ref, tvm-* and mlir-*")
     # the group of per-channel specs is the layer's K (checked per layer when lowering)
     attrs = {"bits": spec.bits, "group_size": spec.group_size or arr.get("K", DESIGNS[target].default_array["K"]), "act": spec.act, "ternary": spec.ternary}

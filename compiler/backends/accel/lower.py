@@ -186,7 +186,7 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
         raise LowbitError(f"target {design} needs quantized weights, and this model has no quantized linear layer", "compile with --quant, e.g. --quant w4g128a8")
     cb = [graph.nodes[i].inputs[1] for i in qnodes if graph.nodes[i].attrs.get("codebook")]
     if cb:
-        raise LowbitError(f"target {design} multiplies integer codes, and layer {cb[0]} holds codebook weights (a float table per row)",
+        raise LowbitError(f"target {design} multiplies integer codes, and layer {cb[0]} holds codebook weights (codes that index a float table)",
                           "compile those layers with a group spec such as w3g32 for the accelerators")
     cfgs = {i: layer_config(design, array, graph.nodes[i].attrs, f"layer {graph.nodes[i].outputs[0]}") for i in qnodes}
     base = cfgs[qnodes[0]]
