@@ -22,7 +22,7 @@ from compiler.errors import LowbitError
 from compiler.knobs import CACHE_DIR, LLAMACPP_PY_VERSION
 
 VERSION = LLAMACPP_PY_VERSION.get()
-TOOLS = ("llama-perplexity", "llama-quantize", "llama-bench", "llama-simple")
+TOOLS = ("llama-perplexity", "llama-quantize", "llama-bench", "llama-simple", "llama-imatrix")
 # Static binaries: the cached bin/ folder must not point back into a build tree that is deleted.
 CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",

@@ -5,14 +5,15 @@ Rows (smollm2-135m by default; the "float" model is the GGUF's weights dequantiz
   w3 / w2 / ternary): perplexity under both protocols (gptq: every position; llamacpp: the second half of each
   window), KL-divergence from the float model and the same-top-token rate.
 - llama.cpp: llama-quantize (--allow-requantize) of the float model exported by lowbit as an F32 GGUF, to Q8_0,
-  Q4_0, Q4_1, Q4_K_M, Q3_K_M, Q2_K, TQ2_0; then llama-perplexity (its own protocol, = lowbit's llamacpp) with
+  Q4_0, Q4_1, Q4_K_M, Q3_K_M, Q2_K, TQ2_0, and Q4_0 / Q4_K_M / Q3_K_M / Q2_K again with llama-imatrix's importance
+  matrix of lowbit's calibration text; then llama-perplexity (its own protocol, = lowbit's llamacpp) with
   --kl-divergence against the F32 GGUF's logits.
 - export check: lowbit's eval of an artifact (llamacpp protocol) against llama-perplexity of its GGUF export.
 Bits per weight are of the block linears as GGUF would store them (fp16 scales), so the two tools' rows compare.
 
 The llama.cpp tools come from benchmarks/llamacpp.py (built once into ~/.cache/lowbit, ~30 min on two cores).
 
-Usage: python -m benchmarks.quality [--quick] [--model smollm2-135m] [--ctx 512] [--max-windows 8] [--text FILE]
+Usage: python -m benchmarks.quality [--quick | --best] [--model smollm2-135m] [--ctx 512] [--max-windows 8] [--text FILE]
        [--work DIR] [--json FILE] [--no-llamacpp] [--no-build]
 """
 
@@ -44,7 +45,20 @@ FULL_CONFIGS = [
     *[(f"auto --bpw {b} GPTQ imatrix", "auto", f"gptq+imatrix+bpw{b}") for b in (4.5, 3.5, 2.75)],
 ]
 QUICK_CONFIGS = [("float", "none", "rtn"), ("keep", "keep", "rtn"), ("w4g32 RTN", "w4g32", "rtn"), ("w4g32 GPTQ", "w4g32", "gptq")]
+# lowbit's best method at each width (docs/results.md), for the one-run comparison with llama.cpp's best
+BEST_CONFIGS = [
+    ("float", "none", "rtn"), ("keep", "keep", "rtn"), ("w8g32 RTN", "w8g32", "rtn"),
+    ("w4g32 GPTQ imatrix", "w4g32", "gptq+imatrix"), ("w4g32k-min GPTQ imatrix", "w4g32k-min", "gptq+imatrix"),
+    ("w3g32k-min GPTQ imatrix", "w3g32k-min", "gptq+imatrix"), ("w3g16k-min GPTQ imatrix", "w3g16k-min", "gptq+imatrix"),
+    ("w2g16k-min GPTQ imatrix", "w2g16k-min", "gptq+imatrix"), ("w2g16k-min-sp0.5 GPTQ imatrix", "w2g16k-min-sp0.5", "gptq+imatrix"),
+    ("auto --bpw 2.75 GPTQ imatrix", "auto", "gptq+imatrix+bpw2.75"), ("ternary GPTQ", "ternary", "gptq"),
+    # at the bits llama.cpp's own mixes take on this model (Q2_K 4.23, Q3_K_M 4.63: K = 576 falls back to wider types)
+    ("auto --bpw 4.23 GPTQ imatrix", "auto", "gptq+imatrix+bpw4.23"), ("auto --bpw 4.63 GPTQ imatrix", "auto", "gptq+imatrix+bpw4.63"),
+]
 LLAMACPP_FULL = ["Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q3_K_M", "Q2_K", "TQ2_0"]
+# "-pure": llama-quantize --pure, every tensor in that type (Q2_K alone mixes in Q3_K / Q4_K tensors: 4.23 bpw on SmolLM2)
+LLAMACPP_BEST = ["Q8_0", "Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "Q2_K-pure", "TQ2_0"]
+IMATRIX_TYPES = ["Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "Q2_K-pure"]  # also quantized with llama-imatrix's importance matrix of the calibration text
 LLAMACPP_QUICK = ["Q8_0", "Q4_0"]
 # artifacts whose GGUF export llama-perplexity is run on (exact block types)
 EXPORT_FULL = ["keep", "w4g32 RTN", "w4g32-asym RTN", "w8g32 RTN", "w4g32 GPTQ"]
@@ -181,23 +195,46 @@ def llama_perplexity(tools, model: Path, text_file: Path, ctx: int, chunks: int,
     return res
 
 
-def llamacpp_rows(tools, float_gguf: Path, types, work: Path, text_file: Path, ctx: int, chunks: int, threads: int):
+def llama_imatrix(tools, float_gguf: Path, work: Path, threads: int, seqlen: int = 128, chunks: int = 16) -> Path | None:
+    """llama-imatrix of the float GGUF on lowbit's default calibration text (compiler.quant.calib: the text lowbit's
+    --imatrix and GPTQ read, disjoint from the evaluation text), chunks x seqlen tokens as lowbit's 16 x 128."""
+    from compiler.quant.calib import default_text
+
+    out = work / "llamacpp" / "imatrix.gguf"
+    if out.is_file():
+        return out
+    calib = work / "llamacpp" / "calib.txt"
+    calib.write_text(default_text(), encoding="utf-8")
+    p = subprocess.run([str(tools["llama-imatrix"]), "-m", str(float_gguf), "-f", str(calib), "-o", str(out), "-c", str(seqlen),
+                        "--chunks", str(chunks), "-t", str(threads)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    if p.returncode != 0 or not out.is_file():
+        print(f"  llama-imatrix failed (exit {p.returncode}): {p.stdout.strip().splitlines()[-1:] }", file=sys.stderr)
+        return None
+    return out
+
+
+def llamacpp_rows(tools, float_gguf: Path, types, work: Path, text_file: Path, ctx: int, chunks: int, threads: int, imatrix_types=()):
     base = work / "llamacpp" / "f32.kld"
     base.parent.mkdir(parents=True, exist_ok=True)
     ref = llama_perplexity(tools, float_gguf, text_file, ctx, chunks, threads, base, write_base=True)
     rows = [Row("llama.cpp", "F32", 32.0, None, ref["ppl"], 0.0, 1.0, ref["seconds"], note="float GGUF (lowbit export)")]
-    for qt in types:
-        q = work / "llamacpp" / f"{qt}.gguf"
+    imat = llama_imatrix(tools, float_gguf, work, threads) if imatrix_types and "llama-imatrix" in tools else None
+    jobs = [(qt, None) for qt in types] + ([(qt, imat) for qt in imatrix_types] if imat is not None else [])
+    for qt, im in jobs:
+        label = qt if im is None else f"{qt} imatrix"
+        q = work / "llamacpp" / f"{label.replace(' ', '-')}.gguf"
         if not q.is_file():
-            p = subprocess.run([str(tools["llama-quantize"]), "--allow-requantize", str(float_gguf), str(q), qt, str(threads)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+            base, pure = (qt[: -len("-pure")], ["--pure"]) if qt.endswith("-pure") else (qt, [])
+            cmd = [str(tools["llama-quantize"]), "--allow-requantize", *pure, *(["--imatrix", str(im)] if im is not None else []), str(float_gguf), str(q), base, str(threads)]
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
             if p.returncode != 0:
                 q.unlink(missing_ok=True)
-                rows.append(Row("llama.cpp", qt, note=f"llama-quantize failed: {p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.returncode}"))
+                rows.append(Row("llama.cpp", label, note=f"llama-quantize failed: {p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.returncode}"))
                 continue
         r = llama_perplexity(tools, q, text_file, ctx, chunks, threads, base)
-        rows.append(Row("llama.cpp", qt, gguf_linear_bpw(q), None, r["ppl"], r["kl"], r["same_top"], r["seconds"]))
-        print(f"  llama.cpp {qt}: ppl {r['ppl']}", file=sys.stderr)
+        rows.append(Row("llama.cpp", label, gguf_linear_bpw(q), None, r["ppl"], r["kl"], r["same_top"], r["seconds"],
+                        note="importance matrix of lowbit's calibration text (16 x 128 tokens)" if im is not None else ""))
+        print(f"  llama.cpp {label}: ppl {r['ppl']}", file=sys.stderr)
     return rows, ref
 
 
@@ -256,6 +293,7 @@ def markdown(rows: list[Row], checks: list[dict], meta: dict) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a reduced set: float, keep, w4g32 RTN/GPTQ; Q8_0, Q4_0; two export checks")
+    ap.add_argument("--best", action="store_true", help="lowbit's best method per width against llama.cpp's quantizers with and without an imatrix")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--max-windows", type=int, default=8, help="windows of ctx tokens per evaluation (0: the whole text)")
@@ -276,7 +314,7 @@ def main(argv=None):
     text, text_path = read_text(args.text)
     work = Path(args.work) / args.model
     work.mkdir(parents=True, exist_ok=True)
-    configs = QUICK_CONFIGS if args.quick else FULL_CONFIGS
+    configs = QUICK_CONFIGS if args.quick else BEST_CONFIGS if args.best else FULL_CONFIGS
     print(f"machine: {machine()}", file=sys.stderr)
     arts, failed = compile_rows(args.model, configs, work, args.calib_samples)
     fl = runtime.load(arts["float"][0])
@@ -304,9 +342,10 @@ def main(argv=None):
             float_gguf = work / "llamacpp" / "f32.gguf"
             float_gguf.parent.mkdir(parents=True, exist_ok=True)
             export_gguf(arts["float"][0], float_gguf)
-            lrows, _ = llamacpp_rows(tools, float_gguf, LLAMACPP_QUICK if args.quick else LLAMACPP_FULL, work, text_file, args.ctx, windows, args.threads)
+            types = LLAMACPP_QUICK if args.quick else LLAMACPP_BEST if args.best else LLAMACPP_FULL
+            lrows, _ = llamacpp_rows(tools, float_gguf, types, work, text_file, args.ctx, windows, args.threads, () if args.quick else IMATRIX_TYPES)
             rows += lrows
-            checks = export_checks(tools, arts, EXPORT_QUICK if args.quick else EXPORT_FULL, rows, work, text_file, args.ctx, windows, args.threads)
+            checks = export_checks(tools, arts, EXPORT_QUICK if args.quick or args.best else EXPORT_FULL, rows, work, text_file, args.ctx, windows, args.threads)
             # the float rows of both tools are the same model, so their llamacpp perplexities should agree
             checks.insert(0, {"label": "float (F32 export)", "lowbit": rows[0].ppl_llamacpp, "llama_cpp": lrows[0].ppl_llamacpp,
                               "diff": (lrows[0].ppl_llamacpp - rows[0].ppl_llamacpp) / rows[0].ppl_llamacpp if lrows[0].ppl_llamacpp else None,
