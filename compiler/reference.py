@@ -263,8 +263,9 @@ def _kv_quantize(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.n
     q = np.clip(np.rint(xg / safe[..., None]), -qmax, qmax).astype(np.int8).reshape(s_, h, d)
     if bits == 8:
         return q, sc
-    u = (q + 8).astype(np.uint8)
-    return (u[..., 0::2] | (u[..., 1::2] << 4)).astype(np.uint8), sc
+    # llama.cpp's q4_0 order within each group of 32: byte i holds element i (low nibble) and element i + 16 (high)
+    u = (q + 8).astype(np.uint8).reshape(s_, h, d // group, 2, group // 2)
+    return (u[..., 0, :] | (u[..., 1, :] << 4)).reshape(s_, h, d // 2).astype(np.uint8), sc
 
 
 def kv_dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, group: int) -> np.ndarray:
@@ -272,8 +273,10 @@ def kv_dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, group: int) 
     if bits == 8:
         q = codes.astype(np.float32)
     else:
-        lo, hi = (codes & 15).astype(np.int16) - 8, (codes >> 4).astype(np.int16) - 8
-        q = np.stack([lo, hi], axis=-1).reshape(*codes.shape[:2], codes.shape[2] * 2).astype(np.float32)
+        t_, h_, nb = codes.shape
+        c = codes.reshape(t_, h_, nb // (group // 2), group // 2)
+        lo, hi = (c & 15).astype(np.int16) - 8, (c >> 4).astype(np.int16) - 8
+        q = np.stack([lo, hi], axis=-2).reshape(t_, h_, nb * 2).astype(np.float32)
     t, h, d = q.shape
     return (q.reshape(t, h, d // group, group) * scales.astype(np.float32)[..., None]).reshape(t, h, d).astype(np.float32)
 

@@ -6,7 +6,9 @@ group of GROUP = 32 along the head dimension), keys and values alike:
     s = fp16(max |x| over the group / qmax),  q = clamp(rint(x / s), -qmax, qmax)   (qmax 127 for int8, 7 for int4)
 
 (s = 0 for an all-zero group, whose codes are 0). int8 codes are stored as i8 [C, H, D]; int4 codes as q + 8
-in nibbles, two per byte along D (the even d in the low nibble), u8 [C, H, D/2]; scales f16 [C, H, D/32]. `kv_write_q` quantizes the new rows into the fed arrays (in place); `cache_attention_q`
+in nibbles, u8 [C, H, D/2], in llama.cpp's q4_0 order: within each group of 32, byte i holds element i in its low
+nibble and element i + 16 in its high one (so 16 consecutive bytes give 16 consecutive values without a shuffle);
+scales f16 [C, H, D/32]. `kv_write_q` quantizes the new rows into the fed arrays (in place); `cache_attention_q`
 reads rows 0..positions[i] as s * q (float32, exact) and is `cache_attention` over them. The pass rewrites a
 graph built with the float in-place cache: each layer's past_key.i / past_value.i become the codes, with
 past_key_scale.i / past_value_scale.i beside them (and the present_* outputs likewise).

@@ -479,15 +479,16 @@ def kv_quantize(B, new, shape, bits: int, group: int):
     q = B.reshape(q, (s_, h, ng, group), (s_, h, d))
     if bits == 8:
         return B.elementwise([q], (s_, h, d), B.i8, lambda v: arith.trunci(B.i8, v)), sc16
-    q2 = B.reshape(q, (s_, h, d), (s_, h, d // 2, 2))
+    half = group // 2  # q4_0 order: byte i of a group holds elements i (low nibble) and i + 16 (high)
+    q2 = B.reshape(q, (s_, h, d), (s_, h, ng, 2, half))
 
     def pack(lo, hi):
         lo8 = arith.addi(lo, B.ci(8))
         hi8 = arith.shli(arith.addi(hi, B.ci(8)), B.ci(4))
         return arith.trunci(B.i8, arith.ori(lo8, hi8))
 
-    codes = B.elementwise([q2, q2], (s_, h, d // 2), B.i8, pack, ["(a, b, c) -> (a, b, c, 0)", "(a, b, c) -> (a, b, c, 1)"])
-    return codes, sc16
+    codes = B.elementwise([q2, q2], (s_, h, ng, half), B.i8, pack, ["(a, b, c, e) -> (a, b, c, 0, e)", "(a, b, c, e) -> (a, b, c, 1, e)"])
+    return B.reshape(codes, (s_, h, ng, half), (s_, h, d // 2)), sc16
 
 
 def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int):
@@ -500,12 +501,14 @@ def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int):
 
         maps = ["(a, b, c) -> (a, b, c)", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
     else:
-        def body(c, s, _o):
-            sh = arith.muli(arith.remui(arith.index_cast(B.i32, B.index_in_region(2)), B.ci(2)), B.ci(4))
+        half = group // 2
+
+        def body(c, s, _o):  # element c of the row: byte (c / 32) * 16 + c % 16, the high nibble when c % 32 >= 16
+            sh = arith.muli(arith.divui(arith.remui(arith.index_cast(B.i32, B.index_in_region(2)), B.ci(group)), B.ci(half)), B.ci(4))
             q = arith.subi(arith.andi(arith.shrui(arith.extui(B.i32, c), sh), B.ci(15)), B.ci(8))
             return arith.mulf(arith.sitofp(B.f32, q), arith.extf(B.f32, s))
 
-        maps = ["(a, b, c) -> (a, b, c floordiv 2)", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
+        maps = [f"(a, b, c) -> (a, b, (c floordiv {group}) * {half} + c mod {half})", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
     out = B.empty((rows, heads, d), B.f32)
     return B.generic([codes, scales], [out], maps, "ppp", body)[0]
 

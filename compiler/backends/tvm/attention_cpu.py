@@ -68,13 +68,13 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         s_ = bc(T.Cast("float32", sbuf[j, h, (c * vl) // kv_group]))  # vl divides the group: one scale per vector
         if kv_bits == 8:
             return T.Cast(fv, buf[j, h, rp(c * vl)]) * s_
-        # int4: element e sits in byte e // 2 (q + 8; the even e in the low nibble)
-        e = rp(c * vl)
-        two, four, mask, eight = (T.int32(2), T.int32(4), T.int32(15), T.int32(8)) if vl == 1 else (
-            T.Broadcast(T.int32(2), vl), T.Broadcast(T.int32(4), vl), T.Broadcast(T.int32(15), vl), T.Broadcast(T.int32(8), vl))
-        ei = T.Cast(iv, e)
-        byte = T.Cast(iv, buf[j, h, T.Cast("int64" if vl == 1 else f"int64x{vl}", ei // two)])
-        q = T.bitwise_and(T.shift_right(byte, (ei % two) * four), mask)
+        # int4 (q4_0 order): element o of a group of 32 sits in byte o % 16 of the group's 16, in the high nibble
+        # when o >= 16; vl divides 16, so a vector is vl consecutive bytes, one shift for all of them
+        base, o = (c * vl) // kv_group * (kv_group // 2), (c * vl) % kv_group
+        byte = T.Cast(iv, buf[j, h, rp(base + o % (kv_group // 2))])
+        sh = T.Cast("int32", o // (kv_group // 2) * 4)
+        mask, eight = (T.int32(15), T.int32(8)) if vl == 1 else (T.Broadcast(T.int32(15), vl), T.Broadcast(T.int32(8), vl))
+        q = T.bitwise_and(T.shift_right(byte, bc(sh)), mask)
         return T.Cast(fv, q - eight) * s_
 
     def vexp(x, n):

@@ -69,9 +69,9 @@ def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx
                 amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
             scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(qmax))
             sf[0] = T.Select(T.Cast("float32", scales[pos[i], h, gi]) > T.float32(0), T.Cast("float32", scales[pos[i], h, gi]), T.float32(1))
-            for e in range(group // 2):
+            for e in range(group // 2):  # q4_0 order: byte e holds elements e (low nibble) and e + 16 (high)
                 codes[pos[i], h, (gi * group) // 2 + e] = T.Cast("uint8", T.bitwise_or(
-                    T.Cast("int32", T.max(T.min(T.nearbyint(new[i, h, gi * group + 2 * e] / sf[0]), T.float32(qmax)), T.float32(-qmax))) + 8,
-                    T.shift_left(T.Cast("int32", T.max(T.min(T.nearbyint(new[i, h, gi * group + 2 * e + 1] / sf[0]), T.float32(qmax)), T.float32(-qmax))) + 8, 4)))
+                    T.Cast("int32", T.max(T.min(T.nearbyint(new[i, h, gi * group + e] / sf[0]), T.float32(qmax)), T.float32(-qmax))) + 8,
+                    T.shift_left(T.Cast("int32", T.max(T.min(T.nearbyint(new[i, h, gi * group + group // 2 + e] / sf[0]), T.float32(qmax)), T.float32(-qmax))) + 8, 4)))
 
     return kv_write_q4.with_attr("op_pattern", 8)

@@ -34,11 +34,13 @@ def test_codes_round_trip_within_half_a_step(rows, heads, groups, bits, seed, ma
     assert np.all(y[0, 0, :GROUP] == 0) and np.all(np.abs(y) <= qmax * step + 1e-30)
 
 
-def test_int4_nibbles_hold_even_d_low():
-    x = np.zeros((1, 1, GROUP), np.float32)
-    x[0, 0, 0], x[0, 0, 1] = 7.0, -7.0  # scale 1: codes 7 and -7 -> stored 15 and 1
+def test_int4_nibbles_are_in_q4_0_order():
+    x = np.zeros((1, 1, 2 * GROUP), np.float32)
+    x[0, 0, 0], x[0, 0, 16], x[0, 0, 1] = 7.0, -7.0, 3.0  # scale 1: codes 7, -7, 3 -> stored 15, 1, 11
+    x[0, 0, 32 + 5], x[0, 0, 32 + 21] = 1.0, 2.0  # the second group: its own scale (2 / 7), bytes 16..31
     codes, scales = _kv_quantize(x, 4, GROUP)
-    assert scales[0, 0, 0] == 1.0 and codes[0, 0, 0] == (15 | 1 << 4)
+    assert scales[0, 0, 0] == 1.0 and codes[0, 0, 0] == (15 | 1 << 4) and codes[0, 0, 1] == (11 | 8 << 4)
+    assert codes[0, 0, 16 + 5] & 15 == 8 + round(1.0 / float(scales[0, 0, 1])) and codes[0, 0, 16 + 5] >> 4 == 8 + 7
 
 
 def _tiny_q(llama_tiny, fmt):
