@@ -188,6 +188,8 @@ def llama_perplexity(tools, model: Path, text_file: Path, ctx: int, chunks: int,
     if m is None:  # with --kl-divergence the PPL is in the statistics block
         m2 = re.search(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)", out)
         res["ppl"] = float(m2.group(1)) if m2 else None
+    if res["ppl"] is None:  # exit 0 but no figure: say what it printed last
+        print(f"  llama-perplexity on {model.name} printed no perplexity; its last lines:\n    " + "\n    ".join(out.strip().splitlines()[-5:]), file=sys.stderr)
     k = _KLD.search(out)
     s = _TOP.search(out)
     res["kl"] = float(k.group(1)) if k else None
