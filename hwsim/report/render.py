@@ -99,6 +99,11 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
           "In prefill every pair of rows re-reads the column block's weights from the weight SRAM, so SRAM reads are the largest part of "
           "the energy per MAC (" + ", ".join(f"{d}: {w[d]['sram_weight'] / w[d]['total'] * 100:.0f}% of prefill energy" for d in designs)
           + "); decode energy is DRAM (weights, scales and zero points) for every design.")
+    coded = sorted({l.get("fp") or "codebook" for l in data.get("linears", []) if l.get("codebook")})
+    if coded:
+        doc.p(f"The {', '.join(coded)} layers are costed on the arrays above as integer codes of their width; the arrays do not run them "
+              "(lowbit compile refuses accelerator targets for codebook and 4-bit float weights), so those rows are what the formats "
+              "would cost on an array that decoded them, not a measured path.")
     doc.h(2, "CPU / GPU rooflines on the same linears")
     sparse = any(p.get("sparse_bytes") for p in data["platforms"])
     doc.table(["platform", "phase", "time ms", "of which scale+zero bytes (MB)", *(["of which sparse outliers (MB)"] if sparse else []),

@@ -269,3 +269,19 @@ def test_kv_cache_bytes_and_decode_vs_context(tmp_path):
         a, b = by[(fmt, 512)], by[(fmt, 8192)]
         assert b["time_s"] - a["time_s"] == pytest.approx((8192 - 512) * a["kv_bytes_per_token"] / 3.35e12)
     assert by[("fp16", 8192)]["kv_bytes"] / by[("int4", 8192)]["kv_bytes"] >= 3.5
+
+
+def test_report_says_codebook_layers_are_costed_not_run(tmp_path, capsys):
+    from compiler.compile import compile_model
+    from tests.helpers import run_cli
+
+    out = tmp_path / "art"
+    compile_model("llama-tiny", out, quant="nvfp4", targets="ref", progress=False)
+    code, _, err = run_cli(["report", out, "-o", tmp_path / "rep"], capsys)
+    assert code == 0, err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "The nvfp4 layers are costed on the arrays" in md
+    ml = shapes.model_linears(str(out), "w4g128")
+    assert all(l.fp == "nvfp4" and l.codebook for l in ml.linears)
+    lin = ml.linears[0]
+    assert roofline.kernel_bytes(lin, 1)["scales"] == lin.N * (lin.K // 16) and roofline.kernel_bytes(lin, 1)["zeros"] == 0  # E4M3 bytes
