@@ -330,6 +330,32 @@ def _snap_min(grid, j: int, s: np.ndarray, m: np.ndarray, wmax: np.ndarray, qmax
     return grid.scale(j, s)[:, None], grid.minimum(j, m)[:, None]
 
 
+def _fixed_grid_loop(wt: np.ndarray, hinv: np.ndarray, order: np.ndarray, round_col, block_size: int, sp: _Sparse | None) -> np.ndarray:
+    """GPTQ's error feedback over the columns of wt [K, N] in `order`, on grids fixed up front (act-order's static
+    groups, codebook tables): round_col(col, w) -> (codes [N], dequantized [N]) rounds one column as it stands; hinv
+    is the factor of the Hessian permuted to `order`. Returns the codes [K, N] at the columns' original positions."""
+    k, n = wt.shape
+    wp = wt[order]  # [K, N] in processing order
+    codes_t = np.empty((k, n), np.uint8)
+    for i1 in range(0, k, block_size):
+        i2 = min(i1 + block_size, k)
+        w1 = wp[i1:i2].copy()
+        err1 = np.zeros((i2 - i1, n), np.float32)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = order[i1 + i]
+            wcol = w1[i]
+            q, dq = round_col(col, wcol)
+            codes_t[col] = q
+            if sp is not None:
+                dq = sp.correct(col, wcol, dq)
+            e = (wcol - dq) / hinv1[i, i]
+            w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
+            err1[i] = e
+        wp[i2:] -= hinv[i1:i2, i2:].T @ err1
+    return codes_t
+
+
 def _gptq_codebook(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray | None, spec: QuantSpec, block_size: int, imp: np.ndarray | None = None,
                    sp: _Sparse | None = None) -> QuantizedWeight:
     """GPTQ onto codebook weights (compiler.quant.codebook): each row's table is fit up front from the (dead-column
@@ -358,25 +384,7 @@ def _gptq_codebook(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray | None, sp
         def round_col(col, wcol):
             q = nearest(wcol[:, None], tab)[:, 0]
             return q, tab[np.arange(n), q]
-    order = np.arange(k) if perm is None else perm
-    wp = wt[order]
-    codes_t = np.empty((k, n), np.uint8)
-    for i1 in range(0, k, block_size):
-        i2 = min(i1 + block_size, k)
-        w1 = wp[i1:i2].copy()
-        err1 = np.zeros((i2 - i1, n), np.float32)
-        hinv1 = hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = order[i1 + i]
-            wcol = w1[i]
-            q, dq = round_col(col, wcol)
-            codes_t[col] = q
-            if sp is not None:
-                dq = sp.correct(col, wcol, dq)
-            e = (wcol - dq) / hinv1[i, i]
-            w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
-            err1[i] = e
-        wp[i2:] -= hinv[i1:i2, i2:].T @ err1
+    codes_t = _fixed_grid_loop(wt, hinv, np.arange(k) if perm is None else perm, round_col, block_size, sp)
     return _with_sparse(sp, QuantizedWeight(np.ascontiguousarray(codes_t.T), scales, np.zeros(scales.shape, np.uint8),
                                             spec.bits, g, table=tab, fp=spec.fp))
 
@@ -403,36 +411,18 @@ def _gptq_act_order(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray, spec: Qu
     zeros_t = np.ascontiguousarray(z.T)
     mins_t = None if m is None else np.ascontiguousarray(m.T)
     qmax = np.float32(spec.qmax)
-    wp = wt[perm]  # [K, N] in processing order
-    gidx = perm // g
-    codes_t = np.empty((k, n), np.uint8)
-    for i1 in range(0, k, block_size):
-        i2 = min(i1 + block_size, k)
-        cnt = i2 - i1
-        w1 = wp[i1:i2].copy()
-        err1 = np.zeros((cnt, n), np.float32)
-        hinv1 = hinv[i1:i2, i1:i2]
-        for i in range(cnt):
-            col = perm[i1 + i]
-            scale = scales_t[gidx[i1 + i]]
-            zero = zeros_t[gidx[i1 + i]].astype(np.float32)
-            wcol = w1[i]
-            if mins_t is not None:
-                mn = mins_t[gidx[i1 + i]]
-                q = np.rint((wcol - mn) / scale)
-                np.clip(q, 0, qmax, out=q)
-                dq = scale * q + mn
-            else:
-                q = np.rint(wcol / scale) + zero
-                np.clip(q, 0, qmax, out=q)
-                dq = scale * (q - zero)
-            if sp is not None:
-                dq = sp.correct(col, wcol, dq)
-            codes_t[col] = q.astype(np.uint8)
-            e = (wcol - dq) / hinv1[i, i]
-            w1[i + 1 :] -= np.outer(hinv1[i, i + 1 :], e)
-            err1[i] = e
-        wp[i2:] -= hinv[i1:i2, i2:].T @ err1
+
+    def round_col(col, wcol):
+        j = col // g
+        scale = scales_t[j]
+        if mins_t is not None:
+            q = np.clip(np.rint((wcol - mins_t[j]) / scale), 0, qmax)
+            return q.astype(np.uint8), scale * q + mins_t[j]
+        zero = zeros_t[j].astype(np.float32)
+        q = np.clip(np.rint(wcol / scale) + zero, 0, qmax)
+        return q.astype(np.uint8), scale * (q - zero)
+
+    codes_t = _fixed_grid_loop(wt, hinv, perm, round_col, block_size, sp)
     return _with_sparse(sp, QuantizedWeight(
         codes=np.ascontiguousarray(codes_t.T),
         scales=np.ascontiguousarray(s),
