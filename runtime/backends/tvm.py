@@ -33,11 +33,15 @@ class _TVMBackend(CompiledTargetBackend):
         self._before_load(folder, info)
         self.vm = VirtualMachine(tvm.runtime.load_module(str(lib)), self.dev)
         self.main = self.vm["main"]
-        self.params = [tvm.runtime.tensor(a, self.dev) for a in self.param_arrays(folder, info, hint)]
+        self.params = self.device_arrays(self.param_arrays(folder, info, hint))
         self.input_dtypes = {k: t.dtype for k, t in model.graph.inputs.items()}
 
     def _device(self, info):
         raise NotImplementedError
+
+    def device_arrays(self, arrays: list[np.ndarray]) -> list:
+        """Device copies of `arrays`."""
+        return [self.tvm.runtime.tensor(a, self.dev) for a in arrays]
 
     def _before_load(self, folder, info):
         pass
@@ -56,7 +60,7 @@ class _TVMBackend(CompiledTargetBackend):
 
     def new_cache(self, arrays):
         # device tensors, allocated once; the library's kv_write updates them in place (tvm-cpu) every step
-        return {k: self.tvm.runtime.tensor(np.ascontiguousarray(v), self.dev) for k, v in arrays.items()}
+        return dict(zip(arrays, self.device_arrays([np.ascontiguousarray(v) for v in arrays.values()])))
 
     def step(self, feeds, cache):
         if not self.model.kv_inplace:
@@ -74,6 +78,12 @@ class _TVMBackend(CompiledTargetBackend):
 
 class TVMCPUBackend(_TVMBackend):
     name = "tvm-cpu"
+
+    def device_arrays(self, arrays: list[np.ndarray]) -> list:
+        """The arrays copied into one huge-page arena (runtime.backends.arena), shared with TVM without a copy."""
+        from runtime.backends.arena import Arena
+
+        return [self.tvm.runtime.from_dlpack(v) for v in Arena(arrays).views]
 
     def _device(self, info):
         from compiler.backends.tvm.target import host_cpu
