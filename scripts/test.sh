@@ -12,7 +12,8 @@ workers=${LOWBIT_TEST_WORKERS:-$(nproc)}
 ((workers > 8)) && workers=8
 xdist=()
 ((workers > 1)) && xdist=(-n "$workers" --dist loadscope)
-OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} .venv/bin/python -m pytest "${xdist[@]}" --durations=30 "$@"
+# one thread per pool and worker: the workers already fill the cores (TVM would give each worker one per core)
+OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1} TVM_NUM_THREADS=${TVM_NUM_THREADS:-1} .venv/bin/python -m pytest "${xdist[@]}" --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

@@ -22,6 +22,9 @@ class _TVMBackend(CompiledTargetBackend):
     def __init__(self, model):
         super().__init__(model)
         folder, info, lib, hint = self.target_folder()
+        from compiler.hostinfo import default_tvm_threads
+
+        default_tvm_threads()  # before the first kernel starts TVM's pool (runtime-only TVM skips compiler.backends.tvm)
         try:
             import tvm
             from tvm.runtime.vm import VirtualMachine  # (also in TVM's runtime-only mode, TVM_USE_RUNTIME_LIB=1)

@@ -25,6 +25,9 @@ from pathlib import Path
 
 from compiler.backends.tvm.target import TVM_TARGETS  # noqa: F401 (the package's target names)
 from compiler.errors import LowbitError
+from compiler.hostinfo import default_tvm_threads
+
+default_tvm_threads()
 
 
 def require_tvm():
