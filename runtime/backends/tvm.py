@@ -16,6 +16,7 @@ from runtime.backends.base import CompiledTargetBackend
 
 class _TVMBackend(CompiledTargetBackend):
     name = "?"
+    cache_in_place = False  # kv_write updates the given cache tensors (tvm-cpu); on CUDA it returns a copy
     info_file = "tvm.json"
     library = "model.so"
 
@@ -38,6 +39,7 @@ class _TVMBackend(CompiledTargetBackend):
         self.main = self.vm["main"]
         self.params = self.device_arrays(self.param_arrays(folder, info, hint))
         self.input_dtypes = {k: t.dtype for k, t in model.graph.inputs.items()}
+        self._logits_index = info["outputs"].index("logits") if "logits" in info["outputs"] else None
 
     def _device(self, info):
         raise NotImplementedError
@@ -75,12 +77,17 @@ class _TVMBackend(CompiledTargetBackend):
         tvm = self.tvm
         args = [cache[k] if k in cache else tvm.runtime.tensor(np.ascontiguousarray(feeds[k], DTYPES[self.input_dtypes[k]]), self.dev) for k in self.info["inputs"]]
         out = self.main(*args, *self.params)
+        if self.cache_in_place:
+            # the library wrote the step's rows into the cache tensors it was given (its present_* outputs are
+            # those tensors): the same dict is the cache after the step, with no per-step re-wrapping of outputs
+            return out[self._logits_index].numpy(), cache
         names = self.info["outputs"]
-        return out[names.index("logits")].numpy(), {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
+        return out[self._logits_index].numpy(), {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
 
 
 class TVMCPUBackend(_TVMBackend):
     name = "tvm-cpu"
+    cache_in_place = True
 
     def device_arrays(self, arrays: list[np.ndarray]) -> list:
         """The arrays copied into one huge-page arena (runtime.backends.arena), shared with TVM without a copy."""
