@@ -29,11 +29,9 @@ class Arena:
             n += a.nbytes
         size = -(-max(n, 1) // HUGE) * HUGE
         self.buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        self.huge = False
         if hasattr(mmap, "MADV_HUGEPAGE"):
             try:
                 self.buffer.madvise(mmap.MADV_HUGEPAGE)  # before the first touch: faults then map 2 MiB pages
-                self.huge = True
             except OSError:  # THP compiled out of this kernel
                 pass
         base = np.frombuffer(self.buffer, np.uint8)
@@ -42,4 +40,3 @@ class Arena:
             v = base[o:o + a.nbytes].view(a.dtype).reshape(a.shape)
             v[...] = a
             self.views.append(v)
-        self.nbytes = n

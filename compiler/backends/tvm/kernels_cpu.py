@@ -436,25 +436,10 @@ def float_linear_prim_func(N: int, K: int, bias: bool):  # noqa: N803 - TIR shap
                     y[m, n0 + r] = red[0] + red[1]
 
     @T.macro
-    def row1(x, w, bv, y, n):
-        # decode (M = 1): one row, one FMA chain; no row loop whose invariant weight loads LLVM could hoist
-        acc = T.alloc_buffer((L,), "float32")
-        acc[T.Ramp(0, 1, L)] = T.Broadcast(T.float32(0), L)
-        for c in range(KC):
-            acc[T.Ramp(0, 1, L)] = acc[T.Ramp(0, 1, L)] + x[0, T.Ramp(c * L, 1, L)] * w[n, T.Ramp(c * L, 1, L)]
-        acc[T.Ramp(0, 1, 8)] = acc[T.Ramp(0, 1, 8)] + acc[T.Ramp(8, 1, 8)]
-        acc[T.Ramp(0, 1, 4)] = acc[T.Ramp(0, 1, 4)] + acc[T.Ramp(4, 1, 4)]
-        acc[T.Ramp(0, 1, 2)] = acc[T.Ramp(0, 1, 2)] + acc[T.Ramp(2, 1, 2)]
-        if bias:
-            y[0, n] = acc[0] + acc[1] + bv[n]
-        else:
-            y[0, n] = acc[0] + acc[1]
-
-    @T.macro
     def body(x, w, bv, y, M):
-        if M == 1:
+        if M == 1:  # decode: one row per task and no row loop whose invariant weight loads LLVM could hoist
             for n in T.parallel(N):
-                row1(x, w, bv, y, n)
+                rows(x, w, bv, y, 1, n, 1)
         else:
             for nb in T.parallel(NB):
                 rows(x, w, bv, y, M, nb * R, R)
