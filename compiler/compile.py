@@ -142,12 +142,17 @@ def compile_model(
     options = options or BuildOptions()
     target_list = parse_targets(targets)
     check_options(target_list, options)
-    from compiler.passes.kv_quant import kv_bits
+    from compiler.passes.kv_quant import KVSpec, parse_kv
 
-    if kv_bits(kv) is not None:
+    kv_spec = parse_kv(kv)
+    kv_plain = kv_spec == KVSpec("f32")
+    if kv_spec.window and any(t.name == "mlir-cpu" for t in target_list):
+        raise LowbitError(f"--kv {kv}: target mlir-cpu has no float-window attention yet",
+                          f"compile it with --kv {KVSpec(kv_spec.fmt, kv_spec.rotate)} for mlir-cpu, or drop mlir-cpu from --target")
+    if not kv_plain:
         compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
         if compiled:
-            raise LowbitError(f"--kv {kv}: target {compiled[0]} reads the float KV cache only, so far",
+            raise LowbitError(f"--kv {kv}: target {compiled[0]} reads the plain float KV cache only, so far",
                               "compile the quantized cache for ref, tvm-cpu, mlir-cpu and the accelerator targets, or use --kv f32")
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
@@ -225,7 +230,7 @@ def compile_model(
             feeds = calib_feeds()
         with progress_bar(progress) as bar:
             graph = quantize_layers(graph, plan, method, feeds if needs_calib else None, bar, damp=damp, act_order=act_order, weighted=imatrix)
-    if kv_bits(kv) is not None:
+    if not kv_plain:
         from compiler.passes.kv_quant import kv_quant_graph
 
         graph = kv_quant_graph(graph, kv)

@@ -245,18 +245,22 @@ def _infer_attention(t, a):
     return [q]
 
 
-@_op("kv_write", 3, doc="cache with rows positions[i] set to new[i] (in place where the backend can): cache f32[C,H,D], new f32[S,H,D], positions i64[S] -> f32[C,H,D]")
+@_op("kv_write", 3, doc="cache with rows positions[i] set to new[i] (in place where the backend can): cache f32[C,H,D] or f16[C,H,D] (new rows "
+     "rounded to nearest even), new f32[S,H,D], positions i64[S] -> the cache")
 def _infer_kv_write(t, a):
     cache, new, pos = t
+    _expect(cache.dtype in ("f32", "f16") and new.dtype == "f32", "kv_write: the cache must be f32 or f16 and the new rows f32")
     _expect(len(cache.shape) == 3 and len(new.shape) == 3, "kv_write: cache and new rows must be [rows,H,D]")
     _expect(_same_shape(cache.shape[1:], new.shape[1:]), f"kv_write: rows {new} do not fit cache {cache}")
     _expect(_same_shape(pos.shape, new.shape[:1]) and pos.dtype == "i64", "kv_write: positions must be i64[S]")
     return [cache]
 
 
-@_op("cache_attention", 4, attrs=("scale",), doc="attention over a preallocated KV cache: q f32[S,Hq,D], k/v caches f32[C,Hk,D], positions i64[S]; query i sees cache rows 0..positions[i]")
+@_op("cache_attention", 4, attrs=("scale",), doc="attention over a preallocated KV cache: q f32[S,Hq,D], k/v caches f32[C,Hk,D] (or f16, read as "
+     "f32), positions i64[S]; query i sees cache rows 0..positions[i]")
 def _infer_cache_attention(t, a):
     q, k, v, pos = t
+    _expect(k.dtype == v.dtype and k.dtype in ("f32", "f16"), "cache_attention: k and v caches must both be f32 or both f16")
     _infer_attention([q, k, v], a)
     _expect(_same_shape(pos.shape, q.shape[:1]) and pos.dtype == "i64", "cache_attention: positions must be i64[S]")
     return [q]
@@ -281,17 +285,28 @@ def _infer_kv_write_q(t, a):
     return [codes, scales]
 
 
-@_op("cache_attention_q", 6, attrs=("scale", "bits", "group"), doc="cache_attention over a quantized cache: q f32[S,Hq,D], k codes and scales, v codes and "
-     "scales (kv_write_q's forms), positions i64[S]; the cache rows read as s * q")
+@_op("cache_attention_q", 6, 10, attrs=("scale", "bits", "group"), doc="cache_attention over a quantized cache: q f32[S,Hq,D], k codes and scales, v codes and "
+     "scales (kv_write_q's forms), positions i64[S]; the cache rows read as s * q. With attr window R > 0 and four more inputs (k / v window rings "
+     "f32[R,Hk,D], this step's new k / v rows f32[S,Hk,D]): query i reads rows past positions[i] - R in float (the new rows, or ring row j % R), "
+     "and the outputs are (o, k ring, v ring) with the step's last rows stored in the rings")
 def _infer_cache_attention_q(t, a):
-    q, kc, ks, vc, vs, pos = t
+    q, kc, ks, vc, vs, pos = t[:6]
     d = _check_qcache("cache_attention_q", kc, ks, a)
     _check_qcache("cache_attention_q", vc, vs, a)
     _expect(len(q.shape) == 3 and dims_equal(q.shape[2], d), "cache_attention_q: head_dim of q and the cache differ")
     hq, hk = q.shape[1], kc.shape[1]
     _expect(isinstance(hq, int) and isinstance(hk, int) and hq % hk == 0, "cache_attention_q: q heads must be a multiple of kv heads")
     _expect(_same_shape(pos.shape, q.shape[:1]) and pos.dtype == "i64", "cache_attention_q: positions must be i64[S]")
-    return [q]
+    w = a.get("window", 0)
+    _expect((w > 0) == (len(t) == 10), "cache_attention_q: a window needs the two rings and the step's new rows (10 inputs), none needs 6")
+    if not w:
+        return [q]
+    kw, vw, kn, vn = t[6:]
+    for r in (kw, vw):
+        _expect(r.dtype == "f32" and _same_shape(r.shape, (w, hk, d)), f"cache_attention_q: window rings must be f32[{w},{hk},{d}]")
+    for r in (kn, vn):
+        _expect(r.dtype == "f32" and _same_shape(r.shape, (q.shape[0], hk, d)), "cache_attention_q: new rows must be f32[S,Hk,D]")
+    return [q, kw, vw]
 
 
 def _unary(t, a):
@@ -350,6 +365,16 @@ def _infer_mean(t, a):
     x = t[0]
     ax = a["axis"] % len(x.shape)
     return [TensorType(tuple(d for i, d in enumerate(x.shape) if i != ax), x.dtype)]
+
+
+@_op("hadamard", 1, attrs=("size",), doc="orthonormal Walsh-Hadamard transform of the last axis in blocks of `size` (a power of two): "
+     "Sylvester order, H[i,j] = (-1)^popcount(i&j) / sqrt(size); its own inverse")
+def _infer_hadamard(t, a):
+    x, n = t[0], a["size"]
+    _expect(x.dtype == "f32" and len(x.shape) >= 1, "hadamard: input must be f32")
+    _expect(isinstance(n, int) and n >= 2 and n & (n - 1) == 0, f"hadamard: size {n} is not a power of two")
+    _expect(isinstance(x.shape[-1], int) and x.shape[-1] % n == 0, f"hadamard: last dim of {x} is not a multiple of {n}")
+    return [x]
 
 
 @_op("l2norm", 1, attrs=("eps",), doc="x / max(||x||_2, eps) over the last axis")

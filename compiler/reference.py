@@ -228,9 +228,10 @@ def _kv_write(ins, a, _):
     cache, new, pos = ins
     if pos.size and (pos.min() < 0 or pos.max() >= cache.shape[0]):
         raise LowbitError(f"position {int(pos.max())} is past the KV cache's {cache.shape[0]} rows", "generate fewer --tokens, or use a shorter prompt")
-    if not cache.flags.writeable or cache.dtype != np.float32:
-        cache = np.array(cache, np.float32)
-    cache[pos] = new
+    dt = np.float16 if cache.dtype == np.float16 else np.float32  # an fp16 cache (--kv fp16) stays fp16
+    if not cache.flags.writeable or cache.dtype != dt:
+        cache = np.array(cache, dt)
+    cache[pos] = new.astype(dt)  # (float32 -> fp16: round to nearest even)
     return [cache]
 
 
@@ -240,7 +241,7 @@ def _cache_attention(ins, a, _):
     # `attention` (causal) over the first T rows, bit for bit.
     q, kc, vc, pos = ins
     t = int(pos.max()) + 1
-    k, v = kc[:t], vc[:t]
+    k, v = kc[:t].astype(np.float32, copy=False), vc[:t].astype(np.float32, copy=False)
     s = q.shape[0]
     if np.array_equal(pos, np.arange(t - s, t)):
         return _attention([q, k, v], {"causal": True, "scale": a["scale"]}, None)
@@ -296,11 +297,41 @@ def _kv_write_q(ins, a, _):
 
 @kernel("cache_attention_q")
 def _cache_attention_q(ins, a, _):
-    q, kc, ks, vc, vs, pos = ins
+    q, kc, ks, vc, vs, pos = ins[:6]
     t = int(pos.max()) + 1
     k = kv_dequantize(kc[:t], ks[:t], a["bits"], a["group"])
     v = kv_dequantize(vc[:t], vs[:t], a["bits"], a["group"])
-    return _cache_attention([q, k, v, pos], {"scale": a["scale"]}, None)
+    w = a.get("window", 0)
+    if not w:
+        return _cache_attention([q, k, v, pos], {"scale": a["scale"]}, None)
+    kw, vw = (x if x.flags.writeable and x.dtype == np.float32 else np.array(x, np.float32) for x in ins[6:8])  # rings: written in place
+    kn, vn = (np.asarray(x, np.float32) for x in ins[8:])
+    return _window_attention(q, k, v, kw, vw, kn, vn, pos, w, a["scale"])
+
+
+def _window_attention(q, kq, vq, kw, vw, kn, vn, pos, w, scale):
+    """cache_attention_q with a float window of w rows: query i reads row j as float when j > pos[i] - w (the step's
+    new row j - pos[0], or ring row j % w for rows before the step) and dequantized (kq, vq) otherwise; then the
+    step's last min(S, w) rows go into the rings at row % w. Positions are contiguous and ascending."""
+    s, t, p0 = q.shape[0], kq.shape[0], int(pos[0])
+    kf, vf = np.zeros_like(kq), np.zeros_like(vq)
+    old = np.arange(max(0, p0 - w), min(p0, t))
+    kf[old], vf[old] = kw[old % w], vw[old % w]
+    kf[p0:p0 + s], vf[p0:p0 + s] = kn, vn
+    h, d = q.shape[1:]
+    hk = kq.shape[1]
+    qg = q.reshape(s, hk, h // hk, d).transpose(1, 2, 0, 3)  # [hk, rep, S, D]
+    j = np.arange(t)[None, :]
+    fl = j > pos[:, None] - w  # [S, T]: read in float
+    sq = np.matmul(qg, kq.transpose(1, 2, 0)[:, None])
+    sf = np.matmul(qg, kf.transpose(1, 2, 0)[:, None])
+    scores = np.where(fl, sf, sq) * np.float32(scale)
+    scores = np.where(j <= pos[:, None], scores, np.float32(-np.inf))
+    p = softmax(scores)
+    out = np.matmul(np.where(fl, 0, p), vq.transpose(1, 0, 2)[:, None]) + np.matmul(np.where(fl, p, 0), vf.transpose(1, 0, 2)[:, None])
+    last = np.arange(max(0, s - w), s)
+    kw[(p0 + last) % w], vw[(p0 + last) % w] = kn[last], vn[last]
+    return [out.transpose(2, 0, 1, 3).reshape(s, h, d).astype(np.float32), kw, vw]
 
 
 @kernel("softmax")
@@ -376,6 +407,24 @@ def _l2norm(ins, a, _):
     x = ins[0]
     n = np.sqrt((x * x).sum(axis=-1, keepdims=True))
     return [(x / np.maximum(n, np.float32(a["eps"]))).astype(np.float32)]
+
+
+def hadamard(x: np.ndarray, n: int) -> np.ndarray:
+    """The `hadamard` op's contract: the in-place fast Walsh-Hadamard butterfly in float32 over each block of n
+    along the last axis (stages h = 1, 2, 4, ...: x[i], x[i + h] <- x[i] + x[i + h], x[i] - x[i + h]), then one
+    multiply by float32(1 / sqrt(n)). Backends that run this butterfly in this order match it bit for bit."""
+    y = np.array(x, np.float32).reshape(-1, n)
+    h = 1
+    while h < n:
+        y = y.reshape(-1, n // (2 * h), 2, h)
+        y = np.stack([y[:, :, 0] + y[:, :, 1], y[:, :, 0] - y[:, :, 1]], axis=2)
+        h *= 2
+    return (y.reshape(np.shape(x)) * np.float32(1.0 / math.sqrt(n))).astype(np.float32)
+
+
+@kernel("hadamard")
+def _hadamard(ins, a, _):
+    return [hadamard(ins[0], a["size"])]
 
 
 @kernel("qlinear")

@@ -101,10 +101,12 @@ def step_bytes(graph, context: int) -> dict:
         else:
             flt += arr.nbytes
     # one position of K and V, every layer: the cache inputs' bytes per row (float32, or a quantized cache's codes and scales)
-    row = sum(int(np.prod(t.shape[1:])) * np.dtype(DTYPES[t.dtype]).itemsize for k, t in graph.inputs.items() if k.startswith("past_"))
+    past = {k: t for k, t in graph.inputs.items() if k.startswith("past_")}
+    row = sum(int(np.prod(t.shape[1:])) * np.dtype(DTYPES[t.dtype]).itemsize for t in past.values() if not isinstance(t.shape[0], int))
     if graph.meta.get("kv") == "inplace":
-        # the step's row is written, then attention reads rows 0..context (tvm-cpu's kernel reads no more)
-        kv = row * (context + 1)
+        # the step's row is written, then attention reads rows 0..context (tvm-cpu's kernel reads no more), and a
+        # quantized cache's float window rings (a fixed number of rows) whole
+        kv = row * (context + 1) + sum(int(np.prod(t.shape)) * np.dtype(DTYPES[t.dtype]).itemsize for t in past.values() if isinstance(t.shape[0], int))
     else:
         # concat: the past is read and the grown copy written (context + 1 rows), then attention reads that copy
         kv = row * (3 * context + 2)
@@ -156,7 +158,7 @@ def _cache(m, b, filled: int, rows: int, rng) -> dict:
     for k, t in m.graph.inputs.items():
         if not k.startswith("past_"):
             continue
-        shape, dt = (n, *t.shape[1:]), np.dtype(DTYPES[t.dtype])
+        shape, dt = (t.shape[0] if isinstance(t.shape[0], int) else n, *t.shape[1:]), np.dtype(DTYPES[t.dtype])  # (window rings: fixed rows)
         if dt == np.float32:
             arrays[k] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
         elif dt == np.float16:  # a quantized cache's scales

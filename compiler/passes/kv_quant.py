@@ -1,4 +1,4 @@
-"""A quantized KV cache: `lowbit compile --kv int8|int4` (llama.cpp's q8_0 / q4_0 cache types, KIVI's per-token values).
+"""A quantized KV cache: `lowbit compile --kv fp16|int8|int4[-rot][-wN]` (llama.cpp's q8_0 / q4_0 cache types, KIVI's per-token values).
 
 The in-place cache (docs/DESIGN.md, KV cache) keeps every row as integer codes with one scale per (row, head,
 group of GROUP = 32 along the head dimension), keys and values alike:
@@ -11,35 +11,122 @@ nibble and element i + 16 in its high one (so 16 consecutive bytes give 16 conse
 scales f16 [C, H, D/32]. `kv_write_q` quantizes the new rows into the fed arrays (in place); `cache_attention_q`
 reads rows 0..positions[i] as s * q (float32, exact) and is `cache_attention` over them. The pass rewrites a
 graph built with the float in-place cache: each layer's past_key.i / past_value.i become the codes, with
-past_key_scale.i / past_value_scale.i beside them (and the present_* outputs likewise).
+past_key_scale.i / past_value_scale.i beside them (and the present_* outputs likewise). `fp16` keeps the float
+ops over f16 arrays (vLLM's and llama.cpp's default cache type: half of f32's bytes).
+
+Options: `-rot` (rotate_graph: a Hadamard rotation of every K and V head, exact in real arithmetic) and `-wN` (the N
+most recent rows read in float32 from two rings per layer, KIVI's full-precision window).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from compiler.errors import LowbitError
 from compiler.ir import Graph, Node, TensorType
 
 GROUP = 32
-FORMATS = {"f32": None, "int8": 8, "int4": 4}
+FORMATS = {"f32": None, "fp16": None, "int8": 8, "int4": 4}  # bits of the integer codes (None: a float cache)
+OPTIONS = {"rot": "a Hadamard rotation of every K and V head (QuaRot; llama.cpp rotates its quantized cache too)",
+           "wN": "the N most recent rows read in float32 (KIVI's full-precision window), e.g. -w128"}
+MAX_WINDOW = 4096
+
+
+@dataclass(frozen=True)
+class KVSpec:
+    """`--kv FMT[-rot][-wN]`: the cache's number format and its options."""
+
+    fmt: str
+    rotate: bool = False
+    window: int = 0
+
+    @property
+    def bits(self) -> int | None:
+        return FORMATS[self.fmt]
+
+    def __str__(self) -> str:
+        return self.fmt + ("-rot" if self.rotate else "") + (f"-w{self.window}" if self.window else "")
+
+
+def parse_kv(text: str) -> KVSpec:
+    fmt, *opts = str(text).strip().lower().split("-")
+    if fmt not in FORMATS:
+        raise LowbitError(f"unknown KV cache format '{text}'", f"use one of {', '.join(FORMATS)}, with options -rot and -wN (e.g. int4-rot-w128)")
+    rotate, window, seen = False, 0, set()
+    for o in opts:
+        key = "w" if o[:1] == "w" and o[1:].isdigit() else o
+        if key in seen or key not in ("rot", "w") or o == "w":
+            raise LowbitError(f"{'repeated' if key in seen else 'unknown'} KV cache option '-{o}' in '{text}'",
+                              "the options are: " + "; ".join(f"-{k}: {v}" for k, v in OPTIONS.items()))
+        seen.add(key)
+        if key == "rot":
+            rotate = True
+        else:
+            window = int(o[1:])
+            if not 1 <= window <= MAX_WINDOW:
+                raise LowbitError(f"KV cache window '-{o}' in '{text}' is outside 1..{MAX_WINDOW}", "e.g. -w128")
+    if window and FORMATS[fmt] is None:
+        raise LowbitError(f"--kv {text}: a float window needs a quantized cache", f"e.g. --kv int4-w{window}, or drop -w{window}")
+    return KVSpec(fmt, rotate, window)
 
 
 def kv_bits(fmt: str) -> int | None:
-    if fmt not in FORMATS:
-        raise LowbitError(f"unknown KV cache format '{fmt}'", f"use one of {', '.join(FORMATS)}")
-    return FORMATS[fmt]
+    return parse_kv(fmt).bits
 
 
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, fmt: str) -> float:
     """Bytes of K and V per token over all layers: codes plus a 2-byte (fp16) scale per group of 32."""
-    bits = kv_bits(fmt)
-    per = head_dim * 4 if bits is None else head_dim * bits / 8 + head_dim // GROUP * 2
+    spec = parse_kv(fmt)
+    bits = spec.bits
+    per = head_dim * (2 if spec.fmt == "fp16" else 4) if bits is None else head_dim * bits / 8 + head_dim // GROUP * 2
     return 2.0 * layers * kv_heads * per
 
 
+def rotation_size(head_dim: int) -> int:
+    """The Hadamard block along a head: the largest power of two dividing head_dim (the whole head when it is one)."""
+    return head_dim & -head_dim
+
+
+def _rotated(nodes: list[Node], x: str, size: int) -> str:
+    """Append hadamard(x) to nodes and return its output (x's name with a .had suffix)."""
+    out = f"{x}.had"
+    nodes.append(Node("hadamard", [x], [out], {"size": size}))
+    return out
+
+
+def rotate_graph(graph: Graph) -> Graph:
+    """The in-place cache with every K and V head rotated by the orthonormal Hadamard H (ir op `hadamard`).
+    Exact in real arithmetic: keys and queries are rotated after RoPE, so q.k = (Hq).(Hk); values are stored as Hv,
+    so attention yields H o and one more H (H H = I) gives o back. The rotation spreads a head's outlier channels
+    over all of it, which is what a cache quantized per token needs."""
+    d = graph.meta["hparams"]["head_dim"]
+    size = rotation_size(d)
+    if size < 2:
+        raise LowbitError(f"--kv ...-rot: head_dim {d} has no power-of-two block to rotate", "drop -rot")
+    g = graph.copy()
+    nodes: list[Node] = []
+    for n in g.nodes:
+        if n.op == "kv_write":
+            cache, new, pos = n.inputs
+            nodes.append(Node(n.op, [cache, _rotated(nodes, new, size), pos], list(n.outputs), dict(n.attrs)))
+        elif n.op == "cache_attention":
+            q, kc, vc, pos = n.inputs
+            out = n.outputs[0]
+            nodes.append(Node(n.op, [_rotated(nodes, q, size), kc, vc, pos], [f"{out}.rot"], dict(n.attrs)))
+            nodes.append(Node("hadamard", [f"{out}.rot"], [out], {"size": size}))
+        else:
+            nodes.append(n)
+    g.nodes = nodes
+    g.infer_types()
+    g.verify()
+    return g
+
+
 def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
-    """A copy of graph whose in-place KV cache is stored in `fmt` (module doc); f32 returns graph as it is."""
-    bits = kv_bits(fmt)
-    if bits is None:
+    """A copy of graph whose in-place KV cache is stored in `fmt` (module doc); plain f32 returns graph as it is."""
+    spec = parse_kv(fmt)
+    bits = spec.bits
+    if spec == KVSpec("f32"):
         return graph
     if not graph.meta.get("causal"):
         raise LowbitError(f"--kv {fmt}: model {graph.name} has no KV cache (an encoder)", "drop --kv")
@@ -47,10 +134,23 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
         raise LowbitError(f"--kv {fmt} needs the in-place KV cache, and this graph concatenates its cache (LOWBIT_KV_CACHE=concat)",
                           "unset LOWBIT_KV_CACHE (the in-place form is the default)")
     d = graph.meta["hparams"]["head_dim"]
-    if d % GROUP:
+    if bits is not None and d % GROUP:
         raise LowbitError(f"--kv {fmt}: head_dim {d} is not a multiple of the cache's group of {GROUP}", "use --kv f32 for this model")
+    if spec.rotate:
+        graph = rotate_graph(graph)
+    if bits is None:
+        g = graph.copy()
+        if spec.fmt == "fp16":  # the same ops over f16 arrays: kv_write rounds the new rows, cache_attention reads them as f32
+            for k, t in g.inputs.items():
+                if k.startswith(("past_key.", "past_value.")):
+                    g.inputs[k] = TensorType(t.shape, "f16")
+            g.infer_types()
+            g.verify()
+        g.meta["kv_format"] = str(spec)
+        return g
     g = graph.copy()
     attrs = {"bits": bits, "group": GROUP}
+    new_rows: dict[str, str] = {}  # present cache name -> the rows its kv_write stores this step
     nodes: list[Node] = []
     for n in g.nodes:
         if n.op == "kv_write":
@@ -62,12 +162,22 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             g.inputs[sname] = TensorType((rows, heads, d // GROUP), "f16")
             out = n.outputs[0]
             sout = out.replace("present_key.", "present_key_scale.").replace("present_value.", "present_value_scale.")
+            new_rows[out] = new
             nodes.append(Node("kv_write_q", [cache, sname, new, pos], [out, sout], {**attrs, **{k: v for k, v in n.attrs.items() if k == "block"}}))
         elif n.op == "cache_attention":
             q, kc, vc, pos = n.inputs
             ks = kc.replace("present_key.", "present_key_scale.")
             vs = vc.replace("present_value.", "present_value_scale.")
-            nodes.append(Node("cache_attention_q", [q, kc, ks, vc, vs, pos], list(n.outputs), {**n.attrs, **attrs}))
+            ins, outs, wattrs = [q, kc, ks, vc, vs, pos], list(n.outputs), {}
+            if spec.window:
+                # float rings of the last R rows (fixed size, not per cache row) and this step's rows, read by the attention
+                rings = [c.replace("present_key.", "past_key_window.").replace("present_value.", "past_value_window.") for c in (kc, vc)]
+                for r in rings:
+                    g.inputs[r] = TensorType((spec.window, graph.meta["hparams"]["kv_heads"], d), "f32")
+                ins += [*rings, new_rows[kc], new_rows[vc]]
+                outs += [r.replace("past_", "present_") for r in rings]
+                wattrs = {"window": spec.window}
+            nodes.append(Node("cache_attention_q", ins, outs, {**n.attrs, **attrs, **wattrs}))
         else:
             nodes.append(n)
     g.nodes = nodes
@@ -76,8 +186,10 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
         outs.append(o)
         if o.startswith(("present_key.", "present_value.")):
             outs.append(o.replace("present_key.", "present_key_scale.").replace("present_value.", "present_value_scale."))
+            if spec.window:
+                outs.append(o.replace("present_key.", "present_key_window.").replace("present_value.", "present_value_window."))
     g.outputs = outs
-    g.meta["kv_format"] = fmt
+    g.meta["kv_format"] = str(spec)
     g.infer_types()
     g.verify()
     return g

@@ -120,7 +120,8 @@ KV_FORMAT_OF = {"f32": "fp32"}  # an artifact's graph meta kv_format -> the name
 
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, fmt: str) -> float:
     """Bytes of K and V one token adds to the cache, over all layers: codes plus an fp16 scale per group."""
-    bits, group = KV_FORMATS[KV_FORMAT_OF.get(fmt, fmt)]
+    base = fmt.split("-")[0]  # options such as -rot change no byte
+    bits, group = KV_FORMATS[KV_FORMAT_OF.get(base, base)]
     per = head_dim * bits / 8 + (head_dim // group * 2 if group else 0)
     return 2.0 * layers * kv_heads * per
 

@@ -40,7 +40,7 @@ class Backend:
 
 def check_capacity(feeds: dict, cache: dict):
     """Refuse positions past a preallocated cache's rows before a native kernel writes out of bounds."""
-    rows = {int(v.shape[0]) for v in cache.values()}
+    rows = {int(v.shape[0]) for k, v in cache.items() if k.startswith(("past_key.", "past_value."))}  # (not the fixed window rings)
     pos = feeds["positions"]
     if rows and len(pos) and int(np.max(pos)) >= min(rows):
         raise LowbitError(f"position {int(np.max(pos))} is past the KV cache's {min(rows)} rows (the context this generation allocated)", "generate fewer --tokens, or use a shorter prompt")

@@ -447,13 +447,22 @@ def _attention(L, n):
 
 @conv("cache_attention")
 def _cache_attention(L, n):
+    from iree.compiler.dialects import arith
+
     q, k, v, pos = L.ins(n)
-    return [attention(L.B, q, k, v, L.shape(n.inputs[0]), L.shape(n.inputs[1]), float(n.attrs["scale"]), True, pos)]
+    kshape = L.shape(n.inputs[1])
+    if L.g.types[n.inputs[1]].dtype == "f16":  # --kv fp16: a float32 copy for the masked attention
+        k, v = (L.B.elementwise([c], kshape, L.B.f32, lambda x: arith.extf(L.B.f32, x)) for c in (k, v))
+    return [attention(L.B, q, k, v, L.shape(n.inputs[0]), kshape, float(n.attrs["scale"]), True, pos)]
 
 
 @conv("kv_write")
 def _kv_write(L, n):
+    from iree.compiler.dialects import arith
+
     cache, new, pos = L.ins(n)
+    if L.g.types[n.inputs[0]].dtype == "f16":  # rounded to nearest even as they are stored
+        new = L.B.elementwise([new], L.shape(n.inputs[1]), L.B.f16, lambda x: arith.truncf(L.B.f16, x))
     return [kv_write(L.B, cache, new, pos)]
 
 
@@ -530,6 +539,34 @@ def _cache_attention_q(L, n):
     k = kv_dequantize(L.B, kc, ks, rows, heads, d, a["bits"], a["group"])
     v = kv_dequantize(L.B, vc, vs, rows, heads, d, a["bits"], a["group"])
     return [attention(L.B, q, k, v, L.shape(n.inputs[0]), (rows, heads, d), float(a["scale"]), True, pos)]
+
+
+def hadamard(B, x, shape, size: int):
+    """The reference's butterfly (compiler.reference.hadamard), one elementwise stage per h = 1, 2, 4, ...: element c
+    and its partner c ^ h (in the same block of `size`) give their sum at the lower index and their difference at
+    the upper, then one multiply by float32(1 / sqrt(size)); the same float operations, so bit for bit."""
+    from iree.compiler.dialects import arith, tensor
+
+    r = len(shape)
+    h = 1
+    while h < size:
+        def body(v, x=x, h=h):
+            idx = [B.index_in_region(k) for k in range(r)]
+            c = idx[-1]
+            partner = arith.xori(c, B.cindex(h))
+            other = tensor.extract(x, [*idx[:-1], partner])
+            lo = arith.cmpi(arith.CmpIPredicate.eq, arith.andi(c, B.cindex(h)), B.cindex(0))
+            return arith.select(lo, arith.addf(v, other), arith.subf(other, v))
+
+        x = B.elementwise([x], shape, B.f32, body)
+        h *= 2
+    scale = float(np.float32(1.0 / math.sqrt(size)))
+    return B.elementwise([x], shape, B.f32, lambda v: arith.mulf(v, B.cf(scale)))
+
+
+@conv("hadamard")
+def _hadamard(L, n):
+    return [hadamard(L.B, L.ins(n)[0], L.shape(n.inputs[0]), n.attrs["size"])]
 
 
 @conv("softmax")

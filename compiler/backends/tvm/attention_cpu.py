@@ -37,9 +37,14 @@ def lanes(d: int) -> int:
     return next(v for v in (16, 8, 4, 2, 1) if d % v == 0)
 
 
-def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64", kv_bits: int | None = None, kv_group: int = 32) -> tirx.PrimFunc:
+def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64", kv_bits: int | None = None, kv_group: int = 32,
+                              window: int = 0, cache_dtype: str = "float32") -> tirx.PrimFunc:
     """kv_bits 8 / 4: the cache is a quantized one (compiler.passes.kv_quant): k / v are codes and ks / vs their fp16
-    scales, each row read as s * q in registers (no float copy of the cache)."""
+    scales, each row read as s * q in registers (no float copy of the cache). cache_dtype float16 (a float cache):
+    the rows are widened to float32 in registers. window R > 0 (a quantized cache only):
+    query i walks rows 0..positions[i] - R dequantized and the rest in float, from this step's new rows kn / vn or
+    the rings kw / vw (row j % R), with one online softmax over both walks; then the step's last min(S, R) rows go
+    into the rings (the signature gains kw, vw, kn, vn before o; Relax calls it in place on the rings)."""
     from tvm.script import tirx as T
 
     rep = hq // hkv
@@ -61,10 +66,15 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
     fv = "float32" if vl == 1 else f"float32x{vl}"
     iv = "int32" if vl == 1 else f"int32x{vl}"
 
-    def row(buf, sbuf, j, h, c):
-        """vl consecutive values of cache row j, head h, from element c * vl: as stored (float cache), or s * q."""
+    def row(buf, sbuf, j, h, c, p0=None):
+        """vl consecutive values of cache row j, head h, from element c * vl: as stored (float cache), or s * q; with p0
+        (the step's first position) a float window row: this step's new row j - p0 (buf), or ring row j % window (sbuf)
+        (both loads are in bounds, the select keeps one)"""
+        if p0 is not None:
+            cond = j >= p0
+            return T.Select(cond if vl == 1 else T.Broadcast(cond, vl), buf[T.max(j - p0, T.int64(0)), h, rp(c * vl)], sbuf[T.floormod(j, window), h, rp(c * vl)])
         if kv_bits is None:
-            return buf[j, h, rp(c * vl)]
+            return buf[j, h, rp(c * vl)] if cache_dtype == "float32" else T.Cast(fv, buf[j, h, rp(c * vl)])
         s_ = bc(T.Cast("float32", sbuf[j, h, (c * vl) // kv_group]))  # vl divides the group: one scale per vector
         if kv_bits == 8:
             return T.Cast(fv, buf[j, h, rp(c * vl)]) * s_
@@ -88,37 +98,46 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         return y * T.reinterpret("float32" if n == 1 else f"float32x{n}", T.shift_left(T.Cast(it, fx) + i127, i23))
 
     @T.macro
-    def walk(q, k, ks, v, vs, i, lo, hi, mrun, lrun, acc):
-        # rows [lo, hi) of the cache (every KV head: one contiguous row of Hkv * D floats at a time) for
-        # query i, into (mrun, lrun, acc) of its Hq heads; query head g = h * rep + r reads KV head h
+    def init(mrun, lrun, acc):
         for g in range(hq):
             mrun[g] = lo_f
             lrun[g] = T.float32(0)
             for c in range(dc):
                 acc[rp(g * d + c * vl)] = bvec(0.0, vl)
+
+    @T.macro
+    def walk(q, k, ks, v, vs, i, lo, hi, mrun, lrun, acc, p0):
+        # rows [lo, hi) of the cache (every KV head: one contiguous row of Hkv * D floats at a time) for
+        # query i, into (mrun, lrun, acc) of its Hq heads; query head g = h * rep + r reads KV head h
+        # (p0 None: the cache; else the float window's sources, row() above)
         sc = T.alloc_buffer((hq * B,), "float32")
-        red = T.alloc_buffer((vl,), "float32")
+        red = T.alloc_buffer((rep * vl,), "float32")
         bm = T.alloc_buffer((1,), "float32")
         cr = T.alloc_buffer((1,), "float32")
         s = T.alloc_buffer((1,), "float32")
-        for jb in range((hi - lo + B - 1) // B):
+        for jb in range((T.max(hi - lo, T.int64(0)) + B - 1) // B):
             j0 = T.Bind(lo + jb * B)
             nb = T.Bind(T.min(hi - j0, B))
             for jj in range(nb):
-                for g in range(hq):
-                    red[rp(0)] = bvec(0.0, vl)
+                for h in range(hkv):
+                    # each K vector is read (and dequantized) once for the rep query heads that share it
+                    for r in range(rep):
+                        red[rp(r * vl)] = bvec(0.0, vl)
                     for c in range(dc):
-                        red[rp(0)] = red[rp(0)] + q[i, g, rp(c * vl)] * row(k, ks, j0 + jj, g // rep, c)
-                    if vl >= 16:
-                        red[T.Ramp(0, 1, 8)] = red[T.Ramp(0, 1, 8)] + red[T.Ramp(8, 1, 8)]
-                    if vl >= 8:
-                        red[T.Ramp(0, 1, 4)] = red[T.Ramp(0, 1, 4)] + red[T.Ramp(4, 1, 4)]
-                    if vl >= 4:
-                        red[T.Ramp(0, 1, 2)] = red[T.Ramp(0, 1, 2)] + red[T.Ramp(2, 1, 2)]
-                    if vl >= 2:
-                        sc[g * B + jj] = (red[0] + red[1]) * T.float32(sc_f)
-                    else:
-                        sc[g * B + jj] = red[0] * T.float32(sc_f)
+                        kv = T.Bind(row(k, ks, j0 + jj, h, c, p0))
+                        for r in range(rep):
+                            red[rp(r * vl)] = red[rp(r * vl)] + q[i, h * rep + r, rp(c * vl)] * kv
+                    for r in range(rep):
+                        if vl >= 16:
+                            red[T.Ramp(r * vl, 1, 8)] = red[T.Ramp(r * vl, 1, 8)] + red[T.Ramp(r * vl + 8, 1, 8)]
+                        if vl >= 8:
+                            red[T.Ramp(r * vl, 1, 4)] = red[T.Ramp(r * vl, 1, 4)] + red[T.Ramp(r * vl + 4, 1, 4)]
+                        if vl >= 4:
+                            red[T.Ramp(r * vl, 1, 2)] = red[T.Ramp(r * vl, 1, 2)] + red[T.Ramp(r * vl + 2, 1, 2)]
+                        if vl >= 2:
+                            sc[(h * rep + r) * B + jj] = (red[r * vl] + red[r * vl + 1]) * T.float32(sc_f)
+                        else:
+                            sc[(h * rep + r) * B + jj] = red[r * vl] * T.float32(sc_f)
             for g in range(hq):
                 bm[0] = mrun[g]
                 for jj in range(nb):
@@ -136,9 +155,9 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             for h in range(hkv):
                 for c in range(dc):
                     for jj in range(nb):
+                        vv = T.Bind(row(v, vs, j0 + jj, h, c, p0))  # read (and dequantized) once for the rep heads
                         for r in range(rep):
-                            acc[rp((h * rep + r) * d + c * vl)] = (acc[rp((h * rep + r) * d + c * vl)]
-                                                                              + bc(sc[(h * rep + r) * B + jj]) * row(v, vs, j0 + jj, h, c))
+                            acc[rp((h * rep + r) * d + c * vl)] = acc[rp((h * rep + r) * d + c * vl)] + bc(sc[(h * rep + r) * B + jj]) * vv
 
     @T.macro
     def finish(o, i, lrun, acc):
@@ -149,21 +168,24 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
 
     # one signature for both caches: a float cache is passed as its own "scales" (never read: row() ignores them)
     kd = d if kv_bits in (None, 8) else d // 2
-    cdt = {None: "float32", 8: "int8", 4: "uint8"}[kv_bits]
-    sd, sdt = (d, "float32") if kv_bits is None else (d // kv_group, "float16")
+    cdt = {None: cache_dtype, 8: "int8", 4: "uint8"}[kv_bits]
+    sd, sdt = (d, cache_dtype) if kv_bits is None else (d // kv_group, "float16")
+    W = window
 
-    @T.prim_func(private=True)
-    def cache_attention(var_q: T.handle, var_k: T.handle, var_ks: T.handle, var_v: T.handle, var_vs: T.handle, var_pos: T.handle, var_o: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        S, C = T.int64(), T.int64()
-        q = T.match_buffer(var_q, (S, hq, d), "float32")
-        k = T.match_buffer(var_k, (C, hkv, kd), cdt)
-        ks = T.match_buffer(var_ks, (C, hkv, sd), sdt)
-        v = T.match_buffer(var_v, (C, hkv, kd), cdt)
-        vs = T.match_buffer(var_vs, (C, hkv, sd), sdt)
-        pos = T.match_buffer(var_pos, (S,), pos_dtype)
-        o = T.match_buffer(var_o, (S, hq, d), "float32")
+    @T.macro
+    def walk_rows(q, k, ks, v, vs, kw, vw, kn, vn, p0, i, lo, hi, nq, mrun, lrun, acc):
+        # rows [lo, hi) for query i: those below nq from the cache, the rest from the float window
+        if W > 0:
+            walk(q, k, ks, v, vs, i, lo, T.min(hi, nq), mrun, lrun, acc, None)
+            walk(q, kn, kw, vn, vw, i, T.max(lo, nq), hi, mrun, lrun, acc, p0)
+        else:
+            walk(q, k, ks, v, vs, i, lo, hi, mrun, lrun, acc, None)
+
+    @T.macro
+    def body(q, k, ks, v, vs, kw, vw, kn, vn, pos, o, S, C):
         t0 = T.Bind(T.max(T.min(T.Cast("int64", pos[0]) + 1, C), T.int64(0)))
+        p0 = T.Bind(T.Cast("int64", pos[0]))
+        nq0 = T.Bind(T.max(p0 + 1 - W, T.int64(0)))  # rows of query 0 read from the cache (all of them without a window)
         if S == 1 and t0 > SPLIT_MIN:
             part = T.alloc_buffer((NS * hq * (d + 2),), "float32")  # (acc[D], m, l) per split and query head
             for sp in T.parallel(NS):
@@ -172,7 +194,8 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                 mrun = T.alloc_buffer((hq,), "float32")
                 lrun = T.alloc_buffer((hq,), "float32")
                 acc = T.alloc_buffer((hq * d,), "float32")
-                walk(q, k, ks, v, vs, 0, lo, T.min(lo + per, t0), mrun, lrun, acc)
+                init(mrun, lrun, acc)
+                walk_rows(q, k, ks, v, vs, kw, vw, kn, vn, p0, 0, lo, T.min(lo + per, t0), nq0, mrun, lrun, acc)
                 for g in range(hq):
                     for c in range(dc):
                         part[rp((sp * hq + g) * (d + 2) + c * vl)] = acc[rp(g * d + c * vl)]
@@ -202,16 +225,57 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             mrun1 = T.alloc_buffer((hq,), "float32")
             lrun1 = T.alloc_buffer((hq,), "float32")
             acc1 = T.alloc_buffer((hq * d,), "float32")
-            walk(q, k, ks, v, vs, 0, T.int64(0), t0, mrun1, lrun1, acc1)
+            init(mrun1, lrun1, acc1)
+            walk_rows(q, k, ks, v, vs, kw, vw, kn, vn, p0, 0, T.int64(0), t0, nq0, mrun1, lrun1, acc1)
             finish(o, 0, lrun1, acc1)
         else:
             for i in T.parallel(S):
                 mrun2 = T.alloc_buffer((hq,), "float32")
                 lrun2 = T.alloc_buffer((hq,), "float32")
                 acc2 = T.alloc_buffer((hq * d,), "float32")
-                walk(q, k, ks, v, vs, i, T.int64(0), T.max(T.min(T.Cast("int64", pos[i]) + 1, C), T.int64(0)), mrun2, lrun2, acc2)
+                pi = T.Bind(T.Cast("int64", pos[i]))
+                init(mrun2, lrun2, acc2)
+                walk_rows(q, k, ks, v, vs, kw, vw, kn, vn, p0, i, T.int64(0), T.max(T.min(pi + 1, C), T.int64(0)), T.max(pi + 1 - W, T.int64(0)),
+                          mrun2, lrun2, acc2)
                 finish(o, i, lrun2, acc2)
 
+    if not W:
 
+        @T.prim_func(private=True)
+        def cache_attention(var_q: T.handle, var_k: T.handle, var_ks: T.handle, var_v: T.handle, var_vs: T.handle, var_pos: T.handle, var_o: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            S, C = T.int64(), T.int64()
+            q = T.match_buffer(var_q, (S, hq, d), "float32")
+            k = T.match_buffer(var_k, (C, hkv, kd), cdt)
+            ks = T.match_buffer(var_ks, (C, hkv, sd), sdt)
+            v = T.match_buffer(var_v, (C, hkv, kd), cdt)
+            vs = T.match_buffer(var_vs, (C, hkv, sd), sdt)
+            pos = T.match_buffer(var_pos, (S,), pos_dtype)
+            o = T.match_buffer(var_o, (S, hq, d), "float32")
+            body(q, k, ks, v, vs, None, None, None, None, pos, o, S, C)
 
-    return cache_attention.with_attr("op_pattern", 8)  # opaque: never fused with neighbours
+        return cache_attention.with_attr("op_pattern", 8)  # opaque: never fused with neighbours
+
+    @T.prim_func(private=True)
+    def cache_attention_window(var_q: T.handle, var_k: T.handle, var_ks: T.handle, var_v: T.handle, var_vs: T.handle, var_pos: T.handle,
+                               var_kw: T.handle, var_vw: T.handle, var_kn: T.handle, var_vn: T.handle, var_o: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        S, C = T.int64(), T.int64()
+        q = T.match_buffer(var_q, (S, hq, d), "float32")
+        k = T.match_buffer(var_k, (C, hkv, kd), cdt)
+        ks = T.match_buffer(var_ks, (C, hkv, sd), sdt)
+        v = T.match_buffer(var_v, (C, hkv, kd), cdt)
+        vs = T.match_buffer(var_vs, (C, hkv, sd), sdt)
+        pos = T.match_buffer(var_pos, (S,), pos_dtype)
+        kw = T.match_buffer(var_kw, (W, hkv, d), "float32")
+        vw = T.match_buffer(var_vw, (W, hkv, d), "float32")
+        kn = T.match_buffer(var_kn, (S, hkv, d), "float32")
+        vn = T.match_buffer(var_vn, (S, hkv, d), "float32")
+        o = T.match_buffer(var_o, (S, hq, d), "float32")
+        body(q, k, ks, v, vs, kw, vw, kn, vn, pos, o, S, C)
+        # after every query has read the rings: the step's last rows replace the oldest
+        for t, h, e in T.grid(T.min(S, W), hkv, d):
+            kw[T.floormod(T.Cast("int64", pos[S - 1 - t]), W), h, e] = kn[S - 1 - t, h, e]
+            vw[T.floormod(T.Cast("int64", pos[S - 1 - t]), W), h, e] = vn[S - 1 - t, h, e]
+
+    return cache_attention_window.with_attr("op_pattern", 8)

@@ -9,16 +9,18 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 
-def kv_write_inplace(heads: int, head_dim: int) -> tirx.PrimFunc:
+def kv_write_inplace(heads: int, head_dim: int, dtype: str = "float32") -> tirx.PrimFunc:
+    """dtype float16 (--kv fp16): the rows are rounded to fp16 (to nearest even, as numpy's astype) as they are stored."""
+
     @T.prim_func(private=True)
     def kv_write(var_cache: T.handle, var_new: T.handle, var_pos: T.handle):
         T.func_attr({"tirx.noalias": True})
         c, s = T.int64(), T.int64()
-        cache = T.match_buffer(var_cache, (c, heads, head_dim), "float32")
+        cache = T.match_buffer(var_cache, (c, heads, head_dim), dtype)
         new = T.match_buffer(var_new, (s, heads, head_dim), "float32")
         pos = T.match_buffer(var_pos, (s,), "int64")
         for i, h, d in T.grid(s, heads, head_dim):
-            cache[pos[i], h, d] = new[i, h, d]
+            cache[pos[i], h, d] = T.Cast(dtype, new[i, h, d])
 
     return kv_write.with_attr("op_pattern", 8)  # opaque: FuseOps must not merge an in-place write into its producer
 

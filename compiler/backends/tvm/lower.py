@@ -398,10 +398,11 @@ def _cache_attention(L, n):
         # one TIR kernel that walks cache rows 0..positions[i] only (attention_cpu.py)
         hq, d = L.shape(n.inputs[0])[1:]
         hkv = L.shape(n.inputs[1])[1]
-        key = (hq, hkv, d, float(n.attrs["scale"]))
+        cdt = L.ttype(L.g.types[n.inputs[1]]).dtype
+        key = (hq, hkv, d, float(n.attrs["scale"]), cdt)
         fns = L.__dict__.setdefault("cache_attention_fns", {})  # one kernel per shape, shared by every layer
         if key not in fns:
-            fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3]), "cache_attention")
+            fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], cache_dtype=cdt), "cache_attention")
         # (the kernel's quantized-cache signature: a float cache passes itself as its scales, which it never reads)
         return [L.emit(relax.call_tir(fns[key], relax.Tuple([q, k, k, v, v, pos]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
     # GPUs: masked over the cache's C rows (a static-shape matmul and softmax, as `attention`): the rows past the
@@ -412,15 +413,22 @@ def _cache_attention(L, n):
 @conv("cache_attention_q")
 def _cache_attention_q(L, n):
     # the CPU kernel of cache_attention reading s * q from the quantized cache in registers (attention_cpu.py)
-    q, kc, ks, vc, vs, pos = L.ins(n)
+    ins = L.ins(n)
     a = n.attrs
     hq, d = L.shape(n.inputs[0])[1:]
     hkv = L.shape(n.inputs[1])[1]
-    key = (hq, hkv, d, float(a["scale"]), a["bits"], a["group"])
+    w = a.get("window", 0)
+    key = (hq, hkv, d, float(a["scale"]), a["bits"], a["group"], w)
     fns = L.__dict__.setdefault("cache_attention_q_fns", {})
     if key not in fns:
-        fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], kv_bits=a["bits"], kv_group=a["group"]), "cache_attention_q")
-    return [L.emit(relax.call_tir(fns[key], relax.Tuple([q, kc, ks, vc, vs, pos]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
+        fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], kv_bits=a["bits"], kv_group=a["group"], window=w), "cache_attention_q")
+    out_ty = L.ttype(L.g.types[n.outputs[0]])
+    if not w:
+        return [L.emit(relax.call_tir(fns[key], relax.Tuple(ins), out_ty=out_ty))]
+    # the float window: o is a new tensor, the two rings (inputs 6 and 7) are written in place
+    rings = [L.ttype(L.g.types[o]) for o in n.outputs[1:]]
+    res = L.emit(relax.call_tir_inplace(fns[key], relax.Tuple(ins), inplace_indices=[-1, 6, 7], out_ty=[out_ty, *rings]))
+    return [L.emit(relax.TupleGetItem(res, i)) for i in range(3)]
 
 
 @conv("kv_write_q")
@@ -446,10 +454,11 @@ def _kv_write(L, n):
         # GPU: a functional write (a copy of the cache), since the in-place kernel below is not thread-bound
         return [L.bb.emit_te(_kv_write_te, cache, new, pos, primfunc_name_hint="kv_write_copy")]
     heads, head_dim = L.shape(n.inputs[0])[1:]
-    fns = L.__dict__.setdefault("kv_write_fns", {})  # one kernel per cache shape, shared by every layer
-    if (heads, head_dim) not in fns:
-        fns[heads, head_dim] = L.bb.add_func(kv_write_inplace(heads, head_dim), "kv_write")
-    gv = fns[heads, head_dim]
+    cdt = L.ttype(L.g.types[n.inputs[0]]).dtype
+    fns = L.__dict__.setdefault("kv_write_fns", {})  # one kernel per cache shape and type, shared by every layer
+    if (heads, head_dim, cdt) not in fns:
+        fns[heads, head_dim, cdt] = L.bb.add_func(kv_write_inplace(heads, head_dim, cdt), "kv_write")
+    gv = fns[heads, head_dim, cdt]
     sinfo = L.ttype(L.g.types[n.outputs[0]])
     return [L.emit(relax.call_tir_inplace(gv, relax.Tuple([cache, new, pos]), inplace_indices=[0], out_ty=sinfo))]
 
@@ -457,6 +466,26 @@ def _kv_write(L, n):
 def _kv_write_te(cache, new, pos):
     s = new.shape[0]
     return te.compute(cache.shape, lambda j, h, d: tirx.Select(tirx.all(j >= pos[0], j < pos[0] + s), new[tirx.max(j - pos[0], 0), h, d], cache[j, h, d]), name="kv_write")
+
+
+@conv("hadamard")
+def _hadamard(L, n):
+    from compiler.backends.tvm.hadamard import hadamard_prim_func, scale_of
+
+    if L.kind != "cpu":
+        raise NotImplementedError("hadamard has a CPU kernel only (a GPU target is refused before lowering)")
+    x = L.ins(n)[0]
+    shape = L.shape(n.inputs[0])
+    width, size = shape[-1], n.attrs["size"]
+    fns = L.__dict__.setdefault("hadamard_fns", {})
+    if (width, size) not in fns:
+        fns[width, size] = L.bb.add_func(hadamard_prim_func(width, size), "hadamard")
+    x2 = x if len(shape) == 2 else L.emit(relax.op.reshape(x, [-1, width]))
+    rows = 1
+    for d in shape[:-1]:
+        rows = rows * L.dim(d)
+    y = L.emit(relax.call_tir(fns[width, size], relax.Tuple([x2, relax.const(scale_of(size))]), relax.TensorType([rows, width], "float32")))
+    return [y if len(shape) == 2 else L.emit(relax.op.reshape(y, [L.dim(d) for d in shape]))]
 
 
 @conv("softmax")

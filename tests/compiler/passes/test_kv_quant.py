@@ -91,12 +91,13 @@ def test_bytes_per_token_are_the_cache_arrays():
 
     m = load_model("llama-tiny")
     hp = m.graph.meta["hparams"]
-    for fmt in ("f32", "int8", "int4"):
+    for fmt in ("f32", "fp16", "int8", "int4"):
         g = kv_quant_graph(m.graph, fmt)
         arrays = empty_cache(g, 1)
         assert sum(a.nbytes for a in arrays.values()) == kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], fmt), fmt
     # 16-bit keys and values against 4-bit codes plus an fp16 scale per 32: 16 / 4.5
-    fp16 = kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], "f32") / 2
+    fp16 = kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], "fp16")
+    assert fp16 == kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], "f32") / 2
     assert fp16 / kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], "int4") >= 3.5
 
 

@@ -145,3 +145,55 @@ def test_quantized_cache_matches_reference(shape, bits, s, extra, seed):
     kernel(hkv, rep, d, bits)(*(tvm.runtime.tensor(a) for a in (q, kc, ks, vc, vs, pos)), o)
     err = np.abs(o.numpy() - ref).max() / np.abs(ref).max()
     assert err <= TOL, err
+
+
+@functools.cache
+def window_kernel(hkv: int, rep: int, d: int, bits: int, w: int):
+    from compiler.backends.tvm.target import cpu_target
+
+    f = cache_attention_prim_func(hkv * rep, hkv, d, d**-0.5, kv_bits=bits, window=w).with_attr("global_symbol", "main")
+    return tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.sampled_from([(3, 3, 64), (2, 2, 32)]), bits=st.sampled_from([8, 4]), w=st.sampled_from([1, 7, 16, 128]), s=st.integers(1, 40),
+       extra=st.sampled_from([0, 3, 100, 300]), seed=st.integers(0, 2**31 - 1))
+def test_window_matches_reference(shape, bits, w, s, extra, seed):
+    """--kv ...-wN (the float window): rows past positions[i] - N from this step's rows or the rings, the rest from the
+    codes, one online softmax over both walks (the decode step's split walk when more than SPLIT_MIN rows precede it);
+    the rings afterwards hold the step's last rows, equal to the reference's bit for bit."""
+    from compiler.reference import _kv_quantize
+
+    hkv, rep, d = shape
+    rng = np.random.default_rng(seed)
+    c = extra + s + 5
+    f = lambda *sh: rng.standard_normal(sh, dtype=np.float32)  # noqa: E731
+    kc, ks = _kv_quantize(f(c, hkv, d), bits, 32)
+    vc, vs = _kv_quantize(f(c, hkv, d), bits, 32)
+    q, kw, vw, kn, vn = f(s, hkv * rep, d), f(w, hkv, d), f(w, hkv, d), f(s, hkv, d), f(s, hkv, d)
+    pos = np.arange(extra, extra + s, dtype=np.int64)
+    want = KERNELS["cache_attention_q"]([q, kc, ks, vc, vs, pos, kw.copy(), vw.copy(), kn, vn], {"scale": d**-0.5, "bits": bits, "group": 32, "window": w}, None)
+    t = tvm.runtime.tensor
+    rk, rv, o = t(kw), t(vw), t(np.zeros_like(q))
+    window_kernel(hkv, rep, d, bits, w)(t(q), t(kc), t(ks), t(vc), t(vs), t(pos), rk, rv, t(kn), t(vn), o)
+    err = np.abs(o.numpy() - want[0]).max() / np.abs(want[0]).max()
+    assert err <= TOL, err
+    np.testing.assert_array_equal(rk.numpy(), want[1])
+    np.testing.assert_array_equal(rv.numpy(), want[2])
+
+
+def test_fp16_cache_matches_reference():
+    """--kv fp16: the float kernel over f16 rows, widened in registers."""
+    from compiler.backends.tvm.target import cpu_target
+
+    f = cache_attention_prim_func(9, 3, 64, 0.125, cache_dtype="float16").with_attr("global_symbol", "main")
+    run = tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
+    rng = np.random.default_rng(3)
+    for s, extra in ((1, 500), (5, 0), (1, 20)):
+        pos = np.arange(extra, extra + s, dtype=np.int64)
+        q, k, v = inputs(rng, s, extra + s + 3, 3, 3, 64, pos)
+        k, v = np.nan_to_num(k).astype(np.float16), np.nan_to_num(v).astype(np.float16)
+        want = KERNELS["cache_attention"]([q, k, v, pos], {"scale": 0.125}, None)[0]
+        o = tvm.runtime.tensor(np.zeros_like(q))
+        run(*(tvm.runtime.tensor(a) for a in (q, k, k, v, v, pos)), o)
+        assert np.abs(o.numpy() - want).max() <= TOL * np.abs(want).max()
