@@ -95,7 +95,7 @@ def compile_model(
     imatrix: bool = False,
     awq: bool = False,
     act_outliers: int | None = None,
-    kv: str = "f32",
+    kv: str | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
@@ -111,7 +111,8 @@ def compile_model(
     the Hessian diagonal). awq: activation-aware per-channel weight scaling at the norm -> linear sites, its exponent
     searched per site on the calibration sequences (compiler.passes.awq). act_outliers: at every A8 linear, this many
     input features (the largest max |x| on the calibration sequences) multiply in 16 bits, LLM.int8()-style
-    (compiler.passes.act_outliers). kv: the KV cache's storage, f32 or int8 / int4 codes with a scale per 32 (compiler.passes.kv_quant).
+    (compiler.passes.act_outliers). kv: the KV cache's storage (compiler.passes.kv_quant: f32, fp16, int8 / int4 codes with a scale
+    per 32, options -rot / -wN); None: DEFAULT_KV for a causal model's in-place cache, nothing for an encoder.
     The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
@@ -142,18 +143,17 @@ def compile_model(
     options = options or BuildOptions()
     target_list = parse_targets(targets)
     check_options(target_list, options)
-    from compiler.passes.kv_quant import KVSpec, parse_kv
+    from compiler.passes.kv_quant import DEFAULT_KV, KVSpec, parse_kv
 
-    kv_spec = parse_kv(kv)
-    kv_plain = kv_spec == KVSpec("f32")
+    kv_spec = parse_kv(kv if kv is not None else DEFAULT_KV)
     if kv_spec.window and any(t.name == "mlir-cpu" for t in target_list):
         raise LowbitError(f"--kv {kv}: target mlir-cpu has no float-window attention yet",
                           f"compile it with --kv {KVSpec(kv_spec.fmt, kv_spec.rotate)} for mlir-cpu, or drop mlir-cpu from --target")
-    if not kv_plain:
+    if kv_spec not in (KVSpec("f32"), KVSpec("fp16")):
         compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
         if compiled:
-            raise LowbitError(f"--kv {kv}: target {compiled[0]} reads the plain float KV cache only, so far",
-                              "compile the quantized cache for ref, tvm-cpu, mlir-cpu and the accelerator targets, or use --kv f32")
+            raise LowbitError(f"--kv {kv}: target {compiled[0]} reads a plain float KV cache (f32 or fp16) only, so far",
+                              "compile the quantized cache for ref, tvm-cpu, mlir-cpu and the accelerator targets, or use --kv fp16")
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and ((spec is None and not auto) or not 0.0 <= smooth <= 1.0):
@@ -230,10 +230,10 @@ def compile_model(
             feeds = calib_feeds()
         with progress_bar(progress) as bar:
             graph = quantize_layers(graph, plan, method, feeds if needs_calib else None, bar, damp=damp, act_order=act_order, weighted=imatrix)
-    if not kv_plain:
+    if kv is not None or (graph.meta.get("causal") and graph.meta.get("kv") == "inplace"):  # the default: where there is a cache to store
         from compiler.passes.kv_quant import kv_quant_graph
 
-        graph = kv_quant_graph(graph, kv)
+        graph = kv_quant_graph(graph, str(kv_spec))
     t_quant = time.perf_counter() - t1
     files = {}
     tok = m.tokenizer

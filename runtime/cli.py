@@ -111,9 +111,10 @@ def models():
               "(llama.cpp's importance matrix; RTN: one float pass, GPTQ: the Hessian diagonal)")
 @click.option("--act-outliers", default=None, type=click.IntRange(1), help="LLM.int8(): at every A8 layer this many input features (the largest |x| on the "
               "calibration text) multiply in 16 bits beside the int8 product, e.g. 8")
-@click.option("--kv", default="f32", show_default=True,
-              help="KV cache storage FMT[-rot]: f32, or int8 / int4 codes with an fp16 scale per 32 values of a head (ref, tvm-cpu, mlir-cpu and the accelerator "
-              "paths); -rot rotates every K and V head by a Hadamard transform first (spreads outlier channels), e.g. int4-rot")
+@click.option("--kv", default=None,
+              help="KV cache storage FMT[-rot][-wN] [fp16 for a causal model]: f32, fp16 (every target), or int8 / int4 codes with an fp16 scale per 32 "
+              "values of a head (ref, tvm-cpu, mlir-cpu and the accelerator paths); -rot rotates every K and V head by a Hadamard transform first "
+              "(spreads outlier channels); -wN reads the N most recent rows in float32 (not on mlir-cpu), e.g. int4-rot-w128")
 def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix,
                 act_outliers, kv):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""

@@ -30,6 +30,7 @@ FORMATS = {"f32": None, "fp16": None, "int8": 8, "int4": 4}  # bits of the integ
 OPTIONS = {"rot": "a Hadamard rotation of every K and V head (QuaRot; llama.cpp rotates its quantized cache too)",
            "wN": "the N most recent rows read in float32 (KIVI's full-precision window), e.g. -w128"}
 MAX_WINDOW = 4096
+DEFAULT_KV = "fp16"  # what `lowbit compile` stores a causal model's cache in when --kv is not given (vLLM's and llama.cpp's default)
 
 
 @dataclass(frozen=True)

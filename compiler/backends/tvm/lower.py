@@ -406,7 +406,9 @@ def _cache_attention(L, n):
         # (the kernel's quantized-cache signature: a float cache passes itself as its scales, which it never reads)
         return [L.emit(relax.call_tir(fns[key], relax.Tuple([q, k, k, v, v, pos]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
     # GPUs: masked over the cache's C rows (a static-shape matmul and softmax, as `attention`): the rows past the
-    # last position weigh exactly 0, and the cache's capacity bounds the extra work.
+    # last position weigh exactly 0, and the cache's capacity bounds the extra work. (An fp16 cache: widened first.)
+    if L.g.types[n.inputs[1]].dtype == "f16":
+        k, v = L.emit(relax.op.astype(k, "float32")), L.emit(relax.op.astype(v, "float32"))
     return [_attend(L, n, q, k, v, lambda sc: L.bb.emit_te(_position_mask_te, sc, pos, primfunc_name_hint="position_mask"))]
 
 
@@ -465,7 +467,8 @@ def _kv_write(L, n):
 
 def _kv_write_te(cache, new, pos):
     s = new.shape[0]
-    return te.compute(cache.shape, lambda j, h, d: tirx.Select(tirx.all(j >= pos[0], j < pos[0] + s), new[tirx.max(j - pos[0], 0), h, d], cache[j, h, d]), name="kv_write")
+    return te.compute(cache.shape, lambda j, h, d: tirx.Select(tirx.all(j >= pos[0], j < pos[0] + s), new[tirx.max(j - pos[0], 0), h, d].astype(cache.dtype),
+                                                               cache[j, h, d]), name="kv_write")
 
 
 @conv("hadamard")

@@ -166,3 +166,18 @@ def test_fp16_cache_stores_rounded_rows_in_place(llama_tiny):
     a = Interpreter(g).run({**feeds, **empty_cache(g, 24)})["logits"]
     b = Interpreter(llama_tiny.graph).run({**feeds, **empty_cache(llama_tiny.graph, 24)})["logits"]
     assert cosine(a, b) > 0.99999
+
+
+def test_default_cache_is_fp16_where_there_is_one(tmp_path, monkeypatch):
+    import runtime
+    from compiler.compile import compile_model
+
+    compile_model("llama-tiny", tmp_path / "l", "w4g32", targets="ref", progress=False)
+    g = runtime.load(tmp_path / "l").graph
+    assert g.meta["kv_format"] == "fp16" and g.inputs["past_value.1"].dtype == "f16"
+    compile_model("bert-tiny", tmp_path / "b", "w4g32", targets="ref", progress=False)  # an encoder: no cache, no error
+    assert "kv_format" not in runtime.load(tmp_path / "b").graph.meta
+    monkeypatch.setenv("LOWBIT_KV_CACHE", "concat")  # the concat form stays float32
+    compile_model("llama-tiny", tmp_path / "c", "w4g32", targets="ref", progress=False)
+    g = runtime.load(tmp_path / "c").graph
+    assert "kv_format" not in g.meta and g.inputs["past_key.0"].dtype == "f32"

@@ -47,7 +47,9 @@ IDS = [1, 72, 101, 108, 108, 111]
 def llama_art(tmp_path_factory):
     out = tmp_path_factory.mktemp("art") / "llama-w4a8"
     ts = ",".join(dict.fromkeys(t for t, *_ in BACKENDS.values()))
-    compile_model("llama-tiny", out, quant="w4g128a8", targets=f"ref,{ts}", progress=False)
+    # kv f32: the top-1 checks below isolate the backends' arithmetic (an fp16 cache rounds each side's float noise to
+    # fp16 steps, which moves near-ties of this random model; tests/runtime/backends/test_agreement.py covers fp16)
+    compile_model("llama-tiny", out, quant="w4g128a8", targets=f"ref,{ts}", progress=False, kv="f32")
     return out
 
 
