@@ -146,9 +146,6 @@ def compile_model(
     from compiler.passes.kv_quant import DEFAULT_KV, KVSpec, parse_kv
 
     kv_spec = parse_kv(kv if kv is not None else DEFAULT_KV)
-    if kv_spec.window and any(t.name == "mlir-cpu" for t in target_list):
-        raise LowbitError(f"--kv {kv}: target mlir-cpu has no float-window attention yet",
-                          f"compile it with --kv {KVSpec(kv_spec.fmt, kv_spec.rotate)} for mlir-cpu, or drop mlir-cpu from --target")
     if kv_spec not in (KVSpec("f32"), KVSpec("fp16")):
         compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
         if compiled:

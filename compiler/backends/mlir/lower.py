@@ -532,13 +532,84 @@ def _kv_write_q(L, n):
 
 @conv("cache_attention_q")
 def _cache_attention_q(L, n):
-    q, kc, ks, vc, vs, pos = L.ins(n)
+    q, kc, ks, vc, vs, pos = L.ins(n)[:6]
     a = n.attrs
     rows, heads = L.shape(n.inputs[1])[:2]
     d = L.shape(n.inputs[0])[2]
     k = kv_dequantize(L.B, kc, ks, rows, heads, d, a["bits"], a["group"])
     v = kv_dequantize(L.B, vc, vs, rows, heads, d, a["bits"], a["group"])
-    return [attention(L.B, q, k, v, L.shape(n.inputs[0]), (rows, heads, d), float(a["scale"]), True, pos)]
+    if not a.get("window"):
+        return [attention(L.B, q, k, v, L.shape(n.inputs[0]), (rows, heads, d), float(a["scale"]), True, pos)]
+    kw, vw, kn, vn = L.ins(n)[6:]
+    return window_attention(L.B, q, k, v, kw, vw, kn, vn, pos, L.shape(n.inputs[0]), (rows, heads, d), float(a["scale"]), a["window"])
+
+
+def window_attention(B, q, kq, vq, kw, vw, kn, vn, pos, qshape, kshape, scale, w):
+    """cache_attention_q with a float window of w rows (docs/DESIGN.md, KV cache), masked over the cache's C rows as
+    `attention` is: float rows kf / vf (this step's new rows at positions[0].., ring rows j % w for the w rows before),
+    scores from both, each (i, j) taking the float one when j > positions[i] - w; then the rings with the step's last
+    min(S, w) rows in place of the oldest. Returns (o, k ring, v ring)."""
+    from iree.compiler.dialects import arith, tensor
+
+    s, hq, dd = qshape
+    t, hk, _ = kshape
+    rep = hq // hk
+    p0 = arith.index_cast(B.index, tensor.extract(pos, [B.cindex(0)]))
+    sdim = tensor.dim(kn, B.cindex(0))
+
+    def floats(new, ring):
+        def body(_o):  # row j: the step's row j - p0, or ring row j % w before the step (zeros elsewhere: never read)
+            j, h, e = (B.index_in_region(k) for k in range(3))
+            off = arith.subi(j, p0)
+            in_new = arith.andi(arith.cmpi(arith.CmpIPredicate.sge, j, p0), arith.cmpi(arith.CmpIPredicate.slt, off, sdim))
+            in_ring = arith.andi(arith.cmpi(arith.CmpIPredicate.slt, j, p0), arith.cmpi(arith.CmpIPredicate.sge, arith.addi(j, B.cindex(w)), p0))
+            a = tensor.extract(new, [arith.select(in_new, off, B.cindex(0)), h, e])
+            b = tensor.extract(ring, [arith.remui(j, B.cindex(w)), h, e])
+            return arith.select(in_new, a, arith.select(in_ring, b, B.cf(0.0)))
+
+        return B.generic([], [B.empty(kshape, B.f32)], [B.identity_map(3)], "ppp", body)[0]
+
+    kf, vf = floats(kn, kw), floats(vn, vw)
+    q4 = B.reshape(q, qshape, (s, hk, rep, dd))
+    sshape = (hk, rep, s, t)
+
+    def scores(k):
+        return B.generic([q4, k], [B.fill(0.0, sshape, B.f32)],
+                         ["(g, r, i, j, c) -> (i, g, r, c)", "(g, r, i, j, c) -> (j, g, c)", "(g, r, i, j, c) -> (g, r, i, j)"], "ppppr",
+                         lambda x, y, o: arith.addf(o, arith.mulf(x, y)))[0]
+
+    def is_float(p):  # (g, r, i, j) region: row j read in float by query i
+        j = arith.index_cast(B.i64, B.index_in_region(3))
+        return arith.cmpi(arith.CmpIPredicate.sgt, arith.addi(j, arith.constant(B.i64, w)), p)
+
+    def masked(vq_, vf_, p):
+        j = arith.index_cast(B.i64, B.index_in_region(3))
+        val = arith.mulf(arith.select(is_float(p), vf_, vq_), B.cf(scale))
+        return arith.select(arith.cmpi(arith.CmpIPredicate.sle, j, p), val, B.cf(LOWEST_F32))
+
+    bmaps = [B.identity_map(4), B.identity_map(4), "(g, r, i, j) -> (i)"]
+    sc = B.elementwise([scores(kq), scores(kf), pos], sshape, B.f32, masked, bmaps)
+    pr = softmax_last(B, sc, sshape)
+    pq = B.elementwise([pr, pos], sshape, B.f32, lambda x, p: arith.select(is_float(p), B.cf(0.0), x), [B.identity_map(4), "(g, r, i, j) -> (i)"])
+    pf = B.elementwise([pr, pos], sshape, B.f32, lambda x, p: arith.select(is_float(p), x, B.cf(0.0)), [B.identity_map(4), "(g, r, i, j) -> (i)"])
+    o = B.fill(0.0, (s, hk, rep, dd), B.f32)
+    for pp, vv in ((pq, vq), (pf, vf)):
+        o = B.generic([pp, vv], [o], ["(i, g, r, c, j) -> (g, r, i, j)", "(i, g, r, c, j) -> (j, g, c)", "(i, g, r, c, j) -> (i, g, r, c)"], "ppppr",
+                      lambda x, y, acc: arith.addf(acc, arith.mulf(x, y)))[0]
+    last = arith.subi(arith.addi(p0, sdim), B.cindex(1))
+
+    def ring_out(new, ring):
+        def body(old, _o):  # slot r holds row last - ((last - r) mod w): this step's when that row is >= p0
+            r, h, e = (B.index_in_region(k) for k in range(3))
+            back = arith.remsi(arith.addi(arith.subi(last, r), B.cindex(w * (1 << 20))), B.cindex(w))  # (non-negative: last - r > -w)
+            tt = arith.subi(arith.subi(last, back), p0)
+            fresh = arith.cmpi(arith.CmpIPredicate.sge, tt, B.cindex(0))
+            return arith.select(fresh, tensor.extract(new, [arith.select(fresh, tt, B.cindex(0)), h, e]), old)
+
+        rshape = (w, hk, dd)
+        return B.generic([ring], [B.empty(rshape, B.f32)], [B.identity_map(3), B.identity_map(3)], "ppp", body)[0]
+
+    return [B.reshape(o, (s, hk, rep, dd), qshape), ring_out(kn, kw), ring_out(vn, vw)]
 
 
 def hadamard(B, x, shape, size: int):
