@@ -268,9 +268,10 @@ def _infer_cache_attention(t, a):
 
 def _check_qcache(op: str, codes: TensorType, scales: TensorType, a: dict):
     bits, grp = a["bits"], a["group"]
-    _expect(bits in (8, 4), f"{op}: cache bits must be 8 or 4")
-    _expect(len(codes.shape) == 3 and codes.dtype == ("i8" if bits == 8 else "u8"), f"{op}: {bits}-bit cache codes must be {'i8' if bits == 8 else 'u8'}[C,H,D{'' if bits == 8 else '/2'}]")
-    d = codes.shape[2] * (1 if bits == 8 else 2)
+    _expect(bits in (8, 4, 2), f"{op}: cache bits must be 8, 4 or 2")
+    per = 8 // bits  # values per byte
+    _expect(len(codes.shape) == 3 and codes.dtype == ("i8" if bits == 8 else "u8"), f"{op}: {bits}-bit cache codes must be {'i8' if bits == 8 else 'u8'}[C,H,D{'' if bits == 8 else f'/{per}'}]")
+    d = codes.shape[2] * per
     _expect(scales.dtype == "f16" and _same_shape(scales.shape, (*codes.shape[:2], d // grp)), f"{op}: cache scales must be f16[C,H,D/{grp}]")
     return d
 

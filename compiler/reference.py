@@ -256,9 +256,16 @@ def _cache_attention(ins, a, _):
 
 def _kv_quantize(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray]:
     """(codes, scales) of rows x f32[S, H, D] in the quantized cache's forms (compiler.passes.kv_quant)."""
-    qmax = 127 if bits == 8 else 7
     s_, h, d = x.shape
     xg = x.reshape(s_, h, d // group, group)
+    if bits == 2:
+        # four levels (q - 1.5) s, q in 0..3, no zero: s = fp16(max |x| / 1.5); packed four to a byte per 64 values,
+        # byte i holding elements i, i + 16, i + 32, i + 48 at bits 0, 2, 4, 6
+        sc = (np.abs(xg).max(axis=-1) / np.float32(1.5)).astype(np.float16)
+        safe = np.where(sc > 0, sc.astype(np.float32), np.float32(1))
+        q = np.clip(np.rint(xg / safe[..., None] + np.float32(1.5)), 0, 3).astype(np.uint8).reshape(s_, h, d // 64, 4, 16)
+        return (q[..., 0, :] | q[..., 1, :] << 2 | q[..., 2, :] << 4 | q[..., 3, :] << 6).reshape(s_, h, d // 4).astype(np.uint8), sc
+    qmax = 127 if bits == 8 else 7
     sc = (np.abs(xg).max(axis=-1) / np.float32(qmax)).astype(np.float16)  # stored as fp16
     safe = np.where(sc > 0, sc.astype(np.float32), np.float32(1))
     q = np.clip(np.rint(xg / safe[..., None]), -qmax, qmax).astype(np.int8).reshape(s_, h, d)
@@ -273,6 +280,10 @@ def kv_dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, group: int) 
     """Rows f32[T, H, D] of a quantized cache: s * q."""
     if bits == 8:
         q = codes.astype(np.float32)
+    elif bits == 2:
+        t_, h_, nb = codes.shape
+        c = codes.reshape(t_, h_, nb // 16, 1, 16)
+        q = ((c >> np.array([0, 2, 4, 6], np.uint8).reshape(4, 1)) & 3).reshape(t_, h_, nb * 4).astype(np.float32) - np.float32(1.5)
     else:
         t_, h_, nb = codes.shape
         c = codes.reshape(t_, h_, nb // (group // 2), group // 2)

@@ -1,4 +1,4 @@
-"""A quantized KV cache: `lowbit compile --kv fp16|int8|int4[-rot][-wN]` (llama.cpp's q8_0 / q4_0 cache types, KIVI's per-token values).
+"""A quantized KV cache: `lowbit compile --kv fp16|int8|int4|int2[-rot][-wN]` (llama.cpp's q8_0 / q4_0 cache types, KIVI's per-token values).
 
 The in-place cache (docs/DESIGN.md, KV cache) keeps every row as integer codes with one scale per (row, head,
 group of GROUP = 32 along the head dimension), keys and values alike:
@@ -12,7 +12,9 @@ scales f16 [C, H, D/32]. `kv_write_q` quantizes the new rows into the fed arrays
 reads rows 0..positions[i] as s * q (float32, exact) and is `cache_attention` over them. The pass rewrites a
 graph built with the float in-place cache: each layer's past_key.i / past_value.i become the codes, with
 past_key_scale.i / past_value_scale.i beside them (and the present_* outputs likewise). `fp16` keeps the float
-ops over f16 arrays (vLLM's and llama.cpp's default cache type: half of f32's bytes).
+ops over f16 arrays (vLLM's and llama.cpp's default cache type: half of f32's bytes). `int2` has four levels
+(q - 1.5) s without a zero, s = fp16(max |x| / 1.5), codes clamp(rint(x / s + 1.5), 0, 3) four to a byte per 64 values
+(byte e holds elements e + 16 k at bits 2 k), u8 [C, H, D/4].
 
 Options: `-rot` (rotate_graph: a Hadamard rotation of every K and V head, exact in real arithmetic) and `-wN` (the N
 most recent rows read in float32 from two rings per layer, KIVI's full-precision window).
@@ -26,7 +28,7 @@ from compiler.errors import LowbitError
 from compiler.ir import Graph, Node, TensorType
 
 GROUP = 32
-FORMATS = {"f32": None, "fp16": None, "int8": 8, "int4": 4}  # bits of the integer codes (None: a float cache)
+FORMATS = {"f32": None, "fp16": None, "int8": 8, "int4": 4, "int2": 2}  # bits of the integer codes (None: a float cache)
 OPTIONS = {"rot": "a Hadamard rotation of every K and V head (QuaRot; llama.cpp rotates its quantized cache too)",
            "wN": "the N most recent rows read in float32 (KIVI's full-precision window), e.g. -w128"}
 MAX_WINDOW = 4096
@@ -135,8 +137,9 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
         raise LowbitError(f"--kv {fmt} needs the in-place KV cache, and this graph concatenates its cache (LOWBIT_KV_CACHE=concat)",
                           "unset LOWBIT_KV_CACHE (the in-place form is the default)")
     d = graph.meta["hparams"]["head_dim"]
-    if bits is not None and d % GROUP:
-        raise LowbitError(f"--kv {fmt}: head_dim {d} is not a multiple of the cache's group of {GROUP}", "use --kv f32 for this model")
+    if bits is not None and d % (64 if bits == 2 else GROUP):
+        raise LowbitError(f"--kv {fmt}: head_dim {d} is not a multiple of {64 if bits == 2 else GROUP} (the cache's {'packing' if bits == 2 else 'group'})",
+                          "use --kv fp16 for this model")
     if spec.rotate:
         graph = rotate_graph(graph)
     if bits is None:
@@ -158,7 +161,7 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             cache, new, pos = n.inputs
             t = g.inputs[cache]
             rows, heads = t.shape[0], t.shape[1]
-            g.inputs[cache] = TensorType((rows, heads, d if bits == 8 else d // 2), "i8" if bits == 8 else "u8")
+            g.inputs[cache] = TensorType((rows, heads, d * bits // 8), "i8" if bits == 8 else "u8")
             sname = cache.replace("past_key.", "past_key_scale.").replace("past_value.", "past_value_scale.")
             g.inputs[sname] = TensorType((rows, heads, d // GROUP), "f16")
             out = n.outputs[0]

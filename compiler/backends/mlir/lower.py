@@ -473,7 +473,8 @@ def kv_quantize(B, new, shape, bits: int, group: int):
 
     s_, h, d = shape
     ng = d // group
-    qmax = 127.0 if bits == 8 else 7.0
+    qmax = {8: 127.0, 4: 7.0, 2: 1.5}[bits]  # 2 bits: four levels (q - 1.5) s, s = max |x| / 1.5
+    lo, hi, off = (0.0, 3.0, 1.5) if bits == 2 else (-qmax, qmax, 0.0)
     xg = B.reshape(new, shape, (s_, h, ng, group))
     amax = B.reduce_last(xg, (s_, h, ng, group), 0.0, arith.maximumf, pre=lambda v: m.absf(v))
     sc16 = B.elementwise([amax], (s_, h, ng), B.f16, lambda v: arith.truncf(B.f16, arith.divf(v, B.cf(qmax))))
@@ -481,11 +482,22 @@ def kv_quantize(B, new, shape, bits: int, group: int):
     def code(v, s16):
         sf = arith.extf(B.f32, s16)
         safe = arith.select(arith.cmpf(arith.CmpFPredicate.OGT, sf, B.cf(0.0)), sf, B.cf(1.0))
-        r = m.roundeven(arith.divf(v, safe))
-        return arith.fptosi(B.i32, arith.minimumf(arith.maximumf(r, B.cf(-qmax)), B.cf(qmax)))
+        x = arith.divf(v, safe)
+        r = m.roundeven(arith.addf(x, B.cf(off)) if off else x)
+        return arith.fptosi(B.i32, arith.minimumf(arith.maximumf(r, B.cf(lo)), B.cf(hi)))
 
     q = B.elementwise([xg, sc16], (s_, h, ng, group), B.i32, code, [B.identity_map(4), B.bcast_last(4)])
     q = B.reshape(q, (s_, h, ng, group), (s_, h, d))
+    if bits == 2:  # byte e of each 64 values holds elements e + 16 k at bits 2 k
+        q4 = B.reshape(q, (s_, h, d), (s_, h, d // 64, 4, 16))
+
+        def pack2(a, b, c, e):
+            v = arith.ori(arith.ori(a, arith.shli(b, B.ci(2))), arith.ori(arith.shli(c, B.ci(4)), arith.shli(e, B.ci(6))))
+            return arith.trunci(B.i8, v)
+
+        maps = [f"(a, b, c, e) -> (a, b, c, {k}, e)" for k in range(4)]
+        codes = B.elementwise([q4] * 4, (s_, h, d // 64, 16), B.i8, pack2, maps)
+        return B.reshape(codes, (s_, h, d // 64, 16), (s_, h, d // 4)), sc16
     if bits == 8:
         return B.elementwise([q], (s_, h, d), B.i8, lambda v: arith.trunci(B.i8, v)), sc16
     half = group // 2  # q4_0 order: byte i of a group holds elements i (low nibble) and i + 16 (high)
@@ -509,6 +521,13 @@ def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int):
             return arith.mulf(arith.sitofp(B.f32, c), arith.extf(B.f32, s))
 
         maps = ["(a, b, c) -> (a, b, c)", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
+    elif bits == 2:
+        def body(c, s, _o):  # element c: byte (c / 64) * 16 + c % 16, bits 2 ((c % 64) / 16); (q - 1.5) s
+            sh = arith.muli(arith.divui(arith.remui(arith.index_cast(B.i32, B.index_in_region(2)), B.ci(64)), B.ci(16)), B.ci(2))
+            q = arith.andi(arith.shrui(arith.extui(B.i32, c), sh), B.ci(3))
+            return arith.mulf(arith.subf(arith.sitofp(B.f32, q), B.cf(1.5)), arith.extf(B.f32, s))
+
+        maps = ["(a, b, c) -> (a, b, (c floordiv 64) * 16 + c mod 16)", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
     else:
         half = group // 2
 

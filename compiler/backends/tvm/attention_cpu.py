@@ -78,6 +78,12 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         s_ = bc(T.Cast("float32", sbuf[j, h, (c * vl) // kv_group]))  # vl divides the group: one scale per vector
         if kv_bits == 8:
             return T.Cast(fv, buf[j, h, rp(c * vl)]) * s_
+        if kv_bits == 2:  # (q - 1.5) s; element o of a block of 64 sits in byte o % 16 at bits 2 (o // 16); vl divides 16
+            base2, o2 = (c * vl) // 64 * 16, (c * vl) % 64
+            byte2 = T.Cast(iv, buf[j, h, rp(base2 + o2 % 16)])
+            three = T.int32(3) if vl == 1 else T.Broadcast(T.int32(3), vl)
+            q2 = T.bitwise_and(T.shift_right(byte2, bc(T.Cast("int32", o2 // 16 * 2))), three)
+            return (T.Cast(fv, q2) - bvec(1.5, vl)) * s_
         # int4 (q4_0 order): element o of a group of 32 sits in byte o % 16 of the group's 16, in the high nibble
         # when o >= 16; vl divides 16, so a vector is vl consecutive bytes, one shift for all of them
         base, o = (c * vl) // kv_group * (kv_group // 2), (c * vl) % kv_group
@@ -167,8 +173,8 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                 o[i, g, rp(c * vl)] = acc[rp(g * d + c * vl)] * bc(inv)
 
     # one signature for both caches: a float cache is passed as its own "scales" (never read: row() ignores them)
-    kd = d if kv_bits in (None, 8) else d // 2
-    cdt = {None: cache_dtype, 8: "int8", 4: "uint8"}[kv_bits]
+    kd = d if kv_bits in (None, 8) else d * kv_bits // 8
+    cdt = {None: cache_dtype, 8: "int8", 4: "uint8", 2: "uint8"}[kv_bits]
     sd, sdt = (d, cache_dtype) if kv_bits is None else (d // kv_group, "float16")
     W = window
 

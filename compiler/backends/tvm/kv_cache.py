@@ -25,12 +25,44 @@ def kv_write_inplace(heads: int, head_dim: int, dtype: str = "float32") -> tirx.
     return kv_write.with_attr("op_pattern", 8)  # opaque: FuseOps must not merge an in-place write into its producer
 
 
+def code2(new, scales, pos, i, h, b, e, k):
+    """The 2-bit code of element b * 64 + e + 16 k: clamp(rint(x / s + 1.5), 0, 3), s its group's fp16 scale (1 if 0)."""
+    x = new[i, h, b * 64 + e + 16 * k]
+    sc = T.Cast("float32", scales[pos[i], h, (b * 64 + e + 16 * k) // 32])
+    sf = T.Select(sc > T.float32(0), sc, T.float32(1))
+    return T.Cast("int32", T.max(T.min(T.nearbyint(x / sf + T.float32(1.5)), T.float32(3)), T.float32(0)))
+
+
 def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx.PrimFunc:
     """kv_write_q (compiler.passes.kv_quant): the S new rows quantized into rows positions[0..S) of the codes and
     fp16 scales it is given, in place (call_tir_inplace on both), by the reference's arithmetic: the group's max
     |x| / qmax rounded to fp16, codes rint(x / s) clamped (round half to even, as numpy's rint)."""
     qmax = 127.0 if bits == 8 else 7.0
     ng = head_dim // group
+
+    if bits == 2:  # four levels (q - 1.5) s, packed per 64 values: byte e holds elements e + 16 k at bits 2 k
+
+        @T.prim_func(private=True)
+        def kv_write_q2(var_codes: T.handle, var_scales: T.handle, var_new: T.handle, var_pos: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            c, s = T.int64(), T.int64()
+            codes = T.match_buffer(var_codes, (c, heads, head_dim // 4), "uint8")
+            scales = T.match_buffer(var_scales, (c, heads, ng), "float16")
+            new = T.match_buffer(var_new, (s, heads, head_dim), "float32")
+            pos = T.match_buffer(var_pos, (s,), "int64")
+            amax = T.alloc_buffer((1,), "float32")
+            for i, h in T.grid(s, heads):
+                for gi in range(ng):
+                    amax[0] = T.float32(0)
+                    for e in range(group):
+                        amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
+                    scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(1.5))
+                for b, e in T.grid(head_dim // 64, 16):
+                    codes[pos[i], h, b * 16 + e] = T.Cast("uint8", T.bitwise_or(T.bitwise_or(
+                        code2(new, scales, pos, i, h, b, e, 0), T.shift_left(code2(new, scales, pos, i, h, b, e, 1), 2)), T.bitwise_or(
+                        T.shift_left(code2(new, scales, pos, i, h, b, e, 2), 4), T.shift_left(code2(new, scales, pos, i, h, b, e, 3), 6))))
+
+        return kv_write_q2.with_attr("op_pattern", 8)
 
     if bits == 8:
 

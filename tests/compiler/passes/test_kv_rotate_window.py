@@ -181,3 +181,24 @@ def test_default_cache_is_fp16_where_there_is_one(tmp_path, monkeypatch):
     compile_model("llama-tiny", tmp_path / "c", "w4g32", targets="ref", progress=False)
     g = runtime.load(tmp_path / "c").graph
     assert "kv_format" not in g.meta and g.inputs["past_key.0"].dtype == "f32"
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 4), blocks=st.integers(1, 2), seed=st.integers(0, 2**31 - 1), mag=st.integers(-6, 10))
+def test_int2_codes_are_four_levels_within_half_a_step(rows, blocks, seed, mag):
+    x = (np.random.default_rng(seed).standard_normal((rows, 2, 64 * blocks)) * 2.0**mag).astype(np.float32)
+    codes, scales = _kv_quantize(x, 2, GROUP)
+    assert codes.dtype == np.uint8 and codes.shape == (rows, 2, 16 * blocks) and scales.dtype == np.float16
+    y = kv_dequantize(codes, scales, 2, GROUP)
+    step = np.repeat(scales.astype(np.float32), GROUP, axis=-1)
+    levels = np.unique(np.round(y / step, 6))
+    assert set(levels) <= {-1.5, -0.5, 0.5, 1.5}
+    assert np.all(np.abs(x - y) <= 0.5 * step + np.abs(x) * 2.0**-10 + 1e-30)
+
+
+def test_int2_packing_order():
+    x = np.full((1, 1, 64), 0.1, np.float32)  # every group: scale max / 1.5
+    x[0, 0, 0], x[0, 0, 16], x[0, 0, 32], x[0, 0, 48] = 1.5, -1.5, 1.5, -1.5  # codes 3, 0, 3, 0 in byte 0 at bits 0, 2, 4, 6
+    codes, _ = _kv_quantize(x, 2, GROUP)
+    assert codes[0, 0, 0] == 3 | 0 << 2 | 3 << 4 | 0 << 6
+    assert codes[0, 0, 1] == 2 | 2 << 2 | 2 << 4 | 2 << 6  # 0.1 / 1.0 + 1.5 rounds to 2 (level +0.5)

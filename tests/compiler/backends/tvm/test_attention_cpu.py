@@ -197,3 +197,28 @@ def test_fp16_cache_matches_reference():
         o = tvm.runtime.tensor(np.zeros_like(q))
         run(*(tvm.runtime.tensor(a) for a in (q, k, k, v, v, pos)), o)
         assert np.abs(o.numpy() - want).max() <= TOL * np.abs(want).max()
+
+
+@pytest.mark.parametrize("d,w,s,extra", [(64, 0, 1, 500), (64, 0, 6, 40), (128, 16, 1, 300), (64, 16, 30, 0)])
+def test_int2_cache_matches_reference(d, w, s, extra):
+    """2-bit codes ((q - 1.5) s, four to a byte per 64 values), with and without the float window."""
+    from compiler.backends.tvm.target import cpu_target
+    from compiler.reference import _kv_quantize
+
+    rng = np.random.default_rng(d + w + s)
+    f = lambda *sh: rng.standard_normal(sh, dtype=np.float32)  # noqa: E731
+    c = extra + s + 3
+    kc, ks = _kv_quantize(f(c, 2, d), 2, 32)
+    vc, vs = _kv_quantize(f(c, 2, d), 2, 32)
+    q, pos = f(s, 4, d), np.arange(extra, extra + s, dtype=np.int64)
+    a = {"scale": d**-0.5, "bits": 2, "group": 32}
+    ins = [q, kc, ks, vc, vs, pos]
+    if w:
+        a["window"] = w
+        ins += [f(w, 2, d), f(w, 2, d), f(s, 2, d), f(s, 2, d)]
+    want = KERNELS["cache_attention_q"]([x.copy() for x in ins], a, None)[0]
+    fn = tvm.compile(tvm.IRModule({"main": cache_attention_prim_func(4, 2, d, d**-0.5, kv_bits=2, window=w).with_attr("global_symbol", "main")}),
+                     target=cpu_target())["main"]
+    o = tvm.runtime.tensor(np.zeros_like(q))
+    fn(*(tvm.runtime.tensor(x) for x in ins), o)
+    assert np.abs(o.numpy() - want).max() <= TOL * np.abs(want).max()
