@@ -40,6 +40,14 @@ def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx
     qmax = 127.0 if bits == 8 else 7.0
     ng = head_dim // group
 
+    @T.macro
+    def group_scale(new, scales, pos, amax, i, h, gi, div):
+        # s = fp16(max |x| over group gi of row i / div), stored at the row's position
+        amax[0] = T.float32(0)
+        for e in range(group):
+            amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
+        scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(div))
+
     if bits == 2:  # four levels (q - 1.5) s, packed per 64 values: byte e holds elements e + 16 k at bits 2 k
 
         @T.prim_func(private=True)
@@ -53,10 +61,7 @@ def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx
             amax = T.alloc_buffer((1,), "float32")
             for i, h in T.grid(s, heads):
                 for gi in range(ng):
-                    amax[0] = T.float32(0)
-                    for e in range(group):
-                        amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
-                    scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(1.5))
+                    group_scale(new, scales, pos, amax, i, h, gi, 1.5)
                 for b, e in T.grid(head_dim // 64, 16):
                     codes[pos[i], h, b * 16 + e] = T.Cast("uint8", T.bitwise_or(T.bitwise_or(
                         code2(new, scales, pos, i, h, b, e, 0), T.shift_left(code2(new, scales, pos, i, h, b, e, 1), 2)), T.bitwise_or(
@@ -76,10 +81,7 @@ def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx
             pos = T.match_buffer(var_pos, (s,), "int64")
             amax = T.alloc_buffer((1,), "float32")
             for i, h, gi in T.grid(s, heads, ng):
-                amax[0] = T.float32(0)
-                for e in range(group):
-                    amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
-                scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(qmax))
+                group_scale(new, scales, pos, amax, i, h, gi, qmax)
                 for e in range(group):
                     codes[pos[i], h, gi * group + e] = T.Cast("int8", T.max(T.min(T.nearbyint(new[i, h, gi * group + e] / T.Select(
                         T.Cast("float32", scales[pos[i], h, gi]) > T.float32(0), T.Cast("float32", scales[pos[i], h, gi]), T.float32(1))),
@@ -98,10 +100,7 @@ def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx
         amax = T.alloc_buffer((1,), "float32")
         sf = T.alloc_buffer((1,), "float32")
         for i, h, gi in T.grid(s, heads, ng):
-            amax[0] = T.float32(0)
-            for e in range(group):
-                amax[0] = T.max(amax[0], T.abs(new[i, h, gi * group + e]))
-            scales[pos[i], h, gi] = T.Cast("float16", amax[0] / T.float32(qmax))
+            group_scale(new, scales, pos, amax, i, h, gi, qmax)
             sf[0] = T.Select(T.Cast("float32", scales[pos[i], h, gi]) > T.float32(0), T.Cast("float32", scales[pos[i], h, gi]), T.float32(1))
             for e in range(group // 2):  # q4_0 order: byte e holds elements e (low nibble) and e + 16 (high)
                 codes[pos[i], h, (gi * group) // 2 + e] = T.Cast("uint8", T.bitwise_or(
