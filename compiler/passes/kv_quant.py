@@ -73,10 +73,6 @@ def parse_kv(text: str) -> KVSpec:
     return KVSpec(fmt, rotate, window)
 
 
-def kv_bits(fmt: str) -> int | None:
-    return parse_kv(fmt).bits
-
-
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, fmt: str) -> float:
     """Bytes of K and V per token over all layers: codes plus a 2-byte (fp16) scale per group of 32."""
     spec = parse_kv(fmt)
@@ -142,8 +138,8 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
                           "use --kv fp16 for this model")
     if spec.rotate:
         graph = rotate_graph(graph)
+    g = graph.copy()
     if bits is None:
-        g = graph.copy()
         if spec.fmt == "fp16":  # the same ops over f16 arrays: kv_write rounds the new rows, cache_attention reads them as f32
             for k, t in g.inputs.items():
                 if k.startswith(("past_key.", "past_value.")):
@@ -152,7 +148,6 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             g.verify()
         g.meta["kv_format"] = str(spec)
         return g
-    g = graph.copy()
     attrs = {"bits": bits, "group": GROUP}
     new_rows: dict[str, str] = {}  # present cache name -> the rows its kv_write stores this step
     nodes: list[Node] = []

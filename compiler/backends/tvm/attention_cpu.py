@@ -39,7 +39,7 @@ def lanes(d: int) -> int:
 
 def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64", kv_bits: int | None = None, kv_group: int = 32,
                               window: int = 0, cache_dtype: str = "float32") -> tirx.PrimFunc:
-    """kv_bits 8 / 4: the cache is a quantized one (compiler.passes.kv_quant): k / v are codes and ks / vs their fp16
+    """kv_bits 8 / 4 / 2: the cache is a quantized one (compiler.passes.kv_quant): k / v are codes and ks / vs their fp16
     scales, each row read as s * q in registers (no float copy of the cache). cache_dtype float16 (a float cache):
     the rows are widened to float32 in registers. window R > 0 (a quantized cache only):
     query i walks rows 0..positions[i] - R dequantized and the rest in float, from this step's new rows kn / vn or
