@@ -1,4 +1,4 @@
-"""Decode speed and KV-cache memory by cache format at long context: lowbit's tvm-cpu with --kv f32 / fp16 / int8 / int4 /
+"""Decode speed and KV-cache memory by cache format at long context: lowbit's tvm-cpu with --kv f32 / fp16 / fp8 / int8 / int4 /
 int4-rot-w128 / int2-rot-w128 (any --kv specs with --formats).
 
 The model is compiled once per format (`lowbit compile MODEL --quant keep|SPEC --kv FMT --target tvm-cpu`, kept under
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-FORMATS = ("f32", "fp16", "int8", "int4", "int4-rot-w128", "int2-rot-w128")
+FORMATS = ("f32", "fp16", "fp8", "int8", "int4", "int4-rot-w128", "int2-rot-w128")
 
 
 def compiled(model: str, quant: str, fmt: str, work: Path) -> Path:

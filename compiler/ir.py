@@ -267,16 +267,19 @@ def _infer_cache_attention(t, a):
 
 
 def _check_qcache(op: str, codes: TensorType, scales: TensorType, a: dict):
-    bits, grp = a["bits"], a["group"]
+    bits, grp, code = a["bits"], a["group"], a.get("code", "int")
     _expect(bits in (8, 4, 2), f"{op}: cache bits must be 8, 4 or 2")
+    _expect(code == "int" or (code == "e4m3" and bits == 8), f"{op}: cache code must be int, or e4m3 with 8 bits")
     per = 8 // bits  # values per byte
-    _expect(len(codes.shape) == 3 and codes.dtype == ("i8" if bits == 8 else "u8"), f"{op}: {bits}-bit cache codes must be {'i8' if bits == 8 else 'u8'}[C,H,D{'' if bits == 8 else f'/{per}'}]")
+    dt = "i8" if bits == 8 and code == "int" else "u8"
+    _expect(len(codes.shape) == 3 and codes.dtype == dt, f"{op}: {bits}-bit {code} cache codes must be {dt}[C,H,D{'' if bits == 8 else f'/{per}'}]")
     d = codes.shape[2] * per
     _expect(scales.dtype == "f16" and _same_shape(scales.shape, (*codes.shape[:2], d // grp)), f"{op}: cache scales must be f16[C,H,D/{grp}]")
     return d
 
 
-@_op("kv_write_q", 4, attrs=("bits", "group"), doc="quantized kv_write (compiler.passes.kv_quant): codes i8[C,H,D] (int4: u8[C,H,D/2]), scales f16[C,H,D/g], "
+@_op("kv_write_q", 4, attrs=("bits", "group"), doc="quantized kv_write (compiler.passes.kv_quant): codes i8[C,H,D] (int4: u8[C,H,D/2]; attr code e4m3: "
+     "FP8 codes u8[C,H,D]), scales f16[C,H,D/g], "
      "new f32[S,H,D], positions i64[S] -> (codes, scales) with rows positions[i] set to new[i] quantized per group of g along D")
 def _infer_kv_write_q(t, a):
     codes, scales, new, pos = t

@@ -254,10 +254,40 @@ def _cache_attention(ins, a, _):
     return [out.transpose(2, 0, 1, 3).reshape(s, h, d).astype(np.float32)]
 
 
-def _kv_quantize(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+E4M3_MAX = 448.0
+
+
+def e4m3_encode(y: np.ndarray) -> np.ndarray:
+    """OCP FP8 E4M3 codes (uint8) of float32 y with |y| <= 448: the nearest E4M3 value, ties to the even mantissa
+    (compiler.quant.fp4.e4m3, written from the spec), as sign, 4 exponent bits (bias 7) and 3 mantissa bits; the
+    sign bit is set for y < 0 (a negative that rounds to 0 gives -0, 0x80, as a float cast does)."""
+    from compiler.quant.fp4 import e4m3
+
+    v = e4m3(np.abs(y)).astype(np.float64)
+    e = np.floor(np.log2(np.where(v >= 2.0 ** -6, v, 1.0)))  # normal values: 2^e (1 + m / 8)
+    normal = ((e + 7).astype(np.int64) << 3) | (np.rint(v / 2.0 ** e * 8) - 8).astype(np.int64)
+    code = np.where(v >= 2.0 ** -6, normal, np.rint(v * 512).astype(np.int64))  # subnormals: m 2^-9 (code 8 is 2^-6 itself)
+    return (code | np.where(y < 0, 0x80, 0)).astype(np.uint8)
+
+
+def e4m3_table() -> np.ndarray:
+    """The float32 value of each of the 256 E4M3 codes (0x7f and 0xff are NaN)."""
+    c = np.arange(256)
+    e, m = (c >> 3) & 15, (c & 7).astype(np.float64)
+    mag = np.where(e == 0, m * 2.0 ** -9, (8 + m) * 2.0 ** (e - 10))
+    val = np.where(c & 0x80, -mag, mag)
+    return np.where((c & 0x7f) == 0x7f, np.nan, val).astype(np.float32)
+
+
+def _kv_quantize(x: np.ndarray, bits: int, group: int, code: str = "int") -> tuple[np.ndarray, np.ndarray]:
     """(codes, scales) of rows x f32[S, H, D] in the quantized cache's forms (compiler.passes.kv_quant)."""
     s_, h, d = x.shape
     xg = x.reshape(s_, h, d // group, group)
+    if code == "e4m3":  # s = fp16(max |x| / 448), codes e4m3(clamp(x / s, +-448))
+        sc = (np.abs(xg).max(axis=-1) / np.float32(E4M3_MAX)).astype(np.float16)
+        safe = np.where(sc > 0, sc.astype(np.float32), np.float32(1))
+        y = np.clip(xg / safe[..., None], np.float32(-E4M3_MAX), np.float32(E4M3_MAX))
+        return e4m3_encode(y).reshape(s_, h, d), sc
     if bits == 2:
         # four levels (q - 1.5) s, q in 0..3, no zero: s = fp16(max |x| / 1.5); packed four to a byte per 64 values,
         # byte i holding elements i, i + 16, i + 32, i + 48 at bits 0, 2, 4, 6
@@ -276,9 +306,11 @@ def _kv_quantize(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.n
     return (u[..., 0, :] | (u[..., 1, :] << 4)).reshape(s_, h, d // 2).astype(np.uint8), sc
 
 
-def kv_dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, group: int) -> np.ndarray:
+def kv_dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, group: int, code: str = "int") -> np.ndarray:
     """Rows f32[T, H, D] of a quantized cache: s * q."""
-    if bits == 8:
+    if code == "e4m3":
+        q = e4m3_table()[codes]
+    elif bits == 8:
         q = codes.astype(np.float32)
     elif bits == 2:
         t_, h_, nb = codes.shape
@@ -302,7 +334,7 @@ def _kv_write_q(ins, a, _):
         codes = np.array(codes)
     if not scales.flags.writeable:
         scales = np.array(scales)
-    codes[pos], scales[pos] = _kv_quantize(np.asarray(new, np.float32), a["bits"], a["group"])
+    codes[pos], scales[pos] = _kv_quantize(np.asarray(new, np.float32), a["bits"], a["group"], a.get("code", "int"))
     return [codes, scales]
 
 
@@ -310,8 +342,8 @@ def _kv_write_q(ins, a, _):
 def _cache_attention_q(ins, a, _):
     q, kc, ks, vc, vs, pos = ins[:6]
     t = int(pos.max()) + 1
-    k = kv_dequantize(kc[:t], ks[:t], a["bits"], a["group"])
-    v = kv_dequantize(vc[:t], vs[:t], a["bits"], a["group"])
+    k = kv_dequantize(kc[:t], ks[:t], a["bits"], a["group"], a.get("code", "int"))
+    v = kv_dequantize(vc[:t], vs[:t], a["bits"], a["group"], a.get("code", "int"))
     w = a.get("window", 0)
     if not w:
         return _cache_attention([q, k, v, pos], {"scale": a["scale"]}, None)

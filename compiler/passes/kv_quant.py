@@ -1,4 +1,5 @@
-"""A quantized KV cache: `lowbit compile --kv fp16|int8|int4|int2[-rot][-wN]` (llama.cpp's q8_0 / q4_0 cache types, KIVI's per-token values).
+"""A quantized KV cache: `lowbit compile --kv fp16|fp8|int8|int4|int2[-rot][-wN]` (llama.cpp's q8_0 / q4_0 cache types, vLLM's fp8 one,
+KIVI's per-token values).
 
 The in-place cache (docs/DESIGN.md, KV cache) keeps every row as integer codes with one scale per (row, head,
 group of GROUP = 32 along the head dimension), keys and values alike:
@@ -14,7 +15,10 @@ graph built with the float in-place cache: each layer's past_key.i / past_value.
 past_key_scale.i / past_value_scale.i beside them (and the present_* outputs likewise). `fp16` keeps the float
 ops over f16 arrays (vLLM's and llama.cpp's default cache type: half of f32's bytes). `int2` has four levels
 (q - 1.5) s without a zero, s = fp16(max |x| / 1.5), codes clamp(rint(x / s + 1.5), 0, 3) four to a byte per 64 values
-(byte e holds elements e + 16 k at bits 2 k), u8 [C, H, D/4].
+(byte e holds elements e + 16 k at bits 2 k), u8 [C, H, D/4]. `fp8`: OCP FP8 E4M3 codes (bias 7, max 448, no infinities)
+with the same fp16 scale per group, s = fp16(max |x| / 448), code = e4m3(clamp(x / s, -448, 448)) rounded to nearest
+even (the sign bit set for x / s < 0), u8 [C, H, D]: the value is s * e4m3(code) (vLLM's fp8 cache holds one scale per
+tensor; a scale per 32 values costs 1/16 byte more per value and keeps small groups out of the subnormals).
 
 Options: `-rot` (rotate_graph: a Hadamard rotation of every K and V head, exact in real arithmetic) and `-wN` (the N
 most recent rows read in float32 from two rings per layer, KIVI's full-precision window).
@@ -28,7 +32,8 @@ from compiler.errors import LowbitError
 from compiler.ir import Graph, Node, TensorType
 
 GROUP = 32
-FORMATS = {"f32": None, "fp16": None, "int8": 8, "int4": 4, "int2": 2}  # bits of the integer codes (None: a float cache)
+FORMATS = {"f32": None, "fp16": None, "fp8": 8, "int8": 8, "int4": 4, "int2": 2}  # bits of the codes (None: a float cache)
+CODES = {"fp8": "e4m3"}  # formats whose codes are not integers (attr `code` of the ops; "int" otherwise)
 OPTIONS = {"rot": "a Hadamard rotation of every K and V head (QuaRot; llama.cpp rotates its quantized cache too)",
            "wN": "the N most recent rows read in float32 (KIVI's full-precision window), e.g. -w128"}
 MAX_WINDOW = 4096
@@ -46,6 +51,10 @@ class KVSpec:
     @property
     def bits(self) -> int | None:
         return FORMATS[self.fmt]
+
+    @property
+    def code(self) -> str:
+        return CODES.get(self.fmt, "int")
 
     def __str__(self) -> str:
         return self.fmt + ("-rot" if self.rotate else "") + (f"-w{self.window}" if self.window else "")
@@ -148,7 +157,7 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             g.verify()
         g.meta["kv_format"] = str(spec)
         return g
-    attrs = {"bits": bits, "group": GROUP}
+    attrs = {"bits": bits, "group": GROUP, "code": spec.code}
     new_rows: dict[str, str] = {}  # present cache name -> the rows its kv_write stores this step
     nodes: list[Node] = []
     for n in g.nodes:
@@ -156,7 +165,7 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             cache, new, pos = n.inputs
             t = g.inputs[cache]
             rows, heads = t.shape[0], t.shape[1]
-            g.inputs[cache] = TensorType((rows, heads, d * bits // 8), "i8" if bits == 8 else "u8")
+            g.inputs[cache] = TensorType((rows, heads, d * bits // 8), "i8" if bits == 8 and spec.code == "int" else "u8")
             sname = cache.replace("past_key.", "past_key_scale.").replace("past_value.", "past_value_scale.")
             g.inputs[sname] = TensorType((rows, heads, d // GROUP), "f16")
             out = n.outputs[0]

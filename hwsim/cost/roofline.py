@@ -114,7 +114,7 @@ def model_linears_from_config(name: str, family: str, config: dict, *, bits: int
 # ----------------------------------------------------------------------------------------------------
 # The KV cache (compiler.passes.kv_quant's formats; fp16 as vLLM / llama.cpp default, fp32 as lowbit's float cache)
 
-KV_FORMATS = {"fp32": (32, 0), "fp16": (16, 0), "int8": (8, 32), "int4": (4, 32), "int2": (2, 32)}  # bits per value, values per fp16 scale (0: none)
+KV_FORMATS = {"fp32": (32, 0), "fp16": (16, 0), "fp8": (8, 32), "int8": (8, 32), "int4": (4, 32), "int2": (2, 32)}  # bits per value, values per fp16 scale (0: none)
 KV_FORMAT_OF = {"f32": "fp32"}  # an artifact's graph meta kv_format -> the name here
 
 

@@ -466,27 +466,43 @@ def _kv_write(L, n):
     return [kv_write(L.B, cache, new, pos)]
 
 
-def kv_quantize(B, new, shape, bits: int, group: int):
+def e4m3_code(B, y):
+    """The E4M3 code (i32) of f32 y, |y| <= 448, by the arithmetic of compiler/backends/tvm/kv_cache.e4m3_code:
+    e = max(exponent of |y|, -6), m = roundeven(|y| 2^(3 - e)), code ((e + 7) << 3) + m - 8, the sign bit for y < 0."""
+    from iree.compiler.dialects import arith, math as m
+
+    a = m.absf(y)
+    e = arith.maxsi(arith.subi(arith.shrui(arith.bitcast(B.i32, a), B.ci(23)), B.ci(127)), B.ci(-6))
+    scale = arith.bitcast(B.f32, arith.shli(arith.subi(B.ci(130), e), B.ci(23)))
+    sig = arith.fptosi(B.i32, m.roundeven(arith.mulf(a, scale)))
+    mag = arith.subi(arith.addi(arith.shli(arith.addi(e, B.ci(7)), B.ci(3)), sig), B.ci(8))
+    return arith.ori(mag, arith.select(arith.cmpf(arith.CmpFPredicate.OLT, y, B.cf(0.0)), B.ci(128), B.ci(0)))
+
+
+def kv_quantize(B, new, shape, bits: int, group: int, code: str = "int"):
     """(codes, scales) of the new rows [S, H, D] in the quantized cache's forms (compiler.passes.kv_quant): the
-    group's max |x| / qmax rounded to f16, codes clamp(roundeven(x / s)) as i8 (int8) or q + 8 in nibbles (int4)."""
+    group's max |x| / qmax rounded to f16, codes clamp(roundeven(x / s)) as i8 (int8) or q + 8 in nibbles (int4);
+    code e4m3 (fp8): e4m3_code(clamp(x / s, -448, 448)), qmax 448."""
     from iree.compiler.dialects import arith, math as m
 
     s_, h, d = shape
     ng = d // group
-    qmax = {8: 127.0, 4: 7.0, 2: 1.5}[bits]  # 2 bits: four levels (q - 1.5) s, s = max |x| / 1.5
+    qmax = 448.0 if code == "e4m3" else {8: 127.0, 4: 7.0, 2: 1.5}[bits]  # 2 bits: four levels (q - 1.5) s, s = max |x| / 1.5
     lo, hi, off = (0.0, 3.0, 1.5) if bits == 2 else (-qmax, qmax, 0.0)
     xg = B.reshape(new, shape, (s_, h, ng, group))
     amax = B.reduce_last(xg, (s_, h, ng, group), 0.0, arith.maximumf, pre=lambda v: m.absf(v))
     sc16 = B.elementwise([amax], (s_, h, ng), B.f16, lambda v: arith.truncf(B.f16, arith.divf(v, B.cf(qmax))))
 
-    def code(v, s16):
+    def qcode(v, s16):
         sf = arith.extf(B.f32, s16)
         safe = arith.select(arith.cmpf(arith.CmpFPredicate.OGT, sf, B.cf(0.0)), sf, B.cf(1.0))
         x = arith.divf(v, safe)
+        if code == "e4m3":
+            return e4m3_code(B, arith.minimumf(arith.maximumf(x, B.cf(-qmax)), B.cf(qmax)))
         r = m.roundeven(arith.addf(x, B.cf(off)) if off else x)
         return arith.fptosi(B.i32, arith.minimumf(arith.maximumf(r, B.cf(lo)), B.cf(hi)))
 
-    q = B.elementwise([xg, sc16], (s_, h, ng, group), B.i32, code, [B.identity_map(4), B.bcast_last(4)])
+    q = B.elementwise([xg, sc16], (s_, h, ng, group), B.i32, qcode, [B.identity_map(4), B.bcast_last(4)])
     q = B.reshape(q, (s_, h, ng, group), (s_, h, d))
     if bits == 2:  # byte e of each 64 values holds elements e + 16 k at bits 2 k
         q4 = B.reshape(q, (s_, h, d), (s_, h, d // 64, 4, 16))
@@ -498,7 +514,7 @@ def kv_quantize(B, new, shape, bits: int, group: int):
         maps = [f"(a, b, c, e) -> (a, b, c, {k}, e)" for k in range(4)]
         codes = B.elementwise([q4] * 4, (s_, h, d // 64, 16), B.i8, pack2, maps)
         return B.reshape(codes, (s_, h, d // 64, 16), (s_, h, d // 4)), sc16
-    if bits == 8:
+    if bits == 8:  # int8 codes, or the E4M3 bit patterns
         return B.elementwise([q], (s_, h, d), B.i8, lambda v: arith.trunci(B.i8, v)), sc16
     half = group // 2  # q4_0 order: byte i of a group holds elements i (low nibble) and i + 16 (high)
     q2 = B.reshape(q, (s_, h, d), (s_, h, ng, 2, half))
@@ -512,11 +528,19 @@ def kv_quantize(B, new, shape, bits: int, group: int):
     return B.reshape(codes, (s_, h, ng, half), (s_, h, d // 2)), sc16
 
 
-def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int):
+def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int, code: str = "int"):
     """The float rows [C, H, D] of a quantized cache: s * q (a float copy of the cache; tvm-cpu reads it in registers)."""
     from iree.compiler.dialects import arith
 
-    if bits == 8:
+    if code == "e4m3":
+        def body(c, s, _o):  # the code's fp16 bit pattern (sign << 15 | exp.man << 7) is its value times 2^-8
+            ci = arith.extui(B.i32, c)
+            h16 = arith.ori(arith.shli(arith.andi(ci, B.ci(0x7F)), B.ci(7)), arith.shli(arith.andi(ci, B.ci(0x80)), B.ci(8)))
+            v = arith.extf(B.f32, arith.bitcast(B.f16, arith.trunci(B.i16, h16)))
+            return arith.mulf(v, arith.mulf(arith.extf(B.f32, s), B.cf(256.0)))
+
+        maps = ["(a, b, c) -> (a, b, c)", f"(a, b, c) -> (a, b, c floordiv {group})", "(a, b, c) -> (a, b, c)"]
+    elif bits == 8:
         def body(c, s, _o):
             return arith.mulf(arith.sitofp(B.f32, c), arith.extf(B.f32, s))
 
@@ -545,7 +569,7 @@ def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int):
 def _kv_write_q(L, n):
     codes, scales, new, pos = L.ins(n)
     a = n.attrs
-    qc, qs = kv_quantize(L.B, new, L.shape(n.inputs[2]), a["bits"], a["group"])
+    qc, qs = kv_quantize(L.B, new, L.shape(n.inputs[2]), a["bits"], a["group"], a.get("code", "int"))
     return [kv_write(L.B, codes, qc, pos), kv_write(L.B, scales, qs, pos)]
 
 
@@ -555,8 +579,8 @@ def _cache_attention_q(L, n):
     a = n.attrs
     rows, heads = L.shape(n.inputs[1])[:2]
     d = L.shape(n.inputs[0])[2]
-    k = kv_dequantize(L.B, kc, ks, rows, heads, d, a["bits"], a["group"])
-    v = kv_dequantize(L.B, vc, vs, rows, heads, d, a["bits"], a["group"])
+    k = kv_dequantize(L.B, kc, ks, rows, heads, d, a["bits"], a["group"], a.get("code", "int"))
+    v = kv_dequantize(L.B, vc, vs, rows, heads, d, a["bits"], a["group"], a.get("code", "int"))
     if not a.get("window"):
         return [attention(L.B, q, k, v, L.shape(n.inputs[0]), (rows, heads, d), float(a["scale"]), True, pos)]
     kw, vw, kn, vn = L.ins(n)[6:]

@@ -38,9 +38,10 @@ def lanes(d: int) -> int:
 
 
 def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64", kv_bits: int | None = None, kv_group: int = 32,
-                              window: int = 0, cache_dtype: str = "float32") -> tirx.PrimFunc:
+                              window: int = 0, cache_dtype: str = "float32", kv_code: str = "int") -> tirx.PrimFunc:
     """kv_bits 8 / 4 / 2: the cache is a quantized one (compiler.passes.kv_quant): k / v are codes and ks / vs their fp16
-    scales, each row read as s * q in registers (no float copy of the cache). cache_dtype float16 (a float cache):
+    scales, each row read as s * q in registers (no float copy of the cache); kv_code e4m3 (8 bits): FP8 codes, read
+    through their fp16 bit pattern. cache_dtype float16 (a float cache):
     the rows are widened to float32 in registers. window R > 0 (a quantized cache only):
     query i walks rows 0..positions[i] - R dequantized and the rest in float, from this step's new rows kn / vn or
     the rings kw / vw (row j % R), with one online softmax over both walks; then the step's last min(S, R) rows go
@@ -65,6 +66,8 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
 
     fv = "float32" if vl == 1 else f"float32x{vl}"
     iv = "int32" if vl == 1 else f"int32x{vl}"
+    hv = "int16" if vl == 1 else f"int16x{vl}"
+    f16v = "float16" if vl == 1 else f"float16x{vl}"
 
     def row(buf, sbuf, j, h, c, p0=None):
         """vl consecutive values of cache row j, head h, from element c * vl: as stored (float cache), or s * q; with p0
@@ -76,6 +79,13 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         if kv_bits is None:
             return buf[j, h, rp(c * vl)] if cache_dtype == "float32" else T.Cast(fv, buf[j, h, rp(c * vl)])
         s_ = bc(T.Cast("float32", sbuf[j, h, (c * vl) // kv_group]))  # vl divides the group: one scale per vector
+        if kv_code == "e4m3":
+            # E4M3 sign.exp4.man3 -> fp16 bits sign << 15 | exp4.man3 << 7 is the same number times 2^-8 (fp16's bias
+            # 15 against 7; E4M3's subnormals land on fp16's, exactly), widened to float32 by the hardware (F16C)
+            cb = T.Cast(hv, buf[j, h, rp(c * vl)])
+            h16 = T.bitwise_or(T.shift_left(T.bitwise_and(cb, bc(T.int16(0x7F))), bc(T.int16(7))),
+                               T.shift_left(T.bitwise_and(cb, bc(T.int16(0x80))), bc(T.int16(8))))
+            return T.Cast(fv, T.reinterpret(f16v, h16)) * (s_ * bvec(256.0, vl))
         if kv_bits == 8:
             return T.Cast(fv, buf[j, h, rp(c * vl)]) * s_
         if kv_bits == 2:  # (q - 1.5) s; element o of a block of 64 sits in byte o % 16 at bits 2 (o // 16); vl divides 16
@@ -105,7 +115,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
 
     # one signature for both caches: a float cache is passed as its own "scales" (never read: row() ignores them)
     kd = d if kv_bits in (None, 8) else d * kv_bits // 8
-    cdt = {None: cache_dtype, 8: "int8", 4: "uint8", 2: "uint8"}[kv_bits]
+    cdt = {None: cache_dtype, 8: "uint8" if kv_code == "e4m3" else "int8", 4: "uint8", 2: "uint8"}[kv_bits]
     sd, sdt = (d, cache_dtype) if kv_bits is None else (d // kv_group, "float16")
     # software prefetch of the next block's rows, PFL 64-byte lines of PFE elements per head row: the walk is
     # too busy for the hardware prefetchers to run ahead of it from DRAM

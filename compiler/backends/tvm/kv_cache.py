@@ -33,11 +33,23 @@ def code2(new, scales, pos, i, h, b, e, k):
     return T.Cast("int32", T.max(T.min(T.nearbyint(x / sf + T.float32(1.5)), T.float32(3)), T.float32(0)))
 
 
-def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx.PrimFunc:
+def e4m3_code(y):
+    """The E4M3 code (int32) of float32 y, |y| <= 448, rounded to nearest even as the reference's e4m3_encode: with
+    e = max(exponent of |y|, -6), m = rint(|y| 2^(3 - e)) (exact scaling by a power of two, then one rounding) is the
+    significand in steps of 2^(e - 3), 8..16 for normals, 0..8 below 2^-6, and ((e + 7) << 3) + m - 8 is the code in both
+    ranges (m = 16 carries into the exponent, m = 8 at e = -6 is the smallest normal)."""
+    a = T.abs(y)
+    e = T.max(T.shift_right(T.reinterpret("int32", a), 23) - 127, -6)
+    m = T.Cast("int32", T.nearbyint(a * T.reinterpret("float32", T.shift_left(130 - e, 23))))
+    return T.bitwise_or(T.shift_left(e + 7, 3) + m - 8, T.Select(y < T.float32(0), 128, 0))
+
+
+def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int, code: str = "int") -> tirx.PrimFunc:
     """kv_write_q (compiler.passes.kv_quant): the S new rows quantized into rows positions[0..S) of the codes and
     fp16 scales it is given, in place (call_tir_inplace on both), by the reference's arithmetic: the group's max
-    |x| / qmax rounded to fp16, codes rint(x / s) clamped (round half to even, as numpy's rint)."""
-    qmax = 127.0 if bits == 8 else 7.0
+    |x| / qmax rounded to fp16, codes rint(x / s) clamped (round half to even, as numpy's rint); code e4m3 (fp8):
+    e4m3_code(clamp(x / s, -448, 448)), s the group's max |x| / 448."""
+    qmax = 448.0 if code == "e4m3" else 127.0 if bits == 8 else 7.0
     ng = head_dim // group
 
     @T.macro
@@ -68,6 +80,27 @@ def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int) -> tirx
                         T.shift_left(code2(new, scales, pos, i, h, b, e, 2), 4), T.shift_left(code2(new, scales, pos, i, h, b, e, 3), 6))))
 
         return kv_write_q2.with_attr("op_pattern", 8)
+
+    if code == "e4m3":
+
+        @T.prim_func(private=True)
+        def kv_write_fp8(var_codes: T.handle, var_scales: T.handle, var_new: T.handle, var_pos: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            c, s = T.int64(), T.int64()
+            codes = T.match_buffer(var_codes, (c, heads, head_dim), "uint8")
+            scales = T.match_buffer(var_scales, (c, heads, ng), "float16")
+            new = T.match_buffer(var_new, (s, heads, head_dim), "float32")
+            pos = T.match_buffer(var_pos, (s,), "int64")
+            amax = T.alloc_buffer((1,), "float32")
+            sf = T.alloc_buffer((1,), "float32")
+            for i, h, gi in T.grid(s, heads, ng):
+                group_scale(new, scales, pos, amax, i, h, gi, qmax)
+                sf[0] = T.Select(T.Cast("float32", scales[pos[i], h, gi]) > T.float32(0), T.Cast("float32", scales[pos[i], h, gi]), T.float32(1))
+                for e in range(group):
+                    codes[pos[i], h, gi * group + e] = T.Cast("uint8", e4m3_code(
+                        T.max(T.min(new[i, h, gi * group + e] / sf[0], T.float32(qmax)), T.float32(-qmax))))
+
+        return kv_write_fp8.with_attr("op_pattern", 8)
 
     if bits == 8:
 

@@ -420,10 +420,11 @@ def _cache_attention_q(L, n):
     hq, d = L.shape(n.inputs[0])[1:]
     hkv = L.shape(n.inputs[1])[1]
     w = a.get("window", 0)
-    key = (hq, hkv, d, float(a["scale"]), a["bits"], a["group"], w)
+    key = (hq, hkv, d, float(a["scale"]), a["bits"], a["group"], w, a.get("code", "int"))
     fns = L.__dict__.setdefault("cache_attention_q_fns", {})
     if key not in fns:
-        fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], kv_bits=a["bits"], kv_group=a["group"], window=w), "cache_attention_q")
+        fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], kv_bits=a["bits"], kv_group=a["group"], window=w, kv_code=key[7]),
+                                 "cache_attention_q")
     out_ty = L.ttype(L.g.types[n.outputs[0]])
     if not w:
         return [L.emit(relax.call_tir(fns[key], relax.Tuple(ins), out_ty=out_ty))]
@@ -440,7 +441,7 @@ def _kv_write_q(L, n):
     codes, scales, new, pos = L.ins(n)
     a = n.attrs
     heads, d = L.shape(n.inputs[2])[1:]
-    key = (heads, d, a["bits"], a["group"])
+    key = (heads, d, a["bits"], a["group"], a.get("code", "int"))
     fns = L.__dict__.setdefault("kv_write_q_fns", {})
     if key not in fns:
         fns[key] = L.bb.add_func(kv_write_q_inplace(*key), "kv_write_q")

@@ -10,7 +10,7 @@ from compiler.compile import compile_model
 from compiler.errors import LowbitError
 from compiler.frontend.llama import empty_cache
 from compiler.passes.kv_quant import GROUP, kv_bytes_per_token, kv_quant_graph
-from compiler.reference import KERNELS, Interpreter, _kv_quantize, kv_dequantize
+from compiler.reference import KERNELS, Interpreter, _kv_quantize, e4m3_encode, e4m3_table, kv_dequantize
 from runtime.compare import cosine
 from tests.helpers import run_cli
 
@@ -34,6 +34,40 @@ def test_codes_round_trip_within_half_a_step(rows, heads, groups, bits, seed, ma
     assert np.all(y[0, 0, :GROUP] == 0) and np.all(np.abs(y) <= qmax * step + 1e-30)
 
 
+def _nearest_e4m3(y: np.ndarray) -> np.ndarray:
+    """Brute force over the 127 finite E4M3 magnitudes: the nearest to |y|, at a tie the one whose code is even (the
+    even mantissa); the sign bit for y < 0 (-0 where a negative rounds to 0)."""
+    mags = e4m3_table()[:127].astype(np.float64)
+    dist = np.abs(np.abs(y[:, None].astype(np.float64)) - mags[None, :])
+    tied = dist == dist.min(axis=1, keepdims=True)
+    pick = np.where(tied.sum(axis=1) > 1, np.argmax(tied & (np.arange(127)[None, :] % 2 == 0), axis=1), np.argmin(dist, axis=1))
+    return (pick | np.where(y < 0, 0x80, 0)).astype(np.uint8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-448, 448, width=32), min_size=1, max_size=64), st.integers(-12, 8))
+def test_e4m3_codes_are_the_nearest_value_ties_to_even(vals, mag):
+    t = e4m3_table()
+    y = np.clip(np.array(vals, np.float32) * np.float32(2.0**mag), -448, 448).astype(np.float32)
+    mids = (t[1:127] + t[0:126]) / 2  # every tie between two positive neighbours, and its negative
+    y = np.concatenate([y, mids, -mids]).astype(np.float32)
+    np.testing.assert_array_equal(e4m3_encode(y), _nearest_e4m3(y))
+
+
+def test_fp8_cache_round_trip_is_within_half_an_e4m3_step():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((4, 3, 64)) * np.logspace(-4, 3, 64, dtype=np.float32)).astype(np.float32)
+    x[0, 0, :GROUP] = 0.0
+    codes, scales = _kv_quantize(x, 8, GROUP, "e4m3")
+    assert codes.dtype == np.uint8 and codes.shape == x.shape and scales.dtype == np.float16
+    assert not np.any((codes & 0x7F) == 0x7F)  # no NaN codes
+    y = kv_dequantize(codes, scales, 8, GROUP, "e4m3")
+    s = np.repeat(scales.astype(np.float32), GROUP, axis=-1)
+    # relative step 2^-4 for normals (half of it, plus the fp16 scale's rounding), 2^-10 s absolute in the subnormals
+    assert np.all(np.abs(x - y) <= np.abs(x) * (2.0**-4 + 2.0**-10) + s * 2.0**-10 + 1e-30)
+    assert np.all(y[0, 0, :GROUP] == 0)
+
+
 def test_int4_nibbles_are_in_q4_0_order():
     x = np.zeros((1, 1, 2 * GROUP), np.float32)
     x[0, 0, 0], x[0, 0, 16], x[0, 0, 1] = 7.0, -7.0, 3.0  # scale 1: codes 7, -7, 3 -> stored 15, 1, 11
@@ -47,7 +81,7 @@ def _tiny_q(llama_tiny, fmt):
     return kv_quant_graph(llama_tiny.graph, fmt)
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4"])
+@pytest.mark.parametrize("fmt", ["int8", "int4", "fp8"])
 def test_writes_in_place_and_reads_what_it_wrote(llama_tiny, fmt):
     g = _tiny_q(llama_tiny, fmt)
     cache = empty_cache(g, 16)
@@ -55,16 +89,17 @@ def test_writes_in_place_and_reads_what_it_wrote(llama_tiny, fmt):
     rng = np.random.default_rng(0)
     new = rng.standard_normal((3, *g.inputs["past_key.0"].shape[1:2], g.meta["hparams"]["head_dim"])).astype(np.float32)
     pos = np.array([4, 5, 6])
-    bits = 8 if fmt == "int8" else 4
-    codes, scales = KERNELS["kv_write_q"]([cache["past_key.0"], cache["past_key_scale.0"], new, pos], {"bits": bits, "group": GROUP}, None)
+    a = next(n.attrs for n in g.nodes if n.op == "kv_write_q")
+    assert a["bits"] == (4 if fmt == "int4" else 8) and a["code"] == ("e4m3" if fmt == "fp8" else "int")
+    codes, scales = KERNELS["kv_write_q"]([cache["past_key.0"], cache["past_key_scale.0"], new, pos], a, None)
     assert codes is cache["past_key.0"] and scales is cache["past_key_scale.0"]  # the fed arrays, written in place
-    ref_codes, ref_scales = _kv_quantize(new, bits, GROUP)
+    ref_codes, ref_scales = _kv_quantize(new, a["bits"], GROUP, a["code"])
     np.testing.assert_array_equal(codes[pos], ref_codes)
     np.testing.assert_array_equal(scales[pos], ref_scales)
     assert not codes[:4].any() and not codes[7:].any()
 
 
-@pytest.mark.parametrize("fmt,floor", [("int8", 0.9999), ("int4", 0.98)])
+@pytest.mark.parametrize("fmt,floor", [("int8", 0.9999), ("int4", 0.98), ("fp8", 0.999)])
 def test_prefill_then_decode_matches_one_prefill_and_stays_near_the_float_cache(llama_tiny, fmt, floor):
     g = _tiny_q(llama_tiny, fmt)
     ids = np.arange(3, 27, dtype=np.int64)
@@ -91,7 +126,7 @@ def test_bytes_per_token_are_the_cache_arrays():
 
     m = load_model("llama-tiny")
     hp = m.graph.meta["hparams"]
-    for fmt in ("f32", "fp16", "int8", "int4"):
+    for fmt in ("f32", "fp16", "fp8", "int8", "int4"):
         g = kv_quant_graph(m.graph, fmt)
         arrays = empty_cache(g, 1)
         assert sum(a.nbytes for a in arrays.values()) == kv_bytes_per_token(hp["layers"], hp["kv_heads"], hp["head_dim"], fmt), fmt

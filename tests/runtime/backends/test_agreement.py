@@ -133,12 +133,17 @@ def split_quantized_cache(out_b: dict, out_r: dict, graph, what: str, tol: float
             bound = tol * float(np.abs(vr).max(initial=0)) + np.abs(vr) * 2.0**-10 + 2.0**-24
             assert np.all(np.abs(vb - vr) <= bound), f"{what} {k}: a cache value {float(np.abs(vb - vr).max()):.3g} from ref's, past tolerance + one fp16 step"
         return keep(out_b), keep(out_r)
-    bits = 8 if fmt.startswith("int8") else 4
+    from compiler.passes.kv_quant import parse_kv
+
+    spec = parse_kv(fmt)
+    bits, code = spec.bits, spec.code
     hb = {k: v.view(hr[k].dtype) if v.dtype != hr[k].dtype and v.dtype.itemsize == hr[k].dtype.itemsize else v for k, v in hb.items()}  # IREE's i8 for u8
     for k in [k for k in hr if k.startswith(("present_key.", "present_value."))]:
         sk = k.replace("present_key.", "present_key_scale.").replace("present_value.", "present_value_scale.")
-        vb, vr = kv_dequantize(hb[k], hb[sk], bits, GROUP), kv_dequantize(hr[k], hr[sk], bits, GROUP)
+        vb, vr = kv_dequantize(hb[k], hb[sk], bits, GROUP, code), kv_dequantize(hr[k], hr[sk], bits, GROUP, code)
         step = np.repeat(np.maximum(hb[sk], hr[sk]).astype(np.float32), GROUP, axis=-1)
+        if code == "e4m3":  # an E4M3 step: 2^-3 of the value (2^-9 s in the subnormals)
+            step = np.maximum(np.abs(vr) * 2.0**-3, step * 2.0**-9)
         bound = step * 1.01 + tol * float(np.abs(vr).max(initial=0)) + 1e-6
         assert np.all(np.abs(vb - vr) <= bound), f"{what} {k}: a cache value {float(np.abs(vb - vr).max()):.3g} from ref's, past tolerance + one code step"
     for k in [k for k in hr if k.startswith(("present_key_window.", "present_value_window."))]:  # float rings: the float tolerance
@@ -241,7 +246,7 @@ def test_act_outliers_match_ref(artifact_root, backend):
 KV_BACKENDS = ["tvm-cpu", "mlir-cpu", *[f"hwsim:{d}" for d in DESIGNS]]
 
 
-@pytest.mark.parametrize("fmt,backend", [(f, b) for f in ("fp16", "int8", "int4") for b in KV_BACKENDS]
+@pytest.mark.parametrize("fmt,backend", [(f, b) for f in ("fp16", "fp8", "int8", "int4") for b in KV_BACKENDS]
                          + [("int4-rot", b) for b in KV_BACKENDS] + [("int4-rot-w8", b) for b in KV_BACKENDS])
 def test_quantized_kv_cache_matches_ref(artifact_root, backend, fmt):
     """--kv int8 / int4 (compiler.passes.kv_quant): tvm-cpu writes the codes with its own in-place kernel and reads

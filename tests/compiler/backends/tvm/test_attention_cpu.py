@@ -24,10 +24,10 @@ SHAPES = [(3, 3, 64), (4, 2, 32), (1, 1, 8), (2, 4, 16), (1, 2, 256), (2, 1, 24)
 
 
 @functools.cache
-def kernel(hkv: int, rep: int, d: int, bits: int | None = None):
+def kernel(hkv: int, rep: int, d: int, bits: int | None = None, code: str = "int"):
     from compiler.backends.tvm.target import cpu_target
 
-    f = cache_attention_prim_func(hkv * rep, hkv, d, d**-0.5, kv_bits=bits).with_attr("global_symbol", "main")
+    f = cache_attention_prim_func(hkv * rep, hkv, d, d**-0.5, kv_bits=bits, kv_code=code).with_attr("global_symbol", "main")
     return tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
 
 
@@ -127,22 +127,24 @@ def test_llama_tiny_prefill_and_decode_match_ref(tiny, prompt):
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=st.sampled_from([(3, 3, 64), (4, 2, 32), (1, 2, 256)]), bits=st.sampled_from([8, 4]), s=st.integers(1, 6), extra=st.integers(0, 300),
-       seed=st.integers(0, 2**31 - 1))
-def test_quantized_cache_matches_reference(shape, bits, s, extra, seed):
-    """The kernel over a quantized cache (compiler.passes.kv_quant: codes and fp16 scales, s * q in registers)
-    against the reference's cache_attention_q, at the float kernel's tolerance."""
+@given(shape=st.sampled_from([(3, 3, 64), (4, 2, 32), (1, 2, 256)]), fmt=st.sampled_from([(8, "int"), (4, "int"), (8, "e4m3")]), s=st.integers(1, 6),
+       extra=st.integers(0, 300), seed=st.integers(0, 2**31 - 1))
+def test_quantized_cache_matches_reference(shape, fmt, s, extra, seed):
+    """The kernel over a quantized cache (compiler.passes.kv_quant: codes and fp16 scales, s * q in registers; FP8
+    codes through their fp16 bit pattern, subnormals included) against the reference's cache_attention_q, at the float
+    kernel's tolerance."""
     from compiler.reference import _kv_quantize
 
+    bits, code = fmt
     hkv, rep, d = shape
     rng = np.random.default_rng(seed)
     pos = np.arange(extra, extra + s, dtype=np.int64)
     q, k, v = inputs(rng, s, extra + s + 7, hkv, rep, d, pos)
     k, v = np.nan_to_num(k), np.nan_to_num(v)
-    (kc, ks), (vc, vs) = _kv_quantize(k, bits, 32), _kv_quantize(v, bits, 32)
-    ref = KERNELS["cache_attention_q"]([q, kc, ks, vc, vs, pos], {"scale": d**-0.5, "bits": bits, "group": 32}, None)[0]
+    (kc, ks), (vc, vs) = _kv_quantize(k, bits, 32, code), _kv_quantize(v, bits, 32, code)
+    ref = KERNELS["cache_attention_q"]([q, kc, ks, vc, vs, pos], {"scale": d**-0.5, "bits": bits, "group": 32, "code": code}, None)[0]
     o = tvm.runtime.tensor(np.zeros_like(q))
-    kernel(hkv, rep, d, bits)(*(tvm.runtime.tensor(a) for a in (q, kc, ks, vc, vs, pos)), o)
+    kernel(hkv, rep, d, bits, code)(*(tvm.runtime.tensor(a) for a in (q, kc, ks, vc, vs, pos)), o)
     err = np.abs(o.numpy() - ref).max() / np.abs(ref).max()
     assert err <= TOL, err
 
@@ -222,3 +224,19 @@ def test_int2_cache_matches_reference(d, w, s, extra):
     o = tvm.runtime.tensor(np.zeros_like(q))
     fn(*(tvm.runtime.tensor(x) for x in ins), o)
     assert np.abs(o.numpy() - want).max() <= TOL * np.abs(want).max()
+
+
+def test_fp8_cache_reads_every_code_as_the_reference():
+    """Every finite E4M3 code (the subnormals, -0 and 448 among them) in one head's K and V: with a single cache row
+    the output is that row of V, so the kernel's decoding is checked value for value."""
+    from compiler.reference import e4m3_table
+
+    t = e4m3_table()
+    codes = np.flatnonzero(np.isfinite(t)).astype(np.uint8)  # 254 codes
+    codes = np.concatenate([codes, np.zeros(256 - len(codes), np.uint8)]).reshape(1, 1, 256)
+    scales = np.array([0.5, 2.0, 1.0, 0.25, 4.0, 1.0, 1.0, 3.0], np.float16).reshape(1, 1, 8)
+    q = np.ones((1, 1, 256), np.float32)
+    o = tvm.runtime.tensor(np.zeros_like(q))
+    kernel(1, 1, 256, 8, "e4m3")(*(tvm.runtime.tensor(a) for a in (q, codes, scales, codes, scales, np.zeros(1, np.int64))), o)
+    want = (t[codes[0, 0]].reshape(8, 32) * scales[0, 0].astype(np.float32)[:, None]).reshape(256)
+    np.testing.assert_array_equal(o.numpy()[0, 0], want)
