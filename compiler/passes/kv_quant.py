@@ -1,4 +1,4 @@
-"""A quantized KV cache: `lowbit compile --kv fp16|fp8|int8|int4|int2[-rot][-wN]` (llama.cpp's q8_0 / q4_0 cache types, vLLM's fp8 one,
+"""A quantized KV cache: `lowbit compile --kv fp16|fp8|int8|int4|int2[-rot][-gN][-wN]` (llama.cpp's q8_0 / q4_0 cache types, vLLM's fp8 one,
 KIVI's per-token values).
 
 The in-place cache (docs/DESIGN.md, KV cache) keeps every row as integer codes with one scale per (row, head,
@@ -20,75 +20,17 @@ with the same fp16 scale per group, s = fp16(max |x| / 448), code = e4m3(clamp(x
 even (the sign bit set for x / s < 0), u8 [C, H, D]: the value is s * e4m3(code) (vLLM's fp8 cache holds one scale per
 tensor; a scale per 32 values costs 1/16 byte more per value and keeps small groups out of the subnormals).
 
-Options: `-rot` (rotate_graph: a Hadamard rotation of every K and V head, exact in real arithmetic) and `-wN` (the N
-most recent rows read in float32 from two rings per layer, KIVI's full-precision window).
+Options (compiler.kvformat, the grammar): `-rot` (rotate_graph: a Hadamard rotation of every K and V head, exact in real
+arithmetic), `-gN` (a scale per N = 64 or 128 values instead of 32; int4's nibble order is then per group of N: byte i
+holds elements i and i + N/2) and `-wN` (the N most recent rows read in float32 from two rings per layer, KIVI's
+full-precision window).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from compiler.errors import LowbitError
 from compiler.ir import Graph, Node, TensorType
-
-GROUP = 32
-FORMATS = {"f32": None, "fp16": None, "fp8": 8, "int8": 8, "int4": 4, "int2": 2}  # bits of the codes (None: a float cache)
-CODES = {"fp8": "e4m3"}  # formats whose codes are not integers (attr `code` of the ops; "int" otherwise)
-OPTIONS = {"rot": "a Hadamard rotation of every K and V head (QuaRot; llama.cpp rotates its quantized cache too)",
-           "wN": "the N most recent rows read in float32 (KIVI's full-precision window), e.g. -w128"}
-MAX_WINDOW = 4096
-DEFAULT_KV = "fp16"  # what `lowbit compile` stores a causal model's cache in when --kv is not given (vLLM's and llama.cpp's default)
-
-
-@dataclass(frozen=True)
-class KVSpec:
-    """`--kv FMT[-rot][-wN]`: the cache's number format and its options."""
-
-    fmt: str
-    rotate: bool = False
-    window: int = 0
-
-    @property
-    def bits(self) -> int | None:
-        return FORMATS[self.fmt]
-
-    @property
-    def code(self) -> str:
-        return CODES.get(self.fmt, "int")
-
-    def __str__(self) -> str:
-        return self.fmt + ("-rot" if self.rotate else "") + (f"-w{self.window}" if self.window else "")
-
-
-def parse_kv(text: str) -> KVSpec:
-    fmt, *opts = str(text).strip().lower().split("-")
-    if fmt not in FORMATS:
-        raise LowbitError(f"unknown KV cache format '{text}'", f"use one of {', '.join(FORMATS)}, with options -rot and -wN (e.g. int4-rot-w128)")
-    rotate, window, seen = False, 0, set()
-    for o in opts:
-        key = "w" if o[:1] == "w" and o[1:].isdigit() else o
-        if key in seen or key not in ("rot", "w") or o == "w":
-            raise LowbitError(f"{'repeated' if key in seen else 'unknown'} KV cache option '-{o}' in '{text}'",
-                              "the options are: " + "; ".join(f"-{k}: {v}" for k, v in OPTIONS.items()))
-        seen.add(key)
-        if key == "rot":
-            rotate = True
-        else:
-            window = int(o[1:])
-            if not 1 <= window <= MAX_WINDOW:
-                raise LowbitError(f"KV cache window '-{o}' in '{text}' is outside 1..{MAX_WINDOW}", "e.g. -w128")
-    if window and FORMATS[fmt] is None:
-        raise LowbitError(f"--kv {text}: a float window needs a quantized cache", f"e.g. --kv int4-w{window}, or drop -w{window}")
-    return KVSpec(fmt, rotate, window)
-
-
-def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, fmt: str) -> float:
-    """Bytes of K and V per token over all layers: codes plus a 2-byte (fp16) scale per group of 32."""
-    spec = parse_kv(fmt)
-    bits = spec.bits
-    per = head_dim * (2 if spec.fmt == "fp16" else 4) if bits is None else head_dim * bits / 8 + head_dim // GROUP * 2
-    return 2.0 * layers * kv_heads * per
-
+from compiler.kvformat import DEFAULT_KV, GROUP, KVSpec, kv_bytes_per_token, parse_kv  # noqa: F401 (the format's grammar, used here and re-exported)
 
 def rotation_size(head_dim: int) -> int:
     """The Hadamard block along a head: the largest power of two dividing head_dim (the whole head when it is one)."""
@@ -142,9 +84,10 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
         raise LowbitError(f"--kv {fmt} needs the in-place KV cache, and this graph concatenates its cache (LOWBIT_KV_CACHE=concat)",
                           "unset LOWBIT_KV_CACHE (the in-place form is the default)")
     d = graph.meta["hparams"]["head_dim"]
-    if bits is not None and d % (64 if bits == 2 else GROUP):
-        raise LowbitError(f"--kv {fmt}: head_dim {d} is not a multiple of {64 if bits == 2 else GROUP} (the cache's {'packing' if bits == 2 else 'group'})",
-                          "use --kv fp16 for this model")
+    unit = max(spec.group, 64 if bits == 2 else 0)
+    if bits is not None and d % unit:
+        raise LowbitError(f"--kv {fmt}: head_dim {d} is not a multiple of {unit} (the cache's {'packing' if unit > spec.group else 'group'})",
+                          "use a smaller -gN, or --kv fp16 for this model" if spec.group > GROUP else "use --kv fp16 for this model")
     if spec.rotate:
         graph = rotate_graph(graph)
     g = graph.copy()
@@ -157,7 +100,7 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             g.verify()
         g.meta["kv_format"] = str(spec)
         return g
-    attrs = {"bits": bits, "group": GROUP, "code": spec.code}
+    attrs = {"bits": bits, "group": spec.group, "code": spec.code}
     new_rows: dict[str, str] = {}  # present cache name -> the rows its kv_write stores this step
     nodes: list[Node] = []
     for n in g.nodes:
@@ -167,7 +110,7 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             rows, heads = t.shape[0], t.shape[1]
             g.inputs[cache] = TensorType((rows, heads, d * bits // 8), "i8" if bits == 8 and spec.code == "int" else "u8")
             sname = cache.replace("past_key.", "past_key_scale.").replace("past_value.", "past_value_scale.")
-            g.inputs[sname] = TensorType((rows, heads, d // GROUP), "f16")
+            g.inputs[sname] = TensorType((rows, heads, d // spec.group), "f16")
             out = n.outputs[0]
             sout = out.replace("present_key.", "present_key_scale.").replace("present_value.", "present_value_scale.")
             new_rows[out] = new

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from compiler.errors import LowbitError
+from compiler import kvformat
 
 
 @dataclass
@@ -107,31 +108,26 @@ def model_linears_from_config(name: str, family: str, config: dict, *, bits: int
     if family == "llama":
         heads = config["num_attention_heads"]
         kv = {"layers": config["num_hidden_layers"], "kv_heads": config.get("num_key_value_heads", heads),
-              "head_dim": config.get("head_dim") or config["hidden_size"] // heads, "format": "fp32"}
+              "head_dim": config.get("head_dim") or config["hidden_size"] // heads, "format": "f32"}
     return ModelLinears(name, family, quant, lins, fl, source, kv)
 
 
 # ----------------------------------------------------------------------------------------------------
-# The KV cache (compiler.passes.kv_quant's formats; fp16 as vLLM / llama.cpp default, fp32 as lowbit's float cache)
+# The KV cache (compiler.kvformat's formats; fp16 as vLLM / llama.cpp default, f32 as lowbit's float cache)
 
-KV_FORMATS = {"fp32": (32, 0), "fp16": (16, 0), "fp8": (8, 32), "int8": (8, 32), "int4": (4, 32), "int2": (2, 32)}  # bits per value, values per fp16 scale (0: none)
-KV_FORMAT_OF = {"f32": "fp32"}  # an artifact's graph meta kv_format -> the name here
-
-
-def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, fmt: str) -> float:
-    """Bytes of K and V one token adds to the cache, over all layers: codes plus an fp16 scale per group."""
-    base = fmt.split("-")[0]  # options such as -rot change no byte
-    bits, group = KV_FORMATS[KV_FORMAT_OF.get(base, base)]
-    per = head_dim * bits / 8 + (head_dim // group * 2 if group else 0)
-    return 2.0 * layers * kv_heads * per
+KV_FORMATS = ("f32", "fp16", "fp8", "int8", "int4", "int2")  # compiler.kvformat's names; the report's rows
+kv_bytes_per_token = kvformat.kv_bytes_per_token  # codes plus an fp16 scale per group, the compiler's own count
 
 
-def decode_vs_context(ml: ModelLinears, plat: "Platform", contexts=(512, 2048, 8192), formats=tuple(KV_FORMATS)) -> list[dict]:
+def decode_vs_context(ml: ModelLinears, plat: "Platform", contexts=(512, 2048, 8192), formats=None) -> list[dict]:
     """Decode roofline per token at each context length: the quantized linears' bytes (kernel_bytes at M = 1) plus
     the KV cache read by attention (context x bytes per token), over the platform's bandwidth; the attention's
     flops (4 x context x heads x head_dim per layer) are far below its bytes' time on every platform here."""
     if ml.kv is None:
         return []
+    if formats is None:  # the common formats, and the model's own when it is another (options such as -g64 change the bytes)
+        own = str(kvformat.parse_kv(ml.kv.get("format", "f32")))
+        formats = KV_FORMATS + ((own,) if own not in KV_FORMATS else ())
     w = sum(lin.count * kernel_bytes(lin, 1)["total"] for lin in ml.linears)
     rows = []
     for fmt in formats:

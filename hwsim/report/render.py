@@ -121,8 +121,8 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
         for r in data["kv_decode"]:
             by.setdefault((r["platform"], r["kv"]), {})[r["context"]] = r
         doc.h(2, "Decode per token vs context: weights + KV cache")
-        doc.p(f"The KV cache: {kv['layers']} layers x {kv['kv_heads']} KV heads x head_dim {kv['head_dim']}, keys and values; int8 / int4 codes "
-              f"carry an fp16 scale per 32 values (lowbit compile --kv; this artifact's cache: {kv.get('format', 'f32')}). Bandwidth-bound "
+        doc.p(f"The KV cache: {kv['layers']} layers x {kv['kv_heads']} KV heads x head_dim {kv['head_dim']}, keys and values; fp8 / int8 / int4 / int2 "
+              f"codes carry an fp16 scale per 32 values, per N with -gN (lowbit compile --kv; this artifact's cache: {kv.get('format', 'f32')}). Bandwidth-bound "
               "time of one decode step: the quantized linears' bytes plus context x the cache's bytes per token.")
         doc.table(["platform", "KV format", "KV bytes/token", *[f"ms @ {c}" for c in ctxs], f"KV share @ {ctxs[-1]}"],
                   [[plat, fmt, next(iter(rows.values()))["kv_bytes_per_token"], *[rows[c]["time_s"] * 1e3 for c in ctxs], f"{rows[ctxs[-1]]['kv_share'] * 100:.0f}%"]

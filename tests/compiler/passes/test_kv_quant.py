@@ -68,6 +68,26 @@ def test_fp8_cache_round_trip_is_within_half_an_e4m3_step():
     assert np.all(y[0, 0, :GROUP] == 0)
 
 
+@pytest.mark.parametrize("group", [64, 128])
+def test_larger_groups_share_one_scale_and_order_nibbles_per_group(group):
+    """-gN: one fp16 scale per N values; int4 byte i of a group holds its elements i and i + N/2."""
+    rng = np.random.default_rng(group)
+    x = rng.standard_normal((3, 2, 256)).astype(np.float32)
+    for bits, code in ((4, "int"), (8, "int"), (8, "e4m3"), (2, "int")):
+        codes, scales = _kv_quantize(x, bits, group, code)
+        assert scales.shape == (3, 2, 256 // group)
+        amax = np.abs(x.reshape(3, 2, -1, group)).max(axis=-1)
+        qmax = {(4, "int"): 7, (8, "int"): 127, (8, "e4m3"): 448, (2, "int"): 1.5}[(bits, code)]
+        np.testing.assert_array_equal(scales, (amax / np.float32(qmax)).astype(np.float16))
+        y = kv_dequantize(codes, scales, bits, group, code)
+        assert np.abs(y - x).max() <= {4: 0.5 / 7, 8: 0.5 / 127 if code == "int" else 2.0**-4, 2: 0.5 / 1.5}[bits] * amax.max() * 1.01
+    codes, scales = _kv_quantize(x, 4, group)
+    s = scales.astype(np.float32)
+    lo = np.clip(np.rint(x[0, 0, : group // 2] / s[0, 0, 0]), -7, 7) + 8
+    hi = np.clip(np.rint(x[0, 0, group // 2 : group] / s[0, 0, 0]), -7, 7) + 8
+    np.testing.assert_array_equal(codes[0, 0, : group // 2], (lo.astype(np.uint8) | hi.astype(np.uint8) << 4))
+
+
 def test_int4_nibbles_are_in_q4_0_order():
     x = np.zeros((1, 1, 2 * GROUP), np.float32)
     x[0, 0, 0], x[0, 0, 16], x[0, 0, 1] = 7.0, -7.0, 3.0  # scale 1: codes 7, -7, 3 -> stored 15, 1, 11

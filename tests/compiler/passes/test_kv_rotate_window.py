@@ -37,8 +37,11 @@ def test_hadamard_is_the_orthonormal_sylvester_matrix_and_its_own_inverse(log2, 
 def test_spec_grammar():
     assert parse_kv("int4-rot-w128") == KVSpec("int4", True, 128) == parse_kv(" INT4-w128-rot ")
     assert str(parse_kv("int4-w128-rot")) == "int4-rot-w128" and str(parse_kv("f32")) == "f32"
+    assert parse_kv("int4-w128-g64") == KVSpec("int4", False, 128, 64) and str(parse_kv("fp8-g128-rot")) == "fp8-rot-g128"
+    assert str(parse_kv("int4-g32")) == "int4" and parse_kv("int4-g32") == parse_kv("int4")  # the default group is not spelled
     for bad, msg in (("int3", "unknown KV cache format"), ("int4-fast", "unknown KV cache option"), ("int4-rot-rot", "repeated"),
-                     ("int4-w0", "outside"), ("int4-w99999", "outside"), ("f32-w8", "needs a quantized cache"), ("int4-w", "unknown KV cache option")):
+                     ("int4-w0", "outside"), ("int4-w99999", "outside"), ("f32-w8", "needs a quantized cache"), ("int4-w", "unknown KV cache option"),
+                     ("int4-g48", "not one of 32, 64, 128"), ("int4-g64-g128", "repeated"), ("fp16-g64", "needs a quantized cache"), ("int4-g", "unknown")):
         with pytest.raises(LowbitError, match=msg):
             parse_kv(bad)
 
@@ -146,7 +149,8 @@ def test_window_rings_are_not_counted_per_token(llama_tiny):
 
 
 def test_refusals(tmp_path, capsys):
-    for fmt, target, words in (("int4-w8", "mlir-cuda", ["mlir-cuda"]), ("int4-rot", "tvm-cuda", ["tvm-cuda"]), ("int4-w0", "ref", ["-w0"])):
+    for fmt, target, words in (("int4-w8", "mlir-cuda", ["mlir-cuda"]), ("int4-rot", "tvm-cuda", ["tvm-cuda"]), ("int4-w0", "ref", ["-w0"]),
+                               ("int4-g64", "ref", ["head_dim 32", "-gN"])):
         code, _, err = run_cli(["compile", "llama-tiny", "--quant", "w4g32", "--kv", fmt, "--target", target, "-o", tmp_path / "t"], capsys)
         assert code != 0 and all(w in err for w in words) and len(err.strip().splitlines()) == 1 and not (tmp_path / "t").exists(), err
 

@@ -24,10 +24,10 @@ SHAPES = [(3, 3, 64), (4, 2, 32), (1, 1, 8), (2, 4, 16), (1, 2, 256), (2, 1, 24)
 
 
 @functools.cache
-def kernel(hkv: int, rep: int, d: int, bits: int | None = None, code: str = "int"):
+def kernel(hkv: int, rep: int, d: int, bits: int | None = None, code: str = "int", group: int = 32):
     from compiler.backends.tvm.target import cpu_target
 
-    f = cache_attention_prim_func(hkv * rep, hkv, d, d**-0.5, kv_bits=bits, kv_code=code).with_attr("global_symbol", "main")
+    f = cache_attention_prim_func(hkv * rep, hkv, d, d**-0.5, kv_bits=bits, kv_code=code, kv_group=group).with_attr("global_symbol", "main")
     return tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
 
 
@@ -128,8 +128,8 @@ def test_llama_tiny_prefill_and_decode_match_ref(tiny, prompt):
 
 @settings(max_examples=30, deadline=None)
 @given(shape=st.sampled_from([(3, 3, 64), (4, 2, 32), (1, 2, 256)]), fmt=st.sampled_from([(8, "int"), (4, "int"), (8, "e4m3")]), s=st.integers(1, 6),
-       extra=st.integers(0, 300), seed=st.integers(0, 2**31 - 1))
-def test_quantized_cache_matches_reference(shape, fmt, s, extra, seed):
+       extra=st.integers(0, 300), seed=st.integers(0, 2**31 - 1), group=st.sampled_from([32, 32, 64]))
+def test_quantized_cache_matches_reference(shape, fmt, s, extra, seed, group):
     """The kernel over a quantized cache (compiler.passes.kv_quant: codes and fp16 scales, s * q in registers; FP8
     codes through their fp16 bit pattern, subnormals included) against the reference's cache_attention_q, at the float
     kernel's tolerance."""
@@ -137,14 +137,15 @@ def test_quantized_cache_matches_reference(shape, fmt, s, extra, seed):
 
     bits, code = fmt
     hkv, rep, d = shape
+    group = min(group, d)  # -g64 on a head of 32: one group
     rng = np.random.default_rng(seed)
     pos = np.arange(extra, extra + s, dtype=np.int64)
     q, k, v = inputs(rng, s, extra + s + 7, hkv, rep, d, pos)
     k, v = np.nan_to_num(k), np.nan_to_num(v)
-    (kc, ks), (vc, vs) = _kv_quantize(k, bits, 32, code), _kv_quantize(v, bits, 32, code)
-    ref = KERNELS["cache_attention_q"]([q, kc, ks, vc, vs, pos], {"scale": d**-0.5, "bits": bits, "group": 32, "code": code}, None)[0]
+    (kc, ks), (vc, vs) = _kv_quantize(k, bits, group, code), _kv_quantize(v, bits, group, code)
+    ref = KERNELS["cache_attention_q"]([q, kc, ks, vc, vs, pos], {"scale": d**-0.5, "bits": bits, "group": group, "code": code}, None)[0]
     o = tvm.runtime.tensor(np.zeros_like(q))
-    kernel(hkv, rep, d, bits, code)(*(tvm.runtime.tensor(a) for a in (q, kc, ks, vc, vs, pos)), o)
+    kernel(hkv, rep, d, bits, code, group)(*(tvm.runtime.tensor(a) for a in (q, kc, ks, vc, vs, pos)), o)
     err = np.abs(o.numpy() - ref).max() / np.abs(ref).max()
     assert err <= TOL, err
 

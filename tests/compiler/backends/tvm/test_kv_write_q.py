@@ -9,25 +9,24 @@ import tvm
 from hypothesis import given, settings, strategies as st
 
 from compiler.backends.tvm.kv_cache import kv_write_q_inplace
-from compiler.passes.kv_quant import CODES, FORMATS
+from compiler.kvformat import CODES, FORMATS
 from compiler.reference import _kv_quantize
 
 
 @functools.cache
-def kernel(heads: int, d: int, bits: int, code: str = "int"):
+def kernel(heads: int, d: int, bits: int, code: str = "int", group: int = 32):
     from compiler.backends.tvm.target import cpu_target
 
-    f = kv_write_q_inplace(heads, d, bits, 32, code).with_attr("global_symbol", "main")
+    f = kv_write_q_inplace(heads, d, bits, group, code).with_attr("global_symbol", "main")
     return tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
 
 
 @settings(max_examples=30, deadline=None)
 @given(fmt=st.sampled_from(["int8", "int4", "int2", "fp8"]), heads=st.sampled_from([1, 3]), d=st.sampled_from([32, 64, 128]), s=st.integers(1, 5),
-       seed=st.integers(0, 2**31 - 1), mag=st.integers(-6, 10))
-def test_codes_and_scales_equal_the_reference(fmt, heads, d, s, seed, mag):
+       seed=st.integers(0, 2**31 - 1), mag=st.integers(-6, 10), group=st.sampled_from([32, 32, 64, 128]))
+def test_codes_and_scales_equal_the_reference(fmt, heads, d, s, seed, mag, group):
     bits, code = FORMATS[fmt], CODES.get(fmt, "int")
-    if bits == 2 and d % 64:
-        d = 64  # 2-bit codes pack per 64 values
+    d = max(d, group, 64 if bits == 2 else 0)  # 2-bit codes pack per 64 values; -gN groups of N
     rng = np.random.default_rng(seed)
     new = (rng.standard_normal((s, heads, d)) * 2.0**mag).astype(np.float32)
     new[0, 0, :32] = 0.0  # an all-zero group
@@ -35,10 +34,10 @@ def test_codes_and_scales_equal_the_reference(fmt, heads, d, s, seed, mag):
     c = s + 4
     pos = rng.permutation(c)[:s].astype(np.int64)
     codes = np.full((c, heads, d * bits // 8), 3, np.int8 if fmt == "int8" else np.uint8)
-    scales = np.full((c, heads, d // 32), 7.0, np.float16)
+    scales = np.full((c, heads, d // group), 7.0, np.float16)
     tc, ts = tvm.runtime.tensor(codes), tvm.runtime.tensor(scales)
-    kernel(heads, d, bits, code)(tc, ts, tvm.runtime.tensor(new), tvm.runtime.tensor(pos))
-    rc, rs = _kv_quantize(new, bits, 32, code)
+    kernel(heads, d, bits, code, group)(tc, ts, tvm.runtime.tensor(new), tvm.runtime.tensor(pos))
+    rc, rs = _kv_quantize(new, bits, group, code)
     got_c, got_s = tc.numpy(), ts.numpy()
     np.testing.assert_array_equal(got_c[pos], rc)
     np.testing.assert_array_equal(got_s[pos], rs)

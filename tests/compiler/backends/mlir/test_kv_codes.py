@@ -1,7 +1,9 @@
-"""mlir-cpu's FP8 (E4M3) KV cache (compiler/backends/mlir/lower.py, e4m3_code and kv_dequantize): the codes it writes
-equal the reference's bit for bit at every rounding boundary, and the attention reads every code as its value."""
+"""mlir-cpu's quantized KV cache (compiler/backends/mlir/lower.py, kv_quantize and kv_dequantize): FP8 (E4M3) codes
+equal the reference's bit for bit at every rounding boundary and the attention reads every code as its value; -gN
+groups of 64 and 128 (int4 nibbles ordered per group) written and read as the reference does."""
 
 import numpy as np
+import pytest
 
 from compiler.ir import Graph, TensorType
 from compiler.reference import KERNELS, _kv_quantize, e4m3_table
@@ -10,15 +12,15 @@ from tests.compiler.backends.mlir.common import InMemoryMLIR
 ATTRS = {"bits": 8, "group": 32, "code": "e4m3"}
 
 
-def _graph(rows: int, d: int) -> Graph:
+def _graph(rows: int, d: int, attrs: dict = ATTRS) -> Graph:
     g = Graph("fp8-cache")
-    codes = g.add_input("past_key.0", TensorType((rows, 1, d), "u8"))
-    scales = g.add_input("past_key_scale.0", TensorType((rows, 1, d // 32), "f16"))
+    codes = g.add_input("past_key.0", TensorType((rows, 1, d * attrs["bits"] // 8), "i8" if (attrs["bits"], attrs["code"]) == (8, "int") else "u8"))
+    scales = g.add_input("past_key_scale.0", TensorType((rows, 1, d // attrs["group"]), "f16"))
     new = g.add_input("new", TensorType(("S", 1, d)))
     pos = g.add_input("positions", TensorType(("S",), "i64"))
     q = g.add_input("q", TensorType(("S", 1, d)))
-    kc, ks = g.add_node("kv_write_q", [codes, scales, new, pos], ["present_key.0", "present_key_scale.0"], **ATTRS)
-    g.add_node("cache_attention_q", [q, kc, ks, kc, ks, pos], "o", scale=1.0, **ATTRS)
+    kc, ks = g.add_node("kv_write_q", [codes, scales, new, pos], ["present_key.0", "present_key_scale.0"], **attrs)
+    g.add_node("cache_attention_q", [q, kc, ks, kc, ks, pos], "o", scale=1.0, **attrs)
     g.set_outputs(["present_key.0", "present_key_scale.0", "o"])
     g.verify()
     return g
@@ -60,3 +62,23 @@ def test_attention_reads_every_code_as_the_reference():
     kc, ks = KERNELS["kv_write_q"]([cache.copy(), scales.copy(), new, np.array([1])], ATTRS, None)
     want = KERNELS["cache_attention_q"]([np.zeros((1, 1, 256), np.float32), kc, ks, kc, ks, np.array([1])], {"scale": 1.0, **ATTRS}, None)[0]
     np.testing.assert_allclose(out["o"], want, rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("bits,code,group", [(4, "int", 64), (4, "int", 128), (8, "e4m3", 64), (2, "int", 128)])
+def test_larger_groups_equal_the_reference(bits, code, group):
+    """Prefill of 5 rows into a cache of 8, then q . k over them: the codes and scales bit for bit, the output within
+    float32 rounding."""
+    attrs = {"bits": bits, "group": group, "code": code}
+    d = 128
+    m = InMemoryMLIR(_graph(8, d, attrs))
+    rng = np.random.default_rng(group + bits)
+    new, q = rng.standard_normal((5, 1, d)).astype(np.float32), rng.standard_normal((5, 1, d)).astype(np.float32)
+    pos = np.arange(5, dtype=np.int64)
+    cache = np.zeros((8, 1, d * bits // 8), np.uint8)
+    scales = np.zeros((8, 1, d // group), np.float16)
+    out = m.run({"past_key.0": cache, "past_key_scale.0": scales, "new": new, "positions": pos, "q": q})
+    kc, ks = KERNELS["kv_write_q"]([cache.copy(), scales.copy(), new, pos], attrs, None)
+    np.testing.assert_array_equal(out["present_key.0"].view(np.uint8), kc)
+    np.testing.assert_array_equal(out["present_key_scale.0"], ks)
+    want = KERNELS["cache_attention_q"]([q, kc, ks, kc, ks, pos], {"scale": 1.0, **attrs}, None)[0]
+    np.testing.assert_allclose(out["o"], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
