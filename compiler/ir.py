@@ -266,6 +266,17 @@ def _infer_cache_attention(t, a):
     return [q]
 
 
+def _check_channel_keys(op: str, codes: TensorType, params: TensorType, a: dict):
+    # -kc keys: unsigned codes u8[C,H,D*bits/8], parameters f16[G,H,2D] (a scale and a minimum per channel and token group)
+    bits = a["bits"]
+    _expect(bits in (4, 2) and a.get("code", "int") == "int", f"{op}: keys per channel are int4 or int2 codes")
+    _expect(len(codes.shape) == 3 and codes.dtype == "u8", f"{op}: keys per channel must be u8[C,H,D/{8 // bits}]")
+    d = codes.shape[2] * (8 // bits)
+    _expect(params.dtype == "f16" and len(params.shape) == 3 and _same_shape(params.shape[1:], (codes.shape[1], 2 * d)),
+            f"{op}: key parameters must be f16[G,H,2D] (scales, then minimums)")
+    return d
+
+
 def _check_qcache(op: str, codes: TensorType, scales: TensorType, a: dict):
     bits, grp, code = a["bits"], a["group"], a.get("code", "int")
     _expect(bits in (8, 4, 2), f"{op}: cache bits must be 8, 4 or 2")
@@ -289,13 +300,26 @@ def _infer_kv_write_q(t, a):
     return [codes, scales]
 
 
+@_op("kv_write_kc", 5, attrs=("bits", "group", "window"), doc="kv_write_q for keys per channel (--kv ...-kc): codes u8[C,H,D*bits/8], "
+     "parameters f16[G,H,2D] (G = C/32: a scale and a minimum per channel and group of 32 rows), the window ring f32[R,H,D], new f32[S,H,D], "
+     "positions i64[S] (contiguous) -> (codes, parameters): each group the rows touch quantized again over its rows so far")
+def _infer_kv_write_kc(t, a):
+    codes, params, ring, new, pos = t
+    d = _check_channel_keys("kv_write_kc", codes, params, a)
+    _expect(len(new.shape) == 3 and _same_shape(new.shape[1:], (codes.shape[1], d)), f"kv_write_kc: rows {new} do not fit cache {codes}")
+    _expect(len(ring.shape) == 3 and ring.dtype == "f32" and _same_shape(ring.shape, (a["window"], codes.shape[1], d)), "kv_write_kc: the ring must be f32[R,H,D]")
+    _expect(_same_shape(pos.shape, new.shape[:1]) and pos.dtype == "i64", "kv_write_kc: positions must be i64[S]")
+    return [codes, params]
+
+
 @_op("cache_attention_q", 6, 10, attrs=("scale", "bits", "group"), doc="cache_attention over a quantized cache: q f32[S,Hq,D], k codes and scales, v codes and "
      "scales (kv_write_q's forms), positions i64[S]; the cache rows read as s * q. With attr window R > 0 and four more inputs (k / v window rings "
      "f32[R,Hk,D], this step's new k / v rows f32[S,Hk,D]): query i reads rows past positions[i] - R in float (the new rows, or ring row j % R), "
-     "and the outputs are (o, k ring, v ring) with the step's last rows stored in the rings")
+     "and the outputs are (o, k ring, v ring) with the step's last rows stored in the rings; attr keys = channel: k is kv_write_kc's codes and "
+     "parameters, row j read as u s + m with its group's (j // 32)")
 def _infer_cache_attention_q(t, a):
     q, kc, ks, vc, vs, pos = t[:6]
-    d = _check_qcache("cache_attention_q", kc, ks, a)
+    d = (_check_channel_keys if a.get("keys") == "channel" else _check_qcache)("cache_attention_q", kc, ks, a)
     _check_qcache("cache_attention_q", vc, vs, a)
     _expect(len(q.shape) == 3 and dims_equal(q.shape[2], d), "cache_attention_q: head_dim of q and the cache differ")
     hq, hk = q.shape[1], kc.shape[1]

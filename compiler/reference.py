@@ -338,11 +338,78 @@ def _kv_write_q(ins, a, _):
     return [codes, scales]
 
 
+def _pack(u: np.ndarray, bits: int, group: int) -> np.ndarray:
+    """Unsigned codes u[R, H, D] (int4 0..15, int2 0..3) in the cache's byte order (_kv_quantize)."""
+    r, h, d = u.shape
+    u = u.astype(np.uint8)
+    if bits == 2:
+        b = u.reshape(r, h, d // 64, 4, 16)
+        return (b[..., 0, :] | b[..., 1, :] << 2 | b[..., 2, :] << 4 | b[..., 3, :] << 6).reshape(r, h, d // 4)
+    b = u.reshape(r, h, d // group, 2, group // 2)
+    return (b[..., 0, :] | (b[..., 1, :] << 4)).reshape(r, h, d // 2)
+
+
+def _unpack(codes: np.ndarray, bits: int, group: int) -> np.ndarray:
+    """The unsigned codes (float32) of packed rows: _pack's inverse."""
+    r, h, nb = codes.shape
+    if bits == 2:
+        c = codes.reshape(r, h, nb // 16, 1, 16)
+        return ((c >> np.array([0, 2, 4, 6], np.uint8).reshape(4, 1)) & 3).reshape(r, h, nb * 4).astype(np.float32)
+    c = codes.reshape(r, h, nb // (group // 2), group // 2)
+    return np.stack([c & 15, c >> 4], axis=-2).reshape(r, h, nb * 2).astype(np.float32)
+
+
+def kv_quantize_channels(x: np.ndarray, bits: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """-kc keys (KIVI): rows x f32[R <= 32, H, D] of one token group, per channel: s = fp16((max - min) / (2^bits - 1)),
+    m = fp16(min), codes u = clamp(rint((x - m) / s), 0, 2^bits - 1) (s = 1 where it is 0), packed as _pack; returns
+    (codes [R, H, D * bits / 8], the group's parameters f16[H, 2 D]: the scales, then the minimums)."""
+    qmax = np.float32(2**bits - 1)
+    mn, mx = x.min(axis=0), x.max(axis=0)
+    sc, m = ((mx - mn) / qmax).astype(np.float16), mn.astype(np.float16)
+    safe = np.where(sc > 0, sc.astype(np.float32), np.float32(1))
+    u = np.clip(np.rint((x - m.astype(np.float32)) / safe), 0, qmax)
+    return _pack(u, bits, group), np.concatenate([sc, m], axis=-1)
+
+
+def kv_dequantize_channels(codes: np.ndarray, params: np.ndarray, bits: int, group: int) -> np.ndarray:
+    """Rows f32[T, H, D] of -kc keys: u s + m with the parameters of the row's token group (row j: group j // 32)."""
+    from compiler.kvformat import TOKEN_GROUP
+
+    u = _unpack(codes, bits, group)
+    d = u.shape[-1]
+    p = params[np.arange(u.shape[0]) // TOKEN_GROUP].astype(np.float32)
+    return (u * p[..., :d] + p[..., d:]).astype(np.float32)
+
+
+@kernel("kv_write_kc")
+def _kv_write_kc(ins, a, _):
+    # each token group the step's rows touch is quantized again over its rows so far (ring rows before the step,
+    # the step's own after); a group is read quantized only once it is whole (the window covers the rest)
+    from compiler.kvformat import TOKEN_GROUP as T
+
+    codes, params, ring, new, pos = ins
+    if pos.size and (pos.min() < 0 or pos.max() >= codes.shape[0]):
+        raise LowbitError(f"position {int(pos.max())} is past the KV cache's {codes.shape[0]} rows", "generate fewer --tokens, or use a shorter prompt")
+    codes = codes if codes.flags.writeable else np.array(codes)
+    params = params if params.flags.writeable else np.array(params)
+    if not pos.size:
+        return [codes, params]
+    w, p0, pl = a["window"], int(pos[0]), int(pos[-1])
+    for g in range(p0 // T, pl // T + 1):
+        r = np.arange(T * g, min(T * g + T, pl + 1))
+        x = np.where((r >= p0)[:, None, None], np.asarray(new, np.float32)[np.maximum(r - p0, 0)], np.asarray(ring, np.float32)[r % w])
+        codes[r], params[g] = kv_quantize_channels(x, a["bits"], a["group"])
+    return [codes, params]
+
+
 @kernel("cache_attention_q")
 def _cache_attention_q(ins, a, _):
     q, kc, ks, vc, vs, pos = ins[:6]
     t = int(pos.max()) + 1
-    k = kv_dequantize(kc[:t], ks[:t], a["bits"], a["group"], a.get("code", "int"))
+    if a.get("keys") == "channel":
+        k = kv_dequantize_channels(kc[:t], ks, a["bits"], a["group"])
+    else:
+        k = kv_dequantize(kc[:t], ks[:t], a["bits"], a["group"], a.get("code", "int"))
     v = kv_dequantize(vc[:t], vs[:t], a["bits"], a["group"], a.get("code", "int"))
     w = a.get("window", 0)
     if not w:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import LowbitError
+from compiler.kvformat import cache_rows, row_share
 from compiler.ir import DTYPES
 
 BACKENDS = ("ref", "tvm-cpu", "mlir-cpu")
@@ -102,7 +103,7 @@ def step_bytes(graph, context: int) -> dict:
             flt += arr.nbytes
     # one position of K and V, every layer: the cache inputs' bytes per row (float32, or a quantized cache's codes and scales)
     past = {k: t for k, t in graph.inputs.items() if k.startswith("past_")}
-    row = sum(int(np.prod(t.shape[1:])) * np.dtype(DTYPES[t.dtype]).itemsize for t in past.values() if not isinstance(t.shape[0], int))
+    row = sum(row_share(t.shape[0]) * int(np.prod(t.shape[1:])) * np.dtype(DTYPES[t.dtype]).itemsize for t in past.values())
     if graph.meta.get("kv") == "inplace":
         # the step's row is written, then attention reads rows 0..context (tvm-cpu's kernel reads no more), and a
         # quantized cache's float window rings (a fixed number of rows) whole
@@ -158,7 +159,7 @@ def _cache(m, b, filled: int, rows: int, rng) -> dict:
     for k, t in m.graph.inputs.items():
         if not k.startswith("past_"):
             continue
-        shape, dt = (t.shape[0] if isinstance(t.shape[0], int) else n, *t.shape[1:]), np.dtype(DTYPES[t.dtype])  # (window rings: fixed rows)
+        shape, dt = (cache_rows(t.shape[0], n), *t.shape[1:]), np.dtype(DTYPES[t.dtype])  # (window rings: fixed rows)
         if dt == np.float32:
             arrays[k] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
         elif dt == np.float16:  # a quantized cache's scales

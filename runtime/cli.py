@@ -114,7 +114,8 @@ def models():
 @click.option("--kv", default=None,
               help="KV cache storage FMT[-rot][-wN] [fp16 for a causal model]: f32, fp16 (every target), or fp8 (E4M3) / int8 / int4 / int2 codes with an fp16 "
               "scale per 32 values of a head (ref, tvm-cpu, mlir-cpu and the accelerator paths); -rot rotates every K and V head by a Hadamard transform first "
-              "(spreads outlier channels); -wN reads the N most recent rows in float32, e.g. int4-rot-w128")
+              "(spreads outlier channels); -kc quantizes keys per channel over 32 rows (KIVI, int4/int2, with -wN); -gN a scale per N values (64, 128); "
+              "-wN reads the N most recent rows in float32, e.g. int4-rot-w128")
 def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix,
                 act_outliers, kv):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""

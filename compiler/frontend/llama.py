@@ -148,5 +148,7 @@ def empty_cache(g: Graph, capacity: int = 0) -> dict[str, np.ndarray]:
 
     rows = capacity if g.meta.get("kv") == "inplace" else 0
     # each input's own type: the float cache f32[rows, H, D], or a quantized cache's codes and scales (compiler.passes.kv_quant)
-    # (a quantized cache's float window rings have a fixed row count: their own)
-    return {k: np.zeros((t.shape[0] if isinstance(t.shape[0], int) else rows, *t.shape[1:]), DTYPES[t.dtype]) for k, t in g.inputs.items() if k.startswith("past_")}
+    # (a quantized cache's float window rings have a fixed row count: their own; -kc key parameters one row per 32)
+    from compiler.kvformat import cache_rows
+
+    return {k: np.zeros((cache_rows(t.shape[0], rows), *t.shape[1:]), DTYPES[t.dtype]) for k, t in g.inputs.items() if k.startswith("past_")}

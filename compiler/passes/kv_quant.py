@@ -1,4 +1,4 @@
-"""A quantized KV cache: `lowbit compile --kv fp16|fp8|int8|int4|int2[-rot][-gN][-wN]` (llama.cpp's q8_0 / q4_0 cache types, vLLM's fp8 one,
+"""A quantized KV cache: `lowbit compile --kv fp16|fp8|int8|int4|int2[-rot][-kc][-gN][-wN]` (llama.cpp's q8_0 / q4_0 cache types, vLLM's fp8 one,
 KIVI's per-token values).
 
 The in-place cache (docs/DESIGN.md, KV cache) keeps every row as integer codes with one scale per (row, head,
@@ -21,8 +21,10 @@ even (the sign bit set for x / s < 0), u8 [C, H, D]: the value is s * e4m3(code)
 tensor; a scale per 32 values costs 1/16 byte more per value and keeps small groups out of the subnormals).
 
 Options (compiler.kvformat, the grammar): `-rot` (rotate_graph: a Hadamard rotation of every K and V head, exact in real
-arithmetic), `-gN` (a scale per N = 64 or 128 values instead of 32; int4's nibble order is then per group of N: byte i
-holds elements i and i + N/2) and `-wN` (the N most recent rows read in float32 from two rings per layer, KIVI's
+arithmetic), `-kc` (keys per channel, KIVI: the keys' kv_write becomes `kv_write_kc`, a scale and a minimum per channel
+over each group of 32 rows, quantized from the window ring and the step's rows; past_key_scale.i f16[G, H, 2 D]),
+`-gN` (a scale per N = 64 or 128 values instead of 32; int4's nibble order is then per group of N: byte i holds
+elements i and i + N/2) and `-wN` (the N most recent rows read in float32 from two rings per layer, KIVI's
 full-precision window).
 """
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from compiler.errors import LowbitError
 from compiler.ir import Graph, Node, TensorType
-from compiler.kvformat import DEFAULT_KV, GROUP, KVSpec, kv_bytes_per_token, parse_kv  # noqa: F401 (the format's grammar, used here and re-exported)
+from compiler.kvformat import DEFAULT_KV, GROUP, KEY_GROUP_DIM, KVSpec, kv_bytes_per_token, parse_kv  # noqa: F401 (the format's grammar, used here and re-exported)
 
 def rotation_size(head_dim: int) -> int:
     """The Hadamard block along a head: the largest power of two dividing head_dim (the whole head when it is one)."""
@@ -101,8 +103,16 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
         g.meta["kv_format"] = str(spec)
         return g
     attrs = {"bits": bits, "group": spec.group, "code": spec.code}
+    kv_heads = graph.meta["hparams"]["kv_heads"]
     new_rows: dict[str, str] = {}  # present cache name -> the rows its kv_write stores this step
     nodes: list[Node] = []
+
+    def ring(cache: str) -> str:  # the float window ring beside a past_key / past_value cache
+        r = cache.replace("present_key.", "past_key_window.").replace("present_value.", "past_value_window.")
+        r = r.replace("past_key.", "past_key_window.").replace("past_value.", "past_value_window.")
+        g.inputs[r] = TensorType((spec.window, kv_heads, d), "f32")
+        return r
+
     for n in g.nodes:
         if n.op == "kv_write":
             cache, new, pos = n.inputs
@@ -110,11 +120,18 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             rows, heads = t.shape[0], t.shape[1]
             g.inputs[cache] = TensorType((rows, heads, d * bits // 8), "i8" if bits == 8 and spec.code == "int" else "u8")
             sname = cache.replace("past_key.", "past_key_scale.").replace("past_value.", "past_value_scale.")
-            g.inputs[sname] = TensorType((rows, heads, d // spec.group), "f16")
             out = n.outputs[0]
             sout = out.replace("present_key.", "present_key_scale.").replace("present_value.", "present_value_scale.")
             new_rows[out] = new
-            nodes.append(Node("kv_write_q", [cache, sname, new, pos], [out, sout], {**attrs, **{k: v for k, v in n.attrs.items() if k == "block"}}))
+            block = {k: v for k, v in n.attrs.items() if k == "block"}
+            if spec.keys_channel and cache.startswith("past_key."):
+                # a scale and a minimum per channel and token group, quantized from the window ring and the step's rows
+                g.inputs[sname] = TensorType((KEY_GROUP_DIM, heads, 2 * d), "f16")
+                nodes.append(Node("kv_write_kc", [cache, sname, ring(cache), new, pos], [out, sout],
+                                  {"bits": bits, "group": spec.group, "window": spec.window, **block}))
+                continue
+            g.inputs[sname] = TensorType((rows, heads, d // spec.group), "f16")
+            nodes.append(Node("kv_write_q", [cache, sname, new, pos], [out, sout], {**attrs, **block}))
         elif n.op == "cache_attention":
             q, kc, vc, pos = n.inputs
             ks = kc.replace("present_key.", "present_key_scale.")
@@ -122,12 +139,12 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
             ins, outs, wattrs = [q, kc, ks, vc, vs, pos], list(n.outputs), {}
             if spec.window:
                 # float rings of the last R rows (fixed size, not per cache row) and this step's rows, read by the attention
-                rings = [c.replace("present_key.", "past_key_window.").replace("present_value.", "past_value_window.") for c in (kc, vc)]
-                for r in rings:
-                    g.inputs[r] = TensorType((spec.window, graph.meta["hparams"]["kv_heads"], d), "f32")
+                rings = [ring(c) for c in (kc, vc)]
                 ins += [*rings, new_rows[kc], new_rows[vc]]
                 outs += [r.replace("past_", "present_") for r in rings]
                 wattrs = {"window": spec.window}
+            if spec.keys_channel:
+                wattrs["keys"] = "channel"
             nodes.append(Node("cache_attention_q", ins, outs, {**n.attrs, **attrs, **wattrs}))
         else:
             nodes.append(n)

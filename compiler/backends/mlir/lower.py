@@ -565,6 +565,124 @@ def kv_dequantize(B, codes, scales, rows, heads, d: int, bits: int, group: int, 
     return B.generic([codes, scales], [out], maps, "ppp", body)[0]
 
 
+def pack_unsigned(B, u, shape, bits: int, group: int):
+    """Unsigned codes u i32[R, H, D] packed as the cache's bytes (compiler.reference._pack): int4 nibbles per group
+    (byte i holds elements i and i + group / 2), int2 per 64 values (byte e holds elements e + 16 k at bits 2 k)."""
+    from iree.compiler.dialects import arith
+
+    r, h, d = shape
+    if bits == 2:
+        q4 = B.reshape(u, shape, (r, h, d // 64, 4, 16))
+
+        def pack2(a, b, c, e):
+            return arith.trunci(B.i8, arith.ori(arith.ori(a, arith.shli(b, B.ci(2))), arith.ori(arith.shli(c, B.ci(4)), arith.shli(e, B.ci(6)))))
+
+        codes = B.elementwise([q4] * 4, (r, h, d // 64, 16), B.i8, pack2, [f"(a, b, c, e) -> (a, b, c, {k}, e)" for k in range(4)])
+        return B.reshape(codes, (r, h, d // 64, 16), (r, h, d // 4))
+    half = group // 2
+    q2 = B.reshape(u, shape, (r, h, d // group, 2, half))
+    codes = B.elementwise([q2, q2], (r, h, d // group, half), B.i8, lambda lo, hi: arith.trunci(B.i8, arith.ori(lo, arith.shli(hi, B.ci(4)))),
+                          ["(a, b, c, e) -> (a, b, c, 0, e)", "(a, b, c, e) -> (a, b, c, 1, e)"])
+    return B.reshape(codes, (r, h, d // group, half), (r, h, d // 2))
+
+
+@conv("kv_write_kc")
+def _kv_write_kc(L, n):
+    """Keys per channel (compiler.reference's kv_write_kc): the token groups g0 = positions[0] / 32 .. g1 = positions[-1] / 32
+    gathered in float (ring rows before the step, the step's rows after it, rows past the last position left out of
+    the minimum and maximum), their scale and minimum rows inserted at g0 and their rows' codes at 32 g0, in place."""
+    from iree.compiler.dialects import arith, math as m, tensor
+
+    from compiler.kvformat import TOKEN_GROUP as TG
+
+    B, a = L.B, n.attrs
+    codes, params, ring, new, pos = L.ins(n)
+    heads, d = L.shape(n.inputs[3])[1:]
+    bits, w = a["bits"], a["window"]
+    qmax = float(2**bits - 1)
+    sdim = tensor.dim(new, B.cindex(0))
+    p0 = arith.index_cast(B.index, tensor.extract(pos, [B.cindex(0)]))
+    pl = arith.index_cast(B.index, tensor.extract(pos, [arith.subi(sdim, B.cindex(1))]))
+    g0 = arith.divui(p0, B.cindex(TG))
+    r0 = arith.muli(g0, B.cindex(TG))
+    ng = arith.addi(arith.subi(arith.divui(pl, B.cindex(TG)), g0), B.cindex(1))
+    tag = f"kc{L.__dict__.setdefault('kc_count', 0)}"
+    L.kc_count += 1
+    B.dims[f"{tag}.rows"], B.dims[f"{tag}.groups"] = arith.muli(ng, B.cindex(TG)), ng
+    rows, groups = f"{tag}.rows", f"{tag}.groups"
+
+    def gather(_o):  # row r0 + t of the groups, in float
+        t, h, e = (B.index_in_region(k) for k in range(3))
+        r = arith.addi(r0, t)
+        is_new = arith.cmpi(arith.CmpIPredicate.sge, r, p0)
+        nr = arith.select(is_new, arith.subi(r, p0), B.cindex(0))
+        nr = arith.minui(nr, arith.subi(sdim, B.cindex(1)))  # rows past the last position: any row in bounds (left out below)
+        return arith.select(is_new, tensor.extract(new, [nr, h, e]), tensor.extract(ring, [arith.remui(r, B.cindex(w)), h, e]))
+
+    xs = B.generic([], [B.empty((rows, heads, d), B.f32)], [B.identity_map(3)], "ppp", gather)[0]
+
+    def extrema(x, _t, lo, hi):  # over the group's rows up to the last position
+        g, t = B.index_in_region(0), B.index_in_region(1)
+        ok = arith.cmpi(arith.CmpIPredicate.ule, arith.addi(r0, arith.addi(arith.muli(g, B.cindex(TG)), t)), pl)
+        return arith.select(ok, arith.minimumf(lo, x), lo), arith.select(ok, arith.maximumf(hi, x), hi)
+
+    lo, hi = B.generic([xs, B.empty((TG,), B.f32)], [B.fill(3.0e38, (groups, heads, d), B.f32), B.fill(-3.0e38, (groups, heads, d), B.f32)],
+                       [f"(g, t, h, e) -> (g * {TG} + t, h, e)", "(g, t, h, e) -> (t)", "(g, t, h, e) -> (g, h, e)", "(g, t, h, e) -> (g, h, e)"], "prpp", extrema)
+    sc16 = B.elementwise([lo, hi], (groups, heads, d), B.f16, lambda a_, b_: arith.truncf(B.f16, arith.divf(arith.subf(b_, a_), B.cf(qmax))))
+    mn16 = B.elementwise([lo], (groups, heads, d), B.f16, lambda a_: arith.truncf(B.f16, a_))
+
+    def code(x, s16, m16):
+        sf = arith.extf(B.f32, s16)
+        safe = arith.select(arith.cmpf(arith.CmpFPredicate.OGT, sf, B.cf(0.0)), sf, B.cf(1.0))
+        r = m.roundeven(arith.divf(arith.subf(x, arith.extf(B.f32, m16)), safe))
+        return arith.fptosi(B.i32, arith.minimumf(arith.maximumf(r, B.cf(0.0)), B.cf(qmax)))
+
+    grp = f"(r, h, e) -> (r floordiv {TG}, h, e)"
+    u = B.elementwise([xs, sc16, mn16], (rows, heads, d), B.i32, code, [B.identity_map(3), grp, grp])
+    packed = pack_unsigned(B, u, (rows, heads, d), bits, a["group"])
+    dyn = B.ir.ShapedType.get_dynamic_size()
+    nrows = arith.subi(arith.addi(pl, B.cindex(1)), r0)  # the rows written so far: up to the last position
+    nb = d * bits // 8
+    part = tensor.ExtractSliceOp(B.tensor_type((None, heads, nb), B.i8), packed, [], [nrows], [], [0, 0, 0], [dyn, heads, nb], [1, 1, 1]).result
+    codes = tensor.InsertSliceOp(part, codes, [r0], [nrows], [], [dyn, 0, 0], [dyn, heads, nb], [1, 1, 1]).result
+    params = tensor.InsertSliceOp(sc16, params, [g0], [ng], [], [dyn, 0, 0], [dyn, heads, d], [1, 1, 1]).result
+    params = tensor.InsertSliceOp(mn16, params, [g0], [ng], [], [dyn, 0, d], [dyn, heads, d], [1, 1, 1]).result
+    return [codes, params]
+
+
+def kv_dequantize_channels(B, codes, params, rows, heads, d: int, bits: int, group: int):
+    """The float rows [C, H, D] of -kc keys: u s + m with row j's token group's scale and minimum (reference.kv_dequantize_channels)."""
+    from iree.compiler.dialects import arith
+
+    from compiler.kvformat import TOKEN_GROUP as TG
+
+    if bits == 2:
+        cmap = "(a, b, c) -> (a, b, (c floordiv 64) * 16 + c mod 16)"
+
+        def unsigned(c):
+            sh = arith.muli(arith.divui(arith.remui(arith.index_cast(B.i32, B.index_in_region(2)), B.ci(64)), B.ci(16)), B.ci(2))
+            return arith.andi(arith.shrui(arith.extui(B.i32, c), sh), B.ci(3))
+    else:
+        half = group // 2
+        cmap = f"(a, b, c) -> (a, b, (c floordiv {group}) * {half} + c mod {half})"
+
+        def unsigned(c):
+            sh = arith.muli(arith.divui(arith.remui(arith.index_cast(B.i32, B.index_in_region(2)), B.ci(group)), B.ci(half)), B.ci(4))
+            return arith.andi(arith.shrui(arith.extui(B.i32, c), sh), B.ci(15))
+
+    def body(c, s, mn, _o):
+        return arith.addf(arith.mulf(arith.sitofp(B.f32, unsigned(c)), arith.extf(B.f32, s)), arith.extf(B.f32, mn))
+
+    from iree.compiler.dialects import tensor
+
+    # the scale and minimum halves as their own tensors (a map reading c + D would size the loop by the 2 D row)
+    dyn = B.ir.ShapedType.get_dynamic_size()
+    ng = tensor.dim(params, B.cindex(0))
+    half_of = [tensor.ExtractSliceOp(B.tensor_type((None, heads, d), B.f16), params, [], [ng], [], [0, 0, o], [dyn, heads, d], [1, 1, 1]).result for o in (0, d)]
+    grp = f"(a, b, c) -> (a floordiv {TG}, b, c)"
+    return B.generic([codes, *half_of], [B.empty((rows, heads, d), B.f32)], [cmap, grp, grp, "(a, b, c) -> (a, b, c)"], "ppp", body)[0]
+
+
 @conv("kv_write_q")
 def _kv_write_q(L, n):
     codes, scales, new, pos = L.ins(n)
@@ -579,7 +697,10 @@ def _cache_attention_q(L, n):
     a = n.attrs
     rows, heads = L.shape(n.inputs[1])[:2]
     d = L.shape(n.inputs[0])[2]
-    k = kv_dequantize(L.B, kc, ks, rows, heads, d, a["bits"], a["group"], a.get("code", "int"))
+    if a.get("keys") == "channel":
+        k = kv_dequantize_channels(L.B, kc, ks, rows, heads, d, a["bits"], a["group"])
+    else:
+        k = kv_dequantize(L.B, kc, ks, rows, heads, d, a["bits"], a["group"], a.get("code", "int"))
     v = kv_dequantize(L.B, vc, vs, rows, heads, d, a["bits"], a["group"], a.get("code", "int"))
     if not a.get("window"):
         return [attention(L.B, q, k, v, L.shape(n.inputs[0]), (rows, heads, d), float(a["scale"]), True, pos)]

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from compiler.kvformat import TOKEN_GROUP  # rows per -kc key parameter row
+
 BLOCK = 32  # cache rows per online-softmax block (their scores live in a stack buffer)
 SPLITS = 8  # row ranges of a decode step's walk, in parallel
 SPLIT_MIN = 128  # a decode context up to this many rows is walked by one thread
@@ -38,10 +40,11 @@ def lanes(d: int) -> int:
 
 
 def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype: str = "int64", kv_bits: int | None = None, kv_group: int = 32,
-                              window: int = 0, cache_dtype: str = "float32", kv_code: str = "int") -> tirx.PrimFunc:
+                              window: int = 0, cache_dtype: str = "float32", kv_code: str = "int", keys_channel: bool = False) -> tirx.PrimFunc:
     """kv_bits 8 / 4 / 2: the cache is a quantized one (compiler.passes.kv_quant): k / v are codes and ks / vs their fp16
     scales, each row read as s * q in registers (no float copy of the cache); kv_code e4m3 (8 bits): FP8 codes, read
-    through their fp16 bit pattern. cache_dtype float16 (a float cache):
+    through their fp16 bit pattern; keys_channel (with a window): keys are kv_write_kc's unsigned codes, row j read as
+    u s + m with the scale and minimum vectors of its token group's parameter row j // 32 (ks: f16[G, Hkv, 2 D]). cache_dtype float16 (a float cache):
     the rows are widened to float32 in registers. window R > 0 (a quantized cache only):
     query i walks rows 0..positions[i] - R dequantized and the rest in float, from this step's new rows kn / vn or
     the rings kw / vw (row j % R), with one online softmax over both walks; then the step's last min(S, R) rows go
@@ -69,7 +72,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
     hv = "int16" if vl == 1 else f"int16x{vl}"
     f16v = "float16" if vl == 1 else f"float16x{vl}"
 
-    def row(buf, sbuf, j, h, c, p0=None):
+    def row(buf, sbuf, j, h, c, p0=None, keys=False):
         """vl consecutive values of cache row j, head h, from element c * vl: as stored (float cache), or s * q; with p0
         (the step's first position) a float window row: this step's new row j - p0 (buf), or ring row j % window (sbuf)
         (both loads are in bounds, the select keeps one)"""
@@ -78,6 +81,15 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             return T.Select(cond if vl == 1 else T.Broadcast(cond, vl), buf[T.max(j - p0, T.int64(0)), h, rp(c * vl)], sbuf[T.floormod(j, window), h, rp(c * vl)])
         if kv_bits is None:
             return buf[j, h, rp(c * vl)] if cache_dtype == "float32" else T.Cast(fv, buf[j, h, rp(c * vl)])
+        if keys and keys_channel:  # u s + m, s and m per channel: vectors of the group's parameter row
+            gk = T.floordiv(j, TOKEN_GROUP)
+            if kv_bits == 2:
+                byte2 = T.Cast(iv, buf[j, h, rp((c * vl) // 64 * 16 + (c * vl) % 64 % 16)])
+                uq = T.bitwise_and(T.shift_right(byte2, bc(T.Cast("int32", (c * vl) % 64 // 16 * 2))), bc(T.int32(3)))
+            else:
+                byte4 = T.Cast(iv, buf[j, h, rp((c * vl) // kv_group * (kv_group // 2) + (c * vl) % kv_group % (kv_group // 2))])
+                uq = T.bitwise_and(T.shift_right(byte4, bc(T.Cast("int32", (c * vl) % kv_group // (kv_group // 2) * 4))), bc(T.int32(15)))
+            return T.Cast(fv, uq) * T.Cast(fv, sbuf[gk, h, rp(c * vl)]) + T.Cast(fv, sbuf[gk, h, rp(d + c * vl)])
         s_ = bc(T.Cast("float32", sbuf[j, h, (c * vl) // kv_group]))  # vl divides the group: one scale per vector
         if kv_code == "e4m3":
             # E4M3 sign.exp4.man3 -> fp16 bits sign << 15 | exp4.man3 << 7 is the same number times 2^-8 (fp16's bias
@@ -117,6 +129,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
     kd = d if kv_bits in (None, 8) else d * kv_bits // 8
     cdt = {None: cache_dtype, 8: "uint8" if kv_code == "e4m3" else "int8", 4: "uint8", 2: "uint8"}[kv_bits]
     sd, sdt = (d, cache_dtype) if kv_bits is None else (d // kv_group, "float16")
+    ksd = 2 * d if keys_channel else sd  # the key scales' row: -kc's scale and minimum vectors
     # software prefetch of the next block's rows, PFL 64-byte lines of PFE elements per head row: the walk is
     # too busy for the hardware prefetchers to run ahead of it from DRAM
     PFE = 64 // (4 if cdt == "float32" else 2 if cdt == "float16" else 1)
@@ -154,14 +167,14 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                             T.evaluate(pf(k[jn, h, ln * PFE]))
                             T.evaluate(pf(v[jn, h, ln * PFE]))
                     if kv_bits is not None:
-                        T.evaluate(pf(ks[jn, 0, 0]))
+                        T.evaluate(pf(ks[T.floordiv(jn, TOKEN_GROUP) if keys_channel else jn, 0, 0]))
                         T.evaluate(pf(vs[jn, 0, 0]))
                 for h in range(hkv):
                     # each K vector is read (and dequantized) once for the rep query heads that share it
                     for r in range(rep):
                         red[rp(r * vl)] = bvec(0.0, vl)
                     for c in range(dc):
-                        kv = T.Bind(row(k, ks, j0 + jj, h, c, p0))
+                        kv = T.Bind(row(k, ks, j0 + jj, h, c, p0, True))
                         for r in range(rep):
                             red[rp(r * vl)] = red[rp(r * vl)] + q[i, h * rep + r, rp(c * vl)] * kv
                     for r in range(rep):
@@ -293,10 +306,10 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
     def cache_attention_window(var_q: T.handle, var_k: T.handle, var_ks: T.handle, var_v: T.handle, var_vs: T.handle, var_pos: T.handle,
                                var_kw: T.handle, var_vw: T.handle, var_kn: T.handle, var_vn: T.handle, var_o: T.handle):
         T.func_attr({"tirx.noalias": True})
-        S, C = T.int64(), T.int64()
+        S, C, CK = T.int64(), T.int64(), T.int64()
         q = T.match_buffer(var_q, (S, hq, d), "float32")
         k = T.match_buffer(var_k, (C, hkv, kd), cdt)
-        ks = T.match_buffer(var_ks, (C, hkv, sd), sdt)
+        ks = T.match_buffer(var_ks, (CK, hkv, ksd), sdt)  # (a row per token group with keys per channel)
         v = T.match_buffer(var_v, (C, hkv, kd), cdt)
         vs = T.match_buffer(var_vs, (C, hkv, sd), sdt)
         pos = T.match_buffer(var_pos, (S,), pos_dtype)

@@ -141,3 +141,60 @@ def kv_write_q_inplace(heads: int, head_dim: int, bits: int, group: int, code: s
                     T.shift_left(T.Cast("int32", T.max(T.min(T.nearbyint(new[i, h, gi * group + group // 2 + e] / sf[0]), T.float32(qmax)), T.float32(-qmax))) + 8, 4)))
 
     return kv_write_q4.with_attr("op_pattern", 8)
+
+
+def kv_write_kc_inplace(heads: int, head_dim: int, bits: int, group: int, window: int) -> tirx.PrimFunc:
+    """kv_write_kc (--kv ...-kc, keys per channel; compiler.reference's contract): every token group of 32 rows that the
+    step's rows touch is gathered in float (ring rows before positions[0], the step's rows after it), its scale
+    fp16((max - min) / qmax) and minimum fp16(min) per channel stored in its parameter row, and its rows' codes
+    clamp(rint((x - m) / s), 0, qmax) packed as the cache's (int4 nibbles per group of `group`, int2 per 64), in place."""
+    from compiler.kvformat import TOKEN_GROUP as TG
+
+    qmax = float(2**bits - 1)
+    d = head_dim
+
+    def u(xs, params, g, t, h, e):  # the unsigned code of element e of the group's row t
+        sc = T.Cast("float32", params[g, h, e])
+        sf = T.Select(sc > T.float32(0), sc, T.float32(1))
+        v = T.nearbyint((xs[t, h, e] - T.Cast("float32", params[g, h, d + e])) / sf)
+        return T.Cast("int32", T.max(T.min(v, T.float32(qmax)), T.float32(0)))
+
+    @T.prim_func(private=True)
+    def kv_write_kc(var_codes: T.handle, var_params: T.handle, var_ring: T.handle, var_new: T.handle, var_pos: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        c, gr, s = T.int64(), T.int64(), T.int64()
+        codes = T.match_buffer(var_codes, (c, heads, d * bits // 8), "uint8")
+        params = T.match_buffer(var_params, (gr, heads, 2 * d), "float16")
+        ring = T.match_buffer(var_ring, (window, heads, d), "float32")
+        new = T.match_buffer(var_new, (s, heads, d), "float32")
+        pos = T.match_buffer(var_pos, (s,), "int64")
+        xs = T.alloc_buffer((TG, heads, d), "float32")
+        mn = T.alloc_buffer((1,), "float32")
+        mx = T.alloc_buffer((1,), "float32")
+        if s > 0:
+            p0 = T.Bind(pos[0])
+            pl = T.Bind(pos[s - 1])
+            for gi in range(pl // TG - p0 // TG + 1):
+                g = T.Bind(p0 // TG + gi)
+                nr = T.Bind(T.min(g * TG + TG, pl + 1) - g * TG)  # the group's rows so far
+                for t, h, e in T.grid(nr, heads, d):
+                    xs[t, h, e] = T.Select(g * TG + t >= p0, new[T.max(g * TG + t - p0, T.int64(0)), h, e], ring[T.floormod(g * TG + t, window), h, e])
+                for h, e in T.grid(heads, d):
+                    mn[0] = xs[0, h, e]
+                    mx[0] = xs[0, h, e]
+                    for t in range(1, nr):
+                        mn[0] = T.min(mn[0], xs[t, h, e])
+                        mx[0] = T.max(mx[0], xs[t, h, e])
+                    params[g, h, e] = T.Cast("float16", (mx[0] - mn[0]) / T.float32(qmax))
+                    params[g, h, d + e] = T.Cast("float16", mn[0])
+                if bits == 4:  # byte b of each group holds elements b (low nibble) and b + group / 2
+                    for t, h, b, e in T.grid(nr, heads, d // group, group // 2):
+                        codes[g * TG + t, h, b * (group // 2) + e] = T.Cast("uint8", T.bitwise_or(
+                            u(xs, params, g, t, h, b * group + e), T.shift_left(u(xs, params, g, t, h, b * group + group // 2 + e), 4)))
+                else:  # byte e of each 64 values holds elements e + 16 k at bits 2 k
+                    for t, h, b, e in T.grid(nr, heads, d // 64, 16):
+                        codes[g * TG + t, h, b * 16 + e] = T.Cast("uint8", T.bitwise_or(
+                            T.bitwise_or(u(xs, params, g, t, h, b * 64 + e), T.shift_left(u(xs, params, g, t, h, b * 64 + 16 + e), 2)),
+                            T.bitwise_or(T.shift_left(u(xs, params, g, t, h, b * 64 + 32 + e), 4), T.shift_left(u(xs, params, g, t, h, b * 64 + 48 + e), 6))))
+
+    return kv_write_kc.with_attr("op_pattern", 8)

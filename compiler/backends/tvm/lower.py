@@ -420,11 +420,11 @@ def _cache_attention_q(L, n):
     hq, d = L.shape(n.inputs[0])[1:]
     hkv = L.shape(n.inputs[1])[1]
     w = a.get("window", 0)
-    key = (hq, hkv, d, float(a["scale"]), a["bits"], a["group"], w, a.get("code", "int"))
+    key = (hq, hkv, d, float(a["scale"]), a["bits"], a["group"], w, a.get("code", "int"), a.get("keys") == "channel")
     fns = L.__dict__.setdefault("cache_attention_q_fns", {})
     if key not in fns:
-        fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], kv_bits=a["bits"], kv_group=a["group"], window=w, kv_code=key[7]),
-                                 "cache_attention_q")
+        fns[key] = L.bb.add_func(cache_attention_prim_func(hq, hkv, d, key[3], kv_bits=a["bits"], kv_group=a["group"], window=w, kv_code=key[7],
+                                                           keys_channel=key[8]), "cache_attention_q")
     out_ty = L.ttype(L.g.types[n.outputs[0]])
     if not w:
         return [L.emit(relax.call_tir(fns[key], relax.Tuple(ins), out_ty=out_ty))]
@@ -447,6 +447,21 @@ def _kv_write_q(L, n):
         fns[key] = L.bb.add_func(kv_write_q_inplace(*key), "kv_write_q")
     out_ty = [L.ttype(L.g.types[o]) for o in n.outputs]
     res = L.emit(relax.call_tir_inplace(fns[key], relax.Tuple([codes, scales, new, pos]), inplace_indices=[0, 1], out_ty=out_ty))
+    return [L.emit(relax.TupleGetItem(res, 0)), L.emit(relax.TupleGetItem(res, 1))]
+
+
+@conv("kv_write_kc")
+def _kv_write_kc(L, n):
+    from compiler.backends.tvm.kv_cache import kv_write_kc_inplace
+
+    a = n.attrs
+    heads, d = L.shape(n.inputs[3])[1:]
+    key = (heads, d, a["bits"], a["group"], a["window"])
+    fns = L.__dict__.setdefault("kv_write_kc_fns", {})
+    if key not in fns:
+        fns[key] = L.bb.add_func(kv_write_kc_inplace(*key), "kv_write_kc")
+    out_ty = [L.ttype(L.g.types[o]) for o in n.outputs]
+    res = L.emit(relax.call_tir_inplace(fns[key], relax.Tuple(L.ins(n)), inplace_indices=[0, 1], out_ty=out_ty))
     return [L.emit(relax.TupleGetItem(res, 0)), L.emit(relax.TupleGetItem(res, 1))]
 
 

@@ -140,6 +140,16 @@ def split_quantized_cache(out_b: dict, out_r: dict, graph, what: str, tol: float
     hb = {k: v.view(hr[k].dtype) if v.dtype != hr[k].dtype and v.dtype.itemsize == hr[k].dtype.itemsize else v for k, v in hb.items()}  # IREE's i8 for u8
     for k in [k for k in hr if k.startswith(("present_key.", "present_value."))]:
         sk = k.replace("present_key.", "present_key_scale.").replace("present_value.", "present_value_scale.")
+        if spec.keys_channel and k.startswith("present_key."):  # -kc: u s + m per channel and token group; whole groups only
+            from compiler.kvformat import TOKEN_GROUP
+            from compiler.reference import kv_dequantize_channels
+
+            whole = len(IDS) // TOKEN_GROUP * TOKEN_GROUP  # rows of the groups a prefill and two steps completed
+            vb, vr = (kv_dequantize_channels(h[k], h[sk], bits, GROUP)[:whole] for h in (hb, hr))
+            step = np.repeat(np.maximum(hb[sk], hr[sk])[:, :, : vr.shape[-1]].astype(np.float32), TOKEN_GROUP, axis=0)[:whole]
+            bound = step * 1.01 + tol * float(np.abs(vr).max(initial=0)) + 1e-6
+            assert np.all(np.abs(vb - vr) <= bound), f"{what} {k}: a cache value {float(np.abs(vb - vr).max()):.3g} from ref's, past tolerance + one code step"
+            continue
         vb, vr = kv_dequantize(hb[k], hb[sk], bits, GROUP, code), kv_dequantize(hr[k], hr[sk], bits, GROUP, code)
         step = np.repeat(np.maximum(hb[sk], hr[sk]).astype(np.float32), GROUP, axis=-1)
         if code == "e4m3":  # an E4M3 step: 2^-3 of the value (2^-9 s in the subnormals)
@@ -247,7 +257,7 @@ KV_BACKENDS = ["tvm-cpu", "mlir-cpu", *[f"hwsim:{d}" for d in DESIGNS]]
 
 
 @pytest.mark.parametrize("fmt,backend", [(f, b) for f in ("fp16", "fp8", "int8", "int4") for b in KV_BACKENDS]
-                         + [("int4-rot", b) for b in KV_BACKENDS] + [("int4-rot-w8", b) for b in KV_BACKENDS])
+                         + [("int4-rot", b) for b in KV_BACKENDS] + [("int4-rot-w8", b) for b in KV_BACKENDS] + [("int4-kc-w32", b) for b in KV_BACKENDS])
 def test_quantized_kv_cache_matches_ref(artifact_root, backend, fmt):
     """--kv int8 / int4 (compiler.passes.kv_quant): tvm-cpu writes the codes with its own in-place kernel and reads
     them in its attention kernel; mlir-cpu quantizes in linalg and inserts the rows in place, and dequantizes the

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compiler.ir import Graph, TensorType
-from compiler.reference import KERNELS, _kv_quantize, e4m3_table
+from compiler.reference import KERNELS, Interpreter, _kv_quantize, e4m3_table
 from tests.compiler.backends.mlir.common import InMemoryMLIR
 
 ATTRS = {"bits": 8, "group": 32, "code": "e4m3"}
@@ -82,3 +82,50 @@ def test_larger_groups_equal_the_reference(bits, code, group):
     np.testing.assert_array_equal(out["present_key_scale.0"], ks)
     want = KERNELS["cache_attention_q"]([q, kc, ks, kc, ks, pos], {"scale": 1.0, **attrs}, None)[0]
     np.testing.assert_allclose(out["o"], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_keys_per_channel_equal_the_reference(bits):
+    """-kc: kv_write_kc re-quantizes each token group the step touches (ring rows before the step, the step's rows
+    after), bit for bit the reference's, across a prefill and decode steps; the attention reads the codes as u s + m."""
+    d, w, rows = 64, 32, 96
+    g = Graph("kc")
+    kc = g.add_input("past_key.0", TensorType((rows, 1, d * bits // 8), "u8"))
+    kp = g.add_input("past_key_scale.0", TensorType(("G", 1, 2 * d), "f16"))
+    ring = g.add_input("past_key_window.0", TensorType((w, 1, d)))
+    new = g.add_input("new", TensorType(("S", 1, d)))
+    pos = g.add_input("positions", TensorType(("S",), "i64"))
+    q = g.add_input("q", TensorType(("S", 1, d)))
+    vc = g.add_input("past_value.0", TensorType((rows, 1, d * bits // 8), "u8"))
+    vs = g.add_input("past_value_scale.0", TensorType((rows, 1, d // 32), "f16"))
+    vring = g.add_input("past_value_window.0", TensorType((w, 1, d)))
+    a = {"bits": bits, "group": 32}
+    ok, okp = g.add_node("kv_write_kc", [kc, kp, ring, new, pos], ["present_key.0", "present_key_scale.0"], window=w, **a)
+    ov, ovs = g.add_node("kv_write_q", [vc, vs, new, pos], ["present_value.0", "present_value_scale.0"], **a)
+    g.add_node("cache_attention_q", [q, ok, okp, ov, ovs, pos, ring, vring, new, new], ["o", "present_key_window.0", "present_value_window.0"],
+               scale=0.125, window=w, keys="channel", **a)
+    g.set_outputs(["present_key.0", "present_key_scale.0", "o", "present_key_window.0"])
+    g.verify()
+    m = InMemoryMLIR(g)
+    rng = np.random.default_rng(bits)
+    state = {"past_key.0": np.zeros((rows, 1, d * bits // 8), np.uint8), "past_key_scale.0": np.zeros((3, 1, 2 * d), np.float16),
+             "past_key_window.0": np.zeros((w, 1, d), np.float32), "past_value.0": np.zeros((rows, 1, d * bits // 8), np.uint8),
+             "past_value_scale.0": np.zeros((rows, 1, 2), np.float16), "past_value_window.0": np.zeros((w, 1, d), np.float32)}
+    ref = {k: v.copy() for k, v in state.items()}
+    p = 0
+    for s in (40, 1, 1, 23, 1, 3):  # groups completed in a prefill, by single steps and across a chunk
+        x = rng.standard_normal((s, 1, d)).astype(np.float32)
+        feeds = {"new": x, "positions": np.arange(p, p + s, dtype=np.int64), "q": rng.standard_normal((s, 1, d)).astype(np.float32)}
+        out = m.run({**state, **feeds})
+        want = Interpreter(g).run({**ref, **feeds})
+        np.testing.assert_array_equal(out["present_key.0"].view(np.uint8), want["present_key.0"])
+        np.testing.assert_array_equal(out["present_key_scale.0"], want["present_key_scale.0"])
+        np.testing.assert_allclose(out["o"], want["o"], rtol=1e-5, atol=1e-5 * np.abs(want["o"]).max())
+        # the next step's cache: each side's own (the values' codes are checked by the other tests)
+        state.update({"past_key.0": out["present_key.0"].view(np.uint8), "past_key_scale.0": out["present_key_scale.0"],
+                      "past_key_window.0": out["present_key_window.0"]})
+        ref.update({"past_key.0": want["present_key.0"], "past_key_scale.0": want["present_key_scale.0"], "past_key_window.0": want["present_key_window.0"]})
+        for k in ("past_value.0", "past_value_scale.0", "past_value_window.0"):
+            state[k] = ref[k] = want[k.replace("past_", "present_")] if k.replace("past_", "present_") in want else ref[k]
+        p += s
+    assert np.any(state["past_key_scale.0"][2] != 0)  # the third group (rows 64..95) was written
