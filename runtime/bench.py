@@ -188,12 +188,12 @@ def _step(m, b, ids: list[int], start: int, cache: dict | None) -> dict | None:
 # ---- measuring, in this process ------------------------------------------------------------------------------
 
 
-def measure(path: str | Path, backend: str, threads: int, prompt: int, ctx: int, tokens: int, ops: bool, model=None) -> dict:
+def measure(path: str | Path, backend: str, threads: int, prompt: int, ctx: int, tokens: int, ops: bool, model=None, kv: str | None = None) -> dict:
     """One thread count's figures, measured in this process (whose thread pools must already have `threads`);
-    model: the artifact already loaded."""
+    model: the artifact already loaded; kv: its KV cache in another format (runtime.load)."""
     import runtime
 
-    m = model or runtime.load(path)
+    m = model or runtime.load(path, kv)
     check(m, backend, prompt, ctx, tokens)
     g = m.graph
     rng = np.random.default_rng(0)
@@ -336,11 +336,11 @@ def thread_env(threads: int) -> dict:
 
 
 def bench(path: str | Path, backend: str = "ref", threads: list[int] | None = None, prompt: int = 128, ctx: int = 0, tokens: int = 32,
-          ops: bool = False) -> dict:
+          ops: bool = False, kv: str | None = None) -> dict:
     """Every thread count's figures: in this process where its pools have that count, else in a child."""
     import runtime
 
-    m = runtime.load(path)  # errors (not an artifact, bad options) before any child starts
+    m = runtime.load(path, kv)  # errors (not an artifact, bad options) before any child starts
     check(m, backend, prompt, ctx, tokens)
     if ops and not tokens:
         raise LowbitError("--ops times one decode step, and --tokens 0 measures no decode", "pass --tokens 1 or more")
@@ -351,7 +351,7 @@ def bench(path: str | Path, backend: str = "ref", threads: list[int] | None = No
         if t == here:
             runs.append(measure(path, backend, t, prompt, ctx, tokens, ops, model=m))
             continue
-        job = json.dumps({"path": str(Path(path).resolve()), "backend": backend, "threads": t, "prompt": prompt, "ctx": ctx, "tokens": tokens, "ops": ops})
+        job = json.dumps({"path": str(Path(path).resolve()), "backend": backend, "threads": t, "prompt": prompt, "ctx": ctx, "tokens": tokens, "ops": ops, "kv": kv})
         r = subprocess.run([sys.executable, "-m", "runtime.bench", job], env=thread_env(t), capture_output=True, text=True, check=False,
                            cwd=str(Path(__file__).resolve().parents[1]))
         if r.returncode != 0:
@@ -359,7 +359,7 @@ def bench(path: str | Path, backend: str = "ref", threads: list[int] | None = No
             raise LowbitError(f"the {t}-thread measurement (a child process) failed: {last}", f"run it alone with --threads {t}")
         runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
     q = m.artifact.manifest.get("quant") or {}
-    return {"artifact": str(path), "model": m.name, "quant": q.get("name"), "backend": backend, "machine": machine(), "runs": runs}
+    return {"artifact": str(path), "model": m.name, "quant": q.get("name"), "kv": m.graph.meta.get("kv_format"), "backend": backend, "machine": machine(), "runs": runs}
 
 
 def check_json_path(path: str | Path):
@@ -424,7 +424,7 @@ def print_result(con, result: dict):
 def _worker(job: str):
     a = json.loads(job)
     try:
-        print(json.dumps(measure(a["path"], a["backend"], a["threads"], a["prompt"], a["ctx"], a["tokens"], a["ops"])))
+        print(json.dumps(measure(a["path"], a["backend"], a["threads"], a["prompt"], a["ctx"], a["tokens"], a["ops"], kv=a.get("kv"))))
     except LowbitError as e:
         print(e.line(), file=sys.stderr)
         sys.exit(2)

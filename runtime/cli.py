@@ -173,7 +173,9 @@ def _check_array_memory(array: str):
 @click.option("--seed", default=None, type=click.IntRange(0, SEED_MAX), help="sampling seed (the same seed draws the same tokens) [random, printed]")
 @click.option("--ignore-eos", is_flag=True, help="do not stop at the tokenizer's EOS / end-of-turn tokens")
 @click.option("--no-stream", is_flag=True, help="do not print tokens as they are generated")
-def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator, chat, system, temperature, top_k, top_p, seed, ignore_eos, no_stream):
+@click.option("--kv", default=None, help="causal LMs: store the KV cache in this format instead of the artifact's (a --kv spec of `lowbit compile`, e.g. "
+              "int4-rot-w128; tvm-cpu and mlir-cpu build their library for it once, cached in ~/.cache/lowbit/kv)")
+def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator, chat, system, temperature, top_k, top_p, seed, ignore_eos, no_stream, kv):
     """Run a compiled ARTIFACT on a backend; --compare reports the distance to another model or backend."""
     import runtime
     from runtime.generate import Sampler, Sampling, chat_ids
@@ -181,7 +183,7 @@ def run(artifact, backend, prompts, ids, tokens, compare, verbose, simulator, ch
     from runtime.model import float_model
 
     con = _console()
-    m = runtime.load(artifact)
+    m = runtime.load(artifact, kv)
     if ids and prompts:
         raise LowbitError("both --prompt and --ids given", "pass one of them")
     sampling = Sampling(temperature, top_k, top_p, seed)
@@ -311,7 +313,9 @@ def _run_encoder(con, m, inputs, backend, other, compare):
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="also write the result (with per-window figures) as JSON")
 @click.option("--no-progress", is_flag=True, help="no progress bar (there is none when stderr is not a terminal)")
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default=None, help="rtl:* backends: the HDL simulator")
-def eval_cmd(artifact, backend, text, ctx, protocol, max_windows, no_kl, json_path, no_progress, simulator):
+@click.option("--kv", default=None, help="causal LMs: store the KV cache in this format instead of the artifact's (a --kv spec of `lowbit compile`, e.g. "
+              "int4-rot-w128; tvm-cpu and mlir-cpu build their library for it once, cached in ~/.cache/lowbit/kv)")
+def eval_cmd(artifact, backend, text, ctx, protocol, max_windows, no_kl, json_path, no_progress, simulator, kv):
     """Measure ARTIFACT on a backend: perplexity, KL-divergence from the float model and same-top-token rate
     (causal LMs), or cosine to the float model's sentence embeddings (encoders)."""
     import json
@@ -327,7 +331,7 @@ def eval_cmd(artifact, backend, text, ctx, protocol, max_windows, no_kl, json_pa
     con = _console()
     if json_path and not Path(json_path).resolve().parent.is_dir():
         raise LowbitError(f"--json {json_path}: the folder {Path(json_path).resolve().parent} does not exist", "create it or write the JSON elsewhere")
-    m = runtime.load(artifact)
+    m = runtime.load(artifact, kv)
     if simulator is not None:
         m.set_backend_options(backend, simulator=simulator)
     m.backend(backend)  # an unknown backend or one this artifact was not built for: one line, before any work
@@ -634,7 +638,9 @@ def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_g
 @click.option("--tokens", default=32, show_default=True, type=click.IntRange(0, 1 << 20), help="decode: timed steps (0: prefill only)")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="also write the figures as JSON")
 @click.option("--ops", is_flag=True, help="time one decode step op by op (ref: graph nodes; tvm-cpu: the VM's kernel calls)")
-def bench(artifact, backend, threads, prompt, ctx, tokens, json_path, ops):
+@click.option("--kv", default=None, help="causal LMs: store the KV cache in this format instead of the artifact's (a --kv spec of `lowbit compile`, e.g. "
+              "int4-rot-w128; tvm-cpu and mlir-cpu build their library for it once, cached in ~/.cache/lowbit/kv)")
+def bench(artifact, backend, threads, prompt, ctx, tokens, json_path, ops, kv):
     """Prefill and decode tokens/s of ARTIFACT on this machine, against its bandwidth roofline."""
     from runtime.bench import bench as run_bench
     from runtime.bench import check_json_path, parse_threads, print_result, write_json
@@ -642,7 +648,7 @@ def bench(artifact, backend, threads, prompt, ctx, tokens, json_path, ops):
     counts = parse_threads(threads)
     if json_path:
         check_json_path(json_path)  # before anything is measured
-    result = run_bench(artifact, backend, counts, prompt, ctx, tokens, ops)
+    result = run_bench(artifact, backend, counts, prompt, ctx, tokens, ops, kv)
     con = _console()
     print_result(con, result)
     if json_path:

@@ -171,6 +171,7 @@ def evaluate_lm(model, backend: str, text: str, ctx: int, protocol: str = "gptq"
         "backend": backend,
         "protocol": protocol,
         "ctx": ctx,
+        "kv": model.graph.meta.get("kv_format", "f32") if model.graph.meta.get("kv") == "inplace" else None,
         "text": {"path": str(text_path) if text_path else None, "sha256": hashlib.sha256(text.encode()).hexdigest(), "chars": len(text), "tokens": len(ids)},
         "windows": len(ws),
         "scored": int(nll.size),
@@ -234,7 +235,7 @@ def result_table(r: dict):
         t.add_row("cosine to float, mean", f"{r['cosine_mean']:.6f}")
         t.add_row("cosine to float, min", f"{r['cosine_min']:.6f}")
         return t
-    t.add_row("protocol", f"{r['protocol']}, ctx {r['ctx']}")
+    t.add_row("protocol", f"{r['protocol']}, ctx {r['ctx']}" + (f", KV cache {r['kv']}" if r.get("kv") else ""))
     t.add_row("windows / scored tokens", f"{r['windows']} / {r['scored']:,} (text: {r['text']['tokens']:,} tokens)")
     t.add_row("perplexity", f"{r['perplexity']:.4f}")
     if r["kl"] is not None:

@@ -40,6 +40,7 @@ class CompiledModel:
     artifact: Artifact | None = None
     name: str = ""
     max_positions: int | None = None  # the model's context length, where its config states one
+    kv_override: str | None = None  # a KV cache format given at run time (load(..., kv=)), other than the artifact's
     _backends: dict = field(default_factory=dict, repr=False)
     _backend_options: dict = field(default_factory=dict, repr=False)
 
@@ -176,10 +177,28 @@ class CompiledModel:
         return self.run(feeds, backend)[self.graph.meta["outputs"]["embedding"]]
 
 
-def load(path: str | Path) -> CompiledModel:
+def load(path: str | Path, kv: str | None = None) -> CompiledModel:
+    """The artifact at path; kv (a --kv spec, compiler.kvformat) stores the KV cache in another format than the one
+    it was compiled with: the graph's cache is rewritten (ref and the accelerators' host ops read it at once, tvm-cpu
+    and mlir-cpu build their library for it once, runtime.backends.base.rebuilt_target)."""
     art = load_artifact(path)
     ctx = _context_length(art.graph, art.manifest["model"].get("config") or {})
-    return CompiledModel(art.graph, art.family, art.tokenizer(), art, art.manifest["model"]["name"], ctx)
+    graph, override = art.graph, None
+    if kv is not None:
+        graph, override = kv_override(art, kv)
+    return CompiledModel(graph, art.family, art.tokenizer(), art, art.manifest["model"]["name"], ctx, kv_override=override)
+
+
+def kv_override(art: Artifact, kv: str) -> tuple[Graph, str | None]:
+    """(the graph with its KV cache in format kv, the format), or (the artifact's graph, None) when it already is."""
+    from compiler.passes.kv_quant import float_cache_graph, kv_quant_graph, parse_kv
+
+    spec = parse_kv(kv)
+    if str(spec) == str(parse_kv(art.graph.meta.get("kv_format", "f32"))):
+        return art.graph, None
+    if not art.graph.meta.get("causal") or art.graph.meta.get("kv") != "inplace":
+        raise LowbitError(f"--kv {kv}: artifact {art.path} has no in-place KV cache to store otherwise", "drop --kv")
+    return kv_quant_graph(float_cache_graph(art.graph), str(spec)), str(spec)
 
 
 def float_model(art: Artifact) -> CompiledModel:

@@ -161,3 +161,48 @@ def kv_quant_graph(graph: Graph, fmt: str) -> Graph:
     g.infer_types()
     g.verify()
     return g
+
+
+KV_ATTRS = ("bits", "group", "code", "window", "keys")  # what kv_quant_graph adds to the attention's attributes
+
+
+def float_cache_graph(graph: Graph) -> Graph:
+    """kv_quant_graph undone: the in-place float32 cache the graph was built with, whatever its --kv (the codes and
+    their scales, rings, fp16 arrays and -rot's rotations removed), so that a compiled artifact can be given another
+    cache format at run time: kv_quant_graph(float_cache_graph(g), fmt)."""
+    if graph.meta.get("kv") != "inplace" or "kv_format" not in graph.meta:
+        return graph
+    g = graph.copy()
+    alias: dict[str, str] = {}  # a rotated value -> the value it rotates
+    renamed: dict[str, str] = {}  # a rotated attention output -> the output it had
+    for n in g.nodes:
+        if n.op == "hadamard" and n.outputs[0].endswith(".had"):
+            alias[n.outputs[0]] = n.inputs[0]
+        elif n.op == "hadamard" and n.inputs[0].endswith(".rot"):
+            renamed[n.inputs[0]] = n.outputs[0]
+    nodes: list[Node] = []
+    for n in g.nodes:
+        ins = [alias.get(i, i) for i in n.inputs]
+        if n.op == "hadamard" and (n.outputs[0] in alias or n.inputs[0] in renamed):
+            continue
+        if n.op in ("kv_write_q", "kv_write_kc"):
+            cache, new, pos = ins[0], ins[-2], ins[-1]
+            nodes.append(Node("kv_write", [cache, new, pos], n.outputs[:1], {k: v for k, v in n.attrs.items() if k == "block"}))
+        elif n.op in ("cache_attention_q", "cache_attention"):
+            q, kc, vc, pos = (ins[0], ins[1], ins[3], ins[5]) if n.op == "cache_attention_q" else ins
+            out = renamed.get(n.outputs[0], n.outputs[0])
+            nodes.append(Node("cache_attention", [q, kc, vc, pos], [out], {k: v for k, v in n.attrs.items() if k not in KV_ATTRS}))
+        else:
+            nodes.append(Node(n.op, ins, list(n.outputs), dict(n.attrs)))
+    g.nodes = nodes
+    extra = ("past_key_scale.", "past_value_scale.", "past_key_window.", "past_value_window.")
+    for k in [k for k in g.inputs if k.startswith(extra)]:
+        del g.inputs[k]
+    for k, t in g.inputs.items():
+        if k.startswith(("past_key.", "past_value.")):
+            g.inputs[k] = TensorType((t.shape[0], t.shape[1], graph.meta["hparams"]["head_dim"]), "f32")
+    g.outputs = [o for o in g.outputs if not o.startswith(tuple(e.replace("past_", "present_") for e in extra))]
+    g.meta.pop("kv_format")
+    g.infer_types()
+    g.verify()
+    return g

@@ -57,12 +57,18 @@ class CompiledTargetBackend(Backend):
         if self.model.kv_inplace:
             check_capacity(feeds, {k: v for k, v in feeds.items() if k.startswith(("past_key.", "past_value."))})
 
+    rebuilt = False  # the folder is a build for a run-time --kv (rebuilt_target), not the artifact's own
+
     def target_folder(self) -> tuple[Path, dict, Path, str]:
         """(folder, info, library path, recompile hint), or a LowbitError naming what is missing or wrong."""
         art = self.model.artifact
         hint = f"recompile with --target {self.name} (e.g. `lowbit compile MODEL -o OUT --target ref,{self.name}`)"
         if art is None:
             raise LowbitError(f"backend {self.name} runs compiled artifacts only, and this model has none", hint)
+        if getattr(self.model, "kv_override", None):
+            self.rebuilt = True
+            folder = rebuilt_target(self.model, self.name, self.info_file)
+            return folder, json.loads((folder / self.info_file).read_text()), folder / self.library, hint
         folder = art.target_dir(self.name)
         info_file = folder / self.info_file
         if self.name not in art.manifest.get("targets", {}) or not info_file.is_file():
@@ -92,9 +98,37 @@ class CompiledTargetBackend(Backend):
                 relayout = load_file(str(folder / "params.safetensors"))
             except (SafetensorError, OSError) as e:
                 raise LowbitError(f"the re-laid-out weights {folder / 'params.safetensors'} of the artifact are unreadable ({e})", hint) from None
-            self.model.artifact.check_file(f"{self.name}/params.safetensors", hint=hint)
+            if not self.rebuilt:
+                self.model.artifact.check_file(f"{self.name}/params.safetensors", hint=hint)
         arrays = {"weights": self.model.graph.consts, "relayout": relayout}
         missing = [p["key"] for p in info["params"] if p["key"] not in arrays.get(p.get("source"), {})]
         if missing:
             raise LowbitError(f"the {self.name} folder of artifact {self.model.artifact.path} does not match its weights (missing {missing[:3]})", hint)
         return [np.ascontiguousarray(arrays[p["source"]][p["key"]]) for p in info["params"]]
+
+
+def rebuilt_target(model, name: str, info_file: str) -> Path:
+    """The target `name` built for the model's graph with a KV cache format given at run time (runtime.load(..., kv=)):
+    the artifact's weights and everything but the cache as compiled, built once per artifact, target, format and lowbit
+    version under LOWBIT_CACHE_DIR/kv/ (written whole or not at all, compiler.fsutil.atomic_dir)."""
+    import hashlib
+
+    from compiler import __version__
+    from compiler.backends import BuildOptions, targets
+    from compiler.fsutil import atomic_dir
+    from compiler.knobs import CACHE_DIR
+
+    art, fmt = model.artifact, model.graph.meta.get("kv_format", "f32")
+    t = targets().get(name)
+    if t is None or t.family not in ("tvm", "mlir") or name not in ("tvm-cpu", "mlir-cpu") and fmt not in ("f32", "fp16"):
+        raise LowbitError(f"--kv {fmt}: backend {name} reads a float KV cache (f32 or fp16) only, so far", "use --backend tvm-cpu, mlir-cpu or ref, or --kv fp16")
+    manifest = json.dumps(art.manifest, sort_keys=True, default=str)
+    key = hashlib.sha256(f"{manifest}\n{name}\n{fmt}\n{__version__}".encode()).hexdigest()[:20]
+    out = CACHE_DIR.get() / "kv" / f"{art.path.name}-{name}-{fmt}-{key}"
+    if not (out / name / info_file).is_file():
+        import sys
+
+        print(f"building {name} for --kv {fmt} (once; kept in {out})", file=sys.stderr)
+        with atomic_dir(out, ".lowbit-kv-build", "a lowbit --kv build") as tmp:
+            t.build(model.graph, name, tmp / name, BuildOptions())
+    return out / name
