@@ -112,7 +112,7 @@ def models():
 @click.option("--act-outliers", default=None, type=click.IntRange(1), help="LLM.int8(): at every A8 layer this many input features (the largest |x| on the "
               "calibration text) multiply in 16 bits beside the int8 product, e.g. 8")
 @click.option("--kv", default=None,
-              help="KV cache storage FMT[-rot][-wN] [fp16 for a causal model]: f32, fp16 (every target), or fp8 (E4M3) / int8 / int4 / int2 codes with an fp16 "
+              help="KV cache storage FMT[-rot][-kc][-gN][-wN] [fp16 for a causal model]: f32, fp16 (every target), or fp8 (E4M3) / int8 / int4 / int2 codes with an fp16 "
               "scale per 32 values of a head (ref, tvm-cpu, mlir-cpu and the accelerator paths); -rot rotates every K and V head by a Hadamard transform first "
               "(spreads outlier channels); -kc quantizes keys per channel over 32 rows (KIVI, int4/int2, with -wN); -gN a scale per N values (64, 128); "
               "-wN reads the N most recent rows in float32, e.g. int4-rot-w128")

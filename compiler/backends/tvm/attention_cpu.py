@@ -94,9 +94,10 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         if kv_code == "e4m3":
             # E4M3 sign.exp4.man3 -> fp16 bits sign << 15 | exp4.man3 << 7 is the same number times 2^-8 (fp16's bias
             # 15 against 7; E4M3's subnormals land on fp16's, exactly), widened to float32 by the hardware (F16C)
-            cb = T.Cast(hv, buf[j, h, rp(c * vl)])
-            h16 = T.bitwise_or(T.shift_left(T.bitwise_and(cb, bc(T.int16(0x7F))), bc(T.int16(7))),
-                               T.shift_left(T.bitwise_and(cb, bc(T.int16(0x80))), bc(T.int16(8))))
+            # the byte sign-extended to 16 bits and shifted left by 7 puts its sign on bit 15 and a copy on bit 14,
+            # which the mask clears: two integer ops a vector
+            cb = T.Cast(hv, T.reinterpret("int8" if vl == 1 else f"int8x{vl}", buf[j, h, rp(c * vl)]))
+            h16 = T.bitwise_and(T.shift_left(cb, bc(T.int16(7))), bc(T.int16(-0x4080)))
             return T.Cast(fv, T.reinterpret(f16v, h16)) * (s_ * bvec(256.0, vl))
         if kv_bits == 8:
             return T.Cast(fv, buf[j, h, rp(c * vl)]) * s_
