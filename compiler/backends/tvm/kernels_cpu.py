@@ -195,6 +195,7 @@ def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
 # mn * float(sum qa).
 
 VNNI_ROWS = 16
+VNNI_PREFILL_ROWS = {4: 4, 2: 2}  # rows of a prefill per pass over a weight block (at most 16 int32 accumulators)
 
 
 def vnni_ok(bits: int, group: int) -> bool:
@@ -286,7 +287,7 @@ def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return vnni_prim_func(n, k, g, bits, bool(bias), spec[5], bool(int(spec[6])), bool(int(spec[7]))).with_attr("tirx.is_scheduled", True)
 
 
-def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False):  # noqa: N803 - TIR names
+def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False, mr: int = 0):  # noqa: N803 - TIR names
     from tvm.script import tirx as T
 
     per = 8 // bits
@@ -297,11 +298,85 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
     MASK = MASK - (1 << 32) if MASK >= 1 << 31 else MASK
 
     PF = 16  # software prefetch distance in 64-byte chunks (the hardware streamer alone left bandwidth unused)
+    MR = mr or VNNI_PREFILL_ROWS[bits]
 
     a16 = act == "a16"
     pdt = "float16" if f16 else "float32"  # scales (and minimums): param_dtype
     m16, m8 = a16 and mins, mins and not a16  # (plain bools: TVMScript evaluates `if` on them when parsing)
     act_codes = act_codes_macro()
+
+    @T.macro
+    def group_end(sc, zz, xs, asc, yacc, acc, ach, nb, j, m, yo, ao):
+        # one row's group: the bit fields' sums, then the zero point (or minimum) and one scale, the contract's order
+        for h in T.unroll(1, per):
+            acc[T.Ramp(ao, 1, R)] = acc[T.Ramp(ao, 1, R)] + acc[T.Ramp(ao + h * R, 1, R)]
+            if a16:
+                ach[T.Ramp(ao, 1, R)] = ach[T.Ramp(ao, 1, R)] + ach[T.Ramp(ao + h * R, 1, R)]
+        if m16:  # the group's term s * acc + mn * sum(a), in units of the activation scale
+            yacc[T.Ramp(yo, 1, R)] = yacc[T.Ramp(yo, 1, R)] + T.Broadcast(asc[m, j], R) * (
+                T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)])
+                * T.Cast("float32x16", ach[T.Ramp(ao, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(ao, 1, R)])
+                + T.Cast("float32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(T.Cast("float32", xs[m, j]), R)
+            )
+        elif m8:
+            yacc[T.Ramp(yo, 1, R)] = (
+                yacc[T.Ramp(yo, 1, R)]
+                + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Cast("float32x16", acc[T.Ramp(ao, 1, R)])
+                + T.Cast("float32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(T.Cast("float32", xs[m, j]), R)
+            )
+        elif a16:  # exact: acc = 64 * sum(q * ah) + sum(q * al), then the zero point and one scale per group
+            yacc[T.Ramp(yo, 1, R)] = yacc[T.Ramp(yo, 1, R)] + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(
+                asc[m, j], R
+            ) * T.Cast(
+                "float32x16", ach[T.Ramp(ao, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(ao, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
+            )
+        else:
+            yacc[T.Ramp(yo, 1, R)] = yacc[T.Ramp(yo, 1, R)] + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Cast(
+                "float32x16", acc[T.Ramp(ao, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
+            )
+
+    @T.macro
+    def rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, nb, m0, nr):
+        # nr rows from m0 against one block of 16 outputs. Small default-scope buffers are stack allocas that LLVM
+        # keeps in registers ("local" ones cost a TVMBackendAllocWorkspace call per use).
+        yacc = T.alloc_buffer((nr * R,), "float32")
+        acc = T.alloc_buffer((nr * per * R,), "int32")  # one accumulator per row and bit field: independent chains
+        ach = T.alloc_buffer((nr * per * R,), "int32")  # A16: the same for the high parts
+        for r in T.unroll(nr):
+            yacc[T.Ramp(r * R, 1, R)] = T.Broadcast(T.float32(0), R)
+        for j in range(NJ):
+            for r in T.unroll(nr):
+                for h in T.unroll(per):
+                    acc[T.Ramp((r * per + h) * R, 1, R)] = T.Broadcast(T.int32(0), R)
+                    if a16:
+                        ach[T.Ramp((r * per + h) * R, 1, R)] = T.Broadcast(T.int32(0), R)
+            for c in range(CPG):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j * CPG + c + PF, 0]), 0, 3, 1))
+                for h in T.unroll(per):
+                    for r in T.unroll(nr):
+                        acc[T.Ramp((r * per + h) * R, 1, R)] = T.call_llvm_pure_intrin(
+                            "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp((r * per + h) * R, 1, R)],
+                            T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
+                            T.reinterpret("int8x64", T.Broadcast(xw[m0 + r, (j * CPG + c) * per + h], R)),
+                        )
+                        if a16:
+                            ach[T.Ramp((r * per + h) * R, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp((r * per + h) * R, 1, R)],
+                                T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
+                                T.reinterpret("int8x64", T.Broadcast(xh[m0 + r, (j * CPG + c) * per + h], R)),
+                            )
+            for r in T.unroll(nr):
+                group_end(sc, zz, xs, asc, yacc, acc, ach, nb, j, m0 + r, r * R, r * per * R)
+        for r in T.unroll(nr):
+            if a16:
+                if bias:
+                    y[m0 + r, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(r * R, 1, R)] + bv[T.Ramp(nb * R, 1, R)]
+                else:
+                    y[m0 + r, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(r * R, 1, R)]
+            elif bias:
+                y[m0 + r, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(r * R, 1, R)] * T.Broadcast(sa[m0 + r], R) + bv[T.Ramp(nb * R, 1, R)]
+            else:
+                y[m0 + r, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(r * R, 1, R)] * T.Broadcast(sa[m0 + r], R)
 
     @T.macro
     def body(qa, pk, sc, zz, sa, bv, y, M):
@@ -321,67 +396,13 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
                                 | (((av[m, 4 * w + 3] >> 6) & 255) << 24))
                 else:
                     xw[m, w] = (av[m, 4 * w] & 255) | ((av[m, 4 * w + 1] & 255) << 8) | ((av[m, 4 * w + 2] & 255) << 16) | ((av[m, 4 * w + 3] & 255) << 24)
-        # phase 2: blocks of 16 outputs in parallel, the rows of a prefill inside (the block's weights stay in L1/L2)
+        # phase 2: blocks of 16 outputs in parallel, the rows of a prefill inside (the block's weights stay in L1/L2),
+        # VNNI_PREFILL_ROWS rows at a time so each unpacked weight vector feeds that many vpdpbusd chains
         for nb in T.parallel(NB):
-            for m in range(M):
-                yacc = T.alloc_buffer((R,), "float32", scope="local")
-                acc = T.alloc_buffer((per * R,), "int32", scope="local")  # one accumulator per bit field: independent vpdpbusd chains
-                ach = T.alloc_buffer((per * R,), "int32", scope="local")  # A16: the same for the high parts
-                yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
-                for j in range(NJ):
-                    for h in T.unroll(per):
-                        acc[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
-                        if a16:
-                            ach[T.Ramp(h * R, 1, R)] = T.Broadcast(T.int32(0), R)
-                    for c in range(CPG):
-                        T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j * CPG + c + PF, 0]), 0, 3, 1))
-                        for h in T.unroll(per):
-                            acc[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
-                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp(h * R, 1, R)],
-                                T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
-                                T.reinterpret("int8x64", T.Broadcast(xw[m, (j * CPG + c) * per + h], R)),
-                            )
-                            if a16:
-                                ach[T.Ramp(h * R, 1, R)] = T.call_llvm_pure_intrin(
-                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp(h * R, 1, R)],
-                                    T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
-                                    T.reinterpret("int8x64", T.Broadcast(xh[m, (j * CPG + c) * per + h], R)),
-                                )
-                    for h in T.unroll(1, per):
-                        acc[T.Ramp(0, 1, R)] = acc[T.Ramp(0, 1, R)] + acc[T.Ramp(h * R, 1, R)]
-                        if a16:
-                            ach[T.Ramp(0, 1, R)] = ach[T.Ramp(0, 1, R)] + ach[T.Ramp(h * R, 1, R)]
-                    if m16:  # the group's term s * acc + mn * sum(a), in units of the activation scale
-                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Broadcast(asc[m, j], R) * (
-                            T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)])
-                            * T.Cast("float32x16", ach[T.Ramp(0, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(0, 1, R)])
-                            + T.Cast("float32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(T.Cast("float32", xs[m, j]), R)
-                        )
-                    elif m8:
-                        yacc[T.Ramp(0, 1, R)] = (
-                            yacc[T.Ramp(0, 1, R)]
-                            + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Cast("float32x16", acc[T.Ramp(0, 1, R)])
-                            + T.Cast("float32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(T.Cast("float32", xs[m, j]), R)
-                        )
-                    elif a16:  # exact: acc = 64 * sum(q * ah) + sum(q * al), then the zero point and one scale per group
-                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(
-                            asc[m, j], R
-                        ) * T.Cast(
-                            "float32x16", ach[T.Ramp(0, 1, R)] * T.Broadcast(64, R) + acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
-                        )
-                    else:
-                        yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Cast("float32x16", sc[nb, j, T.Ramp(0, 1, R)]) * T.Cast(
-                            "float32x16", acc[T.Ramp(0, 1, R)] - T.Cast("int32x16", zz[nb, j, T.Ramp(0, 1, R)]) * T.Broadcast(xs[m, j], R)
-                        )
-                if a16:
-                    if bias:
-                        y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] + bv[T.Ramp(nb * R, 1, R)]
-                    else:
-                        y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)]
-                elif bias:
-                    y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R) + bv[T.Ramp(nb * R, 1, R)]
-                else:
-                    y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
+            for mb in range(M // MR):
+                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, nb, mb * MR, MR)
+            for mt in range(M % MR):
+                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, nb, M // MR * MR + mt, 1)
 
     return qlinear_signatures(body, K, N, "float32" if a16 else "int32", T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), pdt),
                               T.Buffer((NB, NJ, R), pdt if mins else "uint8"), not a16, bias)

@@ -148,8 +148,8 @@ def act_codes_macro():
 
     @T.macro
     def act_codes(x, a, asc, asum, m, j, G, a8):
-        vx = T.alloc_buffer((16,), "float32", scope="local")  # 16-lane partial max / sum (then 16 scalar steps)
-        vs = T.alloc_buffer((16,), "int32", scope="local")
+        vx = T.alloc_buffer((16,), "float32")  # 16-lane partial max / sum (then 16 scalar steps)
+        vs = T.alloc_buffer((16,), "int32")
         if a8:
             asc[m, j] = T.float32(1)
             for r in range(G // 16):
@@ -260,10 +260,10 @@ def lut_prim_func(N: int, K: int, G: int, bits: int, act: str, bias: bool, mins:
           for nb in T.parallel(NB):
             for mi in range(T.min(MT, M - mt * MT)):
                 m = mt * MT + mi
-                yacc = T.alloc_buffer((R,), "float32", scope="local")
-                acc = T.alloc_buffer((R,), "int32", scope="local")
-                lo = T.alloc_buffer((R,), "int16", scope="local")
-                hi = T.alloc_buffer((R,), "int16", scope="local")
+                yacc = T.alloc_buffer((R,), "float32")
+                acc = T.alloc_buffer((R,), "int32")
+                lo = T.alloc_buffer((R,), "int16")
+                hi = T.alloc_buffer((R,), "int16")
                 yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
                 for j in range(NJ):
                     acc[T.Ramp(0, 1, R)] = T.Broadcast(T.int32(0), R)

@@ -246,3 +246,44 @@ def test_vnni_kernel_meets_the_contract(kind, n, k, g, bias):
         want = qlinear(x, w, "a8", b if bias else None)
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
         np.testing.assert_allclose(got, ref(*args).numpy(), rtol=2e-6, atol=2e-6 * np.abs(want).max())
+
+
+def _vnni_call(n, k, g, bits, act, mins, f16):
+    """vnni_prim_func built alone; a function of (x, packed, scales, zeros[, sa]) -> y."""
+    from tvm import tirx  # noqa: F401
+
+    f = kernels_cpu.vnni_prim_func(n, k, g, bits, False, act, mins, f16)
+    from compiler.backends.tvm.target import cpu_target
+
+    lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=cpu_target())
+
+    def call(*args):
+        dev = tvm.cpu()
+        y = tvm.runtime.tensor(np.zeros((args[0].shape[0], n), np.float32), dev)
+        lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in args], y)
+        return y.numpy()
+
+    return call
+
+
+@needs_vnni
+@pytest.mark.parametrize("bits,act,mins,f16", [(4, "a16", True, True), (4, "a16", False, False), (4, "a8", False, False), (2, "a8", True, False), (2, "a16", False, False)])
+def test_vnni_prefill_row_blocks_give_each_row_its_own_bits(bits, act, mins, f16):
+    """A prefill walks VNNI_PREFILL_ROWS rows per pass over a weight block (then the rest one by one): every row of
+    an M-row call equals that row computed alone, bit for bit, for M across whole blocks and remainders."""
+    n, k, g = 48, 256, 64
+    per = 8 // bits
+    rng = np.random.default_rng(bits * 10 + int(mins))
+    pdt = np.float16 if f16 else np.float32
+    pk = rng.integers(0, 256, (n // 16, k // (4 * per), 64)).astype(np.uint8)
+    sc = (rng.random((n // 16, k // g, 16)) * 0.01 + 0.001).astype(pdt)
+    zz = (rng.standard_normal((n // 16, k // g, 16)) * 0.01).astype(pdt) if mins else rng.integers(0, 1 << bits, (n // 16, k // g, 16)).astype(np.uint8)
+    call = _vnni_call(n, k, g, bits, act, mins, f16)
+    mr = kernels_cpu.VNNI_PREFILL_ROWS[bits]
+    for m in (mr - 1, mr, mr + 1, 3 * mr + 2):
+        x = (rng.standard_normal((m, k)) * 3).astype(np.float32) if act == "a16" else rng.integers(-127, 128, (m, k)).astype(np.int32)
+        extra = [rng.random(m).astype(np.float32) + 0.5] if act == "a8" else []
+        y = call(x, pk, sc, zz, *extra)
+        for i in range(m):
+            alone = call(x[i:i + 1], pk, sc, zz, *[e[i:i + 1] for e in extra])
+            assert np.array_equal(y[i:i + 1], alone), (m, i)
