@@ -180,7 +180,7 @@ def _step(m, b, ids: list[int], start: int, cache: dict | None) -> dict | None:
         b.run(_pos(ids, start))
         return None
     if hasattr(b, "step"):  # the backend keeps its cache in its own form between steps
-        return b.step(_pos(ids, start), cache)[1]
+        return b.step(_pos(ids, start), cache, last=True)[1]  # (the logits generation needs: the last row's)
     out = b.run({**_pos(ids, start), **cache})
     return {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
 
@@ -225,18 +225,19 @@ def measure(path: str | Path, backend: str, threads: int, prompt: int, ctx: int,
         if bw:
             row.update(roofline_tok_s=bw * 1e9 / nbytes["total"], roofline_share=tokens / dt * nbytes["total"] / (bw * 1e9))
         if ops:
-            row["ops"] = op_breakdown(m, backend, b, _cache(m, b, ctx, ctx + 1, rng), ctx, tok)
+            row["ops"] = op_breakdown(m, backend, b, _cache(m, b, ctx, ctx + 1, rng), _pos([tok], ctx))
+            row["prefill_ops"] = op_breakdown(m, backend, b, _cache(m, b, 0, prompt, rng), _pos(ids, 0), last=True)
     return row
 
 
-def op_breakdown(m, backend: str, b, cache: dict, ctx: int, tok: int, steps: int = 3) -> dict:
-    """Where one decode step's time goes: {"step_s", "ops": [{"op", "calls", "s"}], "what"}; the fastest of
-    `steps` steps, with the time between timed calls as the row "(between calls)"."""
-    feeds = _pos([tok], ctx)
+def op_breakdown(m, backend: str, b, cache: dict, feeds: dict, steps: int = 3, last: bool = False) -> dict:
+    """Where one call's time goes (a decode step, or the prefill of `feeds`; last: as generation calls it, for the
+    last row's logits): {"step_s", "ops": [{"op", "calls", "s"}], "what"}; the fastest of `steps` calls, with the
+    time between timed calls as the row "(between calls)"."""
     if backend == "ref":
         timer, what = _ref_step(b, {**feeds, **cache}), "every graph node, by op (compiler.reference kernels)"
     elif backend == "tvm-cpu":
-        timer, what = _tvm_step(b, feeds, cache), "every Relax VM call: compiled kernels by name, VM builtins together"
+        timer, what = _tvm_step(b, feeds, cache, last), "every Relax VM call: compiled kernels by name, VM builtins together"
     else:
         return {"step_s": None, "ops": [], "what": f"{backend} runs the model as one IREE call; no per-op breakdown"}
     best = None
@@ -274,7 +275,7 @@ def _ref_step(b, feeds):
     return run
 
 
-def _tvm_step(b, feeds, cache):
+def _tvm_step(b, feeds, cache, last: bool = False):
     from compiler.ir import DTYPES
 
     tvm = b.tvm
@@ -296,7 +297,7 @@ def _tvm_step(b, feeds, cache):
         b.vm.set_instrument(instrument)
         try:
             t = time.perf_counter()
-            b.main(*args, *b.params)
+            (b.main_last if last and b.main_last is not None else b.main)(*args, *b.params)
             dt = time.perf_counter() - t
         finally:
             b.vm.set_instrument(None)  # (None removes the hook)
@@ -406,19 +407,21 @@ def print_result(con, result: dict):
               "GB/s: read bandwidth measured in the same process (a parallel sum over 4x the last-level cache); "
               "roofline: GB/s / MB/step in tok/s; share: tg tok/s / roofline")
     for r in runs:
-        if "ops" not in r:
-            continue
-        o = r["ops"]
-        if not o["ops"]:
-            con.print(o["what"])
-            continue
-        ot = Table(title=f"one decode step at ctx {r['ctx']}, {r['threads']} thread(s): {o['step_s'] * 1e3:.3f} ms with the timing hooks "
-                         f"(the timed decode run: {1e3 / r['decode_tok_s']:.3f} ms a step); timed: {o['what']}")
-        for col in ("op", "calls", "ms", "share"):
-            ot.add_column(col, justify="left" if col == "op" else "right")
-        for row in o["ops"]:
-            ot.add_row(row["op"], str(row["calls"]), f"{row['s'] * 1e3:.3f}", f"{100 * row['s'] / o['step_s']:.1f}%")
-        con.print(ot)
+        for key, what, timed in (("ops", f"one decode step at ctx {r.get('ctx')}", r.get("decode_tok_s") and 1 / r["decode_tok_s"]),
+                                 ("prefill_ops", f"the prefill of {r['prompt']} tokens", r["prefill_s"])):
+            if key not in r:
+                continue
+            o = r[key]
+            if not o["ops"]:
+                con.print(o["what"])
+                break
+            ot = Table(title=f"{what}, {r['threads']} thread(s): {o['step_s'] * 1e3:.3f} ms with the timing hooks "
+                             f"(timed without them: {timed * 1e3:.3f} ms); timed: {o['what']}")
+            for col in ("op", "calls", "ms", "share"):
+                ot.add_column(col, justify="left" if col == "op" else "right")
+            for row in o["ops"]:
+                ot.add_row(row["op"], str(row["calls"]), f"{row['s'] * 1e3:.3f}", f"{100 * row['s'] / o['step_s']:.1f}%")
+            con.print(ot)
 
 
 def _worker(job: str):

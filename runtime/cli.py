@@ -259,7 +259,7 @@ def _run_causal(con, m, ids, tokens, backend, other, compare, sampling=None, sto
             click.echo(piece, nl=False)
             sys.stdout.flush()
 
-    g = m.generate(ids, tokens, backend, sampling, stops, show if stream else None)
+    g = m.generate(ids, tokens, backend, sampling, stops, show if stream else None, prompt_logits=other is not None)
     if stream:
         click.echo(sd.flush())
     con.print(f"generated ids: {g.tokens}")
@@ -637,7 +637,7 @@ def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_g
 @click.option("--ctx", default=0, show_default=True, type=click.IntRange(0, 1 << 20), help="decode: KV cache positions before the first timed step")
 @click.option("--tokens", default=32, show_default=True, type=click.IntRange(0, 1 << 20), help="decode: timed steps (0: prefill only)")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="also write the figures as JSON")
-@click.option("--ops", is_flag=True, help="time one decode step op by op (ref: graph nodes; tvm-cpu: the VM's kernel calls)")
+@click.option("--ops", is_flag=True, help="time one decode step and the prefill op by op (ref: graph nodes; tvm-cpu: the VM's kernel calls)")
 @click.option("--kv", default=None, help="causal LMs: store the KV cache in this format instead of the artifact's (a --kv spec of `lowbit compile`, e.g. "
               "int4-rot-w128; tvm-cpu and mlir-cpu build their library for it once, cached in ~/.cache/lowbit/kv)")
 def bench(artifact, backend, threads, prompt, ctx, tokens, json_path, ops, kv):

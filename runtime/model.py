@@ -20,7 +20,7 @@ CACHE_ROUND = 256  # a preallocated KV cache's rows are a multiple of this (fewe
 class Generation:
     prompt: list[int]
     tokens: list[int]  # generated ids, without the stop token
-    prompt_logits: np.ndarray  # [S, V] logits over the prompt positions
+    prompt_logits: np.ndarray  # [S, V] logits over the prompt positions ([1, V], the last one's, unless asked for)
     prefill_s: float
     decode_s: float  # time for the decode steps (one per generated token after the first, and the stop token's)
     stop_id: int | None = None  # the EOS / end-of-turn id generation stopped at; None: it ran to max_new_tokens
@@ -120,20 +120,23 @@ class CompiledModel:
         limit = self.context_length
         return max(tokens, min(rows, limit)) if limit else rows
 
-    def prefill(self, ids: list[int], backend: str = "ref", capacity: int | None = None) -> tuple[np.ndarray, dict]:
-        """Logits [S, V] for the prompt and the KV cache after it (in-place form: a cache of `capacity` rows,
-        default the prompt's length, held as the backend keeps it)."""
+    def prefill(self, ids: list[int], backend: str = "ref", capacity: int | None = None, last: bool = False) -> tuple[np.ndarray, dict]:
+        """Logits [S, V] for the prompt (last: [1, V], the last position's, with the LM head skipped for the others
+        where the backend can) and the KV cache after it (in-place form: a cache of `capacity` rows, default the
+        prompt's length, held as the backend keeps it)."""
         self.check_ids(ids)
         b = self.backend(backend)
         feeds = {"input_ids": np.asarray(ids, np.int64), "positions": np.arange(len(ids), dtype=np.int64)}
         if self.kv_inplace:
-            return b.step(feeds, b.new_cache(self._cache_feeds(capacity or len(ids))))
-        return b.step(feeds, self._cache_feeds())
+            return b.step(feeds, b.new_cache(self._cache_feeds(capacity or len(ids))), last)
+        return b.step(feeds, self._cache_feeds(), last)
 
-    def generate(self, ids: list[int], max_new_tokens: int, backend: str = "ref", sampling=None, stop_ids=None, on_token=None) -> Generation:
+    def generate(self, ids: list[int], max_new_tokens: int, backend: str = "ref", sampling=None, stop_ids=None, on_token=None,
+                 prompt_logits: bool = True) -> Generation:
         """Decoding with a KV cache: one prefill, then one single-token step per new token. sampling: a
         runtime.generate.Sampling (default greedy: argmax); stop_ids: the ids that end generation (default: the
-        tokenizer's EOS and end-of-turn ids; () never stops early); on_token(id) is called for each generated id."""
+        tokenizer's EOS and end-of-turn ids; () never stops early); on_token(id) is called for each generated id;
+        prompt_logits=False keeps only the last prompt position's logits (the prefill skips the others' LM head)."""
         from runtime.generate import Sampler
         from runtime.generate import stop_ids as default_stop_ids
 
@@ -146,7 +149,7 @@ class CompiledModel:
         stops = set(default_stop_ids(self.tokenizer) if stop_ids is None else stop_ids)
         b = self.backend(backend)  # made (libraries loaded, weights copied) before the clock starts
         t0 = time.perf_counter()
-        logits, cache = self.prefill(ids, backend, self.cache_capacity(len(ids) + max_new_tokens) if self.kv_inplace else None)
+        logits, cache = self.prefill(ids, backend, self.cache_capacity(len(ids) + max_new_tokens) if self.kv_inplace else None, not prompt_logits)
         t1 = time.perf_counter()
         tokens: list[int] = []
         stop = None

@@ -30,12 +30,14 @@ class Backend:
         """The backend's form of a preallocated KV cache (past_key.i / past_value.i -> arrays)."""
         return arrays
 
-    def step(self, feeds: dict[str, np.ndarray], cache: dict) -> tuple[np.ndarray, dict]:
-        """(logits, the cache after it) for feeds (input_ids, positions) on top of `cache`."""
+    def step(self, feeds: dict[str, np.ndarray], cache: dict, last: bool = False) -> tuple[np.ndarray, dict]:
+        """(logits, the cache after it) for feeds (input_ids, positions) on top of `cache`; last: only the last
+        row's logits are wanted ([1, V]; a backend that can skip the other rows' LM head does)."""
         if self.model.kv_inplace:
             check_capacity(feeds, cache)
         out = self.run({**feeds, **cache})
-        return out["logits"], {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
+        logits = out["logits"][-1:] if last else out["logits"]
+        return logits, {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
 
 
 def check_capacity(feeds: dict, cache: dict):

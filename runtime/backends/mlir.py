@@ -83,9 +83,9 @@ class _MLIRBackend(CompiledTargetBackend):
         # device arrays, allocated once; the module's kv_write (an insert_slice into the argument) writes them in place
         return {k: self.rt.asdevicearray(self.config.device, np.ascontiguousarray(v)) for k, v in arrays.items()}
 
-    def step(self, feeds, cache):
+    def step(self, feeds, cache, last: bool = False):
         if not self.model.kv_inplace:
-            return super().step(feeds, cache)
+            return super().step(feeds, cache, last)
         from runtime.backends.base import check_capacity
 
         check_capacity(feeds, cache)
@@ -94,7 +94,8 @@ class _MLIRBackend(CompiledTargetBackend):
         if not isinstance(out, (tuple, list)):
             out = [out]
         names = self.info["outputs"]
-        return np.asarray(out[names.index("logits")].to_host()), {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
+        logits = np.asarray(out[names.index("logits")].to_host())
+        return (logits[-1:] if last else logits), {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
 
 
 class MLIRCPUBackend(_MLIRBackend):

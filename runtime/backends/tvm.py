@@ -37,6 +37,8 @@ class _TVMBackend(CompiledTargetBackend):
         self._before_load(folder, info)
         self.vm = VirtualMachine(tvm.runtime.load_module(str(lib)), self.dev)
         self.main = self.vm["main"]
+        # main with the LM head on the last row only (libraries built before it have main alone)
+        self.main_last = self.vm["main_last"] if "main_last" in info.get("functions", ()) else None
         self.params = self.device_arrays(self.param_arrays(folder, info, hint))
         self.input_dtypes = {k: t.dtype for k, t in model.graph.inputs.items()}
         self._logits_index = info["outputs"].index("logits") if "logits" in info["outputs"] else None
@@ -67,22 +69,25 @@ class _TVMBackend(CompiledTargetBackend):
         # device tensors, allocated once; the library's kv_write updates them in place (tvm-cpu) every step
         return dict(zip(arrays, self.device_arrays([np.ascontiguousarray(v) for v in arrays.values()])))
 
-    def step(self, feeds, cache):
+    def step(self, feeds, cache, last: bool = False):
         if not self.model.kv_inplace:
-            return super().step(feeds, cache)
+            return super().step(feeds, cache, last)
         from compiler.ir import DTYPES
         from runtime.backends.base import check_capacity
 
         check_capacity(feeds, cache)
         tvm = self.tvm
         args = [cache[k] if k in cache else tvm.runtime.tensor(np.ascontiguousarray(feeds[k], DTYPES[self.input_dtypes[k]]), self.dev) for k in self.info["inputs"]]
-        out = self.main(*args, *self.params)
+        main = self.main_last if last and self.main_last is not None else self.main
+        out = main(*args, *self.params)
+        logits = out[self._logits_index].numpy()
+        logits = logits[-1:] if last else logits
         if self.cache_in_place:
             # the library wrote the step's rows into the cache tensors it was given (its present_* outputs are
             # those tensors): the same dict is the cache after the step, with no per-step re-wrapping of outputs
-            return out[self._logits_index].numpy(), cache
+            return logits, cache
         names = self.info["outputs"]
-        return out[self._logits_index].numpy(), {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
+        return logits, {k.replace("present_", "past_"): out[i] for i, k in enumerate(names) if k.startswith("present_")}
 
 
 class TVMCPUBackend(_TVMBackend):

@@ -60,16 +60,20 @@ def test_ops_breakdown(arts, here, tmp_path, capsys, backend, kernel, fraction):
     out = tmp_path / "o.json"
     code, so, se = run_cli(["bench", arts / "llama", "--backend", backend, "--threads", here, "--prompt", 4, "--tokens", 2, "--ops", "--json", out], capsys)
     assert code == 0, se
-    o = json.loads(out.read_text())["runs"][0]["ops"]
-    names = [r["op"] for r in o["ops"]]
-    assert any(n.startswith(kernel) for n in names) and names[-1] == "(between calls)"
-    assert "one decode step at ctx 0" in so and names[0] in so
-    timed = sum(r["s"] for r in o["ops"][:-1])
-    assert 0 < timed <= o["step_s"] * 1.0001
-    assert timed >= fraction * o["step_s"], (timed, o["step_s"])
-    assert sum(r["s"] for r in o["ops"]) == pytest.approx(o["step_s"], rel=1e-6)
-    if backend == "ref":  # every node once: 4 layers x 7 qlinears
-        assert {r["op"]: r["calls"] for r in o["ops"]}["qlinear"] == 28
+    run = json.loads(out.read_text())["runs"][0]
+    flat = " ".join(so.split())
+    assert "one decode step at ctx 0" in flat and "the prefill of 4 tokens" in flat
+    for key in ("ops", "prefill_ops"):  # a decode step, and the prefill
+        o = run[key]
+        names = [r["op"] for r in o["ops"]]
+        assert any(n.startswith(kernel) for n in names) and names[-1] == "(between calls)"
+        assert names[0] in so
+        timed = sum(r["s"] for r in o["ops"][:-1])
+        assert 0 < timed <= o["step_s"] * 1.0001
+        assert timed >= fraction * o["step_s"], (key, timed, o["step_s"])
+        assert sum(r["s"] for r in o["ops"]) == pytest.approx(o["step_s"], rel=1e-6)
+        if backend == "ref":  # every node once: 4 layers x 7 qlinears
+            assert {r["op"]: r["calls"] for r in o["ops"]}["qlinear"] == 28
 
 
 def test_other_thread_count_runs_in_a_child(arts, here, tmp_path, capsys):

@@ -137,3 +137,27 @@ def test_a_bad_form_is_one_line(monkeypatch):
     monkeypatch.setenv("LOWBIT_KV_CACHE", "ring")
     with pytest.raises(LowbitError, match="LOWBIT_KV_CACHE"):
         load_model("llama-tiny")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("form", llama.KV_FORMS)
+def test_prefill_of_the_last_row_only(models, backend, form):
+    """prefill(last=True) (a generation's, whose prompt logits are not compared) is the full prefill's last row bit for
+    bit, leaves the same cache (the decode steps after it give the same logits), and generation keeps the same
+    tokens; tvm-cpu runs its library's main_last (the LM head on that row only)."""
+    m = models[form]
+    full, cache_full = m.prefill(PROMPT, backend, 64) if m.kv_inplace else m.prefill(PROMPT, backend)
+    last, cache_last = m.prefill(PROMPT, backend, 64, last=True) if m.kv_inplace else m.prefill(PROMPT, backend, last=True)
+    assert full.shape == (len(PROMPT), m.graph.meta["hparams"]["vocab"]) and last.shape == (1, full.shape[1])
+    assert np.array_equal(last, full[-1:])
+    b = m.backend(backend)
+    for i, tok in enumerate(FORCED[:3]):
+        feeds = {"input_ids": np.array([tok], np.int64), "positions": np.array([len(PROMPT) + i], np.int64)}
+        a, cache_full = b.step(feeds, cache_full)
+        c, cache_last = b.step(feeds, cache_last)
+        assert np.array_equal(a, c), i
+    g_all = m.generate(PROMPT, 6, backend, stop_ids=())
+    g_last = m.generate(PROMPT, 6, backend, stop_ids=(), prompt_logits=False)
+    assert g_last.tokens == g_all.tokens and g_last.prompt_logits.shape == (1, full.shape[1])
+    if backend == "tvm-cpu":
+        assert b.main_last is not None and "main_last" in b.info["functions"]

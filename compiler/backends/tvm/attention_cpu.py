@@ -25,13 +25,12 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from compiler.backends.tvm import vmath
 from compiler.kvformat import TOKEN_GROUP  # rows per -kc key parameter row
 
 BLOCK = 32  # cache rows per online-softmax block (their scores live in a stack buffer)
 SPLITS = 8  # row ranges of a decode step's walk, in parallel
 SPLIT_MIN = 128  # a decode context up to this many rows is walked by one thread
-LOG2E = 1.4426950408889634
-EXP_LO = -87.0  # exp arguments are clamped here (exp(-87) ~ 1.6e-38, still a normal float)
 
 
 def lanes(d: int) -> int:
@@ -118,13 +117,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
 
     def vexp(x, n):
         """exp(x) for x <= 0, x an n-lane float32 expression (n = 1: a scalar)."""
-        x = T.max(x, bvec(EXP_LO, n))
-        fx = T.floor(x * bvec(LOG2E, n) + bvec(0.5, n))
-        r = T.Bind(x - fx * bvec(0.693359375, n) - fx * bvec(-2.12194440e-4, n))  # bound once: used 7 times below
-        y = (((((bvec(1.9875691500e-4, n) * r + bvec(1.3981999507e-3, n)) * r + bvec(8.3334519073e-3, n)) * r
-              + bvec(4.1665795894e-2, n)) * r + bvec(1.6666665459e-1, n)) * r + bvec(5.0000001201e-1, n)) * (r * r) + r + bvec(1.0, n)
-        it, i127, i23 = ("int32", T.int32(127), T.int32(23)) if n == 1 else (f"int32x{n}", T.Broadcast(T.int32(127), n), T.Broadcast(T.int32(23), n))
-        return y * T.reinterpret("float32" if n == 1 else f"float32x{n}", T.shift_left(T.Cast(it, fx) + i127, i23))
+        return vmath.exp(x, n, T.Bind, hi=False)  # (the reduced argument bound once: used 7 times)
 
     # one signature for both caches: a float cache is passed as its own "scales" (never read: row() ignores them)
     kd = d if kv_bits in (None, 8) else d * kv_bits // 8

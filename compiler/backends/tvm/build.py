@@ -3,6 +3,7 @@
 Target folder (artifact/<target>/):
 - `model.so`       the exported library (Relax VM executable + kernels); weights are not in it
 - `tvm.json`       how to call it: input order, parameter order and source of each parameter, outputs,
+                   the Relax functions (`main`, and `main_last` for a causal LM: logits of the last row only),
                    the target (CPU name and features it was built for), kernels chosen per layer, timings,
                    and the compile knobs of this backend that were set (compiler/knobs.py)
 - `params.safetensors`  only when a kernel asked for re-laid-out weights
@@ -151,6 +152,7 @@ def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: boo
         "inputs": lowered.inputs,
         "params": lowered.params,
         "outputs": lowered.outputs,
+        "functions": lowered.functions,
         "kernels": lowered.kernels,
     }
     knobs = compile_knobs_set("LOWBIT_TVM_")

@@ -23,7 +23,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from compiler.backends.lowering import Converters, GraphLowerer
-from compiler.backends.tvm import kernels, kernels_cpu, qlinear_te
+from compiler.backends.tvm import kernels, kernels_cpu, qlinear_te, vmath
 from compiler.backends.tvm.attention_cpu import cache_attention_prim_func
 from compiler.backends.tvm.kernels import QLinearKernel
 from compiler.backends.tvm.kv_cache import kv_write_inplace
@@ -47,6 +47,10 @@ class LoweredModule:
     relayout: dict[str, np.ndarray] = field(default_factory=dict)  # arrays the target folder must store
     kernels: dict[str, str] = field(default_factory=dict)  # qlinear weight name -> kernel name (for the record)
     search: dict = field(default_factory=dict)  # kernel times per shape when tuning (tune.py)
+    functions: list[str] = field(default_factory=lambda: ["main"])  # the Relax functions (main_last: LAST_ROW_FUNCTION)
+
+
+LAST_ROW_FUNCTION = "main_last"  # main with logits of the last row only (a causal model's prefill for generation)
 
 
 class _Lowerer(GraphLowerer):
@@ -120,12 +124,48 @@ class _Lowerer(GraphLowerer):
                 self.convert_nodes()
                 result = self.bb.emit_output(relax.Tuple([self.env[o] for o in g.outputs]))
             self.bb.emit_func_output(result, params=in_vars + self.param_vars)
+        functions = ["main"]
+        head = self.last_row_head()
+        if head is not None:
+            self.function_last_row(head)
+            functions.append(LAST_ROW_FUNCTION)
         mod = self.bb.get()
         for gv, func in list(mod.functions.items()):
             sched = _lookup(self.sched, gv.name_hint)
             if sched is not None:
                 mod[gv] = sched(func).with_attr("op_pattern", 8)  # opaque: never fused with neighbours
-        return LoweredModule(mod, list(g.inputs), self.params, list(g.outputs), self.relayout, self.kernels)
+        return LoweredModule(mod, list(g.inputs), self.params, list(g.outputs), self.relayout, self.kernels, functions=functions)
+
+    def last_row_head(self):
+        """The node that makes a causal model's logits from rows [S, H] (the LM head), or None."""
+        g = self.g
+        if not g.meta.get("causal") or "logits" not in g.outputs:
+            return None
+        node = next(n for n in g.nodes if "logits" in n.outputs)
+        x = self.shape(node.inputs[0])
+        return node if node.op in ("linear", "qlinear") and len(x) == 2 and x[0] == "S" else None
+
+    def function_last_row(self, head):
+        """`main_last`: the same calls as main, but the head reads the last row only (logits [1, V]), which is all a
+        generation's prefill needs; the kernels are main's (the BlockBuilder shares equal functions)."""
+        g = self.g
+        params, kernels = self.params, dict(self.kernels)
+        self.params, self.param_vars, self.a8_cache = [], [], {}
+        in_vars = [relax.Var(k, self.ttype(t)) for k, t in g.inputs.items()]
+        self.env = dict(zip(g.inputs, in_vars))
+        last = relax.const(np.array([-1], np.int64))
+        with self.bb.function(LAST_ROW_FUNCTION):
+            with self.bb.dataflow():
+                for node in g.nodes:
+                    if node is head:
+                        src = node.inputs[0]
+                        self.env[src] = self.emit(relax.op.take(self.env[src], last, axis=0, mode="wrap"))
+                    for o, v in zip(node.outputs, self.converters[node.op](self, node)):
+                        self.env[o] = v
+                result = self.bb.emit_output(relax.Tuple([self.env[o] for o in g.outputs]))
+            self.bb.emit_func_output(result, params=in_vars + self.param_vars)
+        if self.params != params or self.kernels != kernels:
+            raise RuntimeError("main_last took other parameters or kernels than main")
 
 
 def _lookup(table: dict, name: str):
@@ -327,16 +367,17 @@ def _layernorm(L, n):
 
 
 def _rope_te(x, pos, inv):
-    """Rotate-half RoPE; angles in float64 as the reference computes them, cos/sin rounded to float32."""
+    """Rotate-half RoPE; angles in float64 as the reference computes them, cos/sin rounded to float32. The
+    cos/sin tables are stages of their own, one per (row, frequency): computed per element they were two libm
+    calls for every value of every head."""
     s, h, d = x.shape
     half = d // 2
+    cos = te.compute((s, half), lambda i, c: tirx.cos(pos[i].astype("float64") * inv[c]).astype("float32"), name="rope_cos")
+    sin = te.compute((s, half), lambda i, c: tirx.sin(pos[i].astype("float64") * inv[c]).astype("float32"), name="rope_sin")
 
     def f(i, hh, c):
-        ang = pos[i].astype("float64") * inv[c % half]
-        cos = tirx.cos(ang).astype("float32")
-        sin = tirx.sin(ang).astype("float32")
         rot = tirx.Select(c < half, -x[i, hh, tirx.min(c + half, d - 1)], x[i, hh, tirx.max(c - half, 0)])
-        return x[i, hh, c] * cos + rot * sin
+        return x[i, hh, c] * cos[i, c % half] + rot * sin[i, c % half]
 
     return te.compute(x.shape, f, name="rope")
 
@@ -512,8 +553,15 @@ def _softmax(L, n):
     return [L.emit(relax.op.nn.softmax(L.ins(n)[0], axis=-1))]
 
 
+def _silu_te(x):
+    """x / (1 + e^-x) with a polynomial exp (vmath): Relax's silu calls libm's expf once per value."""
+    return te.compute(x.shape, lambda *i: x(*i) / (tirx.const(1.0, "float32") + vmath.exp(-x(*i))), name="silu")
+
+
 @conv("silu")
 def _silu(L, n):
+    if L.kind == "cpu":
+        return [L.bb.emit_te(_silu_te, L.ins(n)[0], primfunc_name_hint="silu")]
     return [L.emit(relax.op.nn.silu(L.ins(n)[0]))]
 
 
