@@ -269,7 +269,10 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             walk_rows(q, k, ks, v, vs, kw, vw, kn, vn, p0, 0, T.int64(0), t0, nq0, mrun1, lrun1, acc1)
             finish(o, 0, lrun1, acc1)
         else:
-            for i in T.parallel(S):
+            for t in T.parallel(S):
+                # queries taken in the order 0, S-1, 1, S-2, ...: query i walks i + 1 rows, so each thread's share
+                # of the parallel range holds as many long walks as short ones
+                i = T.Bind(T.if_then_else(t % 2 == 0, t // 2, S - 1 - t // 2))
                 mrun2 = T.alloc_buffer((hq,), "float32")
                 lrun2 = T.alloc_buffer((hq,), "float32")
                 acc2 = T.alloc_buffer((hq * d,), "float32")
