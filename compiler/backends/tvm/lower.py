@@ -23,7 +23,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from compiler.backends.lowering import Converters, GraphLowerer
-from compiler.backends.tvm import kernels, kernels_cpu, qlinear_te, vmath
+from compiler.backends.tvm import kernels, kernels_cpu, norm_cpu, qlinear_te, vmath
 from compiler.backends.tvm.attention_cpu import cache_attention_prim_func
 from compiler.backends.tvm.kernels import QLinearKernel
 from compiler.backends.tvm.kv_cache import kv_write_inplace
@@ -357,6 +357,13 @@ def _matmul(L, n):
 @conv("rmsnorm")
 def _rmsnorm(L, n):
     x, w = L.ins(n)
+    shape = L.shape(n.inputs[0])
+    if L.kind == "cpu" and norm_cpu.rmsnorm_ok(shape):
+        key = (shape[1], float(n.attrs["eps"]))
+        fns = L.__dict__.setdefault("rmsnorm_fns", {})  # one kernel per (H, eps), shared by every layer
+        if key not in fns:
+            fns[key] = L.bb.add_func(norm_cpu.rmsnorm_prim_func(*key), "rmsnorm_cpu")
+        return [L.emit(relax.call_tir(fns[key], relax.Tuple([x, w]), out_ty=L.ttype(L.g.types[n.outputs[0]])))]
     return [L.emit(relax.op.nn.rms_norm(x, w, axes=-1, epsilon=float(n.attrs["eps"])))]
 
 

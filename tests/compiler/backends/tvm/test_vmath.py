@@ -80,3 +80,20 @@ def test_rope_matches_the_reference(s):
     got = m.run({"x": x, "positions": pos})["y"]
     want = reference.KERNELS["rope"]([x, pos], {"theta": 100000.0}, None)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(x).max())
+
+
+@pytest.mark.parametrize("s", [1, 2, 37])
+def test_rmsnorm_matches_the_reference(s):
+    """norm_cpu's kernel (rows of whole 16-lane vectors): float32 reassociation of the sum of squares only."""
+    g = Graph("rmsnorm")
+    g.add_input("x", TensorType(("S", 96)))
+    g.add_const("w", np.linspace(-2, 2, 96, dtype=np.float32))
+    g.add_node("rmsnorm", ["x", "w"], "y", eps=1e-5)
+    g.set_outputs(["y"])
+    m = InMemoryTVM(g)
+    rng = np.random.default_rng(s)
+    x = (rng.standard_normal((s, 96)) * np.float32(10) ** rng.integers(-3, 3, (s, 1))).astype(np.float32)
+    got = m.run({"x": x})["y"]
+    want = reference.KERNELS["rmsnorm"]([x, g.consts["w"]], {"eps": 1e-5}, None)[0]
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-30)
+    assert any(p.startswith("rmsnorm_cpu") for p in (gv.name_hint for gv in m.lowered.mod.functions))
