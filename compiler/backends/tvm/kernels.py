@@ -105,10 +105,10 @@ class Rule:
 FAST_CPU_RULES: list[Rule] = [
     Rule(
         lambda s: s.target == "cpu" and s.n % kernels_cpu.VNNI_ROWS == 0 and s.k % s.group == 0 and kernels_cpu.vnni_ok(s.bits, s.group)
-        and (s.act == "a8" or (s.act == "a16" and s.bits == 4 and s.group % 16 == 0)),
+        and (s.act == "a8" or (s.act == "a16" and s.bits in (4, 8) and kernels_cpu.vnni_a16_exact(s.bits, s.group))),
         VNNI_CPU,
-        "A8 W4/W2/ternary and A16 W4 on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd (A16: 13-bit activations as two "
-        "int8 parts, so not A32); at A16 W2/ternary the LUT kernel is faster (fewer instructions per code)",
+        "A8 W8/W4/W2/ternary and A16 W8/W4 on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd (A16: 13-bit activations as "
+        "two int8 parts, so not A32; W8 groups up to 1024); at A16 W2/ternary the LUT kernel is faster (fewer instructions per code)",
     ),
     Rule(
         lambda s: s.target == "cpu" and s.act != "a32" and s.n % kernels_lut.BLOCK == 0 and s.k % s.group == 0 and kernels_lut.lut_ok(s.bits, s.group),

@@ -32,7 +32,7 @@ import numpy as np
 from tvm import te, tirx
 
 from compiler.backends.tvm.epilogue import scale_and_bias
-from compiler.backends.tvm.kernels_lut import act_codes_macro, qlinear_signatures
+from compiler.backends.tvm.kernels_lut import A16_MAX, act_codes_macro, qlinear_signatures
 
 BLOCK = 64  # output rows per vector tile (4 zmm registers of fp32 accumulators)
 
@@ -195,12 +195,17 @@ def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
 # mn * float(sum qa).
 
 VNNI_ROWS = 16
-VNNI_PREFILL_ROWS = {4: 4, 2: 2}  # rows of a prefill per pass over a weight block (at most 16 int32 accumulators)
+VNNI_PREFILL_ROWS = {8: 8, 4: 4, 2: 2}  # rows of a prefill per pass over a weight block (at most 16 int32 accumulators)
 
 
 def vnni_ok(bits: int, group: int) -> bool:
     """Bit widths and groups the VNNI kernel takes (a group is whole 64-byte chunks), on a host with VNNI."""
-    return bits in (2, 4) and group % 16 == 0 and host_has_vnni()  # (16-lane activation prep; whole 64-byte chunks)
+    return bits in (2, 4, 8) and group % 16 == 0 and host_has_vnni()  # (16-lane activation prep; whole 64-byte chunks)
+
+
+def vnni_a16_exact(bits: int, group: int) -> bool:
+    """A16's group sum 64 sum(q ah) + sum(q al) of 13-bit activations (|a| <= 8191) stays an exact int32."""
+    return group * A16_MAX * ((1 << bits) - 1) < 2**31
 
 
 _VNNI: list[bool] = []

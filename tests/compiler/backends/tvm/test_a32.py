@@ -167,7 +167,7 @@ RELAID = {
 }
 
 
-RELAID_BITS = {"blocked-cpu": (4, 2, 3, 8), "vnni-cpu": (4, 2), "lut-cpu": (4, 2, 3)}  # the widths each kernel takes
+RELAID_BITS = {"blocked-cpu": (4, 2, 3, 8), "vnni-cpu": (4, 2, 8), "lut-cpu": (4, 2, 3)}  # the widths each kernel takes
 
 
 @pytest.mark.parametrize("mins", [False, True], ids=["zeros", "mins"])

@@ -70,6 +70,7 @@ def test_a8_group_sums_are_exact_integers(kind, n, k, g, extreme):
 
 A16_KERNEL = "lut-cpu" if kernels_lut.host_has_avx512bw() else "blocked-cpu"  # the A16 W2/W3/ternary kernel on this host
 A16_W4_KERNEL = "vnni-cpu" if kernels_cpu.host_has_vnni() else A16_KERNEL
+W8_KERNEL = "vnni-cpu" if kernels_cpu.host_has_vnni() else "blocked-cpu"  # the W8 (A16 up to g1024, A8) kernel on this host
 
 
 @pytest.fixture
@@ -86,7 +87,8 @@ def test_fast_rules_can_be_removed_and_enable_puts_them_first(monkeypatch):
     assert table[: len(kernels.FAST_CPU_RULES)] == kernels.FAST_CPU_RULES and table.count(kernels.FAST_CPU_RULES[0]) == 1
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == A16_W4_KERNEL
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == A16_KERNEL
-    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == W8_KERNEL
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 2048, "a16", "cpu", "dense")[0].name == "blocked-cpu"  # int32 bound
 
 
 def test_rule_table_takes_its_knobs_as_arguments(monkeypatch):
@@ -96,7 +98,7 @@ def test_rule_table_takes_its_knobs_as_arguments(monkeypatch):
     table = kernels.rules(fast_cpu=True, disabled=())  # arguments win over the knobs
     assert table == [*kernels.FAST_CPU_RULES, *kernels.BASE_RULES]
     assert {r.kernel.name for r in kernels.rules(fast_cpu=True, disabled=["lut-cpu", "vnni-cpu"])} == {r.kernel.name for r in table} - {"lut-cpu", "vnni-cpu"}
-    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense", table=table)[0].name == "blocked-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense", table=table)[0].name == W8_KERNEL
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "dequant-cpu"
 
 
@@ -105,7 +107,7 @@ def test_a8_rule_only_claims_groups_whose_fp32_sums_are_exact(fast_rules):
     vnni = kernels_cpu.host_has_vnni()
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else "blocked-cpu")
     assert kernels.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a8", "cpu", "nibble")[0].name == ("vnni-cpu" if vnni else A16_KERNEL.replace("blocked-cpu", "dequant-cpu"))
-    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 1024, "a8", "cpu", "dense")[0].name == "dequant-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 1024, "a8", "cpu", "dense")[0].name == ("vnni-cpu" if vnni else "dequant-cpu")
     assert kernels.choose_qlinear_kernel(True, 4096, 11008, 4, 11008, "a16", "cpu", "nibble")[0].name == A16_W4_KERNEL
     assert kernels.choose_qlinear_kernel(True, 100, 256, 4, 128, "a16", "cpu", "nibble")[0].name == "dequant-cpu"  # N % 64
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cuda", "nibble")[0].name != "blocked-cpu"
@@ -203,7 +205,8 @@ needs_vnni = pytest.mark.skipif(not kernels_cpu.host_has_vnni(), reason="the hos
 
 
 @needs_vnni
-@pytest.mark.parametrize("kind,n,k,g", [("w4", 64, 128, 128), ("w2", 32, 64, 64), ("ternary", 48, 128, 128), ("w4", 16, 64, 64), ("w2", 16, 128, 128)])
+@pytest.mark.parametrize("kind,n,k,g", [("w4", 64, 128, 128), ("w2", 32, 64, 64), ("ternary", 48, 128, 128), ("w4", 16, 64, 64), ("w2", 16, 128, 128),
+                                        ("w8", 32, 256, 256), ("w8", 16, 32, 32)])
 def test_vnni_group_sums_are_exact_int32(kind, n, k, g):
     """One group per row (K = g), scales 1, sa 1: y is float(acc) for the exact int32 acc (|acc| < 2^24 here),
     at the largest |q - z| and |qa|."""
@@ -226,7 +229,8 @@ def test_vnni_group_sums_are_exact_int32(kind, n, k, g):
 
 
 @needs_vnni
-@pytest.mark.parametrize("kind,n,k,g,bias", [("w4", 128, 512, 128, True), ("w2", 64, 256, 64, False), ("ternary", 96, 384, 128, True), ("w4", 32, 256, 64, False)])
+@pytest.mark.parametrize("kind,n,k,g,bias", [("w4", 128, 512, 128, True), ("w2", 64, 256, 64, False), ("ternary", 96, 384, 128, True), ("w4", 32, 256, 64, False),
+                                             ("w8", 64, 256, 32, True)])
 def test_vnni_kernel_meets_the_contract(kind, n, k, g, bias):
     rng = np.random.default_rng(9)
     bits, tern, codes, packed, zeros, layout = _case(rng, kind, n, k, g)
@@ -267,7 +271,8 @@ def _vnni_call(n, k, g, bits, act, mins, f16):
 
 
 @needs_vnni
-@pytest.mark.parametrize("bits,act,mins,f16", [(4, "a16", True, True), (4, "a16", False, False), (4, "a8", False, False), (2, "a8", True, False), (2, "a16", False, False)])
+@pytest.mark.parametrize("bits,act,mins,f16", [(4, "a16", True, True), (4, "a16", False, False), (4, "a8", False, False), (2, "a8", True, False), (2, "a16", False, False),
+                                               (8, "a16", False, True), (8, "a8", True, False)])
 def test_vnni_prefill_row_blocks_give_each_row_its_own_bits(bits, act, mins, f16):
     """A prefill walks VNNI_PREFILL_ROWS rows per pass over a weight block (then the rest one by one): every row of
     an M-row call equals that row computed alone, bit for bit, for M across whole blocks and remainders."""

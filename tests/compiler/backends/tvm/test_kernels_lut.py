@@ -126,7 +126,7 @@ def test_rules_pick_lut_for_a16_low_bits(monkeypatch):
     # W4 A16: vpdpbusd on 13-bit activations (two int8 parts) needs fewer instructions per code than lookups
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == ("vnni-cpu" if kernels_cpu.host_has_vnni() else "lut-cpu")
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense", ternary=True)[0].name == "lut-cpu"
-    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"  # W8: no tables
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == ("vnni-cpu" if kernels_cpu.host_has_vnni() else "blocked-cpu")  # W8: no tables
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 8, "a16", "cpu", "nibble")[0].name == "blocked-cpu"  # g % 16
     monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "lut-cpu")
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
