@@ -258,25 +258,17 @@ E4M3_MAX = 448.0
 
 
 def e4m3_encode(y: np.ndarray) -> np.ndarray:
-    """OCP FP8 E4M3 codes (uint8) of float32 y with |y| <= 448: the nearest E4M3 value, ties to the even mantissa
-    (compiler.quant.fp4.e4m3, written from the spec), as sign, 4 exponent bits (bias 7) and 3 mantissa bits; the
-    sign bit is set for y < 0 (a negative that rounds to 0 gives -0, 0x80, as a float cast does)."""
-    from compiler.quant.fp4 import e4m3
+    """OCP FP8 E4M3 codes of float32 y (compiler.quant.floatfmt.e4m3_encode)."""
+    from compiler.quant.floatfmt import e4m3_encode as encode
 
-    v = e4m3(np.abs(y)).astype(np.float64)
-    e = np.floor(np.log2(np.where(v >= 2.0 ** -6, v, 1.0)))  # normal values: 2^e (1 + m / 8)
-    normal = ((e + 7).astype(np.int64) << 3) | (np.rint(v / 2.0 ** e * 8) - 8).astype(np.int64)
-    code = np.where(v >= 2.0 ** -6, normal, np.rint(v * 512).astype(np.int64))  # subnormals: m 2^-9 (code 8 is 2^-6 itself)
-    return (code | np.where(y < 0, 0x80, 0)).astype(np.uint8)
+    return encode(y)
 
 
 def e4m3_table() -> np.ndarray:
-    """The float32 value of each of the 256 E4M3 codes (0x7f and 0xff are NaN)."""
-    c = np.arange(256)
-    e, m = (c >> 3) & 15, (c & 7).astype(np.float64)
-    mag = np.where(e == 0, m * 2.0 ** -9, (8 + m) * 2.0 ** (e - 10))
-    val = np.where(c & 0x80, -mag, mag)
-    return np.where((c & 0x7f) == 0x7f, np.nan, val).astype(np.float32)
+    """The float32 value of each of the 256 E4M3 codes, NaN at 0x7f and 0xff (compiler.quant.floatfmt.e4m3_table)."""
+    from compiler.quant.floatfmt import e4m3_table as tab
+
+    return tab()
 
 
 def _kv_quantize(x: np.ndarray, bits: int, group: int, code: str = "int") -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@ w8g32 = 8.5 (Q8_0), w2g32 = 2.5. Two-level scales (`k`) cost their sub-scale bit
 super-block of 256 weights, for the scale and again for the minimum; a zero point (`-asym`) costs the code width:
 w4g32k-min = 4.5 (Q4_K), w3g16k = 3.4375 (Q3_K), w2g16k4-min = 2.625 (Q2_K). Sparse outliers (`-spP`) cost 32
 bits each (an fp16 value and an int16 column): -sp1 adds 0.32. Codebook weights (`cb`) cost their codes plus 2^b fp16
-table entries per row: w3cb at K = 576 is 3.22. The 4-bit float formats cost their scales: mxfp4 4.25 (E8M0 per 32),
-nvfp4 4.5 (E4M3 per 16), nf4 4.25 (fp16 per 64). One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
+table entries per row: w3cb at K = 576 is 3.22. The float formats cost their scales: mxfp4 4.25 (E8M0 per 32),
+nvfp4 4.5 (E4M3 per 16), nf4 4.25 (fp16 per 64), mxfp8 8.25 (E8M0 per 32), fp8 8 + 32 / K (fp32 per channel). One definition, read by `lowbit compile --bpw` (compiler.quant.mixed) and by
 benchmarks/quality.py, so their figures compare with llama.cpp's (its tensors' bytes per element).
 
 The average is over the block linears (the quantizable linears: attention and MLP projections); the LM head
@@ -42,12 +42,14 @@ def codebook_bits(rows: int, k: int, bits: int) -> int:
     return rows * (k * bits + (1 << bits) * SCALE_BITS)
 
 
-FP_SCALE_BITS = {"mxfp4": 8, "nvfp4": 8, "nf4": 16}  # E8M0, E4M3 (the FP32 tensor scale aside), fp16 per group
+FP_SCALE_BITS = {"mxfp4": 8, "nvfp4": 8, "nf4": 16, "mxfp8": 8, "fp8": 32}  # E8M0, E4M3 (the FP32 tensor scale aside), fp16, E8M0, fp32
 
 
 def fp_bits(rows: int, k: int, fmt: str, group: int) -> int:
-    """4-bit float formats: the codes plus the format's scale per group (the shared table is the format's)."""
-    return rows * (k * 4 + (k // group) * FP_SCALE_BITS[fmt])
+    """Float formats: the codes plus the format's scale per group (the shared table is the format's)."""
+    from compiler.quant.floatfmt import BITS
+
+    return rows * (k * BITS[fmt] + (k // group) * FP_SCALE_BITS[fmt])
 
 
 def spec_bits(spec: QuantSpec, rows: int, k: int) -> int:

@@ -365,8 +365,8 @@ def _gptq_codebook(wt: np.ndarray, hinv: np.ndarray, perm: np.ndarray | None, sp
 
     k, n = wt.shape
     w0 = np.ascontiguousarray(wt.T) if sp is None else sp.filled(wt)
-    if spec.fp:  # a 4-bit float format: its shared table and the group scales of its rule, fixed from the weights
-        from compiler.quant import fp4
+    if spec.fp:  # a float format: its shared table and the group scales of its rule, fixed from the weights
+        from compiler.quant import floatfmt as fp4
 
         g = spec.group_for(k)
         scales = fp4.scales_for(w0, spec.fp, g)

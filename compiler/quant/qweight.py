@@ -34,7 +34,7 @@ class QuantizedWeight:
     sparse_cols: np.ndarray | None = None  # int16 [N, C]: each row's outlier columns, ascending
     sparse_vals: np.ndarray | None = None  # float16 [N, C]: the values the side matrix adds there
     table: np.ndarray | None = None  # float32 [N, 2^bits] (or [1, 2^bits], shared): codebook weights, w = scales * table[n, code]
-    fp: str = ""  # the 4-bit float format of a shared table (mxfp4, nvfp4, nf4: compiler.quant.fp4)
+    fp: str = ""  # the float format of a shared table (mxfp4, nvfp4, nf4, mxfp8, fp8: compiler.quant.floatfmt)
 
     def __post_init__(self):
         n, k = self.codes.shape

@@ -296,9 +296,9 @@ def quantize_rtn(w: np.ndarray, spec: QuantSpec, name: str = "weight", importanc
         qw = replace(qw, codes=outliers.recode(qw.codes, w, cols, qw.scales, qw.zeros, qw.mins, spec.qmax, qw.table))
         return replace(qw, sparse_cols=cols, sparse_vals=outliers.residual(w, qw.dequantize(), cols))
     if spec.fp:
-        from compiler.quant.fp4 import quantize_fp4
+        from compiler.quant.floatfmt import quantize_float
 
-        return quantize_fp4(w, spec.fp, g, name)
+        return quantize_float(w, spec.fp, g, name)
     if spec.codebook:
         from compiler.quant.codebook import quantize_codebook
 

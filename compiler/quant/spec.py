@@ -1,10 +1,11 @@
 """Quantization spec strings: `w4g128`, `w2g64a8`, `w4g128-asym`, `w4g32-min`, `w8pc`, `ternary`, `none`.
 
 Grammar (case-insensitive):  WEIGHTS [GROUP [SUB] | cb] [ACT] [-sym|-asym|-min] [-spP]
-  WEIGHTS = w8 | w4 | w3 | w2 | ternary | mxfp4 | nvfp4 | nf4
-            (the 4-bit float formats: OCP MXFP4 in groups of 32 with E8M0 scales, NVFP4 in groups of 16 with E4M3
+  WEIGHTS = w8 | w4 | w3 | w2 | ternary | mxfp4 | nvfp4 | nf4 | mxfp8 | fp8
+            (the float formats: OCP MXFP4 in groups of 32 with E8M0 scales, NVFP4 in groups of 16 with E4M3
             scales and an FP32 tensor scale, QLoRA's NormalFloat-4 in groups of 64 (or the GROUP given) with fp16
-            scales; compiler.quant.fp4)
+            scales, OCP MXFP8 (E4M3 elements) in groups of 32 with E8M0 scales, FP8 E4M3 with an FP32 scale per
+            output channel (or per GROUP along K); compiler.quant.floatfmt)
   GROUP   = g16 | g32 | g64 | g128 | pc  (pc = one group per output channel; the default when omitted)
   SUB     = k | k4 | k6 | k8             (two-level scales, K-quant style: each group's scale (and minimum) is a
                                           SUB-bit integer (signed in symmetric formats, as Q3_K / Q6_K store
@@ -33,10 +34,10 @@ WEIGHT_BITS = (8, 4, 3, 2)
 ACT_MODES = ("a16", "a8", "a32")
 
 _SPEC_RE = re.compile(
-    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary)|(?P<fp>mxfp4|nvfp4|nf4))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
+    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary)|(?P<fp>mxfp4|nvfp4|nf4|mxfp8|fp8))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
 )
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w3cb, mxfp4, nvfp4, nf4, w4g32a32, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w3cb, mxfp4, nvfp4, nf4, mxfp8, fp8, fp8g128, w4g32a32, w8pc, ternary, ternarya8, none"
 MAX_OUTLIER_PCT = 10.0
 SUB_BITS = (4, 6, 8)  # sub-scale widths of two-level scales (Q2_K: 4, Q3_K / Q4_K / Q5_K: 6, Q6_K: 8)
 
@@ -52,12 +53,12 @@ class QuantSpec:
     sub_bits: int = 0  # two-level scales: group scales as sub_bits-bit integers times an fp16 per 256 weights; 0: fp16 per group
     outliers: float = 0.0  # percent of each row's weights kept as fp16 sparse corrections (dense-and-sparse); 0: none
     codebook: bool = False  # codes index a per-row table of 2^bits fp16 values (SqueezeLLM); group_size 0, no zero point
-    fp: str = ""  # a 4-bit float format (mxfp4, nvfp4, nf4): codebook weights with one shared table and group scales
+    fp: str = ""  # a float format (mxfp4, nvfp4, nf4, mxfp8, fp8: compiler.quant.floatfmt): codebook weights with one shared table and group scales
 
     @property
     def name(self) -> str:
         if self.fp:
-            from compiler.quant.fp4 import FORMATS
+            from compiler.quant.floatfmt import FORMATS
 
             g = "" if self.group_size == FORMATS[self.fp] else f"g{self.group_size}"
             return f"{self.fp}{g}{'' if self.act == 'a16' else self.act}{f'-sp{self.outliers:g}' if self.outliers else ''}"
@@ -155,16 +156,17 @@ def parse_spec(text: str) -> QuantSpec | None:
 
 
 def _fp_spec(text: str, m, fp: str) -> QuantSpec:
-    from compiler.quant.fp4 import FORMATS
+    from compiler.quant.floatfmt import BITS, FORMATS
 
     if m.group("sub") is not None or m.group("cb") is not None or m.group("pc") is not None or m.group("sym") is not None:
         raise LowbitError(f"{fp} has its own scales and no zero point: '{text}'", f"use {fp}, {fp}a8 or {fp}-sp0.5")
     group = FORMATS[fp]
     if m.group("group") is not None:
         group = int(m.group("group"))
-        if fp != "nf4" or group not in GROUP_SIZES:
-            raise LowbitError(f"{fp} groups are fixed at {FORMATS[fp]} ('{text}')" if fp != "nf4" else f"unsupported group size {group} in '{text}'",
-                              f"drop the group: {fp}" if fp != "nf4" else "use nf4g32, nf4 (64) or nf4g128")
+        free = fp in ("nf4", "fp8")  # the formats whose group is a choice (fp8: per channel unless given)
+        if not free or group not in GROUP_SIZES:
+            raise LowbitError(f"{fp} groups are fixed at {FORMATS[fp]} ('{text}')" if not free else f"unsupported group size {group} in '{text}'",
+                              f"drop the group: {fp}" if not free else f"use {fp}g32, {fp}g64 or {fp}g128")
     act = "a16"
     if m.group("act") is not None:
         act = f"a{m.group('act')}"
@@ -175,4 +177,4 @@ def _fp_spec(text: str, m, fp: str) -> QuantSpec:
         outliers = float(m.group("sp"))
         if not 0 < outliers <= MAX_OUTLIER_PCT:
             raise LowbitError(f"outlier fraction -sp{m.group('sp')} in quant spec '{text}' is outside (0, {MAX_OUTLIER_PCT:g}] percent", "use e.g. -sp0.5")
-    return QuantSpec(bits=4, group_size=group, act=act, codebook=True, fp=fp, outliers=outliers)
+    return QuantSpec(bits=BITS[fp], group_size=group, act=act, codebook=True, fp=fp, outliers=outliers)

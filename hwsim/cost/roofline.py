@@ -216,7 +216,7 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
     scales = lin.N * (ng * lin.sub_bits / 8 + -(-lin.K // 256) * 2) if lin.sub_bits else lin.N * ng * 2
     zeros = scales if lin.mins else lin.N * ng * lin.bits / 8
     if lin.fp:
-        scales, zeros = lin.N * ng * (2 if lin.fp == "nf4" else 1), 0
+        scales, zeros = lin.N * ng * {"nf4": 2, "fp8": 4}.get(lin.fp, 1), 0  # fp16 / fp32 scales; E8M0 and E4M3 are a byte
     elif lin.codebook:
         scales, zeros = lin.N * (1 << lin.bits) * 2, 0
     acts = M * lin.K * (1 if lin.act == "a8" else 2) + (M * 4 if lin.act == "a8" else 0)

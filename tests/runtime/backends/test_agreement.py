@@ -56,6 +56,7 @@ CASES = [
     ("llama-tiny", "w3g32-min-sp1"),  # dense-and-sparse: 1% of each row as fp16 corrections (sparse_matmul)
     ("llama-tiny", "w3cb"),  # codebook weights (SqueezeLLM): a table per row; the accelerators refuse them
     ("llama-tiny", "mxfp4"),  # OCP MXFP4: E2M1 codes, a shared table, E8M0 scales per 32
+    ("llama-tiny", "fp8"),  # E4M3 codes (a 256-entry shared table), an FP32 scale per output channel
     ("bitnet-tiny", "ternary"),
     ("bitnet-tiny", "ternarya8"),
     ("bert-tiny", "none"),
@@ -71,6 +72,7 @@ SLOW_CASES = [
     ("llama-tiny", "w4cba8-sp1"),
     ("llama-tiny", "nf4a8"),
     ("llama-tiny", "nvfp4-sp1"),
+    ("llama-tiny", "mxfp8a8"),
 ]
 
 

@@ -1,12 +1,12 @@
-"""The 4-bit float weight formats (compiler/quant/fp4.py): E2M1 and E4M3 rounding bit for bit against references
-written from the OCP specifications, the MXFP4 / NVFP4 / NF4 scale rules, GPTQ onto them, bits and grammar."""
+"""The float weight formats (compiler/quant/floatfmt.py): E2M1 and E4M3 rounding bit for bit against references
+written from the OCP specifications, the MXFP4 / NVFP4 / NF4 / MXFP8 / FP8 scale rules, GPTQ onto them, bits and grammar."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from compiler.errors import LowbitError
-from compiler.quant import fp4
+from compiler.quant import floatfmt as fp4
 from compiler.quant.bpw import spec_bpw
 from compiler.quant.gptq import quantize_gptq
 from compiler.quant.rtn import quantize_rtn
@@ -90,7 +90,7 @@ def test_nf4_uses_the_normalfloat_values():
     np.testing.assert_array_equal(d[np.arange(64), q.codes[0]], d.min(axis=1))  # the nearest value
 
 
-@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "nf4", "nf4-sp1"])
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "nf4", "nf4-sp1", "mxfp8", "fp8", "fp8g32"])
 def test_diagonal_hessian_gptq_is_rtn(fmt):
     rng = np.random.default_rng(2)
     w = rng.standard_normal((16, 128)).astype(np.float32)
@@ -100,8 +100,58 @@ def test_diagonal_hessian_gptq_is_rtn(fmt):
 
 
 def test_bits_and_grammar():
-    assert [spec_bpw(parse_spec(t), 1536) for t in ("mxfp4", "nvfp4", "nf4")] == [4.25, 4.5, 4.25]
+    assert [spec_bpw(parse_spec(t), 1536) for t in ("mxfp4", "nvfp4", "nf4", "mxfp8", "fp8", "fp8g128")] == [4.25, 4.5, 4.25, 8.25, 8 + 32 / 1536, 8.25]
     assert parse_spec("nf4g128").name == "nf4g128" and parse_spec("nvfp4a8").act == "a8"
-    for bad in ("mxfp4g64", "nf4-min", "mxfp4k", "nvfp4cb"):
+    assert parse_spec("fp8").group_size == 0 and parse_spec("fp8g64").name == "fp8g64" and parse_spec("mxfp8a8").name == "mxfp8a8"
+    for bad in ("mxfp4g64", "nf4-min", "mxfp4k", "nvfp4cb", "mxfp8g64", "fp8-asym", "fp8pc", "fp8g48"):
         with pytest.raises(LowbitError):
             parse_spec(bad)
+
+
+def e4m3_from_spec(c: int) -> float:
+    """Decode an E4M3 bit pattern by OCP v1.0 (sign, 4 exponent bits of bias 7, 3 mantissa bits; exponent 0 is
+    subnormal: m / 8 * 2^-6; S.1111.111 is NaN)."""
+    s, e, m = c >> 7, (c >> 3) & 15, c & 7
+    if e == 15 and m == 7:
+        return float("nan")
+    v = (m / 8) * 2.0**-6 if e == 0 else (1 + m / 8) * 2.0 ** (e - 7)
+    return -v if s else v
+
+
+def test_e4m3_table_decodes_every_code_as_the_spec_and_stays_finite():
+    want = np.array([e4m3_from_spec(c) for c in range(256)], np.float32)
+    np.testing.assert_array_equal(fp4.e4m3_table(), want)  # (NaN at 0x7f and 0xff: assert_array_equal matches NaN)
+    t = fp4.table("fp8")[0]
+    assert t.shape == (256,) and np.isfinite(t).all() and t[0x7F] == 448 and t[0xFF] == -448
+    ok = ~np.isnan(want)
+    np.testing.assert_array_equal(t[ok], want[ok])
+    codes = np.where(np.arange(256) == 0x80, 0, np.arange(256))[ok]  # (-0.0 is not < 0: it encodes as +0)
+    assert np.array_equal(fp4.e4m3_encode(want[ok]), codes.astype(np.uint8))  # every other value encodes to its own code
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-460, 460, width=32, allow_nan=False))
+def test_e4m3_codes_are_the_nearest_value_ties_to_even_saturating(v):
+    got = int(fp4.nearest_codes(np.array([v], np.float32), "fp8")[0])
+    vals = np.array([e4m3_from_spec(c) for c in range(256)])
+    a = min(abs(v), 448.0)
+    d = np.abs(np.abs(np.nan_to_num(vals, nan=1e9)) - a)
+    d[128:] = np.inf  # magnitudes: the positive half
+    best = np.flatnonzero(d == d.min())
+    want = int(best[0] if len(best) == 1 else next(c for c in best if c % 2 == 0))
+    assert got & 0x7F == want and (got >> 7) == (1 if v < 0 else 0) or (want == 0 and got & 0x7F == 0)
+
+
+def test_mxfp8_scale_puts_the_group_max_in_e4m3s_top_binade_and_fp8_is_per_channel():
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((4, 64)) * 0.05).astype(np.float32)
+    q = quantize_rtn(w, parse_spec("mxfp8"))
+    amax = np.abs(w.reshape(4, 2, 32)).max(axis=-1)
+    np.testing.assert_array_equal(q.scales, (2.0 ** (np.floor(np.log2(amax)) - 8)).astype(np.float32))
+    v = w.reshape(4, 2, 32) / q.scales[..., None]
+    np.testing.assert_array_equal(q.codes.reshape(4, 2, 32), fp4.e4m3_encode(np.clip(v, -448, 448)))
+    assert q.bits == 8 and q.table.shape == (1, 256)
+    p = quantize_rtn(w, parse_spec("fp8"))
+    assert p.group_size == 64 and p.scales.shape == (4, 1)
+    np.testing.assert_array_equal(p.scales[:, 0], (np.abs(w).max(axis=1) / np.float32(448)).astype(np.float32))
+    assert np.all(np.abs(p.dequantize() - w) <= np.abs(w) / 16 + 2.0**-9 * p.scales)  # 3 mantissa bits: half a step

@@ -1,8 +1,8 @@
-"""4-bit float and NormalFloat weights as codebook weights (compiler.quant.codebook's contract, one shared table):
-specs `mxfp4`, `nvfp4`, `nf4`.
+"""Float and NormalFloat weights as codebook weights (compiler.quant.codebook's contract, one shared table): specs
+`mxfp4`, `nvfp4`, `nf4` (4-bit codes) and `mxfp8`, `fp8` (8-bit E4M3 codes).
 
-Every format is w[n, k] = s[n, j] * T[code[n, k]] with a 16-entry table T shared by all rows (qlinear attr codebook,
-table f32[1, 16]) and a float32 scale per group:
+Every format is w[n, k] = s[n, j] * T[code[n, k]] with a table T shared by all rows (qlinear attr codebook, table
+f32[1, 2^bits]) and a float32 scale per group:
 
 - mxfp4 (OCP Microscaling v1.0, MXFP4): groups of 32, E2M1 elements, E8M0 scale X = 2^(floor(log2 amax) - 2)
   (emax of E2M1 is 2; X = 2^-127 for an all-zero group; clamped to E8M0's 2^-127 .. 2^127). Elements: v / X rounded
@@ -13,9 +13,15 @@ table f32[1, 16]) and a float32 scale per group:
 - nf4 (QLoRA's NormalFloat-4): groups of 64, the 16 NF4 values of bitsandbytes, an fp16 absmax scale per group
   (QLoRA keeps it in fp32, or 8 bits with double quantization: here fp16, counted so); v / s to the nearest value
   (ties to the lower code).
+- mxfp8 (OCP MX v1.0, MXFP8 with E4M3 elements): groups of 32, E8M0 scale X = 2^(floor(log2 amax) - 8) (emax of
+  E4M3 is 8); elements v / X to the nearest E4M3 value, ties to even, saturating at +-448.
+- fp8 (E4M3 weights as vLLM / compressed-tensors store them): an FP32 scale per output channel (or per group of
+  `fp8gN`: 1 x N blocks along K), s = amax / 448; elements as mxfp8's.
 
 Codes of the E2M1 formats are the E2M1 bit patterns themselves (sign, 2 exponent bits, 1 mantissa bit), so the
-table is the format's decoding: [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, ..., -6].
+table is the format's decoding: [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, ..., -6]. E4M3 codes are the E4M3 bit
+patterns (sign, 4 exponent bits of bias 7, 3 mantissa bits); the two NaN patterns (0x7f, 0xff), which a saturating
+conversion never produces, hold +-448 in the table so that every entry is finite.
 """
 
 from __future__ import annotations
@@ -29,11 +35,37 @@ E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5,
 NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
                 -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
                 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32)
-FORMATS = {"mxfp4": 32, "nvfp4": 16, "nf4": 64}  # the format's group size
+FORMATS = {"mxfp4": 32, "nvfp4": 16, "nf4": 64, "mxfp8": 32, "fp8": 0}  # the format's group size (0: one per output channel)
+BITS = {"mxfp4": 4, "nvfp4": 4, "nf4": 4, "mxfp8": 8, "fp8": 8}  # code width
+E4M3_FORMATS = ("mxfp8", "fp8")
 E4M3_MAX = 448.0
 
 
+def e4m3_encode(y: np.ndarray) -> np.ndarray:
+    """OCP FP8 E4M3 codes (uint8) of float32 y with |y| <= 448: the nearest E4M3 value, ties to the even mantissa
+    (e4m3 below, written from the spec), as sign, 4 exponent bits (bias 7) and 3 mantissa bits; the sign bit is set
+    for y < 0 (a negative that rounds to 0 gives -0, 0x80, as a float cast does)."""
+    v = e4m3(np.abs(y)).astype(np.float64)
+    e = np.floor(np.log2(np.where(v >= 2.0 ** -6, v, 1.0)))  # normal values: 2^e (1 + m / 8)
+    normal = ((e + 7).astype(np.int64) << 3) | (np.rint(v / 2.0 ** e * 8) - 8).astype(np.int64)
+    code = np.where(v >= 2.0 ** -6, normal, np.rint(v * 512).astype(np.int64))  # subnormals: m 2^-9 (code 8 is 2^-6 itself)
+    return (code | np.where(y < 0, 0x80, 0)).astype(np.uint8)
+
+
+def e4m3_table() -> np.ndarray:
+    """The float32 value of each of the 256 E4M3 codes (0x7f and 0xff are NaN)."""
+    c = np.arange(256)
+    e, m = (c >> 3) & 15, (c & 7).astype(np.float64)
+    mag = np.where(e == 0, m * 2.0 ** -9, (8 + m) * 2.0 ** (e - 10))
+    val = np.where(c & 0x80, -mag, mag)
+    return np.where((c & 0x7f) == 0x7f, np.nan, val).astype(np.float32)
+
+
 def table(fmt: str) -> np.ndarray:
+    if fmt in E4M3_FORMATS:
+        t = e4m3_table()
+        sat = np.where(np.arange(256) & 0x80, -E4M3_MAX, E4M3_MAX)  # the NaN codes' entries (module doc)
+        return np.where(np.isnan(t), sat, t).astype(np.float32).reshape(1, 256)
     return (NF4 if fmt == "nf4" else E2M1).reshape(1, 16).copy()
 
 
@@ -63,9 +95,13 @@ def scales_for(w: np.ndarray, fmt: str, group: int) -> np.ndarray:
     """Float32 scales [N, J] of the format for weights w [N, K]."""
     n, k = w.shape
     amax = np.abs(w.reshape(n, k // group, group)).max(axis=-1).astype(np.float64)
-    if fmt == "mxfp4":
-        e = np.floor(np.log2(np.where(amax > 0, amax, 2.0**-125))) - 2
+    if fmt in ("mxfp4", "mxfp8"):  # E8M0: the power of two that puts amax in the element format's top binade
+        emax = 2 if fmt == "mxfp4" else 8
+        e = np.floor(np.log2(np.where(amax > 0, amax, 2.0**-125))) - emax
         return (2.0 ** np.clip(e, -127, 127)).astype(np.float32)
+    if fmt == "fp8":
+        s = (amax / E4M3_MAX).astype(np.float32)
+        return np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
     if fmt == "nvfp4":
         t = np.float32(amax.max() / (E4M3_MAX * 6.0)) if amax.max() > 0 else np.float32(1.0)
         sb = e4m3(amax / (6.0 * float(t)))
@@ -79,18 +115,20 @@ def nearest_codes(v: np.ndarray, fmt: str) -> np.ndarray:
     """Codes of scaled values v (float32) in the format's table."""
     if fmt in ("mxfp4", "nvfp4"):
         return e2m1_codes(v)
+    if fmt in E4M3_FORMATS:
+        return e4m3_encode(np.clip(v.astype(np.float32), -E4M3_MAX, E4M3_MAX))
     mids = (NF4[1:] + NF4[:-1]) / 2
     return np.searchsorted(mids, v.astype(np.float32), side="left").astype(np.uint8)
 
 
-def quantize_fp4(w: np.ndarray, fmt: str, group: int | None = None, name: str = "weight") -> QuantizedWeight:
+def quantize_float(w: np.ndarray, fmt: str, group: int | None = None, name: str = "weight") -> QuantizedWeight:
     """RTN of w [N, K] into fmt (module doc)."""
     w = np.asarray(w, np.float32)
     n, k = w.shape
-    g = group or FORMATS[fmt]
+    g = group or FORMATS[fmt] or k
     if k % g:
         raise LowbitError(f"layer '{name}': K={k} is not a multiple of {fmt}'s group of {g}", f"keep that layer in an integer spec (e.g. --quant-layer {name}=w4g32)")
     s = scales_for(w, fmt, g)
     v = w.reshape(n, k // g, g) / s[..., None]
     codes = nearest_codes(v, fmt).reshape(n, k)
-    return QuantizedWeight(codes, s, np.zeros((n, k // g), np.uint8), 4, g, table=table(fmt), fp=fmt)
+    return QuantizedWeight(codes, s, np.zeros((n, k // g), np.uint8), BITS[fmt], g, table=table(fmt), fp=fmt)
