@@ -53,7 +53,9 @@ BLOCKED_CPU = QLinearKernel(
     code_at=kernels_cpu.blocked_code_at,
     rows=kernels_cpu.BLOCK,
     about="weights [N/64, K/g, g*bits/8, 64]: dequantize in register, fp32 group sums vectorized over 64 rows "
-    "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside",
+    "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside; E4M3 codes (fp8, mxfp8) "
+    "decoded in register through their fp16 bit pattern",
+    codebook=True,  # (the E4M3 formats only: its rule says so)
     mins=True,
 )
 VNNI_CPU = QLinearKernel(
@@ -118,10 +120,10 @@ FAST_CPU_RULES: list[Rule] = [
     ),
     Rule(
         lambda s: s.target == "cpu" and s.bits in (2, 3, 4, 8) and s.n % kernels_cpu.BLOCK == 0 and s.group % 4 == 0 and s.k % s.group == 0
-        and (s.act != "a8" or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
+        and (not s.codebook or s.fp in kernels_cpu.E4M3_FORMATS) and (s.act != "a8" or s.codebook or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
         BLOCKED_CPU,
         "64-row tiles; any M (rows loop inside a tile); A16 and A32 (float activations); A8 only where fp32 group sums are exact "
-        "(g*127*(2^b-1) < 2^24)",
+        "(g*127*(2^b-1) < 2^24); of the codebook weights, the E4M3 formats (decoded in register; fp32 sums, as the contract's)",
     ),
 ]
 
@@ -146,10 +148,10 @@ def rules(fast_cpu: bool | None = None, disabled: Iterable[str] | None = None) -
 
 def qlinear_shape(
     m_dynamic: bool, n: int, k: int, bits: int, group: int, act: str, target: str, layout: str = "", bias: bool = False, ternary: bool = False,
-    mins: bool = False, f16_params: bool = False, codebook: bool = False,
+    mins: bool = False, f16_params: bool = False, codebook: bool = False, fp: str = "",
 ) -> QLinearShape:
     """A layer's QLinearShape, from the arguments in choose_qlinear_kernel's order."""
-    return QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary, mins, f16_params, codebook)
+    return QLinearShape(m_dynamic, n, k, bits, group, act, layout, target, bias, ternary, mins, f16_params, codebook, fp)
 
 
 def rule_holds(rule: Rule, shape: QLinearShape) -> bool:

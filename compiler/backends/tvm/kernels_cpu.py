@@ -75,7 +75,21 @@ def relayout_blocked(packed, scales, zeros, shape):
     for i in range(per):
         byte |= (c[..., i] << (i * bits)).astype(np.uint8)
     blocked = np.ascontiguousarray(byte.transpose(0, 2, 3, 1))  # [nb, j, t, ni]
-    return {"packed": blocked, "scales": blocked_scales(scales, shape, BLOCK), "zeros": blocked_offsets(zeros, shape, BLOCK)}
+    # (E4M3 codebook weights: the shared table stays as it is, unread: the kernel decodes the codes itself)
+    offsets = np.ascontiguousarray(zeros, np.float32) if shape.codebook else blocked_offsets(zeros, shape, BLOCK)
+    return {"packed": blocked, "scales": blocked_scales(scales, shape, BLOCK), "zeros": offsets}
+
+
+E4M3_FORMATS = ("fp8", "mxfp8")  # codebook formats whose codes are E4M3 bit patterns (compiler.quant.floatfmt)
+
+
+def e4m3_value(code):
+    """The float32 value of an E4M3 code (an int32 expression): its magnitude bits moved into an fp16's exponent and
+    mantissa fields (fp16's bias is 8 more than E4M3's, so the fp16 is the value / 256, subnormals included), then
+    clamped at +-448, where the table holds the two NaN codes (compiler.quant.floatfmt.table)."""
+    h = ((code & 0x7F) << 7) | ((code & 0x80) << 8)
+    v = tirx.reinterpret("float16", h.astype("uint16")).astype("float32") * tirx.const(256.0, "float32")
+    return tirx.max(tirx.min(v, tirx.const(448.0, "float32")), tirx.const(-448.0, "float32"))
 
 
 def blocked_code_at(packed: te.Tensor, shape, n, k):
@@ -110,7 +124,7 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
         terms = None
         for c in range(per):
             q = (byte >> tirx.const(c * bits, "int32")) & tirx.const(mask, "int32") if per > 1 else byte
-            term = xf[i, j * g + t * per + c] * q.astype("float32")
+            term = xf[i, j * g + t * per + c] * (e4m3_value(q) if shape.codebook else q.astype("float32"))
             terms = term if terms is None else terms + term
         return te.sum(terms, axis=t)
 
@@ -119,7 +133,7 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     accq = te.compute((m, shape.n // BLOCK, shape.k // g, BLOCK), body, name="acc_q")
     r = te.reduce_axis((0, g), name="r")
     xs = te.compute((m, shape.k // g), lambda i, j: te.sum(xf[i, j * g + r], axis=r), name="x_gsum")
-    if shape.mins:
+    if shape.mins or shape.codebook:  # (no zero point)
         acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni], name=name)
     else:
         acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] - zeros[nb, j, ni].astype("float32") * xs[i, j], name=name)

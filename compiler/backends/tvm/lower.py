@@ -215,7 +215,7 @@ def _choose(L, n) -> tuple[QLinearKernel, QLinearShape]:
         L.f16_params[key] = _fp16_values(L.g.consts[n.inputs[2]]) and (not mins or _fp16_values(L.g.consts[n.inputs[3]]))
     shape = kernels.qlinear_shape(
         True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")), mins,
-        L.f16_params[key], bool(a.get("codebook")),
+        L.f16_params[key], bool(a.get("codebook")), a.get("fp", ""),
     )
     return choose_kernel(shape, L.tune, L.search), shape
 

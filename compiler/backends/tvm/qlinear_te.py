@@ -46,6 +46,7 @@ class QLinearShape:
     mins: bool = False  # scale-and-minimum groups: the fourth weight input is float32 minimums, not zero points
     f16_params: bool = False  # the scales (and minimums) are all fp16 values: a re-laid-out copy may hold them in fp16, losslessly
     codebook: bool = False  # codebook weights: the fourth weight input is a table [N, 2^bits] the codes index (no zero point)
+    fp: str = ""  # the float format of a shared table (compiler.quant.floatfmt), e.g. fp8: a kernel may decode the codes itself
 
 
 # ----------------------------------------------------------------------------------------------------------

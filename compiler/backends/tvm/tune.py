@@ -42,7 +42,7 @@ def _sources_hash() -> str:
 
 def cache_key(shape) -> str:
     threads = os.environ.get("TVM_NUM_THREADS", "default")
-    quant = f"w{shape.bits}{'t' if shape.ternary else ''}g{shape.group}{'m' if shape.mins else ''}{'h' if shape.f16_params else ''}"
+    quant = f"w{shape.bits}{'t' if shape.ternary else ''}g{shape.group}{'m' if shape.mins else ''}{'h' if shape.f16_params else ''}{shape.fp}"
     return f"{host_cpu()[0]}|t{threads}|{shape.n}x{shape.k}|{quant}|{shape.act}|{shape.layout}|b{int(shape.bias)}|{_sources_hash()}"
 
 

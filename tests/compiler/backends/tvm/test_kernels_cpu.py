@@ -292,3 +292,35 @@ def test_vnni_prefill_row_blocks_give_each_row_its_own_bits(bits, act, mins, f16
         for i in range(m):
             alone = call(x[i:i + 1], pk, sc, zz, *[e[i:i + 1] for e in extra])
             assert np.array_equal(y[i:i + 1], alone), (m, i)
+
+
+def test_blocked_e4m3_decode_is_the_shared_table_for_every_code():
+    """blocked-cpu reads fp8 / mxfp8 codes through their fp16 bit pattern: every one of the 256 codes gives the
+    format's table entry bit for bit (the two NaN codes included: +-448, as the table holds them)."""
+    from compiler.quant.floatfmt import table
+
+    c = te.placeholder((256,), "int32", name="c")
+    v = te.compute((256,), lambda i: kernels_cpu.e4m3_value(c[i]), name="v")
+    f = tvm.compile(te.create_prim_func([c, v]), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(256, np.float32))
+    f(tvm.runtime.tensor(np.arange(256, dtype=np.int32)), out)
+    np.testing.assert_array_equal(out.numpy(), table("fp8")[0])
+    np.testing.assert_array_equal(np.signbit(out.numpy()), np.signbit(table("fp8")[0]))  # -0 at 0x80
+
+
+@pytest.mark.parametrize("spec", ["fp8", "mxfp8a8", "fp8g64a32"])
+def test_e4m3_codebook_layers_take_blocked_cpu_and_meet_the_contract(spec, tmp_path, fast_rules):
+    """The E4M3 formats take blocked-cpu (codes decoded in register); the other codebook formats keep the
+    dequantize kernel. fp32 sums of table values, as the contract's (1e-5 of the output's range)."""
+    from compiler.reference import Interpreter
+    from tests.compiler.backends.tvm.common import InMemoryTVM
+
+    g = _one_layer(128, 256, spec, True)
+    m = InMemoryTVM(g)
+    assert set(m.lowered.kernels.values()) == {"blocked-cpu"}
+    for rows in (1, 9):
+        x = np.random.default_rng(rows).standard_normal((rows, 256)).astype(np.float32)
+        got, want = m.run({"x": x})["y"], Interpreter(g).run({"x": x})["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    for fp in ("mxfp4", "nf4", ""):  # (another float format, NF4, a per-row codebook)
+        assert kernels.matching_kernels(kernels.qlinear_shape(True, 128, 256, 4, 32, "a16", "cpu", "dense", codebook=True, fp=fp))[0].name == "dequant-cpu"
