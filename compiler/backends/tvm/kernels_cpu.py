@@ -75,7 +75,9 @@ def relayout_blocked(packed, scales, zeros, shape):
     for i in range(per):
         byte |= (c[..., i] << (i * bits)).astype(np.uint8)
     blocked = np.ascontiguousarray(byte.transpose(0, 2, 3, 1))  # [nb, j, t, ni]
-    # (E4M3 codebook weights: the shared table stays as it is, unread: the kernel decodes the codes itself)
+    if shape.codebook:  # E4M3 codes: the kernel decodes them itself (the shared table stays as it is, unread)
+        # the NaN codes, which the table reads as +-448, become the codes of +-448 (0x7e, 0xfe)
+        blocked = np.where((blocked & 0x7F) == 0x7F, blocked - 1, blocked).astype(np.uint8)
     offsets = np.ascontiguousarray(zeros, np.float32) if shape.codebook else blocked_offsets(zeros, shape, BLOCK)
     return {"packed": blocked, "scales": blocked_scales(scales, shape, BLOCK), "zeros": offsets}
 
@@ -83,12 +85,18 @@ def relayout_blocked(packed, scales, zeros, shape):
 E4M3_FORMATS = ("fp8", "mxfp8")  # codebook formats whose codes are E4M3 bit patterns (compiler.quant.floatfmt)
 
 
+def e4m3_scaled(code):
+    """The value / 256 of an E4M3 code (a uint8 expression, not a NaN code) as float32: the code sign-extended to 16
+    bits and shifted left by 7 puts its exponent and mantissa into an fp16's fields and its sign into the sign bit
+    (the mask clears the copy of the sign at bit 14); fp16's exponent bias is 8 more than E4M3's, so the fp16 is the
+    value / 256, subnormals included. Two integer operations and a convert per vector; the caller multiplies by 256."""
+    h = (tirx.reinterpret("int8", code).astype("int16") << tirx.const(7, "int16")) & tirx.const(-16512, "int16")  # 0xbf80
+    return tirx.reinterpret("float16", h).astype("float32")
+
+
 def e4m3_value(code):
-    """The float32 value of an E4M3 code (an int32 expression): its magnitude bits moved into an fp16's exponent and
-    mantissa fields (fp16's bias is 8 more than E4M3's, so the fp16 is the value / 256, subnormals included), then
-    clamped at +-448, where the table holds the two NaN codes (compiler.quant.floatfmt.table)."""
-    h = ((code & 0x7F) << 7) | ((code & 0x80) << 8)
-    v = tirx.reinterpret("float16", h.astype("uint16")).astype("float32") * tirx.const(256.0, "float32")
+    """The float32 value of an E4M3 code (uint8): e4m3_scaled * 256, the NaN codes clamped to +-448 (as the table)."""
+    v = e4m3_scaled(code) * tirx.const(256.0, "float32")
     return tirx.max(tirx.min(v, tirx.const(448.0, "float32")), tirx.const(-448.0, "float32"))
 
 
@@ -120,11 +128,13 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     def body(i, nb, j, ni):
         # the per codes of one byte, with constant shifts (int32 lanes: a shift by a loop-dependent amount
         # is widened to int64 by TVM's index-type promotion)
+        if shape.codebook:  # E4M3 (per = 1): the value / 256; acc below multiplies by 256 once per group
+            return te.sum(xf[i, j * g + t] * e4m3_scaled(packed[nb, j, t, ni]), axis=t)
         byte = packed[nb, j, t, ni].astype("int32")
         terms = None
         for c in range(per):
             q = (byte >> tirx.const(c * bits, "int32")) & tirx.const(mask, "int32") if per > 1 else byte
-            term = xf[i, j * g + t * per + c] * (e4m3_value(q) if shape.codebook else q.astype("float32"))
+            term = xf[i, j * g + t * per + c] * q.astype("float32")
             terms = term if terms is None else terms + term
         return te.sum(terms, axis=t)
 
@@ -133,7 +143,9 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     accq = te.compute((m, shape.n // BLOCK, shape.k // g, BLOCK), body, name="acc_q")
     r = te.reduce_axis((0, g), name="r")
     xs = te.compute((m, shape.k // g), lambda i, j: te.sum(xf[i, j * g + r], axis=r), name="x_gsum")
-    if shape.mins or shape.codebook:  # (no zero point)
+    if shape.codebook:  # E4M3: sum x v = 256 sum x (v / 256), exact (a power of two)
+        acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] * tirx.const(256.0, "float32"), name=name)
+    elif shape.mins:
         acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni], name=name)
     else:
         acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] - zeros[nb, j, ni].astype("float32") * xs[i, j], name=name)
