@@ -403,7 +403,8 @@ def print_result(con, result: dict):
         t.add_row(str(r["threads"]), f"{r['prefill_tok_s']:.1f}", _f(r.get("decode_tok_s"), ".2f"), _f(r.get("step_bytes") and r["step_bytes"] / 1e6, ".2f"),
                   _f(r["bandwidth_gbs"], ".1f"), _f(r.get("roofline_tok_s"), ".1f"), "n/a" if share is None else f"{100 * share:.0f}%")
     con.print(t)
-    con.print("tg tok/s: decode steps per second; MB/step: bytes one decode step reads (weights, one embedding row, KV cache); "
+    con.print("pp tok/s: prompt tokens per second of a prefill that returns the last position's logits (as a generation's and "
+              "llama-bench's do); tg tok/s: decode steps per second; MB/step: bytes one decode step reads (weights, one embedding row, KV cache); "
               "GB/s: read bandwidth measured in the same process (a parallel sum over 4x the last-level cache); "
               "roofline: GB/s / MB/step in tok/s; share: tg tok/s / roofline")
     for r in runs:

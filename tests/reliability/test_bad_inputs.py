@@ -400,7 +400,7 @@ class _Kernel:
 
 
 class _Shape:
-    n, k, bits, group, ternary, mins, f16_params, act, layout, bias = 128, 256, 4, 64, False, False, False, "a16", "nibble", False
+    n, k, bits, group, ternary, mins, f16_params, act, layout, bias, fp = 128, 256, 4, 64, False, False, False, "a16", "nibble", False, ""
 
 
 CORRUPT = {
