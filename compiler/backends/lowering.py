@@ -88,9 +88,12 @@ class GraphLowerer:
     def shape(self, name: str) -> tuple:
         return self.g.types[name].shape
 
-    def convert_nodes(self) -> None:
-        """Every node through its converter, in graph order; the results bound to the node's outputs."""
+    def convert_nodes(self, before=None) -> None:
+        """Every node through its converter, in graph order; the results bound to the node's outputs. before(node),
+        when given, runs ahead of each node's converter (e.g. to rebind an input)."""
         for node in self.g.nodes:
+            if before is not None:
+                before(node)
             outs = self.converters[node.op](self, node)
             for o, v in zip(node.outputs, outs):
                 self.env[o] = v

@@ -82,9 +82,6 @@ def relayout_blocked(packed, scales, zeros, shape):
     return {"packed": blocked, "scales": blocked_scales(scales, shape, BLOCK), "zeros": offsets}
 
 
-E4M3_FORMATS = ("fp8", "mxfp8")  # codebook formats whose codes are E4M3 bit patterns (compiler.quant.floatfmt)
-
-
 def e4m3_scaled(code):
     """The value / 256 of an E4M3 code (a uint8 expression, not a NaN code) as float32: the code sign-extended to 16
     bits and shifted left by 7 puts its exponent and mantissa into an fp16's fields and its sign into the sign bit
@@ -318,7 +315,7 @@ def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return vnni_prim_func(n, k, g, bits, bool(bias), spec[5], bool(int(spec[6])), bool(int(spec[7]))).with_attr("tirx.is_scheduled", True)
 
 
-def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False, mr: int = 0):  # noqa: N803 - TIR names
+def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False):  # noqa: N803 - TIR names
     from tvm.script import tirx as T
 
     per = 8 // bits
@@ -329,7 +326,7 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
     MASK = MASK - (1 << 32) if MASK >= 1 << 31 else MASK
 
     PF = 16  # software prefetch distance in 64-byte chunks (the hardware streamer alone left bandwidth unused)
-    MR = mr or VNNI_PREFILL_ROWS[bits]
+    MR = VNNI_PREFILL_ROWS[bits]
 
     a16 = act == "a16"
     pdt = "float16" if f16 else "float32"  # scales (and minimums): param_dtype

@@ -109,21 +109,13 @@ class _Lowerer(GraphLowerer):
     # the function -----------------------------------------------------------------------------------------
     def lower(self) -> LoweredModule:
         g = self.g
-        in_vars = [relax.Var(k, self.ttype(t)) for k, t in g.inputs.items()]
-        for k, v in zip(g.inputs, in_vars):
-            self.env[k] = v
         # weight re-layouts (numpy, GIL released in its copies and bit operations) for all layers at once, in
         # threads: about 1/4 of a llama-1b compile when done one layer at a time
         todo = [n for n in g.nodes if n.op == "qlinear" and _choose(self, n)[0].relayout is not None]
         if todo:
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
                 self.relaid = dict(zip((n.inputs[1] for n in todo), pool.map(lambda n: _relayout(self, n), todo)))
-        # Parameters are created on first use, so the function's signature is built after the body.
-        with self.bb.function("main"):
-            with self.bb.dataflow():
-                self.convert_nodes()
-                result = self.bb.emit_output(relax.Tuple([self.env[o] for o in g.outputs]))
-            self.bb.emit_func_output(result, params=in_vars + self.param_vars)
+        self.function("main")
         functions = ["main"]
         head = self.last_row_head()
         if head is not None:
@@ -145,25 +137,31 @@ class _Lowerer(GraphLowerer):
         x = self.shape(node.inputs[0])
         return node if node.op in ("linear", "qlinear") and len(x) == 2 and x[0] == "S" else None
 
+    def function(self, name: str, before=None):
+        """One Relax function `name(*graph inputs, *weights)` over the whole graph (before: convert_nodes' hook).
+        Parameters are created on first use, so the signature is built after the body."""
+        g = self.g
+        in_vars = [relax.Var(k, self.ttype(t)) for k, t in g.inputs.items()]
+        self.env = dict(zip(g.inputs, in_vars))
+        with self.bb.function(name):
+            with self.bb.dataflow():
+                self.convert_nodes(before)
+                result = self.bb.emit_output(relax.Tuple([self.env[o] for o in g.outputs]))
+            self.bb.emit_func_output(result, params=in_vars + self.param_vars)
+
     def function_last_row(self, head):
         """`main_last`: the same calls as main, but the head reads the last row only (logits [1, V]), which is all a
         generation's prefill needs; the kernels are main's (the BlockBuilder shares equal functions)."""
-        g = self.g
         params, kernels = self.params, dict(self.kernels)
         self.params, self.param_vars, self.a8_cache = [], [], {}
-        in_vars = [relax.Var(k, self.ttype(t)) for k, t in g.inputs.items()]
-        self.env = dict(zip(g.inputs, in_vars))
         last = relax.const(np.array([-1], np.int64))
-        with self.bb.function(LAST_ROW_FUNCTION):
-            with self.bb.dataflow():
-                for node in g.nodes:
-                    if node is head:
-                        src = node.inputs[0]
-                        self.env[src] = self.emit(relax.op.take(self.env[src], last, axis=0, mode="wrap"))
-                    for o, v in zip(node.outputs, self.converters[node.op](self, node)):
-                        self.env[o] = v
-                result = self.bb.emit_output(relax.Tuple([self.env[o] for o in g.outputs]))
-            self.bb.emit_func_output(result, params=in_vars + self.param_vars)
+
+        def last_row(node):
+            if node is head:
+                src = node.inputs[0]
+                self.env[src] = self.emit(relax.op.take(self.env[src], last, axis=0, mode="wrap"))
+
+        self.function(LAST_ROW_FUNCTION, last_row)
         if self.params != params or self.kernels != kernels:
             raise RuntimeError("main_last took other parameters or kernels than main")
 
@@ -239,10 +237,12 @@ def _relaid_params(L, n, kern: QLinearKernel) -> list:
     scale-and-minimum groups), made by the first of the layer and a qembedding of the same table to ask."""
     keys = [f"{c}@{kern.name}" for c in n.inputs[1:4]]
     if keys[0] not in L.env:
-        new = L.relaid.pop(n.inputs[1], None) or _relayout(L, n)
-        for role, key in zip(("packed", "scales", "zeros"), keys):
-            L.relayout[key] = new[role]
-            L.param(key, new[role], "relayout", key)
+        if keys[0] not in L.relayout:  # (made once: main_last's parameters are main's arrays)
+            new = L.relaid.pop(n.inputs[1], None) or _relayout(L, n)
+            for role, key in zip(("packed", "scales", "zeros"), keys):
+                L.relayout[key] = new[role]
+        for key in keys:
+            L.param(key, L.relayout[key], "relayout", key)
     return [L.env[k] for k in keys]
 
 
