@@ -20,6 +20,7 @@ def _bitlen_signed(bound: int) -> int:
 LIMITS = {"M": 1024, "N": 8192, "K": 64, "group": 1 << 16, "bfp_bits": 16, "mant_bits": 24, "shift_bits": 6, "guard_bits": 16}
 MIN = {"M": 1, "N": 1, "K": 1, "group": 1, "bfp_bits": 2, "mant_bits": 1, "shift_bits": 1, "guard_bits": 0, "lanes": 1}
 MAX_PES = 1 << 20  # M x N processing elements
+WEIGHT_FORMATS = ("int", "e2m1")
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,16 @@ class ArrayConfig:
     shift_bits: int = 5  # dyadic shift bits SW (unsigned), for d and for da
     lanes: int = 8  # epilogue lanes = output values per output beat
     guard_bits: int = 8  # Y guard bits: exact over up to 2^guard_bits groups
+    weight_format: str = "int"  # WEIGHT_FORMATS: "int" (codes q - z) or "e2m1" (FP4 codes, w' = 2 x value; golden.py 1b)
 
     def __post_init__(self):
         rec = designs.get(self.design)  # ValueError naming the known designs
+        if self.weight_format not in WEIGHT_FORMATS:
+            raise ValueError(f"weight_format must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weight_format!r}")
+        if self.e2m1:
+            if self.ternary:
+                raise ValueError("e2m1 weights are not ternary")
+            object.__setattr__(self, "bits", 4)  # E2M1 codes are 4 bits whatever `bits` said (as ternary fixes 2)
         if self.ternary and self.bits != 2:
             object.__setattr__(self, "bits", 2)
         for k, lo in MIN.items():
@@ -77,12 +85,37 @@ class ArrayConfig:
         return 8 if self.act == "a8" else self.bfp_bits
 
     @property
+    def e2m1(self) -> bool:
+        return self.weight_format == "e2m1"
+
+    @property
+    def w_max(self) -> int:
+        """Largest |w'| of the integer weights (golden.py 1, 1b): 2^B - 1, or 12 for E2M1 (2 x 6)."""
+        return 12 if self.e2m1 else (1 << self.bits) - 1
+
+    @property
+    def zero_bits(self) -> int:
+        """Bits of the per-group zero point field (E2M1 codes have none)."""
+        return 0 if self.e2m1 else self.bits
+
+    @property
+    def planes(self) -> int:
+        """Weight bit-planes of the LUT form: B, or 5 for E2M1 (w' + 16 as five offset-binary planes, golden.py 1b)."""
+        return 5 if self.e2m1 else self.bits
+
+    @property
     def acc_bound(self) -> int:
-        return self.group * (1 << (self.act_bits - 1)) * ((1 << self.bits) - 1)
+        return self.group * (1 << (self.act_bits - 1)) * self.w_max
 
     @property
     def acc_bits(self) -> int:
         return _bitlen_signed(self.acc_bound)
+
+    @property
+    def acc2_bits(self) -> int:
+        """Width of the LUT form's plane sum acc2 = sum_b 2^b T_b (|acc2| <= (2^planes - 1) G 2^(AW-1)); equal to
+        acc_bits for integer codes, wider for E2M1's five planes."""
+        return _bitlen_signed(self.group * (1 << (self.act_bits - 1)) * ((1 << self.planes) - 1))
 
     @property
     def table_bits(self) -> int:
@@ -108,7 +141,7 @@ class ArrayConfig:
     @property
     def cycles_per_beat(self) -> int:
         """Input beats accepted at most every this many cycles (bit-serial designs take one plane a cycle)."""
-        return self.bits if self.design_record.bit_serial else 1
+        return self.planes if self.design_record.bit_serial else 1
 
     @property
     def drain_cycles(self) -> int:
@@ -127,7 +160,7 @@ class ArrayConfig:
 
     @property
     def name(self) -> str:
-        w = "ternary" if self.ternary else f"w{self.bits}"
+        w = "ternary" if self.ternary else "e2m1" if self.e2m1 else f"w{self.bits}"
         return f"{self.design.replace('-', '')}_{w}{self.act}g{self.group}_m{self.M}n{self.N}k{self.K}"
 
     def to_dict(self) -> dict:

@@ -14,6 +14,22 @@ j (group).
    zero z[n,j]: unsigned B bits (symmetric: 2^(B-1); ternary: 1).  Integer weight  w'[n,k] = q - z[n,j],
    |w'| <= 2^B - 1, so w' needs B + 1 bits two's complement.
 
+1b. E2M1 weights (MXFP4, NVFP4; ArrayConfig.weight_format "e2m1").  code q[n,k]: the 4-bit E2M1 bit pattern
+   (sign q_3, exponent e = q_2 q_1, mantissa m = q_0), value 0.5 m (e = 0) or (1 + m/2) 2^(e-1), negated for
+   q_3 = 1 (code 8 is -0).  The array's integer weight is twice the value,
+       w'[n,k] = E2M1_W2[q] in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12}      (codes 0..7: 0 1 2 3 4 6 8 12)
+   an exact integer, and no zero point (the zero field is absent from the ports).  |w'| <= 12 replaces
+   2^B - 1 in every bound below (ArrayConfig.w_max).  The group scale s (MXFP4: E8M0, a power of two; NVFP4:
+   fl32(t x E4M3), the stored float32) enters the dyadic epilogue (section 4) as s / 2, which is a power of two
+   again for MXFP4 (mant = 2^(MW-1): exact) and an MW-bit mantissa otherwise, like any integer group's scale.
+   LUT form: w' + 16 in 4..28 as five unsigned planes with zero point 16 (c = 2^5 - 1 - 32 = -1, a subtraction
+   of S): bipolar digits need every plane digit of a weight to be +-1, which a sign-magnitude weight is not
+   (its digits are -1, 0, +1: two lookups a plane), so one more plane (5 cycles a beat for 4-bit codes) is the
+   cheaper way; the offset binary is w' in 5-bit two's complement with its top bit inverted.
+   Shift-and-add form: |w'| = (e > 0 ? 2^e : 0) + (m ? 2^max(e-1, 0) : 0), so a * w' is at most two shifted
+   copies of a (3 = 2 + 1, 6 = 4 + 2, 12 = 8 + 4) and one conditional negation, selected by the code's bits.
+   MAC form: wd = w' * mant, multiplied as for integer codes.
+
 2. Activations, integer operand a[m,k] of AW bits two's complement (-2^(AW-1) .. 2^(AW-1)-1)
    - A8:  a = qa = clamp(rint(x / sa), -127, 127) (per-token scale sa, applied off-array); AW = 8.
           (-128 is accepted by the hardware and by this model; the widths below cover it.)
@@ -133,13 +149,40 @@ def int_weights(codes: np.ndarray, zeros: np.ndarray, group: int) -> np.ndarray:
     return as_int64(codes) - np.repeat(as_int64(zeros), group, axis=1)
 
 
-def mac_group_acc(a: np.ndarray, codes: np.ndarray, zeros: np.ndarray, group: int) -> np.ndarray:
-    """acc[m,n,j] = sum_{k in j} a[m,k] * (q[n,k] - z[n,j]), int64 [M, N, NG] (MAC form)."""
+# twice the E2M1 value of each code (docstring 1b)
+E2M1_W2 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int64)
+E2M1_PLANES = 5  # the LUT form's offset-binary planes of w' + 16
+E2M1_OFFSET = 1 << (E2M1_PLANES - 1)
+
+
+def e2m1_weights(codes: np.ndarray) -> np.ndarray:
+    """w' = 2 x the E2M1 value of each 4-bit code, int64 (docstring 1b)."""
+    return E2M1_W2[as_int64(codes) & 15]
+
+
+def weight_values(cfg: ArrayConfig, codes, zeros) -> np.ndarray:
+    """The integer weights w' [N, KT] of `cfg`'s weight format: q - z, or the E2M1 decoding (zeros unused)."""
+    return e2m1_weights(codes) if cfg.e2m1 else int_weights(codes, zeros, cfg.group)
+
+
+def epilogue_scales(cfg: ArrayConfig, scales) -> np.ndarray:
+    """The float scales the dyadic epilogue holds: s, or s / 2 for E2M1 weights (w' is twice the value; exact)."""
+    s = np.asarray(scales, dtype=np.float64)
+    return s / 2 if cfg.e2m1 else s
+
+
+def dot_group_acc(a: np.ndarray, wp: np.ndarray, group: int) -> np.ndarray:
+    """acc[m,n,j] = sum_{k in j} a[m,k] * w'[n,k] for integer weights w' [N, KT], int64 [M, N, NG]."""
     a = as_int64(a)
-    wp = int_weights(codes, zeros, group)
+    wp = as_int64(wp)
     m, kt = a.shape
     ng = kt // group
     return np.einsum("mjg,njg->mnj", a.reshape(m, ng, group), wp.reshape(wp.shape[0], ng, group))
+
+
+def mac_group_acc(a: np.ndarray, codes: np.ndarray, zeros: np.ndarray, group: int) -> np.ndarray:
+    """acc[m,n,j] = sum_{k in j} a[m,k] * (q[n,k] - z[n,j]), int64 [M, N, NG] (MAC form)."""
+    return dot_group_acc(a, int_weights(codes, zeros, group), group)
 
 
 def lut_tables(a: np.ndarray, K: int = 4) -> np.ndarray:
@@ -223,10 +266,37 @@ def mixpe_group_acc(a, codes, zeros, bits: int, group: int) -> np.ndarray:
     return prod.reshape(m, n, ng, group).sum(axis=3)
 
 
-def mac_dequant_group_p(a, codes, zeros, mant, group: int) -> np.ndarray:
-    """MAC baseline: P = sum_k a * ((q - z) * mant) per group, int64 [M, N, NG] (= acc * mant)."""
+def lut_e2m1_group_acc(a, codes, group: int, K: int = 4) -> np.ndarray:
+    """acc of E2M1 codes via the LUT form (docstring 1b): the five planes of w' + 16, zero point 16 (c = -1)."""
+    u = e2m1_weights(codes) + E2M1_OFFSET
+    zeros = np.full((u.shape[0], u.shape[1] // group), E2M1_OFFSET, np.int64)
+    return lut_group_acc(a, u, zeros, E2M1_PLANES, group, K)
+
+
+def e2m1_shift_add_mul(a: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """a * w' for E2M1 codes as at most two shifted copies of a and a conditional negation (docstring 1b), elementwise."""
     a = as_int64(a)
-    wd = int_weights(codes, zeros, group) * np.repeat(as_int64(mant), group, axis=1)
+    q = as_int64(codes) & 15
+    e, m, s = (q >> 1) & 3, q & 1, q >> 3
+    t1 = np.where(e > 0, a << e, 0)
+    t2 = np.where(m == 1, a << np.maximum(e - 1, 0), 0)
+    return np.where(s == 1, -(t1 + t2), t1 + t2)
+
+
+def mixpe_e2m1_group_acc(a, codes, group: int) -> np.ndarray:
+    a = as_int64(a)
+    m, kt = a.shape
+    n = codes.shape[0]
+    prod = e2m1_shift_add_mul(a[:, None, :], as_int64(codes)[None, :, :])  # [M, N, KT]
+    return prod.reshape(m, n, kt // group, group).sum(axis=3)
+
+
+def mac_dequant_group_p(a, codes, zeros, mant, group: int, e2m1: bool = False) -> np.ndarray:
+    """MAC baseline: P = sum_k a * (w' * mant) per group, int64 [M, N, NG] (= acc * mant); w' = q - z, or the
+    E2M1 decoding (docstring 1b)."""
+    a = as_int64(a)
+    wp = e2m1_weights(codes) if e2m1 else int_weights(codes, zeros, group)
+    wd = wp * np.repeat(as_int64(mant), group, axis=1)
     m, kt = a.shape
     n = wd.shape[0]
     ng = kt // group
@@ -444,7 +514,7 @@ def prepare_tile(cfg: ArrayConfig, x: np.ndarray, qw) -> TileInputs:
     if getattr(qw, "has_mins", False):
         mant, d, mm, dm, E = dyadic_affine(qw.scales, qw.mins, cfg.mant_bits, cfg.shift_bits)
     else:
-        mant, d, E = dyadic_scales(qw.scales, cfg.mant_bits, cfg.shift_bits)
+        mant, d, E = dyadic_scales(epilogue_scales(cfg, qw.scales), cfg.mant_bits, cfg.shift_bits)
     if cfg.act == "a8":
         a, sa = quantize_a8(x)
         da = np.zeros((x.shape[0], qw.n_groups), dtype=np.int64)
@@ -461,12 +531,14 @@ def y_to_float(cfg: ArrayConfig, y: np.ndarray, t: TileInputs) -> np.ndarray:
 
 
 def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, kind: str = "random", mins: bool = False) -> TileInputs:
-    """Random integer job inputs for `cfg` (kind: random | zeros | max | min | mixed-extreme); mins: with
+    """Random integer job inputs for `cfg` (kind: random | zeros | max | min | mixed-extreme | codes: every code
+    in every column); mins: with
     scale-and-minimum fields (zero points 0, signed minimum mantissas mm and shifts dm, docstring 4b)."""
     M, N, G = cfg.M, cfg.N, cfg.group
     kt = G * n_groups
     amin, amax = -(1 << (cfg.act_bits - 1)), (1 << (cfg.act_bits - 1)) - 1
     qmax = 2 if cfg.ternary else (1 << cfg.bits) - 1
+    top = 7 if cfg.e2m1 else qmax  # the code of the largest positive w' (E2M1: +6)
     smax = (1 << cfg.shift_bits) - 1
     a = rng.integers(amin, amax + 1, size=(M, kt))
     codes = rng.integers(0, qmax + 1, size=(N, kt))
@@ -479,19 +551,25 @@ def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, k
     elif kind in ("max", "min"):
         # accumulator limit: every product at its extreme, |acc| = G * 2^(AW-1) * (2^B-1) for 'min'
         a[:] = amin if kind == "min" else amax
-        codes[:] = qmax
+        codes[:] = top
         zeros[:] = 1 if cfg.ternary else 0
         mant[:] = (1 << cfg.mant_bits) - 1
         d[:] = 0
         da[:] = 0
     elif kind == "mixed-extreme":
         a = rng.choice([amin, amax, 0], size=(M, kt))
-        codes = rng.choice([0, qmax], size=(N, kt))
+        codes = rng.choice([0, 8, 7, 15] if cfg.e2m1 else [0, qmax], size=(N, kt))  # E2M1: +-0 and +-6
         zeros = np.ones_like(zeros) if cfg.ternary else rng.choice([0, qmax], size=(N, n_groups))
         mant = rng.choice([0, 1, (1 << cfg.mant_bits) - 1], size=(N, n_groups))
         d = rng.choice([0, 1, smax], size=(N, n_groups))
+    elif kind == "codes":
+        # every code (E2M1: -0 and +-6 included) in every column, against extreme activations
+        codes = (np.arange(kt)[None, :] + np.arange(N)[:, None]) % (qmax + 1)
+        a = rng.choice([amin, amax, -1, 1], size=(M, kt))
+    if cfg.e2m1:
+        zeros = np.zeros_like(zeros)  # no zero points (docstring 1b)
     t = TileInputs(a=as_int64(a), codes=as_int64(codes), zeros=as_int64(zeros), mant=as_int64(mant), d=as_int64(d), da=as_int64(da))
-    if mins and not cfg.ternary:
+    if mins and not cfg.ternary and not cfg.e2m1:
         lim = (1 << cfg.mant_bits) - 1
         t.zeros = np.zeros_like(t.zeros)
         t.mm = as_int64(rng.integers(-lim, lim + 1, size=(N, n_groups)))

@@ -83,7 +83,7 @@ def weight_block_bits(cfg, K: int) -> dict:
     """Bits of one column block (cfg.N channels x K features) in the array's formats."""
     ng = K // cfg.group
     codes = cfg.N * K * cfg.bits
-    fields_ = cfg.N * ng * (cfg.bits + cfg.mant_bits + cfg.shift_bits)  # zero, dyadic mantissa, shift
+    fields_ = cfg.N * ng * (cfg.zero_bits + cfg.mant_bits + cfg.shift_bits)  # zero (none for E2M1), dyadic mantissa, shift
     return {"codes": codes, "fields": fields_}
 
 

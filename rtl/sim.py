@@ -86,7 +86,7 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     """ArrayConfig and run options from a design name and a params dict.
 
     params keys: any ArrayConfig field (M, N, K, bits, ternary, act, group, lanes, bfp_bits, mant_bits,
-    shift_bits, guard_bits; values may be strings, as typed on a command line), `mins` (the array with the
+    shift_bits, guard_bits, weight_format = int | e2m1; values may be strings, as typed on a command line), `mins` (the array with the
     minimum term of scale-and-minimum groups), `max_groups` and `stalls` (run options). Unset fields take
     the design's `sim_defaults`. Raises LowbitError on bad values.
     """
@@ -127,8 +127,8 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
         cfg = ArrayConfig(design=design, **kw)
     except ValueError as e:
         raise LowbitError(f"invalid parameters for design '{design}': {e}", "see hwsim.config.ArrayConfig") from None
-    if mins and cfg.ternary:
-        raise LowbitError(f"design '{design}': ternary weights have no minimums", "drop mins=1, or use bits=2..4")
+    if mins and (cfg.ternary or cfg.e2m1):
+        raise LowbitError(f"design '{design}': {'ternary' if cfg.ternary else 'e2m1'} weights have no minimums", "drop mins=1, or use bits=2..4")
     return with_mins(cfg, mins), run
 
 

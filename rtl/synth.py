@@ -150,6 +150,21 @@ def report_path(design: str, bits: int, act: str = "a8", group: int = 128) -> Pa
     return Path(__file__).resolve().parent / "reports" / "synth" / f"{design}_w{bits}{act}g{group}.json"
 
 
+# FP4 (E2M1 codes, MXFP4's group of 32) against INT4 at one small shape: yosys takes 20-60 s per array there
+# (12-20 min at the default N=64). Kept in their own folder: the area model is fitted on reports/synth/*.json only.
+FP4_SHAPE = dict(M=2, N=16, K=4, lanes=8, group=32, act="a8")
+FP4_FORMATS = {"w4": dict(bits=4), "e2m1": dict(weight_format="e2m1")}
+
+
+def fp4_report_path(design: str, fmt: str) -> Path:
+    s = FP4_SHAPE
+    return Path(__file__).resolve().parent / "reports" / "synth" / "fp4" / f"{design}_{fmt}{s['act']}g{s['group']}_m{s['M']}n{s['N']}.json"
+
+
+def _format(c: dict) -> str:
+    return "ternary" if c["ternary"] else "e2m1" if c.get("weight_format") == "e2m1" else f"w{c['bits']}"
+
+
 def baseline_design() -> str | None:
     """The registered baseline design (Design.baseline), the first if several."""
     return next((d.name for d in DESIGNS.values() if d.baseline), None)
@@ -159,15 +174,16 @@ def table(reports: list[dict]) -> str:
     """Markdown table of synthesis reports, with area per MAC/cycle and the ratio to the baseline design
     (`baseline_design()`) of the same weight bits."""
     ref = baseline_design()
-    base = {(r["config"]["bits"], r["config"]["act"]): r["transistors_per_mac_per_cycle"] for r in reports if r["design"] == ref}
+    key = lambda c: (_format(c), c["act"])  # noqa: E731
+    base = {key(r["config"]): r["transistors_per_mac_per_cycle"] for r in reports if r["design"] == ref}
     lines = [
         f"| design | config | cells | FF bits | transistors | peak MACs/cycle | transistors per MAC/cycle | vs {ref} |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in reports:
         c = r["config"]
-        w = "ternary" if c["ternary"] else f"w{c['bits']}"
-        b = base.get((c["bits"], c["act"]))
+        w = _format(c)
+        b = base.get(key(c))
         ratio = f"{r['transistors_per_mac_per_cycle'] / b:.2f}x" if b else "-"
         lines.append(
             f"| {r['design']} | {w}{c['act']}g{c['group']} M{c['M']} N{c['N']} K{c['K']} | {r['cell_count']:,} | "
@@ -184,8 +200,19 @@ def main(argv=None) -> int:
     ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--bits", default="2,4")
     ap.add_argument("--rerun", action="store_true", help="synthesize even when a saved report exists")
+    ap.add_argument("--fp4", action="store_true", help="the FP4 (E2M1) vs INT4 arrays at FP4_SHAPE instead")
     args = ap.parse_args(argv)
     reports = []
+    if args.fp4:
+        for design in args.designs.split(","):
+            for fmt, kw in FP4_FORMATS.items():
+                p = fp4_report_path(design, fmt)
+                if p.exists() and not args.rerun:
+                    reports.append(json.loads(p.read_text()))
+                else:
+                    reports.append(synthesize(design, {**FP4_SHAPE, **kw}, out_json=p))
+        print(table(reports))
+        return 0
     for design in args.designs.split(","):
         for bits in (int(b) for b in args.bits.split(",")):
             p = report_path(design, bits)

@@ -384,8 +384,9 @@ def eval_cmd(artifact, backend, text, ctx, protocol, max_windows, no_kl, json_pa
 
 def _parse_params(text: str | None) -> dict:
     """--params M=2,N=64,quant=w2g128a8 -> dict of array parameters (values stay strings; rtl.sim.make_config
-    converts and checks them). quant=SPEC is parsed here into bits, ternary, act and group (the other keys
-    override it): the hardware layer takes bit widths, not spec strings."""
+    converts and checks them). quant=SPEC is parsed here into bits, ternary, act and group (mxfp4 / nvfp4:
+    weight_format=e2m1, act and group; the other keys override it): the hardware layer takes bit widths and
+    weight formats, not spec strings."""
     out = {}
     for item in (text or "").split(","):
         if not item.strip():
@@ -400,7 +401,12 @@ def _parse_params(text: str | None) -> dict:
         spec = parse_spec(str(out.pop("quant")))
         if spec is None:
             raise LowbitError("quant 'none' has no hardware array", "give a spec such as w2g128a8")
-        fmt = {"bits": spec.bits, "ternary": spec.ternary, "act": spec.act}
+        if spec.fp in ("mxfp4", "nvfp4"):  # E2M1 codes: the arrays' e2m1 weight format
+            fmt = {"weight_format": "e2m1", "act": spec.act}
+        elif spec.codebook:
+            raise LowbitError(f"quant '{spec.name}' holds codebook weights, which no array multiplies", "give an integer spec such as w4g128a8, or mxfp4 / nvfp4")
+        else:
+            fmt = {"bits": spec.bits, "ternary": spec.ternary, "act": spec.act}
         if spec.group_size:
             fmt["group"] = spec.group_size
         out = {**fmt, **out}
@@ -458,7 +464,7 @@ def _sim_layer(artifact, layer, design, simulator, ids, rows):
     a = r["array"]
     con.print(
         f"layer {r['layer']} ({r['rows']} x {r['k']} -> {r['n']}) on {r['design']} {a['M']}x{a['N']} K={a['K']} "
-        f"({'ternary' if a['ternary'] else 'w' + str(a['bits'])}{a['act']} g{a['group']}), {r['jobs']} jobs, {r['simulator']}"
+        f"({'ternary' if a['ternary'] else 'e2m1' if a.get('weight_format') == 'e2m1' else 'w' + str(a['bits'])}{a['act']} g{a['group']}), {r['jobs']} jobs, {r['simulator']}"
     )
     con.print(f"values: RTL {'==' if r['bit_exact'] else '!='} hwsim bit for bit ({r['mismatches']} of {r['rows'] * r['n']} outputs differ)")
     con.print(

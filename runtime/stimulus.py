@@ -4,7 +4,8 @@ rtl.sim.run_sim(..., tiles=...).
 
     quantizer_tile(cfg, rng, n_groups) -> TileInputs        RTN-quantized random weights and activations
                                                             (an array with the minimum term, rtl.gen.common.MinsConfig:
-                                                            scale-and-minimum weights by quantize_rtn_min)
+                                                            scale-and-minimum weights by quantize_rtn_min;
+                                                            E2M1 arrays: MXFP4 or NVFP4 by quantize_float)
     quantizer_tiles(cfg, rng, count, max_groups=2) -> list   `count` of them, 1..max_groups groups each
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.quant.floatfmt import quantize_float
 from compiler.quant.rtn import quantize_rtn, quantize_rtn_min
 from compiler.quant.spec import QuantSpec
 from hwsim import golden as gm
@@ -28,6 +30,8 @@ def quantizer_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int) ->
     if has_mins(cfg):  # Q4_1-style groups, offset so that most do not contain 0
         w = w + np.float32(rng.uniform(-0.2, 0.2))
         return gm.prepare_tile(cfg, x, quantize_rtn_min(w, cfg.bits, cfg.group))
+    if cfg.e2m1:  # MXFP4 (E8M0 scales) or NVFP4 (E4M3 x FP32 scales) at the array's group
+        return gm.prepare_tile(cfg, x, quantize_float(w, str(rng.choice(["mxfp4", "nvfp4"])), cfg.group))
     if cfg.ternary:
         spec = QuantSpec(bits=2, group_size=cfg.group, act=cfg.act, ternary=True)
     else:

@@ -142,7 +142,7 @@ def layer_y(cfg: ArrayConfig, t: gm.TileInputs) -> np.ndarray:
     (the value of an output does not depend on the tiling), computed group by group in floating point on
     integer operands, exactly:
 
-    - acc_j = a_j @ (q_j - z_j)^T: every partial sum is an integer bounded by cfg.acc_bound (golden.py's
+    - acc_j = a_j @ w'_j^T (q_j - z_j, or the E2M1 decoding): every partial sum is an integer bounded by cfg.acc_bound (golden.py's
       ACCW bound), represented exactly by the chosen float type in any summation order;
     - v = rshift_round(acc * mant, sh) = floor(acc * (mant * 2^-sh) + 1/2) in float64: mant * 2^-sh is
       exact, acc * mant < 2^53 is exact and the power-of-two scale keeps it so; the + 1/2 is exact
@@ -170,7 +170,10 @@ def layer_y(cfg: ArrayConfig, t: gm.TileInputs) -> np.ndarray:
         dm = np.asarray(t.dm, dtype=np.int64)
     for j in range(ng):
         sl = slice(j * g, (j + 1) * g)
-        wp = (codes[:, sl].astype(np.int16) - zeros[:, j : j + 1].astype(np.int16)).astype(dt)
+        if cfg.e2m1:
+            wp = gm.e2m1_weights(codes[:, sl]).astype(dt)
+        else:
+            wp = (codes[:, sl].astype(np.int16) - zeros[:, j : j + 1].astype(np.int16)).astype(dt)
         acc = (af[:, sl] @ wp.T).astype(np.float64)  # [M, N], exact integers
         if a8:
             sc = np.ldexp(mant[:, j], -d[:, j])[None, :]

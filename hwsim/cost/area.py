@@ -117,7 +117,9 @@ def load_reports() -> tuple:
 def find_report(cfg: ArrayConfig) -> dict | None:
     want = cfg.to_dict()
     for r in load_reports():
-        if r.get("config") == want:
+        c = r.get("config")
+        # reports written before a field existed hold its default (ArrayConfig.from_dict fills it in)
+        if c is not None and {**ArrayConfig(design=c["design"]).to_dict(), **c} == want:
             return r
     return None
 
@@ -155,14 +157,14 @@ def component_counts(cfg: ArrayConfig, variant: str | None = None, mins: bool = 
 
     variant: one of the design's `area_variants`, a variant we have no RTL for (lut-tc: "unsymmetrized")."""
     c = cfg
-    M, N, B, EL = c.M, c.N, c.bits, c.lanes
+    M, N, EL = c.M, c.N, c.lanes
     MW, SW, PW, YW = c.mant_bits, c.shift_bits, c.prod_bits, c.y_bits
     rec = c.design_record
     if variant is not None and variant not in rec.area_variants:
         raise ValueError(f"design {c.design} has no area variant {variant!r}")
     own = rec.area_counts(c, variant)
     out = {
-        "ff_bits": N * (B + MW + SW) + M * SW + M * N * YW + own["ff_bits"],  # group fields, Y registers
+        "ff_bits": N * (c.zero_bits + MW + SW) + M * SW + M * N * YW + own["ff_bits"],  # group fields, Y registers
         "add_bits": EL * (PW + 1 + YW) + own["add_bits"],  # epilogue lanes: rounding add, Y add
         "mult_bits2": own["mult_bits2"],
         "mux_bits": EL * (PW + 1) * (SW + 1) + own["mux_bits"],  # the lanes' barrel shifters

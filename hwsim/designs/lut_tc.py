@@ -9,7 +9,9 @@ Datapath events per accepted input beat (one K-chunk of all rows and columns):
 Per group and output (epilogue): the zero-point correction (a (B+2) x SUMW multiply and an ACCW add),
 the dyadic multiply P = acc * mant (ACCW x (MW+1)), the rounding shift (a PW add) and the Y add (YW).
 Register bit writes: tables and plane-major weights per beat, `part` per plane, acc2 per beat, and the
-shadow bank / Y shift registers per group. Scale-and-minimum layers add the minimum term
+shadow bank / Y shift registers per group. E2M1 weights (weight_format "e2m1", hwsim/golden.py 1b) run five
+planes of w' + 16 (B = 5 above; acc2 is ACC2W = cfg.acc2_bits wide), decoded from each 4-bit code as the beat is
+registered, and their correction is c = -1: a subtraction of S, no multiply. Scale-and-minimum layers add the minimum term
 (hwsim.arrays.min_events); its row sums are this array's S (`row_sums=True`), so it needs no adders of its own.
 """
 
@@ -22,16 +24,18 @@ LUT_TC_PAPER = "LUT Tensor Core (arXiv 2408.06003)"
 
 
 def group_acc(cfg, a, codes, zeros):
+    if cfg.e2m1:
+        return golden.lut_e2m1_group_acc(a, codes, cfg.group, cfg.K)
     return golden.lut_group_acc(a, codes, zeros, cfg.bits, cfg.group, cfg.K)
 
 
 def events(cfg, beats: int, groups: int) -> dict:
-    M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.bits
+    M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.planes
     E = 1 << (K - 1)
-    TW, ACCW, SUMW, PW, YW, MW = cfg.table_bits, cfg.acc_bits, cfg.sum_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
+    TW, ACCW, SUMW, PW, YW, MW = cfg.table_bits, cfg.acc2_bits, cfg.sum_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
     PTW = TW + B - 1
     mn = M * N
-    return {
+    ev = {
         "table_builds": beats * M,
         "adds": {
             TW: beats * M * E * (K - 1),  # table entries
@@ -43,31 +47,42 @@ def events(cfg, beats: int, groups: int) -> dict:
         },
         "lookups": {(TW, E): beats * B * mn},  # (entry bits, entries) -> reads
         "negations": {TW: beats * B * mn},
-        "mults": {(B + 2, SUMW): groups * mn, (ACCW, MW + 1): groups * mn},
+        "mults": {(B + 2, SUMW): groups * mn, (cfg.acc_bits, MW + 1): groups * mn},
         "shifts": {PW + 1: groups * mn},
         "reg_bit_writes": beats * (M * E * TW + N * B * K) + beats * B * mn * PTW + beats * mn * ACCW
         + groups * mn * (ACCW + YW) * 2,
         "epilogue_ops": groups * mn,
     }
+    if cfg.e2m1:
+        # the correction is c = -1 (a subtraction of S, counted in the ACCW adds): no multiply; each code
+        # is decoded to its five planes once per beat (an 8:1 magnitude read of 4 bits and a negation)
+        del ev["mults"][(B + 2, SUMW)]
+        ev["lookups"][(4, 8)] = beats * N * K
+        ev["negations"][B] = beats * N * K
+    return ev
 
 
 def area_counts(cfg, variant: str | None = None) -> dict:
     """Flip-flop, adder, mux and multiplier bits of the table unit, PEs and the epilogue's correction.
     variant "unsymmetrized": the plain LUT design before table symmetrization (2^K table entries per row,
     a 2^K:1 read mux per PE, no conditional negation), which has no RTL here."""
-    M, N, K, B, EL = cfg.M, cfg.N, cfg.K, cfg.bits, cfg.lanes
-    MW, SW, ACCW, TW, SUMW = cfg.mant_bits, cfg.shift_bits, cfg.acc_bits, cfg.table_bits, cfg.sum_bits
+    M, N, K, B, EL = cfg.M, cfg.N, cfg.K, cfg.planes, cfg.lanes
+    MW, SW, ACCW, TW, SUMW = cfg.mant_bits, cfg.shift_bits, cfg.acc2_bits, cfg.table_bits, cfg.sum_bits
     sym = variant is None
     E = 1 << (K - 1) if sym else 1 << K
     NEG = 1 if sym else 0  # the conditional negation of a symmetric table read
     PTW = TW + B - 1
     mn = M * N
+    CW = 0 if cfg.e2m1 else B + 2  # the per-column correction c (E2M1: the constant -1)
     ff = mn * ACCW  # shadow
-    ff += N * (MW + SW + B + 2) + M * (SW + SUMW)  # em_r, ed_r, ec_r, eda_r, eS_r
+    ff += N * (MW + SW + CW) + M * (SW + SUMW)  # em_r, ed_r, ec_r, eda_r, eS_r
     ff += M * E * TW + N * B * K + M * SUMW + mn * ACCW + (mn * (PTW - 1) if B > 1 else 0)
     add = M * E * (K - 1) * TW + mn * (PTW + ACCW + NEG * TW) + M * SUMW + EL * (ACCW + 1)
     mux = mn * TW * (E - 1) + NEG * (mn * TW + N * (K - 1))
-    mult = EL * (ACCW * (MW + 1) + (B + 2) * SUMW)
+    mult = EL * (cfg.acc_bits * (MW + 1) + CW * SUMW)
+    if cfg.e2m1:  # the E2M1 decode per column and feature: 4 magnitude bits from 3, a 5-bit negation
+        mux += N * K * (4 * 7 + B)
+        add += N * K * B
     return {"ff_bits": ff, "add_bits": add, "mult_bits2": mult, "mux_bits": mux, "and_bits": 0}
 
 

@@ -5,6 +5,7 @@ Datapath events per accepted input beat: per column and feature a (B+1)-bit subt
 dequantization multiply wd = (q - z) * mant ((B+1) x (MW+1) bits, shared by the rows); per PE and feature
 a full multiply a * wd (AW x (B+1+MW) bits) and an add into the P accumulator (PW bits). Per group and
 output: the rounding shift and the Y add (no multiply: the mantissa was applied to the weights).
+E2M1 weights (hwsim/golden.py 1b): the subtract is a decode of the 4-bit code to w' (5 bits), otherwise the same.
 Scale-and-minimum layers add the minimum term and its row sums (hwsim.arrays.min_events).
 """
 
@@ -15,11 +16,11 @@ from hwsim.designs.base import Design
 
 
 def group_acc(cfg, a, codes, zeros):
-    return golden.mac_group_acc(a, codes, zeros, cfg.group)
+    return golden.dot_group_acc(a, golden.weight_values(cfg, codes, zeros), cfg.group)
 
 
 def group_p(cfg, a, codes, zeros, mant):
-    return golden.mac_dequant_group_p(a, codes, zeros, mant, cfg.group)
+    return golden.mac_dequant_group_p(a, codes, zeros, mant, cfg.group, cfg.e2m1)
 
 
 def events(cfg, beats: int, groups: int) -> dict:

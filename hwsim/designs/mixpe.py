@@ -7,6 +7,9 @@ bits; the shifts are wiring, the bits of w' gate the shifted copies), then K add
 accumulator (ACCW bits). Per group and output (epilogue): P = acc * mant (ACCW x (MW+1)), the rounding
 shift (PW add) and the Y add (YW). Register bit writes: the accumulators per beat, shadow bank and Y per
 group.
+E2M1 weights (weight_format "e2m1", hwsim/golden.py 1b): no zero point and no subtract; each product is
+two shifted copies of a chosen by the code's exponent and mantissa bits (a << e, a << max(e-1, 0)), one add
+and a conditional negation by the sign bit (PRW = AW + 4 bits).
 Scale-and-minimum layers add the minimum term and its row sums (hwsim.arrays.min_events).
 """
 
@@ -19,14 +22,31 @@ MIXPE_PAPER = "MixPE (arXiv 2411.16158)"
 
 
 def group_acc(cfg, a, codes, zeros):
+    if cfg.e2m1:
+        return golden.mixpe_e2m1_group_acc(a, codes, cfg.group)
     return golden.mixpe_group_acc(a, codes, zeros, cfg.bits, cfg.group)
+
+
+def product_bits(cfg) -> int:
+    """PRW: the signed width of one PE product, |a w'| <= 2^(AW-1) w_max (E2M1: 12 < 2^4)."""
+    return cfg.act_bits + (4 if cfg.e2m1 else cfg.bits + 1)
 
 
 def events(cfg, beats: int, groups: int) -> dict:
     M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.bits
-    AW, ACCW, PW, YW, MW = cfg.act_bits, cfg.acc_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
-    PRW = AW + B + 1
+    ACCW, PW, YW, MW = cfg.acc_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
+    PRW = product_bits(cfg)
     mn = M * N
+    if cfg.e2m1:  # two shifted copies (two 4:1 selects), one add, one conditional negation per product
+        return {
+            "adds": {PRW: beats * mn * K, ACCW: beats * mn * K, PW + 1: groups * mn, YW: groups * mn},
+            "lookups": {(PRW, 4): 2 * beats * mn * K},
+            "negations": {PRW: beats * mn * K},
+            "mults": {(ACCW, MW + 1): groups * mn},
+            "shifts": {PW + 1: groups * mn},
+            "reg_bit_writes": beats * mn * ACCW + groups * mn * (ACCW + YW) * 2,
+            "epilogue_ops": groups * mn,
+        }
     return {
         "adds": {
             B + 1: beats * N * K,  # w' = q - z per column and feature
@@ -44,9 +64,17 @@ def events(cfg, beats: int, groups: int) -> dict:
 
 def area_counts(cfg, variant: str | None = None) -> dict:
     M, N, K, B, EL = cfg.M, cfg.N, cfg.K, cfg.bits, cfg.lanes
-    AW, MW, SW, ACCW = cfg.act_bits, cfg.mant_bits, cfg.shift_bits, cfg.acc_bits
-    PRW = AW + B + 1
+    MW, SW, ACCW = cfg.mant_bits, cfg.shift_bits, cfg.acc_bits
+    PRW = product_bits(cfg)
     mn = M * N
+    if cfg.e2m1:
+        return {
+            "ff_bits": mn * ACCW * 2 + N * (MW + SW) + M * SW,
+            "add_bits": mn * K * (2 * PRW) + mn * K * ACCW,  # the two-term add and the negation's
+            "and_bits": 0,
+            "mult_bits2": EL * ACCW * (MW + 1),
+            "mux_bits": mn * K * (2 * 3 * PRW + PRW),  # two 4:1 selects and the negation's select
+        }
     return {
         "ff_bits": mn * ACCW * 2 + N * (MW + SW) + M * SW,
         "add_bits": N * K * (B + 1) + mn * K * (B * PRW) + mn * K * ACCW,

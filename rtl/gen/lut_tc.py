@@ -14,19 +14,21 @@ Datapath (one input beat = one K-chunk; default elongated tile M=2, N=64, K=4 as
    per row. At the group's end acc2 (per PE), S (per row) and the group's zero points go to the
    epilogue, whose lanes compute acc = (acc2 + (2^B - 1 - 2z) * S) >>> 1 before the dyadic
    dequantization (hwsim/golden.py derives the correction).
-Ternary weights run on the B = 2 datapath with codes t+1 and zero 1.
+Ternary weights run on the B = 2 datapath with codes t+1 and zero 1. E2M1 codes (hwsim/golden.py 1b) are decoded
+as the beat is registered into the five planes of w' + 16 (B = 5 plane cycles a beat, acc2 ACC2W bits wide), and
+the epilogue's correction is the constant c = -1: acc = (acc2 - S) >>> 1.
 """
 
 from __future__ import annotations
 
 from hwsim.config import ArrayConfig
-from rtl.gen.common import V, clog2, epilogue, group_params, header, input_fields, sext, shadow_decls, shadow_update
+from rtl.gen.common import V, clog2, e2m1_decode, epilogue, group_params, header, input_fields, sext, shadow_decls, shadow_update
 
 
 def generate(cfg: ArrayConfig) -> str:
     c = cfg
-    M, N, K, B, AW = c.M, c.N, c.K, c.bits, c.act_bits
-    TW, ACCW, SUMW = c.table_bits, c.acc_bits, c.sum_bits
+    M, N, K, B, AW = c.M, c.N, c.K, c.planes, c.act_bits
+    TW, ACCW, SUMW = c.table_bits, c.acc2_bits, c.sum_bits
     E = 1 << (K - 1)
     PTW = TW + B - 1  # |part| <= (2^B - 1) * K * 2^(AW-1)
     CPG = c.chunks_per_group
@@ -44,6 +46,13 @@ def generate(cfg: ArrayConfig) -> str:
     v("end")
     group_params(c, v, f"in_fire & (ci == {CW}'d0)")
 
+    if c.e2m1:
+        v("// ---- E2M1 codes -> the five offset-binary planes of w' + 16 (w' two's complement, top bit inverted)")
+        for n in range(N):
+            for t in range(K):
+                e2m1_decode(v, f"q_{n}_{t}", f"wp_{n}_{t}")
+                v(f"wire [4:0] u_{n}_{t} = {{~wp_{n}_{t}[4], wp_{n}_{t}[3:0]}};")
+    plane_src = (lambda n, t: f"u_{n}_{t}") if c.e2m1 else (lambda n, t: f"q_{n}_{t}")
     v("// ---- table precompute (combinational on the input beat)")
     for m in range(M):
         for e in range(E):
@@ -90,7 +99,7 @@ def generate(cfg: ArrayConfig) -> str:
         bits = []
         for b in range(B):
             for t in range(K):
-                bits.append(f"q_{n}_{t}[{b}]")
+                bits.append(f"{plane_src(n, t)}[{b}]")
         v(f"        wpl_{n} <= {{{', '.join(reversed(bits))}}};")
     v("    end else if (adv) begin")
     for n in range(N):
@@ -143,7 +152,7 @@ def generate(cfg: ArrayConfig) -> str:
             mant=lambda n: f"gm_{n}",
             d=lambda n: f"gd_{n}",
             da=lambda m: f"gda_{m}",
-            z=lambda n: f"gz_{n}",
+            z=lambda n: f"gz_{n}",  # unused for E2M1 (c = -1)
             S=lambda m: f"S_nx_{m}",
             mm=lambda n: f"gmm_{n}",
             dm=lambda n: f"gdm_{n}",

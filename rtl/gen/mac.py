@@ -11,7 +11,7 @@ design; its area is the point of comparison.
 from __future__ import annotations
 
 from hwsim.config import ArrayConfig
-from rtl.gen.common import V, bit_parallel_control, epilogue, header, input_fields, sext, shadow_decls, shadow_update
+from rtl.gen.common import V, bit_parallel_control, e2m1_decode, epilogue, header, input_fields, sext, shadow_decls, shadow_update
 
 
 def generate(cfg: ArrayConfig) -> str:
@@ -24,11 +24,14 @@ def generate(cfg: ArrayConfig) -> str:
     input_fields(c, v)
     shadow_decls(c, v, "prod")
     bit_parallel_control(c, v)
-    v("// ---- column dequantization: wd = (q - z) * mant")
+    v("// ---- column dequantization: wd = w' * mant (w' = q - z, or the E2M1 decoding)")
     for n in range(N):
         v(f"wire signed [{MW}:0] ms_{n} = {{1'b0, em_{n}}};")
         for t in range(K):
-            v(f"wire signed [{B}:0] wp_{n}_{t} = $signed({{1'b0, q_{n}_{t}}}) - $signed({{1'b0, ez_{n}}});")
+            if c.e2m1:
+                e2m1_decode(v, f"q_{n}_{t}", f"wp_{n}_{t}")
+            else:
+                v(f"wire signed [{B}:0] wp_{n}_{t} = $signed({{1'b0, q_{n}_{t}}}) - $signed({{1'b0, ez_{n}}});")
             v(f"wire signed [{WDW - 1}:0] wd_{n}_{t} = wp_{n}_{t} * ms_{n};")
     v("// ---- PEs: multiply-accumulate (procedural: evaluated once per clock)")
     for m in range(M):

@@ -9,27 +9,44 @@ products to its group accumulator (ACCW bits, exact). When a group's last chunk 
 accumulators move to the epilogue's shadow bank in the same cycle, which dequantizes each group sum
 once (P = acc * mant, dyadic shift, add into Y): the MixPE "dequantize after the per-group mpGEMM" order.
 A16 uses the same PEs on AB-bit BFP mantissas; the block exponent enters the epilogue shift.
+E2M1 codes (hwsim/golden.py 1b) need no column subtract: each PE adds at most two shifted copies of a chosen by
+the code's exponent and mantissa bits and negates the sum by its sign bit (`e2m1_product`).
 """
 
 from __future__ import annotations
 
 from hwsim.config import ArrayConfig
+from hwsim.designs.mixpe import product_bits
 from rtl.gen.common import V, bit_parallel_control, epilogue, header, input_fields, sext, shadow_decls, shadow_update
+
+
+def _shl(x: str, b: int, w: int) -> str:
+    return f"{{{x}[{w - 1 - b}:0], {b}'d0}}" if b else x
+
+
+def e2m1_product(q: str, ax: str, w: int, out: str) -> str:
+    """`out` = a * w' for the E2M1 code `q` (hwsim/golden.py 1b): the copies a << e (e > 0) and a << max(e-1, 0)
+    (mantissa 1), chosen by the exponent bits q[2:1], added, and negated for the sign bit q[3]."""
+    e, m, s = f"{q}[2:1]", f"{q}[0]", f"{q}[3]"
+    t1 = f"({e} == 2'd3 ? {_shl(ax, 3, w)} : {e} == 2'd2 ? {_shl(ax, 2, w)} : {e} == 2'd1 ? {_shl(ax, 1, w)} : {w}'d0)"
+    t2 = f"(~{m} ? {w}'d0 : {e} == 2'd3 ? {_shl(ax, 2, w)} : {e} == 2'd2 ? {_shl(ax, 1, w)} : {ax})"
+    return f"{out} = {t1} + {t2}; if ({s}) {out} = -{out};"
 
 
 def generate(cfg: ArrayConfig) -> str:
     c = cfg
     M, N, K, B, AW, ACCW = c.M, c.N, c.K, c.bits, c.act_bits, c.acc_bits
-    PRW = AW + B + 1
+    PRW = product_bits(c)
     v = V()
     header(c, v, "MixPE-style array (shift-and-add PEs, per-group integer accumulation, one dequantization per group)")
     input_fields(c, v)
     shadow_decls(c, v, "int")
     bit_parallel_control(c, v)
-    v("// ---- column weights w' = q - z")
-    for n in range(N):
-        for t in range(K):
-            v(f"wire signed [{B}:0] wp_{n}_{t} = $signed({{1'b0, q_{n}_{t}}}) - $signed({{1'b0, ez_{n}}});")
+    if not c.e2m1:
+        v("// ---- column weights w' = q - z")
+        for n in range(N):
+            for t in range(K):
+                v(f"wire signed [{B}:0] wp_{n}_{t} = $signed({{1'b0, q_{n}_{t}}}) - $signed({{1'b0, ez_{n}}});")
     v("// ---- row activations, sign-extended once per row and feature")
     for m in range(M):
         for t in range(K):
@@ -45,6 +62,9 @@ def generate(cfg: ArrayConfig) -> str:
         for n in range(N):
             p = f"{m}_{n}"
             for t in range(K):
+                if c.e2m1:
+                    v(f"    {e2m1_product(f'q_{n}_{t}', f'ax_{m}_{t}', PRW, f'pd_{t}')}")
+                    continue
                 terms = []
                 for b in range(B + 1):
                     sh = f"{{ax_{m}_{t}[{PRW - 1 - b}:0], {b}'d0}}" if b else f"ax_{m}_{t}"

@@ -10,7 +10,7 @@ element i of the row-major flattening sits at bits [i*bits, (i+1)*bits). Per-bea
 beat's K-chunk of their TileInputs field (columns k0..k0+K-1); per-group ports carry column j of the
 field on the first beat of weight group j and are ignored (driven 0) on the others. Arrays with the minimum
 term (scale-and-minimum groups, `rtl.gen.common.MinsConfig`) have two more per-group ports, in_minm and
-in_mins. The handshake rules and the meaning of each field: rtl/gen/common.py's docstring.
+in_mins; arrays of E2M1 codes have no in_zero. The handshake rules and the meaning of each field: rtl/gen/common.py's docstring.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def stream_ports(cfg: ArrayConfig) -> list[Port]:
         Port("in_ready", "output", "in", "ready", "the array takes the offered beat"),
         Port("in_act", "input", "in", "data", "activations a[m, k0+t] of the beat's K-chunk", (M, K), AW, True, "beat", "a"),
         Port("in_w", "input", "in", "data", "weight codes q[n, k0+t] of the beat's K-chunk", (N, K), B, False, "beat", "codes"),
-        Port("in_zero", "input", carries="zero points z[n, j]", shape=(N,), bits=B, field="zeros", **grp),
+        # E2M1 codes (weight_format "e2m1", hwsim/golden.py 1b) have no zero points
+        *([] if c.e2m1 else [Port("in_zero", "input", carries="zero points z[n, j]", shape=(N,), bits=B, field="zeros", **grp)]),
         Port("in_mant", "input", carries="dyadic scale mantissas mant[n, j]", shape=(N,), bits=MW, field="mant", **grp),
         Port("in_shift", "input", carries="dyadic scale right shifts d[n, j]", shape=(N,), bits=SW, field="d", **grp),
         Port("in_ashift", "input", carries="A16 block-exponent offsets da[m, j] (0 for A8)", shape=(M,), bits=SW, field="da", **grp),

@@ -17,7 +17,7 @@ rtl.tb.read_config; besides cfg, designs, tiles and out:
   corrupt     flip one bit of one expected value (shows the checker can fail)
 It writes cycles / MACs / beats into `out`. Job order: a no-stall throughput phase (all jobs with
 max_groups groups; cycles and MACs per cycle are measured there), then corner cases (all zeros,
-accumulator limits at both signs, mixed extremes), the caller's tiles (`tiles`, e.g. real tiles from the
+accumulator limits at both signs, mixed extremes, every code in every column), the caller's tiles (`tiles`, e.g. real tiles from the
 quantizer: runtime/stimulus.py), then random jobs with random stalls and back-pressure.
 """
 
@@ -188,6 +188,7 @@ class ArrayTB:
             else:
                 f[p.field] = np.stack([p.unpack(b[p.name]) for b in heads], axis=1)
         ng = len(heads)
+        f.setdefault("zeros", np.zeros((c.N, ng), np.int64))  # arrays without zero points (E2M1 codes)
         assert f["a"].shape == (c.M, ng * c.group) and f["zeros"].shape == (c.N, ng)
         return gm.TileInputs(**f)
 
@@ -351,7 +352,7 @@ async def array_matches_golden(dut):
         # phase 2: corners, the caller's tiles, random jobs with stalls
         remaining = vectors - n_perf
         plan: list[gm.TileInputs] = []
-        for kind in ("zeros", "min", "max", "mixed-extreme"):
+        for kind in ("zeros", "min", "max", "mixed-extreme", "codes"):
             if len(plan) < remaining:
                 plan.append(gm.random_tile(cfg, rng, n_groups=int(rng.integers(1, max_groups + 1)), kind=kind, mins=mins))
         plan.extend(supplied[: max(0, remaining - len(plan))])

@@ -25,6 +25,9 @@ FAST = [
     dict(design="lut-tc", M=2, N=8, K=4, bits=2, act="a8", group=16, lanes=2),
     dict(design="mixpe", M=2, N=8, K=4, bits=4, act="a16", group=16, lanes=2),
     dict(design="mac", M=2, N=8, K=4, bits=3, act="a8", group=16, lanes=4),
+    # E2M1 codes: lut-tc's five planes a beat, mixpe's two-shift PEs
+    dict(design="lut-tc", M=2, N=8, K=4, bits=4, act="a8", group=16, lanes=2, weight_format="e2m1"),
+    dict(design="mixpe", M=2, N=8, K=4, bits=4, act="a8", group=16, lanes=4, weight_format="e2m1"),
 ]
 SLOW = [
     dict(design="lut-tc", M=2, N=8, K=4, bits=4, act="a16", group=32, lanes=8),
@@ -44,7 +47,7 @@ def run_rtl(cfg: ArrayConfig, tiles: list[gm.TileInputs], present=None, out_read
 
 
 def check(cfg: ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bool):
-    tiles = [gm.random_tile(cfg, rng, n_groups=g, kind=str(rng.choice(["random", "random", "max", "min", "mixed-extreme"]))) for g in groups]
+    tiles = [gm.random_tile(cfg, rng, n_groups=g, kind=str(rng.choice(["random", "random", "max", "min", "mixed-extreme", "codes"]))) for g in groups]
     nbeats = sum(groups) * cfg.chunks_per_group
     present = None
     if gaps:  # bursts of late beats, as a DRAM-starved input stream would look
@@ -73,7 +76,7 @@ def check(cfg: ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bo
         np.testing.assert_array_equal(y, gm.tile_y(cfg, t.a, t.codes, t.zeros, t.mant, t.d, t.da))
 
 
-@pytest.mark.parametrize("params", FAST, ids=lambda p: f"{p['design']}-w{p['bits']}{p['act']}g{p['group']}")
+@pytest.mark.parametrize("params", FAST, ids=lambda p: f"{p['design']}-{p.get('weight_format', 'int')}{p['bits']}{p['act']}g{p['group']}")
 def test_rtl_equals_hwsim(params):
     cfg = ArrayConfig(**params)
     rng = np.random.default_rng(7)

@@ -21,6 +21,10 @@ VARIANTS = [
     ArrayConfig(design="mixpe", M=2, N=8, bits=4, act="a16", group=128, lanes=4),
     ArrayConfig(design="mac", M=2, N=8, bits=4, act="a8", group=128, lanes=4),
     ArrayConfig(design="mac", M=2, N=8, bits=2, act="a16", group=32, lanes=4),
+    # E2M1 codes (MXFP4 / NVFP4 groups): five LUT planes, the two-shift PE, the decoding MAC column
+    ArrayConfig(design="lut-tc", M=2, N=8, act="a8", group=32, lanes=4, weight_format="e2m1"),
+    ArrayConfig(design="mixpe", M=2, N=8, act="a16", group=16, lanes=4, weight_format="e2m1"),
+    ArrayConfig(design="mac", M=2, N=8, act="a8", group=32, lanes=4, weight_format="e2m1"),
 ]
 IDS = [c.name for c in VARIANTS]
 # the arrays with the minimum term (scale-and-minimum groups): compiled, linted and port-checked (the
@@ -89,8 +93,10 @@ def test_port_records_are_the_module_ports(cfg):
     decl = text[text.index(") (\n") + 4 : text.index("\n);")].splitlines()
     assert decl == [f"    {p.declaration()}{',' if i < len(ports) - 1 else ''}" for i, p in enumerate(ports)]
     mins = ["in_minm", "in_mins"] if has_mins(cfg) else []
-    assert [p.name for p in payload(cfg, "in")] == ["in_act", "in_w", "in_zero", "in_mant", "in_shift", "in_ashift", *mins, "in_last"]
+    zero = [] if cfg.e2m1 else ["in_zero"]  # E2M1 codes have no zero points
+    assert [p.name for p in payload(cfg, "in")] == ["in_act", "in_w", *zero, "in_mant", "in_shift", "in_ashift", *mins, "in_last"]
     assert (f"parameter MINS = {int(has_mins(cfg))}" in text) and module_name(cfg).endswith("_min") == has_mins(cfg)
+    assert f"parameter E2M1 = {int(cfg.e2m1)}" in text
     rng = np.random.default_rng(0)
     for p in ports:
         if p.shape:

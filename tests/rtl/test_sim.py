@@ -54,12 +54,18 @@ COMBOS = [
     ("mixpe", dict(bits=4, act="a16", group=32)),
     ("mac", dict(bits=4, act="a8", group=128)),
     ("mac", dict(bits=2, act="a16", group=32)),
+    # E2M1 codes: MXFP4 groups (32) and NVFP4 groups (16), A8 and A16
+    ("lut-tc", dict(weight_format="e2m1", act="a8", group=32)),
+    ("lut-tc", dict(weight_format="e2m1", act="a16", group=16)),
+    ("mixpe", dict(weight_format="e2m1", act="a8", group=32)),
+    ("mixpe", dict(weight_format="e2m1", act="a16", group=16)),
+    ("mac", dict(weight_format="e2m1", act="a8", group=32)),
 ]
 
 
 def _id(c):
     d, p = c
-    w = "ternary" if p.get("ternary") else f"w{p['bits']}"
+    w = "ternary" if p.get("ternary") else "e2m1" if p.get("weight_format") == "e2m1" else f"w{p['bits']}"
     return f"{d}-{w}{p['act']}g{p['group']}"
 
 
@@ -100,6 +106,34 @@ def test_corrupted_golden_value_fails_the_checker():
     bad = run_sim("lut-tc", params, vectors=6, seed=5, corrupt_golden=True)
     assert not bad.passed
     assert "mismatch in job 0, output beat 0, lane 0" in bad.message
+
+
+@icarus
+@pytest.mark.parametrize("design", ["lut-tc", "mixpe"])
+def test_corrupted_golden_value_fails_the_e2m1_checker(design):
+    params = {**SMALL, "weight_format": "e2m1", "group": 32}
+    good = run_sim(design, params, vectors=6, seed=5)
+    assert good.passed, good.summary()
+    bad = run_sim(design, params, vectors=6, seed=5, corrupt_golden=True)
+    assert not bad.passed
+    assert "mismatch in job 0, output beat 0, lane 0" in bad.message
+
+
+def test_e2m1_parameters():
+    """`lowbit sim --params quant=mxfp4` and weight_format=e2m1 make the E2M1 array; e2m1 has no minimums."""
+    from runtime.cli import _parse_params
+
+    p = _parse_params("quant=mxfp4a8,N=16")
+    assert p == {"weight_format": "e2m1", "act": "a8", "group": 32, "N": "16"}
+    cfg, _ = make_config("lut-tc", p)
+    assert cfg.e2m1 and cfg.bits == 4 and cfg.group == 32 and cfg.cycles_per_beat == 5
+    assert make_config("mixpe", _parse_params("quant=nvfp4"))[0].group == 16
+    with pytest.raises(LowbitError, match="no minimums"):
+        make_config("mixpe", {"weight_format": "e2m1", "mins": "1"})
+    with pytest.raises(LowbitError, match="weight_format"):
+        make_config("mixpe", {"weight_format": "fp4"})
+    with pytest.raises(LowbitError, match="codebook"):
+        _parse_params("quant=nf4")
 
 
 @icarus

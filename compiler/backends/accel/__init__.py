@@ -4,6 +4,7 @@ Files (README.md describes the command stream and the weight layouts):
 
 - program.py    Command / LayerPlan / Program dataclasses, program.json (de)serialization, loading
 - lower.py      tiling to the array and SRAM sizes, weight re-layout, dyadic scales, the command stream
+                (integer codes, and the E2M1 codes of mxfp4 / nvfp4 on the arrays' e2m1 weight format)
 - reference.py  the accelerator integer reference: executes a program with hwsim.golden.tile_y tile by
                 tile (host ops in numpy through compiler.reference); the hwsim and rtl runtimes subclass it
 
@@ -27,7 +28,7 @@ from hwsim.designs import DESIGNS
 
 def check_spec(spec, target: str, array=None):
     """Refuse, before loading or quantizing anything, a quant spec or --array the array cannot run."""
-    from compiler.backends.accel.lower import layer_config
+    from compiler.backends.accel.lower import E2M1_FORMATS, layer_config
 
     arr = parse_array(array)
     if spec is None:
@@ -35,11 +36,13 @@ def check_spec(spec, target: str, array=None):
             f"target {target} needs quantized weights, and --quant none keeps the model float",
             "compile with --quant, e.g. --quant w4g128a8 (or --quant ternary)",
         )
-    if getattr(spec, "codebook", False):
+    fp = getattr(spec, "fp", "")
+    if getattr(spec, "codebook", False) and fp not in E2M1_FORMATS:
         raise LowbitError(f"target {target} multiplies integer codes, and quant spec '{spec.name}' holds codebook weights (codes that index a float table)",
-                          "use a group spec such as w3g32 for the accelerators; codebook weights run on ref, tvm-* and mlir-*")
+                          "use a group spec such as w3g32, or mxfp4 / nvfp4, for the accelerators; codebook weights run on ref, tvm-* and mlir-*")
     # the group of per-channel specs is the layer's K (checked per layer when lowering)
-    attrs = {"bits": spec.bits, "group_size": spec.group_size or arr.get("K", DESIGNS[target].default_array["K"]), "act": spec.act, "ternary": spec.ternary}
+    attrs = {"bits": spec.bits, "group_size": spec.group_size or arr.get("K", DESIGNS[target].default_array["K"]), "act": spec.act, "ternary": spec.ternary,
+             **({"codebook": True, "fp": fp} if fp else {})}
     layer_config(target, arr, attrs, f"quant spec '{spec.name}'")
 
 

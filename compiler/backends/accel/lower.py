@@ -29,6 +29,9 @@ from hwsim.designs import DESIGNS
 from compiler.backends.accel.program import Command, LayerPlan, Program
 
 ARRAY_KEYS = ("M", "N", "K", "lanes", "mant_bits", "shift_bits", "bfp_bits", "guard_bits")
+# float formats whose codes are E2M1 bit patterns: the arrays run them exactly (ArrayConfig weight_format
+# "e2m1", hwsim/golden.py 1b); the other codebook formats index float tables no array multiplies
+E2M1_FORMATS = ("mxfp4", "nvfp4")
 MEMORY_KEYS = ("weight_sram_kib", "act_sram_kib", "out_sram_kib")  # hwsim.memory.MemoryConfig fields
 
 def memory_config(array: dict):
@@ -71,6 +74,10 @@ def layer_config(design: str, array: dict, attrs: dict, what: str) -> ArrayConfi
     """The ArrayConfig of one qlinear on `design`; LowbitError naming the fix when the array cannot run it.
     what: the layer or spec named in the message ("layer l0.q", "quant spec 'w8g128'")."""
     bits, group, act, tern = int(attrs["bits"]), int(attrs["group_size"]), attrs["act"], bool(attrs.get("ternary"))
+    fp = attrs.get("fp", "") if attrs.get("codebook") else ""
+    if attrs.get("codebook") and fp not in E2M1_FORMATS:
+        raise LowbitError(f"target {design} multiplies integer codes, and {what} holds codebook weights (codes that index a float table)",
+                          "compile those layers with a group spec such as w3g32, or mxfp4 / nvfp4, for the accelerators")
     if act not in ("a8", "a16"):  # the arrays take int8 activations, or A16 ones as block floating point
         raise LowbitError(f"{what} has {act} activations; the {design} array takes a8 or a16 (block floating point)",
                           "compile with --act a16 or --act a8")
@@ -87,7 +94,7 @@ def layer_config(design: str, array: dict, attrs: dict, what: str) -> ArrayConfi
             f"choose --array K= dividing {group} (e.g. K=4) or a group size that is a multiple of {base['K']}",
         )
     try:
-        return ArrayConfig(design=design, bits=bits, ternary=tern, act=act, group=group, **base)
+        return ArrayConfig(design=design, bits=bits, ternary=tern, act=act, group=group, weight_format="e2m1" if fp else "int", **base)
     except ValueError as e:
         raise LowbitError(f"{what} does not fit the {design} array ({e})", f"change --array (N a multiple of lanes, K >= {rec.min_k}) or the quant spec") from None
 
@@ -148,6 +155,12 @@ def _qweight(graph: Graph, node):
     codes = unpack(c[node.inputs[1]], a["bits"], a["layout"], a["k"])
     bias = node.inputs[4] if len(node.inputs) == 5 else None
     scales = c[node.inputs[2]]
+    if a.get("codebook"):  # E2M1 codes (layer_config refused other tables): the array decodes them itself
+        table = np.asarray(c[node.inputs[3]], np.float32).reshape(-1)
+        if table.size != 16 or not np.array_equal(2 * table, golden.E2M1_W2.astype(np.float32)):
+            w = node.inputs[1].removesuffix(".qweight")
+            raise LowbitError(f"layer {w} says {a.get('fp')} but its table is not the E2M1 decoding", "re-quantize the model with --quant mxfp4 or nvfp4")
+        return codes, scales, np.zeros(scales.shape, np.uint8), None, bias
     if a.get("mins"):
         return codes, scales, np.zeros(scales.shape, np.uint8), np.asarray(c[node.inputs[3]], np.float32), bias
     return codes, scales, c[node.inputs[3]], None, bias
@@ -172,7 +185,7 @@ def weight_resident(cfg: ArrayConfig, k: int, mem, mins: bool = False) -> bool:
     """A column block's codes and fields fit one half of the weight SRAM (loaded once, reused by every
     row tile), as hwsim.memory's model decides (hwsim.arrays counts the minimum fields the same way)."""
     ng = k // cfg.group
-    fb = cfg.bits + cfg.mant_bits + cfg.shift_bits + (min_field_bits(cfg) if mins else 0)
+    fb = cfg.zero_bits + cfg.mant_bits + cfg.shift_bits + (min_field_bits(cfg) if mins else 0)
     block = (cfg.N * k * cfg.bits + cfg.N * ng * fb) / 8
     return block <= mem.weight_sram_kib * 1024 / (2 if mem.double_buffer else 1)
 
@@ -184,10 +197,10 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
     qnodes = [i for i, nd in enumerate(graph.nodes) if nd.op == "qlinear"]
     if not qnodes:
         raise LowbitError(f"target {design} needs quantized weights, and this model has no quantized linear layer", "compile with --quant, e.g. --quant w4g128a8")
-    cb = [graph.nodes[i].inputs[1] for i in qnodes if graph.nodes[i].attrs.get("codebook")]
+    cb = [graph.nodes[i].inputs[1] for i in qnodes if graph.nodes[i].attrs.get("codebook") and graph.nodes[i].attrs.get("fp") not in E2M1_FORMATS]
     if cb:
         raise LowbitError(f"target {design} multiplies integer codes, and layer {cb[0]} holds codebook weights (codes that index a float table)",
-                          "compile those layers with a group spec such as w3g32 for the accelerators")
+                          "compile those layers with a group spec such as w3g32, or mxfp4 / nvfp4, for the accelerators")
     cfgs = {i: layer_config(design, array, graph.nodes[i].attrs, f"layer {graph.nodes[i].outputs[0]}") for i in qnodes}
     base = cfgs[qnodes[0]]
     consumers: dict[str, list[int]] = {}
@@ -256,7 +269,7 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds)
     if has_mins:
         mant, d, mm, dm, E = golden.dyadic_affine(scales, mins, cfg.mant_bits, cfg.shift_bits)
     else:
-        mant, d, E = golden.dyadic_scales(scales, cfg.mant_bits, cfg.shift_bits)
+        mant, d, E = golden.dyadic_scales(golden.epilogue_scales(cfg, scales), cfg.mant_bits, cfg.shift_bits)
     pad = n_pad - n
 
     def padded(x, dt):
@@ -308,7 +321,7 @@ def _lower_layer(graph, i, cfg: ArrayConfig, mem, design, layers, tensors, cmds)
     layers[name] = plan
     mma = DESIGNS[design].mma_op
     cmds.append(Command("LAYER", name, {"input": nd.inputs[0], "n": n, "k": k, "row_tile": cfg.M, "n_tiles": n_tiles, "k_splits": len(splits)}))
-    scale_bits = cfg.bits + cfg.mant_bits + cfg.shift_bits + (min_field_bits(cfg) if has_mins else 0)
+    scale_bits = cfg.zero_bits + cfg.mant_bits + cfg.shift_bits + (min_field_bits(cfg) if has_mins else 0)
     dq = {"mant_bits": cfg.mant_bits, "shift_bits": cfg.shift_bits, **({"mins": True} if has_mins else {})}
     for nt in range(n_tiles):
         for ks, (k0, k1) in enumerate(splits):

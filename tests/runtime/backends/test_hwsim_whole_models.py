@@ -129,6 +129,60 @@ def test_other_specs_hwsim_equals_reference(tmp_path, quant):
         assert prog.layers["l0.ffn_out"].cfg["group"] == 512 and prog.layers["l0.q"].cfg["group"] == 128
 
 
+@pytest.mark.parametrize("quant", ["mxfp4a8", "nvfp4"])
+def test_fp4_models_hwsim_equals_reference(tmp_path, quant):
+    """MXFP4 / NVFP4 (E2M1 codes) run on every array's e2m1 weight format: hwsim equals the accelerator integer
+    reference bit for bit (prefill and a decode step), each layer is golden.tile_y of the graph's own
+    QuantizedWeight, and the model stays within the hwsim tolerance of the contract's codebook qlinear."""
+    compile_model("llama-tiny", tmp_path / "m", quant, targets="ref," + ",".join(DESIGNS), progress=False)
+    m = runtime.load(tmp_path / "m")
+    f = _feeds(m)
+    ref = Interpreter(m.graph).run(_copy(f))
+    o = m.graph.outputs[0]
+    for design in DESIGNS:
+        prog, tensors = load_program(m.artifact, design)
+        assert all(p.array.e2m1 and p.array.bits == 4 for p in prog.layers.values())
+        seen = {}
+
+        class Spy(ProgramExecutor):
+            def run_layer(self, plan, body, act):
+                seen.setdefault(plan.node, (super().run_layer(plan, body, act), act))
+                return seen[plan.node][0]
+
+        want = Spy(m.graph, prog, tensors).run(_copy(f))
+        got = m.run(_copy(f), f"hwsim:{design}")
+        assert set(got) == set(want)
+        for k in got:
+            assert np.array_equal(got[k], want[k]), (design, k)
+        past = {k.replace("present_", "past_"): v for k, v in want.items() if k.startswith("present_")}
+        step = _feeds(m, 1, past, start=7)
+        got2, want2 = m.run(_copy(step), f"hwsim:{design}"), ProgramExecutor(m.graph, prog, tensors).run(_copy(step))
+        assert all(np.array_equal(got2[k], want2[k]) for k in got2), design
+        assert cosine(got[o], ref[o]) > 0.999
+        tol = 5e-2 if quant.endswith("a8") else 5e-3  # the hwsim rows of test_agreement's table
+        assert np.abs(got[o] - ref[o]).max() <= tol * np.abs(ref[o]).max()
+        node = next(n for n in m.graph.nodes if n.op == "qlinear")
+        a = node.attrs
+        qw = QuantizedWeight(unpack(m.graph.consts[node.inputs[1]], 4, a["layout"], a["k"]), m.graph.consts[node.inputs[2]],
+                             np.zeros_like(m.graph.consts[node.inputs[2]], dtype=np.uint8), 4, a["group_size"],
+                             table=m.graph.consts[node.inputs[3]], fp=a["fp"])
+        y, act = seen[node.outputs[0]]
+        cfg = prog.layers[node.outputs[0]].array
+        whole = cfg.with_(M=act.a.shape[0], N=qw.shape[0], lanes=1)
+        mant, d, _ = golden.dyadic_scales(golden.epilogue_scales(cfg, qw.scales), cfg.mant_bits, cfg.shift_bits)
+        assert np.array_equal(golden.tile_y(whole, act.a, qw.codes, qw.zeros, mant, d, act.da), y[: act.a.shape[0], : qw.shape[0]])
+        if quant.startswith("mxfp4"):  # E8M0 / 2: power-of-two mantissas
+            assert set(np.unique(mant).tolist()) <= {0, 1 << (cfg.mant_bits - 1)}
+
+
+def test_fp4_needs_e2m1_tables_and_other_codebooks_stay_refused(tmp_path):
+    from compiler.errors import LowbitError
+
+    for spec in ("nf4", "w3cb", "mxfp8"):
+        with pytest.raises(LowbitError, match="codebook weights|1..4-bit"):
+            compile_model("llama-tiny", tmp_path / spec, spec, targets="lut-tc", progress=False)
+
+
 def test_k_splits_accumulate_in_the_output_buffer(tmp_path):
     """With guard_bits=1 a job holds at most 2 groups: bert-tiny's ffn_out (K=512, 4 groups of 128) runs as
     two K splits whose Y are summed by STORE(accumulate); the result still equals hwsim's full-K jobs."""

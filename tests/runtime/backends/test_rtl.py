@@ -37,6 +37,21 @@ def test_one_layer_rtl_equals_hwsim(bert_small, design, layer):
     assert r["hwsim_cycles_with_dram"] >= r["hwsim_cycles"]
 
 
+@pytest.mark.parametrize("quant", ["mxfp4a8", "nvfp4"])
+def test_fp4_layer_rtl_equals_hwsim(tmp_path, capsys, quant):
+    """A compiled MXFP4 / NVFP4 layer on the E2M1 arrays (lut-tc's five planes, mixpe's two-shift PEs): RTL ==
+    hwsim bit for bit and cycle for cycle, through `lowbit sim OUT --layer`."""
+    compile_model("bert-tiny", tmp_path / "f", quant, targets="lut-tc,mixpe", progress=False, options=BuildOptions(array=ARRAY))
+    m = runtime.load(tmp_path / "f")
+    for design in ("lut-tc", "mixpe"):
+        r = check_layer(m, "l0.k", design, "icarus", rows=3)
+        assert r["array"]["weight_format"] == "e2m1" and r["array"]["group"] == (32 if quant.startswith("mx") else 16)
+        assert r["bit_exact"] and r["mismatches"] == 0
+        assert r["rtl_cycles"] == r["hwsim_cycles"] > 0
+    code, so, _ = run_cli(["sim", tmp_path / "f", "--layer", "l0.q", "--design", "lut-tc", "--rows", "2"], capsys)
+    assert code == 0 and "e2m1" in so and "RTL == hwsim bit for bit" in so
+
+
 def test_sim_layer_command_ternary_a16(bert_small, capsys):
     code, so, se = run_cli(["sim", bert_small / "t", "--layer", "l0.ffn_in", "--rows", "2"], capsys)
     assert code == 0, so + se
