@@ -13,7 +13,7 @@ Bits per weight are of the block linears as GGUF would store them (fp16 scales),
 
 The llama.cpp tools come from benchmarks/llamacpp.py (built once into ~/.cache/lowbit, ~30 min on two cores).
 
-Usage: python -m benchmarks.quality [--quick | --best] [--model smollm2-135m] [--ctx 512] [--max-windows 8] [--text FILE]
+Usage: python -m benchmarks.quality [--quick | --best | --rotate] [--model smollm2-135m] [--ctx 512] [--max-windows 8] [--text FILE]
        [--work DIR] [--json FILE] [--no-llamacpp] [--no-build]
 """
 
@@ -54,6 +54,13 @@ BEST_CONFIGS = [
     ("auto --bpw 2.75 GPTQ imatrix", "auto", "gptq+imatrix+bpw2.75"), ("ternary GPTQ", "ternary", "gptq"),
     # at the bits llama.cpp's own mixes take on this model (Q2_K 4.23, Q3_K_M 4.63: K = 576 falls back to wider types)
     ("auto --bpw 4.23 GPTQ imatrix", "auto", "gptq+imatrix+bpw4.23"), ("auto --bpw 4.63 GPTQ imatrix", "auto", "gptq+imatrix+bpw4.63"),
+]
+# number formats at 4 bits and 8-bit activations, each with and without --rotate hadamard (QuaRot's rotation)
+ROTATE_CONFIGS = [
+    ("float", "none", "rtn"),
+    *[(f"{q} {m.upper()}{' rotate' if r else ''}", q, m + ("+rotate" if r else ""))
+      for q, m in (("w4g32", "rtn"), ("mxfp4", "rtn"), ("nvfp4", "rtn"), ("nf4", "rtn"), ("w4g32a8", "rtn"), ("w8pca8", "rtn"), ("w4g32", "gptq"))
+      for r in (False, True)],
 ]
 LLAMACPP_FULL = ["Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q3_K_M", "Q2_K", "TQ2_0"]
 # "-pure": llama-quantize --pure, every tensor in that type (Q2_K alone mixes in Q3_K / Q4_K tensors: 4.23 bpw on SmolLM2)
@@ -119,7 +126,7 @@ def compile_rows(model: str, configs, work: Path, calib_samples: int | None):
         if not (out / "manifest.json").is_file():
             try:
                 compile_model(model, out, quant=quant, method=method, targets="ref", progress=False, calib_samples=calib_samples,
-                              imatrix="imatrix" in flags, awq="awq" in flags, bpw=bpw)
+                              imatrix="imatrix" in flags, awq="awq" in flags, bpw=bpw, rotate="hadamard" if "rotate" in flags else None)
             except LowbitError as e:
                 failed[label] = e.what
                 print(f"  {label}: {e}", file=sys.stderr)
@@ -296,6 +303,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a reduced set: float, keep, w4g32 RTN/GPTQ; Q8_0, Q4_0; two export checks")
     ap.add_argument("--best", action="store_true", help="lowbit's best method per width against llama.cpp's quantizers with and without an imatrix")
+    ap.add_argument("--rotate", action="store_true", help="the 4-bit formats and 8-bit activations with and without --rotate hadamard (lowbit rows only)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--max-windows", type=int, default=8, help="windows of ctx tokens per evaluation (0: the whole text)")
@@ -316,7 +324,8 @@ def main(argv=None):
     text, text_path = read_text(args.text)
     work = Path(args.work) / args.model
     work.mkdir(parents=True, exist_ok=True)
-    configs = QUICK_CONFIGS if args.quick else BEST_CONFIGS if args.best else FULL_CONFIGS
+    configs = QUICK_CONFIGS if args.quick else BEST_CONFIGS if args.best else ROTATE_CONFIGS if args.rotate else FULL_CONFIGS
+    args.no_llamacpp = args.no_llamacpp or args.rotate
     print(f"machine: {machine()}", file=sys.stderr)
     arts, failed = compile_rows(args.model, configs, work, args.calib_samples)
     fl = runtime.load(arts["float"][0])

@@ -96,6 +96,7 @@ def compile_model(
     awq: bool = False,
     act_outliers: int | None = None,
     kv: str | None = None,
+    rotate: str | None = None,
 ) -> dict:
     """Compile and write the artifact; returns a summary dict. User errors raise LowbitError before any
     output is written. options: what only some targets read (compiler.backends.BuildOptions: tune, dump_mlir,
@@ -113,6 +114,8 @@ def compile_model(
     input features (the largest max |x| on the calibration sequences) multiply in 16 bits, LLM.int8()-style
     (compiler.passes.act_outliers). kv: the KV cache's storage (compiler.passes.kv_quant: f32, fp16, int8 / int4 codes with a scale
     per 32, options -rot / -wN); None: DEFAULT_KV for a causal model's in-place cache, nothing for an encoder.
+    rotate: 'hadamard' rotates the residual stream, the attention values per head and the FFN's inner activations
+    before anything else (an exact float rewrite, compiler.passes.rotate); None or 'none': no rotation.
     The summary's "notes" are lines for the user."""
     from compiler.quant.apply import progress_bar, quantize_layers
     from compiler.quant.layers import layer_formats, parse_overrides, plan_layers, summary, with_act
@@ -137,6 +140,15 @@ def compile_model(
 
         rungs = ladder(spec, model_act)
     overrides = parse_overrides(quant_layer, model_act)
+    rotate = None if rotate is None or rotate.strip().lower() == "none" else rotate.strip().lower()
+    if rotate is not None:
+        from compiler.passes.rotate import METHODS
+
+        if rotate not in METHODS:
+            raise LowbitError(f"unknown --rotate '{rotate}'", f"use {' or '.join(METHODS)}")
+        if keep:
+            raise LowbitError("--rotate rewrites weights, which --quant keep leaves as the checkpoint stores them",
+                              "drop --rotate, or give a spec such as --quant mxfp4 --rotate hadamard")
     if keep and smooth is not None:
         raise LowbitError("--smooth rescales weights, which --quant keep leaves as the checkpoint stores them",
                           "drop --smooth, or give a spec such as --quant w4g32a8-asym")
@@ -151,6 +163,11 @@ def compile_model(
         if compiled:
             raise LowbitError(f"--kv {kv}: target {compiled[0]} reads a plain float KV cache (f32 or fp16) only, so far",
                               "compile the quantized cache for ref, tvm-cpu, mlir-cpu and the accelerator targets, or use --kv fp16")
+    if rotate is not None:
+        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
+        if compiled:
+            raise LowbitError(f"--rotate {rotate}: target {compiled[0]} has no kernel for the online Hadamard transform, so far",
+                              "compile the rotated model for ref, tvm-cpu, mlir-cpu and the accelerator targets, or drop --rotate")
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and ((spec is None and not auto) or not 0.0 <= smooth <= 1.0):
@@ -177,6 +194,11 @@ def compile_model(
                           "give a spec such as --quant w4g128, or a GGUF / pre-quantized checkpoint")
     if head_spec is not None and not any(n.op == "linear" and "logits" in n.outputs for n in graph.nodes):
         raise LowbitError(f"--quant-head: model {m.name} has no float LM head (encoders have none)", "drop --quant-head")
+    rotation = None
+    if rotate is not None:
+        from compiler.passes.rotate import rotate_graph
+
+        graph, rotation = rotate_graph(graph, seed)
     feeds = None
 
     def calib_feeds():
@@ -238,7 +260,7 @@ def compile_model(
     if tok is not None and hasattr(tok, "artifact_files"):  # tokenizer.json: copied, or written from memory (GGUF)
         files.update(tok.artifact_files())
     extra = {**({"damp": damp} if method == "gptq" else {}), **({"act_order": True} if act_order else {}),
-             **({"smooth": smooth} if smooth is not None else {}), **({"imatrix": True} if imatrix else {}), **({"awq": {"alphas": alphas}} if alphas is not None else {}),
+             **({"rotate": rotation} if rotation is not None else {}), **({"smooth": smooth} if smooth is not None else {}), **({"imatrix": True} if imatrix else {}), **({"awq": {"alphas": alphas}} if alphas is not None else {}),
              **({"act_outliers": {"count": act_outliers, "inputs": act_record}} if act_record is not None else {}), **({"head": head_spec.name} if head_spec is not None else {}),
              **({"overrides": {p: "none" if s is None else s.name for p, s in overrides}} if overrides else {}),
              **({"layers": records, "summary": summary(records)} if records else {}), **({"bpw": mixed} if mixed is not None else {})}

@@ -96,6 +96,9 @@ def models():
 @click.option("--damp", default=0.1, show_default=True, type=Finite(0, 10, min_open=True), help="GPTQ dampening (fraction of mean Hessian diagonal)")
 @click.option("--act-order", is_flag=True, help="GPTQ: quantize columns in descending Hessian-diagonal order (static groups)")
 @click.option("--smooth", default=None, type=Finite(0, 1), help="SmoothQuant alpha: rescale layernorm -> linear channels before quantizing (exact float rewrite; e.g. 0.5)")
+@click.option("--rotate", default="none", show_default=True, type=click.Choice(["none", "hadamard"], case_sensitive=False),
+              help="rotate before quantizing (QuaRot): the residual stream by a randomized Hadamard matrix, attention values per head, and the FFN's inner "
+              "activations online (a Hadamard transform before each down projection); an exact float rewrite of Llama-family decoders")
 @click.option("--awq", is_flag=True, help="activation-aware weight scaling (AWQ): per-channel scales at norm -> linear sites, the exponent searched per site on the calibration text")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, SEED_MAX), help="seed of preset weights and calibration sampling")
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
@@ -116,7 +119,7 @@ def models():
               "scale per 32 values of a head (ref, tvm-cpu, mlir-cpu and the accelerator paths); -rot rotates every K and V head by a Hadamard transform first "
               "(spreads outlier channels); -kc quantizes keys per channel over 32 rows (KIVI, int4/int2, with -wN); -gN a scale per N values (64, 128); "
               "-wN reads the N most recent rows in float32, e.g. int4-rot-w128")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix,
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, rotate, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix,
                 act_outliers, kv):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.artifact import MANIFEST
@@ -130,7 +133,7 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
     con = _console()
     t0 = time.perf_counter()
     opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
-    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq, act_outliers=act_outliers, kv=kv)
+    r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq, act_outliers=act_outliers, kv=kv, rotate=rotate)
     spec = r["spec"]
     if print_ir:
         con.print(str(r["graph"]))

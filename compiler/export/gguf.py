@@ -625,6 +625,9 @@ def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: s
     if cb:
         raise LowbitError(f"artifact {art.path} has codebook weights ({len(cb)} layers, e.g. {cb[0].removesuffix('.qweight')}): a table per row, "
                           "which no GGUF block type holds", "export an artifact compiled with a group spec (e.g. w3g16k-min)")
+    if ((art.manifest.get("quant") or {}).get("rotate") or {}).get("online"):
+        raise LowbitError(f"artifact {art.path} was compiled with --rotate hadamard: its FFN down projections read a Hadamard transform "
+                          "of their input, an op llama.cpp's graph does not have", "export an artifact compiled without --rotate")
     hp = g.meta.get("hparams") or {}
     cfg = art.manifest["model"].get("config") or {}
     source = _source_gguf(art)
