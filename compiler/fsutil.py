@@ -327,3 +327,19 @@ def atomic_dir(out: str | Path, marker: str, kind: str) -> Iterator[Path]:
                 raise write_error(out, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out.parent))) from e
             raise
     _raise_if_interrupted()  # a signal that arrived during the swap: the new folder is in place, then stop
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write one file whole or not at all: a hidden temporary sibling, then one rename over `path`
+    (a signal during the rename is raised after it; a failed or interrupted write leaves no temporary file)."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        tmp.write_text(text)
+        with _signals_deferred():
+            os.replace(tmp, path)
+    except BaseException:
+        with _signals_deferred(), contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _raise_if_interrupted()

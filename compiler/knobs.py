@@ -138,7 +138,8 @@ RTL_BUILD = _knob(
     "LOWBIT_RTL_BUILD", None, Path, "where generated arrays are built for simulation (default: build/rtl in a writable "
     "source checkout, else <tmp>/lowbit-rtl)", "tool", "a folder path")
 CACHE_DIR = _knob(
-    "LOWBIT_CACHE_DIR", lambda: Path.home() / ".cache" / "lowbit", Path, "lowbit's cache (the tvm-cpu kernel timings of --tune)",
+    "LOWBIT_CACHE_DIR", lambda: Path.home() / ".cache" / "lowbit", Path, "lowbit's cache (the tvm-cpu kernel timings of --tune; "
+    "`lowbit sweep`'s job results in jobs/)",
     "tool", "a folder path")
 LLAMACPP_PY_VERSION = _knob(
     "LOWBIT_LLAMACPP_PY_VERSION", "0.3.36", str, "benchmarks: the llama-cpp-python sdist whose vendored llama.cpp the baseline "

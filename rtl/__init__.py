@@ -14,4 +14,5 @@ integer job inputs (hwsim.golden.TileInputs); it never imports the quantizer or 
 - rtl.synth.synthesize(design, params, out_json=None) -> dict: yosys cells and transistor estimates;
   `python -m rtl.synth` prints the area table (saved reports in rtl/reports/synth/).
 - rtl.lint.lint(cfg, dir): Verilator --lint-only -Wall.
+- rtl.jobs.synth_job(design, params): a synthesis as a job of hwsim.report.engine (local or Ray, cached).
 """

@@ -609,33 +609,90 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
 @click.option("--node", default="28nm", show_default=True, type=click.Choice(["45nm", "28nm", "22nm", "16nm", "7nm"]))
 @click.option("--dram-gbps", default=64.0, show_default=True, type=Finite(max=100_000), help="accelerator DRAM bandwidth, GB/s (> 0)")
 @click.option("--clock-ghz", default=1.0, show_default=True, type=Finite(max=10), help="accelerator clock, GHz (> 0)")
-@click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="worker processes [CPU count]")
-def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_gbps, clock_ghz, jobs):
-    """Design-space sweep (array shape x weight bits x activation mode x group size) on MODEL's linears: CSV + Pareto plot."""
+@click.option("-j", "--jobs", default=None, type=click.IntRange(1, 256), help="worker processes; with --engine ray and no --address, the CPUs of the local Ray [CPU count]")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]), help="run the jobs in local processes or as Ray tasks")
+@click.option("--address", default=None, help="with --engine ray: the Ray cluster's head, HOST:PORT (`ray start --head`) [a local Ray started here]")
+@click.option("--synth-pareto", default=0, show_default=True, type=click.IntRange(0, 64), help="synthesize the N smallest Pareto points with yosys (synth.csv, synth/)")
+@click.option("--sim-pareto", default=0, show_default=True, type=click.IntRange(0, 64), help="run `lowbit sim` on the N smallest Pareto points (sim.csv)")
+@click.option("--vectors", default=200, show_default=True, type=click.IntRange(1, 1_000_000), help="with --sim-pareto: tiles per regression")
+@click.option("--sim-layers", default=None, help="also run compiled layers on the RTL, as `lowbit sim ART --layer L` (layers.csv): ART:L1,L2 or ART for all")
+@click.option("--no-cache", is_flag=True, help="run every job, and keep no results (default: cached in LOWBIT_CACHE_DIR/jobs)")
+def sweep(model, out, designs, shapes, bits, acts, groups, prefill, node, dram_gbps, clock_ghz, jobs, engine, address,
+          synth_pareto, sim_pareto, vectors, sim_layers, no_cache):
+    """Design-space sweep (array shape x weight bits x activation mode x group size) on MODEL's linears: CSV + Pareto plot;
+    optionally yosys and RTL runs of its Pareto points, on local processes or a Ray cluster."""
     from pathlib import Path
 
     from rich.progress import Progress
 
-    from hwsim.report.sweep import build_sweep, validate_grid
+    from hwsim.report.engine import JobCache, make_engine
+    from hwsim.report.sweep import MARKER, KIND, validate_grid
+    from runtime import sweep as rsweep
     from runtime.shapes import model_linears
 
     grid = validate_grid(_designs(designs), shapes, bits, acts, groups)
     mem = _memory(dram_gbps, clock_ghz)
     ml = model_linears(model)
+    layers = rsweep.parse_layers(sim_layers)
+    if synth_pareto:
+        from rtl.synth import check_yosys
+
+        check_yosys()
+    if sim_pareto or layers:
+        from rtl.sim import check_simulator
+
+        check_simulator("icarus")
+    from compiler.fsutil import check_output_dir
+
+    check_output_dir(Path(out), MARKER, KIND)  # before any job runs
+    cache = None if no_cache else JobCache.default()
+    if cache is not None:
+        cache.check()
     t0 = time.time()
-    with Progress(transient=True, console=_console()) as prog:
-        cb = _progress_cb(prog, {})
-        _, sm = build_sweep(out, ml, grid, prefill=prefill, memory=mem, node=node, jobs=jobs, progress=lambda d, t: cb("sweep", d, t))
+    with make_engine(engine, jobs, address) as eng, Progress(*_sweep_columns(), transient=True, console=_console()) as prog:
+        res = rsweep.run(out, ml, grid, eng, cache, prefill=prefill, memory=mem, node=node, synth_pareto=synth_pareto,
+                         sim_pareto=sim_pareto, vectors=vectors, layers=layers, on_status=_sweep_status(prog, {}))
+        where = f"{eng.name}, {eng.workers} worker{'s' if eng.workers != 1 else ''}"
     con = _console()
+    sm = res.summary
     good, fit, ho = sm["configurations"], sm["fit"], sm["fit"]["holdout"]
-    con.print(f"{good} configurations ({sm['invalid']} invalid) in {time.time() - t0:.1f} s; Pareto front (area, prefill time):")
+    con.print(f"{good} configurations ({sm['invalid']} invalid) in {time.time() - t0:.1f} s ({where}); Pareto front (area, prefill time):")
     for r in sm["front"]:
         con.print(f"  {r['design']} {r['M']}x{r['N']} w{r['bits']}{r['act']} g{r['group']}: {r['area_mm2']:.3f} mm^2, "
                   f"prefill {r['prefill_s'] * 1e3:.1f} ms, decode {r['decode_tokens_per_s']:.1f} tokens/s")
     con.print(f"area: {sm['from_yosys']} configurations from yosys reports, {good - sm['from_yosys']} from the component model "
               f"(max error {fit['max_abs_rel_err'] * 100:.1f}% on the {len(fit['errors'])} reports it was fitted on"
               + (f", {max(abs(e['rel_err']) for e in ho) * 100:.1f}% on {len(ho)} held-out reports" if ho else "") + "; area_fit.json)")
-    con.print(f"wrote {Path(out) / 'sweep.csv'} and {Path(out) / 'pareto.png'}")
+    names = {"hwsim": "hwsim points", "synth": "syntheses", "sim": "RTL regressions", "layer": "compiled-layer runs"}
+    total = sum(c["jobs"] for c in res.counts.values())
+    cached = sum(c["cached"] for c in res.counts.values())
+    con.print("jobs: " + ", ".join(f"{c['jobs']} {names[k]} ({c['cached']} cached{', %d failed' % c['failed'] if c['failed'] else ''})"
+                                   for k, c in res.counts.items())
+              + (f"; {cached} of {total} from the cache" if cache is not None else "; no cache"))
+    written = ["sweep.csv", "pareto.png"] + [f for f, k in (("synth.csv", "synth"), ("sim.csv", "sim"), ("layers.csv", "layer")) if k in res.counts]
+    con.print(f"wrote {', '.join(str(Path(out) / f) for f in written)}")
+    for label, err in res.failures:
+        click.echo(f"failed: {label}: {err}", err=True)
+    if res.regressions_failed:
+        click.echo(f"{res.regressions_failed} RTL run(s) disagreed with hwsim (sim.csv, layers.csv)", err=True)
+    if res.failures or res.regressions_failed:
+        sys.exit(1)
+
+
+def _sweep_columns():
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[running]} running, {task.fields[failed]} failed, {task.fields[cached]} cached"), TimeRemainingColumn())
+
+
+def _sweep_status(prog, tasks: dict):
+    def cb(stage, st):
+        if stage not in tasks:
+            tasks[stage] = prog.add_task(stage, total=st.total, running=0, failed=0, cached=0)
+        prog.update(tasks[stage], completed=st.done, total=st.total, running=st.running, failed=st.failed, cached=st.cached)
+
+    return cb
 
 
 @cli.command()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything lowbit needs on a fresh Debian/Ubuntu machine: the system tools the RTL flow uses
 # (iverilog, yosys, liblz4-dev for FST waves; apt-get when root, otherwise a clear message), a virtual
-# environment in .venv, and lowbit itself with its test dependencies. Safe to run again.
+# environment in .venv, and lowbit itself with its test dependencies (Ray included: `lowbit sweep --engine ray`).
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

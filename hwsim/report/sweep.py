@@ -1,13 +1,18 @@
 """Design-space sweep: array shape x weight bits x activation mode x group size, per design, evaluated on a
 model's quantized linears (decode at M=1 and prefill at M=`prefill`) with hwsim's timing and activity,
-the energy model and the area model. Runs in parallel local processes (ProcessPoolExecutor).
+the energy model and the area model.
 
+The points run as jobs of hwsim.report.engine (local processes or Ray tasks, results cached by their inputs).
 Area: configurations with a committed yosys report use it; the rest use the per-component model fitted on
-the reports (hwsim.cost.area.fit_component_model, whose fit error the report prints). yosys is never run.
+the reports (hwsim.cost.area.fit_component_model, whose fit error the report prints). yosys is never run here
+(`lowbit sweep --synth-pareto N` synthesizes Pareto points: runtime/sweep.py).
 
     validate_grid(designs, shapes, bits, acts, groups)   the grid from comma-separated option values
-    run_sweep(linears, grid, ...) -> rows                 every configuration, Pareto-marked
-    write_sweep(out, rows, title) -> summary              sweep.csv, area_fit.json, pareto.png, atomically
+    point_jobs(linears, grid, ...) -> [Job]              one engine job per configuration
+    run_sweep(linears, grid, ..., engine, cache) -> rows  every configuration, Pareto-marked
+    pareto_points(rows, n), array_params(row)             the points to synthesize / simulate, as array parameters
+    synth_rows(reports, node)                             synth.csv: yosys area beside the component model's
+    write_sweep(out, rows, title, tables, files)          sweep.csv, area_fit.json, pareto.png (+ more), atomically
     build_sweep(out, ml, grid, ...) -> (rows, summary)    all three for `lowbit sweep`
 """
 
@@ -16,7 +21,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 import dataclasses
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +32,7 @@ from hwsim.config import ArrayConfig
 from hwsim.designs import DESIGNS
 from hwsim.memory import MemoryConfig
 from hwsim.report.doc import write_csv
+from hwsim.report.engine import Job, LocalEngine, lowbit_version, source_hash
 
 MARKER, KIND = "sweep.csv", "sweep folder"  # a folder holding sweep.csv is one `lowbit sweep` may replace
 
@@ -149,43 +154,38 @@ def pareto_front(rows: list[dict], x: str, y: str) -> list[int]:
     return front
 
 
-def _ignore_interrupts():
-    """Sweep workers leave Ctrl-C and SIGTERM to the parent, which stops them and removes its temporary folder."""
-    import signal
+def point_jobs(linears: list[dict], grid: dict | None = None, prefill: int = 128, memory: MemoryConfig | None = None,
+               node: str = "28nm") -> list[Job]:
+    """One engine job per configuration of `grid` (hwsim.report.engine): its inputs, and the hwsim source and
+    committed synthesis reports its numbers come from, make its cache key."""
+    grid = {**default_grid(), **(grid or {})}
+    mem = (memory or MemoryConfig()).to_dict()
+    versions = {"lowbit": lowbit_version(), "source": source_hash(*POINT_SOURCES)}
+    return [Job("hwsim", f"{p['design']} {p['M']}x{p['N']} w{p['bits']}{p['act']} g{p['group']}", _safe,
+                dict(p=p, linears=linears, prefill=prefill, mem=mem, node=node), versions) for p in grid_configs(grid)]
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+POINT_SOURCES = ("hwsim", "compiler/groups.py", "rtl/reports/synth")  # what a point's numbers are computed from
 
 
 def run_sweep(linears: list[dict], grid: dict | None = None, prefill: int = 128, memory: MemoryConfig | None = None,
-              node: str = "28nm", jobs: int | None = None, progress=None) -> list[dict]:
-    """Evaluate every configuration of `grid` on `linears` ([{N, K, count}]) in parallel processes.
-    progress(done, total) is called as results arrive. Returns rows (dicts), Pareto-marked on
-    (array area, prefill time)."""
-    grid = {**default_grid(), **(grid or {})}
-    points = grid_configs(grid)
-    mem = (memory or MemoryConfig()).to_dict()
-    jobs = jobs or max(1, min(len(points), (os.cpu_count() or 1)))
-    rows: list[dict] = []
-    if jobs == 1:
-        for i, p in enumerate(points):
-            rows.append(_safe(p, linears, prefill, mem, node))
-            if progress:
-                progress(i + 1, len(points))
-    else:
-        ex = ProcessPoolExecutor(max_workers=jobs, initializer=_ignore_interrupts)
-        try:
-            futs = [ex.submit(_safe, p, linears, prefill, mem, node) for p in points]
-            for i, f in enumerate(as_completed(futs)):
-                rows.append(f.result())
-                if progress:
-                    progress(i + 1, len(points))
-        except BaseException:  # an interrupt: drop the queued points and stop the workers, not wait for them
-            for w in list(getattr(ex, "_processes", {}).values()):
-                w.terminate()
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown()
+              node: str = "28nm", jobs: int | None = None, progress=None, engine=None, cache=None, on_status=None) -> list[dict]:
+    """Evaluate every configuration of `grid` on `linears` ([{N, K, count}]) on `engine` (default: `jobs` local
+    processes), each result cached in `cache` (a JobCache; None: no cache). progress(done, total) and
+    on_status(engine.Status) are called as results arrive. Returns rows (dicts), Pareto-marked on (array area,
+    prefill time); a configuration that is no array has an "error"; a job that failed also has "failed": True."""
+    pj = point_jobs(linears, grid, prefill, memory, node)
+    if engine is None:
+        engine = LocalEngine(jobs or max(1, min(len(pj), os.cpu_count() or 1)))
+
+    def status(st):
+        if progress:
+            progress(st.done, st.total)
+        if on_status:
+            on_status(st)
+
+    outcomes = engine.run(pj, cache, on_status=status)
+    rows = [o.result if o.result is not None else {**o.job.kwargs["p"], "error": o.error, "failed": True} for o in outcomes]
     good = [r for r in rows if "error" not in r]
     bad = [r for r in rows if "error" in r]
     good.sort(key=lambda r: (r["design"], r["M"], r["N"], r["bits"], r["act"], r["group"]))
@@ -203,21 +203,53 @@ def _safe(p, linears, prefill, mem, node):
         return {**p, "error": str(e)}
 
 
+def pareto_points(rows: list[dict], n: int) -> list[dict]:
+    """The first n points of the Pareto front, smallest array first (the cheapest to synthesize and simulate)."""
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: (r["area_mm2"], r["prefill_s"]))
+    return front[:n]
+
+
+def array_params(row: dict) -> dict:
+    """A sweep point's ArrayConfig fields, as rtl.sim.make_config takes them."""
+    return {k: row[k] for k in ("M", "N", "K", "bits", "act", "group", "lanes")}
+
+
 def linears_as_dicts(ml) -> list[dict]:
     return [asdict(l) for l in ml.linears]
+
+
+SYNTH_FIELDS = ["design", "M", "N", "K", "bits", "act", "group", "module", "cell_count", "ff_bits", "transistors",
+                "yosys_um2", "model_um2", "model_rel_err"]
+
+
+def synth_rows(reports: list[dict], node: str = "28nm") -> list[dict]:
+    """synth.csv: each yosys report's cells and area at `node`, beside the component model's area for the same array."""
+    from hwsim.cost.area import cells_area_um2, model_area_um2
+
+    out = []
+    for r in reports:
+        cfg = ArrayConfig.from_dict(r["config"])
+        syn = cells_area_um2(r["cells"], node)["total_um2"]
+        mod = model_area_um2(cfg, node)
+        out.append({"design": cfg.design, "M": cfg.M, "N": cfg.N, "K": cfg.K, "bits": cfg.bits, "act": cfg.act, "group": cfg.group,
+                    "module": r["module"], "cell_count": r["cell_count"], "ff_bits": r["ff_bits"], "transistors": r["transistors"],
+                    "yosys_um2": syn, "model_um2": mod, "model_rel_err": mod / syn - 1})
+    return out
 
 
 def summary(rows: list[dict], fit: dict) -> dict:
     """What `lowbit sweep` prints: the valid and invalid configurations, the Pareto front, how many areas
     came from yosys reports, and the area fit (with its held-out errors)."""
     good = [r for r in rows if "error" not in r]
-    return {"configurations": len(good), "invalid": len(rows) - len(good), "front": [r for r in good if r.get("pareto")],
+    return {"configurations": len(good), "invalid": sum(1 for r in rows if "error" in r and not r.get("failed")),
+            "failed": sum(1 for r in rows if r.get("failed")), "front": [r for r in good if r.get("pareto")],
             "from_yosys": sum(1 for r in good if str(r.get("area_source", "")).startswith("yosys")), "fit": fit}
 
 
-def write_sweep(out: str | Path, rows: list[dict], title: str) -> dict:
+def write_sweep(out: str | Path, rows: list[dict], title: str, tables: dict | None = None, files: dict | None = None) -> dict:
     """Write sweep.csv, area_fit.json (the component model's fit and held-out errors) and, when any
-    configuration is valid, pareto.png into the folder `out`, replacing it atomically. Returns summary()."""
+    configuration is valid, pareto.png into the folder `out`, replacing it atomically; also each of `tables`
+    ({file name: (rows, leading fields)}, CSV) and `files` ({relative path: text}). Returns summary()."""
     from hwsim.cost.area import fit_component_model, holdout_errors
     from hwsim.report import plots
 
@@ -227,13 +259,23 @@ def write_sweep(out: str | Path, rows: list[dict], title: str) -> dict:
         (tmp / "area_fit.json").write_text(json.dumps(fit, indent=1, default=str))
         if any("error" not in r for r in rows):
             plots.pareto(tmp / "pareto.png", rows, title=title)
+        for name, (trows, tfields) in (tables or {}).items():
+            write_csv(tmp / name, trows, tfields)
+        for rel, text in (files or {}).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(text)
     return summary(rows, fit)
 
 
 def build_sweep(out: str | Path, ml, grid: dict | None = None, prefill: int = 128, memory: MemoryConfig | None = None,
-                node: str = "28nm", jobs: int | None = None, progress=None) -> tuple[list[dict], dict]:
-    """`lowbit sweep`: refuse a foreign `out` first, run the grid on the linears `ml` (hwsim.cost.roofline.ModelLinears),
-    write the folder. progress(done, total)."""
+                node: str = "28nm", jobs: int | None = None, progress=None, engine=None, cache=None, on_status=None) -> tuple[list[dict], dict]:
+    """Refuse a foreign `out` first, run the grid on the linears `ml` (hwsim.cost.roofline.ModelLinears), write
+    the folder. progress(done, total); engine, cache, on_status: run_sweep's."""
     check_output_dir(Path(out), MARKER, KIND)
-    rows = run_sweep(linears_as_dicts(ml), grid, prefill=prefill, memory=memory, node=node, jobs=jobs, progress=progress)
-    return rows, write_sweep(out, rows, title=f"{ml.model} linears: array area vs prefill time (M={prefill})")
+    rows = run_sweep(linears_as_dicts(ml), grid, prefill=prefill, memory=memory, node=node, jobs=jobs, progress=progress,
+                     engine=engine, cache=cache, on_status=on_status)
+    return rows, write_sweep(out, rows, title=sweep_title(ml, prefill))
+
+
+def sweep_title(ml, prefill: int) -> str:
+    return f"{ml.model} linears: array area vs prefill time (M={prefill})"
