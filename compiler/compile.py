@@ -27,7 +27,7 @@ KEEP_ACT = "a32"
 def check_act(act: str) -> str:
     act = act.lower()
     if act not in ACT_MODES:
-        raise LowbitError(f"unknown activation mode '{act}'", "use --act a16, --act a8 or --act a32")
+        raise LowbitError(f"unknown activation mode '{act}'", "use --act a16, --act a8, --act afp8 or --act a32")
     return act
 
 
@@ -168,6 +168,11 @@ def compile_model(
         if compiled:
             raise LowbitError(f"--rotate {rotate}: target {compiled[0]} has no kernel for the online Hadamard transform, so far",
                               "compile the rotated model for ref, tvm-cpu, mlir-cpu and the accelerator targets, or drop --rotate")
+    if model_act == "afp8":
+        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
+        if compiled:
+            raise LowbitError(f"afp8 activations: target {compiled[0]} has no FP8 activation kernel, so far",
+                              "compile afp8 for ref, tvm-cpu and mlir-cpu, or use --act a8 / a16 on that target")
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and ((spec is None and not auto) or not 0.0 <= smooth <= 1.0):

@@ -38,6 +38,18 @@ def quantize_activations_a8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return qa, sa[..., 0]
 
 
+def quantize_activations_fp8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token dynamic FP8 E4M3: sa = max|x| / 448 per row (1 for an all-zero row), xa = E4M3(x / sa), the
+    nearest E4M3 value, ties to even, saturating at 448; xa is float32 holding E4M3 values."""
+    from compiler.quant.floatfmt import E4M3_MAX, e4m3
+
+    amax = np.abs(x).max(axis=-1, keepdims=True).astype(np.float32)
+    sa = np.where(amax > 0, amax / np.float32(E4M3_MAX), np.float32(1.0)).astype(np.float32)
+    y = (x.astype(np.float32) / sa).astype(np.float32)
+    r = e4m3(np.abs(y))
+    return np.where(y < 0, -r, r).astype(np.float32), sa[..., 0]
+
+
 def group_sums(xg: np.ndarray, wg: np.ndarray, exact_int: bool) -> np.ndarray:
     """acc[j, m, n] = sum_k xg[j, m, k] * wg[j, k, n] for every group j.
 
@@ -90,8 +102,9 @@ class QLinearWeights:
 
 def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Per-group sums acc [J, M, N] (float32, or float64 when an A8 sum could exceed 2^24), the per-token
-    activation scale (A8) or None (A16, A32), and for scale-and-minimum groups the per-group activation sums
-    xs [J, M] (of qa for A8, exact; of the fp16 activations for A16; of the float32 activations for A32), else None."""
+    activation scale (A8, AFP8) or None (A16, A32), and for scale-and-minimum groups the per-group activation sums
+    xs [J, M] (of qa for A8, exact; of the E4M3 values for AFP8; of the fp16 activations for A16; of the float32
+    activations for A32), else None."""
     m, k = x2.shape
     j, g = k // w.group, w.group
     if act == "a8":
@@ -99,6 +112,11 @@ def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray
         xg = qa.astype(np.float32).reshape(m, j, g).transpose(1, 0, 2)
         xs = xg.sum(axis=2) if w.mins_t is not None else None  # |sum| <= 127 g: exact in float32
         return group_sums(xg, w.wg, exact_int=w.exact), sa, xs
+    if act == "afp8":  # E4M3 values times the weights, summed in float32 like A32
+        xa, sa = quantize_activations_fp8(x2)
+        xg = xa.reshape(m, j, g).transpose(1, 0, 2)
+        xs = xg.sum(axis=2, dtype=np.float32) if w.mins_t is not None else None
+        return np.matmul(xg, w.wg), sa, xs
     # A16: activations are fp16 values; A32: float32 as given (weight-only quantization)
     xf = x2.astype(np.float32) if act == "a32" else x2.astype(np.float16).astype(np.float32)
     xg = xf.reshape(m, j, g).transpose(1, 0, 2)

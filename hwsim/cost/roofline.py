@@ -150,18 +150,21 @@ class Platform:
     fp16_ops: float  # peak fp16 ops/s
     bandwidth: float  # bytes/s
     source: str
+    fp8_ops: float = 0.0  # peak FP8 ops/s (0: no FP8 units; AFP8 then runs at the fp16 rate)
 
     def peak(self, act: str) -> float:
+        if act == "afp8":
+            return self.fp8_ops or self.fp16_ops
         return self.int8_ops if act == "a8" else self.fp16_ops
 
 
 PLATFORMS = {
     "h100-sxm": Platform("NVIDIA H100 SXM5", 1979e12, 989.4e12, 3.35e12,
-                         "NVIDIA H100 Tensor Core GPU datasheet: dense INT8 1,979 TOPS, FP16 989.4 TFLOPS (no sparsity), HBM3 3.35 TB/s"),
+                         "NVIDIA H100 Tensor Core GPU datasheet: dense INT8 1,979 TOPS, FP8 1,979 TFLOPS, FP16 989.4 TFLOPS (no sparsity), HBM3 3.35 TB/s", 1979e12),
     "h200": Platform("NVIDIA H200 SXM", 1979e12, 989.4e12, 4.8e12,
-                     "NVIDIA H200 datasheet: same Hopper tensor cores as H100 SXM, HBM3e 4.8 TB/s"),
+                     "NVIDIA H200 datasheet: same Hopper tensor cores as H100 SXM, HBM3e 4.8 TB/s", 1979e12),
     "rtx4090": Platform("NVIDIA RTX 4090", 660.6e12, 165.2e12, 1.008e12,
-                        "NVIDIA Ada whitepaper: dense INT8 660.6 TOPS, FP16 (fp32 accumulate) 165.2 TFLOPS, GDDR6X 1,008 GB/s"),
+                        "NVIDIA Ada whitepaper: dense INT8 660.6 TOPS, FP8 and FP16 (fp32 accumulate) 330.3 and 165.2 TFLOPS, GDDR6X 1,008 GB/s", 330.3e12),
 }
 
 _MEASURED: dict = {}
@@ -219,7 +222,8 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
         scales, zeros = lin.N * ng * {"nf4": 2, "fp8": 4}.get(lin.fp, 1), 0  # fp16 / fp32 scales; E8M0 and E4M3 are a byte
     elif lin.codebook:
         scales, zeros = lin.N * (1 << lin.bits) * 2, 0
-    acts = M * lin.K * (1 if lin.act == "a8" else 2) + (M * 4 if lin.act == "a8" else 0)
+    byte_acts = lin.act in ("a8", "afp8")  # one byte per activation and a float32 scale per token
+    acts = M * lin.K * (1 if byte_acts else 2) + (M * 4 if byte_acts else 0)
     outs = M * lin.N * 2
     sparse = lin.N * lin.sparse * 4
     return {"codes": codes, "scales": scales, "zeros": zeros, "sparse": sparse, "acts": acts, "outs": outs,

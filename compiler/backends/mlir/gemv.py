@@ -83,11 +83,12 @@ def gemv_module(attrs: dict, m: int | str = "M", lanes: int = 0):
             with ir.InsertionPoint(entry):
                 x, codes, scales, zeros = entry.arguments
                 B.bind_dims({"x": (x, (m, k))})
-                xin = qlinear.quantize_a8(B, x, m, k) if attrs["act"] == "a8" else (qlinear.float_activations(B, x, (m, k), attrs["act"]), None)
+                xin = qlinear.activations(B, x, m, k, attrs["act"])
+                ka = qlinear.kernel_attrs(attrs)
                 if lanes:
-                    y, _ = qlinear.qlinear_blocked(B, xin, m, codes, scales, zeros, None, attrs, lanes)
+                    y, _ = qlinear.qlinear_blocked(B, xin, m, codes, scales, zeros, None, ka, lanes)
                 else:
-                    y, _ = qlinear.qlinear(B, xin, m, codes, scales, zeros, None, attrs)
+                    y, _ = qlinear.qlinear(B, xin, m, codes, scales, zeros, None, ka)
                 func.ReturnOp([y])
         if not module.operation.verify():
             raise RuntimeError("the GEMV module does not verify")

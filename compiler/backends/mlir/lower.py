@@ -362,10 +362,12 @@ def _qlinear(L, n):
     xs = L.shape(n.inputs[0])
     x2, lead = B.to_2d(L.value(n.inputs[0]), xs)
     src = n.inputs[0]
-    if a["act"] == "a8":
-        if src not in L.a8_cache:
-            L.a8_cache[src] = qlinear.quantize_a8(B, x2, lead, a["k"])
-        xin = L.a8_cache[src]
+    if a["act"] in ("a8", "afp8"):
+        key = src if a["act"] == "a8" else (src, "afp8")
+        if key not in L.a8_cache:
+            L.a8_cache[key] = qlinear.activations(B, x2, lead, a["k"], a["act"])
+        xin = L.a8_cache[key]
+        a = qlinear.kernel_attrs(a)
     else:
         key = (src, a["act"])  # A16: rounded to fp16 once per activation; A32: x as given
         if key not in L.a16_cache:

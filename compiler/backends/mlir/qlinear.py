@@ -67,6 +67,48 @@ def quantize_a8(B: Builder, x, m, k):
     return qa, sa
 
 
+def quantize_fp8(B: Builder, x, m, k):
+    """Per-token FP8 E4M3 (the reference's quantize_activations_fp8): (xa f32 [M, K] holding E4M3 values, sa f32
+    [M]); the step 2^(max(e, -6) - 3) is built from the exponent bits of |x / sa| (saturated at 448), the
+    rounding is roundeven(v / step) * step."""
+    from iree.compiler.dialects import arith, math as mm
+
+    amax = B.reduce_last(x, (m, k), 0.0, arith.maximumf, pre=lambda v: mm.absf(v))
+    sa = B.elementwise(
+        [amax],
+        (m,),
+        B.f32,
+        lambda a: arith.select(arith.cmpf(arith.CmpFPredicate.OGT, a, B.cf(0.0)), arith.divf(a, B.cf(448.0)), B.cf(1.0)),
+    )
+
+    def q(v, s):
+        y = arith.divf(v, s)
+        a = arith.minimumf(mm.absf(y), B.cf(448.0))
+        e = arith.subi(arith.andi(arith.shrui(arith.bitcast(B.i32, a), B.ci(23)), B.ci(255)), B.ci(127))
+        e = arith.maxsi(e, B.ci(-6))
+        step = arith.bitcast(B.f32, arith.shli(arith.addi(e, B.ci(127 - 3)), B.ci(23)))
+        r = arith.mulf(mm.roundeven(arith.divf(a, step)), step)
+        return arith.select(arith.cmpf(arith.CmpFPredicate.OLT, y, B.cf(0.0)), arith.negf(r), r)
+
+    xa = B.elementwise([x, sa], (m, k), B.f32, q, [B.identity_map(2), B.bcast_last(2)])
+    return xa, sa
+
+
+def activations(B: Builder, x, m, k, act: str):
+    """What a qlinear of act mode `act` reads, as (x, sa): (qa i8, sa) for A8, (E4M3 values, sa) for AFP8, (the
+    float activations, None) for A16 / A32."""
+    if act == "a8":
+        return quantize_a8(B, x, m, k)
+    if act == "afp8":
+        return quantize_fp8(B, x, m, k)
+    return float_activations(B, x, (m, k), act), None
+
+
+def kernel_attrs(a: dict) -> dict:
+    """The attributes the qlinear forms read: AFP8 sums its E4M3 values in fp32, as A32 (sa in the epilogue)."""
+    return {**a, "act": "a32"} if a["act"] == "afp8" else a
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the end both forms share
 

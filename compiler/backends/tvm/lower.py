@@ -211,8 +211,9 @@ def _choose(L, n) -> tuple[QLinearKernel, QLinearShape]:
     key = n.inputs[2]
     if key not in L.f16_params:  # (asked for several times per layer)
         L.f16_params[key] = _fp16_values(L.g.consts[n.inputs[2]]) and (not mins or _fp16_values(L.g.consts[n.inputs[3]]))
+    fp8 = a["act"] == "afp8"  # the kernels run on the E4M3 values as float32 activations; scale and bias after
     shape = kernels.qlinear_shape(
-        True, a["n"], a["k"], a["bits"], a["group_size"], a["act"], L.kind, a["layout"], len(n.inputs) == 5, bool(a.get("ternary")), mins,
+        True, a["n"], a["k"], a["bits"], a["group_size"], "a32" if fp8 else a["act"], L.kind, a["layout"], len(n.inputs) == 5 and not fp8, bool(a.get("ternary")), mins,
         L.f16_params[key], bool(a.get("codebook")), a.get("fp", ""),
     )
     return choose_kernel(shape, L.tune, L.search), shape
@@ -250,7 +251,8 @@ def _relaid_params(L, n, kern: QLinearKernel) -> list:
 def _qlinear(L, n):
     a = n.attrs
     x = L.value(n.inputs[0])
-    has_bias = len(n.inputs) == 5
+    fp8 = a["act"] == "afp8"
+    has_bias = len(n.inputs) == 5 and not fp8
     kern, shape = _choose(L, n)
     ws = _relaid_params(L, n, kern) if kern.relayout is not None else [L.value(c) for c in n.inputs[1:4]]
     L.kernels[n.inputs[1]] = kern.name
@@ -265,6 +267,14 @@ def _qlinear(L, n):
             L.a8_cache[n.inputs[0]] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1)))
         qa, sa = L.a8_cache[n.inputs[0]]
         args = [qa, *ws, sa]
+    elif fp8:
+        key = (n.inputs[0], "afp8")
+        if key not in L.a8_cache:
+            L.sched["act_quant_fp8"] = qlinear_te.schedule_act_quant(L.kind, "fp8")
+            q = L.bb.emit_te(qlinear_te.act_quant_fp8, x2, primfunc_name_hint="act_quant_fp8")
+            L.a8_cache[key] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1)))
+        xa, sa8 = L.a8_cache[key]
+        args = [xa, *ws]
     else:
         args = [x2, *ws]
     if has_bias:
@@ -272,6 +282,10 @@ def _qlinear(L, n):
     hint = f"qlinear_{kern.name.replace('-', '_')}_n{a['n']}_k{a['k']}_w{a['bits']}g{a['group_size']}{a['act']}{'_b' if has_bias else ''}"
     L.sched[hint] = kern.schedule
     y = L.bb.emit_te(kern.te_func(shape), *args, primfunc_name_hint=hint)
+    if fp8:  # y = sa (sum over groups) + bias, as the reference
+        y = L.emit(relax.op.multiply(y, L.emit(relax.op.reshape(sa8, [-1, 1]))))
+        if len(n.inputs) == 5:
+            y = L.emit(relax.op.add(y, L.value(n.inputs[4])))
     if len(lead) != 2:
         y = L.emit(relax.op.reshape(y, [L.dim(d) for d in L.shape(n.outputs[0])]))
     return [y]

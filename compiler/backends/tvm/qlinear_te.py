@@ -89,6 +89,30 @@ def act_quant_a8(x: te.Tensor):
     return qa, sa
 
 
+def act_quant_fp8(x: te.Tensor):
+    """Per-token dynamic FP8 E4M3 (the AFP8 contract): returns (xa float32 [M, K] holding E4M3 values, sa float32
+    [M]). The rounding reads the exponent from the float's bits: step = 2^(max(e, -6) - 3), r = round(v / step)
+    step, ties to even (v / step is exact: a power-of-two division that stays normal)."""
+    m, k = x.shape
+    r = te.reduce_axis((0, k), name="r")
+    amax = te.compute((m,), lambda i: te.max(tirx.abs(x[i, r]), axis=r), name="fp8_amax")
+    sa = te.compute(
+        (m,),
+        lambda i: tirx.Select(amax[i] > tirx.const(0, "float32"), amax[i] / tirx.const(448.0, "float32"), tirx.const(1.0, "float32")),
+        name="fp8_scale",
+    )
+
+    def quant(i, c):
+        y = x[i, c] / sa[i]
+        v = tirx.min(tirx.abs(y), tirx.const(448.0, "float32"))
+        e = tirx.max(((tirx.reinterpret("int32", v) >> 23) & 255) - 127, tirx.const(-6, "int32"))
+        step = tirx.reinterpret("float32", (e + (127 - 3)) << 23)
+        q = tirx.nearbyint(v / step) * step
+        return tirx.Select(y < tirx.const(0, "float32"), -q, q)
+
+    return te.compute((m, k), quant, name="fp8_quant"), sa
+
+
 def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape: QLinearShape, name: str = "acc"):
     """acc[m, n, j]: fp32 sums of fp16-rounded x (A16), of x (A32), or int32 sums of qa (A8) against (q - z) per
     group (against q for scale-and-minimum groups: `zeros` is not read)."""
@@ -186,8 +210,8 @@ def linear_te(x: te.Tensor, w: te.Tensor, b: te.Tensor | None = None):
 # Schedules (by rule, not tuned). Each takes a PrimFunc and returns a scheduled PrimFunc.
 
 
-def schedule_act_quant(kind: str):
-    """Schedule for `act_quant_a8`. CPU: rows in parallel. CUDA: one block of 256 threads per row for the
+def schedule_act_quant(kind: str, prefix: str = "a8"):
+    """Schedule for `act_quant_a8` (prefix a8) and `act_quant_fp8` (prefix fp8). CPU: rows in parallel. CUDA: one block of 256 threads per row for the
     max (a cross-thread reduction), one thread per row for the scale, one thread per element for the
     rounding."""
 
@@ -196,16 +220,16 @@ def schedule_act_quant(kind: str):
 
         sch = s_tir.Schedule(func)
         if kind == "cpu":
-            for name in ("a8_amax", "a8_scale", "a8_quant"):
+            for name in (f"{prefix}_amax", f"{prefix}_scale", f"{prefix}_quant"):
                 sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
             return sch.mod["main"].with_attr("tirx.is_scheduled", True)
-        i, r = sch.get_loops(sch.get_sblock("a8_amax"))
+        i, r = sch.get_loops(sch.get_sblock(f"{prefix}_amax"))
         k = int(sch.get(r).extent)
         threads = max(d for d in (256, 128, 64, 32, 16, 8, 4, 2, 1) if k % d == 0)
         ri, ro = sch.split(r, factors=[threads, None])
         sch.bind(i, "blockIdx.x")
         sch.bind(ri, "threadIdx.x")
-        for name, per_block in (("a8_scale", 32), ("a8_quant", 256)):
+        for name, per_block in ((f"{prefix}_scale", 32), (f"{prefix}_quant", 256)):
             loops = sch.get_loops(sch.get_sblock(name))
             bo, bi = sch.split(sch.fuse(*loops), factors=[None, per_block])
             sch.bind(bo, "blockIdx.x")
