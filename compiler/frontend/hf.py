@@ -28,7 +28,7 @@ MODULES = {"llama": llama, "bert": bert}
 INDEX = "model.safetensors.index.json"
 # safetensors dtype -> bytes per element, for what lowbit reads: float weights, and the integer codes,
 # indices and zero points of pre-quantized checkpoints (int32 words, int64 shapes, int8 zero points)
-DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1}
+DTYPES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "F8_E4M3": 1}  # F8_E4M3: read as its uint8 codes
 REEXPORT = "re-download or re-export the weights"
 
 
@@ -126,7 +126,7 @@ def _check_entry(path: Path, name: str, info, data_size: int) -> None:
     if dtype not in DTYPES:
         raise LowbitError(
             f"{path}: tensor {name} is stored as {dtype}, which lowbit cannot read",
-            "lowbit reads F32, F16, BF16 and F64 weights (and I64, I32, I8 for the codes of pre-quantized checkpoints); convert the weights to F16 or F32",
+            "lowbit reads F32, F16, BF16 and F64 weights (and I64, I32, I8, F8_E4M3 for the codes of pre-quantized checkpoints); convert the weights to F16 or F32",
         )
     if not isinstance(shape, list) or not all(is_int(s) and s >= 0 for s in shape):
         raise _Bad(f"tensor {name} has shape {show(shape)}, expected a list of sizes")
@@ -147,6 +147,15 @@ def _read_bf16(path: Path, info: dict, data_start: int) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
 
 
+def _read_raw_u8(path: Path, info: dict, data_start: int) -> np.ndarray:
+    """FP8 E4M3 tensors as their bytes (uint8): the E4M3 codes the fp8 importers keep (numpy has no float8)."""
+    a, b = info["data_offsets"]
+    raw = np.fromfile(path, dtype=np.uint8, count=b - a, offset=data_start + a)
+    if raw.size != b - a:
+        raise _Bad("the file ends inside a tensor")
+    return raw.reshape(info["shape"])
+
+
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """All tensors of one file as numpy; floating weights become float32. A corrupt or truncated file gives a
     LowbitError naming it."""
@@ -155,10 +164,13 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     out = {}
     try:
         header, data_start = _header(path)
-        bf16 = {k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "BF16"}
+        raw = {k: v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"] in ("BF16", "F8_E4M3")}
         with safe_open(str(path), framework="numpy") as f:
             for k in f.keys():  # noqa: SIM118 (a safe_open handle is not a mapping)
-                t = _read_bf16(path, header[k], data_start) if k in bf16 else f.get_tensor(k)
+                if k in raw:
+                    t = (_read_bf16 if raw[k] == "BF16" else _read_raw_u8)(path, header[k], data_start)
+                else:
+                    t = f.get_tensor(k)
                 out[k] = t.astype(np.float32) if t.dtype.kind == "f" and t.dtype != np.float32 else t
     except (SafetensorError, ValueError) as e:
         raise LowbitError(f"{path} is not a readable safetensors file: {e}", REEXPORT) from None
@@ -193,7 +205,7 @@ class _TensorInfo:
 
     def __init__(self, info: dict):
         self.shape = tuple(info["shape"])
-        self.dtype = np.dtype({"BF16": "float32", "I64": "int64", "I32": "int32", "I8": "int8"}.get(info["dtype"], info["dtype"].replace("F", "float")))
+        self.dtype = np.dtype({"BF16": "float32", "I64": "int64", "I32": "int32", "I8": "int8", "F8_E4M3": "uint8"}.get(info["dtype"], info["dtype"].replace("F", "float")))
 
 
 def checked_config(model_dir: Path) -> dict:

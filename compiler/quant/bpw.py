@@ -42,13 +42,17 @@ def codebook_bits(rows: int, k: int, bits: int) -> int:
     return rows * (k * bits + (1 << bits) * SCALE_BITS)
 
 
-FP_SCALE_BITS = {"mxfp4": 8, "nvfp4": 8, "nf4": 16, "mxfp8": 8, "fp8": 32}  # E8M0, E4M3 (the FP32 tensor scale aside), fp16, E8M0, fp32
+FP_SCALE_BITS = {"mxfp4": 8, "nvfp4": 8, "nf4": 16, "mxfp8": 8, "fp8": 32, "fp8b": 32}  # E8M0, E4M3 (the FP32 tensor scale aside), fp16, E8M0, fp32, fp32
 
 
 def fp_bits(rows: int, k: int, fmt: str, group: int) -> int:
     """Float formats: the codes plus the format's scale per group (the shared table is the format's)."""
     from compiler.quant.floatfmt import BITS
 
+    if fmt == "fp8b":  # one scale per 128 x 128 block, not per row
+        from compiler.quant.floatfmt import BLOCK_ROWS
+
+        return rows * k * BITS[fmt] + -(-rows // BLOCK_ROWS) * (k // group) * FP_SCALE_BITS[fmt]
     return rows * (k * BITS[fmt] + (k // group) * FP_SCALE_BITS[fmt])
 
 
@@ -63,8 +67,9 @@ def spec_bits(spec: QuantSpec, rows: int, k: int) -> int:
 
 
 def spec_bpw(spec: QuantSpec, k: int) -> float:
-    """Bits per weight of a layer with k input features at spec."""
-    return spec_bits(spec, 1, k) / k
+    """Bits per weight of a layer with k input features at spec (fp8b: over a block's 128 rows)."""
+    rows = 128 if spec.fp == "fp8b" else 1
+    return spec_bits(spec, rows, k) / (rows * k)
 
 
 def qlinear_bits(graph: Graph, node) -> int:

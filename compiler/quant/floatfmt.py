@@ -17,6 +17,9 @@ f32[1, 2^bits]) and a float32 scale per group:
   E4M3 is 8); elements v / X to the nearest E4M3 value, ties to even, saturating at +-448.
 - fp8 (E4M3 weights as vLLM / compressed-tensors store them): an FP32 scale per output channel (or per group of
   `fp8gN`: 1 x N blocks along K), s = amax / 448; elements as mxfp8's.
+- fp8b (DeepSeek-V3 / Qwen3-FP8 checkpoints, compressed-tensors' block strategy): an FP32 scale per 128 x 128 block
+  (128 output rows, 128 input features; the last row block may be shorter), s = amax(block) / 448; elements as
+  mxfp8's. The contract's scales are per (row, group): each block's scale is repeated over its 128 rows.
 
 Codes of the E2M1 formats are the E2M1 bit patterns themselves (sign, 2 exponent bits, 1 mantissa bit), so the
 table is the format's decoding: [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, ..., -6]. E4M3 codes are the E4M3 bit
@@ -35,9 +38,10 @@ E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5,
 NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
                 -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
                 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32)
-FORMATS = {"mxfp4": 32, "nvfp4": 16, "nf4": 64, "mxfp8": 32, "fp8": 0}  # the format's group size (0: one per output channel)
-BITS = {"mxfp4": 4, "nvfp4": 4, "nf4": 4, "mxfp8": 8, "fp8": 8}  # code width
-E4M3_FORMATS = ("mxfp8", "fp8")
+FORMATS = {"mxfp4": 32, "nvfp4": 16, "nf4": 64, "mxfp8": 32, "fp8": 0, "fp8b": 128}  # the format's group size (0: one per output channel)
+BITS = {"mxfp4": 4, "nvfp4": 4, "nf4": 4, "mxfp8": 8, "fp8": 8, "fp8b": 8}  # code width
+E4M3_FORMATS = ("mxfp8", "fp8", "fp8b")
+BLOCK_ROWS = 128  # fp8b: output rows per scale block
 E4M3_MAX = 448.0
 
 
@@ -99,7 +103,12 @@ def scales_for(w: np.ndarray, fmt: str, group: int) -> np.ndarray:
         emax = 2 if fmt == "mxfp4" else 8
         e = np.floor(np.log2(np.where(amax > 0, amax, 2.0**-125))) - emax
         return (2.0 ** np.clip(e, -127, 127)).astype(np.float32)
-    if fmt == "fp8":
+    if fmt == "fp8b":  # the block's amax over its rows, one scale per block repeated on every row
+        nb = -(-n // BLOCK_ROWS)
+        pad = np.zeros((nb * BLOCK_ROWS, amax.shape[1]))
+        pad[:n] = amax
+        amax = np.repeat(pad.reshape(nb, BLOCK_ROWS, -1).max(axis=1), BLOCK_ROWS, axis=0)[:n]
+    if fmt in ("fp8", "fp8b"):
         s = (amax / E4M3_MAX).astype(np.float32)
         return np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
     if fmt == "nvfp4":

@@ -74,6 +74,8 @@ def weight_format(qw: QuantizedWeight, act: str = "a16") -> QuantSpec:
     `k` with two-level scales."""
     k = qw.shape[1]
     group = 0 if qw.group_size == k else qw.group_size
+    if qw.fp:  # a float format (an FP8 checkpoint: fp8 per tensor / channel / group, fp8b in 128 x 128 blocks)
+        return QuantSpec(bits=qw.bits, group_size=group if qw.fp == "fp8" else qw.group_size, act=act, codebook=True, fp=qw.fp)
     if qw.ternary:
         return QuantSpec(bits=2, group_size=group, act=act, ternary=True)
     sym = not qw.has_mins and bool(np.all(qw.zeros == 1 << (qw.bits - 1)))

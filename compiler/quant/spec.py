@@ -35,10 +35,10 @@ WEIGHT_BITS = (8, 4, 3, 2)
 ACT_MODES = ("a16", "a8", "afp8", "a32")
 
 _SPEC_RE = re.compile(
-    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary)|(?P<fp>mxfp4|nvfp4|nf4|mxfp8|fp8))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+|fp8))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
+    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary)|(?P<fp>mxfp4|nvfp4|nf4|mxfp8|fp8b|fp8))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+|fp8))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
 )
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w3cb, mxfp4, nvfp4, nf4, mxfp8, fp8, fp8g128, w4g32a32, w8pcafp8, fp8afp8, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w3cb, mxfp4, nvfp4, nf4, mxfp8, fp8, fp8g128, fp8b, w4g32a32, w8pcafp8, fp8afp8, w8pc, ternary, ternarya8, none"
 MAX_OUTLIER_PCT = 10.0
 SUB_BITS = (4, 6, 8)  # sub-scale widths of two-level scales (Q2_K: 4, Q3_K / Q4_K / Q5_K: 6, Q6_K: 8)
 

@@ -219,7 +219,7 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
     scales = lin.N * (ng * lin.sub_bits / 8 + -(-lin.K // 256) * 2) if lin.sub_bits else lin.N * ng * 2
     zeros = scales if lin.mins else lin.N * ng * lin.bits / 8
     if lin.fp:
-        scales, zeros = lin.N * ng * {"nf4": 2, "fp8": 4}.get(lin.fp, 1), 0  # fp16 / fp32 scales; E8M0 and E4M3 are a byte
+        scales, zeros = lin.N * ng * {"nf4": 2, "fp8": 4, "fp8b": 4 / 128}.get(lin.fp, 1), 0  # fp16 / fp32 scales (fp8b: per 128 rows); E8M0 and E4M3 a byte
     elif lin.codebook:
         scales, zeros = lin.N * (1 << lin.bits) * 2, 0
     byte_acts = lin.act in ("a8", "afp8")  # one byte per activation and a float32 scale per token

@@ -1,5 +1,6 @@
-"""Pre-quantized Hugging Face checkpoints (config.json with a `quantization_config`): GPTQ, AWQ and
-compressed-tensors pack-quantized, read from their published layouts without re-quantization.
+"""Pre-quantized Hugging Face checkpoints (config.json with a `quantization_config`): GPTQ, AWQ,
+compressed-tensors pack-quantized and float-quantized (FP8), and transformers' fine-grained FP8 (`fp8`), read from
+their published layouts without re-quantization.
 
 Each quantized linear "<prefix>" becomes an exact `QuantizedWeight` keyed by its float const name
 "<prefix>.weight", and its dequantized float32 weight s * (q - z) replaces the packed tensors in the weight
@@ -14,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from compiler.errors import LowbitError
-from compiler.frontend.prequant import awq, compressed_tensors, gptq
+from compiler.frontend.prequant import awq, compressed_tensors, fp8, gptq
 from compiler.frontend.prequant.common import Layer
 from compiler.quant.qweight import QuantizedWeight
 
-IMPORTERS = {"gptq": gptq.import_gptq, "awq": awq.import_awq, "compressed-tensors": compressed_tensors.import_ct}
+IMPORTERS = {"gptq": gptq.import_gptq, "awq": awq.import_awq, "compressed-tensors": compressed_tensors.import_ct, "fp8": fp8.import_hf_fp8}
 
 _LLAMA_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 

@@ -1,4 +1,5 @@
-"""compressed-tensors checkpoints in the pack-quantized format (quant_method "compressed-tensors", llm-compressor).
+"""compressed-tensors checkpoints in the pack-quantized format (quant_method "compressed-tensors", llm-compressor);
+the float-quantized format (FP8 weights) is read by compiler.frontend.prequant.fp8.
 
 Per linear "<prefix>": weight_packed int32 [N, ceil(K / (32 // bits))] (32 // bits codes per word along K, low
 bits first, the last word zero-padded), weight_scale [N, K / g] (group), [N, 1] (channel) or [1] (tensor),
@@ -20,6 +21,7 @@ from compiler.frontend.prequant.common import Layer, check_bits, flag, group_of,
 
 M = "compressed-tensors"
 FORMAT = "pack-quantized"
+FLOAT_FORMAT = "float-quantized"  # FP8 E4M3 weights: compiler.frontend.prequant.fp8
 
 
 def _groups(qc: dict, where: Path) -> list[tuple[list[str], dict, str]]:
@@ -88,6 +90,16 @@ def import_ct(qc: dict, weights: dict, where: Path) -> dict[str, Layer]:
     top = str(qc.get("format") or "")
     layers = {}
     found = prefixes(weights, ".weight_packed")
+    if not found and (top == FLOAT_FORMAT or any(g[2] == FLOAT_FORMAT for g in groups)):
+        from compiler.frontend.prequant.fp8 import import_ct_float
+
+        def scheme(p):
+            args, fmt = _scheme(groups, p, where)
+            if fmt != FLOAT_FORMAT:
+                raise LowbitError(f"{M} layer {p} in {where} has format {fmt!r}", f"lowbit imports the {FORMAT} and {FLOAT_FORMAT} formats")
+            return args
+
+        return import_ct_float(weights, where, scheme, M)
     if not found and any(k.endswith((".weight_scale", ".weight_packed")) for k in weights):
         raise LowbitError(
             f"{M} checkpoint {where} has format {top!r}", f"lowbit imports the {FORMAT} format; re-save the model with format='{FORMAT}'"

@@ -90,7 +90,7 @@ def test_nf4_uses_the_normalfloat_values():
     np.testing.assert_array_equal(d[np.arange(64), q.codes[0]], d.min(axis=1))  # the nearest value
 
 
-@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "nf4", "nf4-sp1", "mxfp8", "fp8", "fp8g32"])
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "nf4", "nf4-sp1", "mxfp8", "fp8", "fp8g32", "fp8b"])
 def test_diagonal_hessian_gptq_is_rtn(fmt):
     rng = np.random.default_rng(2)
     w = rng.standard_normal((16, 128)).astype(np.float32)
@@ -155,3 +155,27 @@ def test_mxfp8_scale_puts_the_group_max_in_e4m3s_top_binade_and_fp8_is_per_chann
     assert p.group_size == 64 and p.scales.shape == (4, 1)
     np.testing.assert_array_equal(p.scales[:, 0], (np.abs(w).max(axis=1) / np.float32(448)).astype(np.float32))
     assert np.all(np.abs(p.dequantize() - w) <= np.abs(w) / 16 + 2.0**-9 * p.scales)  # 3 mantissa bits: half a step
+
+
+def test_fp8b_has_one_scale_per_128_by_128_block():
+    """fp8b (DeepSeek-V3 blocks): amax / 448 over 128 rows x 128 features, repeated on the block's rows; the last
+    row block may be short; elements as fp8's."""
+    rng = np.random.default_rng(6)
+    w = (rng.standard_normal((200, 256)) * 0.05).astype(np.float32)
+    w[150, 3] = 3.0  # an outlier raises its block's scale only
+    q = quantize_rtn(w, parse_spec("fp8b"))
+    assert q.group_size == 128 and q.scales.shape == (200, 2) and q.fp == "fp8b"
+    for r0, r1 in ((0, 128), (128, 200)):
+        for j in range(2):
+            block = np.abs(w[r0:r1, 128 * j : 128 * (j + 1)]).max()
+            assert np.all(q.scales[r0:r1, j] == np.float32(block / np.float32(448)))
+    assert q.scales[150, 0] > 10 * q.scales[0, 0] and q.scales[150, 1] < q.scales[150, 0]
+    v = w.reshape(200, 2, 128) / q.scales[..., None]
+    np.testing.assert_array_equal(q.codes.reshape(200, 2, 128), fp4.e4m3_encode(np.clip(v, -448, 448)))
+    assert parse_spec("fp8b").name == "fp8b" and parse_spec("fp8bafp8").act == "afp8"
+    assert spec_bpw(parse_spec("fp8b"), 1536) == 8 + 32 / 128**2  # one fp32 scale per 128 x 128 weights
+    narrow = quantize_rtn(w[:, :64], parse_spec("fp8b"))  # K below the block: the group falls back as every format's does
+    assert narrow.group_size == 64 and np.all(narrow.scales[:128] == np.float32(np.abs(w[:128, :64]).max() / np.float32(448)))
+    for bad in ("fp8bg64", "fp8b-asym"):
+        with pytest.raises(LowbitError):
+            parse_spec(bad)

@@ -78,6 +78,7 @@ SLOW_CASES = [
     ("llama-tiny", "nvfp4-sp1"),
     ("llama-tiny", "mxfp8a8"),
     ("llama-tiny", "fp8afp8"),
+    ("llama-tiny", "fp8b"),  # 128 x 128 blocks (DeepSeek-V3 FP8): a scale per block, repeated on its rows
     ("bert-tiny", "w8pcafp8-asym"),
 ]
 
