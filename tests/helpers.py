@@ -109,3 +109,29 @@ def check_close(out: dict, ref: dict, tol: float, what: str, cos_min: dict | Non
             assert cosine(a, r) >= floor, f"{what} {name}: cosine {cosine(a, r):.6f} < {floor}"
         errs[name] = err / scale
     return errs
+
+
+def cache_code_flips(a: dict, b: dict) -> int:
+    """How many quantized KV-cache codes (integer present_* arrays of two runs' outputs) differ, each by at most one
+    step (asserted). The reference's float sums come from the BLAS, whose kernels may depend on the number of rows
+    (OpenBLAS's Haswell sgemm does, single-threaded): a K or V value within an ulp of a rounding midpoint can then
+    round to the neighbouring code when the same tokens arrive in other chunks."""
+    flips = total = 0
+    for k in a:
+        if k.startswith("present_") and np.asarray(a[k]).dtype.kind in "iu" and k in b:
+            x, y = np.asarray(a[k]).astype(np.int64), np.asarray(b[k]).astype(np.int64)
+            rows = min(x.shape[0], y.shape[0])
+            d = np.abs(x[:rows] - y[:rows])
+            assert d.max(initial=0) <= 1, f"{k}: a code {int(d.max())} steps from the other run's"
+            flips += int(np.count_nonzero(d))
+            total += d.size
+    # a flip moves later layers' K and V by ~1e-4 of a code's range, which flips ~1% of the values near a midpoint
+    assert flips <= max(8, total // 100), f"{flips} of {total} cache codes differ between the runs: more than rounding-midpoint ties explain"
+    return flips
+
+
+def chunked_logits_tol(flips: int) -> float:
+    """Relative tolerance of logits from the same tokens in other chunks: float32 reassociation (measured <= 1.2e-6),
+    or, once a cache code flipped (cache_code_flips), one code step of one K or V value (measured 6.8e-5 .. 2e-4 for
+    int8 codes on llama-tiny)."""
+    return 1e-5 if flips == 0 else 2e-3

@@ -92,7 +92,9 @@ def test_kv_cache_decode_equals_full_prefill(llama_tiny):
 @pytest.mark.parametrize("spec_text", ["w4g32", "w4g32a8", "w3g16-min", "w2g16k4a8-min"])
 def test_qlinear_in_row_chunks_is_the_same_numbers(monkeypatch, spec_text):
     """The reference qlinear bounds its per-group accumulators [J, rows, N] by running the rows in chunks (a 4096-token
-    prompt through SmolLM2's tied head would need 14 GB at once): every output row is the same, bit for bit."""
+    prompt through SmolLM2's tied head would need 14 GB at once): every output row is the same, bit for bit at A8
+    (integer sums); at A16 to float32 reassociation, since the BLAS may pick kernels by the number of rows (OpenBLAS's
+    single-threaded Haswell sgemm gives ulp-level differences between a 7-row and a 1000-row call)."""
     from compiler import reference
     from compiler.quant.pack import pack, storage_layout
     from compiler.quant.rtn import quantize_rtn
@@ -108,4 +110,8 @@ def test_qlinear_in_row_chunks_is_the_same_numbers(monkeypatch, spec_text):
     x = rng.standard_normal((2, 500, 256)).astype(np.float32)
     whole = reference.qlinear(x, w, spec.act)
     monkeypatch.setattr(reference, "ACC_BYTES", 8 * (256 // q.group_size) * 96 * 7)  # 7 rows a chunk
-    np.testing.assert_array_equal(reference.qlinear(x, w, spec.act), whole)
+    got = reference.qlinear(x, w, spec.act)
+    if spec.act == "a8":
+        np.testing.assert_array_equal(got, whole)
+    else:  # a few ulps of each row's largest output (2^-24 relative each); a wrong chunk would be O(1) off
+        assert np.all(np.abs(got - whole) <= 2.0**-20 * np.abs(whole).max(axis=-1, keepdims=True))

@@ -12,7 +12,7 @@ from compiler.frontend.llama import empty_cache
 from compiler.passes.kv_quant import GROUP, kv_bytes_per_token, kv_quant_graph
 from compiler.reference import KERNELS, Interpreter, _kv_quantize, e4m3_encode, e4m3_table, kv_dequantize
 from runtime.compare import cosine
-from tests.helpers import run_cli
+from tests.helpers import cache_code_flips, chunked_logits_tol, run_cli
 
 
 @settings(max_examples=40, deadline=None)
@@ -123,7 +123,8 @@ def test_writes_in_place_and_reads_what_it_wrote(llama_tiny, fmt):
 def test_prefill_then_decode_matches_one_prefill_and_stays_near_the_float_cache(llama_tiny, fmt, floor):
     g = _tiny_q(llama_tiny, fmt)
     ids = np.arange(3, 27, dtype=np.int64)
-    whole = Interpreter(g).run({"input_ids": ids, "positions": np.arange(24), **empty_cache(g, 32)})["logits"]
+    once = Interpreter(g).run({"input_ids": ids, "positions": np.arange(24), **empty_cache(g, 32)})
+    whole = once["logits"]
     # the same tokens as a prefill of 20 and four decode steps, on one cache
     interp = Interpreter(g)
     cache = empty_cache(g, 32)
@@ -134,7 +135,8 @@ def test_prefill_then_decode_matches_one_prefill_and_stays_near_the_float_cache(
         out = interp.run({"input_ids": ids[t : t + 1], "positions": np.array([t]), **cache})
         rows.append(out["logits"])
     steps = np.concatenate(rows)
-    np.testing.assert_allclose(steps, whole, rtol=0, atol=1e-5 * float(np.abs(whole).max()))  # per-row codes: chunking-free
+    tol = chunked_logits_tol(cache_code_flips(once, out))  # per-row codes: the same but for rounding-midpoint ties
+    np.testing.assert_allclose(steps, whole, rtol=0, atol=tol * float(np.abs(whole).max()))
     f = Interpreter(llama_tiny.graph).run({"input_ids": ids, "positions": np.arange(24), **empty_cache(llama_tiny.graph, 32)})["logits"]
     c = cosine(whole, f)
     print(f"\n{fmt} cache: logits cosine to the float cache {c:.6f}")

@@ -13,7 +13,7 @@ from compiler.frontend.llama import empty_cache
 from compiler.passes.kv_quant import GROUP, KVSpec, kv_bytes_per_token, kv_quant_graph, parse_kv
 from compiler.reference import KERNELS, Interpreter, _kv_quantize, hadamard, kv_dequantize, softmax
 from runtime.compare import cosine
-from tests.helpers import run_cli
+from tests.helpers import cache_code_flips, chunked_logits_tol, run_cli
 
 
 def sylvester(n: int) -> np.ndarray:
@@ -111,14 +111,16 @@ def test_prefill_then_decode_matches_one_prefill(llama_tiny, fmt):
     steps give one prefill's logits; a window covering every row is the float cache."""
     g = kv_quant_graph(llama_tiny.graph, fmt)
     ids = np.arange(3, 27, dtype=np.int64)
-    whole = Interpreter(g).run({"input_ids": ids, "positions": np.arange(24), **empty_cache(g, 32)})["logits"]
+    once = Interpreter(g).run({"input_ids": ids, "positions": np.arange(24), **empty_cache(g, 32)})
+    whole = once["logits"]
     interp, out, rows = Interpreter(g), None, []
     cache = empty_cache(g, 32)
     for lo, hi in ((0, 13), (13, 14), (14, 20), (20, 21), (21, 24)):  # chunks longer and shorter than the window
         out = interp.run({"input_ids": ids[lo:hi], "positions": np.arange(lo, hi), **cache})
         cache = {k.replace("present_", "past_"): v for k, v in out.items() if k.startswith("present_")}
         rows.append(out["logits"])
-    np.testing.assert_allclose(np.concatenate(rows), whole, rtol=0, atol=1e-5 * float(np.abs(whole).max()))
+    tol = chunked_logits_tol(cache_code_flips(once, out))  # the same codes but for rounding-midpoint ties
+    np.testing.assert_allclose(np.concatenate(rows), whole, rtol=0, atol=tol * float(np.abs(whole).max()))
     if "w" in fmt:
         assert cache["past_key_window.0"].shape[0] == 8
         full = kv_quant_graph(llama_tiny.graph, fmt.replace("w8", "w32"))  # every row in the window
