@@ -41,6 +41,7 @@ NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.3949174880981
 FORMATS = {"mxfp4": 32, "nvfp4": 16, "nf4": 64, "mxfp8": 32, "fp8": 0, "fp8b": 128}  # the format's group size (0: one per output channel)
 BITS = {"mxfp4": 4, "nvfp4": 4, "nf4": 4, "mxfp8": 8, "fp8": 8, "fp8b": 8}  # code width
 E4M3_FORMATS = ("mxfp8", "fp8", "fp8b")
+E2M1_FORMATS = ("mxfp4", "nvfp4")  # codes that are E2M1 bit patterns (nf4's index a non-float table)
 BLOCK_ROWS = 128  # fp8b: output rows per scale block
 E4M3_MAX = 448.0
 

@@ -28,7 +28,8 @@ from hwsim.designs import DESIGNS
 
 def check_spec(spec, target: str, array=None):
     """Refuse, before loading or quantizing anything, a quant spec or --array the array cannot run."""
-    from compiler.backends.accel.lower import E2M1_FORMATS, layer_config
+    from compiler.backends.accel.lower import layer_config
+    from compiler.quant.floatfmt import E2M1_FORMATS
 
     arr = parse_array(array)
     if spec is None:

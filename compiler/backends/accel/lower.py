@@ -21,6 +21,7 @@ import numpy as np
 
 from compiler.errors import LowbitError
 from compiler.ir import Graph
+from compiler.quant.floatfmt import E2M1_FORMATS  # (the arrays run E2M1 codes exactly: ArrayConfig weight_format "e2m1")
 from compiler.quant.pack import pack, unpack
 from hwsim import golden
 from hwsim.config import ArrayConfig
@@ -29,9 +30,6 @@ from hwsim.designs import DESIGNS
 from compiler.backends.accel.program import Command, LayerPlan, Program
 
 ARRAY_KEYS = ("M", "N", "K", "lanes", "mant_bits", "shift_bits", "bfp_bits", "guard_bits")
-# float formats whose codes are E2M1 bit patterns: the arrays run them exactly (ArrayConfig weight_format
-# "e2m1", hwsim/golden.py 1b); the other codebook formats index float tables no array multiplies
-E2M1_FORMATS = ("mxfp4", "nvfp4")
 MEMORY_KEYS = ("weight_sram_kib", "act_sram_kib", "out_sram_kib")  # hwsim.memory.MemoryConfig fields
 
 def memory_config(array: dict):

@@ -23,7 +23,7 @@ from tvm import tirx
 from compiler.backends.tvm import kernels_cpu, kernels_cuda, kernels_lut
 from compiler.backends.tvm.qlinear_te import QLinearShape, qlinear_te, schedule_cpu_simple, schedule_cuda_simple, schedule_cuda_warp
 from compiler.knobs import TVM_DISABLE_KERNELS, TVM_FAST_CPU
-from compiler.quant.floatfmt import E4M3_FORMATS
+from compiler.quant.floatfmt import E2M1_FORMATS, E4M3_FORMATS
 
 # ----------------------------------------------------------------------------------------------------------
 # Kernels
@@ -54,9 +54,9 @@ BLOCKED_CPU = QLinearKernel(
     code_at=kernels_cpu.blocked_code_at,
     rows=kernels_cpu.BLOCK,
     about="weights [N/64, K/g, g*bits/8, 64]: dequantize in register, fp32 group sums vectorized over 64 rows "
-    "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside; E4M3 codes (fp8, mxfp8) "
-    "decoded in register through their fp16 bit pattern",
-    codebook=True,  # (the E4M3 formats only: its rule says so)
+    "(exact integers for A8), one scale per group, parallel over 64-row blocks, rows looped inside; E4M3 codes (fp8, fp8b, "
+    "mxfp8) and E2M1 codes (mxfp4, nvfp4) decoded in register through their fp16 bit pattern",
+    codebook=True,  # (the E4M3 and E2M1 formats only: its rule says so)
     mins=True,
 )
 VNNI_CPU = QLinearKernel(
@@ -121,10 +121,11 @@ FAST_CPU_RULES: list[Rule] = [
     ),
     Rule(
         lambda s: s.target == "cpu" and s.bits in (2, 3, 4, 8) and s.n % kernels_cpu.BLOCK == 0 and s.group % 4 == 0 and s.k % s.group == 0
-        and (not s.codebook or s.fp in E4M3_FORMATS) and (s.act != "a8" or s.codebook or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
+        and (not s.codebook or s.fp in E4M3_FORMATS + E2M1_FORMATS) and (s.act != "a8" or s.codebook or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
         BLOCKED_CPU,
         "64-row tiles; any M (rows loop inside a tile); A16 and A32 (float activations); A8 only where fp32 group sums are exact "
-        "(g*127*(2^b-1) < 2^24); of the codebook weights, the E4M3 formats (decoded in register; fp32 sums, as the contract's)",
+        "(g*127*(2^b-1) < 2^24); of the codebook weights, the E4M3 and E2M1 formats (decoded in register through an fp16 bit "
+        "pattern; fp32 sums, as the contract's)",
     ),
 ]
 

@@ -75,7 +75,7 @@ def relayout_blocked(packed, scales, zeros, shape):
     for i in range(per):
         byte |= (c[..., i] << (i * bits)).astype(np.uint8)
     blocked = np.ascontiguousarray(byte.transpose(0, 2, 3, 1))  # [nb, j, t, ni]
-    if shape.codebook:  # E4M3 codes: the kernel decodes them itself (the shared table stays as it is, unread)
+    if shape.codebook and bits == 8:  # E4M3 codes: the kernel decodes them itself (the shared table stays as it is, unread)
         # the NaN codes, which the table reads as +-448, become the codes of +-448 (0x7e, 0xfe)
         blocked = np.where((blocked & 0x7F) == 0x7F, blocked - 1, blocked).astype(np.uint8)
     offsets = np.ascontiguousarray(zeros, np.float32) if shape.codebook else blocked_offsets(zeros, shape, BLOCK)
@@ -89,6 +89,18 @@ def e4m3_scaled(code):
     value / 256, subnormals included. Two integer operations and a convert per vector; the caller multiplies by 256."""
     h = (tirx.reinterpret("int8", code).astype("int16") << tirx.const(7, "int16")) & tirx.const(-16512, "int16")  # 0xbf80
     return tirx.reinterpret("float16", h).astype("float32")
+
+
+E2M1_SCALE = 16384.0  # e2m1_scaled is the value / 2^14
+
+
+def e2m1_scaled(q):
+    """The value / 2^14 of an E2M1 code (an int32 expression in 0..15: sign, 2 exponent bits of bias 1, 1 mantissa
+    bit) as float32: the sign to bit 15 and the exponent and mantissa to bits 11..9 of an fp16, whose exponent bias
+    is 14 more than E2M1's, so the fp16 is the value / 2^14 (E2M1's subnormal 0.5 is fp16's subnormal 2^-15). Two
+    masks, two shifts and an or per vector, then a convert; the caller multiplies by 2^14."""
+    h = ((q & tirx.const(8, "int32")) << tirx.const(12, "int32")) | ((q & tirx.const(7, "int32")) << tirx.const(9, "int32"))
+    return tirx.reinterpret("float16", h.astype("uint16")).astype("float32")
 
 
 def e4m3_value(code):
@@ -125,13 +137,14 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     def body(i, nb, j, ni):
         # the per codes of one byte, with constant shifts (int32 lanes: a shift by a loop-dependent amount
         # is widened to int64 by TVM's index-type promotion)
-        if shape.codebook:  # E4M3 (per = 1): the value / 256; acc below multiplies by 256 once per group
+        if shape.codebook and bits == 8:  # E4M3 (per = 1): the value / 256; acc below multiplies by 256 once per group
             return te.sum(xf[i, j * g + t] * e4m3_scaled(packed[nb, j, t, ni]), axis=t)
         byte = packed[nb, j, t, ni].astype("int32")
         terms = None
         for c in range(per):
             q = (byte >> tirx.const(c * bits, "int32")) & tirx.const(mask, "int32") if per > 1 else byte
-            term = xf[i, j * g + t * per + c] * q.astype("float32")
+            w = e2m1_scaled(q) if shape.codebook else q.astype("float32")  # E2M1: the value / 2^14
+            term = xf[i, j * g + t * per + c] * w
             terms = term if terms is None else terms + term
         return te.sum(terms, axis=t)
 
@@ -140,8 +153,9 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     accq = te.compute((m, shape.n // BLOCK, shape.k // g, BLOCK), body, name="acc_q")
     r = te.reduce_axis((0, g), name="r")
     xs = te.compute((m, shape.k // g), lambda i, j: te.sum(xf[i, j * g + r], axis=r), name="x_gsum")
-    if shape.codebook:  # E4M3: sum x v = 256 sum x (v / 256), exact (a power of two)
-        acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] * tirx.const(256.0, "float32"), name=name)
+    if shape.codebook:  # E4M3: sum x v = 256 sum x (v / 256), E2M1: 2^14 sum x (v / 2^14), exact (a power of two)
+        unit = tirx.const(256.0 if bits == 8 else E2M1_SCALE, "float32")
+        acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] * unit, name=name)
     elif shape.mins:
         acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni], name=name)
     else:

@@ -324,5 +324,36 @@ def test_e4m3_codebook_layers_take_blocked_cpu_and_meet_the_contract(spec, tmp_p
         x = np.random.default_rng(rows).standard_normal((rows, 256)).astype(np.float32)
         got, want = m.run({"x": x})["y"], Interpreter(g).run({"x": x})["y"]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-    for fp in ("mxfp4", "nf4", ""):  # (another float format, NF4, a per-row codebook)
+    for fp in ("nf4", ""):  # (NF4, a per-row codebook: tables that are not a float format's decoding)
         assert kernels.matching_kernels(kernels.qlinear_shape(True, 128, 256, 4, 32, "a16", "cpu", "dense", codebook=True, fp=fp))[0].name == "dequant-cpu"
+
+
+def test_blocked_e2m1_decode_is_the_shared_table_for_every_code():
+    """blocked-cpu reads mxfp4 / nvfp4 codes through an fp16 bit pattern: the 16 codes give the E2M1 table entries
+    times 2^-14 bit for bit (-0 at code 8)."""
+    from compiler.quant.floatfmt import table
+
+    c = te.placeholder((16,), "int32", name="c")
+    v = te.compute((16,), lambda i: kernels_cpu.e2m1_scaled(c[i]) * kernels_cpu.E2M1_SCALE, name="v")
+    f = tvm.compile(te.create_prim_func([c, v]), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(16, np.float32))
+    f(tvm.runtime.tensor(np.arange(16, dtype=np.int32)), out)
+    np.testing.assert_array_equal(out.numpy(), table("mxfp4")[0])
+    np.testing.assert_array_equal(np.signbit(out.numpy()), np.signbit(table("mxfp4")[0]))
+
+
+@pytest.mark.parametrize("spec", ["mxfp4", "nvfp4a8", "mxfp4a32", "nvfp4"])
+def test_e2m1_codebook_layers_take_blocked_cpu_and_meet_the_contract(spec, fast_rules):
+    """mxfp4 / nvfp4 take blocked-cpu (E2M1 codes decoded in register, two per byte): fp32 sums of table values, as
+    the contract's (1e-5 of the output's range); at A8 the products and sums are exact, so bit for bit but for the
+    order of the per-group dequantization (1e-6)."""
+    from compiler.reference import Interpreter
+    from tests.compiler.backends.tvm.common import InMemoryTVM
+
+    g = _one_layer(128, 256, spec, True)
+    m = InMemoryTVM(g)
+    assert set(m.lowered.kernels.values()) == {"blocked-cpu"}
+    for rows in (1, 9):
+        x = np.random.default_rng(rows).standard_normal((rows, 256)).astype(np.float32)
+        got, want = m.run({"x": x})["y"], Interpreter(g).run({"x": x})["y"]
+        np.testing.assert_allclose(got, want, rtol=0, atol=(1e-6 if "a8" in spec else 1e-5) * np.abs(want).max())
