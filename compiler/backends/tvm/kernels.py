@@ -67,8 +67,10 @@ VNNI_CPU = QLinearKernel(
     code_at=kernels_cpu.vnni_code_at,
     rows=kernels_cpu.VNNI_ROWS,
     about="weights [N/16, K/(4*8/b), 64] (16 rows x 4 k per 32-bit lane group), vpdpbusd int8 x code dot "
-    "products into exact int32 group sums (A16: 13-bit activations as low 6 bits + high part, two products), one scale per group",
+    "products into exact int32 group sums (A16: 13-bit activations as low 6 bits + high part, two products), one scale per group; "
+    "E2M1 codes through a 16-byte table (vpshufb) to 2 v + 12, scale s / 2 and zero point 12",
     mins=True,
+    codebook=True,  # (the E2M1 formats only: its rule says so)
 )
 LUT_CPU = QLinearKernel(
     "lut-cpu",
@@ -108,10 +110,12 @@ class Rule:
 FAST_CPU_RULES: list[Rule] = [
     Rule(
         lambda s: s.target == "cpu" and s.n % kernels_cpu.VNNI_ROWS == 0 and s.k % s.group == 0 and kernels_cpu.vnni_ok(s.bits, s.group)
+        and (not s.codebook or s.fp in E2M1_FORMATS)
         and (s.act == "a8" or (s.act == "a16" and s.bits in (4, 8) and kernels_cpu.vnni_a16_exact(s.bits, s.group))),
         VNNI_CPU,
-        "A8 W8/W4/W2/ternary and A16 W8/W4 on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd (A16: 13-bit activations as "
-        "two int8 parts, so not A32; W8 groups up to 1024); at A16 W2/ternary the LUT kernel is faster (fewer instructions per code)",
+        "A8 W8/W4/W2/ternary/MXFP4/NVFP4 and A16 W8/W4/MXFP4/NVFP4 on AVX-512 VNNI hosts: exact int32 group sums by vpdpbusd (E2M1 "
+        "codes looked up as 2 v + 12 by vpshufb; A16: 13-bit activations as two int8 parts, so not A32; W8 groups up to 1024); at "
+        "A16 W2/ternary the LUT kernel is faster (fewer instructions per code)",
     ),
     Rule(
         lambda s: s.target == "cpu" and s.act != "a32" and s.n % kernels_lut.BLOCK == 0 and s.k % s.group == 0 and kernels_lut.lut_ok(s.bits, s.group),

@@ -235,6 +235,17 @@ VNNI_ROWS = 16
 VNNI_PREFILL_ROWS = {8: 8, 4: 4, 2: 2}  # rows of a prefill per pass over a weight block (at most 16 int32 accumulators)
 
 
+E2M1_ZERO = 12  # E2M1 codes in vnni-cpu: the unsigned bytes 2 v + 12 in 0..24 (vpshufb of E2M1_TABLE), zero point 12
+E2M1_TABLE = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0]
+
+
+def e2m1_twice(q):
+    """2 v of an E2M1 code (int32 expression 0..15) as an int32: 0, 1, 2, 3, 4, 6, 8, 12 and their negatives."""
+    e, m = (q >> 1) & 3, q & 1
+    mag = tirx.Select(e == 0, m, (m + 2) << tirx.max(e - 1, 0))
+    return tirx.Select(q >= 8, -mag, mag)
+
+
 def vnni_ok(bits: int, group: int) -> bool:
     """Bit widths and groups the VNNI kernel takes (a group is whole 64-byte chunks), on a host with VNNI."""
     return bits in (2, 4, 8) and group % 16 == 0 and host_has_vnni()  # (16-lane activation prep; whole 64-byte chunks)
@@ -267,6 +278,9 @@ def relayout_vnni(packed, scales, zeros, shape):
     for h in range(per):
         byte |= (c[:, :, :, h, :] << (h * bits)).astype(np.uint8)
     blocked = np.ascontiguousarray(byte.transpose(0, 2, 1, 3).reshape(n // VNNI_ROWS, k // (4 * per), 64))
+    if shape.codebook:  # E2M1: the kernel maps each code to 2 v + 12 (vpshufb), so the scale is s / 2 (exact) and z = 12
+        scales = np.asarray(scales, np.float32) / np.float32(2)
+        zeros = np.full(scales.shape, E2M1_ZERO, np.uint8)
     return {"packed": blocked, "scales": blocked_scales(scales, shape, VNNI_ROWS), "zeros": blocked_offsets(zeros, shape, VNNI_ROWS)}
 
 
@@ -298,6 +312,8 @@ def vnni_te(shape):
             e = k % 4
             byte = packed[n // VNNI_ROWS, ch, (n % VNNI_ROWS) * 4 + e].astype("int32")
             q = (byte >> (h * shape.bits).astype("int32")) & mask
+            if shape.codebook:  # E2M1: the byte the kernel's table lookup gives
+                q = e2m1_twice(q) + E2M1_ZERO
             if not shape.mins:
                 q = q - zeros[n // VNNI_ROWS, j, n % VNNI_ROWS].astype("int32")
             return te.sum(qa[i, k].astype("float32") * q.astype("float32"), axis=kk)
@@ -314,7 +330,7 @@ def vnni_te(shape):
             return te.sum(v, axis=j)
 
         y = te.compute((m, shape.n), yv, name="qlinear")
-        spec = f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act},{int(shape.mins)},{int(shape.f16_params)}"
+        spec = f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act},{int(shape.mins)},{int(shape.f16_params)},{int(shape.codebook)}"
         return scale_and_bias(y, sa, bias, {"lowbit_vnni": spec})
 
     return f
@@ -326,10 +342,10 @@ def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_vnni"]).split(",")
     n, k, g, bits, bias = (int(v) for v in spec[:5])
-    return vnni_prim_func(n, k, g, bits, bool(bias), spec[5], bool(int(spec[6])), bool(int(spec[7]))).with_attr("tirx.is_scheduled", True)
+    return vnni_prim_func(n, k, g, bits, bool(bias), spec[5], bool(int(spec[6])), bool(int(spec[7])), bool(int(spec[8]))).with_attr("tirx.is_scheduled", True)
 
 
-def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False):  # noqa: N803 - TIR names
+def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False, e2m1: bool = False):  # noqa: N803 - TIR names
     from tvm.script import tirx as T
 
     per = 8 // bits
@@ -378,7 +394,7 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
             )
 
     @T.macro
-    def rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, nb, m0, nr):
+    def rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, nb, m0, nr):
         # nr rows from m0 against one block of 16 outputs. Small default-scope buffers are stack allocas that LLVM
         # keeps in registers ("local" ones cost a TVMBackendAllocWorkspace call per use).
         yacc = T.alloc_buffer((nr * R,), "float32")
@@ -395,16 +411,24 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
             for c in range(CPG):
                 T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j * CPG + c + PF, 0]), 0, 3, 1))
                 for h in T.unroll(per):
+                    wv = T.alloc_buffer((64,), "int8")  # the 64 weight bytes of bit field h (E2M1: looked up)
+                    if e2m1:
+                        wv[T.Ramp(0, 1, 64)] = T.call_llvm_pure_intrin(
+                            "int8x64", "llvm.x86.avx512.pshuf.b.512", tbl[T.Ramp(0, 1, 64)],
+                            T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)))
+                    else:
+                        wv[T.Ramp(0, 1, 64)] = T.reinterpret(
+                            "int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
                     for r in T.unroll(nr):
                         acc[T.Ramp((r * per + h) * R, 1, R)] = T.call_llvm_pure_intrin(
                             "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp((r * per + h) * R, 1, R)],
-                            T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
+                            wv[T.Ramp(0, 1, 64)],
                             T.reinterpret("int8x64", T.Broadcast(xw[m0 + r, (j * CPG + c) * per + h], R)),
                         )
                         if a16:
                             ach[T.Ramp((r * per + h) * R, 1, R)] = T.call_llvm_pure_intrin(
                                 "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp((r * per + h) * R, 1, R)],
-                                T.reinterpret("int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R)),
+                                wv[T.Ramp(0, 1, 64)],
                                 T.reinterpret("int8x64", T.Broadcast(xh[m0 + r, (j * CPG + c) * per + h], R)),
                             )
             for r in T.unroll(nr):
@@ -428,6 +452,11 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
         xs = T.alloc_buffer((M, NJ), "int32")
         asc = T.alloc_buffer((M, NJ), "float32")
         av = T.alloc_buffer((M, K), "int32")
+        tbl = T.alloc_buffer((64,), "int8")  # E2M1: 2 v + 12 per code, once per 128-bit lane (vpshufb looks up per lane)
+        if e2m1:
+            for i in range(64):  # E2M1_TABLE[i % 16], from the code's bits
+                tbl[i] = T.Cast("int8", T.if_then_else(i % 16 >= 8, E2M1_ZERO - T.if_then_else((i >> 1) % 4 == 0, i % 2, (i % 2 + 2) << T.max((i >> 1) % 4 - 1, 0)),
+                                                       E2M1_ZERO + T.if_then_else((i >> 1) % 4 == 0, i % 2, (i % 2 + 2) << T.max((i >> 1) % 4 - 1, 0))))
         for m in T.parallel(M):
             for j in range(NJ):  # (the same integer activations as lut-cpu; A8: the contract's codes)
                 act_codes(qa, av, asc, xs, m, j, G, not a16)
@@ -442,9 +471,9 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
         # VNNI_PREFILL_ROWS rows at a time so each unpacked weight vector feeds that many vpdpbusd chains
         for nb in T.parallel(NB):
             for mb in range(M // MR):
-                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, nb, mb * MR, MR)
+                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, nb, mb * MR, MR)
             for mt in range(M % MR):
-                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, nb, M // MR * MR + mt, 1)
+                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, nb, M // MR * MR + mt, 1)
 
     return qlinear_signatures(body, K, N, "float32" if a16 else "int32", T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), pdt),
                               T.Buffer((NB, NJ, R), pdt if mins else "uint8"), not a16, bias)

@@ -342,18 +342,23 @@ def test_blocked_e2m1_decode_is_the_shared_table_for_every_code():
     np.testing.assert_array_equal(np.signbit(out.numpy()), np.signbit(table("mxfp4")[0]))
 
 
-@pytest.mark.parametrize("spec", ["mxfp4", "nvfp4a8", "mxfp4a32", "nvfp4"])
-def test_e2m1_codebook_layers_take_blocked_cpu_and_meet_the_contract(spec, fast_rules):
-    """mxfp4 / nvfp4 take blocked-cpu (E2M1 codes decoded in register, two per byte): fp32 sums of table values, as
-    the contract's (1e-5 of the output's range); at A8 the products and sums are exact, so bit for bit but for the
-    order of the per-group dequantization (1e-6)."""
+@pytest.mark.parametrize("spec, off", [("mxfp4", ""), ("nvfp4a8", ""), ("mxfp4a8", ""), ("nvfp4", ""), ("mxfp4a32", ""),
+                                       ("mxfp4", "vnni-cpu"), ("nvfp4a8", "vnni-cpu")])
+def test_e2m1_codebook_layers_take_the_fast_kernels_and_meet_the_contract(spec, off, fast_rules, monkeypatch):
+    """mxfp4 / nvfp4 at A8 and A16 take vnni-cpu on VNNI hosts (each code looked up by vpshufb as the byte 2 v + 12,
+    scale s / 2, zero point 12: exact int32 group sums), else (and at A32) blocked-cpu (E2M1 decoded in register,
+    fp32 sums of the table values, as the contract's). A8: exact products and sums, so equal but for the float
+    epilogue's order (1e-6); A16 on vnni-cpu: 13-bit activations per group (5e-4, as W4's); fp32 sums 1e-5."""
     from compiler.reference import Interpreter
     from tests.compiler.backends.tvm.common import InMemoryTVM
 
+    monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", off)
     g = _one_layer(128, 256, spec, True)
     m = InMemoryTVM(g)
-    assert set(m.lowered.kernels.values()) == {"blocked-cpu"}
+    vnni = kernels_cpu.host_has_vnni() and off != "vnni-cpu" and not spec.endswith("a32")
+    assert set(m.lowered.kernels.values()) == {"vnni-cpu" if vnni else "blocked-cpu"}
     for rows in (1, 9):
         x = np.random.default_rng(rows).standard_normal((rows, 256)).astype(np.float32)
         got, want = m.run({"x": x})["y"], Interpreter(g).run({"x": x})["y"]
-        np.testing.assert_allclose(got, want, rtol=0, atol=(1e-6 if "a8" in spec else 1e-5) * np.abs(want).max())
+        tol = 1e-6 if "a8" in spec else 5e-4 if vnni else 1e-5
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
