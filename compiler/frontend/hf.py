@@ -147,13 +147,16 @@ def _read_bf16(path: Path, info: dict, data_start: int) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
 
 
+F8_CODES = np.dtype(np.uint8, metadata={"safetensors": "F8_E4M3"})  # uint8 that remembers its stored type (for errors)
+
+
 def _read_raw_u8(path: Path, info: dict, data_start: int) -> np.ndarray:
     """FP8 E4M3 tensors as their bytes (uint8): the E4M3 codes the fp8 importers keep (numpy has no float8)."""
     a, b = info["data_offsets"]
     raw = np.fromfile(path, dtype=np.uint8, count=b - a, offset=data_start + a)
     if raw.size != b - a:
         raise _Bad("the file ends inside a tensor")
-    return raw.reshape(info["shape"])
+    return raw.view(F8_CODES).reshape(info["shape"])
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:

@@ -24,6 +24,14 @@ FLOAT_DTYPES = "F32, F16, BF16 or F64"
 _REQUIRED = object()
 
 
+def _stored_type(t) -> str:
+    """A tensor's dtype as the checkpoint named it (F8_E4M3 codes are read as uint8 that say so)."""
+    dt = getattr(t, "dtype", None)
+    if dt is None:
+        return type(t).__name__
+    return (dt.metadata or {}).get("safetensors", str(dt))
+
+
 def os_error(path, e: OSError, fix: str = "check the path and its permissions") -> LowbitError:
     """One line for an OSError met while reading `path`."""
     if isinstance(e, IsADirectoryError):
@@ -206,7 +214,7 @@ def check_tensors(weights: dict, top: dict, block: dict, block_prefix: str, n_la
         shape, why = want
         if getattr(t, "dtype", None) is None or t.dtype.kind != "f":
             raise LowbitError(
-                f"tensor {name}{_in(origins, name)} is {getattr(t, 'dtype', type(t).__name__)}; lowbit reads float weights ({FLOAT_DTYPES})",
+                f"tensor {name}{_in(origins, name)} is {_stored_type(t)}; lowbit reads float weights ({FLOAT_DTYPES})",
                 "convert the weights to float, or keep the config's quantization_config for a pre-quantized checkpoint",
             )
         got = tuple(int(s) for s in t.shape)

@@ -34,7 +34,7 @@ def _codes(weights: dict, name: str, where: Path, method: str) -> np.ndarray:
         raise LowbitError(f"{method} tensor '{name}' in {where} is {w.dtype} {list(w.shape)}, expected F8_E4M3 [N, K]", USE_AS_WRITTEN)
     if np.any((w & 0x7F) == 0x7F):
         raise LowbitError(f"{method} tensor '{name}' in {where} holds NaN E4M3 codes", "re-quantize the model: its FP8 weights are damaged")
-    return np.ascontiguousarray(w)
+    return np.ascontiguousarray(w).view(np.uint8)  # (without the reader's stored-type note)
 
 
 def fp8_weight(codes: np.ndarray, scale: np.ndarray, block: tuple[int, int] | None, method: str, prefix: str, where: Path) -> tuple[QuantizedWeight, str]:

@@ -170,7 +170,7 @@ def _no_config(cfg, t):
     (_e5m2, "stores e5m2 weights"),
     (_bad_block, "block scales [1, 1] for a [128, 256] weight in 128 x 128 blocks (expected [1, 2])"),
     (_zero_scale, "model.layers.0.self_attn.o_proj in"),
-    (_no_config, "is uint8; lowbit reads float weights"),
+    (_no_config, "is F8_E4M3; lowbit reads float weights"),
 ])
 def test_bad_checkpoints_give_one_line(tmp_path, capsys, mutate, line):
     write_fp8_dir(tmp_path / "m", "hf-block128", mutate=mutate)
