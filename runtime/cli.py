@@ -602,7 +602,7 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
 @click.option("-o", "--out", required=True, type=click.Path(), help="folder for sweep.csv and pareto.png")
 @click.option("--designs", default=None, help="comma-separated accelerator designs [all of them]")
 @click.option("--shapes", default="2x64,4x64,2x128,8x32", show_default=True, help="array shapes MxN (K=4 per beat)")
-@click.option("--bits", default="2,4", show_default=True, help="weight bits")
+@click.option("--bits", default="2,4", show_default=True, help="weight bits, and fp4 for E2M1 weights (mxfp4 / nvfp4 codes)")
 @click.option("--acts", default="a8,a16", show_default=True, help="activation modes")
 @click.option("--groups", default="64,128", show_default=True, help="group sizes")
 @click.option("--prefill", default=128, show_default=True, type=click.IntRange(1, 65536))

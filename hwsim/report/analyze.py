@@ -23,13 +23,30 @@ PAPER_BITS = (2, 4)  # weight bits of the synthesized configurations the claims 
 PAPER_GROUP = 128
 
 
+E2M1_FORMATS = ("mxfp4", "nvfp4")  # (compiler.quant.floatfmt's): the arrays run their codes as E2M1 weights
+
+
 def design_config(design: str, lin: rl.Linear) -> ArrayConfig:
-    return ArrayConfig(design=design, bits=lin.bits, ternary=lin.ternary, act=lin.act, group=lin.group, **ARRAY_SHAPE)
+    fmt = "e2m1" if lin.fp in E2M1_FORMATS else "int"
+    return ArrayConfig(design=design, bits=lin.bits, ternary=lin.ternary, act=lin.act, group=lin.group, weight_format=fmt, **ARRAY_SHAPE)
+
+
+def check_fits(ml: rl.ModelLinears, designs: list[str]) -> None:
+    """LowbitError (one line naming the layer's format and the fix) when a linear does not fit an array."""
+    for d in designs:
+        for lin in ml.linears:
+            try:
+                design_config(d, lin)
+            except ValueError as e:
+                fmt = f"{'ternary' if lin.ternary else lin.fp or f'W{lin.bits}'} {lin.act}, group {lin.group}"
+                raise LowbitError(f"{ml.quant}: layer {lin.name} ({fmt}) does not fit the {d} array: {e}",
+                                  "report a format the arrays run: 1..4-bit weights or mxfp4 / nvfp4, with a8 or a16 activations (e.g. --quant w4g128a8)") from None
 
 
 def analyze(ml: rl.ModelLinears, designs: list[str], prefill: int = 128, memory: MemoryConfig | None = None, node: str = "28nm",
             platforms: tuple[str, ...] = ("this-cpu", "h100-sxm"), progress=None) -> dict:
     """All numbers of the report on the linears `ml` as plain data (see hwsim.report.build_report)."""
+    check_fits(ml, designs)
     mem = memory or MemoryConfig()
     plats = {p: rl.platform(p) for p in platforms}
     clock = mem.clock_ghz * 1e9

@@ -99,11 +99,17 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
           "In prefill every pair of rows re-reads the column block's weights from the weight SRAM, so SRAM reads are the largest part of "
           "the energy per MAC (" + ", ".join(f"{d}: {w[d]['sram_weight'] / w[d]['total'] * 100:.0f}% of prefill energy" for d in designs)
           + "); decode energy is DRAM (weights, scales and zero points) for every design.")
-    coded = sorted({l.get("fp") or "codebook" for l in data.get("linears", []) if l.get("codebook")})
+    fps = {l.get("fp") or "codebook" for l in data.get("linears", []) if l.get("codebook")}
+    e2m1 = sorted(fps & {"mxfp4", "nvfp4"})
+    coded = sorted(fps - {"mxfp4", "nvfp4"})
+    if e2m1:
+        doc.p(f"The {', '.join(e2m1)} layers run on the arrays' E2M1 weight format (each code as the integer 2 v in -12..12, no zero "
+              "point, the scale halved in the dyadic epilogue: lut-tc reads five offset-binary bit-planes, mixpe adds at most two "
+              "shifted copies per code, mac multiplies), as `lowbit compile --target D` builds them.")
     if coded:
         doc.p(f"The {', '.join(coded)} layers are costed on the arrays above as integer codes of their width; the arrays do not run them "
-              "(lowbit compile refuses accelerator targets for codebook and 4-bit float weights), so those rows are what the formats "
-              "would cost on an array that decoded them, not a measured path.")
+              "(lowbit compile refuses accelerator targets for codebook weights other than mxfp4 / nvfp4), so those rows are what the "
+              "formats would cost on an array that decoded them, not a measured path.")
     doc.h(2, "CPU / GPU rooflines on the same linears")
     sparse = any(p.get("sparse_bytes") for p in data["platforms"])
     doc.table(["platform", "phase", "time ms", "of which scale+zero bytes (MB)", *(["of which sparse outliers (MB)"] if sparse else []),

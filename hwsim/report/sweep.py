@@ -45,7 +45,7 @@ DEFAULT_AXES = {
 }
 
 FIELDS = [
-    "design", "M", "N", "K", "bits", "act", "group", "area_mm2", "area_source", "peak_macs_per_cycle",
+    "design", "M", "N", "K", "bits", "weight_format", "act", "group", "area_mm2", "area_source", "peak_macs_per_cycle",
     "tops_per_mm2", "prefill_s", "decode_s", "decode_tokens_per_s", "prefill_energy_uj", "decode_energy_uj",
     "decode_array_energy_uj", "pj_per_mac_prefill", "pareto",
 ]
@@ -61,13 +61,14 @@ MAX_POINTS = 100_000  # configurations of one sweep (each takes ~10 ms per model
 def validate_grid(designs: list[str], shapes: str, bits: str, acts: str, groups: str) -> dict:
     """The grid of `lowbit sweep` from its options' comma-separated values; a malformed value is a LowbitError."""
 
-    def ints(name, text):
+    def ints(name, text, also=()):
         try:
-            return [int(t) for t in text.split(",") if t.strip()]
+            return [t.strip().lower() if t.strip().lower() in also else int(t) for t in text.split(",") if t.strip()]
         except ValueError:
-            raise LowbitError(f"--{name} '{text}' is not a comma-separated list of integers", f"write e.g. --{name} 2,4") from None
+            what = "integers" + "".join(f" and {a}" for a in also)
+            raise LowbitError(f"--{name} '{text}' is not a comma-separated list of {what}", f"write e.g. --{name} 2,4" + "".join(f",{a}" for a in also)) from None
 
-    grid = {"design": list(designs), "bits": ints("bits", bits), "group": ints("groups", groups),
+    grid = {"design": list(designs), "bits": ints("bits", bits, (FP4,)), "group": ints("groups", groups),
             "act": [a.strip() for a in acts.split(",") if a.strip()], "shape": [s.strip() for s in shapes.split(",") if s.strip()]}
     for a in grid["act"]:
         if a not in ("a8", "a16"):
@@ -93,11 +94,15 @@ def validate_grid(designs: list[str], shapes: str, bits: str, acts: str, groups:
     return grid
 
 
+FP4 = "fp4"  # in --bits: E2M1 weights (ArrayConfig weight_format "e2m1": mxfp4 / nvfp4 codes)
+
+
 def grid_configs(grid: dict) -> list[dict]:
     out = []
     for d, shape, b, act, g in itertools.product(grid["design"], grid["shape"], grid["bits"], grid["act"], grid["group"]):
         M, N = (int(x) for x in str(shape).lower().split("x"))
-        out.append(dict(design=d, M=M, N=N, K=4, bits=int(b), act=act, group=int(g), lanes=8 if N % 8 == 0 else 1))
+        fmt = {"weight_format": "e2m1"} if str(b).lower() == FP4 else {}  # (integer points keep the keys they always had)
+        out.append(dict(design=d, M=M, N=N, K=4, bits=4 if fmt else int(b), act=act, group=int(g), lanes=8 if N % 8 == 0 else 1, **fmt))
     return out
 
 
@@ -161,7 +166,7 @@ def point_jobs(linears: list[dict], grid: dict | None = None, prefill: int = 128
     grid = {**default_grid(), **(grid or {})}
     mem = (memory or MemoryConfig()).to_dict()
     versions = {"lowbit": lowbit_version(), "source": source_hash(*POINT_SOURCES)}
-    return [Job("hwsim", f"{p['design']} {p['M']}x{p['N']} w{p['bits']}{p['act']} g{p['group']}", _safe,
+    return [Job("hwsim", f"{p['design']} {p['M']}x{p['N']} {'fp4' if p.get('weight_format') == 'e2m1' else 'w' + str(p['bits'])}{p['act']} g{p['group']}", _safe,
                 dict(p=p, linears=linears, prefill=prefill, mem=mem, node=node), versions) for p in grid_configs(grid)]
 
 
@@ -188,7 +193,9 @@ def run_sweep(linears: list[dict], grid: dict | None = None, prefill: int = 128,
     rows = [o.result if o.result is not None else {**o.job.kwargs["p"], "error": o.error, "failed": True} for o in outcomes]
     good = [r for r in rows if "error" not in r]
     bad = [r for r in rows if "error" in r]
-    good.sort(key=lambda r: (r["design"], r["M"], r["N"], r["bits"], r["act"], r["group"]))
+    for r in rows:
+        r.setdefault("weight_format", "int")
+    good.sort(key=lambda r: (r["design"], r["M"], r["N"], r["bits"], r["weight_format"], r["act"], r["group"]))
     for i in pareto_front(good, "area_mm2", "prefill_s"):
         good[i]["pareto"] = True
     for r in good:
@@ -211,14 +218,15 @@ def pareto_points(rows: list[dict], n: int) -> list[dict]:
 
 def array_params(row: dict) -> dict:
     """A sweep point's ArrayConfig fields, as rtl.sim.make_config takes them."""
-    return {k: row[k] for k in ("M", "N", "K", "bits", "act", "group", "lanes")}
+    fmt = {"weight_format": "e2m1"} if row.get("weight_format") == "e2m1" else {}  # (integer arrays: the fields they always had)
+    return {**{k: row[k] for k in ("M", "N", "K", "bits", "act", "group", "lanes")}, **fmt}
 
 
 def linears_as_dicts(ml) -> list[dict]:
     return [asdict(l) for l in ml.linears]
 
 
-SYNTH_FIELDS = ["design", "M", "N", "K", "bits", "act", "group", "module", "cell_count", "ff_bits", "transistors",
+SYNTH_FIELDS = ["design", "M", "N", "K", "bits", "weight_format", "act", "group", "module", "cell_count", "ff_bits", "transistors",
                 "yosys_um2", "model_um2", "model_rel_err"]
 
 
@@ -231,7 +239,7 @@ def synth_rows(reports: list[dict], node: str = "28nm") -> list[dict]:
         cfg = ArrayConfig.from_dict(r["config"])
         syn = cells_area_um2(r["cells"], node)["total_um2"]
         mod = model_area_um2(cfg, node)
-        out.append({"design": cfg.design, "M": cfg.M, "N": cfg.N, "K": cfg.K, "bits": cfg.bits, "act": cfg.act, "group": cfg.group,
+        out.append({"design": cfg.design, "M": cfg.M, "N": cfg.N, "K": cfg.K, "bits": cfg.bits, "weight_format": cfg.weight_format, "act": cfg.act, "group": cfg.group,
                     "module": r["module"], "cell_count": r["cell_count"], "ff_bits": r["ff_bits"], "transistors": r["transistors"],
                     "yosys_um2": syn, "model_um2": mod, "model_rel_err": mod / syn - 1})
     return out

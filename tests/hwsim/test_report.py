@@ -141,6 +141,8 @@ def test_cli_report_and_sweep(tmp_path, capsys):
         (["report", "llama-tiny", "--platforms", "tpu"], "unknown platform"),
         (["report", "llama-tiny", "--dram-gbps", "0"], "invalid memory"),
         (["report", "llama-tiny", "--quant", "none"], "float model"),
+        (["report", "llama-tiny", "--quant", "w8g32"], "does not fit the lut-tc array: weight bits must be 1..4, got 8"),
+        (["report", "llama-tiny", "--quant", "w4g32afp8"], "does not fit the lut-tc array: act must be a8 or a16"),
         (["sweep", "llama-tiny", "--shapes", "2by64"], "is not MxN"),
         (["sweep", "llama-tiny", "--bits", "two"], "not a comma-separated list"),
     ],
@@ -151,6 +153,35 @@ def test_cli_user_errors(tmp_path, capsys, args, msg):
     assert code == 2
     assert se.count("\n") == 1 and msg in se and "Traceback" not in se
     assert not out.exists() and not list(tmp_path.glob(".o.*"))
+
+
+def test_fp4_layers_run_on_the_e2m1_weight_format(tmp_path, capsys):
+    """mxfp4 / nvfp4 are costed on the arrays' E2M1 configuration (what `lowbit compile --target D` builds), not as
+    4-bit integer codes: lut-tc reads five bit-planes (more cycles than INT4), mixpe and mac no zero points."""
+    runs = {}
+    for quant in ("mxfp4", "w4g32"):
+        out = tmp_path / quant
+        code, so, se = run_cli(["report", "llama-tiny", "-o", out, "--quant", quant, "--no-sweep", "--platforms", "h100-sxm", "--prefill", "16"], capsys)
+        assert code == 0, se
+        runs[quant] = json.loads((out / "report.json").read_text())["designs"]
+    md = (tmp_path / "mxfp4" / "report.md").read_text()
+    assert "E2M1 weight format" in md and "as integer codes of their width" not in md
+    assert runs["mxfp4"]["lut-tc"]["config"]["weight_format"] == "e2m1" and runs["w4g32"]["lut-tc"]["config"]["weight_format"] == "int"
+    assert runs["mxfp4"]["lut-tc"]["prefill_s"] > runs["w4g32"]["lut-tc"]["prefill_s"]  # five planes against four
+
+
+def test_sweep_takes_fp4_weights(tmp_path, capsys):
+    """`--bits 4,fp4`: the E2M1 arrays beside the INT4 ones in one CSV (lut-tc's five planes: 4/5 of the MACs per
+    cycle; mixpe and mac: the same rate, no zero points)."""
+    sw = tmp_path / "s"
+    code, so, se = run_cli(["sweep", "llama-tiny", "-o", sw, "--shapes", "2x64", "--bits", "4,fp4", "--acts", "a8", "--groups", "32", "-j", "1"], capsys)
+    assert code == 0, se
+    rows = {(r["design"], r["weight_format"]): r for r in csv.DictReader(open(sw / "sweep.csv"))}
+    assert len(rows) == 6 and {r["bits"] for r in rows.values()} == {"4"}
+    assert float(rows[("lut-tc", "e2m1")]["peak_macs_per_cycle"]) == 0.8 * float(rows[("lut-tc", "int")]["peak_macs_per_cycle"])
+    assert rows[("mixpe", "e2m1")]["peak_macs_per_cycle"] == rows[("mixpe", "int")]["peak_macs_per_cycle"]
+    code, so, se = run_cli(["sweep", "llama-tiny", "-o", tmp_path / "t", "--bits", "4,fp5"], capsys)
+    assert code == 2 and "--bits '4,fp5' is not a comma-separated list of integers and fp4" in se
 
 
 def test_refuses_to_overwrite_foreign_folder(tmp_path, capsys):

@@ -123,8 +123,8 @@ def test_sweep_on_ray_writes_the_local_files_and_reruns_from_the_cache(ray_clust
         for f in ("sweep.csv", "synth.csv", "sim.csv"):
             assert (tmp_path / "ray" / f).read_bytes() == (tmp_path / "local" / f).read_bytes(), f
     synth = (tmp_path / "ray" / "synth.csv").read_text().splitlines()
-    assert len(synth) == 2 and ",1,8,4,2,a8," in synth[1]  # the smallest Pareto point: a 1x8 array at 2 bits
-    cells = int(synth[1].split(",")[8])
+    assert len(synth) == 2 and ",1,8,4,2,int,a8," in synth[1]  # the smallest Pareto point: a 1x8 array at 2 bits
+    cells = int(synth[1].split(",")[9])
     rep = json.loads(next((tmp_path / "ray" / "synth").glob("*_m1n8k4.json")).read_text())
     assert rep["cell_count"] == cells > 1000 and rep["yosys"].startswith("Yosys")
     sim = (tmp_path / "ray" / "sim.csv").read_text().splitlines()
