@@ -10,7 +10,7 @@ from compiler.artifact import write_artifact
 from compiler.backends import BuildOptions, check_options, parse_targets
 from compiler.errors import LowbitError
 from compiler.frontend import Model, load_model
-from compiler.quant.spec import ACT_MODES, QuantSpec, names_act, parse_spec
+from compiler.quant.spec import ACT_MODES, MX_ACTS, MX_BLOCK, QuantSpec, names_act, parse_spec
 
 # GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
 # [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
@@ -27,7 +27,7 @@ KEEP_ACT = "a32"
 def check_act(act: str) -> str:
     act = act.lower()
     if act not in ACT_MODES:
-        raise LowbitError(f"unknown activation mode '{act}'", "use --act a16, --act a8, --act afp8 or --act a32")
+        raise LowbitError(f"unknown activation mode '{act}'", "use --act a16, a8, afp8, amx8, amxfp4 or a32")
     return act
 
 
@@ -168,11 +168,11 @@ def compile_model(
         if compiled:
             raise LowbitError(f"--rotate {rotate}: target {compiled[0]} has no kernel for the online Hadamard transform, so far",
                               "compile the rotated model for ref, tvm-cpu, mlir-cpu and the accelerator targets, or drop --rotate")
-    if model_act == "afp8":
+    if model_act in ("afp8", *MX_ACTS):
         compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
         if compiled:
-            raise LowbitError(f"afp8 activations: target {compiled[0]} has no FP8 activation kernel, so far",
-                              "compile afp8 for ref, tvm-cpu and mlir-cpu, or use --act a8 / a16 on that target")
+            raise LowbitError(f"{model_act} activations: target {compiled[0]} has no {'FP8' if model_act == 'afp8' else 'MX'} activation kernel, so far",
+                              f"compile {model_act} for ref, tvm-cpu and mlir-cpu, or use --act a8 / a16 on that target")
     if method not in ("rtn", "gptq"):
         raise LowbitError(f"unknown quantization method '{method}'", "use --method rtn or --method gptq")
     if smooth is not None and ((spec is None and not auto) or not 0.0 <= smooth <= 1.0):
@@ -222,6 +222,10 @@ def compile_model(
         layer_specs, mixed, line = _mixed_plan(graph, rungs, bpw, overrides, feeds or (feeds := calib_feeds()), progress)
     plan, records, notes = plan_layers(graph, spec, keep=m if keep else None, act=model_act, overrides=overrides, head_spec=head_spec,
                                        layer_specs=layer_specs)
+    odd = [w for w in plan if plan[w].spec.act in MX_ACTS and graph.consts[w].shape[1] % MX_BLOCK]
+    if odd:
+        raise LowbitError(f"{model_act}: layer {odd[0]} has K={graph.consts[odd[0]].shape[1]}, not a multiple of the MX block of {MX_BLOCK}",
+                          f"keep it float with --quant-layer '{odd[0].removesuffix('.weight')}=none', or use --act a8")
     if mixed is not None:
         from compiler.quant.apply import quantizable
         from compiler.quant.bpw import spec_bits

@@ -154,7 +154,8 @@ def _infer_qlinear(t, a):
     _check_qweight("qlinear", t[1:4], a)
     n, k = a["n"], a["k"]
     _expect(dims_equal(x.shape[-1], k), f"qlinear: x has K={x.shape[-1]}, weight has K={k}")
-    _expect(a["act"] in ("a16", "a8", "afp8", "a32"), f"qlinear: unknown act mode {a['act']}")
+    _expect(a["act"] in ("a16", "a8", "afp8", "amx8", "amxfp4", "a32"), f"qlinear: unknown act mode {a['act']}")
+    _expect(a["act"] not in ("amx8", "amxfp4") or k % 32 == 0, f"qlinear: {a['act']} activations come in blocks of 32, and K={k} is not a multiple of 32")
     if len(t) == 5:
         _expect(_same_shape(t[4].shape, (n,)), "qlinear bias must be [N]")
     return [TensorType((*x.shape[:-1], n), "f32")]

@@ -102,9 +102,9 @@ class QLinearWeights:
 
 def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Per-group sums acc [J, M, N] (float32, or float64 when an A8 sum could exceed 2^24), the per-token
-    activation scale (A8, AFP8) or None (A16, A32), and for scale-and-minimum groups the per-group activation sums
-    xs [J, M] (of qa for A8, exact; of the E4M3 values for AFP8; of the fp16 activations for A16; of the float32
-    activations for A32), else None."""
+    activation scale (A8, AFP8) or None (A16, A32, AMX8, AMXFP4), and for scale-and-minimum groups the per-group
+    activation sums xs [J, M] (of qa for A8, exact; of the E4M3 / MX values for AFP8 / AMX*; of the fp16 activations
+    for A16; of the float32 activations for A32), else None."""
     m, k = x2.shape
     j, g = k // w.group, w.group
     if act == "a8":
@@ -112,8 +112,13 @@ def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray
         xg = qa.astype(np.float32).reshape(m, j, g).transpose(1, 0, 2)
         xs = xg.sum(axis=2) if w.mins_t is not None else None  # |sum| <= 127 g: exact in float32
         return group_sums(xg, w.wg, exact_int=w.exact), sa, xs
-    if act == "afp8":  # E4M3 values times the weights, summed in float32 like A32
-        xa, sa = quantize_activations_fp8(x2)
+    if act in ("afp8", "amx8", "amxfp4"):  # E4M3 / MX values (scale folded in for MX) times the weights, summed in float32 like A32
+        if act == "afp8":
+            xa, sa = quantize_activations_fp8(x2)
+        else:
+            from compiler.quant.floatfmt import mx_activations
+
+            xa, sa = mx_activations(x2, act), None
         xg = xa.reshape(m, j, g).transpose(1, 0, 2)
         xs = xg.sum(axis=2, dtype=np.float32) if w.mins_t is not None else None
         return np.matmul(xg, w.wg), sa, xs

@@ -87,7 +87,7 @@ def models():
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(), help="artifact directory to write")
 @click.option("--quant", default="w4g128", show_default=True, help="quant spec: w4g128, w2g64a8, w4g128-asym, w4g32-min, w8pc, ternary, none; or keep (a GGUF / pre-quantized checkpoint's own quantization); or auto (with --bpw)")
-@click.option("--act", default=None, help="activation mode a16, a8 (per-token int8), afp8 (per-token FP8 E4M3; CPU targets) or a32 (float32: weight-only quantization; --quant keep defaults to a32), or put it in the spec")
+@click.option("--act", default=None, help="activation mode a16, a8 (per-token int8), afp8 (per-token FP8 E4M3), amx8 / amxfp4 (OCP MXINT8 / MXFP4 per 32; afp8 and MX on CPU targets) or a32 (float32: weight-only quantization; --quant keep defaults to a32), or put it in the spec")
 @click.option("--method", type=click.Choice(["rtn", "gptq"]), default="rtn", show_default=True)
 @click.option("--target", "targets", default="ref", show_default=True, help="comma-separated targets")
 @click.option("--calib", default=None, help="UTF-8 text file for calibration: GPTQ, --imatrix, --bpw, --smooth (models with a tokenizer)")

@@ -86,6 +86,29 @@ def e2m1_codes(v: np.ndarray) -> np.ndarray:
     return (np.minimum(idx, 7) | (np.signbit(v).astype(np.int64) << 3)).astype(np.uint8)
 
 
+MX_EMAX = {"amxfp4": 2, "amx8": 0}  # emax of the element format: E2M1's largest binade 2^2, MXINT8's 2^0 (1.6 fixed point)
+
+
+def mx_activations(x: np.ndarray, act: str, block: int = 32) -> np.ndarray:
+    """OCP MX v1.0 activations, quantized and dequantized (float32, same shape): per row and block of `block`
+    values along K an E8M0 scale X = 2^(floor(log2 amax) - emax) (1 for an all-zero block; the exponent clamped
+    to -127..127), elements v = x / X as MXFP4 (E2M1, ties to even, saturating at 6) or MXINT8 (rint(64 v), ties
+    to even, clamped to -128..127, value P / 64); returns element * X, exact in float32."""
+    x = np.asarray(x, np.float32)
+    m, k = x.shape
+    b = x.reshape(m, k // block, block)
+    amax = np.abs(b).max(axis=-1)
+    _, p = np.frexp(amax)  # amax = f 2^p with f in [0.5, 1): floor(log2 amax) = p - 1
+    e = np.clip(np.where(amax > 0, p - 1, 0) - MX_EMAX[act], -127, 127)
+    scale = np.ldexp(np.float32(1.0), e).astype(np.float32)[..., None]
+    v = (b / scale).astype(np.float32)
+    if act == "amxfp4":
+        q = E2M1[e2m1_codes(v)]
+    else:
+        q = (np.clip(np.rint(v * np.float32(64)), -128, 127) / np.float32(64)).astype(np.float32)
+    return (q * scale).astype(np.float32).reshape(m, k)
+
+
 def e4m3(x: np.ndarray) -> np.ndarray:
     """x (>= 0) rounded to FP8 E4M3 (OCP: bias 7, no infinities, max 448, subnormals 2^-9 steps), ties to even,
     saturating at 448; float32."""

@@ -13,8 +13,9 @@ Grammar (case-insensitive):  WEIGHTS [GROUP [SUB] | cb] [ACT] [-sym|-asym|-min] 
                                           k = k6. compiler.quant.twolevel)
   cb      = a non-uniform codebook per output row (SqueezeLLM): the codes index 2^b fp16 values found by
             (importance-)weighted k-means of the row, no group scale (compiler.quant.codebook); w8 excluded
-  ACT     = a16 | a8 | afp8 | a32        (a16 = fp16 activations, the default; a8 = per-token dynamic int8;
-                                          afp8 = per-token dynamic FP8 E4M3 (scale max|x| / 448);
+  ACT     = a16 | a8 | afp8 | amx8 | amxfp4 | a32  (a16 = fp16 activations, the default; a8 = per-token dynamic int8;
+                                          afp8 = per-token dynamic FP8 E4M3 (scale max|x| / 448); amx8 / amxfp4 =
+                                          OCP MX activations, MXINT8 / MXFP4 per 32 values with an E8M0 scale;
                                           a32 = float32 activations as given: weight-only quantization)
   -min    = scale-and-minimum groups (w = s q + m with a float minimum per group: llama.cpp's Q4_1 rule)
   -spP    = dense-and-sparse (SpQR / SqueezeLLM): P percent of each row's weights (0 < P <= 10, at least
@@ -32,13 +33,15 @@ from compiler.errors import LowbitError
 from compiler.groups import GROUP_SIZES, layer_group
 
 WEIGHT_BITS = (8, 4, 3, 2)
-ACT_MODES = ("a16", "a8", "afp8", "a32")
+ACT_MODES = ("a16", "a8", "afp8", "amx8", "amxfp4", "a32")
+MX_ACTS = ("amx8", "amxfp4")  # activations in OCP MX blocks of MX_BLOCK values along K
+MX_BLOCK = 32
 
 _SPEC_RE = re.compile(
-    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary)|(?P<fp>mxfp4|nvfp4|nf4|mxfp8|fp8b|fp8))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+|fp8))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
+    r"^(?:w(?P<bits>\d+)|(?P<tern>ternary)|(?P<fp>mxfp4|nvfp4|nf4|mxfp8|fp8b|fp8))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+|fp8|mx8|mxfp4))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"
 )
 
-EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w3cb, mxfp4, nvfp4, nf4, mxfp8, fp8, fp8g128, fp8b, w4g32a32, w8pcafp8, fp8afp8, w8pc, ternary, ternarya8, none"
+EXAMPLES = "w4g128, w2g64a8, w4g128-asym, w4g32-min, w4g32k-min, w3g16k, w2g16k-min-sp0.5, w3cb, mxfp4, nvfp4, nf4, mxfp8, fp8, fp8g128, fp8b, w4g32a32, w8pcafp8, fp8afp8, mxfp4amxfp4, w4g32amx8, w8pc, ternary, ternarya8, none"
 MAX_OUTLIER_PCT = 10.0
 SUB_BITS = (4, 6, 8)  # sub-scale widths of two-level scales (Q2_K: 4, Q3_K / Q4_K / Q5_K: 6, Q6_K: 8)
 
@@ -142,7 +145,7 @@ def parse_spec(text: str) -> QuantSpec | None:
     if m.group("act") is not None:
         act = f"a{m.group('act')}"
         if act not in ACT_MODES:
-            raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16, a8, afp8 or a32")
+            raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16, a8, afp8, amx8, amxfp4 or a32")
     symmetric = m.group("sym") not in ("asym", "min")
     minimum = m.group("sym") == "min"
     if tern and not symmetric:
@@ -172,7 +175,7 @@ def _fp_spec(text: str, m, fp: str) -> QuantSpec:
     if m.group("act") is not None:
         act = f"a{m.group('act')}"
         if act not in ACT_MODES:
-            raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16, a8, afp8 or a32")
+            raise LowbitError(f"unsupported activation mode '{act}' in quant spec '{text}'", "use a16, a8, afp8, amx8, amxfp4 or a32")
     outliers = 0.0
     if m.group("sp") is not None:
         outliers = float(m.group("sp"))

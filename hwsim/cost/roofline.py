@@ -153,9 +153,9 @@ class Platform:
     fp8_ops: float = 0.0  # peak FP8 ops/s (0: no FP8 units; AFP8 then runs at the fp16 rate)
 
     def peak(self, act: str) -> float:
-        if act == "afp8":
+        if act in ("afp8", "amxfp4"):  # (FP4 activations: no FP4 units on these platforms, the FP8 rate)
             return self.fp8_ops or self.fp16_ops
-        return self.int8_ops if act == "a8" else self.fp16_ops
+        return self.int8_ops if act in ("a8", "amx8") else self.fp16_ops
 
 
 PLATFORMS = {
@@ -222,8 +222,11 @@ def kernel_bytes(lin: Linear, M: int) -> dict:
         scales, zeros = lin.N * ng * {"nf4": 2, "fp8": 4, "fp8b": 4 / 128}.get(lin.fp, 1), 0  # fp16 / fp32 scales (fp8b: per 128 rows); E8M0 and E4M3 a byte
     elif lin.codebook:
         scales, zeros = lin.N * (1 << lin.bits) * 2, 0
-    byte_acts = lin.act in ("a8", "afp8")  # one byte per activation and a float32 scale per token
-    acts = M * lin.K * (1 if byte_acts else 2) + (M * 4 if byte_acts else 0)
+    if lin.act in ("amx8", "amxfp4"):  # MX: 8 or 4 bits per activation and an E8M0 byte per 32
+        acts = M * lin.K * (1 if lin.act == "amx8" else 0.5) + M * lin.K / 32
+    else:
+        byte_acts = lin.act in ("a8", "afp8")  # one byte per activation and a float32 scale per token
+        acts = M * lin.K * (1 if byte_acts else 2) + (M * 4 if byte_acts else 0)
     outs = M * lin.N * 2
     sparse = lin.N * lin.sparse * 4
     return {"codes": codes, "scales": scales, "zeros": zeros, "sparse": sparse, "acts": acts, "outs": outs,

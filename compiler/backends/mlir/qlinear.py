@@ -94,19 +94,59 @@ def quantize_fp8(B: Builder, x, m, k):
     return xa, sa
 
 
+def quantize_mx(B: Builder, x, m, k, act: str, block: int = 32):
+    """OCP MX activations (compiler.quant.floatfmt.mx_activations): f32 [M, K] of element * X, X = 2^(floor(log2
+    amax) - emax) per row and block of 32 from amax's exponent bits; MXINT8 rint(64 v) clamped to -128..127, MXFP4
+    the E2M1 rounding as quantize_fp8's with one mantissa bit (step 2^(max(e, 0) - 1), saturating at 6)."""
+    from iree.compiler.dialects import arith, math as mm
+
+    emax = {"amxfp4": 2, "amx8": 0}[act]
+    nb = k // block
+    x3 = B.reshape(x, (m, k), (m, nb, block))
+    amax = B.reduce_last(x3, (m, nb, block), 0.0, arith.maximumf, pre=lambda v: mm.absf(v))
+
+    def scale(a):
+        biased = arith.andi(arith.shrui(arith.bitcast(B.i32, a), B.ci(23)), B.ci(255))
+        e = arith.select(arith.cmpi(arith.CmpIPredicate.eq, biased, B.ci(0)), B.ci(-127), arith.subi(biased, B.ci(127)))
+        e = arith.select(arith.cmpf(arith.CmpFPredicate.OGT, a, B.cf(0.0)), e, B.ci(0))
+        e = arith.maxsi(arith.minsi(arith.subi(e, B.ci(emax)), B.ci(127)), B.ci(-127))
+        normal = arith.bitcast(B.f32, arith.shli(arith.addi(e, B.ci(127)), B.ci(23)))
+        return arith.select(arith.cmpi(arith.CmpIPredicate.sge, e, B.ci(-126)), normal, arith.bitcast(B.f32, B.ci(1 << 22)))
+
+    sc = B.elementwise([amax], (m, nb), B.f32, scale)
+
+    def q(v, s):
+        y = arith.divf(v, s)
+        if act == "amx8":
+            r = arith.minimumf(arith.maximumf(mm.roundeven(arith.mulf(y, B.cf(64.0))), B.cf(-128.0)), B.cf(127.0))
+            return arith.mulf(arith.mulf(r, B.cf(1.0 / 64)), s)
+        a = arith.minimumf(mm.absf(y), B.cf(6.0))
+        ee = arith.maxsi(arith.subi(arith.andi(arith.shrui(arith.bitcast(B.i32, a), B.ci(23)), B.ci(255)), B.ci(127)), B.ci(0))
+        step = arith.bitcast(B.f32, arith.shli(arith.addi(ee, B.ci(127 - 1)), B.ci(23)))
+        r = arith.mulf(mm.roundeven(arith.divf(a, step)), step)
+        r = arith.select(arith.cmpf(arith.CmpFPredicate.OLT, y, B.cf(0.0)), arith.negf(r), r)
+        return arith.mulf(r, s)
+
+    xa = B.elementwise([x3, sc], (m, nb, block), B.f32, q, [B.identity_map(3), B.bcast_last(3)])
+    return B.reshape(xa, (m, nb, block), (m, k))
+
+
 def activations(B: Builder, x, m, k, act: str):
-    """What a qlinear of act mode `act` reads, as (x, sa): (qa i8, sa) for A8, (E4M3 values, sa) for AFP8, (the
-    float activations, None) for A16 / A32."""
+    """What a qlinear of act mode `act` reads, as (x, sa): (qa i8, sa) for A8, (E4M3 values, sa) for AFP8, (MX
+    values with their scales, None) for AMX8 / AMXFP4, (the float activations, None) for A16 / A32."""
     if act == "a8":
         return quantize_a8(B, x, m, k)
     if act == "afp8":
         return quantize_fp8(B, x, m, k)
+    if act in ("amx8", "amxfp4"):
+        return quantize_mx(B, x, m, k, act), None
     return float_activations(B, x, (m, k), act), None
 
 
 def kernel_attrs(a: dict) -> dict:
-    """The attributes the qlinear forms read: AFP8 sums its E4M3 values in fp32, as A32 (sa in the epilogue)."""
-    return {**a, "act": "a32"} if a["act"] == "afp8" else a
+    """The attributes the qlinear forms read: AFP8 and MX activations are summed in fp32, as A32 (AFP8's sa in the
+    epilogue)."""
+    return {**a, "act": "a32"} if a["act"] in ("afp8", "amx8", "amxfp4") else a
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -211,9 +211,10 @@ def _choose(L, n) -> tuple[QLinearKernel, QLinearShape]:
     key = n.inputs[2]
     if key not in L.f16_params:  # (asked for several times per layer)
         L.f16_params[key] = _fp16_values(L.g.consts[n.inputs[2]]) and (not mins or _fp16_values(L.g.consts[n.inputs[3]]))
-    fp8 = a["act"] == "afp8"  # the kernels run on the E4M3 values as float32 activations; scale and bias after
+    coded = a["act"] in CODED_ACTS  # the kernels run on the E4M3 / MX values as float32 activations
+    fp8 = a["act"] == "afp8"  # (its per-token scale and the bias after the kernel)
     shape = kernels.qlinear_shape(
-        True, a["n"], a["k"], a["bits"], a["group_size"], "a32" if fp8 else a["act"], L.kind, a["layout"], len(n.inputs) == 5 and not fp8, bool(a.get("ternary")), mins,
+        True, a["n"], a["k"], a["bits"], a["group_size"], "a32" if coded else a["act"], L.kind, a["layout"], len(n.inputs) == 5 and not fp8, bool(a.get("ternary")), mins,
         L.f16_params[key], bool(a.get("codebook")), a.get("fp", ""),
     )
     return choose_kernel(shape, L.tune, L.search), shape
@@ -247,11 +248,14 @@ def _relaid_params(L, n, kern: QLinearKernel) -> list:
     return [L.env[k] for k in keys]
 
 
+CODED_ACTS = ("afp8", "amx8", "amxfp4")  # act modes quantized by their own TE function, then summed as A32
+
+
 @conv("qlinear")
 def _qlinear(L, n):
     a = n.attrs
     x = L.value(n.inputs[0])
-    fp8 = a["act"] == "afp8"
+    fp8, coded = a["act"] == "afp8", a["act"] in CODED_ACTS
     has_bias = len(n.inputs) == 5 and not fp8
     kern, shape = _choose(L, n)
     ws = _relaid_params(L, n, kern) if kern.relayout is not None else [L.value(c) for c in n.inputs[1:4]]
@@ -275,6 +279,12 @@ def _qlinear(L, n):
             L.a8_cache[key] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1)))
         xa, sa8 = L.a8_cache[key]
         args = [xa, *ws]
+    elif coded:  # MX: the scales are in the values
+        key = (n.inputs[0], a["act"])
+        if key not in L.a8_cache:
+            L.sched[f"act_quant_{a['act']}"] = qlinear_te.schedule_act_quant(L.kind, "mx")
+            L.a8_cache[key] = (L.bb.emit_te(lambda t: qlinear_te.act_quant_mx(t, a["act"]), x2, primfunc_name_hint=f"act_quant_{a['act']}"), None)
+        args = [L.a8_cache[key][0], *ws]
     else:
         args = [x2, *ws]
     if has_bias:

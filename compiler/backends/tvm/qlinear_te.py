@@ -113,6 +113,42 @@ def act_quant_fp8(x: te.Tensor):
     return te.compute((m, k), quant, name="fp8_quant"), sa
 
 
+def _pow2(e):
+    """2^e as float32 for an int32 e in -127..127 (2^-127 is the subnormal with mantissa bit 22)."""
+    normal = tirx.reinterpret("float32", (e + 127) << 23)
+    return tirx.Select(e >= -126, normal, tirx.reinterpret("float32", tirx.const(1 << 22, "int32")))
+
+
+def act_quant_mx(x: te.Tensor, act: str, block: int = 32):
+    """OCP MX activations (the AMX8 / AMXFP4 contract, floatfmt.mx_activations): float32 [M, K] of element * X with
+    X = 2^(floor(log2 amax) - emax) per row and block of 32, floor(log2) from the float's exponent bits."""
+    m, k = x.shape
+    emax = {"amxfp4": 2, "amx8": 0}[act]
+    r = te.reduce_axis((0, block), name="r")
+    amax = te.compute((m, k // block), lambda i, b: te.max(tirx.abs(x[i, b * block + r]), axis=r), name="mx_amax")
+
+    def exp_of(i, b):
+        biased = (tirx.reinterpret("int32", amax[i, b]) >> 23) & 255
+        e = tirx.Select(amax[i, b] > tirx.const(0, "float32"), tirx.Select(biased == 0, tirx.const(-127, "int32"), biased - 127), tirx.const(0, "int32"))
+        return tirx.max(tirx.min(e - emax, tirx.const(127, "int32")), tirx.const(-127, "int32"))
+
+    scale = te.compute((m, k // block), lambda i, b: _pow2(exp_of(i, b)), name="mx_scale")
+
+    def quant(i, c):
+        s = scale[i, c // block]
+        v = x[i, c] / s
+        if act == "amx8":
+            q = tirx.max(tirx.min(tirx.nearbyint(v * tirx.const(64.0, "float32")), tirx.const(127.0, "float32")), tirx.const(-128.0, "float32"))
+            return q * tirx.const(1.0 / 64, "float32") * s
+        a = tirx.min(tirx.abs(v), tirx.const(6.0, "float32"))
+        ee = tirx.max(((tirx.reinterpret("int32", a) >> 23) & 255) - 127, tirx.const(0, "int32"))
+        step = tirx.reinterpret("float32", (ee + (127 - 1)) << 23)
+        q = tirx.nearbyint(a / step) * step
+        return tirx.Select(v < tirx.const(0, "float32"), -q, q) * s
+
+    return te.compute((m, k), quant, name="mx_quant")
+
+
 def qlinear_group_sums(xq: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape: QLinearShape, name: str = "acc"):
     """acc[m, n, j]: fp32 sums of fp16-rounded x (A16), of x (A32), or int32 sums of qa (A8) against (q - z) per
     group (against q for scale-and-minimum groups: `zeros` is not read)."""
@@ -211,7 +247,7 @@ def linear_te(x: te.Tensor, w: te.Tensor, b: te.Tensor | None = None):
 
 
 def schedule_act_quant(kind: str, prefix: str = "a8"):
-    """Schedule for `act_quant_a8` (prefix a8) and `act_quant_fp8` (prefix fp8). CPU: rows in parallel. CUDA: one block of 256 threads per row for the
+    """Schedule for `act_quant_a8` (prefix a8), `act_quant_fp8` (prefix fp8) and `act_quant_mx` (prefix mx). CPU: rows in parallel. CUDA: one block of 256 threads per row for the
     max (a cross-thread reduction), one thread per row for the scale, one thread per element for the
     rounding."""
 

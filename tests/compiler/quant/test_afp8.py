@@ -81,30 +81,13 @@ def test_tvm_quantizer_matches_reference_bit_for_bit():
 
 
 def test_mlir_quantizer_matches_reference_bit_for_bit():
-    rt = pytest.importorskip("iree.runtime")
-    from iree.compiler import ir
-    from iree.compiler.dialects import func
-
+    pytest.importorskip("iree.runtime")
     from compiler.backends.mlir import qlinear as mq
-    from compiler.backends.mlir.build import compile_asm
-    from compiler.backends.mlir.builder import Builder
+    from tests.compiler.backends.mlir.common import run_function
 
     x = _edge_rows()
     m, k = x.shape
-    with ir.Context(), ir.Location.unknown():
-        module = ir.Module.create()
-        module.operation.attributes["sym_name"] = ir.StringAttr.get("lowbit")
-        B = Builder()
-        with ir.InsertionPoint(module.body):
-            fn = func.FuncOp("main", ([B.tensor_type((m, k), "f32")], [B.tensor_type((m, k), "f32"), B.tensor_type((m,), "f32")]))
-            with ir.InsertionPoint(fn.add_entry_block()):
-                xa, sa = mq.quantize_fp8(B, fn.arguments[0], m, k)
-                func.ReturnOp([xa, sa])
-        asm = str(module)
-    config = rt.Config("local-sync")
-    ctx = rt.SystemContext(config=config)
-    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, compile_asm(asm, "mlir-cpu")))
-    xa, sa = (np.asarray(v.to_host()) for v in ctx.modules.lowbit["main"](x))
+    xa, sa = run_function(lambda B, a: mq.quantize_fp8(B, a, m, k), [((m, k), "f32")], [((m, k), "f32"), ((m,), "f32")], x)
     xr, sr = quantize_activations_fp8(x)
     np.testing.assert_array_equal(sa, sr)
     np.testing.assert_array_equal(xa, xr)

@@ -64,7 +64,7 @@ def test_name_is_canonical():
 def test_names_act():
     from compiler.quant.spec import ACT_MODES, names_act
 
-    assert ACT_MODES == ("a16", "a8", "afp8", "a32")
+    assert ACT_MODES == ("a16", "a8", "afp8", "amx8", "amxfp4", "a32")
     assert all(names_act(f"w4g32{a}-min") for a in ACT_MODES)
     assert not any(names_act(t) for t in ("w4g32-min", "w8pc", "ternary", "w4g32-asym", "keep", "none"))
 

@@ -16,6 +16,7 @@ Tolerances (max |backend - ref| over an output, relative to max |ref| of that ou
   - AFP8 2e-2: the E4M3 quantizers match the reference's bit for bit on equal inputs and the sums are fp32
     (A32's), but an activation within float noise of an E4M3 midpoint may round one step apart (2^-3 of its
     value) and travel on, as at A8. Measured without a flip: ~1e-6 on llama-tiny.
+  - AMX8 / AMXFP4 2e-2: the same argument for the MX quantizers (a step is 1/64 or up to a third of the value).
 - hwsim:<design> (the accelerator's own integer arithmetic, bit-exact with its integer reference, which
   tests/runtime/backends/test_hwsim_whole_models.py checks): group scales are dyadic (16-bit mantissas,
   relative error <= 2^-16 each) and A16 activations 12-bit block floating point per (row, group).
@@ -61,6 +62,7 @@ CASES = [
     ("llama-tiny", "mxfp4"),  # OCP MXFP4: E2M1 codes, a shared table, E8M0 scales per 32
     ("llama-tiny", "fp8"),  # E4M3 codes (a 256-entry shared table), an FP32 scale per output channel
     ("llama-tiny", "w4g32afp8"),  # per-token FP8 E4M3 activations (the GPU targets and the arrays refuse them)
+    ("llama-tiny", "mxfp4amxfp4"),  # W4A4 in OCP MXFP4 (activations per 32 with an E8M0 scale)
     ("bitnet-tiny", "ternary"),
     ("bitnet-tiny", "ternarya8"),
     ("bert-tiny", "none"),
@@ -79,6 +81,7 @@ SLOW_CASES = [
     ("llama-tiny", "mxfp8a8"),
     ("llama-tiny", "fp8afp8"),
     ("llama-tiny", "fp8b"),  # 128 x 128 blocks (DeepSeek-V3 FP8): a scale per block, repeated on its rows
+    ("llama-tiny", "w4g32amx8"),  # MXINT8 activations
     ("bert-tiny", "w8pcafp8-asym"),
 ]
 

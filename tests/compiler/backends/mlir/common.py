@@ -44,3 +44,27 @@ def compiled(model: str, spec: str) -> InMemoryMLIR:
     return InMemoryMLIR(quantized_graph(model, spec))
 
 
+
+
+def run_function(body, in_types, out_types, *args) -> list[np.ndarray]:
+    """Compile one function @main for mlir-cpu and run it on args: body(B, *arguments) returns its results;
+    in_types / out_types are (shape, dtype) pairs."""
+    from iree.compiler import ir
+    from iree.compiler.dialects import func
+
+    from compiler.backends.mlir.build import compile_asm
+    from compiler.backends.mlir.builder import Builder
+
+    with ir.Context(), ir.Location.unknown():
+        module = ir.Module.create()
+        module.operation.attributes["sym_name"] = ir.StringAttr.get("lowbit")
+        B = Builder()
+        with ir.InsertionPoint(module.body):
+            fn = func.FuncOp("main", ([B.tensor_type(*t) for t in in_types], [B.tensor_type(*t) for t in out_types]))
+            with ir.InsertionPoint(fn.add_entry_block()):
+                func.ReturnOp(list(body(B, *fn.arguments)))
+        asm = str(module)
+    ctx = rt.SystemContext(config=rt.Config("local-sync"))
+    ctx.add_vm_module(rt.VmModule.copy_buffer(ctx.instance, compile_asm(asm, "mlir-cpu")))
+    out = ctx.modules.lowbit["main"](*args)
+    return [np.asarray(v.to_host()) for v in (out if isinstance(out, (tuple, list)) else [out])]
