@@ -13,7 +13,7 @@ Bits per weight are of the block linears as GGUF would store them (fp16 scales),
 
 The llama.cpp tools come from benchmarks/llamacpp.py (built once into ~/.cache/lowbit, ~30 min on two cores).
 
-Usage: python -m benchmarks.quality [--quick | --best | --rotate | --fp8] [--model smollm2-135m] [--ctx 512] [--max-windows 8] [--text FILE]
+Usage: python -m benchmarks.quality [--quick | --best | --rotate | --fp8 | --mx] [--model smollm2-135m] [--ctx 512] [--max-windows 8] [--text FILE]
        [--work DIR] [--json FILE] [--no-llamacpp] [--no-build]
 """
 
@@ -68,6 +68,11 @@ FP8_CONFIGS = [
     ("float", "none", "rtn"),
     *[(f"{q} RTN{' rotate' if r else ''}", q, "rtn" + ("+rotate" if r else ""))
       for q in ("w8pca8", "w8pcafp8", "fp8afp8", "fp8bafp8", "fp8") for r in (False, True)],
+]
+# OCP MX activations (amx8 = MXINT8, amxfp4 = MXFP4, blocks of 32) against per-token int8 and fp16, on 4-bit weights
+MX_CONFIGS = [
+    ("float", "none", "rtn"),
+    *[(f"{q} RTN", q, "rtn") for q in ("mxfp4", "mxfp4amxfp4", "mxfp4amx8", "mxfp4a8", "nvfp4amxfp4", "w4g32", "w4g32amx8", "w4g32a8", "w8pcamxfp4")],
 ]
 LLAMACPP_FULL = ["Q8_0", "Q4_0", "Q4_1", "Q4_K_M", "Q3_K_M", "Q2_K", "TQ2_0"]
 # "-pure": llama-quantize --pure, every tensor in that type (Q2_K alone mixes in Q3_K / Q4_K tensors: 4.23 bpw on SmolLM2)
@@ -312,6 +317,7 @@ def main(argv=None):
     ap.add_argument("--best", action="store_true", help="lowbit's best method per width against llama.cpp's quantizers with and without an imatrix")
     ap.add_argument("--rotate", action="store_true", help="the 4-bit formats and 8-bit activations with and without --rotate hadamard (lowbit rows only)")
     ap.add_argument("--fp8", action="store_true", help="W8A8 int8 against FP8 (afp8 activations, fp8 / fp8b weights), with and without rotation (lowbit rows only)")
+    ap.add_argument("--mx", action="store_true", help="OCP MX activations (amx8, amxfp4) against a8 and a16 on 4-bit weights (lowbit rows only)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--max-windows", type=int, default=8, help="windows of ctx tokens per evaluation (0: the whole text)")
@@ -332,8 +338,8 @@ def main(argv=None):
     text, text_path = read_text(args.text)
     work = Path(args.work) / args.model
     work.mkdir(parents=True, exist_ok=True)
-    configs = QUICK_CONFIGS if args.quick else BEST_CONFIGS if args.best else ROTATE_CONFIGS if args.rotate else FP8_CONFIGS if args.fp8 else FULL_CONFIGS
-    args.no_llamacpp = args.no_llamacpp or args.rotate or args.fp8
+    configs = QUICK_CONFIGS if args.quick else BEST_CONFIGS if args.best else ROTATE_CONFIGS if args.rotate else FP8_CONFIGS if args.fp8 else MX_CONFIGS if args.mx else FULL_CONFIGS
+    args.no_llamacpp = args.no_llamacpp or args.rotate or args.fp8 or args.mx
     print(f"machine: {machine()}", file=sys.stderr)
     arts, failed = compile_rows(args.model, configs, work, args.calib_samples)
     fl = runtime.load(arts["float"][0])

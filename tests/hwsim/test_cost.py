@@ -274,16 +274,18 @@ def test_kv_cache_bytes_and_decode_vs_context(tmp_path):
     assert by[("fp16", 8192)]["kv_bytes"] / by[("int4", 8192)]["kv_bytes"] >= 3.5
 
 
-def test_report_says_codebook_layers_are_costed_not_run(tmp_path, capsys):
+def test_report_says_which_codebook_layers_run_and_which_are_costed(tmp_path, capsys):
+    """nvfp4 (E2M1 codes) runs on the arrays' E2M1 weight format; nf4 (a NormalFloat table) is only costed."""
     from compiler.compile import compile_model
     from tests.helpers import run_cli
 
-    out = tmp_path / "art"
-    compile_model("llama-tiny", out, quant="nvfp4", targets="ref", progress=False)
-    code, _, err = run_cli(["report", out, "-o", tmp_path / "rep"], capsys)
-    assert code == 0, err
-    md = (tmp_path / "rep" / "report.md").read_text()
-    assert "The nvfp4 layers are costed on the arrays" in md
+    for quant, line in (("nf4", "The nf4 layers are costed on the arrays"), ("nvfp4", "The nvfp4 layers run on the arrays' E2M1 weight format")):
+        out = tmp_path / quant
+        compile_model("llama-tiny", out, quant=quant, targets="ref", progress=False)
+        code, _, err = run_cli(["report", out, "-o", tmp_path / f"rep-{quant}", "--no-sweep"], capsys)
+        assert code == 0, err
+        md = (tmp_path / f"rep-{quant}" / "report.md").read_text()
+        assert line in md and md.count("layers are costed on the arrays") == (quant == "nf4")
     ml = shapes.model_linears(str(out), "w4g128")
     assert all(l.fp == "nvfp4" and l.codebook for l in ml.linears)
     lin = ml.linears[0]
