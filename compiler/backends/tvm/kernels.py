@@ -125,7 +125,7 @@ FAST_CPU_RULES: list[Rule] = [
     ),
     Rule(
         lambda s: s.target == "cpu" and s.bits in (2, 3, 4, 8) and s.n % kernels_cpu.BLOCK == 0 and s.group % 4 == 0 and s.k % s.group == 0
-        and (not s.codebook or s.fp in E4M3_FORMATS + E2M1_FORMATS) and (s.act != "a8" or s.codebook or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
+        and (not s.codebook or s.fp in (*E4M3_FORMATS, *E2M1_FORMATS, "nf4")) and (s.act != "a8" or s.codebook or kernels_cpu.a8_fp32_exact(s.bits, s.group)),
         BLOCKED_CPU,
         "64-row tiles; any M (rows loop inside a tile); A16 and A32 (float activations); A8 only where fp32 group sums are exact "
         "(g*127*(2^b-1) < 2^24); of the codebook weights, the E4M3 and E2M1 formats (decoded in register through an fp16 bit "

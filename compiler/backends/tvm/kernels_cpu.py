@@ -78,6 +78,12 @@ def relayout_blocked(packed, scales, zeros, shape):
     if shape.codebook and bits == 8:  # E4M3 codes: the kernel decodes them itself (the shared table stays as it is, unread)
         # the NaN codes, which the table reads as +-448, become the codes of +-448 (0x7e, 0xfe)
         blocked = np.where((blocked & 0x7F) == 0x7F, blocked - 1, blocked).astype(np.uint8)
+    if shape.fp == "nf4":  # the kernel holds the NF4 values as constants (nf4_value): the table must be them
+        from compiler.errors import LowbitError
+        from compiler.quant.floatfmt import NF4
+
+        if not np.array_equal(np.asarray(zeros, np.float32).reshape(-1), NF4):
+            raise LowbitError("an nf4 layer's table is not the 16 NF4 values", "recompile the artifact: its codebook table was changed")
     offsets = np.ascontiguousarray(zeros, np.float32) if shape.codebook else blocked_offsets(zeros, shape, BLOCK)
     return {"packed": blocked, "scales": blocked_scales(scales, shape, BLOCK), "zeros": offsets}
 
@@ -101,6 +107,18 @@ def e2m1_scaled(q):
     masks, two shifts and an or per vector, then a convert; the caller multiplies by 2^14."""
     h = ((q & tirx.const(8, "int32")) << tirx.const(12, "int32")) | ((q & tirx.const(7, "int32")) << tirx.const(9, "int32"))
     return tirx.reinterpret("float16", h.astype("uint16")).astype("float32")
+
+
+def nf4_value(q):
+    """The NF4 value of a code (int32 expression 0..15) as float32: a 4-level select tree on its bits, which LLVM
+    turns into masked blends (15 per vector) instead of a gather from the table."""
+    from compiler.quant.floatfmt import NF4
+
+    level = [tirx.const(float(v), "float32") for v in NF4]
+    for b in range(4):
+        bit = ((q >> b) & 1) == 1
+        level = [tirx.Select(bit, level[2 * i + 1], level[2 * i]) for i in range(len(level) // 2)]
+    return level[0]
 
 
 def e4m3_value(code):
@@ -143,7 +161,12 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
         terms = None
         for c in range(per):
             q = (byte >> tirx.const(c * bits, "int32")) & tirx.const(mask, "int32") if per > 1 else byte
-            w = e2m1_scaled(q) if shape.codebook else q.astype("float32")  # E2M1: the value / 2^14
+            if not shape.codebook:
+                w = q.astype("float32")
+            elif shape.fp == "nf4":  # the 16 NF4 values by a select tree on the code's bits (blends, no gather)
+                w = nf4_value(q)
+            else:  # E2M1: the value / 2^14
+                w = e2m1_scaled(q)
             term = xf[i, j * g + t * per + c] * w
             terms = term if terms is None else terms + term
         return te.sum(terms, axis=t)
@@ -153,7 +176,9 @@ def blocked_group_sums(x: te.Tensor, packed: te.Tensor, zeros: te.Tensor, shape,
     accq = te.compute((m, shape.n // BLOCK, shape.k // g, BLOCK), body, name="acc_q")
     r = te.reduce_axis((0, g), name="r")
     xs = te.compute((m, shape.k // g), lambda i, j: te.sum(xf[i, j * g + r], axis=r), name="x_gsum")
-    if shape.codebook:  # E4M3: sum x v = 256 sum x (v / 256), E2M1: 2^14 sum x (v / 2^14), exact (a power of two)
+    if shape.codebook and shape.fp == "nf4":  # table values as they are
+        acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni], name=name)
+    elif shape.codebook:  # E4M3: sum x v = 256 sum x (v / 256), E2M1: 2^14 sum x (v / 2^14), exact (a power of two)
         unit = tirx.const(256.0 if bits == 8 else E2M1_SCALE, "float32")
         acc = te.compute(accq.shape, lambda i, nb, j, ni: accq[i, nb, j, ni] * unit, name=name)
     elif shape.mins:

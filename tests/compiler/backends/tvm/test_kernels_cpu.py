@@ -324,8 +324,30 @@ def test_e4m3_codebook_layers_take_blocked_cpu_and_meet_the_contract(spec, tmp_p
         x = np.random.default_rng(rows).standard_normal((rows, 256)).astype(np.float32)
         got, want = m.run({"x": x})["y"], Interpreter(g).run({"x": x})["y"]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
-    for fp in ("nf4", ""):  # (NF4, a per-row codebook: tables that are not a float format's decoding)
-        assert kernels.matching_kernels(kernels.qlinear_shape(True, 128, 256, 4, 32, "a16", "cpu", "dense", codebook=True, fp=fp))[0].name == "dequant-cpu"
+    # a per-row codebook (SqueezeLLM's: a table per row) keeps the dequantize kernel
+    assert kernels.matching_kernels(kernels.qlinear_shape(True, 128, 256, 4, 32, "a16", "cpu", "dense", codebook=True, fp=""))[0].name == "dequant-cpu"
+
+
+@pytest.mark.parametrize("spec", ["nf4", "nf4a8", "nf4a32"])
+def test_nf4_layers_take_blocked_cpu_and_meet_the_contract(spec, fast_rules):
+    """nf4 takes blocked-cpu: the 16 NF4 values by a select tree on the code's bits, fp32 sums of table values as
+    the contract's (1e-5 of the output's range); a table that is not NF4's is refused when re-laid out."""
+    from compiler.errors import LowbitError
+    from compiler.reference import Interpreter
+    from tests.compiler.backends.tvm.common import InMemoryTVM
+
+    g = _one_layer(128, 256, spec, True)
+    m = InMemoryTVM(g)
+    assert set(m.lowered.kernels.values()) == {"blocked-cpu"}
+    for rows in (1, 9):
+        x = np.random.default_rng(rows).standard_normal((rows, 256)).astype(np.float32)
+        got, want = m.run({"x": x})["y"], Interpreter(g).run({"x": x})["y"]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    shape = kernels.qlinear_shape(True, 128, 256, 4, 64, "a16", "cpu", "nibble", codebook=True, fp="nf4")
+    table = g.consts["w.table"].copy()
+    table[0, 3] += 1e-3
+    with pytest.raises(LowbitError, match="not the 16 NF4 values"):
+        kernels_cpu.relayout_blocked(g.consts["w.qweight"], g.consts["w.scales"], table, shape)
 
 
 def test_blocked_e2m1_decode_is_the_shared_table_for_every_code():
