@@ -32,7 +32,7 @@ import numpy as np
 from tvm import te, tirx
 
 from compiler.backends.tvm.epilogue import scale_and_bias
-from compiler.backends.tvm.kernels_lut import A16_MAX, act_codes_macro, qlinear_signatures
+from compiler.backends.tvm.kernels_lut import A16_MAX, act_codes_macro, host_has_avx512bw, qlinear_signatures
 
 BLOCK = 64  # output rows per vector tile (4 zmm registers of fp32 accumulators)
 
@@ -205,7 +205,11 @@ def blocked_te(shape):
                 v = v + zeros[n // BLOCK, j, n % BLOCK].astype("float32") * xs[i, j]
             return te.sum(v, axis=j)
 
-        return scale_and_bias(te.compute((m, shape.n), yv, name="qlinear"), sa, bias)
+        y = te.compute((m, shape.n), yv, name="qlinear")
+        if shape.fp == "nf4" and host_has_avx512bw():  # schedule_blocked swaps in nf4_prim_func
+            spec = f"{shape.n},{shape.k},{shape.group},{int(shape.bias)},{shape.act},{int(shape.f16_params)}"
+            return scale_and_bias(y, sa, bias, {"lowbit_nf4": spec})
+        return scale_and_bias(y, sa, bias)
 
     return f
 
@@ -215,6 +219,13 @@ def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
+    try:
+        spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_nf4"]).split(",")
+    except Exception:  # noqa: BLE001 - not an nf4 layer (or no epilogue block)
+        spec = None
+    if spec is not None:
+        n, k, g, bias = (int(v) for v in spec[:4])
+        return nf4_prim_func(n, k, g, bool(bias), spec[4], bool(int(spec[5]))).with_attr("tirx.is_scheduled", True)
     sch.compute_inline(sch.get_sblock("acc"))  # acc = acc_q - z * x_gsum, formed where y consumes it
     acc = sch.get_sblock("acc_q")
     y = sch.get_sblock("qlinear")
@@ -242,6 +253,56 @@ def schedule_blocked(func: tirx.PrimFunc) -> tirx.PrimFunc:
     init = sch.decompose_reduction(y, j)
     sch.vectorize(sch.get_loops(init)[-1])
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def nf4_prim_func(N: int, K: int, G: int, bias: bool, act: str, f16: bool):  # noqa: N803 - TIR names
+    """blocked-cpu's NF4 body on AVX-512: per 64-row block and row of x, each byte of codes gives two 16-lane index
+    vectors and vpermps looks them up in the 16-entry table (one instruction per 16 codes), FMA'd with the two
+    activations; one scale per group after the group's fp32 sum, as the contract orders it."""
+    from tvm.script import tirx as T
+
+    R = BLOCK
+    NB, NJ, T2 = N // R, K // G, G // 2
+    pdt = "float16" if f16 else "float32"
+    a8, a16 = act == "a8", act == "a16"
+
+    @T.macro
+    def body(x, pk, sc, zz, sa, bv, y, M):
+        for nb in T.parallel(NB):
+            tv = T.alloc_buffer((16,), "float32")
+            tv[T.Ramp(0, 1, 16)] = zz[0, T.Ramp(0, 1, 16)]
+            for m in range(M):
+                yacc = T.alloc_buffer((R,), "float32")
+                gacc = T.alloc_buffer((R,), "float32")
+                yacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
+                for j in range(NJ):
+                    gacc[T.Ramp(0, 1, R)] = T.Broadcast(T.float32(0), R)
+                    for t in range(T2):
+                        xl = T.alloc_buffer((2,), "float32")
+                        for h in T.unroll(2):
+                            if a8:
+                                xl[h] = T.Cast("float32", x[m, j * G + 2 * t + h])
+                            elif a16:
+                                xl[h] = T.Cast("float32", T.Cast("float16", x[m, j * G + 2 * t + h]))
+                            else:
+                                xl[h] = x[m, j * G + 2 * t + h]
+                        for c in T.unroll(4):
+                            b = T.Cast("int32x16", pk[nb, j, t, T.Ramp(c * 16, 1, 16)])
+                            gacc[T.Ramp(c * 16, 1, 16)] = (
+                                gacc[T.Ramp(c * 16, 1, 16)]
+                                + T.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512", tv[T.Ramp(0, 1, 16)], b & T.Broadcast(15, 16)) * T.Broadcast(xl[0], 16)
+                                + T.call_llvm_pure_intrin("float32x16", "llvm.x86.avx512.permvar.sf.512", tv[T.Ramp(0, 1, 16)], T.shift_right(b, T.Broadcast(4, 16))) * T.Broadcast(xl[1], 16)
+                            )
+                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] + T.Cast("float32x64", sc[nb, j, T.Ramp(0, 1, R)]) * gacc[T.Ramp(0, 1, R)]
+                if a8:
+                    yacc[T.Ramp(0, 1, R)] = yacc[T.Ramp(0, 1, R)] * T.Broadcast(sa[m], R)
+                if bias:
+                    y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)] + bv[T.Ramp(nb * R, 1, R)]
+                else:
+                    y[m, T.Ramp(nb * R, 1, R)] = yacc[T.Ramp(0, 1, R)]
+
+    return qlinear_signatures(body, K, N, "int32" if a8 else "float32", T.Buffer((NB, NJ, T2, R), "uint8"), T.Buffer((NB, NJ, R), pdt),
+                              T.Buffer((1, 16), "float32"), a8, bias)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -328,14 +328,18 @@ def test_e4m3_codebook_layers_take_blocked_cpu_and_meet_the_contract(spec, tmp_p
     assert kernels.matching_kernels(kernels.qlinear_shape(True, 128, 256, 4, 32, "a16", "cpu", "dense", codebook=True, fp=""))[0].name == "dequant-cpu"
 
 
-@pytest.mark.parametrize("spec", ["nf4", "nf4a8", "nf4a32"])
-def test_nf4_layers_take_blocked_cpu_and_meet_the_contract(spec, fast_rules):
-    """nf4 takes blocked-cpu: the 16 NF4 values by a select tree on the code's bits, fp32 sums of table values as
-    the contract's (1e-5 of the output's range); a table that is not NF4's is refused when re-laid out."""
+@pytest.mark.parametrize("spec, avx512", [("nf4", True), ("nf4a8", True), ("nf4a32", True), ("nf4", False), ("nf4a8", False)])
+def test_nf4_layers_take_blocked_cpu_and_meet_the_contract(spec, avx512, fast_rules, monkeypatch):
+    """nf4 takes blocked-cpu: on AVX-512 hosts a hand-written body that looks codes up with vpermps in the 16-entry
+    table, elsewhere the 16 NF4 values by a select tree on the code's bits; fp32 sums of table values as the
+    contract's (1e-5 of the output's range). A table that is not NF4's is refused when re-laid out."""
     from compiler.errors import LowbitError
     from compiler.reference import Interpreter
     from tests.compiler.backends.tvm.common import InMemoryTVM
 
+    if avx512 and not kernels_cpu.host_has_avx512bw():
+        pytest.skip("the host CPU has no AVX-512")
+    monkeypatch.setattr(kernels_cpu, "host_has_avx512bw", lambda: avx512)
     g = _one_layer(128, 256, spec, True)
     m = InMemoryTVM(g)
     assert set(m.lowered.kernels.values()) == {"blocked-cpu"}
