@@ -58,6 +58,8 @@ class _MLIRBackend(CompiledTargetBackend):
         self.ctx = rt.SystemContext(config=self.config)
         self.ctx.add_vm_module(rt.VmModule.copy_buffer(self.ctx.instance, vmfb.read_bytes()))
         self.main = self.ctx.modules[info.get("module", "lowbit")][info.get("function", "main")]
+        # logits of the last row only (a generation's prefill skips the head for the others)
+        self.main_last = self.ctx.modules[info.get("module", "lowbit")]["main_last"] if "main_last" in info.get("functions", ()) else None
         self.params = [rt.asdevicearray(self.config.device, a) for a in self.param_arrays(folder, info, hint)]
         from compiler.ir import DTYPES
 
@@ -90,7 +92,8 @@ class _MLIRBackend(CompiledTargetBackend):
 
         check_capacity(feeds, cache)
         args = [cache[k] if k in cache else np.ascontiguousarray(feeds[k], self.input_dtypes[k]) for k in self.info["inputs"]]
-        out = self.main(*args, *self.params)
+        main = self.main_last if last and self.main_last is not None else self.main
+        out = main(*args, *self.params)
         if not isinstance(out, (tuple, list)):
             out = [out]
         names = self.info["outputs"]

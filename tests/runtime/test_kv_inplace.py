@@ -144,12 +144,15 @@ def test_a_bad_form_is_one_line(monkeypatch):
 def test_prefill_of_the_last_row_only(models, backend, form):
     """prefill(last=True) (a generation's, whose prompt logits are not compared) is the full prefill's last row bit for
     bit, leaves the same cache (the decode steps after it give the same logits), and generation keeps the same
-    tokens; tvm-cpu runs its library's main_last (the LM head on that row only)."""
+    tokens; tvm-cpu and mlir-cpu (with the in-place cache) run their module's main_last (the LM head on that row only)."""
     m = models[form]
     full, cache_full = m.prefill(PROMPT, backend, 64) if m.kv_inplace else m.prefill(PROMPT, backend)
     last, cache_last = m.prefill(PROMPT, backend, 64, last=True) if m.kv_inplace else m.prefill(PROMPT, backend, last=True)
     assert full.shape == (len(PROMPT), m.graph.meta["hparams"]["vocab"]) and last.shape == (1, full.shape[1])
-    assert np.array_equal(last, full[-1:])
+    if backend == "mlir-cpu" and m.kv_inplace:  # IREE compiles main_last's [1, K] head on its own (static M = 1 tiles)
+        np.testing.assert_allclose(last, full[-1:], rtol=0, atol=1e-5 * np.abs(full[-1:]).max())
+    else:
+        assert np.array_equal(last, full[-1:])
     b = m.backend(backend)
     for i, tok in enumerate(FORCED[:3]):
         feeds = {"input_ids": np.array([tok], np.int64), "positions": np.array([len(PROMPT) + i], np.int64)}
@@ -159,5 +162,5 @@ def test_prefill_of_the_last_row_only(models, backend, form):
     g_all = m.generate(PROMPT, 6, backend, stop_ids=())
     g_last = m.generate(PROMPT, 6, backend, stop_ids=(), prompt_logits=False)
     assert g_last.tokens == g_all.tokens and g_last.prompt_logits.shape == (1, full.shape[1])
-    if backend == "tvm-cpu":
+    if backend == "tvm-cpu" or (backend == "mlir-cpu" and m.kv_inplace):
         assert b.main_last is not None and "main_last" in b.info["functions"]

@@ -109,6 +109,7 @@ def build_target(graph: Graph, target: str, out_dir: Path, dump_mlir: bool = Fal
         "target": target,
         "module": "lowbit",
         "function": "main",
+        "functions": lowered.functions,
         "inputs": lowered.inputs,
         "params": lowered.params,
         "outputs": lowered.outputs,

@@ -50,10 +50,22 @@ class LoweredModule:
     outputs: list[str]
     kernels: dict[str, str] = field(default_factory=dict)  # qlinear weight name -> kernel form
     relayout: dict[str, np.ndarray] = field(default_factory=dict)  # arrays the target folder must store
+    functions: list[str] = field(default_factory=lambda: ["main"])  # (main_last: LAST_ROW_FUNCTION)
 
     @property
     def asm(self) -> str:
         return str(self.module)
+
+
+LAST_ROW_FUNCTION = "main_last"  # main with logits of the last row only (a causal model's prefill for generation)
+
+
+def _head(g: Graph):
+    """The node producing `logits` [S, V] of a causal LM (its last-row function slices the head's input), or None."""
+    if not g.meta.get("causal") or "logits" not in g.outputs:
+        return None
+    node = next((n for n in g.nodes if "logits" in n.outputs and n.op in ("linear", "qlinear")), None)
+    return node if node is not None and len(g.types["logits"].shape) == 2 else None
 
 
 class _Lowerer(GraphLowerer):
@@ -67,6 +79,10 @@ class _Lowerer(GraphLowerer):
         self.a16_cache: dict[tuple[str, str], object] = {}  # (activation, act mode) -> the float activations a qlinear sums
         self.relayout: dict[str, np.ndarray] = {}
         self.blocked: dict[str, tuple[int, list[str]]] = {}  # qlinear output -> (lanes, relaid keys)
+        self.override: dict[str, tuple] = {}  # value -> its shape in the function being built (main_last's head)
+
+    def shape(self, name: str) -> tuple:
+        return self.override.get(name) or super().shape(name)
 
     def lower(self) -> LoweredModule:
         from iree.compiler import ir
@@ -106,21 +122,54 @@ class _Lowerer(GraphLowerer):
             in_types = [B.tensor_type(t.shape, t.dtype) for t in g.inputs.values()]
             in_types += [B.tensor_type(arrays[c].shape, _dtype(arrays[c])) for c in used]
             out_types = [B.tensor_type(g.types[o].shape, g.types[o].dtype) for o in g.outputs]
-            with ir.InsertionPoint(module.body):
-                fn = func.FuncOp("main", (in_types, out_types))
-                fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
-                entry = fn.add_entry_block()
-                with ir.InsertionPoint(entry):
-                    names = list(g.inputs) + used
-                    for name, arg in zip(names, entry.arguments):
-                        self.env[name] = arg
-                    B.bind_dims({n: (self.env[n], g.types[n].shape) for n in g.inputs})
-                    self.B = B
-                    self.convert_nodes()
-                    func.ReturnOp([self.env[o] for o in g.outputs])
+            self.B = B
+            self._function(module, "main", in_types, out_types, used)
+            functions = ["main"]
+            head = _head(g)
+            if head is not None:  # the same calls, the head on the last row: [1, V] logits (TVM's main_last)
+                kernels = dict(self.kernels)
+                last = [(1, g.types[o].shape[1]) if o == "logits" else g.types[o].shape for o in g.outputs]
+                self._function(module, LAST_ROW_FUNCTION, in_types, [B.tensor_type(s, g.types[o].dtype) for s, o in zip(last, g.outputs)], used, head)
+                if self.kernels != kernels:
+                    raise RuntimeError("main_last took other kernels than main")
+                functions.append(LAST_ROW_FUNCTION)
             if not module.operation.verify():
                 raise RuntimeError("the lowered MLIR module does not verify")
-        return LoweredModule(module, ctx, list(g.inputs), self.params, list(g.outputs), self.kernels, self.relayout)
+        return LoweredModule(module, ctx, list(g.inputs), self.params, list(g.outputs), self.kernels, self.relayout, functions)
+
+    def _function(self, module, name: str, in_types, out_types, used: list[str], head=None):
+        """One function `name(*graph inputs, *params)` over the whole graph; with `head`, that node reads the last row
+        of its input only."""
+        from iree.compiler import ir
+        from iree.compiler.dialects import func, tensor
+
+        g, B = self.g, self.B
+        self.env, self.a8_cache, self.a16_cache, self.override = {}, {}, {}, {}
+        B.dims = {}  # (index values belong to the function they were made in)
+        with ir.InsertionPoint(module.body):
+            fn = func.FuncOp(name, (in_types, out_types))
+            fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+            entry = fn.add_entry_block()
+            with ir.InsertionPoint(entry):
+                for n, arg in zip(list(g.inputs) + used, entry.arguments):
+                    self.env[n] = arg
+                B.bind_dims({n: (self.env[n], g.types[n].shape) for n in g.inputs})
+
+                def last_row(node):
+                    if node is not head:
+                        return
+                    from iree.compiler.dialects import arith
+
+                    src = node.inputs[0]
+                    rows, k = super(_Lowerer, self).shape(src)
+                    dyn = ir.ShapedType.get_dynamic_size()
+                    off = arith.subi(B.size_value(rows), B.cindex(1))
+                    self.env[src] = tensor.ExtractSliceOp(B.tensor_type((1, k), "f32"), self.env[src], [off], [], [], [dyn, 0], [1, k], [1, 1]).result
+                    self.override[src] = (1, k)
+                    self.override[node.outputs[0]] = (1, super(_Lowerer, self).shape(node.outputs[0])[1])
+
+                self.convert_nodes(last_row if head is not None else None)
+                func.ReturnOp([self.env[o] for o in g.outputs])
 
 
 # ----------------------------------------------------------------------------------------------------------
