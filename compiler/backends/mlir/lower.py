@@ -86,7 +86,6 @@ class _Lowerer(GraphLowerer):
 
     def lower(self) -> LoweredModule:
         from iree.compiler import ir
-        from iree.compiler.dialects import func
 
         g = self.g
         ctx = ir.Context()
