@@ -10,7 +10,7 @@ from compiler.artifact import write_artifact
 from compiler.backends import BuildOptions, check_options, parse_targets
 from compiler.errors import LowbitError
 from compiler.frontend import Model, load_model
-from compiler.quant.spec import ACT_MODES, MX_ACTS, MX_BLOCK, QuantSpec, names_act, parse_spec
+from compiler.quant.spec import ACT_MODES, CODED_ACTS, MX_ACTS, MX_BLOCK, QuantSpec, names_act, parse_spec
 
 # GPTQ calibration (samples, tokens per sample) per family: encoders see sentence-length inputs, where the
 # [CLS]/[SEP] rows weigh much more than in long windows (measured on MiniLM: 64 x 32 beats 32 x 64 and
@@ -22,6 +22,11 @@ KEEP = "keep"  # --quant keep: the checkpoint's own quantization (compiler.quant
 # --quant keep's activation mode without --act: float32 activations, so a kept model computes what the float of
 # the checkpoint computes (the same weights; only the order of float32 sums differs)
 KEEP_ACT = "a32"
+
+
+def _gpu_targets(target_list) -> list[str]:
+    """The compiled targets beyond tvm-cpu and mlir-cpu (the CUDA ones): what the CPU-only features refuse."""
+    return [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
 
 
 def check_act(act: str) -> str:
@@ -159,17 +164,17 @@ def compile_model(
 
     kv_spec = parse_kv(kv if kv is not None else DEFAULT_KV)
     if kv_spec not in (KVSpec("f32"), KVSpec("fp16")):
-        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
+        compiled = _gpu_targets(target_list)
         if compiled:
             raise LowbitError(f"--kv {kv}: target {compiled[0]} reads a plain float KV cache (f32 or fp16) only, so far",
                               "compile the quantized cache for ref, tvm-cpu, mlir-cpu and the accelerator targets, or use --kv fp16")
     if rotate is not None:
-        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
+        compiled = _gpu_targets(target_list)
         if compiled:
             raise LowbitError(f"--rotate {rotate}: target {compiled[0]} has no kernel for the online Hadamard transform, so far",
                               "compile the rotated model for ref, tvm-cpu, mlir-cpu and the accelerator targets, or drop --rotate")
-    if model_act in ("afp8", *MX_ACTS):
-        compiled = [t.name for t in target_list if t.family in ("tvm", "mlir") and t.name not in ("tvm-cpu", "mlir-cpu")]
+    if model_act in CODED_ACTS:
+        compiled = _gpu_targets(target_list)
         if compiled:
             raise LowbitError(f"{model_act} activations: target {compiled[0]} has no {'FP8' if model_act == 'afp8' else 'MX'} activation kernel, so far",
                               f"compile {model_act} for ref, tvm-cpu and mlir-cpu, or use --act a8 / a16 on that target")

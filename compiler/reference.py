@@ -14,6 +14,7 @@ import numpy as np
 
 from compiler.errors import LowbitError
 from compiler.ir import Graph, Node
+from compiler.quant.spec import CODED_ACTS
 
 KERNELS: dict[str, Callable] = {}
 
@@ -112,7 +113,7 @@ def qlinear_acc(x2: np.ndarray, w: QLinearWeights, act: str) -> tuple[np.ndarray
         xg = qa.astype(np.float32).reshape(m, j, g).transpose(1, 0, 2)
         xs = xg.sum(axis=2) if w.mins_t is not None else None  # |sum| <= 127 g: exact in float32
         return group_sums(xg, w.wg, exact_int=w.exact), sa, xs
-    if act in ("afp8", "amx8", "amxfp4"):  # E4M3 / MX values (scale folded in for MX) times the weights, summed in float32 like A32
+    if act in CODED_ACTS:  # E4M3 / MX values (scale folded in for MX) times the weights, summed in float32 like A32
         if act == "afp8":
             xa, sa = quantize_activations_fp8(x2)
         else:

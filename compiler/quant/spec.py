@@ -36,6 +36,7 @@ WEIGHT_BITS = (8, 4, 3, 2)
 ACT_MODES = ("a16", "a8", "afp8", "amx8", "amxfp4", "a32")
 MX_ACTS = ("amx8", "amxfp4")  # activations in OCP MX blocks of MX_BLOCK values along K
 MX_BLOCK = 32
+CODED_ACTS = ("afp8", *MX_ACTS)  # quantized by their own rule to float values, then summed as A32
 
 _SPEC_RE = re.compile(
     r"^(?:w(?P<bits>\d+)|(?P<tern>ternary)|(?P<fp>mxfp4|nvfp4|nf4|mxfp8|fp8b|fp8))(?:g(?P<group>\d+)(?:k(?P<sub>\d*))?|(?P<pc>pc)|(?P<cb>cb))?(?:a(?P<act>\d+|fp8|mx8|mxfp4))?(?:-(?P<sym>sym|asym|min))?(?:-sp(?P<sp>\d+(?:\.\d+)?))?$"

@@ -33,6 +33,7 @@ from compiler.backends.mlir import qlinear
 from compiler.backends.mlir.builder import Builder
 from compiler.ir import Graph, Node
 from compiler.reference import rope_inv_freq
+from compiler.quant.spec import CODED_ACTS
 
 LOWEST_F32 = float(np.finfo(np.float32).min)
 
@@ -410,8 +411,8 @@ def _qlinear(L, n):
     xs = L.shape(n.inputs[0])
     x2, lead = B.to_2d(L.value(n.inputs[0]), xs)
     src = n.inputs[0]
-    if a["act"] in ("a8", "afp8", "amx8", "amxfp4"):
-        key = src if a["act"] == "a8" else (src, a["act"])
+    if a["act"] in ("a8", *CODED_ACTS):
+        key = (src, a["act"])
         if key not in L.a8_cache:
             L.a8_cache[key] = qlinear.activations(B, x2, lead, a["k"], a["act"])
         xin = L.a8_cache[key]

@@ -29,6 +29,7 @@ import numpy as np
 
 from compiler.backends.mlir.builder import Builder
 from compiler.knobs import MLIR_A8_INT32
+from compiler.quant.spec import CODED_ACTS, MX_ACTS
 
 # ----------------------------------------------------------------------------------------------------------
 # activations
@@ -46,17 +47,24 @@ def float_activations(B: Builder, x, shape, act: str):
     return x if act == "a32" else round_f16(B, x, shape)
 
 
+def token_scale(B: Builder, x, m, k, top: float):
+    """sa f32 [M] = max |x[m]| / top per row (1 for an all-zero row): A8's (top 127) and AFP8's (448) scale."""
+    from iree.compiler.dialects import arith, math as mm
+
+    amax = B.reduce_last(x, (m, k), 0.0, arith.maximumf, pre=lambda v: mm.absf(v))
+    return B.elementwise(
+        [amax],
+        (m,),
+        B.f32,
+        lambda a: arith.select(arith.cmpf(arith.CmpFPredicate.OGT, a, B.cf(0.0)), arith.divf(a, B.cf(top)), B.cf(1.0)),
+    )
+
+
 def quantize_a8(B: Builder, x, m, k):
     """Per-token int8 (the reference's quantize_activations_a8): (qa i8 [M, K], sa f32 [M])."""
     from iree.compiler.dialects import arith, math as mm
 
-    amax = B.reduce_last(x, (m, k), 0.0, arith.maximumf, pre=lambda v: mm.absf(v))
-    sa = B.elementwise(
-        [amax],
-        (m,),
-        B.f32,
-        lambda a: arith.select(arith.cmpf(arith.CmpFPredicate.OGT, a, B.cf(0.0)), arith.divf(a, B.cf(127.0)), B.cf(1.0)),
-    )
+    sa = token_scale(B, x, m, k, 127.0)
 
     def q(v, s):
         r = mm.roundeven(arith.divf(v, s))
@@ -73,13 +81,7 @@ def quantize_fp8(B: Builder, x, m, k):
     rounding is roundeven(v / step) * step."""
     from iree.compiler.dialects import arith, math as mm
 
-    amax = B.reduce_last(x, (m, k), 0.0, arith.maximumf, pre=lambda v: mm.absf(v))
-    sa = B.elementwise(
-        [amax],
-        (m,),
-        B.f32,
-        lambda a: arith.select(arith.cmpf(arith.CmpFPredicate.OGT, a, B.cf(0.0)), arith.divf(a, B.cf(448.0)), B.cf(1.0)),
-    )
+    sa = token_scale(B, x, m, k, 448.0)
 
     def q(v, s):
         y = arith.divf(v, s)
@@ -138,7 +140,7 @@ def activations(B: Builder, x, m, k, act: str):
         return quantize_a8(B, x, m, k)
     if act == "afp8":
         return quantize_fp8(B, x, m, k)
-    if act in ("amx8", "amxfp4"):
+    if act in MX_ACTS:
         return quantize_mx(B, x, m, k, act), None
     return float_activations(B, x, (m, k), act), None
 
@@ -146,7 +148,7 @@ def activations(B: Builder, x, m, k, act: str):
 def kernel_attrs(a: dict) -> dict:
     """The attributes the qlinear forms read: AFP8 and MX activations are summed in fp32, as A32 (AFP8's sa in the
     epilogue)."""
-    return {**a, "act": "a32"} if a["act"] in ("afp8", "amx8", "amxfp4") else a
+    return {**a, "act": "a32"} if a["act"] in CODED_ACTS else a
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -321,8 +321,7 @@ VNNI_ROWS = 16
 VNNI_PREFILL_ROWS = {8: 8, 4: 4, 2: 2}  # rows of a prefill per pass over a weight block (at most 16 int32 accumulators)
 
 
-E2M1_ZERO = 12  # E2M1 codes in vnni-cpu: the unsigned bytes 2 v + 12 in 0..24 (vpshufb of E2M1_TABLE), zero point 12
-E2M1_TABLE = [12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0]
+E2M1_ZERO = 12  # E2M1 codes in vnni-cpu: the unsigned bytes 2 v + 12 in 0..24 (a vpshufb table lookup), zero point 12
 
 
 def e2m1_twice(q):
@@ -540,9 +539,8 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
         av = T.alloc_buffer((M, K), "int32")
         tbl = T.alloc_buffer((64,), "int8")  # E2M1: 2 v + 12 per code, once per 128-bit lane (vpshufb looks up per lane)
         if e2m1:
-            for i in range(64):  # E2M1_TABLE[i % 16], from the code's bits
-                tbl[i] = T.Cast("int8", T.if_then_else(i % 16 >= 8, E2M1_ZERO - T.if_then_else((i >> 1) % 4 == 0, i % 2, (i % 2 + 2) << T.max((i >> 1) % 4 - 1, 0)),
-                                                       E2M1_ZERO + T.if_then_else((i >> 1) % 4 == 0, i % 2, (i % 2 + 2) << T.max((i >> 1) % 4 - 1, 0))))
+            for i in range(64):  # the byte of code i % 16 (vnni_te's e2m1_twice, the same expression)
+                tbl[i] = T.Cast("int8", e2m1_twice(i % 16) + E2M1_ZERO)
         for m in T.parallel(M):
             for j in range(NJ):  # (the same integer activations as lut-cpu; A8: the contract's codes)
                 act_codes(qa, av, asc, xs, m, j, G, not a16)

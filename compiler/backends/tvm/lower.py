@@ -31,6 +31,7 @@ from compiler.backends.tvm.qlinear_te import QLinearShape
 from compiler.backends.tvm.tune import pick as measured_pick
 from compiler.ir import Graph
 from compiler.knobs import TVM_TUNE
+from compiler.quant.spec import CODED_ACTS
 from compiler.reference import rope_inv_freq
 
 # Converters: (lowerer, node) -> list of Relax expressions, one per node output
@@ -66,7 +67,7 @@ class _Lowerer(GraphLowerer):
         self.param_vars: list[relax.Var] = []
         self.relayout: dict[str, np.ndarray] = {}
         self.kernels: dict[str, str] = {}
-        self.a8_cache: dict[str, tuple] = {}  # activation name -> (qa, sa): quantized once for q/k/v etc.
+        self.a8_cache: dict[tuple, tuple] = {}  # (activation, act mode) -> (quantized, sa or None): once for q/k/v etc.
         self.sched: dict[str, object] = {}  # prim func name hint -> schedule to apply
         self.relaid: dict[str, dict] = {}  # packed weight name -> its kernel's re-laid-out arrays (made up front)
         self.f16_params: dict[str, bool] = {}  # scales name -> its scales (and minimums) are all fp16 values
@@ -248,14 +249,33 @@ def _relaid_params(L, n, kern: QLinearKernel) -> list:
     return [L.env[k] for k in keys]
 
 
-CODED_ACTS = ("afp8", "amx8", "amxfp4")  # act modes quantized by their own TE function, then summed as A32
+# act mode -> (TE quantizer, its schedule's block prefix, whether it also returns a per-token scale)
+ACT_QUANT = {
+    "a8": (qlinear_te.act_quant_a8, "a8", True),
+    "afp8": (qlinear_te.act_quant_fp8, "fp8", True),
+    "amx8": (lambda t: qlinear_te.act_quant_mx(t, "amx8"), "mx", False),
+    "amxfp4": (lambda t: qlinear_te.act_quant_mx(t, "amxfp4"), "mx", False),
+}
+
+
+def _quantized_activations(L, src: str, x2, act: str):
+    """(the quantized activations, the per-token scale or None) of `src` in mode `act`, made once per activation
+    (q, k and v share them)."""
+    key = (src, act)
+    if key not in L.a8_cache:
+        fn, prefix, scaled = ACT_QUANT[act]
+        name = f"act_quant_{act}"
+        L.sched[name] = qlinear_te.schedule_act_quant(L.kind, prefix)
+        q = L.bb.emit_te(fn, x2, primfunc_name_hint=name)
+        L.a8_cache[key] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1))) if scaled else (q, None)
+    return L.a8_cache[key]
 
 
 @conv("qlinear")
 def _qlinear(L, n):
     a = n.attrs
     x = L.value(n.inputs[0])
-    fp8, coded = a["act"] == "afp8", a["act"] in CODED_ACTS
+    fp8 = a["act"] == "afp8"
     has_bias = len(n.inputs) == 5 and not fp8
     kern, shape = _choose(L, n)
     ws = _relaid_params(L, n, kern) if kern.relayout is not None else [L.value(c) for c in n.inputs[1:4]]
@@ -264,27 +284,10 @@ def _qlinear(L, n):
     lead = L.shape(n.inputs[0])
     if len(lead) != 2:
         x2 = L.emit(relax.op.reshape(x, [-1, a["k"]]))
-    if a["act"] == "a8":
-        if n.inputs[0] not in L.a8_cache:
-            L.sched["act_quant_a8"] = qlinear_te.schedule_act_quant(L.kind)
-            q = L.bb.emit_te(qlinear_te.act_quant_a8, x2, primfunc_name_hint="act_quant_a8")
-            L.a8_cache[n.inputs[0]] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1)))
-        qa, sa = L.a8_cache[n.inputs[0]]
-        args = [qa, *ws, sa]
-    elif fp8:
-        key = (n.inputs[0], "afp8")
-        if key not in L.a8_cache:
-            L.sched["act_quant_fp8"] = qlinear_te.schedule_act_quant(L.kind, "fp8")
-            q = L.bb.emit_te(qlinear_te.act_quant_fp8, x2, primfunc_name_hint="act_quant_fp8")
-            L.a8_cache[key] = (L.emit(relax.TupleGetItem(q, 0)), L.emit(relax.TupleGetItem(q, 1)))
-        xa, sa8 = L.a8_cache[key]
-        args = [xa, *ws]
-    elif coded:  # MX: the scales are in the values
-        key = (n.inputs[0], a["act"])
-        if key not in L.a8_cache:
-            L.sched[f"act_quant_{a['act']}"] = qlinear_te.schedule_act_quant(L.kind, "mx")
-            L.a8_cache[key] = (L.bb.emit_te(lambda t: qlinear_te.act_quant_mx(t, a["act"]), x2, primfunc_name_hint=f"act_quant_{a['act']}"), None)
-        args = [L.a8_cache[key][0], *ws]
+    sa = None
+    if a["act"] in ACT_QUANT:
+        xq, sa = _quantized_activations(L, n.inputs[0], x2, a["act"])
+        args = [xq, *ws, sa] if a["act"] == "a8" else [xq, *ws]  # (afp8's sa after the kernel; MX: in the values)
     else:
         args = [x2, *ws]
     if has_bias:
@@ -293,7 +296,7 @@ def _qlinear(L, n):
     L.sched[hint] = kern.schedule
     y = L.bb.emit_te(kern.te_func(shape), *args, primfunc_name_hint=hint)
     if fp8:  # y = sa (sum over groups) + bias, as the reference
-        y = L.emit(relax.op.multiply(y, L.emit(relax.op.reshape(sa8, [-1, 1]))))
+        y = L.emit(relax.op.multiply(y, L.emit(relax.op.reshape(sa, [-1, 1]))))
         if len(n.inputs) == 5:
             y = L.emit(relax.op.add(y, L.value(n.inputs[4])))
     if len(lead) != 2:

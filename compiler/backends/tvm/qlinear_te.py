@@ -74,16 +74,23 @@ def code_at(packed: te.Tensor, bits: int, layout: str, n, k):
 # TE definitions
 
 
+def token_scale(x: te.Tensor, top: float, prefix: str) -> te.Tensor:
+    """sa [M] = max |x[m]| / top per row (1 for an all-zero row): the per-token scale of A8 (top 127) and AFP8
+    (448); blocks `{prefix}_amax`, `{prefix}_scale` (schedule_act_quant's names)."""
+    m, k = x.shape
+    r = te.reduce_axis((0, k), name="r")
+    amax = te.compute((m,), lambda i: te.max(tirx.abs(x[i, r]), axis=r), name=f"{prefix}_amax")
+    return te.compute(
+        (m,),
+        lambda i: tirx.Select(amax[i] > tirx.const(0, "float32"), amax[i] / tirx.const(top, "float32"), tirx.const(1.0, "float32")),
+        name=f"{prefix}_scale",
+    )
+
+
 def act_quant_a8(x: te.Tensor):
     """Per-token dynamic int8 (the A8 contract): returns (qa int32 [M, K], sa float32 [M])."""
     m, k = x.shape
-    r = te.reduce_axis((0, k), name="r")
-    amax = te.compute((m,), lambda i: te.max(tirx.abs(x[i, r]), axis=r), name="a8_amax")
-    sa = te.compute(
-        (m,),
-        lambda i: tirx.Select(amax[i] > tirx.const(0, "float32"), amax[i] / tirx.const(127.0, "float32"), tirx.const(1.0, "float32")),
-        name="a8_scale",
-    )
+    sa = token_scale(x, 127.0, "a8")
     lo, hi = tirx.const(-127.0, "float32"), tirx.const(127.0, "float32")
     qa = te.compute((m, k), lambda i, c: tirx.max(tirx.min(tirx.nearbyint(x[i, c] / sa[i]), hi), lo).astype("int32"), name="a8_quant")
     return qa, sa
@@ -94,13 +101,7 @@ def act_quant_fp8(x: te.Tensor):
     [M]). The rounding reads the exponent from the float's bits: step = 2^(max(e, -6) - 3), r = round(v / step)
     step, ties to even (v / step is exact: a power-of-two division that stays normal)."""
     m, k = x.shape
-    r = te.reduce_axis((0, k), name="r")
-    amax = te.compute((m,), lambda i: te.max(tirx.abs(x[i, r]), axis=r), name="fp8_amax")
-    sa = te.compute(
-        (m,),
-        lambda i: tirx.Select(amax[i] > tirx.const(0, "float32"), amax[i] / tirx.const(448.0, "float32"), tirx.const(1.0, "float32")),
-        name="fp8_scale",
-    )
+    sa = token_scale(x, 448.0, "fp8")
 
     def quant(i, c):
         y = x[i, c] / sa[i]
