@@ -9,7 +9,7 @@ from pathlib import Path
 from hwsim.cost import area as area_mod
 from hwsim.cost import energy as energy_mod
 from hwsim.report import plots
-from hwsim.report.analyze import DATAPATH_PARTS
+from hwsim.report.analyze import DATAPATH_PARTS, E2M1_FORMATS
 from hwsim.report.doc import Doc, write_csv
 from hwsim.report.sweep import FIELDS as SWEEP_FIELDS
 
@@ -100,8 +100,8 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
           "the energy per MAC (" + ", ".join(f"{d}: {w[d]['sram_weight'] / w[d]['total'] * 100:.0f}% of prefill energy" for d in designs)
           + "); decode energy is DRAM (weights, scales and zero points) for every design.")
     fps = {l.get("fp") or "codebook" for l in data.get("linears", []) if l.get("codebook")}
-    e2m1 = sorted(fps & {"mxfp4", "nvfp4"})
-    coded = sorted(fps - {"mxfp4", "nvfp4"})
+    e2m1 = sorted(fps & set(E2M1_FORMATS))
+    coded = sorted(fps - set(E2M1_FORMATS))
     if e2m1:
         doc.p(f"The {', '.join(e2m1)} layers run on the arrays' E2M1 weight format (each code as the integer 2 v in -12..12, no zero "
               "point, the scale halved in the dyadic epilogue: lut-tc reads five offset-binary bit-planes, mixpe adds at most two "
