@@ -68,8 +68,8 @@ def test_a8_group_sums_are_exact_integers(kind, n, k, g, extreme):
         assert np.abs(want).max() == g * 127 * ((1 << bits) - 1)
 
 
-A16_KERNEL = "lut-cpu" if kernels_lut.host_has_avx512bw() else "blocked-cpu"  # the A16 W2/W3/ternary kernel on this host
-A16_W4_KERNEL = "vnni-cpu" if kernels_cpu.host_has_vnni() else A16_KERNEL
+A16_KERNEL = "lut-cpu" if kernels_lut.host_has_avx512bw() else "blocked-cpu"  # the A16 W3 kernel on this host
+A16_W4_KERNEL = "vnni-cpu" if kernels_cpu.host_has_vnni() else A16_KERNEL  # W4, W2 and ternary
 W8_KERNEL = "vnni-cpu" if kernels_cpu.host_has_vnni() else "blocked-cpu"  # the W8 (A16 up to g1024, A8) kernel on this host
 
 
@@ -86,7 +86,8 @@ def test_fast_rules_can_be_removed_and_enable_puts_them_first(monkeypatch):
     table = kernels.rules()
     assert table[: len(kernels.FAST_CPU_RULES)] == kernels.FAST_CPU_RULES and table.count(kernels.FAST_CPU_RULES[0]) == 1
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == A16_W4_KERNEL
-    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == A16_KERNEL
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == A16_W4_KERNEL
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 3, 128, "a16", "cpu", "planes")[0].name == A16_KERNEL
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == W8_KERNEL
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 2048, "a16", "cpu", "dense")[0].name == "blocked-cpu"  # int32 bound
 
@@ -184,7 +185,7 @@ def test_whole_lowered_path_decode_and_prefill(spec, n, k, bias, tmp_path, fast_
     info = build_target(g, "tvm-cpu", tmp_path / "t")
     info = json.loads((tmp_path / "t" / "tvm.json").read_text())
     a8_kernel = "vnni-cpu" if kernels_cpu.host_has_vnni() else "blocked-cpu"
-    kernel = a8_kernel if "a8" in spec else (A16_W4_KERNEL if spec.startswith("w4") else A16_KERNEL)
+    kernel = a8_kernel if "a8" in spec else (A16_W4_KERNEL if spec.startswith(("w4", "w2", "ternary")) else A16_KERNEL)
     assert set(info["kernels"].values()) == {kernel}
     arrays = dict(g.consts)
     arrays.update(load_file(str(tmp_path / "t" / "params.safetensors")))

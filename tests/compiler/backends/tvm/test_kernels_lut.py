@@ -121,15 +121,18 @@ def test_rules_pick_lut_for_a16_low_bits(monkeypatch):
     monkeypatch.setenv("LOWBIT_TVM_FAST_CPU", "1")
     from compiler.backends.tvm import kernels_cpu
 
-    for bits, layout in ((3, "planes"), (2, "dense")):
-        assert kernels.choose_qlinear_kernel(True, 4096, 4096, bits, 128, "a16", "cpu", layout)[0].name == "lut-cpu"
-    # W4 A16: vpdpbusd on 13-bit activations (two int8 parts) needs fewer instructions per code than lookups
-    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == ("vnni-cpu" if kernels_cpu.host_has_vnni() else "lut-cpu")
-    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense", ternary=True)[0].name == "lut-cpu"
+    vnni = "vnni-cpu" if kernels_cpu.host_has_vnni() else "lut-cpu"
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 3, 128, "a16", "cpu", "planes")[0].name == "lut-cpu"
+    # W4/W2/ternary A16: vpdpbusd on 13-bit activations (two int8 parts) streams at the bandwidth; lookups are compute-bound
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 128, "a16", "cpu", "nibble")[0].name == vnni
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == vnni
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense", ternary=True)[0].name == vnni
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 8, 128, "a16", "cpu", "dense")[0].name == ("vnni-cpu" if kernels_cpu.host_has_vnni() else "blocked-cpu")  # W8: no tables
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 4, 8, "a16", "cpu", "nibble")[0].name == "blocked-cpu"  # g % 16
-    monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "lut-cpu")
+    monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "lut-cpu,vnni-cpu")
     assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == "blocked-cpu"
+    monkeypatch.setenv("LOWBIT_TVM_DISABLE_KERNELS", "vnni-cpu")
+    assert kernels.choose_qlinear_kernel(True, 4096, 4096, 2, 128, "a16", "cpu", "dense")[0].name == "lut-cpu"
 
 
 @needs_bw
