@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything lowbit needs on a fresh Debian/Ubuntu machine: the system tools the RTL flow uses
-# (iverilog, yosys, liblz4-dev for FST waves; apt-get when root, otherwise a clear message), a virtual
+# (iverilog, yosys, liblz4-dev for FST waves) and the headless browser the report test opens report.html in
+# (chromium, chromium-driver); apt-get when root, otherwise a clear message; a virtual
 # environment in .venv, and lowbit itself with its test dependencies (Ray included: `lowbit sweep --engine ray`).
 # Safe to run again.
 set -euo pipefail
@@ -16,13 +17,15 @@ missing=()
 command -v iverilog >/dev/null || missing+=(iverilog)
 command -v yosys >/dev/null || missing+=(yosys)
 [ -e /usr/include/lz4.h ] || missing+=(liblz4-dev)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "lowbit setup: installing ${missing[*]} with apt-get"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "lowbit setup: missing ${missing[*]} (needed by the RTL flow); install with: sudo apt-get install ${missing[*]}" >&2
+    echo "lowbit setup: missing ${missing[*]} (needed by the RTL flow and the report's browser test); install with: sudo apt-get install ${missing[*]}" >&2
   fi
 fi
 
