@@ -1,0 +1,117 @@
+"""Cycle-exact model of the vector unit's RTL (rtl/gen/vector_unit.py): one row of L values per job.
+
+Every unit is sequential with one lane and the same handshake: in_ready = idle; a row (and its scale
+fields) is taken on an edge where in_valid and in_ready are high (edge c0); the unit then steps through its
+phases, one edge each step, and holds out_valid with the whole output row until out_ready; it is idle again
+on the edge after the output is taken. Phases (steps):
+
+    rmsnorm    sum of squares L, isqrt TW/2, divide QW, outputs L
+    layernorm  row sum L, then as rmsnorm
+    shiftmax   max L, exponentials and their sum L, divide 17, outputs L
+    silu/gelu  per element: exponentials 1, divide 17, output 1
+
+QW = NormShape.recip_bits for the norms and 17 (F + 16 over a divisor >= 2^F: a quotient <= 2^16) for the
+rest; the restoring divider makes one quotient bit per step. So, with out_ready high,
+    latency  = steps + 1     edges from the accepting edge to the edge the output is taken
+    interval = latency + 1   edges between two accepted rows, inputs always offered
+`schedule` gives every accept and output edge under any out_ready pattern; rtl/tb/vector_tb.py checks
+both the closed form and the schedule against the simulation.
+
+The configuration also supplies what rtl.sim's runner needs (name, to_dict, design_record.generator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+
+from compiler.errors import LowbitError
+from hwsim import vector as vec
+
+UNITS = ("rmsnorm", "layernorm", "silu", "gelu", "shiftmax")
+GATE_DIV_BITS = vec.RECIP_EXTRA + 1  # quotient bits of recip(F + 16, d), d >= 2^F
+
+
+@dataclass(frozen=True)
+class VectorUnitConfig:
+    unit: str
+    L: int = 8  # values per row
+    in_bits: int = 8  # Shiftmax: 8 or 32 (scores straight from the QK^T accumulators); 8 for the rest
+    F: int = vec.F_BITS
+    eps_max: int = (1 << 16) - 1  # norms: the largest eps_int the port takes
+
+    def __post_init__(self):
+        if self.unit not in UNITS:
+            raise LowbitError(f"unknown vector unit '{self.unit}'", f"use one of {', '.join(UNITS)}")
+        if not 1 <= self.L <= 1024:
+            raise LowbitError(f"vector unit row length L={self.L} is outside 1..1024", "give 1 <= L <= 1024")
+        if self.in_bits not in ((8, 32) if self.unit == "shiftmax" else (8,)):
+            raise LowbitError(f"{self.unit} takes int8{' or int32' if self.unit == 'shiftmax' else ''} inputs, not int{self.in_bits}", "give in_bits=8")
+        if not 2 <= self.F <= 16:
+            raise LowbitError(f"exponential fraction bits F={self.F} outside 2..16", "give 2 <= F <= 16")
+        if self.norm:
+            vec.NormShape(self.unit, self.L, self.eps_max)  # checks the widths
+
+    @property
+    def norm(self) -> bool:
+        return self.unit in vec.NORMS
+
+    @property
+    def norm_shape(self) -> vec.NormShape:
+        return vec.NormShape(self.unit, self.L, self.eps_max)
+
+    @property
+    def div_bits(self) -> int:
+        """Quotient bits of the row's division = the divide phase's steps."""
+        return self.norm_shape.recip_bits if self.norm else GATE_DIV_BITS
+
+    @property
+    def steps(self) -> int:
+        L = self.L
+        if self.norm:
+            return L * (2 if self.unit == "layernorm" else 1) + self.norm_shape.root_bits + self.div_bits + L
+        if self.unit == "shiftmax":
+            return 2 * L + self.div_bits + L
+        return L * (1 + self.div_bits + 1)
+
+    @property
+    def latency(self) -> int:
+        return self.steps + 1
+
+    @property
+    def interval(self) -> int:
+        return self.latency + 1
+
+    @property
+    def name(self) -> str:
+        return f"vu_{self.unit}_l{self.L}_i{self.in_bits}_f{self.F}"
+
+    @property
+    def design_record(self):
+        return SimpleNamespace(generator="rtl.gen.vector_unit")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def stream_cycles(cfg: VectorUnitConfig, rows: int) -> int:
+    """Edges from the first row's accept to the last row's output, inclusive, out_ready high."""
+    if rows < 1:
+        raise ValueError("need at least one row")
+    return (rows - 1) * cfg.interval + cfg.latency + 1
+
+
+def schedule(cfg: VectorUnitConfig, rows: int, out_ready: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """(accept edges, output edges) of `rows` rows offered back to back from edge 0, out_ready[c] the
+    out_ready level at edge c (high past the list)."""
+    ready = out_ready or []
+    acc, out = [], []
+    c = 0
+    for _ in range(rows):
+        acc.append(c)
+        c += cfg.latency  # the first edge out_valid is high
+        while c < len(ready) and not ready[c]:
+            c += 1
+        out.append(c)
+        c += 1
+    return acc, out

@@ -1,0 +1,278 @@
+"""The vector unit's golden models (hwsim/vector.py): exact integer pieces (isqrt, reciprocal), the stated
+properties of each unit, their float-to-integer error within stated tolerances, and the cycle model
+(hwsim/arrays/vector_unit.py)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from compiler.errors import LowbitError
+from hwsim import vector as v
+from hwsim.arrays.vector_unit import VectorUnitConfig, schedule, stream_cycles
+
+F = v.F_BITS
+int8_rows = st.lists(st.integers(-128, 127), min_size=1, max_size=64)
+
+
+# ---- exact integer pieces
+
+
+@settings(max_examples=300, deadline=None)
+@given(t=st.integers(0, 2**31 - 1))
+def test_isqrt_is_floor_sqrt_int32(t):
+    assert int(v.isqrt_bitwise(np.int64(t), 32)) == math.isqrt(t)
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.integers(0, 2**62 - 1))
+def test_isqrt_is_floor_sqrt_wide(t):
+    assert int(v.isqrt_bitwise(np.int64(t), 62)) == math.isqrt(t)
+
+
+def test_isqrt_squares_and_neighbours():
+    r = np.arange(0, 1 << 16, 7, dtype=np.int64)
+    for t, want in ((r * r, r), (r * r - 1, np.maximum(r - 1, 0)), ((r + 1) * (r + 1) - 1, r)):
+        t = np.maximum(t, 0)
+        np.testing.assert_array_equal(v.isqrt_bitwise(t, 34), np.array([math.isqrt(int(x)) for x in t]))
+    assert v.isqrt_bitwise(np.int64(2**32 - 1), 32) == 65535
+
+
+def test_recip_is_floor_division():
+    d = np.arange(1, 5000, dtype=np.int64)
+    np.testing.assert_array_equal(v.recip(24, d), np.array([(1 << 24) // int(x) for x in d]))
+
+
+def test_shift_exp_monotone_bounded_and_close():
+    z = np.arange(-16 << F, 1)
+    e = v.shift_exp(z)
+    assert e[-1] == 1 << F and e.min() >= 0 and e.max() == 1 << F
+    assert np.all(np.diff(e) >= 0)
+    exact = np.exp(z / 2.0**F) * 2.0**F
+    # I-ViT's linear 2^r on (-1, 0] is within 6.1% (plus one unit of truncation); measured 5.97%
+    assert np.all(np.abs(e - exact) <= 0.065 * exact + 1)
+    assert v.shift_exp(np.int64(-(1 << 40))) == 0  # the clamp
+
+
+def test_dyadic_relative_error_and_range():
+    for c in [1e-12, 3e-5, 0.0123, 1.0, 3.7, 1000.0]:
+        m, s = v.dyadic(c)
+        assert (1 << 15) <= m < (1 << 16) and 0 <= s <= 63
+        assert abs(m * 2.0**-s - c) <= c * 2.0**-16
+    for bad in (0.0, -1.0, float("nan"), 1e30, 1e-30):
+        with pytest.raises(LowbitError):
+            v.dyadic(bad)
+
+
+# ---- Shiftmax
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=int8_rows, scale=st.floats(0.005, 0.5))
+def test_shiftmax_sums_to_one_within_L_lsbs(x, scale):
+    x = np.array(x)
+    y = v.shiftmax(x, *v.dyadic(scale * 2**F))
+    assert y.min() >= 0 and y.max() <= 255
+    assert 256 - len(x) <= int(y.sum()) <= 256
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=int8_rows, scale=st.floats(0.005, 0.5))
+def test_shiftmax_keeps_the_order_of_its_inputs(x, scale):
+    x = np.array(x)
+    y = v.shiftmax(x, *v.dyadic(scale * 2**F))
+    order = np.argsort(x, kind="stable")
+    assert np.all(np.diff(y[order]) >= 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(x=st.lists(st.integers(-2**30, 2**30), min_size=1, max_size=32), c=st.integers(-2**30, 2**30))
+def test_shiftmax_int32_is_shift_invariant(x, c):
+    x = np.array(x)
+    sc = v.dyadic(2.0**-12 * 2**F)
+    np.testing.assert_array_equal(v.shiftmax(x, *sc, in_bits=32), v.shiftmax(x + c, *sc, in_bits=32))
+
+
+def test_shiftmax_corner_rows():
+    sc = v.dyadic(8 / 127 * 2**F)
+    for L in (1, 2, 8, 64):
+        np.testing.assert_array_equal(v.shiftmax(np.full(L, 17), *sc), np.full(L, 256 // L if L > 1 else 255))
+    one_hot = np.full(8, -128)
+    one_hot[3] = 127
+    np.testing.assert_array_equal(v.shiftmax(one_hot, *sc), [0, 0, 0, 255, 0, 0, 0, 0])
+
+
+def test_shiftmax_rejects_bad_inputs():
+    sc = v.dyadic(1.0)
+    with pytest.raises(LowbitError, match="out of range"):
+        v.shiftmax(np.array([0, 200]), *sc)
+    with pytest.raises(LowbitError, match="integers"):
+        v.shiftmax(np.array([0.5, 1.0]), *sc)
+    with pytest.raises(LowbitError, match="dyadic"):
+        v.shiftmax(np.array([0, 1]), 1 << 16, 3)
+
+
+# ---- SiLU and ShiftGELU
+
+
+@pytest.mark.parametrize("kind", v.GATES)
+@pytest.mark.parametrize("s_in", [1 / 127, 8 / 127, 0.5])
+def test_gate_sign_and_monotone_for_positive_inputs(kind, s_in):
+    x = np.arange(-128, 128)
+    y = v.gated(x, kind, *v.gate_scales(s_in, s_in))
+    assert np.all((y == 0) | (np.sign(y) == np.sign(x)))
+    assert np.all(np.diff(y[128:]) >= 0)
+    assert y[128] == 0
+
+
+def test_gate_large_inputs_pass_through():
+    # sigmoid(8) = 0.99966: the gate is 256 (or 255), so y = x within one LSB at equal in/out scales
+    x = np.arange(100, 128)
+    for kind in v.GATES:
+        assert np.all(np.abs(v.gated(x, kind, *v.gate_scales(8 / 127, 8 / 127)) - x) <= 1)
+
+
+def test_shift_sigmoid_range():
+    g = v.shift_sigmoid(np.arange(-20 << F, 20 << F, 37))
+    assert g.min() == 0 and g.max() == 256 and np.all(np.diff(g) >= 0)
+    assert v.shift_sigmoid(np.int64(0)) == 128
+
+
+# ---- RMSNorm and I-LayerNorm
+
+
+def _norm_case(rng, L):
+    return rng.integers(-128, 128, size=L), *v.norm_scales(L, 1 / 64, 4 / 127)
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=int8_rows, seed=st.integers(0, 2**31))
+def test_rmsnorm_sign_matches_input(x, seed):
+    x = np.array(x)
+    g, mo, so = _norm_case(np.random.default_rng(seed), len(x))
+    y = v.rmsnorm(x, g, mo, so)
+    assert np.all((y == 0) | (np.sign(y) == np.sign(x * g)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=int8_rows, c=st.integers(-100, 100), seed=st.integers(0, 2**31))
+def test_layernorm_is_shift_invariant(x, c, seed):
+    x = np.array(x)
+    xc = x + c
+    if xc.min() < -128 or xc.max() > 127:
+        xc = x
+    g, mo, so = _norm_case(np.random.default_rng(seed), len(x))
+    b = np.random.default_rng(seed + 1).integers(-128, 128, size=len(x))
+    np.testing.assert_array_equal(v.layernorm(x, g, b, mo, so), v.layernorm(xc, g, b, mo, so))
+
+
+def test_norm_zero_variance_and_zero_rows():
+    L = 8
+    g, mo, so = _norm_case(np.random.default_rng(0), L)
+    b = np.arange(-4, 4)
+    np.testing.assert_array_equal(v.rmsnorm(np.zeros(L, np.int64), g, mo, so), np.zeros(L))
+    for eps in (0, 1000):
+        np.testing.assert_array_equal(v.layernorm(np.full(L, 77), g, b, mo, so, eps), b)
+
+
+def test_rmsnorm_scale_invariant_within_one_lsb():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        x = rng.integers(-60, 61, size=16)
+        if not x.any():
+            continue
+        g, mo, so = _norm_case(rng, 16)
+        assert np.abs(v.rmsnorm(x, g, mo, so) - v.rmsnorm(2 * x, g, mo, so)).max() <= 1
+
+
+def test_norm_eps_shrinks_outputs():
+    x = np.array([1, -2, 3, 0, 1, 1, -1, 2])
+    g = np.full(8, 64)
+    mo, so = v.norm_scales(8, 1 / 64, 4 / 127)
+    y0 = v.rmsnorm(x, g, mo, so)
+    y1 = v.rmsnorm(x, g, mo, so, v.norm_eps_int("rmsnorm", 8, 1.0, 1.0))
+    assert np.all(np.abs(y1) <= np.abs(y0)) and np.abs(y1).sum() < np.abs(y0).sum()
+
+
+def test_norm_shape_widths():
+    s = v.NormShape("rmsnorm", 64)
+    assert (s.ss_bits, s.tw, s.root_bits, s.rb, s.recip_bits) == (21, 38, 19, 39, 32)
+    assert v.NormShape("layernorm", 8).d_max == 255 * 7
+    with pytest.raises(LowbitError, match="shape"):
+        v.rmsnorm(np.zeros(8, np.int64), np.zeros(4, np.int64), 1 << 15, 30)
+    with pytest.raises(LowbitError, match="unknown norm"):
+        v.norm(np.zeros(8, np.int64), np.zeros(8, np.int64), "batchnorm", 1 << 15, 30)
+
+
+# ---- attention matmuls
+
+
+def test_attn_matmul_is_rounded_float_product():
+    rng = np.random.default_rng(2)
+    q, k = rng.integers(-128, 128, size=(5, 64)), rng.integers(-128, 128, size=(7, 64))
+    c = 1 / 4000.0
+    m, s = v.dyadic(c)
+    y = v.attn_matmul(q, k.T, m, s)
+    ref = np.clip((q @ k.T) * (m * 2.0**-s), -128, 127)
+    assert np.all(np.abs(y - ref) <= 0.5)
+    np.testing.assert_array_equal(v.attn_scores(q, k.T), q @ k.T)
+    p = rng.integers(0, 256, size=(5, 7))
+    assert v.attn_matmul(p, k, m, s, a_unsigned=True).shape == (5, 64)
+    with pytest.raises(LowbitError, match="out of range"):
+        v.attn_matmul(p, k, m, s)
+    with pytest.raises(LowbitError, match="int32"):
+        v.attn_scores(np.full((1, 1 << 18), 127), np.full((1 << 18, 1), 127))
+
+
+# ---- float-to-integer error (the figures of the module docstring, with a margin)
+
+TOLERANCE = {  # unit: (max, mean) |error| in output LSBs
+    "shiftmax": (3.5, 0.25),
+    "silu": (1.0, 0.30),
+    "gelu": (1.0, 0.15),
+    "rmsnorm": (0.6, 0.26),
+    "layernorm": (0.6, 0.25),
+    "qk": (0.51, 0.26),
+    "pv": (0.51, 0.26),
+}
+
+
+@pytest.mark.parametrize("unit", v.UNITS)
+def test_measured_error_within_tolerance(unit):
+    r = v.measure_error(unit)
+    mx, mean = TOLERANCE[unit]
+    assert r["n"] >= 19000
+    assert r["max_abs_lsb"] <= mx and r["mean_abs_lsb"] <= mean, r
+    assert r["mean_abs_lsb"] > 0.05  # a real comparison, not a float path compared with itself
+
+
+def test_measure_error_unknown_unit():
+    with pytest.raises(LowbitError, match="unknown vector unit"):
+        v.measure_error("tanh")
+
+
+# ---- cycle model
+
+
+@pytest.mark.parametrize("unit,steps", [("rmsnorm", 8 + 17 + 30 + 8), ("layernorm", 16 + 21 + 34 + 8), ("shiftmax", 24 + 17), ("silu", 8 * 19)])
+def test_cycle_counts(unit, steps):
+    cfg = VectorUnitConfig(unit, L=8)
+    assert cfg.steps == steps and cfg.latency == steps + 1 and cfg.interval == steps + 2
+    acc, out = schedule(cfg, 3)
+    assert acc == [0, cfg.interval, 2 * cfg.interval] and out == [a + cfg.latency for a in acc]
+    assert stream_cycles(cfg, 3) == out[-1] + 1
+
+
+def test_schedule_back_pressure_delays_by_the_low_cycles():
+    cfg = VectorUnitConfig("shiftmax", L=4)
+    ready = [1] * cfg.latency + [0] * 5
+    acc, out = schedule(cfg, 2, ready)
+    assert out[0] == cfg.latency + 5 and acc[1] == out[0] + 1
+
+
+def test_config_rejects_bad_values():
+    for kw in ({"unit": "tanh"}, {"unit": "silu", "in_bits": 32}, {"unit": "rmsnorm", "L": 0}, {"unit": "shiftmax", "F": 1}):
+        with pytest.raises(LowbitError):
+            VectorUnitConfig(**kw)
