@@ -376,9 +376,84 @@ def vnni_code_at(packed: te.Tensor, shape, n, k):
     return (byte >> (((k % (4 * per)) // 4) * shape.bits).astype("int32")) & ((1 << shape.bits) - 1)
 
 
-def vnni_te(shape):
-    """A plain TE definition over the VNNI layout (what the kernel computes); `schedule_vnni` replaces its body
-    with the hand-vectorized TIR. The output block carries the shape for the schedule."""
+# Ternary weights at 1.6 bits: vnni-cpu's layout with five trits to a byte (3^5 = 243 <= 256). A group of G codes
+# (G % 16 == 0) of a 16-row block is A chunks of 64 bytes whose byte (r, e) holds the codes k = 20 c + 4 h + e, h =
+# 0..4, as sum q_h 3^h, then B chunks of vnni-cpu's 2-bit bytes (k = 20 A + 16 c + 4 h + e at bits 2 h); A = 4
+# floor(G / 80) makes 20 A + 16 B = G with the fewest chunks: 1.6 bits per weight at G = 4096 or 576, 1.625 at 256,
+# 1.75 at 128. The kernel turns field h of 64 bytes into 64 trits with two vpermi2b (VBMI) over a 256-entry
+# table of trit h, selected on the byte's top bit: three instructions, where a 2-bit field takes a shift and a mask.
+TRIT_FIELDS = 5
+
+
+def trit_chunks(group: int) -> tuple[int, int]:
+    """(A, B): a group's 64-byte chunks of five trits per byte and of four 2-bit codes per byte (20 A + 16 B = G)."""
+    a = 4 * (group // 80)
+    return a, (group - 20 * a) // 16
+
+
+def trit_ok(shape) -> bool:
+    """Ternary layers vnni-trit-cpu takes: vnni-cpu's, on a host with AVX-512 VBMI (vpermi2b), and a group that
+    holds at least one chunk of trits."""
+    return shape.ternary and shape.bits == 2 and vnni_ok(2, shape.group) and trit_chunks(shape.group)[0] > 0 and host_has_vbmi()
+
+
+_VBMI: list[bool] = []
+
+
+def host_has_vbmi() -> bool:
+    if not _VBMI:
+        from compiler.backends.tvm.target import host_cpu
+
+        _VBMI.append("avx512vbmi" in host_cpu()[1])
+    return _VBMI[0]
+
+
+def pack_trit_chunks(codes: np.ndarray, group: int, rows: int = VNNI_ROWS) -> np.ndarray:
+    """Ternary codes (uint8 [N, K], values 0..2, the stored q + 1) -> uint8 [N/rows, K/G * (A + B), 4 * rows]."""
+    n, k = codes.shape
+    a, b = trit_chunks(group)
+    c = codes.astype(np.uint16).reshape(n, k // group, group)
+    tri = c[:, :, : 20 * a].reshape(n, k // group, a, TRIT_FIELDS, 4)
+    tri = sum(tri[:, :, :, h, :] * 3**h for h in range(TRIT_FIELDS))
+    two = c[:, :, 20 * a :].reshape(n, k // group, b, 4, 4)
+    two = sum(two[:, :, :, h, :] << (2 * h) for h in range(4))
+    byte = np.concatenate([tri, two], axis=2).astype(np.uint8)  # [N, J, A + B, 4]
+    byte = byte.reshape(n // rows, rows, k // group * (a + b), 4).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(byte.reshape(n // rows, k // group * (a + b), 4 * rows))
+
+
+def unpack_trit_chunks(packed: np.ndarray, n: int, k: int, group: int, rows: int = VNNI_ROWS) -> np.ndarray:
+    """Inverse of pack_trit_chunks: codes uint8 [N, K]."""
+    a, b = trit_chunks(group)
+    byte = packed.reshape(n // rows, k // group * (a + b), rows, 4).transpose(0, 2, 1, 3).reshape(n, k // group, a + b, 4).astype(np.int32)
+    tri = np.stack([(byte[:, :, :a] // 3**h) % 3 for h in range(TRIT_FIELDS)], axis=3).reshape(n, k // group, 20 * a)
+    two = np.stack([(byte[:, :, a:] >> (2 * h)) & 3 for h in range(4)], axis=3).reshape(n, k // group, 16 * b)
+    return np.concatenate([tri, two], axis=2).reshape(n, k).astype(np.uint8)
+
+
+def relayout_trit(packed, scales, zeros, shape):
+    from compiler.quant.pack import unpack
+
+    codes = unpack(packed, 2, shape.layout, shape.k)
+    return {"packed": pack_trit_chunks(codes, shape.group), "scales": blocked_scales(scales, shape, VNNI_ROWS),
+            "zeros": blocked_offsets(zeros, shape, VNNI_ROWS)}
+
+
+def trit_code_at(packed: te.Tensor, shape, n, k):
+    """The code q[n, k] as an int32 expression on the trit layout."""
+    a, b = trit_chunks(shape.group)
+    j, o = k // shape.group, k % shape.group
+    lane = (n % VNNI_ROWS) * 4 + o % 4
+    tri = packed[n // VNNI_ROWS, j * (a + b) + o // 20, lane].astype("int32")
+    pow3 = tirx.Select((o % 20) // 4 == 0, 1, tirx.Select((o % 20) // 4 == 1, 3, tirx.Select((o % 20) // 4 == 2, 9, tirx.Select((o % 20) // 4 == 3, 27, 81))))
+    o2 = o - 20 * a
+    two = packed[n // VNNI_ROWS, j * (a + b) + a + o2 // 16, lane].astype("int32")
+    return tirx.if_then_else(o < 20 * a, (tri // pow3) % 3, (two >> (((o2 % 16) // 4) * 2).astype("int32")) & 3)
+
+
+def vnni_te(shape, trits: bool = False):
+    """A plain TE definition over the VNNI layout (what the kernel computes; trits: the five-trit layout);
+    `schedule_vnni` replaces its body with the hand-vectorized TIR. The output block carries the shape for the schedule."""
     per = 8 // shape.bits
     mask = (1 << shape.bits) - 1
     g, nj = shape.group, shape.k // shape.group
@@ -395,8 +470,11 @@ def vnni_te(shape):
             ch = k // (4 * per)
             h = (k % (4 * per)) // 4
             e = k % 4
-            byte = packed[n // VNNI_ROWS, ch, (n % VNNI_ROWS) * 4 + e].astype("int32")
-            q = (byte >> (h * shape.bits).astype("int32")) & mask
+            if trits:
+                q = trit_code_at(packed, shape, n, k)
+            else:
+                byte = packed[n // VNNI_ROWS, ch, (n % VNNI_ROWS) * 4 + e].astype("int32")
+                q = (byte >> (h * shape.bits).astype("int32")) & mask
             if shape.codebook:  # E2M1: the byte the kernel's table lookup gives
                 q = e2m1_twice(q) + E2M1_ZERO
             if not shape.mins:
@@ -415,7 +493,7 @@ def vnni_te(shape):
             return te.sum(v, axis=j)
 
         y = te.compute((m, shape.n), yv, name="qlinear")
-        spec = f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act},{int(shape.mins)},{int(shape.f16_params)},{int(shape.codebook)}"
+        spec = f"{shape.n},{shape.k},{g},{shape.bits},{int(shape.bias)},{shape.act},{int(shape.mins)},{int(shape.f16_params)},{int(shape.codebook)},{int(trits)}"
         return scale_and_bias(y, sa, bias, {"lowbit_vnni": spec})
 
     return f
@@ -427,16 +505,25 @@ def schedule_vnni(func: tirx.PrimFunc) -> tirx.PrimFunc:
     sch = s_tir.Schedule(func)
     spec = str(sch.get(sch.get_sblock("qlinear_out")).annotations["lowbit_vnni"]).split(",")
     n, k, g, bits, bias = (int(v) for v in spec[:5])
-    return vnni_prim_func(n, k, g, bits, bool(bias), spec[5], bool(int(spec[6])), bool(int(spec[7])), bool(int(spec[8]))).with_attr("tirx.is_scheduled", True)
+    flags = [bool(int(v)) for v in spec[6:10]]
+    return vnni_prim_func(n, k, g, bits, bool(bias), spec[5], *flags).with_attr("tirx.is_scheduled", True)
 
 
-def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False, e2m1: bool = False):  # noqa: N803 - TIR names
+def trit_te(shape):
+    return vnni_te(shape, trits=True)
+
+
+def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8", mins: bool = False, f16: bool = False, e2m1: bool = False,  # noqa: N803 - TIR names
+                   trits: bool = False):
     from tvm.script import tirx as T
 
     per = 8 // bits
     R = VNNI_ROWS
-    NB, NC, NJ = N // R, K // (4 * per), K // G
-    CPG = G // (4 * per)  # chunks per group
+    NB, NJ = N // R, K // G
+    TA, TB = trit_chunks(G) if trits else (0, 0)  # the five-trit layout: chunks of trits, then of 2-bit codes, per group
+    CPG = TA + TB if trits else G // (4 * per)  # chunks per group
+    NC = NJ * CPG
+    F = TRIT_FIELDS if trits else per  # accumulators per row: one per field of a byte
     MASK = sum(((1 << bits) - 1) << (8 * i) for i in range(4))
     MASK = MASK - (1 << 32) if MASK >= 1 << 31 else MASK
 
@@ -453,7 +540,7 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
     @T.macro
     def group_end(sc, zz, xs, asc, yacc, acc, ach, nb, j, m, yo, ao):
         # one row's group: the bit fields' sums, then the zero point (or minimum) and one scale, the contract's order
-        for h in T.unroll(1, per):
+        for h in T.unroll(1, F):
             acc[T.Ramp(ao, 1, R)] = acc[T.Ramp(ao, 1, R)] + acc[T.Ramp(ao + h * R, 1, R)]
             if a16:
                 ach[T.Ramp(ao, 1, R)] = ach[T.Ramp(ao, 1, R)] + ach[T.Ramp(ao + h * R, 1, R)]
@@ -481,21 +568,47 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
             )
 
     @T.macro
-    def rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, nb, m0, nr):
+    def rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, tbl5, nb, m0, nr):
         # nr rows from m0 against one block of 16 outputs. Small default-scope buffers are stack allocas that LLVM
         # keeps in registers ("local" ones cost a TVMBackendAllocWorkspace call per use).
         yacc = T.alloc_buffer((nr * R,), "float32")
-        acc = T.alloc_buffer((nr * per * R,), "int32")  # one accumulator per row and bit field: independent chains
-        ach = T.alloc_buffer((nr * per * R,), "int32")  # A16: the same for the high parts
+        acc = T.alloc_buffer((nr * F * R,), "int32")  # one accumulator per row and bit field: independent chains
+        ach = T.alloc_buffer((nr * F * R,), "int32")  # A16: the same for the high parts
         for r in T.unroll(nr):
             yacc[T.Ramp(r * R, 1, R)] = T.Broadcast(T.float32(0), R)
         for j in range(NJ):
             for r in T.unroll(nr):
-                for h in T.unroll(per):
-                    acc[T.Ramp((r * per + h) * R, 1, R)] = T.Broadcast(T.int32(0), R)
+                for h in T.unroll(F):
+                    acc[T.Ramp((r * F + h) * R, 1, R)] = T.Broadcast(T.int32(0), R)
                     if a16:
-                        ach[T.Ramp((r * per + h) * R, 1, R)] = T.Broadcast(T.int32(0), R)
-            for c in range(CPG):
+                        ach[T.Ramp((r * F + h) * R, 1, R)] = T.Broadcast(T.int32(0), R)
+            if trits:
+                for c in range(TA):  # trits 0..3 of each byte as 2-bit fields by one table lookup, trit 4 by two compares
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j * CPG + c + PF, 0]), 0, 3, 1))
+                    pv = T.alloc_buffer((64,), "int8")
+                    pv[T.Ramp(0, 1, 64)] = T.Select(
+                        T.reinterpret("int8x64", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]) < T.Broadcast(T.int8(0), 64),
+                        T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.vpermi2var.qi.512", tbl5[T.Ramp(128, 1, 64)],
+                                                T.reinterpret("int8x64", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), tbl5[T.Ramp(192, 1, 64)]),
+                        T.call_llvm_pure_intrin("int8x64", "llvm.x86.avx512.vpermi2var.qi.512", tbl5[T.Ramp(0, 1, 64)],
+                                                T.reinterpret("int8x64", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), tbl5[T.Ramp(64, 1, 64)]))
+                    for h in T.unroll(TRIT_FIELDS):
+                        wv = T.alloc_buffer((64,), "int8")
+                        if h < 4:
+                            wv[T.Ramp(0, 1, 64)] = T.reinterpret(
+                                "int8x64", T.shift_right(T.reinterpret("int32x16", pv[T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", 2 * h), R)) & T.Broadcast(T.int32(MASK), R))
+                        else:
+                            wv[T.Ramp(0, 1, 64)] = T.Select(pk[nb, j * CPG + c, T.Ramp(0, 1, 64)] >= T.Broadcast(T.uint8(81), 64), T.Broadcast(T.int8(1), 64), T.Broadcast(T.int8(0), 64)) + T.Select(
+                                pk[nb, j * CPG + c, T.Ramp(0, 1, 64)] >= T.Broadcast(T.uint8(162), 64), T.Broadcast(T.int8(1), 64), T.Broadcast(T.int8(0), 64))
+                        for r in T.unroll(nr):
+                            acc[T.Ramp((r * F + h) * R, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp((r * F + h) * R, 1, R)], wv[T.Ramp(0, 1, 64)],
+                                T.reinterpret("int8x64", T.Broadcast(xw[m0 + r, j * (G // 4) + c * TRIT_FIELDS + h], R)))
+                            if a16:
+                                ach[T.Ramp((r * F + h) * R, 1, R)] = T.call_llvm_pure_intrin(
+                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp((r * F + h) * R, 1, R)], wv[T.Ramp(0, 1, 64)],
+                                    T.reinterpret("int8x64", T.Broadcast(xh[m0 + r, j * (G // 4) + c * TRIT_FIELDS + h], R)))
+            for c in range(TA, CPG):
                 T.evaluate(T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(pk[nb, j * CPG + c + PF, 0]), 0, 3, 1))
                 for h in T.unroll(per):
                     wv = T.alloc_buffer((64,), "int8")  # the 64 weight bytes of bit field h (E2M1: looked up)
@@ -507,19 +620,19 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
                         wv[T.Ramp(0, 1, 64)] = T.reinterpret(
                             "int8x64", T.shift_right(T.reinterpret("int32x16", pk[nb, j * CPG + c, T.Ramp(0, 1, 64)]), T.Broadcast(T.Cast("int32", h * bits), R)) & T.Broadcast(T.int32(MASK), R))
                     for r in T.unroll(nr):
-                        acc[T.Ramp((r * per + h) * R, 1, R)] = T.call_llvm_pure_intrin(
-                            "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp((r * per + h) * R, 1, R)],
+                        acc[T.Ramp((r * F + h) * R, 1, R)] = T.call_llvm_pure_intrin(
+                            "int32x16", "llvm.x86.avx512.vpdpbusd.512", acc[T.Ramp((r * F + h) * R, 1, R)],
                             wv[T.Ramp(0, 1, 64)],
-                            T.reinterpret("int8x64", T.Broadcast(xw[m0 + r, (j * CPG + c) * per + h], R)),
+                            T.reinterpret("int8x64", T.Broadcast(xw[m0 + r, j * (G // 4) + TA * TRIT_FIELDS + (c - TA) * per + h], R)),
                         )
                         if a16:
-                            ach[T.Ramp((r * per + h) * R, 1, R)] = T.call_llvm_pure_intrin(
-                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp((r * per + h) * R, 1, R)],
+                            ach[T.Ramp((r * F + h) * R, 1, R)] = T.call_llvm_pure_intrin(
+                                "int32x16", "llvm.x86.avx512.vpdpbusd.512", ach[T.Ramp((r * F + h) * R, 1, R)],
                                 wv[T.Ramp(0, 1, 64)],
-                                T.reinterpret("int8x64", T.Broadcast(xh[m0 + r, (j * CPG + c) * per + h], R)),
+                                T.reinterpret("int8x64", T.Broadcast(xh[m0 + r, j * (G // 4) + TA * TRIT_FIELDS + (c - TA) * per + h], R)),
                             )
             for r in T.unroll(nr):
-                group_end(sc, zz, xs, asc, yacc, acc, ach, nb, j, m0 + r, r * R, r * per * R)
+                group_end(sc, zz, xs, asc, yacc, acc, ach, nb, j, m0 + r, r * R, r * F * R)
         for r in T.unroll(nr):
             if a16:
                 if bias:
@@ -543,6 +656,11 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
         if e2m1:
             for i in range(64):  # the byte of code i % 16 (vnni_te's e2m1_twice, the same expression)
                 tbl[i] = T.Cast("int8", e2m1_twice(i % 16) + E2M1_ZERO)
+        tbl5 = T.alloc_buffer((256,), "int8")  # trits: entry b holds trits 0..3 of byte b as 2-bit fields
+        if trits:
+            for b in range(256):
+                tbl5[b] = T.Cast("int8", T.if_then_else(b < 243, T.truncmod(b, 3) | (T.truncmod(T.truncdiv(b, 3), 3) << 2) | (T.truncmod(T.truncdiv(b, 9), 3) << 4)
+                                                          | (T.truncmod(T.truncdiv(b, 27), 3) << 6), 0))
         for m in T.parallel(M):
             for j in range(NJ):  # (the same integer activations as lut-cpu; A8: the contract's codes)
                 act_codes(qa, av, asc, xs, m, j, G, not a16)
@@ -557,9 +675,9 @@ def vnni_prim_func(N: int, K: int, G: int, bits: int, bias: bool, act: str = "a8
         # VNNI_PREFILL_ROWS rows at a time so each unpacked weight vector feeds that many vpdpbusd chains
         for nb in T.parallel(NB):
             for mb in range(M // MR):
-                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, nb, mb * MR, MR)
+                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, tbl5, nb, mb * MR, MR)
             for mt in range(M % MR):
-                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, nb, M // MR * MR + mt, 1)
+                rows(pk, sc, zz, sa, bv, y, xw, xh, xs, asc, tbl, tbl5, nb, M // MR * MR + mt, 1)
 
     return qlinear_signatures(body, K, N, "float32" if a16 else "int32", T.Buffer((NB, NC, 64), "uint8"), T.Buffer((NB, NJ, R), pdt),
                               T.Buffer((NB, NJ, R), pdt if mins else "uint8"), not a16, bias)

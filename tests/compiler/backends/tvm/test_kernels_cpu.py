@@ -186,6 +186,8 @@ def test_whole_lowered_path_decode_and_prefill(spec, n, k, bias, tmp_path, fast_
     info = json.loads((tmp_path / "t" / "tvm.json").read_text())
     a8_kernel = "vnni-cpu" if kernels_cpu.host_has_vnni() else "blocked-cpu"
     kernel = a8_kernel if "a8" in spec else (A16_W4_KERNEL if spec.startswith(("w4", "w2", "ternary")) else A16_KERNEL)
+    if spec.startswith("ternary") and "a8" in spec and kernels_cpu.host_has_vnni() and kernels_cpu.host_has_vbmi():
+        kernel = "vnni-trit-cpu"  # five trits per byte (tests/compiler/backends/tvm/test_kernels_trit.py)
     assert set(info["kernels"].values()) == {kernel}
     arrays = dict(g.consts)
     arrays.update(load_file(str(tmp_path / "t" / "params.safetensors")))
