@@ -8,6 +8,8 @@ Q2_K mix with Q3_K layers; head and embedding kept F32, as lowbit keeps them), n
 same float model (same bits, not the same codes):
     q4_0  Q4_0  w4g32        q8_0  Q8_0  w8g32        q4_1  Q4_1  w4g32-min
     tq2_0 TQ2_0 ternarypc    (TQ2_0 needs every K a multiple of 256: llama-1b yes; smollm2-135m, K = 576, is skipped)
+    tq1_0 TQ1_0 ternarypca8  (five trits per byte on both sides: lowbit's vnni-trit-cpu at 1.6 bits, which takes int8
+                              activations as llama.cpp's TQ kernels take Q8_K ones)
     q2_k  Q2_K  w2g32-min    (Q2_K's blocks are 256 too: llama-quantize stores smollm2-135m's rows in another type,
                               and the script prints how many)
 Per (model, format, threads) the engines run one after another, so a change in the machine's load hits all of
@@ -43,6 +45,7 @@ FORMATS = {  # name: (llama.cpp type, lowbit spec, GGUF written by lowbit's expo
     "q8_0": ("Q8_0", "w8g32", True),
     "q4_1": ("Q4_1", "w4g32-min", True),
     "tq2_0": ("TQ2_0", "ternarypc", True),
+    "tq1_0": ("TQ1_0", "ternarypca8", True),
     "q2_k": ("Q2_K", "w2g32-min", False),
 }
 LLAMA = "llama.cpp"
@@ -143,7 +146,7 @@ def prepare(model: str, fmt: str, backends: list[str], out: Path, tools: dict) -
     if gg.is_file() and gg.stat().st_mtime >= (art / "manifest.json").stat().st_mtime:
         return art, gg
     if direct:
-        export_gguf(art, gg)
+        export_gguf(art, gg, ternary_type=gtype if gtype.startswith("TQ") else "TQ2_0")
     else:
         f32 = out / f"{model}-f32.gguf"
         if not f32.is_file():

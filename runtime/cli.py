@@ -503,14 +503,16 @@ def show(artifact):
 @click.option("--fallback", type=click.Choice(["error", "f16", "f32"]), default="error", show_default=True,
               help="layers no GGUF block type holds exactly (w3, w2, w8 asym, ...): refuse, or store them dequantized")
 @click.option("--float-type", type=click.Choice(["f32", "f16"]), default="f32", show_default=True, help="float embedding / head matrices")
+@click.option("--ternary-type", type=click.Choice(["TQ2_0", "TQ1_0"], case_sensitive=False), default="TQ2_0", show_default=True,
+              help="ternary layers: TQ2_0 (2 bits per weight) or TQ1_0 (five trits per byte, 1.69)")
 @click.option("--json", "as_json", is_flag=True, help="print the per-tensor report as JSON")
-def export_cmd(artifact, fmt, out, fallback, float_type, as_json):
-    """Write a compiled llama-family artifact as GGUF for llama.cpp (Q8_0 / Q5_0 / Q4_0 / Q5_1 / Q4_1 / TQ2_0, and Q2_K..Q6_K for two-level layers, from the codes as they are)."""
+def export_cmd(artifact, fmt, out, fallback, float_type, ternary_type, as_json):
+    """Write a compiled llama-family artifact as GGUF for llama.cpp (Q8_0 / Q5_0 / Q4_0 / Q5_1 / Q4_1 / TQ2_0 / TQ1_0, and Q2_K..Q6_K for two-level layers, from the codes as they are)."""
     import json
 
     from compiler.export.gguf import export_gguf
 
-    r = export_gguf(artifact, out, fallback=fallback, float_type=float_type)
+    r = export_gguf(artifact, out, fallback=fallback, float_type=float_type, ternary_type=ternary_type.upper())
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=1))
         return

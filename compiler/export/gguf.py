@@ -16,6 +16,7 @@ fp16). The first type in this order that holds a layer is used:
     Q5_1   w8 with minimums, codes <= 31, group a multiple of 32     w = d q + m
     Q4_1   w4 with minimums, or with integer zero points             w = d q + m   (m = -s z for zero points)
     TQ2_0  ternary, group a multiple of 256                          w = d (q - 1)
+    TQ1_0  the same, five trits per byte (ternary_type="TQ1_0")      w = d (q - 1)
 A group larger than a block (or a K-quant sub-block) is several of them with the same scale. K-quants need K a
 multiple of 256 and a layer whose scales (and minimums) are exactly fp16 d per 256 weights times sub-scales in
 the type's range (`two_level` layers: lowbit's w2g16k4-min, w3g16k, w4g32k-min, w8g16k8 and the K-quants that
@@ -182,6 +183,25 @@ def encode_tq2_0(codes, scales, group, what):
     # each 128-weight half: byte m holds weights m, m+32, m+64, m+96 at bits 0, 2, 4, 6 (llama.cpp's TQ2_0)
     c = codes.reshape(n, k // QK_K, 2, 4, 32)
     qs = (c[:, :, :, 0] | (c[:, :, :, 1] << 2) | (c[:, :, :, 2] << 4) | (c[:, :, :, 3] << 6)).reshape(n, k // QK_K, 64)
+    w = np.repeat(d.astype(np.float32), QK_K, axis=1) * (codes.astype(np.float32) - 1)
+    return _blocks([qs, d[..., None]], n), w
+
+
+def _trits(c: np.ndarray, fields: int, width: int) -> np.ndarray:
+    """TQ1_0 bytes of codes [..., fields * width]: byte m holds codes m + width n (n = 0..fields-1) as the base-3
+    number with the first code most significant, padded to five trits, stored as ceil(v 256 / 243) so that a
+    byte multiplied by 3^n (mod 256) carries trit n in its top bits: llama.cpp's decoder reads (b 3^n mod 256) 3 >> 8."""
+    c = c.reshape(*c.shape[:-1], fields, width).astype(np.uint16)
+    v = sum(c[..., n, :] * 3 ** (4 - n) for n in range(fields))
+    return ((v * 256 + 242) // 243).astype(np.uint8)
+
+
+def encode_tq1_0(codes, scales, group, what):
+    n, k = codes.shape
+    d = _f16(_per_block(scales, group, QK_K), what)
+    # a 256-weight block: 160 weights in 32 bytes, 80 in 16 and 16 in the 4 bytes qh (four trits each), then d
+    c = codes.reshape(n, k // QK_K, QK_K)
+    qs = np.concatenate([_trits(c[..., :160], 5, 32), _trits(c[..., 160:240], 5, 16), _trits(c[..., 240:], 4, 4)], axis=-1)
     w = np.repeat(d.astype(np.float32), QK_K, axis=1) * (codes.astype(np.float32) - 1)
     return _blocks([qs, d[..., None]], n), w
 
@@ -407,18 +427,20 @@ def _one_level(q: _QWeight, t: str, what: str):
     if t == "Q4_1" and q.bits == 4 and not q.ternary and q.group % BLOCK == 0:
         mins = q.mins if q.mins is not None else -q.scales * q.zeros.astype(np.float32)
         return encode_q4_1(q.codes, q.scales, mins, q.group, what)
-    if t == "TQ2_0" and q.ternary and q.symmetric and q.group % QK_K == 0 and k % QK_K == 0:
-        return encode_tq2_0(q.codes, q.scales, q.group, what)
+    if t in TERNARY_TYPES and q.ternary and q.symmetric and q.group % QK_K == 0 and k % QK_K == 0:
+        return (encode_tq1_0 if t == "TQ1_0" else encode_tq2_0)(q.codes, q.scales, q.group, what)
     return None
 
 
-# the order in which types are tried: exact two-level ones first, then the smallest one-level type
+# the order in which types are tried: exact two-level ones first, then the smallest one-level type; ternary
+# layers take TQ2_0 (2 bits per weight, llama.cpp's faster kernel) or, when asked, TQ1_0 (1.6875)
 TYPE_ORDER = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q8_0", "Q4_0", "Q5_1", "Q4_1", "TQ2_0")
+TERNARY_TYPES = ("TQ2_0", "TQ1_0")
 
 
-def encode_qweight(q: _QWeight, what: str, fallback: str):
+def encode_qweight(q: _QWeight, what: str, fallback: str, ternary_type: str = "TQ2_0"):
     """(GGUF type name, data, exported float weights, fell back?) for one quantized weight; `what` names it in errors."""
-    for t in TYPE_ORDER:
+    for t in TYPE_ORDER[:-1] + (ternary_type,):
         got = _k_quant(q, t) if t in K_TYPES else _one_level(q, t, what)
         if got is not None:
             return (t, *got, False)
@@ -581,7 +603,7 @@ def _file_type(counts: dict[str, int]):
     ft = gguf.LlamaFileType
     by = {"Q4_0": ft.MOSTLY_Q4_0, "Q4_1": ft.MOSTLY_Q4_1, "Q5_0": ft.MOSTLY_Q5_0, "Q5_1": ft.MOSTLY_Q5_1, "Q8_0": ft.MOSTLY_Q8_0,
           "Q2_K": ft.MOSTLY_Q2_K, "Q3_K": ft.MOSTLY_Q3_K_S, "Q4_K": ft.MOSTLY_Q4_K_S, "Q5_K": ft.MOSTLY_Q5_K_S, "Q6_K": ft.MOSTLY_Q6_K,
-          "TQ2_0": ft.MOSTLY_TQ2_0, "F16": ft.MOSTLY_F16}
+          "TQ2_0": ft.MOSTLY_TQ2_0, "TQ1_0": ft.MOSTLY_TQ1_0, "F16": ft.MOSTLY_F16}
     quant = {t: c for t, c in counts.items() if t in by}
     return by[max(quant, key=quant.get)] if quant else gguf.LlamaFileType.ALL_F32
 
@@ -593,14 +615,17 @@ def default_output(artifact: str | Path) -> Path:
     return p.parent / f"{p.name}.gguf"
 
 
-def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: str = "error", float_type: str = "f32") -> ExportReport:
+def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: str = "error", float_type: str = "f32",
+                ternary_type: str = "TQ2_0") -> ExportReport:
     """Write the artifact as GGUF (atomically: a temporary file renamed into place). Returns what was written
     per tensor. fallback: 'error' | 'f16' | 'f32' for weights no GGUF block type holds exactly; float_type: 'f32' |
-    'f16' for float embedding / head matrices (norms and biases are always F32)."""
+    'f16' for float embedding / head matrices (norms and biases are always F32); ternary_type: TQ2_0 | TQ1_0."""
     import gguf
 
     if fallback not in FALLBACKS:
         raise LowbitError(f"unknown fallback '{fallback}'", f"use one of {', '.join(FALLBACKS)}")
+    if ternary_type not in TERNARY_TYPES:
+        raise LowbitError(f"unknown ternary type '{ternary_type}'", f"use one of {', '.join(TERNARY_TYPES)}")
     if float_type not in ("f32", "f16"):
         raise LowbitError(f"unknown float type '{float_type}'", "use f32 or f16")
     art = load_artifact(artifact)
@@ -642,7 +667,7 @@ def export_gguf(artifact: str | Path, out: str | Path | None = None, fallback: s
         reports.append(TensorReport(name, "F16" if f16 else "F32", "float", change))
 
     def add_quant(name: str, q: _QWeight, original: np.ndarray, layer: str):
-        t, data, w, fell = encode_qweight(q, f"layer {layer} ({name}, {q.spec})", fallback)
+        t, data, w, fell = encode_qweight(q, f"layer {layer} ({name}, {q.spec})", fallback, ternary_type)
         change = block_rel_change(w, original)
         raw = getattr(gguf.GGMLQuantizationType, t) if t not in ("F16", "F32") else None
         tensors.append((name, np.ascontiguousarray(data), raw))

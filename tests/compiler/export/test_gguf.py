@@ -163,11 +163,12 @@ def test_mins_artifact_exports_q4_1_exactly(tmp_path):
         np.testing.assert_array_equal(_decoded(t[name]), w)
 
 
-def test_ternary_exports_tq2_0(arts, tmp_path):
-    rep = export_gguf(arts["ternary"], tmp_path / "t.gguf")
+@pytest.mark.parametrize("ttype", ["TQ2_0", "TQ1_0"])
+def test_ternary_exports_tq2_0(arts, tmp_path, ttype):
+    rep = export_gguf(arts["ternary"], tmp_path / "t.gguf", ternary_type=ttype)
     _, t = _read(tmp_path / "t.gguf")
     for name, w in _artifact_weights(arts["ternary"]).items():
-        assert t[name].tensor_type.name == "TQ2_0"
+        assert t[name].tensor_type.name == ttype
         got = _decoded(t[name])
         r = next(x for x in rep.tensors if x.name == name)
         assert r.max_rel_change <= FP16_REL * (1 + 1e-6)
@@ -302,29 +303,30 @@ def test_llama3_rope_scaling_becomes_rope_freqs(tmp_path):
 
 
 @settings(max_examples=20, deadline=None)
-@given(kind=st.sampled_from(["Q8_0", "Q4_0", "Q4_1", "TQ2_0"]), rows=st.integers(1, 3), blocks=st.integers(1, 2), per=st.sampled_from([1, 2, 8]),
+@given(kind=st.sampled_from(["Q8_0", "Q4_0", "Q4_1", "TQ2_0", "TQ1_0"]), rows=st.integers(1, 3), blocks=st.integers(1, 2), per=st.sampled_from([1, 2, 8]),
        seed=st.integers(0, 2**16))
 def test_block_encoders_match_gguf_dequantize(kind, rows, blocks, per, seed):
     """Random codes (extremes included) and fp16-exact scales / minimums: gguf's own decoder gives back exactly
     the contract's weights, for groups of one block or several blocks sharing a scale."""
-    from compiler.export.gguf import QK_K, encode_q4_0, encode_q4_1, encode_q8_0, encode_tq2_0
+    from compiler.export.gguf import QK_K, encode_q4_0, encode_q4_1, encode_q8_0, encode_tq1_0, encode_tq2_0
 
     rng = np.random.default_rng(seed)
-    block = QK_K if kind == "TQ2_0" else BLOCK
+    tern = kind.startswith("TQ")
+    block = QK_K if tern else BLOCK
     group = block * per
     k = group * blocks
-    qmax = {"Q8_0": 255, "Q4_0": 15, "Q4_1": 15, "TQ2_0": 2}[kind]
+    qmax = {"Q8_0": 255, "Q4_0": 15, "Q4_1": 15, "TQ2_0": 2, "TQ1_0": 2}[kind]
     codes = rng.integers(0, qmax + 1, (rows, k)).astype(np.uint8)
     codes[0, :2] = [0, qmax]
     s = rng.uniform(1e-3, 1.0, (rows, blocks)).astype(np.float16).astype(np.float32)
     mins = rng.uniform(-1, 1, (rows, blocks)).astype(np.float16).astype(np.float32)
-    z = {"Q8_0": 128, "Q4_0": 8, "Q4_1": 0, "TQ2_0": 1}[kind]
-    qw = QuantizedWeight(codes, s, np.full((rows, blocks), z, np.uint8), 8 if kind == "Q8_0" else 2 if kind == "TQ2_0" else 4, group,
-                         kind == "TQ2_0", mins if kind == "Q4_1" else None)
+    z = {"Q8_0": 128, "Q4_0": 8, "Q4_1": 0, "TQ2_0": 1, "TQ1_0": 1}[kind]
+    qw = QuantizedWeight(codes, s, np.full((rows, blocks), z, np.uint8), 8 if kind == "Q8_0" else 2 if tern else 4, group,
+                         tern, mins if kind == "Q4_1" else None)
     if kind == "Q4_1":
         data, w = encode_q4_1(codes, s, mins, group, "t")
     else:
-        data, w = {"Q8_0": encode_q8_0, "Q4_0": encode_q4_0, "TQ2_0": encode_tq2_0}[kind](codes, s, group, "t")
+        data, w = {"Q8_0": encode_q8_0, "Q4_0": encode_q4_0, "TQ2_0": encode_tq2_0, "TQ1_0": encode_tq1_0}[kind](codes, s, group, "t")
     got = gguf.quants.dequantize(data, getattr(gguf.GGMLQuantizationType, kind)).reshape(rows, k)
     np.testing.assert_array_equal(got, qw.dequantize())
     np.testing.assert_array_equal(w, qw.dequantize())
@@ -533,3 +535,26 @@ def test_5_bit_encoders_invert_the_decoders(kind, rows, blocks, per, seed):
         np.testing.assert_array_equal(qw.mins, np.repeat(m, per, axis=1))
     np.testing.assert_array_equal(w, qw.dequantize())
     np.testing.assert_array_equal(gguf.quants.dequantize(data, getattr(gguf.GGMLQuantizationType, kind)).reshape(rows, k), w)
+
+
+def test_tq1_0_blocks_decode_every_trit_pattern():
+    """Every value of a five-trit byte (all 243) and of a four-trit qh byte (81), in each of the block's three byte
+    regions: gguf's decoder (llama.cpp's (b 3^n mod 256) 3 >> 8) gives back each code."""
+    from compiler.export.gguf import QK_K, encode_tq1_0
+
+    rows = []
+    for start, width, fields in ((0, 32, 5), (160, 16, 5), (240, 4, 4)):
+        for base in range(0, 3**fields, width):
+            c = np.ones(QK_K, np.uint8)
+            for m in range(width):
+                val = min(base + m, 3**fields - 1)
+                for n in range(fields):  # the first code of a byte is its most significant trit
+                    c[start + n * width + m] = (val // 3 ** (fields - 1 - n)) % 3
+            rows.append(c)
+    codes = np.stack(rows)
+    s = np.full((len(rows), 1), 0.5, np.float32)
+    data, w = encode_tq1_0(codes, s, QK_K, "t")
+    got = gguf.quants.dequantize(data, gguf.GGMLQuantizationType.TQ1_0).reshape(len(rows), QK_K)
+    np.testing.assert_array_equal(got, 0.5 * (codes.astype(np.float32) - 1))
+    np.testing.assert_array_equal(w, got)
+    assert data.shape == (len(rows), 54)  # 48 + 4 bytes of trits and an fp16 d: 1.6875 bits per weight
