@@ -21,6 +21,12 @@ LIMITS = {"M": 1024, "N": 8192, "K": 64, "group": 1 << 16, "bfp_bits": 16, "mant
 MIN = {"M": 1, "N": 1, "K": 1, "group": 1, "bfp_bits": 2, "mant_bits": 1, "shift_bits": 1, "guard_bits": 0, "lanes": 1}
 MAX_PES = 1 << 20  # M x N processing elements
 WEIGHT_FORMATS = ("int", "e2m1")
+# where a LUT design's tables come from (ArrayConfig.table): built by the array from each input beat's
+# activations, or streamed in, precomputed once per row block by the program (its fused precompute)
+TABLE_SOURCES = ("build", "stream")
+# fields only some designs take (Design.table_params), left out of to_dict at their defaults so the
+# dicts, module names and cache keys of every other configuration stay as they were
+VARIANT_DEFAULTS = {"table": "build", "sym": True}
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,20 @@ class ArrayConfig:
     lanes: int = 8  # epilogue lanes = output values per output beat
     guard_bits: int = 8  # Y guard bits: exact over up to 2^guard_bits groups
     weight_format: str = "int"  # WEIGHT_FORMATS: "int" (codes q - z) or "e2m1" (FP4 codes, w' = 2 x value; golden.py 1b)
+    table: str = "build"  # TABLE_SOURCES (lut-tc): the array builds its tables per beat, or takes them on in_tbl
+    sym: bool = True  # lut-tc: symmetrized 2^(K-1)-entry tables and a sign, or all 2^K entries read directly
 
     def __post_init__(self):
         rec = designs.get(self.design)  # ValueError naming the known designs
         if self.weight_format not in WEIGHT_FORMATS:
             raise ValueError(f"weight_format must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weight_format!r}")
+        if self.table not in TABLE_SOURCES:
+            raise ValueError(f"table must be one of {', '.join(TABLE_SOURCES)}, got {self.table!r}")
+        if not isinstance(self.sym, bool):
+            raise ValueError(f"sym must be true or false, got {self.sym!r}")  # noqa: TRY004 - callers turn ValueError into the user-facing message
+        if not rec.table_params and (self.table, self.sym) != (VARIANT_DEFAULTS["table"], VARIANT_DEFAULTS["sym"]):
+            takers = ", ".join(d.name for d in designs.DESIGNS.values() if d.table_params)
+            raise ValueError(f"{self.design} has no LUT tables: table= and sym= apply to {takers} only")
         if self.e2m1:
             if self.ternary:
                 raise ValueError("e2m1 weights are not ternary")
@@ -118,6 +133,16 @@ class ArrayConfig:
         return _bitlen_signed(self.group * (1 << (self.act_bits - 1)) * ((1 << self.planes) - 1))
 
     @property
+    def table_entries(self) -> int:
+        """Stored entries of one LUT table: 2^(K-1) symmetrized (a sign gives the rest), else 2^K."""
+        return 1 << (self.K - 1) if self.sym else 1 << self.K
+
+    @property
+    def streams_tables(self) -> bool:
+        """The tables arrive precomputed on in_tbl (no table-build adders in the array)."""
+        return self.table == "stream"
+
+    @property
     def table_bits(self) -> int:
         return _bitlen_signed(self.K * (1 << (self.act_bits - 1)))
 
@@ -161,10 +186,15 @@ class ArrayConfig:
     @property
     def name(self) -> str:
         w = "ternary" if self.ternary else "e2m1" if self.e2m1 else f"w{self.bits}"
-        return f"{self.design.replace('-', '')}_{w}{self.act}g{self.group}_m{self.M}n{self.N}k{self.K}"
+        variant = ("_tstream" if self.streams_tables else "") + ("" if self.sym else "_nosym")
+        return f"{self.design.replace('-', '')}_{w}{self.act}g{self.group}_m{self.M}n{self.N}k{self.K}{variant}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k, default in VARIANT_DEFAULTS.items():
+            if d[k] == default:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ArrayConfig:

@@ -64,6 +64,11 @@ j (group).
        w_0 = 1:  T8[w[K-1:1]]          w_0 = 0:  -T8[~w[K-1:1]]          (table symmetrization)
    S of the chunk is T8[2^(K-1) - 1] (all digits +1): the table unit produces it for free.
    Entry width TW = bitlen(K * 2^(AW-1)) + 1 (covers the negation).
+   ArrayConfig.sym False (the full table): all 2^K entries T16[i] are stored and w reads T16[w] directly
+   (no sign logic); S is T16[2^K - 1].  Both tables give the same T_b, so acc is unchanged.
+   Where the tables come from (ArrayConfig.table): "build", the array forms them from each beat's
+   activations; "stream", the beat carries them instead of the activations (port in_tbl, 5 below), as the
+   program's fused precompute wrote them: exactly lut_tables(a) of the chunk, so Y is the same.
 
    Shift-and-add form (mixpe).  w' = q - z as B+1 bit two's complement w'_0 .. w'_B:
        a * w' = sum_{b<B} w'_b (a << b) - w'_B (a << B)     (muxes and adders, no multiplier)
@@ -115,7 +120,8 @@ j (group).
    (<= 2^-MW relative each) + 1/2 unit of Y per term.
 
 5. Array I/O (all three designs; see rtl/gen/common.py for the ports).  A job streams KT / K input beats,
-   one K-chunk each: a[m, k0..k0+K-1] for all rows, codes q[n, k0..k0+K-1] for all columns; the group
+   one K-chunk each: a[m, k0..k0+K-1] for all rows (table "stream": their tables lut_tables(a) instead),
+   codes q[n, k0..k0+K-1] for all columns; the group
    fields z, mant, d (per column) and da (per row) are read on the first beat of each group; `last` marks
    the job's final beat.  The output streams Y in row-major slot order m*N + n, `lanes` values per beat.
    Arrays with minimums (4b) also read mm and dm per column on a group's first beat.
@@ -185,49 +191,74 @@ def mac_group_acc(a: np.ndarray, codes: np.ndarray, zeros: np.ndarray, group: in
     return dot_group_acc(a, int_weights(codes, zeros, group), group)
 
 
-def lut_tables(a: np.ndarray, K: int = 4) -> np.ndarray:
-    """Symmetric tables T8[m, c, e] = a_0 + sum_{t>=1} (bit t-1 of e ? a_t : -a_t) per K-chunk c, int64."""
+def lut_tables(a: np.ndarray, K: int = 4, sym: bool = True) -> np.ndarray:
+    """Tables per K-chunk c, int64 [M, C, E]: symmetric T8[m, c, e] = a_0 + sum_{t>=1} (bit t-1 of e ? a_t : -a_t)
+    (E = 2^(K-1)), or with sym False the full T16[m, c, i] = sum_t (bit t of i ? a_t : -a_t) (E = 2^K)."""
     a = as_int64(a)
     m, kt = a.shape
     ch = a.reshape(m, kt // K, K)
-    e = np.arange(1 << (K - 1))
-    sign = np.ones((1 << (K - 1), K), dtype=np.int64)
-    for t in range(1, K):
-        sign[:, t] = np.where((e >> (t - 1)) & 1, 1, -1)
+    idx = np.arange(1 << (K - 1)) * 2 + 1 if sym else np.arange(1 << K)  # T8[e] = T16[2e + 1]
+    sign = np.where((idx[:, None] >> np.arange(K)[None, :]) & 1, 1, -1).astype(np.int64)
     return np.einsum("mct,et->mce", ch, sign)
 
 
-def lut_lookup(table: np.ndarray, wbits: np.ndarray, K: int = 4) -> np.ndarray:
-    """Read tables with K-bit weight slices (sign trick).
+def lut_activations(tables: np.ndarray, K: int = 4, sym: bool = True) -> np.ndarray:
+    """The activations [M, C*K] whose lut_tables are `tables` [M, C, E] (what a streamed table stands for).
+    With S the all-ones entry, flipping feature t's digit gives S - 2 a_t; ValueError if `tables` are not
+    lut_tables of any integer activations."""
+    t = as_int64(tables)
+    m, c, e = t.shape
+    if e != (1 << (K - 1) if sym else 1 << K):
+        raise ValueError(f"{e} table entries, expected {(1 << (K - 1)) if sym else (1 << K)} for K={K} sym={sym}")
+    top = e - 1
+    S = t[:, :, top]
+    a = np.zeros((m, c, K), dtype=np.int64)
+    for f in range(1 if sym else 0, K):
+        a[:, :, f] = (S - t[:, :, top ^ (1 << (f - 1 if sym else f))]) // 2
+    if sym:  # feature 0's digit is always +1 in T8: a_0 is what is left of S
+        a[:, :, 0] = S - a[:, :, 1:].sum(axis=2)
+    a = a.reshape(m, c * K)
+    if not np.array_equal(lut_tables(a, K, sym), t):
+        raise ValueError("the tables are not lut_tables of any activations")
+    return a
 
-    table [M, C, 2^(K-1)], wbits [N, C, K] in {0,1} -> [M, N, C] = sum_t a_t (2 w_t - 1).
+
+def lut_lookup(table: np.ndarray, wbits: np.ndarray, K: int = 4, sym: bool = True) -> np.ndarray:
+    """Read tables with K-bit weight slices: symmetric tables with the sign trick, full tables directly.
+
+    table [M, C, E], wbits [N, C, K] in {0,1} -> [M, N, C] = sum_t a_t (2 w_t - 1).
     """
+    m, c, _ = table.shape
+    if not sym:
+        idx = np.zeros(wbits.shape[:2], dtype=np.int64)
+        for t in range(K):
+            idx |= as_int64(wbits[:, :, t]) << t
+        return np.take_along_axis(table[:, None, :, :], idx[None, :, :, None].repeat(m, axis=0), axis=3)[..., 0]
     half = (1 << (K - 1)) - 1
     idx = np.zeros(wbits.shape[:2], dtype=np.int64)
     for t in range(1, K):
         idx |= as_int64(wbits[:, :, t]) << (t - 1)
     w0 = wbits[:, :, 0].astype(bool)
     eff = np.where(w0, idx, (~idx) & half)  # [N, C]
-    m, c, _ = table.shape
     # gather table[m, c, eff[n, c]]
     vals = np.take_along_axis(table[:, None, :, :], eff[None, :, :, None].repeat(m, axis=0), axis=3)[..., 0]
     return np.where(w0[None], vals, -vals)
 
 
-def lut_group_acc2(a: np.ndarray, codes: np.ndarray, bits: int, group: int, K: int = 4):
+def lut_group_acc2(a: np.ndarray, codes: np.ndarray, bits: int, group: int, K: int = 4, sym: bool = True):
     """LUT-TC bit-serial form: (acc2 [M,N,NG], S [M,NG]) with acc2 = sum_b 2^b T_b, S = group row sums."""
     a = as_int64(a)
     codes = as_int64(codes)
     m, kt = a.shape
     n = codes.shape[0]
     ng, cpg = kt // group, group // K
-    table = lut_tables(a, K)  # [M, C, 8]
+    table = lut_tables(a, K, sym)  # [M, C, E]
     acc2 = np.zeros((m, n, kt // K), dtype=np.int64)
     for b in range(bits):  # one plane per cycle in hardware
         plane = ((codes >> b) & 1).reshape(n, kt // K, K)
-        acc2 += lut_lookup(table, plane, K) << b
+        acc2 += lut_lookup(table, plane, K, sym) << b
     acc2 = acc2.reshape(m, n, ng, cpg).sum(axis=3)
-    S = table[:, :, (1 << (K - 1)) - 1].reshape(m, ng, cpg).sum(axis=2)
+    S = table[:, :, -1].reshape(m, ng, cpg).sum(axis=2)  # the all-ones entry
     return acc2, S
 
 
@@ -236,9 +267,9 @@ def lut_correction(zeros: np.ndarray, bits: int) -> np.ndarray:
     return (1 << bits) - 1 - 2 * as_int64(zeros)
 
 
-def lut_group_acc(a, codes, zeros, bits: int, group: int, K: int = 4) -> np.ndarray:
+def lut_group_acc(a, codes, zeros, bits: int, group: int, K: int = 4, sym: bool = True) -> np.ndarray:
     """acc via the LUT form: (acc2 + c*S) >> 1, checking the sum is even."""
-    acc2, S = lut_group_acc2(a, codes, bits, group, K)
+    acc2, S = lut_group_acc2(a, codes, bits, group, K, sym)
     t = acc2 + lut_correction(zeros, bits)[None, :, :] * S[:, None, :]
     if np.any(t & 1):
         raise AssertionError("LUT form: acc2 + c*S is odd; the algebra is violated")
@@ -266,11 +297,11 @@ def mixpe_group_acc(a, codes, zeros, bits: int, group: int) -> np.ndarray:
     return prod.reshape(m, n, ng, group).sum(axis=3)
 
 
-def lut_e2m1_group_acc(a, codes, group: int, K: int = 4) -> np.ndarray:
+def lut_e2m1_group_acc(a, codes, group: int, K: int = 4, sym: bool = True) -> np.ndarray:
     """acc of E2M1 codes via the LUT form (docstring 1b): the five planes of w' + 16, zero point 16 (c = -1)."""
     u = e2m1_weights(codes) + E2M1_OFFSET
     zeros = np.full((u.shape[0], u.shape[1] // group), E2M1_OFFSET, np.int64)
-    return lut_group_acc(a, u, zeros, E2M1_PLANES, group, K)
+    return lut_group_acc(a, u, zeros, E2M1_PLANES, group, K, sym)
 
 
 def e2m1_shift_add_mul(a: np.ndarray, codes: np.ndarray) -> np.ndarray:

@@ -88,6 +88,8 @@ def weight_block_bits(cfg, K: int) -> dict:
 
 
 def act_bits_per_row(cfg, K: int) -> int:
-    """Bits of one activation row: AW-bit integers plus one SW-bit BFP exponent offset per group (A16)."""
+    """Bits of one activation row: AW-bit integers plus one SW-bit BFP exponent offset per group (A16); an
+    array that streams its LUT tables (cfg.table "stream") reads each K-chunk's table (E entries of TW bits)."""
     ng = K // cfg.group
-    return K * cfg.act_bits + (ng * cfg.shift_bits if cfg.act == "a16" else 0)
+    own = -(-K // cfg.K) * cfg.table_entries * cfg.table_bits if cfg.streams_tables else K * cfg.act_bits
+    return own + (ng * cfg.shift_bits if cfg.act == "a16" else 0)

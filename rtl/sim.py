@@ -86,7 +86,8 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     """ArrayConfig and run options from a design name and a params dict.
 
     params keys: any ArrayConfig field (M, N, K, bits, ternary, act, group, lanes, bfp_bits, mant_bits,
-    shift_bits, guard_bits, weight_format = int | e2m1; values may be strings, as typed on a command line), `mins` (the array with the
+    shift_bits, guard_bits, weight_format = int | e2m1, lut-tc's table = build | stream and sym = 1 | 0; values may be
+    strings, as typed on a command line), `mins` (the array with the
     minimum term of scale-and-minimum groups), `max_groups` and `stalls` (run options). Unset fields take
     the design's `sim_defaults`. Raises LowbitError on bad values.
     """
@@ -123,6 +124,11 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
         raise LowbitError(f"array parameter max_groups={run['max_groups']} is outside 1..{MAX_GROUPS}", f"give max_groups from 1 to {MAX_GROUPS}")
     if isinstance(kw.get("ternary"), str):
         kw["ternary"] = kw["ternary"].lower() in ("1", "true", "yes")
+    if isinstance(kw.get("sym"), str):
+        flag = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(kw["sym"].lower())
+        if flag is None:
+            raise LowbitError(f"array parameter sym={kw['sym']!r} is not a boolean", "give sym=1 (symmetrized tables) or sym=0 (all 2^K entries)")
+        kw["sym"] = flag
     try:
         cfg = ArrayConfig(design=design, **kw)
     except ValueError as e:

@@ -161,8 +161,46 @@ def fp4_report_path(design: str, fmt: str) -> Path:
     return Path(__file__).resolve().parent / "reports" / "synth" / "fp4" / f"{design}_{fmt}{s['act']}g{s['group']}_m{s['M']}n{s['N']}.json"
 
 
+# The table variants (ArrayConfig table, sym) of the design that takes them (Design.table_params: lut-tc) at the
+# W2/W4 A8 G128 arrays of report_path: where the tables come from (built per beat, or streamed from the program's
+# precompute) and their size (8 symmetrized entries or all 16). Their own folder too, so the area model's fit
+# stays on the designs' own arrays.
+LUT_VARIANTS = {"build-sym": dict(), "build-16": dict(sym=False), "stream-sym": dict(table="stream"), "stream-16": dict(table="stream", sym=False)}
+
+
+def table_variant_design() -> str:
+    return next(d.name for d in DESIGNS.values() if d.table_params)
+
+
+def lut_variant_report_path(variant: str, bits: int, act: str = "a8", group: int = 128) -> Path:
+    design = table_variant_design()
+    return Path(__file__).resolve().parent / "reports" / "synth" / f"{design}-variants" / f"{design}-{variant}_w{bits}{act}g{group}.json"
+
+
+def lut_variant_table(reports: dict[str, dict]) -> str:
+    """Markdown table of the table variants' reports ({LUT_VARIANTS name: report}, one weight width): cells,
+    flip-flop bits, transistors and 45 nm cell area, each over build-sym (today's array)."""
+    from hwsim.cost.area import cells_area_um2
+
+    ref = reports["build-sym"]
+    ref_um2 = cells_area_um2(ref["cells"])["total_um2"]
+    lines = ["| variant | module | cells | FF bits | transistors | area um^2 (45 nm cells) | area vs build-sym |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, r in reports.items():
+        um2 = cells_area_um2(r["cells"])["total_um2"]
+        lines.append(f"| {name} | {r['module']} | {r['cell_count']:,} | {r['ff_bits']:,} | {r['transistors']:,} | "
+                     f"{um2:,.0f} | {um2 / ref_um2:.3f}x |")
+    return "\n".join(lines)
+
+
 def _format(c: dict) -> str:
     return "ternary" if c["ternary"] else "e2m1" if c.get("weight_format") == "e2m1" else f"w{c['bits']}"
+
+
+def _variant(c: dict) -> str:
+    """ " (stream, 16-entry)" etc. for a lut-tc table variant's config, "" for the default array."""
+    parts = (["stream"] if c.get("table", "build") == "stream" else []) + ([] if c.get("sym", True) else [f"{1 << c['K']}-entry"])
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def baseline_design() -> str | None:
@@ -186,7 +224,7 @@ def table(reports: list[dict]) -> str:
         b = base.get(key(c))
         ratio = f"{r['transistors_per_mac_per_cycle'] / b:.2f}x" if b else "-"
         lines.append(
-            f"| {r['design']} | {w}{c['act']}g{c['group']} M{c['M']} N{c['N']} K{c['K']} | {r['cell_count']:,} | "
+            f"| {r['design']}{_variant(c)} | {w}{c['act']}g{c['group']} M{c['M']} N{c['N']} K{c['K']} | {r['cell_count']:,} | "
             f"{r['ff_bits']:,} | {r['transistors']:,} | {r['peak_macs_per_cycle']:.0f} | "
             f"{r['transistors_per_mac_per_cycle']:,.0f} | {ratio} |"
         )
@@ -201,8 +239,20 @@ def main(argv=None) -> int:
     ap.add_argument("--bits", default="2,4")
     ap.add_argument("--rerun", action="store_true", help="synthesize even when a saved report exists")
     ap.add_argument("--fp4", action="store_true", help="the FP4 (E2M1) vs INT4 arrays at FP4_SHAPE instead")
+    ap.add_argument("--lut-variants", action="store_true", help="lut-tc's table variants (LUT_VARIANTS) at --bits instead")
     args = ap.parse_args(argv)
     reports = []
+    if args.lut_variants:
+        for bits in (int(b) for b in args.bits.split(",")):
+            per = {}
+            for variant, kw in LUT_VARIANTS.items():
+                p = lut_variant_report_path(variant, bits)
+                if p.exists() and not args.rerun:
+                    per[variant] = json.loads(p.read_text())
+                else:
+                    per[variant] = synthesize(table_variant_design(), dict(bits=bits, act="a8", group=128, **kw), out_json=p)
+            print(f"W{bits}A8 G128\n{lut_variant_table(per)}\n")
+        return 0
     if args.fp4:
         for design in args.designs.split(","):
             for fmt, kw in FP4_FORMATS.items():

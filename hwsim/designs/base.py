@@ -56,6 +56,9 @@ class Design:
     # the datapath already forms the per-row group activation sums S (lut-tc: a table entry), so the minimum
     # term of scale-and-minimum groups (hwsim/golden.py docstring 4b) needs no row-sum adders of its own
     row_sums: bool = False
+    # the array takes ArrayConfig.table ("build": tables made from each beat's activations; "stream": the
+    # program's precomputed tables on in_tbl) and ArrayConfig.sym (symmetrized or full 2^K-entry tables)
+    table_params: bool = False
     base: str | None = None  # the design this one was derived from (`hwsim.designs.derive`)
 
     def derivation(self) -> dict | None:

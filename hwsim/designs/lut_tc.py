@@ -1,9 +1,12 @@
 """`lut-tc`: LUT Tensor Core-style array (rtl/gen/lut_tc.py): per-row tables of activation sums, read by
 bit-serial weight planes, with table symmetrization (8 stored entries and a sign for K = 4).
+Variants (ArrayConfig fields): table="stream" takes the program's precomputed tables on in_tbl instead of
+building them from each beat's activations (no table precompute below); sym=False stores all 2^K entries
+and reads them directly (E = 2^K below, no negation).
 
 Datapath events per accepted input beat (one K-chunk of all rows and columns):
-- table precompute: one table per row, 2^(K-1) entries of TW bits, each a K-term sum (K-1 adds);
-- B plane cycles: every (m, n) PE does one table lookup (a 2^(K-1):1 mux of TW bits plus a conditional
+- table precompute: one table per row, E = 2^(K-1) entries of TW bits, each a K-term sum (K-1 adds);
+- B plane cycles: every (m, n) PE does one table lookup (an E:1 mux of TW bits plus a conditional
   negation) and one Horner add (part = 2 part + lookup, PTW bits; the x2 is wiring);
 - one group-accumulator add per PE (ACCW bits) and one row-sum add per row (S, SUMW bits).
 Per group and output (epilogue): the zero-point correction (a (B+2) x SUMW multiply and an ACCW add),
@@ -25,20 +28,21 @@ LUT_TC_PAPER = "LUT Tensor Core (arXiv 2408.06003)"
 
 def group_acc(cfg, a, codes, zeros):
     if cfg.e2m1:
-        return golden.lut_e2m1_group_acc(a, codes, cfg.group, cfg.K)
-    return golden.lut_group_acc(a, codes, zeros, cfg.bits, cfg.group, cfg.K)
+        return golden.lut_e2m1_group_acc(a, codes, cfg.group, cfg.K, cfg.sym)
+    return golden.lut_group_acc(a, codes, zeros, cfg.bits, cfg.group, cfg.K, cfg.sym)
 
 
 def events(cfg, beats: int, groups: int) -> dict:
     M, N, K, B = cfg.M, cfg.N, cfg.K, cfg.planes
-    E = 1 << (K - 1)
+    E = cfg.table_entries
+    builds = 0 if cfg.streams_tables else beats * M  # streamed tables were built once by the program
     TW, ACCW, SUMW, PW, YW, MW = cfg.table_bits, cfg.acc2_bits, cfg.sum_bits, cfg.prod_bits, cfg.y_bits, cfg.mant_bits
     PTW = TW + B - 1
     mn = M * N
     ev = {
-        "table_builds": beats * M,
+        "table_builds": builds,
         "adds": {
-            TW: beats * M * E * (K - 1),  # table entries
+            TW: builds * E * (K - 1),  # table entries
             PTW: beats * B * mn,  # Horner shift-accumulate, one per plane
             ACCW: beats * mn + groups * mn,  # group accumulators; epilogue correction add
             SUMW: beats * M,  # row sums S
@@ -46,7 +50,7 @@ def events(cfg, beats: int, groups: int) -> dict:
             YW: groups * mn,  # Y accumulation
         },
         "lookups": {(TW, E): beats * B * mn},  # (entry bits, entries) -> reads
-        "negations": {TW: beats * B * mn},
+        "negations": {TW: beats * B * mn if cfg.sym else 0},
         "mults": {(B + 2, SUMW): groups * mn, (cfg.acc_bits, MW + 1): groups * mn},
         "shifts": {PW + 1: groups * mn},
         "reg_bit_writes": beats * (M * E * TW + N * B * K) + beats * B * mn * PTW + beats * mn * ACCW
@@ -65,10 +69,11 @@ def events(cfg, beats: int, groups: int) -> dict:
 def area_counts(cfg, variant: str | None = None) -> dict:
     """Flip-flop, adder, mux and multiplier bits of the table unit, PEs and the epilogue's correction.
     variant "unsymmetrized": the plain LUT design before table symmetrization (2^K table entries per row,
-    a 2^K:1 read mux per PE, no conditional negation), which has no RTL here."""
+    a 2^K:1 read mux per PE, no conditional negation): the component estimate of cfg.sym False, which has RTL;
+    cfg.table "stream" has no table-build adders."""
     M, N, K, B, EL = cfg.M, cfg.N, cfg.K, cfg.planes, cfg.lanes
     MW, SW, ACCW, TW, SUMW = cfg.mant_bits, cfg.shift_bits, cfg.acc2_bits, cfg.table_bits, cfg.sum_bits
-    sym = variant is None
+    sym = variant is None and cfg.sym
     E = 1 << (K - 1) if sym else 1 << K
     NEG = 1 if sym else 0  # the conditional negation of a symmetric table read
     PTW = TW + B - 1
@@ -77,7 +82,7 @@ def area_counts(cfg, variant: str | None = None) -> dict:
     ff = mn * ACCW  # shadow
     ff += N * (MW + SW + CW) + M * (SW + SUMW)  # em_r, ed_r, ec_r, eda_r, eS_r
     ff += M * E * TW + N * B * K + M * SUMW + mn * ACCW + (mn * (PTW - 1) if B > 1 else 0)
-    add = M * E * (K - 1) * TW + mn * (PTW + ACCW + NEG * TW) + M * SUMW + EL * (ACCW + 1)
+    add = (0 if cfg.streams_tables else M * E * (K - 1) * TW) + mn * (PTW + ACCW + NEG * TW) + M * SUMW + EL * (ACCW + 1)
     mux = mn * TW * (E - 1) + NEG * (mn * TW + N * (K - 1))
     mult = EL * (cfg.acc_bits * (MW + 1) + CW * SUMW)
     if cfg.e2m1:  # the E2M1 decode per column and feature: 4 magnitude bits from 3, a 5-bit negation
@@ -106,6 +111,7 @@ DESIGN = Design(
     weight_layout="planes",
     precompute_tables=True,
     row_sums=True,
+    table_params=True,
     claims=(
         Claim("density", "mac", ">10x", f"{LUT_TC_PAPER}: compute density vs MAC-based tensor cores"),
         Claim("energy", "mac", ">10x", f"{LUT_TC_PAPER}: energy efficiency vs MAC-based tensor cores", metric_as="energy efficiency"),
@@ -114,5 +120,6 @@ DESIGN = Design(
               note="not measured: our RTL has no earlier LUT design to compare with"),
         Claim("area_variant:unsymmetrized", "", "(part of 1.44x)", "the same array without table symmetrization"),
     ),
-    area_variants={"unsymmetrized": "16-entry tables, 16:1 read muxes, no negation"},
+    # the RTL of sym=False measures this from netlists: docs/hwsim/lut_tc_variants.md
+    area_variants={"unsymmetrized": "16-entry tables, 16:1 read muxes, no negation (netlist: docs/hwsim/lut_tc_variants.md)"},
 )

@@ -217,7 +217,7 @@ def paper_comparison(ml: rl.ModelLinears, prefill: int, mem: MemoryConfig, node:
                 ratio = area_mod.model_area_um2(cfg, variant=v) / area_mod.model_area_um2(cfg)
                 out[f"w{bits}"][d][f"{v}_area_ratio"] = ratio
                 rows.append({"claim": f"{rec.label} vs {c.source} (W{bits}A8)", "paper": c.paper, "ours": ratio,
-                             "how": f"estimate: component model (no RTL for the variant): {rec.area_variants[v]}"})
+                             "how": f"estimate: component model: {rec.area_variants[v]}"})
     return {"per_design": out, "rows": rows, "reasons": _reasons(out)}
 
 

@@ -7,6 +7,8 @@ generators unroll the datapath, so the text is what synthesis sees) with this in
     clk, rst_n (synchronous, active low)
     in_valid / in_ready            one input beat = one K-chunk of the job (all rows and columns):
       in_act   [M*K*AW]            a[m, k0+t] at bits (m*K + t)*AW, two's complement
+                                   (lut-tc table "stream": in_tbl [M*E*TW], table entry T[m, e] at
+                                   bits (m*E + e)*TW, instead)
       in_w     [N*K*B]             code q[n, k0+t] at bits (n*K + t)*B, unsigned (E2M1: the 4-bit pattern)
       in_zero  [N*B]               z[n, j]   } read on the first beat of each group (no in_zero for E2M1)
       in_mant  [N*MW]              mant[n, j]} (dyadic scale mantissa, unsigned)
@@ -151,7 +153,7 @@ def input_fields(cfg: ArrayConfig, v: V):
     c = cfg
     AW, B, MW, SW = c.act_bits, c.bits, c.mant_bits, c.shift_bits
     v("// ---- input fields")
-    for m in range(c.M):
+    for m in range(c.M if not c.streams_tables else 0):  # streamed tables: the core reads in_tbl itself
         for t in range(c.K):
             lo = (m * c.K + t) * AW
             v(f"wire signed [{AW - 1}:0] a_{m}_{t} = in_act[{lo + AW - 1}:{lo}];")

@@ -14,6 +14,9 @@ Datapath (one input beat = one K-chunk; default elongated tile M=2, N=64, K=4 as
    per row. At the group's end acc2 (per PE), S (per row) and the group's zero points go to the
    epilogue, whose lanes compute acc = (acc2 + (2^B - 1 - 2z) * S) >>> 1 before the dyadic
    dequantization (hwsim/golden.py derives the correction).
+Variants (ArrayConfig fields, hwsim/golden.py 3): table "stream" replaces step 1's adders by the in_tbl port
+(the program's precomputed tables, registered as they are); sym False builds or takes all 2^K entries
+T16[i] = sum_t (i_t ? a_t : -a_t) and reads T16[w] directly (a 2^K:1 mux, no complement, no negation).
 Ternary weights run on the B = 2 datapath with codes t+1 and zero 1. E2M1 codes (hwsim/golden.py 1b) are decoded
 as the beat is registered into the five planes of w' + 16 (B = 5 plane cycles a beat, acc2 ACC2W bits wide), and
 the epilogue's correction is the constant c = -1: acc = (acc2 - S) >>> 1.
@@ -29,13 +32,15 @@ def generate(cfg: ArrayConfig) -> str:
     c = cfg
     M, N, K, B, AW = c.M, c.N, c.K, c.planes, c.act_bits
     TW, ACCW, SUMW = c.table_bits, c.acc2_bits, c.sum_bits
-    E = 1 << (K - 1)
+    E = c.table_entries
+    sym = c.sym
     PTW = TW + B - 1  # |part| <= (2^B - 1) * K * 2^(AW-1)
     CPG = c.chunks_per_group
     CW = clog2(CPG + 1)
     PB = clog2(B + 1)
     v = V()
-    header(c, v, "LUT Tensor Core-style array (table precompute, bit-serial planes, shift-accumulate)")
+    tables = ("streamed tables" if c.streams_tables else "table precompute") + ("" if sym else f", {E}-entry tables")
+    header(c, v, f"LUT Tensor Core-style array ({tables}, bit-serial planes, shift-accumulate)")
     input_fields(c, v)
     shadow_decls(c, v, "lut")
     v("wire in_fire = in_valid & in_ready;")
@@ -53,15 +58,15 @@ def generate(cfg: ArrayConfig) -> str:
                 e2m1_decode(v, f"q_{n}_{t}", f"wp_{n}_{t}")
                 v(f"wire [4:0] u_{n}_{t} = {{~wp_{n}_{t}[4], wp_{n}_{t}[3:0]}};")
     plane_src = (lambda n, t: f"u_{n}_{t}") if c.e2m1 else (lambda n, t: f"q_{n}_{t}")
-    v("// ---- table precompute (combinational on the input beat)")
-    for m in range(M):
-        for e in range(E):
-            terms = [sext(f"a_{m}_0", AW, TW)]
-            for t in range(1, K):
-                s = "+" if (e >> (t - 1)) & 1 else "-"
-                terms.append(f"{s} {sext(f'a_{m}_{t}', AW, TW)}")
-            v(f"wire [{TW - 1}:0] tn_{m}_{e} = {' '.join(terms)};")
-    v()
+    if c.streams_tables:  # registered as they come: row m's entries at in_tbl[m*E*TW +: E*TW]
+        table_in = lambda m: f"in_tbl[{(m + 1) * E * TW - 1}:{m * E * TW}]"  # noqa: E731
+    else:
+        v("// ---- table precompute (combinational on the input beat)")
+        for m in range(M):
+            for e in range(E):
+                v(f"wire [{TW - 1}:0] tn_{m}_{e} = {table_entry(m, e, K, AW, TW, sym)};")
+        v()
+        table_in = lambda m: f"{{{', '.join(f'tn_{m}_{e}' for e in reversed(range(E)))}}}"  # noqa: E731
     v("// ---- stage registers: tables, plane-major weights, chunk flags")
     v(f"reg busy; reg [{PB - 1}:0] pl; reg st_first, st_last, st_glast;")
     for m in range(M):
@@ -94,7 +99,7 @@ def generate(cfg: ArrayConfig) -> str:
     v("    if (in_fire) begin")
     v(f"        st_first <= (ci == {CW}'d0); st_last <= (ci == {CW}'d{CPG - 1}); st_glast <= in_last;")
     for m in range(M):
-        v(f"        tbl_{m} <= {{{', '.join(f'tn_{m}_{e}' for e in reversed(range(E)))}}};")
+        v(f"        tbl_{m} <= {table_in(m)};")
     for n in range(N):
         bits = []
         for b in range(B):
@@ -112,7 +117,8 @@ def generate(cfg: ArrayConfig) -> str:
     for n in range(N):
         top = (B - 1) * K
         v(f"wire [{K - 1}:0] cw_{n} = wpl_{n}[{top + K - 1}:{top}];")
-        v(f"wire [{K - 2}:0] ix_{n} = cw_{n}[0] ? cw_{n}[{K - 1}:1] : ~cw_{n}[{K - 1}:1];")
+        if sym:  # bit 0 clear: the complement's entry, negated below
+            v(f"wire [{K - 2}:0] ix_{n} = cw_{n}[0] ? cw_{n}[{K - 1}:1] : ~cw_{n}[{K - 1}:1];")
     for m in range(M):
         v(f"reg signed [{SUMW - 1}:0] S_{m};")
         v(f"wire signed [{TW - 1}:0] tsum_{m} = tbl_{m}[{E * TW - 1}:{(E - 1) * TW}];")
@@ -123,12 +129,15 @@ def generate(cfg: ArrayConfig) -> str:
             if B > 1:
                 v(f"reg signed [{PTW - 2}:0] part_{m}_{n};  // before the last plane |part| < 2^(B-1) * K * 2^(AW-1)")
     v("always @(posedge clk) begin : lut_array  // procedural: evaluated once per clock")
-    v(f"    reg signed [{TW - 1}:0] tv, lk; reg signed [{PTW - 1}:0] pn; reg signed [{ACCW - 1}:0] an;")
+    v(f"    reg signed [{TW - 1}:0] {'tv, ' if sym else ''}lk; reg signed [{PTW - 1}:0] pn; reg signed [{ACCW - 1}:0] an;")
     for m in range(M):
         for n in range(N):
             p = f"{m}_{n}"
-            v(f"    tv = tbl_{m}[ix_{n} * {TW} +: {TW}];")
-            v(f"    lk = cw_{n}[0] ? tv : -tv;")
+            if sym:
+                v(f"    tv = tbl_{m}[ix_{n} * {TW} +: {TW}];")
+                v(f"    lk = cw_{n}[0] ? tv : -tv;")
+            else:
+                v(f"    lk = tbl_{m}[cw_{n} * {TW} +: {TW}];")
             if B > 1:
                 v(f"    pn = (pl == {PB}'d0 ? {PTW}'d0 : {{part_{p}, 1'b0}}) + {sext('lk', TW, PTW)};")
             else:
@@ -162,3 +171,12 @@ def generate(cfg: ArrayConfig) -> str:
     )
     v("endmodule")
     return v.text()
+
+
+def table_entry(m: int, e: int, K: int, AW: int, TW: int, sym: bool) -> str:
+    """Entry e of row m's table as a K-term sum: symmetric T8[e] (a_0 always +, feature t by bit t-1 of e)
+    or the full T16[e] (feature t by bit t of e)."""
+    plus = [True] + [bool((e >> (t - 1)) & 1) for t in range(1, K)] if sym else [bool((e >> t) & 1) for t in range(K)]
+    terms = [("" if plus[0] else "-") + sext(f"a_{m}_0", AW, TW)]
+    terms += [f"{'+' if plus[t] else '-'} {sext(f'a_{m}_{t}', AW, TW)}" for t in range(1, K)]
+    return " ".join(terms)

@@ -10,7 +10,8 @@ element i of the row-major flattening sits at bits [i*bits, (i+1)*bits). Per-bea
 beat's K-chunk of their TileInputs field (columns k0..k0+K-1); per-group ports carry column j of the
 field on the first beat of weight group j and are ignored (driven 0) on the others. Arrays with the minimum
 term (scale-and-minimum groups, `rtl.gen.common.MinsConfig`) have two more per-group ports, in_minm and
-in_mins; arrays of E2M1 codes have no in_zero. The handshake rules and the meaning of each field: rtl/gen/common.py's docstring.
+in_mins; arrays of E2M1 codes have no in_zero; a LUT array that streams its tables (ArrayConfig.table
+"stream") takes in_tbl, each chunk's hwsim.golden.lut_tables of a (form "lut_tables"), instead of in_act. The handshake rules and the meaning of each field: rtl/gen/common.py's docstring.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Port:
     signed: bool = False  # data: elements are two's complement (else unsigned)
     per: str | None = None  # data: "beat" (every beat) or "group" (the first beat of each weight group)
     field: str | None = None  # data: the hwsim.golden.TileInputs field it carries ("y" for the output)
+    form: str | None = None  # data: None (the field's values) or "lut_tables" (golden.lut_tables of the field's chunk)
 
     @property
     def count(self) -> int:
@@ -72,12 +74,18 @@ def stream_ports(cfg: ArrayConfig) -> list[Port]:
     c = cfg
     M, N, K, AW, B, MW, SW, YW, EL = c.M, c.N, c.K, c.act_bits, c.bits, c.mant_bits, c.shift_bits, c.y_bits, c.lanes
     grp = dict(stream="in", role="data", per="group")
+    if c.streams_tables:
+        E, TW = c.table_entries, c.table_bits
+        act = Port("in_tbl", "input", "in", "data", "precomputed tables T[m, e] of the beat's K-chunk (hwsim.golden.lut_tables)",
+                   (M, E), TW, True, "beat", "a", "lut_tables")
+    else:
+        act = Port("in_act", "input", "in", "data", "activations a[m, k0+t] of the beat's K-chunk", (M, K), AW, True, "beat", "a")
     return [
         Port("clk", "input", None, "clock", "the clock (every register samples its rising edge)"),
         Port("rst_n", "input", None, "reset", "synchronous reset, active low"),
         Port("in_valid", "input", "in", "valid", "an input beat is offered"),
         Port("in_ready", "output", "in", "ready", "the array takes the offered beat"),
-        Port("in_act", "input", "in", "data", "activations a[m, k0+t] of the beat's K-chunk", (M, K), AW, True, "beat", "a"),
+        act,
         Port("in_w", "input", "in", "data", "weight codes q[n, k0+t] of the beat's K-chunk", (N, K), B, False, "beat", "codes"),
         # E2M1 codes (weight_format "e2m1", hwsim/golden.py 1b) have no zero points
         *([] if c.e2m1 else [Port("in_zero", "input", carries="zero points z[n, j]", shape=(N,), bits=B, field="zeros", **grp)]),

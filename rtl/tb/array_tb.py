@@ -183,7 +183,13 @@ class ArrayTB:
         for p in self.in_payload:
             if p.role != "data":
                 continue
-            if p.per == "beat":
+            if p.per == "beat" and p.form == "lut_tables":  # streamed tables: the activations they stand for
+                tables = np.stack([p.unpack(b[p.name]) for b in beats], axis=1)  # [M, beats, E]
+                try:
+                    f[p.field] = gm.lut_activations(tables, c.K, c.sym)
+                except ValueError as e:
+                    raise AssertionError(f"{p.name}: {e}") from None
+            elif p.per == "beat":
                 f[p.field] = np.stack([p.unpack(b[p.name]) for b in beats], axis=1).reshape(p.shape[0], -1)
             else:
                 f[p.field] = np.stack([p.unpack(b[p.name]) for b in heads], axis=1)
@@ -240,7 +246,9 @@ class ArrayTB:
                 if p.role == "last":
                     beat[p.name] = int(ch == nch - 1)
                 elif p.per == "beat":
-                    beat[p.name] = p.pack(getattr(t, p.field)[:, ch * K : (ch + 1) * K])
+                    chunk = getattr(t, p.field)[:, ch * K : (ch + 1) * K]
+                    # streamed tables are the program's precompute of the chunk: golden.lut_tables, as the array would build them
+                    beat[p.name] = p.pack(gm.lut_tables(chunk, K, c.sym) if p.form == "lut_tables" else chunk)
                 else:
                     beat[p.name] = p.pack(getattr(t, p.field)[:, j]) if head else 0
             out.append(beat)

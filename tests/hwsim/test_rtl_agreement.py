@@ -28,6 +28,10 @@ FAST = [
     # E2M1 codes: lut-tc's five planes a beat, mixpe's two-shift PEs
     dict(design="lut-tc", M=2, N=8, K=4, bits=4, act="a8", group=16, lanes=2, weight_format="e2m1"),
     dict(design="mixpe", M=2, N=8, K=4, bits=4, act="a8", group=16, lanes=4, weight_format="e2m1"),
+    # lut-tc's table variants: streamed (precomputed) tables, full 2^K-entry tables, both
+    dict(design="lut-tc", M=2, N=8, K=4, bits=2, act="a8", group=16, lanes=2, table="stream"),
+    dict(design="lut-tc", M=2, N=8, K=4, bits=3, act="a16", group=16, lanes=4, sym=False),
+    dict(design="lut-tc", M=2, N=8, K=4, bits=4, act="a8", group=16, lanes=2, weight_format="e2m1", table="stream", sym=False),
 ]
 SLOW = [
     dict(design="lut-tc", M=2, N=8, K=4, bits=4, act="a16", group=32, lanes=8),
@@ -76,7 +80,12 @@ def check(cfg: ArrayConfig, rng, groups: list[int], gaps: bool, backpressure: bo
         np.testing.assert_array_equal(y, gm.tile_y(cfg, t.a, t.codes, t.zeros, t.mant, t.d, t.da))
 
 
-@pytest.mark.parametrize("params", FAST, ids=lambda p: f"{p['design']}-{p.get('weight_format', 'int')}{p['bits']}{p['act']}g{p['group']}")
+def _fast_id(p: dict) -> str:
+    variant = ("-stream" if p.get("table") == "stream" else "") + ("-nosym" if p.get("sym") is False else "")
+    return f"{p['design']}-{p.get('weight_format', 'int')}{p['bits']}{p['act']}g{p['group']}{variant}"
+
+
+@pytest.mark.parametrize("params", FAST, ids=_fast_id)
 def test_rtl_equals_hwsim(params):
     cfg = ArrayConfig(**params)
     rng = np.random.default_rng(7)
