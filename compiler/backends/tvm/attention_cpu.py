@@ -11,6 +11,13 @@ context holds, not the cache's capacity, and rows past the last position are nev
         p = exp(scores - m_r) (vectorized over the block), l_r += p, acc_r += p v[j, h]
       one split: o = acc / l;  several (decode): (m, l, acc) per split in `part`, then combined per (i, h)
 
+A prefill over a float cache (f32 or f16, no window) takes another walk, with queries in vector lanes: a task
+is TILE consecutive queries x one KV head; each block of rows is widened once into a float32 buffer, the scores
+of 8 rows at a time are independent FMA chains over D (a query vector times a broadcast K value: no reduction
+tree), the online softmax runs lane-wise (query l masks rows past pos[l]), and PV keeps D-chunks of the
+accumulators in registers across the block. One smollm2-135m layer at 512 queries (9 / 3 heads, D 64, fp16
+cache) went 4.1 -> 1.9 ms at 1 thread.
+
 Splits: at S = 1 the Hkv heads alone leave threads idle (smollm2: 3 heads on 2 threads) and one head's
 cache walk is long, so a decode step splits each head's rows into SPLITS ranges, combined exactly like
 blocks (max, rescale, add). A prefill has S x Hkv tasks and takes one split.
@@ -31,6 +38,7 @@ from compiler.kvformat import TOKEN_GROUP  # rows per -kc key parameter row
 BLOCK = 32  # cache rows per online-softmax block (their scores live in a stack buffer)
 SPLITS = 8  # row ranges of a decode step's walk, in parallel
 SPLIT_MIN = 128  # a decode context up to this many rows is walked by one thread
+TILE = 16  # prefill queries per task of a float cache, one per vector lane
 
 
 def lanes(d: int) -> int:
@@ -211,6 +219,94 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                 o[i, g, rp(c * vl)] = acc[rp(g * d + c * vl)] * bc(inv)
 
     W = window
+    QT = TILE
+    tiled = kv_bits is None and not W  # a float cache's prefill: queries in vector lanes (tile_walk)
+    EC = vl  # D values per register block of the PV accumulators
+    RU = 8  # cache rows per register block of the scores (B is a multiple)
+
+    def qv(buf, base):  # the QT query lanes of buf from base
+        return buf[T.Ramp(base, 1, QT)]
+
+    @T.macro
+    def tile_walk(q, k, v, pos, o, S, C, t, h):
+        # queries t*QT .. t*QT+QT-1 (lanes) x the rep query heads of KV head h: scores, softmax and PV vectorized over the
+        # queries, each K / V value widened once into a block buffer and broadcast; query l masks rows past pos[l]
+        qt = T.alloc_buffer((rep * d * QT,), "float32")  # [r, e, lane]: q * scale
+        pq = T.alloc_buffer((QT,), "int32")  # each lane's position (-1: no query)
+        hi1 = T.alloc_buffer((1,), "int64")
+        kb = T.alloc_buffer((B * d,), "float32")
+        vb = T.alloc_buffer((B * d,), "float32")
+        sc = T.alloc_buffer((rep * B * QT,), "float32")  # [r, jj, lane]
+        mr = T.alloc_buffer((rep * QT,), "float32")
+        lr = T.alloc_buffer((rep * QT,), "float32")
+        acc = T.alloc_buffer((rep * d * QT,), "float32")  # [r, e, lane]
+        bm = T.alloc_buffer((QT,), "float32")
+        cr = T.alloc_buffer((QT,), "float32")
+        ls = T.alloc_buffer((QT,), "float32")
+        blk = T.alloc_buffer((max(EC, RU) * QT,), "float32")
+        hi1[0] = T.int64(0)
+        for ln in range(QT):
+            i = T.Bind(t * QT + ln)
+            if i < S:
+                pq[ln] = T.Cast("int32", T.min(T.Cast("int64", pos[i]), C - 1))  # (rows past C are never read)
+                hi1[0] = T.max(hi1[0], T.Cast("int64", pq[ln]) + 1)
+                for r in range(rep):
+                    for e in range(d):
+                        qt[(r * d + e) * QT + ln] = q[i, h * rep + r, e] * T.float32(sc_f)
+            else:
+                pq[ln] = -1
+                for r in range(rep):
+                    for e in range(d):
+                        qt[(r * d + e) * QT + ln] = T.float32(0)
+        for r in range(rep):
+            mr[T.Ramp(r * QT, 1, QT)] = T.Broadcast(lo_f, QT)
+            lr[T.Ramp(r * QT, 1, QT)] = T.Broadcast(T.float32(0), QT)
+            for e in range(d):
+                acc[T.Ramp((r * d + e) * QT, 1, QT)] = T.Broadcast(T.float32(0), QT)
+        for jb in range((hi1[0] + B - 1) // B):
+            j0 = T.Bind(jb * B)
+            nb = T.Bind(T.min(hi1[0] - j0, B))
+            for jj in range(nb):
+                for c in range(dc):
+                    kb[rp(jj * d + c * vl)] = row(k, k, j0 + jj, h, c)
+                    vb[rp(jj * d + c * vl)] = row(v, v, j0 + jj, h, c)
+            for r in range(rep):
+                for jg in range((nb + RU - 1) // RU):  # RU rows at a time: independent FMA chains over e
+                    for u in T.unroll(RU):
+                        blk[T.Ramp(u * QT, 1, QT)] = T.Broadcast(T.float32(0), QT)
+                    for e in range(d):
+                        for u in T.unroll(RU):
+                            blk[T.Ramp(u * QT, 1, QT)] = blk[T.Ramp(u * QT, 1, QT)] + qv(qt, (r * d + e) * QT) * T.Broadcast(kb[(jg * RU + u) * d + e], QT)
+                    for u in T.unroll(RU):  # (rows past nb: stale block rows, masked here)
+                        sc[T.Ramp((r * B + jg * RU + u) * QT, 1, QT)] = T.Select(
+                            T.Broadcast(T.Cast("int32", j0 + jg * RU + u), QT) <= pq[T.Ramp(0, 1, QT)], blk[T.Ramp(u * QT, 1, QT)], T.Broadcast(lo_f, QT))
+                bm[T.Ramp(0, 1, QT)] = mr[T.Ramp(r * QT, 1, QT)]
+                for jj in range(nb):
+                    bm[T.Ramp(0, 1, QT)] = T.max(bm[T.Ramp(0, 1, QT)], sc[T.Ramp((r * B + jj) * QT, 1, QT)])
+                cr[T.Ramp(0, 1, QT)] = vexp(mr[T.Ramp(r * QT, 1, QT)] - bm[T.Ramp(0, 1, QT)], QT)
+                ls[T.Ramp(0, 1, QT)] = T.Broadcast(T.float32(0), QT)
+                for jj in range(nb):
+                    sc[T.Ramp((r * B + jj) * QT, 1, QT)] = T.Select(
+                        T.Broadcast(T.Cast("int32", j0 + jj), QT) <= pq[T.Ramp(0, 1, QT)],
+                        vexp(sc[T.Ramp((r * B + jj) * QT, 1, QT)] - bm[T.Ramp(0, 1, QT)], QT), T.Broadcast(T.float32(0), QT))
+                    ls[T.Ramp(0, 1, QT)] = ls[T.Ramp(0, 1, QT)] + sc[T.Ramp((r * B + jj) * QT, 1, QT)]
+                lr[T.Ramp(r * QT, 1, QT)] = lr[T.Ramp(r * QT, 1, QT)] * cr[T.Ramp(0, 1, QT)] + ls[T.Ramp(0, 1, QT)]
+                mr[T.Ramp(r * QT, 1, QT)] = bm[T.Ramp(0, 1, QT)]
+                for ec in range(d // EC):  # EC accumulators in registers across the block's rows
+                    for u in T.unroll(EC):
+                        blk[T.Ramp(u * QT, 1, QT)] = acc[T.Ramp((r * d + ec * EC + u) * QT, 1, QT)] * cr[T.Ramp(0, 1, QT)]
+                    for jj in range(nb):
+                        for u in T.unroll(EC):
+                            blk[T.Ramp(u * QT, 1, QT)] = blk[T.Ramp(u * QT, 1, QT)] + sc[T.Ramp((r * B + jj) * QT, 1, QT)] * T.Broadcast(vb[jj * d + ec * EC + u], QT)
+                    for u in T.unroll(EC):
+                        acc[T.Ramp((r * d + ec * EC + u) * QT, 1, QT)] = blk[T.Ramp(u * QT, 1, QT)]
+        for ln in range(QT):
+            i = T.Bind(t * QT + ln)
+            if i < S:
+                for r in range(rep):
+                    inv = T.Bind(T.float32(1) / T.max(lr[r * QT + ln], T.float32(1e-38)))
+                    for e in range(d):
+                        o[i, h * rep + r, e] = acc[(r * d + e) * QT + ln] * inv
 
     @T.macro
     def walk_rows(q, k, ks, v, vs, kw, vw, kn, vn, p0, i, lo, hi, nq, mrun, lrun, acc):
@@ -268,6 +364,13 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             init(mrun1, lrun1, acc1)
             walk_rows(q, k, ks, v, vs, kw, vw, kn, vn, p0, 0, T.int64(0), t0, nq0, mrun1, lrun1, acc1)
             finish(o, 0, lrun1, acc1)
+        elif tiled:
+            NT = T.Bind((S + QT - 1) // QT)
+            for task in T.parallel(NT * hkv):
+                # tiles taken in the order 0, NT-1, 1, NT-2, ...: tile t walks about (t + 1) QT rows
+                tk = T.Bind(task // hkv)
+                t = T.Bind(T.if_then_else(tk % 2 == 0, tk // 2, NT - 1 - tk // 2))
+                tile_walk(q, k, v, pos, o, S, C, t, task % hkv)
         else:
             for t in T.parallel(S):
                 # queries taken in the order 0, S-1, 1, S-2, ...: query i walks i + 1 rows, so each thread's share
