@@ -11,8 +11,8 @@ context holds, not the cache's capacity, and rows past the last position are nev
         p = exp(scores - m_r) (vectorized over the block), l_r += p, acc_r += p v[j, h]
       one split: o = acc / l;  several (decode): (m, l, acc) per split in `part`, then combined per (i, h)
 
-A prefill over a float cache (f32 or f16, no window) takes another walk, with queries in vector lanes: a task
-is TILE consecutive queries x one KV head; each block of rows is widened once into a float32 buffer, the scores
+A prefill without a float window (f32, f16 or quantized cache) takes another walk, with queries in vector lanes: a task
+is TILE consecutive queries x one KV head; each block of rows is widened (or dequantized) once into a float32 buffer, the scores
 of 8 rows at a time are independent FMA chains over D (a query vector times a broadcast K value: no reduction
 tree), the online softmax runs lane-wise (query l masks rows past pos[l]), and PV keeps D-chunks of the
 accumulators in registers across the block. One smollm2-135m layer at 512 queries (9 / 3 heads, D 64, fp16
@@ -220,7 +220,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
 
     W = window
     QT = TILE
-    tiled = kv_bits is None and not W  # a float cache's prefill: queries in vector lanes (tile_walk)
+    tiled = not W  # a prefill without a float window: queries in vector lanes (tile_walk)
     EC = vl  # D values per register block of the PV accumulators
     RU = 8  # cache rows per register block of the scores (B is a multiple)
 
@@ -228,7 +228,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         return buf[T.Ramp(base, 1, QT)]
 
     @T.macro
-    def tile_walk(q, k, v, pos, o, S, C, t, h):
+    def tile_walk(q, k, ks, v, vs, pos, o, S, C, t, h):
         # queries t*QT .. t*QT+QT-1 (lanes) x the rep query heads of KV head h: scores, softmax and PV vectorized over the
         # queries, each K / V value widened once into a block buffer and broadcast; query l masks rows past pos[l]
         qt = T.alloc_buffer((rep * d * QT,), "float32")  # [r, e, lane]: q * scale
@@ -268,8 +268,8 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
             nb = T.Bind(T.min(hi1[0] - j0, B))
             for jj in range(nb):
                 for c in range(dc):
-                    kb[rp(jj * d + c * vl)] = row(k, k, j0 + jj, h, c)
-                    vb[rp(jj * d + c * vl)] = row(v, v, j0 + jj, h, c)
+                    kb[rp(jj * d + c * vl)] = row(k, ks, j0 + jj, h, c, None, True)
+                    vb[rp(jj * d + c * vl)] = row(v, vs, j0 + jj, h, c)
             for r in range(rep):
                 for jg in range((nb + RU - 1) // RU):  # RU rows at a time: independent FMA chains over e
                     for u in T.unroll(RU):
@@ -370,7 +370,7 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                 # tiles taken in the order 0, NT-1, 1, NT-2, ...: tile t walks about (t + 1) QT rows
                 tk = T.Bind(task // hkv)
                 t = T.Bind(T.if_then_else(tk % 2 == 0, tk // 2, NT - 1 - tk // 2))
-                tile_walk(q, k, v, pos, o, S, C, t, task % hkv)
+                tile_walk(q, k, ks, v, vs, pos, o, S, C, t, task % hkv)
         else:
             for t in T.parallel(S):
                 # queries taken in the order 0, S-1, 1, S-2, ...: query i walks i + 1 rows, so each thread's share
