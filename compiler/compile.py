@@ -292,6 +292,11 @@ def compile_model(
         "timings_s": {"load": round(t_load, 3), "quantize": round(t_quant, 3)},
     }
 
+    if options.vector_unit is not None and any(t.family == "accel" for t in target_list):  # the vector unit's static scales
+        from dataclasses import replace
+
+        options = replace(options, calib_feeds=feeds or calib_feeds())
+
     def build_targets(tmp: Path):  # each compiled target writes its sub-folder into the temporary artifact
         for t in target_list:
             if t.build is not None:

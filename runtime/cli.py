@@ -104,6 +104,8 @@ def models():
 @click.option("--print-ir", is_flag=True, help="print the compiled graph")
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
 @click.option("--array", default=None, help="accelerator targets (one per design): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
+@click.option("--vector-unit", default=None, help="accelerator targets: run these ops on the vector unit beside the arrays instead of the host "
+              "(integer golden models, static scales from the calibration text): all, or a comma list of norm, gate, attn [default: none]")
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
 @click.option("--quant-head", default=None, help="also quantize the LM head (causal LMs, RTN), e.g. w8pc or w4g128 [default: float]")
 @click.option("--quant-layer", default=None, help="per-layer formats PATTERN=SPEC,... (substring or glob of a weight name; lm_head: the head; none: float), e.g. 'down_proj=w8pc,lm_head=w8g32'")
@@ -119,7 +121,7 @@ def models():
               "scale per 32 values of a head (ref, tvm-cpu, mlir-cpu and the accelerator paths); -rot rotates every K and V head by a Hadamard transform first "
               "(spreads outlier channels); -kc quantizes keys per channel over 32 rows (KIVI, int4/int2, with -wN); -gN a scale per N values (64, 128); "
               "-wN reads the N most recent rows in float32, e.g. int4-rot-w128")
-def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, rotate, awq, seed, print_ir, dump_mlir, array, tune, quant_head, quant_layer, bpw, imatrix,
+def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, calib_seqlen, damp, act_order, smooth, rotate, awq, seed, print_ir, dump_mlir, array, vector_unit, tune, quant_head, quant_layer, bpw, imatrix,
                 act_outliers, kv):
     """Compile MODEL (a Hugging Face directory or a preset name) into an artifact directory."""
     from compiler.artifact import MANIFEST
@@ -132,7 +134,7 @@ def compile_cmd(model, out, quant, act, method, targets, calib, calib_samples, c
         _check_array_memory(array)
     con = _console()
     t0 = time.perf_counter()
-    opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array)
+    opts = BuildOptions(tune=tune, dump_mlir=dump_mlir, array=array, vector_unit=vector_unit)
     r = compile_model(model, out, quant, act, method, targets, seed, calib, calib_samples, calib_seqlen, damp, progress=sys.stderr.isatty(), options=opts, smooth=smooth, act_order=act_order, quant_head=quant_head, quant_layer=quant_layer, bpw=bpw, imatrix=imatrix, awq=awq, act_outliers=act_outliers, kv=kv, rotate=rotate)
     spec = r["spec"]
     if print_ir:

@@ -25,9 +25,11 @@ class BuildOptions:
     tune: bool = False  # tvm-cpu: measured choice among the matching fast qlinear kernels (cached)
     dump_mlir: bool = False  # mlir-*: keep IREE's compilation phases in <target>/stages/
     array: str | dict | None = None  # accelerator targets: array shape and SRAM sizes (`--array`)
+    vector_unit: str | None = None  # accelerator targets: the ops the vector unit takes off the host (`--vector-unit`)
+    calib_feeds: list | None = field(default=None, repr=False)  # set by the driver when vector_unit is: its static scales' calibration inputs
 
     def set_fields(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) not in (None, False)]
+        return [f.name for f in fields(self) if f.name != "calib_feeds" and getattr(self, f.name) not in (None, False)]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ def _build_accel(graph, name: str, out_dir: Path, options: BuildOptions) -> dict
 def _check_accel(spec, name: str, options: BuildOptions) -> None:
     from compiler.backends.accel import check_spec
 
+    from compiler.backends.accel.vector import parse_units
+
+    parse_units(options.vector_unit)
     check_spec(spec, name, options.array)
 
 
@@ -79,7 +84,7 @@ def targets() -> dict[str, Target]:
 
     out = {t.name: t for t in _FIXED}
     for d in DESIGNS.values():
-        out[d.name] = Target(d.name, "accel", f"accelerator program for the {d.name} array ({d.title})", _build_accel, _check_accel, ("array",))
+        out[d.name] = Target(d.name, "accel", f"accelerator program for the {d.name} array ({d.title})", _build_accel, _check_accel, ("array", "vector_unit"))
     return out
 
 
@@ -96,7 +101,7 @@ def parse_targets(text: str) -> list[Target]:
 def check_options(chosen: list[Target], options: BuildOptions) -> None:
     """Refuse an option that none of the chosen targets reads."""
     read = {o for t in chosen for o in t.options}
-    flags = {"tune": "--tune", "dump_mlir": "--dump-mlir", "array": "--array"}
+    flags = {"tune": "--tune", "dump_mlir": "--dump-mlir", "array": "--array", "vector_unit": "--vector-unit"}
     for name in options.set_fields():
         if name not in read:
             users = [t.name for t in targets().values() if name in t.options]

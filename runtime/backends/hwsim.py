@@ -1,6 +1,7 @@
 """`hwsim:<design>` (every design of hwsim.designs): run a compiled artifact's accelerator program with every
 quantized linear on the cycle-level array simulator (hwsim.arrays.simulate_linear: integer, bit-exact with
-hwsim.golden) and everything else on the host (numpy, compiler.reference's kernels).
+hwsim.golden), the vector unit's commands of a `--vector-unit` program with hwsim.vector's golden models (the
+shared executor, compiler/backends/accel/vector.py), and everything else on the host (numpy, compiler.reference's kernels).
 
 The program comes from <artifact>/<design>/ (`lowbit compile MODEL --target lut-tc,...`). Per layer the
 backend records cycles (compute and stall), array utilization, and energy (hwsim.cost.energy) in
@@ -134,6 +135,9 @@ class HwsimBackend(Backend):
 
     def reset_stats(self):
         self.executor.records.clear()
+        self.executor.vector.counts.clear()
 
     def summary(self) -> dict:
-        return {"design": self.design, "array": self.program.array, **summarize(self.executor.records)}
+        # vector_ops: the VEC_* commands run (--vector-unit), counted only: the unit has no cycle or energy model here yet
+        vec = {"vector_ops": dict(self.executor.vector.counts)} if self.executor.vector.counts else {}
+        return {"design": self.design, "array": self.program.array, **summarize(self.executor.records), **vec}

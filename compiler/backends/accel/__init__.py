@@ -5,6 +5,8 @@ Files (README.md describes the command stream and the weight layouts):
 - program.py    Command / LayerPlan / Program dataclasses, program.json (de)serialization, loading
 - lower.py      tiling to the array and SRAM sizes, weight re-layout, dyadic scales, the command stream
                 (integer codes, and the E2M1 codes of mxfp4 / nvfp4 on the arrays' e2m1 weight format)
+- vector.py     --vector-unit: norms, gates and attention as vector-unit commands (static scales from a
+                calibration run), run with hwsim.vector's golden models
 - reference.py  the accelerator integer reference: executes a program with hwsim.golden.tile_y tile by
                 tile (host ops in numpy through compiler.reference); the hwsim and rtl runtimes subclass it
 
@@ -53,7 +55,9 @@ def build_accel_target(graph, target: str, out_dir: Path, options) -> dict:
     from safetensors.numpy import save_file
 
     t0 = time.perf_counter()
-    prog, tensors = lower_graph(graph, target, options.array)
+    from compiler.backends.accel.vector import parse_units
+
+    prog, tensors = lower_graph(graph, target, options.array, parse_units(getattr(options, "vector_unit", None)), getattr(options, "calib_feeds", None))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prog.save(out_dir)

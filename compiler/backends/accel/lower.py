@@ -188,8 +188,11 @@ def weight_resident(cfg: ArrayConfig, k: int, mem, mins: bool = False) -> bool:
     return block <= mem.weight_sram_kib * 1024 / (2 if mem.double_buffer else 1)
 
 
-def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[Program, dict[str, np.ndarray]]:
-    """Graph -> (Program, tensors for <design>/weights.safetensors)."""
+def lower_graph(graph: Graph, design: str, array: dict | None = None, vector_units=(), calib_feeds=None) -> tuple[Program, dict[str, np.ndarray]]:
+    """Graph -> (Program, tensors for <design>/weights.safetensors). vector_units: the units of
+    compiler.backends.accel.vector that take their ops off the host (scales from `calib_feeds`)."""
+    from compiler.backends.accel import vector
+
     array = parse_array(array)
     mem = memory_config(array)
     qnodes = [i for i, nd in enumerate(graph.nodes) if nd.op == "qlinear"]
@@ -210,6 +213,19 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
     layers: dict[str, LayerPlan] = {}
     cmds: list[Command] = []
     weight_bytes = 0
+    vec_cmds: dict[int, list[Command]] = {}
+    if vector_units:
+        vnodes = vector.vector_nodes(graph, vector_units)
+        if calib_feeds is None:
+            raise LowbitError(f"--vector-unit on target {design} needs calibration inputs for its static scales", "compile through `lowbit compile` (it passes them)")
+        vec_cmds = vector.lower_vector(graph, vnodes, vector.calibrate(graph, calib_feeds, vnodes), tensors)
+
+    def from_vector(tensor: str) -> bool:
+        """The tensor is a vector-unit output (or a reshape of one): its int8 codes go to the array as they are."""
+        i = producer_of.get(tensor)
+        while i is not None and graph.nodes[i].op in vector.PASS_THROUGH:
+            i = producer_of.get(graph.nodes[i].inputs[0])
+        return i in vec_cmds
 
     def act_prep(tensor: str, producer: str):
         idx = consumers[tensor]
@@ -217,7 +233,8 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
         users = [graph.nodes[i].outputs[0] for i in idx]
         if any(cfgs[i].act != c0.act or cfgs[i].group != c0.group for i in idx):
             raise LowbitError(f"layers {users} read one activation with different act modes or groups", "use one quant spec for the model")
-        cmds.append(Command("QUANT_ACT", tensor, {"act": c0.act, "group": c0.group, "bits": c0.act_bits, "fused_into": producer, "consumers": users}))
+        fv = {"from_vector": True} if c0.act == "a8" and from_vector(tensor) else {}
+        cmds.append(Command("QUANT_ACT", tensor, {"act": c0.act, "group": c0.group, "bits": c0.act_bits, "fused_into": producer, "consumers": users, **fv}))
         if DESIGNS[design].precompute_tables:
             cmds.append(Command("PRECOMPUTE_TABLE", tensor, {"K": c0.K, "entries": 1 << (c0.K - 1), "entry_bits": c0.table_bits, "fused_into": producer, "consumers": users}))
 
@@ -225,7 +242,9 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
         if t not in producer_of:
             act_prep(t, "input")
     for i, nd in enumerate(graph.nodes):
-        if nd.op != "qlinear":
+        if i in vec_cmds:
+            cmds.extend(vec_cmds[i])
+        elif nd.op != "qlinear":
             cmds.append(Command("HOST_OP", nd.outputs[0], {"index": i, "kernel": nd.op}))
         else:
             weight_bytes += _lower_layer(graph, i, cfgs[i], mem, design, layers, tensors, cmds)
@@ -245,6 +264,7 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None) -> tuple[P
             "host_ops": sum(c.op == "HOST_OP" for c in cmds),
             "tables": sum(c.op == "PRECOMPUTE_TABLE" for c in cmds),
             "min_layers": sum(p.mins for p in layers.values()),
+            **({"vector_units": list(vector_units), "vector_ops": sum(c.op.startswith("VEC_") for c in cmds)} if vector_units else {}),
         },
     )
     return prog, tensors

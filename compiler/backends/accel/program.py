@@ -37,6 +37,12 @@ OPS = {
     "DEQUANT": "array",  # the dyadic per-group epilogue: Y += rshift_round(acc * mant, d + da) (+ rshift_round(S * mm, dm + da))
     "STORE": "array",  # Y tile -> output buffer (accumulated over K splits)
     "SCALE_OUT": "host",  # y = Y * 2^(E[n] - (MW-1)) * row_scale[m] (+ bias), float32
+    # the vector unit (--vector-unit; compiler/backends/accel/vector.py, hwsim.vector's golden models):
+    "VEC_NORM": "vector",  # RMSNorm / I-LayerNorm of int8 rows (input quantized per row), int8 out at a static scale
+    "VEC_GATE": "vector",  # ShiftGELU / SiLU, int8 in and out at static scales
+    "VEC_QK": "vector",  # int8 Q K^T per head, int32 scores (masked ones at the int32 minimum)
+    "VEC_SOFTMAX": "vector",  # Shiftmax of the int32 scores: uint8 probabilities at 2^-8
+    "VEC_PV": "vector",  # uint8 P x int8 V per head, int8 out at a static scale
 }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from compiler.backends.accel.lower import decode_tile
 from compiler.backends.accel.program import Command, LayerPlan, Program
+from compiler.backends.accel.vector import PASS_THROUGH, VectorRunner
 from compiler.reference import KERNELS, QLinearWeights
 from hwsim import golden
 from hwsim.config import ArrayConfig
@@ -40,6 +41,13 @@ def quantize_act(x: np.ndarray, act: str, group: int, bfp_bits: int, shift_bits:
         return ActInputs(a, np.zeros((x.shape[0], x.shape[1] // group), np.int64), sa.astype(np.float64))
     a, da, EA = golden.bfp_quantize(x.astype(np.float16).astype(np.float64), group, bfp_bits, shift_bits)
     return ActInputs(a, da, np.ldexp(1.0, EA - (bfp_bits - 1)))
+
+
+def vector_act(codes: np.ndarray, scale, group: int) -> ActInputs:
+    """A vector-unit output as the array's A8 activations: its int8 codes, row scale its scale (per tensor or per row)."""
+    a = np.asarray(codes, np.int64).reshape(-1, np.shape(codes)[-1])
+    rs = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (a.shape[0],)).copy()
+    return ActInputs(a, np.zeros((a.shape[0], a.shape[1] // group), np.int64), rs)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class ProgramExecutor:
         self._layer_cmds = {name: program.layer_commands(name) for name in program.layers}
         self.records: list[dict] = []  # one per layer execution (and per table precompute)
         self._host_prepared: dict[int, QLinearWeights] = {}  # qembedding tables, unpacked once
+        self.vector = VectorRunner(graph, tensors)  # VEC_* commands (--vector-unit)
 
     # ---- weights
     def tile_codes(self, plan: LayerPlan, nt: int, ks: int) -> np.ndarray:
@@ -105,6 +114,7 @@ class ProgramExecutor:
         g = self.graph
         env = {k: np.asarray(feeds[k]) for k in g.inputs}
         acts: dict[str, ActInputs] = {}
+        self.vector.ints.clear()
         cmds = self.prog.commands
         pc = 0
         while pc < len(cmds):
@@ -114,6 +124,12 @@ class ProgramExecutor:
                 ins = [g.consts[v] if v in g.consts else env[v] for v in node.inputs]
                 for name, val in zip(node.outputs, KERNELS[node.op](ins, node.attrs, self.host_prepared(c.args["index"], node, ins))):
                     env[name] = val
+                if node.op in PASS_THROUGH:
+                    self.vector.pass_through(node, env)
+            elif c.op.startswith("VEC_"):
+                self.vector.run(c, env)
+            elif c.op == "QUANT_ACT" and c.args.get("from_vector"):
+                acts[c.node] = vector_act(*self.vector.ints[c.node], c.args["group"])
             elif c.op == "QUANT_ACT":
                 base = ArrayConfig.from_dict(self.prog.array)
                 acts[c.node] = quantize_act(env[c.node], c.args["act"], c.args["group"], base.bfp_bits, base.shift_bits)

@@ -1,0 +1,344 @@
+"""The vector unit's share of a transformer block (`--vector-unit UNITS`): norms, the GELU / SiLU gates and
+attention (QK^T, Shiftmax, PV) lowered to vector-unit commands and run with hwsim.vector's integer golden
+models, bit for bit (README.md in this folder: the commands; docs/hwsim/vector_unit.md: accuracy).
+
+Scales. int8 tensors the unit reads from the host are quantized per row (token) at run time, QUANT_ACT's
+rule (golden.quantize_a8), as the arrays' A8 activations are: the norm inputs (a residual stream whose
+outlier channels reach 2e4 on a few of SmolLM2's tokens; the norm's result depends on the scale only through
+eps_int, formed per row), the gate inputs and Q. K and V, which a decode step reads from the cache, have
+static per-tensor scales, max |x| / 127 over a calibration run of the quantized graph on `ref` (the
+compile's calibration text, compiler.quant.calib). Outputs leave per row too: a first pass at a calibrated
+(norms, PV) or bounding (gates) scale gives the row's largest code m, a second pass writes the row at
+(m + 1) / 127 of that scale. Every per-row dyadic pair is made by the host once the row's scale is known
+(`row_pairs`). The unit's int8 outputs go straight to the arrays (QUANT_ACT `from_vector`) or, dequantized,
+to host ops (residual adds, SwiGLU's product, pooling, a float head). Measured errors: docs/hwsim/vector_unit.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.errors import LowbitError
+from hwsim import golden
+from hwsim import vector as vu
+from hwsim.arrays.vector_unit import VectorUnitConfig
+
+from compiler.backends.accel.program import Command
+
+UNITS = ("norm", "gate", "attn")  # the graph ops each unit takes
+UNIT_OPS = {"norm": ("layernorm", "rmsnorm"), "gate": ("gelu", "silu"), "attn": ("attention", "cache_attention")}
+MASKED = -(1 << 31)  # int32 minimum: a masked score, whose shift exponential is 0
+PASS_THROUGH = ("reshape",)  # host ops that keep a tensor's int8 codes (a view)
+EXP_F = vu.F_BITS  # fraction bits of the shift exponential (Shiftmax, the gates): the unit as built (rtl/gen/vector_unit.py's f8)
+EPS_PORT = VectorUnitConfig.eps_max  # the largest eps_int the norm units take
+
+
+def parse_units(text: str | None) -> tuple[str, ...]:
+    """`all` or a comma list of norm, gate, attn -> the units, in UNITS order; () for None."""
+    if text is None:
+        return ()
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if names == ["all"]:
+        return UNITS
+    bad = [n for n in names if n not in UNITS]
+    if bad or not names:
+        raise LowbitError(f"--vector-unit {text!r}: unknown unit(s) {', '.join(bad) or repr(text)}", f"give all or a comma list of {', '.join(UNITS)}")
+    return tuple(u for u in UNITS if u in names)
+
+
+def vector_nodes(graph, units) -> dict[int, str]:
+    """Graph node index -> unit, for every node one of `units` runs (the embedding's norm and the final norm
+    before the head included)."""
+    ops = {op: u for u in units for op in UNIT_OPS[u]}
+    out = {}
+    for i, nd in enumerate(graph.nodes):
+        if nd.op in ops:
+            out[i] = ops[nd.op]
+        elif "attn" in units and nd.op in ("cache_attention_q", "window_attention"):
+            raise LowbitError(f"--vector-unit attn runs attention over a float KV cache, and node {nd.outputs[0]} reads a quantized one",
+                              "compile with --kv fp16 (or f32), or drop attn from --vector-unit")
+    return out
+
+
+def calibrate(graph, feeds: list[dict], nodes: dict[int, str]) -> dict[str, float]:
+    """max |x| over the calibration feeds of every tensor the unit needs a static scale for (ref semantics)."""
+    from compiler.reference import Interpreter
+
+    amax: dict[str, float] = {}
+
+    def see(name, x):
+        amax[name] = max(amax.get(name, 0.0), float(np.abs(np.asarray(x, np.float64)).max()) if np.size(x) else 0.0)
+
+    def after(i, node, ins, outs):
+        u = nodes.get(i)
+        if u is not None:
+            see(node.outputs[0], outs[0])
+            if u == "attn":
+                t = int(np.asarray(ins[3]).max()) + 1 if node.op == "cache_attention" else None
+                for v, x in zip(node.inputs[:3], ins[:3]):
+                    see(v, x if t is None or v == node.inputs[0] else x[:t])
+        return outs
+
+    interp = Interpreter(graph)
+    keep = set(graph.outputs)
+    for f in feeds:
+        env = interp.start(f)
+        interp.run_nodes(env, range(len(graph.nodes)), keep=keep, after_node=after)
+    return amax
+
+
+def _scale(amax: dict, name: str) -> float:
+    a = amax.get(name, 0.0)
+    return a / 127.0 if a > 0 else 1.0
+
+
+def lower_vector(graph, nodes: dict[int, str], amax: dict[str, float], tensors: dict) -> dict[int, list[Command]]:
+    """The vector-unit commands of each node in `nodes` (graph index -> commands); norm gains go into `tensors`
+    as int8 (<out>.vg), LayerNorm's beta as float32 (<out>.vb: rounded to each row's output scale)."""
+    out = {}
+    for i, u in nodes.items():
+        nd = graph.nodes[i]
+        name = nd.outputs[0]
+        if u == "norm":
+            gamma = np.asarray(graph.consts[nd.inputs[1]], np.float64)
+            L = int(gamma.shape[-1])
+            gm = float(np.abs(gamma).max())
+            s_g = gm / 127 if gm > 0 else 1.0
+            s_out = _scale(amax, name)
+            tensors[f"{name}.vg"] = np.clip(np.rint(gamma / s_g), -127, 127).astype(np.int8)
+            bias = None
+            if nd.op == "layernorm":  # float32: each row's int8 bias is rint(beta / the row's output scale)
+                bias = f"{name}.vb"
+                tensors[bias] = np.asarray(graph.consts[nd.inputs[2]], np.float32)
+            mo, so = vu.norm_scales(L, s_g, s_out)
+            out[i] = [Command("VEC_NORM", name, {"index": i, "kind": nd.op, "L": L, "in_scale": "row", "eps": float(nd.attrs["eps"]), "gains": f"{name}.vg",
+                                                 "gain_scale": s_g, "bias": bias, "out_scale": s_out, "mant_o": mo, "sh_o": so, "passes": 2})]
+        elif u == "gate":  # per-row scales only: no calibration
+            out[i] = [Command("VEC_GATE", name, {"index": i, "kind": "gelu" if nd.op == "gelu" else "silu", "in_scale": "row", "out_scale": "row", "passes": 2, "F": EXP_F})]
+        else:
+            sk, sv = (_scale(amax, v) for v in nd.inputs[1:3])
+            s_out = _scale(amax, name)
+            mask = "causal" if nd.op == "attention" and nd.attrs.get("causal") else ("positions" if nd.op == "cache_attention" else "none")
+            out[i] = [  # per-row query scales: Shiftmax's pair is dyadic(s_q[row] k_scale attn_scale 2^F), made per row
+                Command("VEC_QK", name, {"index": i, "q_scale": "row", "k_scale": sk, "mask": mask}),
+                Command("VEC_SOFTMAX", name, {"in_bits": 32, "in_scale": "row", "k_scale": sk, "attn_scale": float(nd.attrs["scale"]), "F": EXP_F}),
+                Command("VEC_PV", name, {"index": i, "v_scale": sv, "out_scale": s_out, "passes": 2}),
+            ]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# hwsim.vector's functions with one dyadic pair per row: the golden functions take one pair per call, and a
+# per-row scale gives each row its own. Each line is the golden function's (tests/compiler/backends/accel/
+# test_vector_ops.py checks them against one golden call per row); axis 1 of the attention tensors [H, S, ..]
+# is the row, axis 0 of the others.
+
+
+def norm_input(x, kind: str, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, row scales, eps_int) of a norm's float rows x [R, L]: QUANT_ACT's per-row int8 (golden.quantize_a8),
+    except that a row so small that its eps_int would pass the unit's port (2^16 - 1) is quantized at the
+    coarser scale where eps_int fits, so the norm still adds eps."""
+    x = np.asarray(x, np.float32)
+    L = x.shape[1]
+    amax = np.abs(x).max(axis=1) / np.float32(127.0)
+    s_min = np.float32(math.sqrt((L if kind == "rmsnorm" else L**3) * eps / EPS_PORT) * (1 + 1e-6))  # norm_eps_int(s_min) <= EPS_PORT
+    sa = np.where(amax > 0, np.maximum(amax, s_min), np.float32(1.0)).astype(np.float32)
+    qa = np.clip(np.rint(x / sa[:, None]), -127, 127).astype(np.int64)
+    return qa, sa, np.array([vu.norm_eps_int(kind, L, eps, float(s)) for s in sa], np.int64)
+
+
+def row_pairs(c) -> tuple[np.ndarray, np.ndarray]:
+    """hwsim.vector.dyadic of each scale in c: (mant, sh) int64 arrays of c's shape."""
+    c = np.asarray(c, np.float64)
+    pairs = [vu.dyadic(float(x)) for x in c.reshape(-1)]
+    return np.array([m for m, _ in pairs], np.int64).reshape(c.shape), np.array([s for _, s in pairs], np.int64).reshape(c.shape)
+
+
+def gated_rows(x, kind, mant_i, sh_i, mant_o, sh_o, F: int = vu.F_BITS) -> np.ndarray:
+    """hwsim.vector.gated of rows x [R, N], pairs [R]."""
+    x = vu._check_int(x, -128, 127, f"{kind} inputs (int8)")
+    c = (slice(None), None)
+    u = (x * mant_i[c]) >> sh_i[c]
+    g = vu.shift_sigmoid(vu.gate_arg(u, kind), F)
+    return np.clip(golden.rshift_round(x * g * mant_o[c], sh_o[c]), -128, 127)
+
+
+def norm_rows(x, g, kind, mant_o, sh_o, eps, b) -> np.ndarray:
+    """hwsim.vector.norm of rows x [R, L], pairs and eps_int [R], bias b [R, L] or None; rows grouped by the
+    widths their eps_int gives (NormShape)."""
+    x = vu._check_int(x, -128, 127, f"{kind} inputs (int8)")
+    y = np.zeros_like(x)
+    shapes = [vu.NormShape(kind, x.shape[1], int(e)) for e in eps]
+    for tw in sorted({sh.tw for sh in shapes}):
+        r = np.array([sh.tw == tw for sh in shapes])
+        shape = shapes[int(np.argmax(r))]
+        d = vu.norm_d(x[r], kind)
+        ss = (d * d).sum(axis=-1, keepdims=True) + eps[r][:, None]
+        s = np.maximum(vu.isqrt_bitwise(ss << (2 * shape.P), shape.tw), 1 << shape.P)
+        a = golden.rshift_round(d * vu.recip(shape.rb, s), np.int64(shape.rb - shape.P - shape.A))
+        bb = 0 if b is None else b[r]
+        y[r] = np.clip(golden.rshift_round(a * g * mant_o[r][:, None], sh_o[r][:, None]) + bb, -128, 127)
+    return y
+
+
+def shiftmax_rows(x, mant, sh, in_bits: int, F: int = vu.F_BITS) -> np.ndarray:
+    """hwsim.vector.shiftmax of scores x [H, S, T], pairs [S] (one per query row)."""
+    x = vu._check_int(x, -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1, f"Shiftmax inputs (int{in_bits})")
+    c = (None, slice(None), None)
+    z = ((x - x.max(axis=-1, keepdims=True)) * mant[c]) >> sh[c]
+    e = vu.shift_exp(z, F)
+    r = vu.recip(F + vu.RECIP_EXTRA, e.sum(axis=-1, keepdims=True))
+    return np.minimum((r * e) >> (F + vu.PROB_BITS), 255)
+
+
+def matmul_rows(p, v, mant, sh) -> np.ndarray:
+    """hwsim.vector.attn_matmul of uint8 p [H, S, T] and int8 v [H, T, D], pairs [H, S] (one per head and row)."""
+    acc = vu.attn_scores(p, v, a_unsigned=True)
+    return np.clip(golden.rshift_round(acc * mant[..., None], sh[..., None]), -128, 127)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Execution (compiler/backends/accel/reference.py calls `VectorRunner.run` for every VEC_* command)
+
+
+def quantize_static(x, s: float) -> np.ndarray:
+    """The host's hand-off of a float tensor to the unit at a static scale: clamp(rint(x / s), -127, 127)."""
+    return np.clip(np.rint(np.asarray(x, np.float32) / np.float32(s)), -127, 127).astype(np.int64)
+
+
+class VectorRunner:
+    """Runs VEC_* commands on an executor's float env; `ints` holds int8 codes and their per-tensor scale
+    (the unit's outputs, for QUANT_ACT from_vector) and the attention's internal scores and probabilities."""
+
+    def __init__(self, graph, tensors: dict):
+        self.graph = graph
+        self.tensors = tensors
+        self.ints: dict[str, tuple[np.ndarray, float]] = {}
+        self.counts: dict[str, int] = {}
+        self._rows: dict[str, tuple[int, int]] = {}  # attention: (key rows T, query heads per KV head) from VEC_QK to VEC_PV
+
+    def value(self, env, name):
+        return self.graph.consts[name] if name in self.graph.consts else env[name]
+
+    def run(self, c: Command, env: dict) -> None:
+        self.counts[c.op] = self.counts.get(c.op, 0) + 1
+        a = c.args
+        if c.op == "VEC_NORM":
+            self._norm(c, env)
+        elif c.op == "VEC_GATE":
+            self._gate(c, env)
+        elif c.op == "VEC_QK":
+            nd = self.graph.nodes[a["index"]]
+            q, k = (self.value(env, n) for n in nd.inputs[:2])
+            s, h, d = q.shape
+            if nd.op == "cache_attention":
+                pos = np.asarray(self.value(env, nd.inputs[3]))
+                t = int(pos.max()) + 1
+                k = k[:t]  # the cache's rows 0..t-1 (int8 codes at k_scale / v_scale)
+                allowed = np.arange(t)[None, :] <= pos[:, None]
+            else:
+                t = k.shape[0]
+                allowed = np.arange(t)[None, :] <= (t - s) + np.arange(s)[:, None] if a["mask"] == "causal" else None
+            rep = h // k.shape[1]
+            qa, sq = golden.quantize_a8(np.asarray(q, np.float32).reshape(s, h * d))  # per row (token), as QUANT_ACT
+            qh = qa.reshape(s, h, d).transpose(1, 0, 2)  # [H, S, D]
+            kt = np.repeat(quantize_static(k, a["k_scale"]).transpose(1, 2, 0), rep, axis=0)  # [H, D, T]: query head h reads KV head h // rep
+            acc = vu.attn_scores(qh, kt)
+            if allowed is not None:
+                acc = np.where(allowed[None], acc, MASKED)
+            self.ints[f"{c.node}.scores"] = (acc, sq.astype(np.float64))
+            self._rows[c.node] = (t, rep)
+        elif c.op == "VEC_SOFTMAX":
+            acc, sq = self.ints.pop(f"{c.node}.scores")
+            mant, sh = row_pairs(sq * a["k_scale"] * a["attn_scale"] * 2.0 ** a["F"])
+            self.ints[f"{c.node}.probs"] = (shiftmax_rows(acc, mant, sh, a["in_bits"], a["F"]), 0.0)
+        elif c.op == "VEC_PV":
+            self._pv(c, env)
+        else:
+            raise ValueError(f"unknown vector command {c.op}")
+
+    def _pv(self, c: Command, env: dict) -> None:
+        """uint8 P x int8 V with the probabilities' row sum n (256 - T <= n <= 256: Shiftmax floors each one)
+        folded into the output pair, i.e. divided by n / 256, then two passes per token row (all heads), as
+        VEC_NORM: the calibrated scale gives the row's range m, then the row leaves at out_scale (m + 1) / 127."""
+        a = c.args
+        p, _ = self.ints.pop(f"{c.node}.probs")
+        t, rep = self._rows.pop(c.node)
+        v = self.value(env, self.graph.nodes[a["index"]].inputs[2])[:t]
+        vh = np.repeat(quantize_static(v, a["v_scale"]).transpose(1, 0, 2), rep, axis=0)  # [H, T, D]
+        n = np.maximum(p.sum(axis=-1), 1).astype(np.float64)  # [H, S]
+        y1 = matmul_rows(p, vh, *row_pairs(a["v_scale"] / (a["out_scale"] * n)))
+        scale = a["out_scale"] * (np.abs(y1).max(axis=(0, 2)) + 1) / 127
+        y = matmul_rows(p, vh, *row_pairs(a["v_scale"] / (scale[None, :] * n)))
+        self._emit(c.node, y.transpose(1, 0, 2), scale, env)
+
+    def _norm(self, c: Command, env: dict) -> None:
+        """Two passes per row: at the calibrated scale (its largest |code| m is the row's range), then at
+        out_scale (m + 1) / 127, so each row leaves at its own scale, the arrays' per-token A8 format."""
+        a = c.args
+        nd = self.graph.nodes[a["index"]]
+        x = np.asarray(self.value(env, nd.inputs[0]), np.float32)
+        L, kind = a["L"], a["kind"]
+        qa, sa, eps = norm_input(x.reshape(-1, L), kind, a["eps"])
+        g = self.tensors[a["gains"]].astype(np.int64)
+        beta = None if a["bias"] is None else self.tensors[a["bias"]].astype(np.float64)
+        s_out, s_g = a["out_scale"], a["gain_scale"]
+        rows = len(qa)
+
+        def bias(scale):
+            return None if beta is None else np.clip(np.rint(beta[None, :] / np.asarray(scale, np.float64).reshape(-1, 1)), -128, 127).astype(np.int64)
+
+        y1 = norm_rows(qa, g, kind, np.full(rows, a["mant_o"]), np.full(rows, a["sh_o"]), eps, bias(np.full(rows, s_out)))
+        scale = s_out * (np.abs(y1).max(axis=1) + 1) / 127  # the row's largest value is below (m + 1/2) out_scale
+        mo, so = row_pairs(math.sqrt(L) * s_g / scale * 2.0**-vu.NORM_A)  # hwsim.vector.norm_scales per row
+        self._emit(c.node, norm_rows(qa, g, kind, mo, so, eps, bias(scale)).reshape(x.shape), scale, env)
+
+    def _gate(self, c: Command, env: dict) -> None:
+        """Per row, two passes: the input at its own int8 scale s and the output at s (|GELU(x)|, |SiLU(x)| <=
+        max |x|) give the output's range m, then the row leaves at s (m + 1) / 127."""
+        a = c.args
+        x = np.asarray(self.value(env, self.graph.nodes[a["index"]].inputs[0]), np.float32)
+        qa, sa = golden.quantize_a8(x.reshape(-1, x.shape[-1]))
+        s = sa.astype(np.float64)
+        F = a["F"]
+        mi, si = row_pairs(s * 2.0**F)  # hwsim.vector.gate_scales per row
+        y1 = gated_rows(qa, a["kind"], mi, si, *row_pairs(s * 2.0**-vu.PROB_BITS / s), F)
+        scale = s * (np.abs(y1).max(axis=1) + 1) / 127
+        y = gated_rows(qa, a["kind"], mi, si, *row_pairs(s * 2.0**-vu.PROB_BITS / scale), F)
+        self._emit(c.node, y.reshape(x.shape), scale, env)
+
+    def _emit(self, name: str, y: np.ndarray, scale, env: dict) -> None:
+        """scale: one per tensor, or one per row (token): a [rows] array along y's first axis."""
+        self.ints[name] = (y, scale)
+        s = np.asarray(scale, np.float32)
+        env[name] = (y.astype(np.float32) * s.reshape(s.shape + (1,) * (y.ndim - s.ndim))).astype(np.float32)
+
+    def pass_through(self, node, env: dict) -> None:
+        """A reshape of a unit's output keeps its codes (the o-projection reads the attention's int8 directly)."""
+        src = node.inputs[0]
+        if src in self.ints and self.ints[src][0].ndim == np.ndim(env[src]):
+            y, s = self.ints[src]
+            self.ints[node.outputs[0]] = (y.reshape(np.shape(env[node.outputs[0]])), s)
+
+
+def run_on_ref(graph, vec_cmds: dict[int, list[Command]], tensors: dict, feeds: dict) -> dict:
+    """The graph on `ref` with the vector unit's ops in their place: what the unit costs beside linears the
+    arrays cannot run (W8), measured against the same graph's host ops. Returns the graph's outputs."""
+    from compiler.reference import Interpreter
+
+    runner = VectorRunner(graph, tensors)
+
+    def after(i, node, ins, outs):
+        if i not in vec_cmds:
+            return outs
+        env = dict(zip(node.inputs, ins))
+        for c in vec_cmds[i]:
+            runner.run(c, env)
+        return [env[node.outputs[0]]]
+
+    interp = Interpreter(graph)
+    env = interp.start(feeds)
+    interp.run_nodes(env, range(len(graph.nodes)), keep=set(graph.outputs), after_node=after)
+    return {o: env[o] for o in graph.outputs}
