@@ -341,15 +341,10 @@ def vnni_a16_exact(bits: int, group: int) -> bool:
     return group * A16_MAX * ((1 << bits) - 1) < 2**31
 
 
-_VNNI: list[bool] = []
-
-
 def host_has_vnni() -> bool:
-    if not _VNNI:
-        from compiler.backends.tvm.target import host_cpu
+    from compiler.backends.tvm.target import host_has
 
-        _VNNI.append("avx512vnni" in host_cpu()[1])
-    return _VNNI[0]
+    return host_has("avx512vnni")
 
 
 def relayout_vnni(packed, scales, zeros, shape):
@@ -397,15 +392,10 @@ def trit_ok(shape) -> bool:
     return shape.ternary and shape.bits == 2 and vnni_ok(2, shape.group) and trit_chunks(shape.group)[0] > 0 and host_has_vbmi()
 
 
-_VBMI: list[bool] = []
-
-
 def host_has_vbmi() -> bool:
-    if not _VBMI:
-        from compiler.backends.tvm.target import host_cpu
+    from compiler.backends.tvm.target import host_has
 
-        _VBMI.append("avx512vbmi" in host_cpu()[1])
-    return _VBMI[0]
+    return host_has("avx512vbmi")
 
 
 def pack_trit_chunks(codes: np.ndarray, group: int, rows: int = VNNI_ROWS) -> np.ndarray:

@@ -55,15 +55,10 @@ def lut_ok(bits: int, group: int) -> bool:
     return bits in (2, 3, 4) and group % 16 == 0 and group * A16_MAX * 15 < 2**31 and host_has_avx512bw()
 
 
-_BW: list[bool] = []
-
-
 def host_has_avx512bw() -> bool:
-    if not _BW:
-        from compiler.backends.tvm.target import host_cpu
+    from compiler.backends.tvm.target import host_has
 
-        _BW.append("avx512bw" in host_cpu()[1])
-    return _BW[0]
+    return host_has("avx512bw")
 
 
 def pairs(bits: int) -> int:

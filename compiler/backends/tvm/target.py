@@ -3,6 +3,8 @@ TVM itself is imported only when a target is asked for (the package imports with
 
 from __future__ import annotations
 
+import functools
+
 TVM_TARGETS = ("tvm-cpu", "tvm-cuda")
 KINDS = {"tvm-cpu": "cpu", "tvm-cuda": "cuda"}  # target name -> the kind the lowering and the kernels see
 CUDA_ARCH = "sm_80"  # what the kernels are generated for (no sm_90-only features, so they run on both)
@@ -16,6 +18,12 @@ def host_cpu() -> tuple[str, list[str]]:
     with tvm.target.Target({"kind": "llvm", "mcpu": name}):
         feats = tvm.target.codegen.llvm_get_cpu_features()
     return name, sorted(str(f) for f in feats)
+
+
+@functools.cache
+def host_has(feature: str) -> bool:
+    """Whether the host CPU has an LLVM feature (e.g. avx512vnni), asked once per process."""
+    return feature in host_cpu()[1]
 
 
 def cpu_target():
