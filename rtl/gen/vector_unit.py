@@ -114,6 +114,17 @@ def _common_ports(cfg: VectorUnitConfig, extra: list[str]) -> list[str]:
             + extra + ["output wire out_valid", "input wire out_ready", f"output wire [{L * 8 - 1}:0] out_y"])
 
 
+def _finish(v) -> str:
+    """The end every unit's state machine shares: the output row waits for out_ready, then the module closes."""
+    v("        S_DONE: if (out_ready) st <= S_IDLE;")
+    v("        default: st <= S_IDLE;")
+    v("        endcase")
+    v("    end")
+    v("end")
+    v("endmodule")
+    return v.text()
+
+
 def _norm(cfg: VectorUnitConfig) -> str:
     L, ns, ln = cfg.L, cfg.norm_shape, cfg.unit == "layernorm"
     DB, SSW, TW, RTB, RB, QW = ns.d_bits, ns.ss_bits, ns.tw, ns.root_bits, ns.rb, ns.recip_bits
@@ -198,13 +209,7 @@ def _norm(cfg: VectorUnitConfig) -> str:
     v(f"        S_DIV: begin {div.step()} cnt <= cnt + {CW}'d1; if ({last(QW)}) begin cnt <= {CW}'d0; st <= S_OUT; end end")
     rot = " ".join(_rotate(r, L, 8) for r in (["xr", "gr", "br"] if ln else ["xr", "gr"]))
     v(f"        S_OUT: begin {_push('yr', L, 8, 'y8')} {rot} cnt <= cnt + {CW}'d1; if ({last(L)}) st <= S_DONE; end")
-    v("        S_DONE: if (out_ready) st <= S_IDLE;")
-    v("        default: st <= S_IDLE;")
-    v("        endcase")
-    v("    end")
-    v("end")
-    v("endmodule")
-    return v.text()
+    return _finish(v)
 
 
 def _gate(cfg: VectorUnitConfig) -> str:
@@ -256,13 +261,7 @@ def _gate(cfg: VectorUnitConfig) -> str:
     v(f"        S_EXP: begin ea_r <= ea; {load} cnt <= {CW}'d0; st <= S_DIV; end")
     v(f"        S_DIV: begin {div.step()} cnt <= cnt + {CW}'d1; if (cnt == {CW}'d{QW - 1}) st <= S_OUT; end")
     v(f"        S_OUT: begin {_push('yr', L, 8, 'y8')} {_rotate('xr', L, 8)} ec <= ec + {CW}'d1; st <= (ec == {CW}'d{L - 1}) ? S_DONE : S_EXP; end")
-    v("        S_DONE: if (out_ready) st <= S_IDLE;")
-    v("        default: st <= S_IDLE;")
-    v("        endcase")
-    v("    end")
-    v("end")
-    v("endmodule")
-    return v.text()
+    return _finish(v)
 
 
 def _shiftmax(cfg: VectorUnitConfig) -> str:
@@ -305,13 +304,7 @@ def _shiftmax(cfg: VectorUnitConfig) -> str:
     v("        end")
     v(f"        S_DIV: begin {div.step()} cnt <= cnt + {CW}'d1; if (cnt == {CW}'d{QW - 1}) begin cnt <= {CW}'d0; st <= S_OUT; end end")
     v(f"        S_OUT: begin {_push('yr', L, 8, 'y8')} {_rotate('er', L, EW)} cnt <= cnt + {CW}'d1; if (cnt == {CW}'d{L - 1}) st <= S_DONE; end")
-    v("        S_DONE: if (out_ready) st <= S_IDLE;")
-    v("        default: st <= S_IDLE;")
-    v("        endcase")
-    v("    end")
-    v("end")
-    v("endmodule")
-    return v.text()
+    return _finish(v)
 
 
 def generate(cfg: VectorUnitConfig) -> str:
