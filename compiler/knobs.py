@@ -110,6 +110,9 @@ TVM_FAST_CPU = _knob(
 TVM_DISABLE_KERNELS = _knob(
     "LOWBIT_TVM_DISABLE_KERNELS", (), _names, "tvm-*: qlinear kernels the rule table skips, by name (e.g. lut-cpu,vnni-cpu)",
     "compile", "a comma-separated list of kernel names")
+TVM_FUSE_SIBLINGS = _knob(
+    "LOWBIT_TVM_FUSE_SIBLINGS", True, _flag, "tvm-cpu: qlinears that read the same activation with the same quantization "
+    "(q/k/v, gate/up) run as one kernel over their stacked rows (0: one kernel each, to compare)", "compile", "0 or 1")
 TVM_CUDA_GEMM_TILE = _knob(
     "LOWBIT_TVM_CUDA_GEMM_TILE", (64, 64), _tile, "tvm-cuda: rows x columns of y per thread block of the gemm-cuda kernel "
     "(each of 16, 32, 64, 128; 32..512 threads)", "compile", "MxN, e.g. 64x64")

@@ -84,23 +84,43 @@ def bandwidth_gbs(nbytes: int | None = None, repeat: int = 5) -> float:
     return n * 4 / best / 1e9
 
 
-def step_bytes(graph, context: int) -> dict:
+def library_arrays(info: dict) -> list[tuple[str, int, int]] | None:
+    """(graph constant, bytes, rows) of each array a compiled library reads (tvm.json's params with their shapes): its
+    re-laid-out copies are what a step streams, e.g. ternary at five trits per byte or scales in fp16, not the artifact's
+    storage. A re-laid-out key is `<constant>@<kernel>`, a stacked layer's `<first layer's constant>+<n>@<kernel>`."""
+    params = info.get("params") or []
+    if not params or any("shape" not in p for p in params):
+        return None
+    out = []
+    for p in params:
+        base = p["key"].split("@")[0]
+        if "+" in base and base.rsplit("+", 1)[1].isdigit():
+            base = base.rsplit("+", 1)[0]
+        shape = p["shape"] or [1]
+        out.append((base, int(np.prod(shape)) * np.dtype(p["dtype"]).itemsize, int(shape[0])))
+    return out
+
+
+def step_bytes(graph, context: int, arrays: list[tuple[str, int, int]] | None = None) -> dict:
     """Bytes one decode step reads: quantized weights (codes, scales, zero points / minimums), float weights,
     one embedding row, and the KV cache traffic at `context` positions before the step (graph meta `kv` says the
-    form: in place, the context + 1 rows attention reads; concat, the copy too)."""
+    form: in place, the context + 1 rows attention reads; concat, the copy too). arrays: (graph constant, bytes,
+    rows) of what the backend's library reads instead of the graph's constants (library_arrays)."""
     users: dict[str, set] = {}
     for node in graph.nodes:
         for name in node.inputs:
             users.setdefault(name, set()).add(node.op)
+    if arrays is None:
+        arrays = [(name, arr.nbytes, arr.shape[0] if arr.ndim else 1) for name, arr in graph.consts.items()]
     quant = flt = emb = 0
-    for name, arr in graph.consts.items():
+    for name, nbytes, rows in arrays:
         ops = users.get(name, set())
         if ops and ops <= {"embedding", "qembedding"}:
-            emb += arr.nbytes // arr.shape[0]  # one row (of codes, scales, ...) per token
+            emb += nbytes // rows  # one row (of codes, scales, ...) per token
         elif ops & {"qlinear", "qembedding"}:
-            quant += arr.nbytes
+            quant += nbytes
         else:
-            flt += arr.nbytes
+            flt += nbytes
     # one position of K and V, every layer: the cache inputs' bytes per row (float32, or a quantized cache's codes and scales)
     past = {k: t for k, t in graph.inputs.items() if k.startswith("past_")}
     row = sum(row_share(t.shape[0]) * int(np.prod(t.shape[1:])) * np.dtype(DTYPES[t.dtype]).itemsize for t in past.values())
@@ -220,7 +240,7 @@ def measure(path: str | Path, backend: str, threads: int, prompt: int, ctx: int,
         for i in range(tokens):
             cache = _step(m, b, [tok], ctx + i, cache)
         dt = time.perf_counter() - t
-        nbytes = step_bytes(g, ctx + tokens // 2)
+        nbytes = step_bytes(g, ctx + tokens // 2, library_arrays(getattr(b, "info", None) or {}))
         row.update(ctx=ctx, tokens=tokens, decode_s=dt, decode_tok_s=tokens / dt, step_bytes=nbytes["total"], step_float_bytes=nbytes["float"])
         if bw:
             row.update(roofline_tok_s=bw * 1e9 / nbytes["total"], roofline_share=tokens / dt * nbytes["total"] / (bw * 1e9))

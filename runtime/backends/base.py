@@ -106,7 +106,12 @@ class CompiledTargetBackend(Backend):
         missing = [p["key"] for p in info["params"] if p["key"] not in arrays.get(p.get("source"), {})]
         if missing:
             raise LowbitError(f"the {self.name} folder of artifact {self.model.artifact.path} does not match its weights (missing {missing[:3]})", hint)
-        return [np.ascontiguousarray(arrays[p["source"]][p["key"]]) for p in info["params"]]
+        out = [np.ascontiguousarray(arrays[p["source"]][p["key"]]) for p in info["params"]]
+        # the library does not check its weights per call (compiler/backends/tvm/vm_checks.py): checked here, once
+        bad = [p["key"] for p, a in zip(info["params"], out) if "shape" in p and (list(a.shape) != p["shape"] or str(a.dtype) != p["dtype"])]
+        if bad:
+            raise LowbitError(f"the {self.name} folder of artifact {self.model.artifact.path} does not match its weights ({bad[0]}: other shape or dtype)", hint)
+        return out
 
 
 def rebuilt_target(model, name: str, info_file: str) -> Path:

@@ -56,13 +56,16 @@ def cuda_fatbin(src: str, out: Path, archs=CUDA_BINARY_ARCHS) -> list[str]:
     return [*archs, f"compute_{archs[0][3:]}"]
 
 
-def _pipeline(kind: str, target):
+def _pipeline(kind: str, target, inputs: list | None = None):
     """TVM's default Relax pipeline for the target (for CUDA it applies dlight's Matmul/GEMV/Reduction/
     Fallback rules), with dlight's CPU rules on CPU; our qlinear kernels arrive scheduled, marked opaque, and
-    dlight leaves them alone. On CUDA every kernel is checked for thread bindings after scheduling: a block
+    dlight leaves them alone. With the graph `inputs` known, the parameters after them (the weights) lose their
+    per-call checks (vm_checks.py). On CUDA every kernel is checked for thread bindings after scheduling: a block
     without them would run on the host against device memory (a crash, not a compile error)."""
     import tvm
     from tvm.s_tir import dlight as dl
+
+    from compiler.backends.tvm.vm_checks import drop_checks_pass
 
     if kind == "cuda":
         from tvm.relax.backend.cuda import pipeline as p
@@ -76,7 +79,8 @@ def _pipeline(kind: str, target):
     @tvm.transform.module_pass(opt_level=0)
     def _run(mod, _ctx):
         with target:
-            seq = tvm.transform.Sequential(p.library_dispatch_passes(target) + schedule + p.dataflow_lower_passes(target) + p.finalize_passes(target))
+            tail = [drop_checks_pass(len(inputs))] if inputs is not None else []
+            seq = tvm.transform.Sequential(p.library_dispatch_passes(target) + schedule + p.dataflow_lower_passes(target) + p.finalize_passes(target) + tail)
             return seq(mod)
 
     return _run
@@ -129,7 +133,7 @@ def _make_check():
 def compile_lowered(lowered, kind: str, target):
     import tvm
 
-    return tvm.compile(lowered.mod, target, relax_pipeline=_pipeline(kind, target))
+    return tvm.compile(lowered.mod, target, relax_pipeline=_pipeline(kind, target, getattr(lowered, "inputs", None)))
 
 
 def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: bool = True, tune: bool | None = None) -> dict:
@@ -155,6 +159,8 @@ def build_target(graph: Graph, target_name: str, out_dir: Path, cuda_binary: boo
         "functions": lowered.functions,
         "kernels": lowered.kernels,
     }
+    if lowered.stacked:
+        info["stacked"] = lowered.stacked  # layers that run as one kernel over their stacked rows
     knobs = compile_knobs_set("LOWBIT_TVM_")
     if knobs:
         info["knobs"] = knobs  # set compile knobs change the library: recorded with it

@@ -29,8 +29,8 @@ from compiler.backends.tvm.kernels import QLinearKernel
 from compiler.backends.tvm.kv_cache import kv_write_inplace
 from compiler.backends.tvm.qlinear_te import QLinearShape
 from compiler.backends.tvm.tune import pick as measured_pick
-from compiler.ir import Graph
-from compiler.knobs import TVM_TUNE
+from compiler.ir import Graph, Node
+from compiler.knobs import TVM_FUSE_SIBLINGS, TVM_TUNE
 from compiler.quant.spec import CODED_ACTS
 from compiler.reference import rope_inv_freq
 
@@ -49,6 +49,7 @@ class LoweredModule:
     kernels: dict[str, str] = field(default_factory=dict)  # qlinear weight name -> kernel name (for the record)
     search: dict = field(default_factory=dict)  # kernel times per shape when tuning (tune.py)
     functions: list[str] = field(default_factory=lambda: ["main"])  # the Relax functions (main_last: LAST_ROW_FUNCTION)
+    stacked: list[list[str]] = field(default_factory=list)  # qlinear weight names that run as one kernel (_stack_siblings)
 
 
 LAST_ROW_FUNCTION = "main_last"  # main with logits of the last row only (a causal model's prefill for generation)
@@ -71,6 +72,8 @@ class _Lowerer(GraphLowerer):
         self.sched: dict[str, object] = {}  # prim func name hint -> schedule to apply
         self.relaid: dict[str, dict] = {}  # packed weight name -> its kernel's re-laid-out arrays (made up front)
         self.f16_params: dict[str, bool] = {}  # scales name -> its scales (and minimums) are all fp16 values
+        self.stack_consts: dict[str, np.ndarray] = {}  # the stacked weights of _stack_siblings' layers
+        self.stacks: dict[int, Node] = {}  # id(qlinear node) -> the stacked layer it runs in
 
     # shapes -----------------------------------------------------------------------------------------------
     def dim(self, d):
@@ -88,11 +91,17 @@ class _Lowerer(GraphLowerer):
         return relax.TensorType([self.dim(d) for d in t.shape], dt)
 
     # values -----------------------------------------------------------------------------------------------
+    def const(self, name: str) -> np.ndarray:
+        return self.stack_consts[name] if name in self.stack_consts else self.g.consts[name]
+
     def value(self, name: str) -> relax.Expr:
         if name in self.env:
             return self.env[name]
         if name in self.g.consts:
             return self.param(name, self.g.consts[name], "weights", name)
+        if name in self.stack_consts:  # (a stacked layer's bias: stored in the target folder)
+            self.relayout[name] = self.stack_consts[name]
+            return self.param(name, self.stack_consts[name], "relayout", name)
         raise KeyError(name)
 
     def param(self, name: str, arr: np.ndarray, source: str, key: str) -> relax.Var:
@@ -100,7 +109,7 @@ class _Lowerer(GraphLowerer):
 
         v = relax.Var(name, self.ttype(TensorType(arr.shape, dtype_of(arr))))
         self.param_vars.append(v)
-        self.params.append({"name": name, "source": source, "key": key})
+        self.params.append({"name": name, "source": source, "key": key, "shape": list(arr.shape), "dtype": str(arr.dtype)})
         self.env[name] = v
         return v
 
@@ -110,9 +119,12 @@ class _Lowerer(GraphLowerer):
     # the function -----------------------------------------------------------------------------------------
     def lower(self) -> LoweredModule:
         g = self.g
+        if self.kind == "cpu" and TVM_FUSE_SIBLINGS.get():
+            _stack_siblings(self)
         # weight re-layouts (numpy, GIL released in its copies and bit operations) for all layers at once, in
         # threads: about 1/4 of a llama-1b compile when done one layer at a time
-        todo = [n for n in g.nodes if n.op == "qlinear" and _choose(self, n)[0].relayout is not None]
+        layers = {id(m): m for m in (self.stacks.get(id(n), n) for n in g.nodes if n.op == "qlinear")}
+        todo = [n for n in layers.values() if _choose(self, n)[0].relayout is not None]
         if todo:
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
                 self.relaid = dict(zip((n.inputs[1] for n in todo), pool.map(lambda n: _relayout(self, n), todo)))
@@ -127,7 +139,8 @@ class _Lowerer(GraphLowerer):
             sched = _lookup(self.sched, gv.name_hint)
             if sched is not None:
                 mod[gv] = sched(func).with_attr("op_pattern", 8)  # opaque: never fused with neighbours
-        return LoweredModule(mod, list(g.inputs), self.params, list(g.outputs), self.relayout, self.kernels, functions=functions)
+        stacked = [m.attrs["stacked"] for m in {id(m): m for m in self.stacks.values()}.values()]
+        return LoweredModule(mod, list(g.inputs), self.params, list(g.outputs), self.relayout, self.kernels, functions=functions, stacked=stacked)
 
     def last_row_head(self):
         """The node that makes a causal model's logits from rows [S, H] (the LM head), or None."""
@@ -211,7 +224,7 @@ def _choose(L, n) -> tuple[QLinearKernel, QLinearShape]:
     mins = bool(a.get("mins"))
     key = n.inputs[2]
     if key not in L.f16_params:  # (asked for several times per layer)
-        L.f16_params[key] = _fp16_values(L.g.consts[n.inputs[2]]) and (not mins or _fp16_values(L.g.consts[n.inputs[3]]))
+        L.f16_params[key] = _fp16_values(L.const(n.inputs[2])) and (not mins or _fp16_values(L.const(n.inputs[3])))
     coded = a["act"] in CODED_ACTS  # the kernels run on the E4M3 / MX values as float32 activations
     fp8 = a["act"] == "afp8"  # (its per-token scale and the bias after the kernel)
     shape = kernels.qlinear_shape(
@@ -232,7 +245,7 @@ def _fp16_values(a: np.ndarray) -> bool:
 
 def _relayout(L, n) -> dict:
     kern, shape = _choose(L, n)
-    return kern.relayout(*(L.g.consts[c] for c in n.inputs[1:4]), shape)
+    return kern.relayout(*(L.const(c) for c in n.inputs[1:4]), shape)
 
 
 def _relaid_params(L, n, kern: QLinearKernel) -> list:
@@ -271,8 +284,66 @@ def _quantized_activations(L, src: str, x2, act: str):
     return L.a8_cache[key]
 
 
+def _stack_siblings(L) -> None:
+    """Qlinears that read the same activation with the same quantization and their own weights (q, k and v; gate
+    and up) become one layer over their stacked rows (L.stacks), when the stacked shape's kernel re-lays weights out:
+    one call reads all their weights in one pass. Each output row is computed exactly as before (its own groups,
+    scales, and the activations quantized once), so the result is bit for bit the separate layers'. A decode step of
+    smollm2-135m makes 120 qlinear calls instead of 210, and the small 576-wide GEMVs were the slowest per byte."""
+    g = L.g
+    uses: dict[str, int] = {}
+    for n in g.nodes:
+        for i in n.inputs:
+            uses[i] = uses.get(i, 0) + 1
+    groups: dict[tuple, list[Node]] = {}
+    for n in g.nodes:
+        a = n.attrs
+        if n.op != "qlinear" or a.get("codebook") or any(uses[c] != 1 or c not in g.consts for c in n.inputs[1:]):
+            continue
+        same = tuple(sorted((k, repr(v)) for k, v in a.items() if k != "n"))
+        groups.setdefault((n.inputs[0], len(n.inputs), same), []).append(n)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        names = [m.inputs[1] for m in members]
+        tag = f"+{len(members) - 1}"  # (the stacked arrays are named after the first layer's)
+        planes = members[0].attrs["layout"] == "planes"  # [bits, N, bytes]; every other array is [N, ...]
+        ins = [members[0].inputs[0]]
+        for j in range(1, len(members[0].inputs)):
+            name = members[0].inputs[j] + tag
+            L.stack_consts[name] = np.concatenate([g.consts[m.inputs[j]] for m in members], axis=1 if planes and j == 1 else 0)
+            ins.append(name)
+        st = Node("qlinear", ins, [members[0].outputs[0] + tag], {**members[0].attrs, "n": sum(m.attrs["n"] for m in members), "stacked": names})
+        if _choose(L, st)[0].relayout is None:
+            for name in ins[1:]:
+                del L.stack_consts[name]
+            continue
+        for m in members:
+            L.stacks[id(m)] = st
+
+
 @conv("qlinear")
 def _qlinear(L, n):
+    st = L.stacks.get(id(n))
+    if st is None:
+        return [_qlinear_rows(L, n, n.outputs[0])]
+    if n.outputs[0] not in L.env:  # the first of the stacked layers: one call, then each layer's columns
+        members = [m for m in L.g.nodes if L.stacks.get(id(m)) is st]
+        y = _qlinear_rows(L, st, None)
+        cuts = np.cumsum([m.attrs["n"] for m in members])[:-1].tolist()
+        parts = L.emit(relax.op.split(y, cuts, axis=-1))
+        for i, m in enumerate(members):
+            part = L.emit(relax.TupleGetItem(parts, i))
+            if len(L.shape(m.outputs[0])) != 2:
+                part = L.emit(relax.op.reshape(part, [L.dim(d) for d in L.shape(m.outputs[0])]))
+            L.env[m.outputs[0]] = part
+            L.kernels[m.inputs[1]] = L.kernels[st.inputs[1]]
+        del L.kernels[st.inputs[1]]
+    return [L.env[n.outputs[0]]]
+
+
+def _qlinear_rows(L, n, out: str | None):
+    """qlinear n's call; its result reshaped to the graph value `out`'s shape, or kept [rows, N] (out None)."""
     a = n.attrs
     x = L.value(n.inputs[0])
     fp8 = a["act"] == "afp8"
@@ -299,9 +370,9 @@ def _qlinear(L, n):
         y = L.emit(relax.op.multiply(y, L.emit(relax.op.reshape(sa, [-1, 1]))))
         if len(n.inputs) == 5:
             y = L.emit(relax.op.add(y, L.value(n.inputs[4])))
-    if len(lead) != 2:
-        y = L.emit(relax.op.reshape(y, [L.dim(d) for d in L.shape(n.outputs[0])]))
-    return [y]
+    if len(lead) != 2 and out is not None:
+        y = L.emit(relax.op.reshape(y, [L.dim(d) for d in L.shape(out)]))
+    return y
 
 
 def _qembedding_te(ids, packed, scales, offsets, a: dict, kern: QLinearKernel | None = None, shape: QLinearShape | None = None):
