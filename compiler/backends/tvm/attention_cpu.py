@@ -140,6 +140,13 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
     def pf(elem):  # a read prefetch of the line holding buffer element elem, into every cache level
         return T.call_llvm_intrin("void", "llvm.prefetch.p0", T.address_of(elem), 0, 3, 1)
 
+    def qk(q, k, ks, i, h, r, j, p0):  # the vl-lane partial dot product of query head h * rep + r with key row j
+        out = None
+        for c in range(dc):
+            t = q[i, h * rep + r, rp(c * vl)] * row(k, ks, j, h, c, p0, True)
+            out = t if out is None else out + t
+        return out
+
     @T.macro
     def init(mrun, lrun, acc):
         for g in range(hq):
@@ -154,7 +161,6 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
         # query i, into (mrun, lrun, acc) of its Hq heads; query head g = h * rep + r reads KV head h
         # (p0 None: the cache; else the float window's sources, row() above)
         sc = T.alloc_buffer((hq * B,), "float32")
-        red = T.alloc_buffer((rep * vl,), "float32")
         bm = T.alloc_buffer((1,), "float32")
         cr = T.alloc_buffer((1,), "float32")
         s = T.alloc_buffer((1,), "float32")
@@ -172,34 +178,19 @@ def cache_attention_prim_func(hq: int, hkv: int, d: int, scale: float, pos_dtype
                         T.evaluate(pf(ks[T.floordiv(jn, TOKEN_GROUP) if keys_channel else jn, 0, 0]))
                         T.evaluate(pf(vs[jn, 0, 0]))
                 for h in range(hkv):
-                    # each K vector is read (and dequantized) once for the rep query heads that share it
-                    for r in range(rep):
-                        red[rp(r * vl)] = bvec(0.0, vl)
-                    for c in range(dc):
-                        kv = T.Bind(row(k, ks, j0 + jj, h, c, p0, True))
-                        for r in range(rep):
-                            red[rp(r * vl)] = red[rp(r * vl)] + q[i, h * rep + r, rp(c * vl)] * kv
-                    for r in range(rep):
-                        if vl >= 16:
-                            red[T.Ramp(r * vl, 1, 8)] = red[T.Ramp(r * vl, 1, 8)] + red[T.Ramp(r * vl + 8, 1, 8)]
-                        if vl >= 8:
-                            red[T.Ramp(r * vl, 1, 4)] = red[T.Ramp(r * vl, 1, 4)] + red[T.Ramp(r * vl + 4, 1, 4)]
-                        if vl >= 4:
-                            red[T.Ramp(r * vl, 1, 2)] = red[T.Ramp(r * vl, 1, 2)] + red[T.Ramp(r * vl + 2, 1, 2)]
-                        if vl >= 2:
-                            sc[(h * rep + r) * B + jj] = (red[r * vl] + red[r * vl + 1]) * T.float32(sc_f)
-                        else:
-                            sc[(h * rep + r) * B + jj] = red[r * vl] * T.float32(sc_f)
+                    for r in T.unroll(rep):
+                        # one expression per query head, in registers; the rep heads' identical K loads (and
+                        # dequantizations) are one after LLVM's value numbering
+                        dot = T.Bind(qk(q, k, ks, i, h, r, j0 + jj, p0))
+                        sc[(h * rep + r) * B + jj] = vmath.lane_sum(dot, vl) * T.float32(sc_f)
             for g in range(hq):
-                bm[0] = mrun[g]
-                for jj in range(nb):
-                    bm[0] = T.max(bm[0], sc[g * B + jj])
+                # the block's max and sum over its B lanes at once (lanes past nb hold stale scores: masked); a scalar
+                # loop over the rows was a chain of dependent max / add, most of a long decode walk's time
+                blkmax = T.Bind(vmath.lane_max(T.Select(T.Ramp(T.int64(0), T.int64(1), B) < T.Broadcast(nb, B), sc[T.Ramp(g * B, 1, B)], T.Broadcast(lo_f, B)), B))
+                bm[0] = T.max(mrun[g], blkmax)
                 cr[0] = vexp(mrun[g] - bm[0], 1)  # the old max's correction
-                # the block's weights, all B lanes (lanes past nb hold stale scores: computed, never read)
-                sc[T.Ramp(g * B, 1, B)] = vexp(sc[T.Ramp(g * B, 1, B)] - T.Broadcast(bm[0], B), B)
-                s[0] = T.float32(0)
-                for jj in range(nb):
-                    s[0] = s[0] + sc[g * B + jj]
+                sc[T.Ramp(g * B, 1, B)] = T.Select(T.Ramp(T.int64(0), T.int64(1), B) < T.Broadcast(nb, B), vexp(sc[T.Ramp(g * B, 1, B)] - T.Broadcast(bm[0], B), B), T.Broadcast(T.float32(0), B))
+                s[0] = vmath.lane_sum(sc[T.Ramp(g * B, 1, B)], B)
                 lrun[g] = lrun[g] * cr[0] + s[0]
                 mrun[g] = bm[0]
                 for c in range(dc):

@@ -35,3 +35,23 @@ def exp(x, n: int = 1, bind=None, hi: bool = True):
     it = "int32" if n == 1 else f"int32x{n}"
     i127, i23 = (tirx.const(127, "int32"), tirx.const(23, "int32")) if n == 1 else (tirx.Broadcast(tirx.const(127, "int32"), n), tirx.Broadcast(tirx.const(23, "int32"), n))
     return y * tirx.reinterpret("float32" if n == 1 else f"float32x{n}", tirx.shift_left(tirx.Cast(it, fx) + i127, i23))
+
+
+def lane_sum(v, n: int):
+    """The sum of the n lanes of vector v (n = 1: v): the upper half added to the lower, log2 n times, as shuffles
+    that stay in registers. n a power of two."""
+    return _lane_tree(v, n, lambda a, b: a + b)
+
+
+def lane_max(v, n: int):
+    """The largest of the n lanes of vector v, as lane_sum."""
+    return _lane_tree(v, n, tirx.max)
+
+
+def _lane_tree(v, n: int, op):
+    while n > 1:
+        h = n // 2
+        lo = tirx.Shuffle([v], [tirx.IntImm("int32", i) for i in range(h)])
+        hi = tirx.Shuffle([v], [tirx.IntImm("int32", i) for i in range(h, n)])
+        v, n = op(lo, hi), h
+    return v

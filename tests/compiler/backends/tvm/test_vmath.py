@@ -97,3 +97,35 @@ def test_rmsnorm_matches_the_reference(s):
     want = reference.KERNELS["rmsnorm"]([x, g.consts["w"]], {"eps": 1e-5}, None)[0]
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-30)
     assert any(p.startswith("rmsnorm_cpu") for p in (gv.name_hint for gv in m.lowered.mod.functions))
+
+
+@pytest.fixture(scope="module")
+def lane_kernels():
+    """lane_sum and lane_max of each row of x [R, n] for n = 1..32, as the decode attention walk uses them."""
+    from tvm import tirx
+
+    from compiler.backends.tvm import vmath
+    from compiler.backends.tvm.target import cpu_target
+
+    libs = {}
+    for n in (1, 2, 4, 8, 16, 32):
+        x = tirx.decl_buffer((4 * n,), "float32", name="x")
+        o = tirx.decl_buffer((8,), "float32", name="o")
+        body = []
+        for r in range(4):
+            v = x[r * n] if n == 1 else x[tirx.Ramp(r * n, 1, n)]
+            body += [tirx.BufferStore(o, vmath.lane_sum(v, n), [r]), tirx.BufferStore(o, vmath.lane_max(v, n), [4 + r])]
+        f = tirx.PrimFunc([x, o], tirx.SeqStmt(body)).with_attr("global_symbol", "main")
+        libs[n] = tvm.compile(tvm.IRModule({"main": f}), target=cpu_target())["main"]
+    return libs
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.sampled_from([1, 2, 4, 8, 16, 32]), seed=st.integers(0, 2**31 - 1))
+def test_lane_sum_and_max_reduce_every_lane(lane_kernels, n, seed):
+    x = np.random.default_rng(seed).standard_normal((4, n)).astype(np.float32) * 100
+    out = tvm.runtime.tensor(np.zeros(8, np.float32))
+    lane_kernels[n](tvm.runtime.tensor(x.reshape(-1)), out)
+    got = out.numpy()
+    np.testing.assert_allclose(got[:4], x.sum(1), rtol=1e-6, atol=1e-4)  # (a tree order, not numpy's)
+    np.testing.assert_array_equal(got[4:], x.max(1))
