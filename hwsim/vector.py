@@ -37,17 +37,25 @@ Sigmoid-gated units, int8 in / int8 out: ShiftGELU (x * sigmoid(1.702 x), I-ViT)
     g   = (recip(F + 16, ea + eb) * ea) >> (F + 8)  sigmoid ~= g * 2^-8, g in [0, 256]
     y   = clamp(rshift_round(x * g * mant_o, sh_o), -128, 127)
 
-Norms, int8 in / int8 out (`NormShape` holds the widths and P, A, RB below), gains g int8 of scale S_g:
+Norms, int8 (or int16: `in_bits`) in / int8 out (`NormShape` holds the widths and P, A, RB below), gains g int8
+of scale S_g:
     RMSNorm:    d_i = x_i,                 ss = sum(d^2) + eps_int      (eps_int = rms_eps_int(...))
     LayerNorm:  d_i = L * x_i - sum(x),    ss = sum(d^2) + eps_int      (d = L (x - mean), exact; no division by L)
 then for both (isqrt by the bitwise digit-by-digit method, TW/2 steps, exact floor sqrt):
-    s   = max(isqrt(ss << 2P), 2^P)                 ~= sqrt(ss) * 2^P   (the max only acts on an all-zero row)
+    s   = max(isqrt(ss << 2P), 2^8)                 ~= sqrt(ss) * 2^P   (the max acts only on an all-zero row at
+                                                    int8; at int16 on rows with sqrt(ss) < 2^8, never a row at its own range)
     r   = recip(RB, s)
     a_i = rshift_round(d_i * r, RB - P - A)         ~= d_i / sqrt(ss) * 2^A,  |a| <= 2^A
     y_i = clamp(rshift_round(a_i * g_i * mant_o, sh_o) + b_i, -128, 127)
 with (mant_o, sh_o) = dyadic(sqrt(L) * S_g / S_out * 2^-A) (d / sqrt(sum d^2) * sqrt(L) is the normalized
-value for both norms) and b_i the int8 bias at S_out (LayerNorm's beta; 0 for RMSNorm). P = 8, A = 16,
-RB = TW/2 + 20 (so r >= 2^20).
+value for both norms) and b_i the int8 bias at S_out (LayerNorm's beta; 0 for RMSNorm). P = 8 for int8 rows
+and 0 for int16 ones (a row quantized to its own range has sqrt(ss) >= 2^15 there: the root needs no fraction
+bits, and LayerNorm's ss over 384 int16 values already takes 58 bits), A = 16, RB = TW/2 + 20 (so r >= 2^20).
+LayerNorm with int16 inputs takes an int16 bias b at 2^-8 of the output LSB, added before the one rounding:
+    y_i = clamp((((a_i g_i mant_o) >> (sh_o - 8)) + b_i + 2^7) >> 8)   (sh_o >= 8; `norm_out`)
+so beta is not rounded to an output LSB first (which about doubled the output rounding).
+An int16 input takes the residual stream at 2^-15 of its row's range instead of 2^-7 (its outlier channels
+leave the other channels few int8 codes: docs/hwsim/vector_unit.md).
 
 Attention matmuls `attn_matmul(a, b, mant, sh)`: a [.., S, D] int8 (or uint8: Shiftmax's probabilities),
 b [.., D, T] int8, acc = a @ b exact (int32 range checked), y = clamp(rshift_round(acc * mant, sh), -128, 127)
@@ -83,9 +91,12 @@ MANT_BITS = 16
 SHIFT_MAX = 63
 PROB_BITS = 8  # Shiftmax output and sigmoid gate: units of 2^-8
 RECIP_EXTRA = 16  # recip(F + 16, .) keeps 16 bits above the 2^-F fixed point
-NORM_P = 8  # isqrt precision: s ~= sqrt(ss) * 2^P
+NORM_P = 8  # isqrt precision of int8 rows: s ~= sqrt(ss) * 2^P
+NORM_S_MIN = 1 << 8  # s >= 2^8: r = recip(RB, s) stays below 2^(RB - 8)
 NORM_A = 16  # a ~= d / sqrt(ss) * 2^A
 NORM_RECIP_MIN = 20  # recip(RB, s) >= 2^20
+NORM_IN_BITS = (8, 16)  # the norms' input widths
+NORM_BIAS_FRAC = 8  # fraction bits of the int16-input LayerNorm's int16 bias (units of 2^-8 output LSB)
 
 
 def dyadic(c: float, mant_bits: int = MANT_BITS) -> tuple[int, int]:
@@ -232,24 +243,29 @@ NORMS = ("rmsnorm", "layernorm")
 
 @dataclass(frozen=True)
 class NormShape:
-    """Widths of a norm over rows of L int8 values (module docstring); `kind` rmsnorm or layernorm."""
+    """Widths of a norm over rows of L int8 (or int16) values (module docstring); `kind` rmsnorm or layernorm."""
 
     kind: str
     L: int
     eps_max: int = 0  # the largest eps_int the unit takes (it sets the widths)
+    in_bits: int = 8
 
     def __post_init__(self):
         if self.kind not in NORMS:
             raise LowbitError(f"unknown norm '{self.kind}'", f"use one of {', '.join(NORMS)}")
         if self.L < 1 or self.eps_max < 0:
             raise LowbitError(f"norm over L={self.L} with eps_max={self.eps_max}", "give L >= 1 and eps_max >= 0")
-        if self.tw > 62 or self.rb > 62 or self.prod_bits > 62:
-            raise LowbitError(f"{self.kind} over L={self.L} needs {max(self.tw, self.rb, self.prod_bits)}-bit integers", "use shorter rows")
+        if self.in_bits not in NORM_IN_BITS:
+            raise LowbitError(f"{self.kind} takes int8 or int16 inputs, not int{self.in_bits}", "give in_bits=8 or 16")
+        # int64 golden values: d r is below 2^(RB - P) in magnitude (s >= |d| 2^P), whatever the multiplier's width
+        need = max(self.tw, self.rb, self.prod_bits if self.in_bits == 8 else self.rb - self.P + 2)
+        if need > 62:
+            raise LowbitError(f"{self.kind} over L={self.L} int{self.in_bits} values needs {need}-bit integers", "use shorter rows")
 
     @property
     def d_max(self) -> int:
-        """max |d_i|: 128 (RMSNorm) or 255 * (L - 1) (LayerNorm: L x_i - sum x)."""
-        return 128 if self.kind == "rmsnorm" else 255 * max(self.L - 1, 1)
+        """max |d_i|: 2^(IW-1) (RMSNorm) or (2^IW - 1) (L - 1) (LayerNorm: L x_i - sum x); IW = in_bits."""
+        return (1 << (self.in_bits - 1)) if self.kind == "rmsnorm" else ((1 << self.in_bits) - 1) * max(self.L - 1, 1)
 
     @property
     def d_bits(self) -> int:
@@ -265,7 +281,16 @@ class NormShape:
 
     @property
     def P(self) -> int:
-        return NORM_P
+        return NORM_P if self.in_bits == 8 else 0
+
+    @property
+    def bias_bits(self) -> int:
+        """LayerNorm's bias: int8 at the output LSB (int8 inputs) or int16 with bias_frac fraction bits (int16)."""
+        return 8 if self.in_bits == 8 or self.kind == "rmsnorm" else 16
+
+    @property
+    def bias_frac(self) -> int:
+        return 0 if self.bias_bits == 8 else NORM_BIAS_FRAC
 
     @property
     def A(self) -> int:
@@ -287,8 +312,8 @@ class NormShape:
 
     @property
     def recip_bits(self) -> int:
-        """r = recip(RB, s) <= 2^(RB - P) since s >= 2^P."""
-        return self.rb - self.P + 1
+        """r = recip(RB, s) <= 2^(RB - 8) since s >= 2^8."""
+        return self.rb - NORM_S_MIN.bit_length() + 2
 
     @property
     def prod_bits(self) -> int:
@@ -300,7 +325,8 @@ class NormShape:
         return self.A + 2  # |a| <= 2^A, signed
 
     def check(self, x) -> np.ndarray:
-        x = _check_int(x, -128, 127, f"{self.kind} inputs (int8)")
+        h = 1 << (self.in_bits - 1)
+        x = _check_int(x, -h, h - 1, f"{self.kind} inputs (int{self.in_bits})")
         if x.shape[-1] != self.L:
             raise LowbitError(f"{self.kind} rows have {x.shape[-1]} values, the unit {self.L}", f"give rows of {self.L}")
         return x
@@ -312,24 +338,36 @@ def norm_d(x, kind: str) -> np.ndarray:
     return x if kind == "rmsnorm" else x.shape[-1] * x - x.sum(axis=-1, keepdims=True)
 
 
-def norm(x, g, kind: str, mant_o: int, sh_o: int, eps_int: int = 0, b=None) -> np.ndarray:
-    """RMSNorm / I-LayerNorm of int8 rows x [.., L] with int8 gains g [L] (and int8 bias b [L]), int8 out."""
+def norm(x, g, kind: str, mant_o: int, sh_o: int, eps_int: int = 0, b=None, in_bits: int = 8) -> np.ndarray:
+    """RMSNorm / I-LayerNorm of int8 (in_bits 16: int16) rows x [.., L] with int8 gains g [L] (and int8 bias b [L]), int8 out."""
     x = np.asarray(x)
-    shape = NormShape(kind, x.shape[-1], int(eps_int))
+    shape = NormShape(kind, x.shape[-1], int(eps_int), in_bits)
     x = shape.check(x)
     g = _check_int(g, -128, 127, "norm gains (int8)")
-    b = np.zeros(shape.L, np.int64) if b is None else _check_int(b, -128, 127, "norm bias (int8)")
+    bh = 1 << (shape.bias_bits - 1)
+    b = np.zeros(shape.L, np.int64) if b is None else _check_int(b, -bh, bh - 1, f"norm bias (int{shape.bias_bits})")
     if g.shape != (shape.L,) or b.shape != (shape.L,):
         raise LowbitError(f"norm gains / bias must have shape ({shape.L},), got {g.shape} / {b.shape}", "give one per channel")
     if eps_int < 0:
         raise LowbitError(f"eps_int={eps_int} is negative", "give eps_int >= 0")
     _check_dyadic(mant_o, sh_o)
+    if sh_o < shape.bias_frac:
+        raise LowbitError(f"{kind} output pair shift {sh_o} is below the bias's {shape.bias_frac} fraction bits", "give sh_o >= 8 (a coarser output scale)")
     d = norm_d(x, kind)
     ss = (d * d).sum(axis=-1, keepdims=True) + np.int64(eps_int)
-    s = np.maximum(isqrt_bitwise(ss << (2 * shape.P), shape.tw), 1 << shape.P)
+    s = np.maximum(isqrt_bitwise(ss << (2 * shape.P), shape.tw), NORM_S_MIN)
     r = recip(shape.rb, s)
     a = rshift_round(d * r, np.int64(shape.rb - shape.P - shape.A))
-    return np.clip(rshift_round(a * g * np.int64(mant_o), np.int64(sh_o)) + b, -128, 127)
+    return norm_out(a * g * np.int64(mant_o), np.int64(sh_o), b, shape.bias_frac)
+
+
+def norm_out(p, sh, b, bias_frac: int) -> np.ndarray:
+    """y = clamp(rshift_round(p, sh) + b) (an int8 bias at the output LSB), or, for a bias with F_b = bias_frac
+    fraction bits, clamp(rshift_round(p + b 2^(sh - F_b), sh)) = clamp(((p >> (sh - F_b)) + b + 2^(F_b-1)) >> F_b):
+    one rounding of the biased value (floor(p / 2^k) + m = floor((p + m 2^k) / 2^k) for an integer m)."""
+    if not bias_frac:
+        return np.clip(rshift_round(p, sh) + b, -128, 127)
+    return np.clip(((p >> (sh - bias_frac)) + b + (1 << (bias_frac - 1))) >> bias_frac, -128, 127)
 
 
 def rmsnorm(x, g, mant_o, sh_o, eps_int: int = 0) -> np.ndarray:

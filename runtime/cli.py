@@ -105,7 +105,7 @@ def models():
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
 @click.option("--array", default=None, help="accelerator targets (one per design): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
 @click.option("--vector-unit", default=None, help="accelerator targets: run these ops on the vector unit beside the arrays instead of the host "
-              "(integer golden models, static scales from the calibration text): all, or a comma list of norm, gate, attn [default: none]")
+              "(integer golden models, static scales from the calibration text): all, or a comma list of norm, gate, attn (norm16: the norm at int16 inputs; all,norm16) [default: none]")
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
 @click.option("--quant-head", default=None, help="also quantize the LM head (causal LMs, RTN), e.g. w8pc or w4g128 [default: float]")
 @click.option("--quant-layer", default=None, help="per-layer formats PATTERN=SPEC,... (substring or glob of a weight name; lm_head: the head; none: float), e.g. 'down_proj=w8pc,lm_head=w8g32'")
@@ -247,6 +247,14 @@ def _print_accel_summary(con, name, s, verbose):
         f"{energy}, {s['macs']:,} MACs, utilization {s['utilization']:.1%}"
         + (f", {s['tables']} table precomputes ({s['table_builds_fused']:,} tables; the array's input table unit builds {s['table_builds_array']:,})" if s.get("tables") else "")
     )
+    if "vector_cycles" in s:
+        if verbose:
+            t = Table("vector command", "calls", "cycles", "energy nJ", title=f"{name} vector unit ({s['vector_lanes']} lanes) and attention matmuls (on the array)")
+            for op, p in s["vector_by_op"].items():
+                t.add_row(op, str(p["calls"]), f"{p['cycles']:,}", f"{p['energy_pj'] / 1e3:.1f}")
+            con.print(t)
+        con.print(f"{name}: attention matmuls {s['attn_matmul_cycles']:,} array cycles, {s['attn_matmul_energy_pj'] / 1e6:.3f} uJ; "
+                  f"vector unit ({s['vector_lanes']} lanes) {s['vector_cycles']:,} cycles, {s['vector_energy_pj'] / 1e6:.3f} uJ")
 
 
 def _run_causal(con, m, ids, tokens, backend, other, compare, sampling=None, stops=None, stream=True):
@@ -598,6 +606,10 @@ def report(model, out, designs, quant, prefill, platforms, node, dram_gbps, cloc
         x = data["designs"][d]
         con.print(f"{d}: prefill {x['prefill_s'] * 1e3:.1f} ms, decode {x['decode_s'] * 1e3:.2f} ms/token, "
                   f"{x['decode_uj_per_token'] / 1e3:.1f} mJ/token, {arrays} x array {x['area']['array_mm2'] / arrays:.3f} mm^2 ({node})")
+    for r in (data.get("blocks") or {}).get("rows", []):
+        if r["phase"] == "prefill":
+            con.print(f"{r['design']} one block, prefill {r['S']}: linears {r['linears_cycles']:,.0f} / attention matmuls {r['attn_matmul_cycles']:,} / "
+                      f"vector unit {r['vector_cycles']:,} cycles; {r['linears_uj']:.1f} / {r['attn_matmul_uj']:.1f} / {r['vector_uj']:.1f} uJ")
     con.print(f"wrote {path / 'report.md'} and {path / 'report.html'} in {time.time() - t0:.1f} s")
 
 

@@ -15,7 +15,8 @@ rest; the restoring divider makes one quotient bit per step. So, with out_ready 
     latency  = steps + 1     edges from the accepting edge to the edge the output is taken
     interval = latency + 1   edges between two accepted rows, inputs always offered
 `schedule` gives every accept and output edge under any out_ready pattern; rtl/tb/vector_tb.py checks
-both the closed form and the schedule against the simulation.
+both the closed form and the schedule against the simulation. `rows_cycles` times rows dealt to several
+copies of a unit (the vector unit's lanes; hwsim.cost.vector) as each copy's stream_cycles.
 
 The configuration also supplies what rtl.sim's runner needs (name, to_dict, design_record.generator).
 """
@@ -29,6 +30,8 @@ from compiler.errors import LowbitError
 from hwsim import vector as vec
 
 UNITS = ("rmsnorm", "layernorm", "silu", "gelu", "shiftmax")
+IN_BITS = {"rmsnorm": (8, 16), "layernorm": (8, 16), "silu": (8,), "gelu": (8,), "shiftmax": (8, 32)}
+EPS_PORT = {8: (1 << 16) - 1, 16: (1 << 32) - 1}  # the largest eps_int of a norm with int8 / int16 inputs (compiler/backends/accel/vector.py)
 GATE_DIV_BITS = vec.RECIP_EXTRA + 1  # quotient bits of recip(F + 16, d), d >= 2^F
 
 
@@ -36,7 +39,7 @@ GATE_DIV_BITS = vec.RECIP_EXTRA + 1  # quotient bits of recip(F + 16, d), d >= 2
 class VectorUnitConfig:
     unit: str
     L: int = 8  # values per row
-    in_bits: int = 8  # Shiftmax: 8 or 32 (scores straight from the QK^T accumulators); 8 for the rest
+    in_bits: int = 8  # Shiftmax: 8 or 32 (scores straight from the QK^T accumulators); norms 8 or 16 (a residual stream); gates 8
     F: int = vec.F_BITS
     eps_max: int = (1 << 16) - 1  # norms: the largest eps_int the port takes
 
@@ -45,12 +48,13 @@ class VectorUnitConfig:
             raise LowbitError(f"unknown vector unit '{self.unit}'", f"use one of {', '.join(UNITS)}")
         if not 1 <= self.L <= 1024:
             raise LowbitError(f"vector unit row length L={self.L} is outside 1..1024", "give 1 <= L <= 1024")
-        if self.in_bits not in ((8, 32) if self.unit == "shiftmax" else (8,)):
-            raise LowbitError(f"{self.unit} takes int8{' or int32' if self.unit == 'shiftmax' else ''} inputs, not int{self.in_bits}", "give in_bits=8")
+        ok = IN_BITS[self.unit]
+        if self.in_bits not in ok:
+            raise LowbitError(f"{self.unit} takes {' or '.join(f'int{b}' for b in ok)} inputs, not int{self.in_bits}", "give in_bits=8")
         if not 2 <= self.F <= 16:
             raise LowbitError(f"exponential fraction bits F={self.F} outside 2..16", "give 2 <= F <= 16")
         if self.norm:
-            vec.NormShape(self.unit, self.L, self.eps_max)  # checks the widths
+            self.norm_shape  # checks the widths
 
     @property
     def norm(self) -> bool:
@@ -58,7 +62,7 @@ class VectorUnitConfig:
 
     @property
     def norm_shape(self) -> vec.NormShape:
-        return vec.NormShape(self.unit, self.L, self.eps_max)
+        return vec.NormShape(self.unit, self.L, self.eps_max, self.in_bits)
 
     @property
     def div_bits(self) -> int:
@@ -67,12 +71,7 @@ class VectorUnitConfig:
 
     @property
     def steps(self) -> int:
-        L = self.L
-        if self.norm:
-            return L * (2 if self.unit == "layernorm" else 1) + self.norm_shape.root_bits + self.div_bits + L
-        if self.unit == "shiftmax":
-            return 2 * L + self.div_bits + L
-        return L * (1 + self.div_bits + 1)
+        return row_steps(self.unit, self.L, self.eps_max, self.in_bits)
 
     @property
     def latency(self) -> int:
@@ -92,6 +91,27 @@ class VectorUnitConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def row_steps(unit: str, L: int, eps_max: int = VectorUnitConfig.eps_max, in_bits: int = 8) -> int:
+    """The steps of one row of L values (module docstring), for any L: the cost model (hwsim.cost.vector)
+    reads rows longer than the 1024 the generator is checked at with the same phases."""
+    if unit in vec.NORMS:
+        ns = vec.NormShape(unit, L, eps_max, in_bits)
+        return L * (2 if unit == "layernorm" else 1) + ns.root_bits + ns.recip_bits + L
+    if unit == "shiftmax":
+        return 2 * L + GATE_DIV_BITS + L
+    if unit in vec.GATES:
+        return L * (1 + GATE_DIV_BITS + 1)
+    raise LowbitError(f"unknown vector unit '{unit}'", f"use one of {', '.join(UNITS)}")
+
+
+def rows_cycles(unit: str, L: int, rows: int, lanes: int = 1, eps_max: int = VectorUnitConfig.eps_max, in_bits: int = 8) -> int:
+    """`rows` rows dealt round-robin to `lanes` copies of the one-lane unit, out_ready high: the busiest
+    lane's stream_cycles, (rows - 1) intervals of steps + 2 and the last row's steps + 2 (0 for no rows)."""
+    if rows <= 0:
+        return 0
+    return -(-rows // lanes) * (row_steps(unit, L, eps_max, in_bits) + 2)
 
 
 def stream_cycles(cfg: VectorUnitConfig, rows: int) -> int:

@@ -57,6 +57,20 @@ class ModelLinears:
     float_linears: list[tuple[str, int, int]] = field(default_factory=list)  # (name, N, K) left on the host
     source: str = ""
     kv: dict | None = None  # causal LMs: {"layers", "kv_heads", "head_dim", "format"} of the KV cache (decode_vs_context)
+    block: dict | None = None  # one transformer block's shape for the vector unit and attention costs (block_of)
+
+
+def block_of(family: str, cfg: dict) -> dict | None:
+    """One block's widths (hidden, heads, kv_heads, head_dim, inter), its norm and gate units and its layer count,
+    from config.json-style fields; None for a family without a table."""
+    if family not in ("llama", "bert"):
+        return None
+    h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    llama = family == "llama"
+    return {"hidden": h, "heads": heads, "kv_heads": cfg.get("num_key_value_heads", heads) if llama else heads,
+            "head_dim": (cfg.get("head_dim") or h // heads) if llama else h // heads, "inter": cfg["intermediate_size"],
+            "layers": cfg["num_hidden_layers"], "norm": "rmsnorm" if llama else "layernorm", "gate": "silu" if llama else "gelu",
+            "causal": llama}
 
 
 def linears_from_config(family: str, cfg: dict) -> tuple[list[tuple[str, int, int, int]], list[tuple[str, int, int]]]:
@@ -109,7 +123,7 @@ def model_linears_from_config(name: str, family: str, config: dict, *, bits: int
         heads = config["num_attention_heads"]
         kv = {"layers": config["num_hidden_layers"], "kv_heads": config.get("num_key_value_heads", heads),
               "head_dim": config.get("head_dim") or config["hidden_size"] // heads, "format": "f32"}
-    return ModelLinears(name, family, quant, lins, fl, source, kv)
+    return ModelLinears(name, family, quant, lins, fl, source, kv, block_of(family, config))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -121,11 +121,51 @@ def analyze(ml: rl.ModelLinears, designs: list[str], prefill: int = 128, memory:
                               "peak_ops": p.peak(ml.linears[0].act), "bandwidth": p.bandwidth, "source": p.source})
     kv_rows = [r for p in plats.values() for r in rl.decode_vs_context(ml, p)]
     return {
+        "blocks": blocks(ml, designs, layers, prefill, mem, node),
         "kv": ml.kv, "kv_decode": kv_rows,
         "model": ml.model, "family": ml.family, "quant": ml.quant, "source": ml.source, "prefill": prefill, "node": node,
         "memory": mem.to_dict(), "linears": [rl.linear_dict(l) for l in ml.linears], "float_linears": ml.float_linears,
         "designs": designs_out, "layers": layers, "platforms": plat_rows,
     }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Whole blocks: linears, attention matmuls, vector unit
+
+
+def blocks(ml: rl.ModelLinears, designs: list[str], layers: list[dict], prefill: int, mem: MemoryConfig, node: str) -> dict | None:
+    """One transformer block per design and phase, split into the linears (the arrays; each role's share of its
+    layers), the attention matmuls (on the array, hwsim.cost.vector) and the vector unit (norms, gate, Shiftmax,
+    PV's rescale, on the design's lanes), as `--vector-unit all` runs it. Prefill: S = T = prefill; decode: one
+    row against T = prefill + 1 keys. None without a block shape (an artifact's linears); {"error"} when the
+    unit cannot take the model's rows."""
+    from hwsim.cost import vector as cv
+
+    b = ml.block
+    if not b:
+        return None
+    try:
+        rows, areas = [], {}
+        for d in designs:
+            cfg = design_config(d, ml.linears[0])
+            vu = cv.VectorUnit(cv.design_lanes(d), b["norm"], b["gate"])
+            areas[d] = cv.vector_area(vu, b["hidden"], prefill + 1, node)
+            for ph, S, T in (("prefill", prefill, prefill), ("decode", 1, prefill + 1)):
+                mine = [l for l in layers if l["design"] == d and l["phase"] == ph]
+                share = {l["layer"]: l["count"] / b["layers"] for l in mine}
+                lin_c = sum(l["cycles"] * share[l["layer"]] for l in mine)
+                lin_e = sum(l["energy_uj"] * share[l["layer"]] for l in mine)
+                t = cv.total_costs(cv.block_shapes(b, S, T), vu, cfg, mem, node)
+                am, v = t["attn_matmul"], t["vector"]
+                rows.append({"design": d, "phase": ph, "S": S, "T": T, "vector_lanes": vu.lanes,
+                             "linears_cycles": lin_c, "linears_uj": lin_e,
+                             "attn_matmul_cycles": am["cycles"], "attn_matmul_uj": am["energy_pj"] / 1e6,
+                             "vector_cycles": v["cycles"], "vector_uj": v["energy_pj"] / 1e6,
+                             "total_cycles": lin_c + am["cycles"] + v["cycles"], "total_uj": lin_e + (am["energy_pj"] + v["energy_pj"]) / 1e6,
+                             **{f"{op}_cycles": x["cycles"] for op, x in t["ops"].items()}})
+    except LowbitError as e:
+        return {"block": b, "error": str(e)}
+    return {"block": b, "rows": rows, "vector_area": areas}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
     doc.h(1, f"lowbit cost report: {data['model']} ({data['quant']})")
     doc.p(f"Source: {data['source']}. Quantized linears only ({sum(l['count'] for l in data['linears'])} layers, "
           f"{sum(l['N'] * l['K'] * l['count'] for l in data['linears']) / 1e6:.1f} M weights); attention score/context products, "
-          f"norms and activations run on the host and are not counted. Float linears left out: "
+          f"norms and activations are not in these totals (the block table counts them on the vector unit). Float linears left out: "
           f"{', '.join(f'{n} [{a}x{b}]' for n, a, b in data['float_linears']) or 'none'}. Decode = one token (M=1); "
           f"prefill = {data['prefill']} tokens. Node {node}, {mem['arrays']} array(s) per design at {mem['clock_ghz']} GHz sharing "
           f"DRAM {mem['dram_gbps']} GB/s, SRAM weight/act/out {mem['weight_sram_kib']}/{mem['act_sram_kib']}/{mem['out_sram_kib']} KiB "
@@ -133,6 +133,7 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
         doc.table(["platform", "KV format", "KV bytes/token", *[f"ms @ {c}" for c in ctxs], f"KV share @ {ctxs[-1]}"],
                   [[plat, fmt, next(iter(rows.values()))["kv_bytes_per_token"], *[rows[c]["time_s"] * 1e3 for c in ctxs], f"{rows[ctxs[-1]]['kv_share'] * 100:.0f}%"]
                    for (plat, fmt), rows in by.items()])
+    _blocks(doc, data, root)
     doc.img("roofline.png", "Roofline: platforms and designs (lines), each linear layer (markers) for decode and prefill")
     doc.h(2, "Paper claims vs our measurements")
     doc.table(["claim", "paper", "ours", "how we measure"],
@@ -197,3 +198,28 @@ def write_report(root: Path, data: dict, sweep_rows: list[dict], designs: list[s
     ])
     (root / "report.md").write_text(doc.markdown())
     (root / "report.html").write_text(doc.html(root, f"lowbit report {data['model']}"))
+
+
+def _blocks(doc: Doc, data: dict, root: Path) -> None:
+    """The per-block split (analyze.blocks): linears, attention matmuls, vector unit; blocks.csv."""
+    bl = data.get("blocks")
+    if not bl:
+        return
+    doc.h(2, "One transformer block: linears, attention matmuls, vector unit")
+    b = bl["block"]
+    if "error" in bl:
+        doc.p(f"Not costed: {bl['error']}")
+        return
+    write_csv(root / "blocks.csv", bl["rows"])
+    doc.p(f"One block of {b['layers']} ({b['hidden']} wide, {b['heads']} heads of {b['head_dim']}, {b['norm']}, {b['gate']} over {b['inter']}) as "
+          "`lowbit compile --vector-unit all` runs it: the linears on the array (each role once), QK^T and PV on the same array as two exact "
+          "W4 passes of the int8 operands, and the norms, the gate, Shiftmax and PV's rescale on the vector unit (lanes one-lane RTL units, "
+          "rows dealt round-robin; hwsim.cost.vector). Parts run one after another. Prefill: S = T = prefill rows; decode: one row against "
+          "prefill + 1 keys. The embedding, rope, residual adds, SwiGLU's product and the head stay on the host and are not counted.")
+    doc.table(["design", "phase", "lanes", "linears cycles", "attn matmul cycles", "vector cycles", "total cycles",
+               "linears uJ", "attn matmul uJ", "vector uJ", "total uJ"],
+              [[r["design"], r["phase"], r["vector_lanes"], r["linears_cycles"], r["attn_matmul_cycles"], r["vector_cycles"], r["total_cycles"],
+                r["linears_uj"], r["attn_matmul_uj"], r["vector_uj"], r["total_uj"]] for r in bl["rows"]])
+    doc.table(["design", "vector unit lanes", "units per lane", "transistors", "flip-flop bits", f"mm^2 ({data['node']})", "source"],
+              [[d, a["lanes"], ", ".join(f"{u['unit']} L={u['L']}" for u in a["units"]), a["transistors"], a["ff_bits"], a["total_mm2"], a["source"]]
+               for d, a in bl["vector_area"].items()])

@@ -126,29 +126,30 @@ def _finish(v) -> str:
 
 
 def _norm(cfg: VectorUnitConfig) -> str:
-    L, ns, ln = cfg.L, cfg.norm_shape, cfg.unit == "layernorm"
+    L, ns, ln, IW = cfg.L, cfg.norm_shape, cfg.unit == "layernorm", cfg.in_bits
     DB, SSW, TW, RTB, RB, QW = ns.d_bits, ns.ss_bits, ns.tw, ns.root_bits, ns.rb, ns.recip_bits
     P, A = ns.P, ns.A
     EPSW = max(1, ns.eps_max.bit_length())
     RMW = RTB + 3
     v = V()
-    ports = [f"input wire [{L * 8 - 1}:0] in_g"] + ([f"input wire [{L * 8 - 1}:0] in_b"] if ln else [])
+    BB = ns.bias_bits  # LayerNorm's bias: int8, or int16 with ns.bias_frac fraction bits (int16 inputs)
+    ports = [f"input wire [{L * 8 - 1}:0] in_g"] + ([f"input wire [{L * BB - 1}:0] in_b"] if ln else [])
     ports += [f"input wire [{EPSW - 1}:0] in_eps", f"input wire [{MW - 1}:0] in_mant", f"input wire [{SHW - 1}:0] in_shift"]
     _header(cfg, v, _common_ports(cfg, ports), "I-LayerNorm" if ln else "integer RMSNorm")
     names = (["S_IDLE", "S_SUM"] if ln else ["S_IDLE"]) + ["S_SQ", "S_SQRT", "S_DIV", "S_OUT", "S_DONE"]
     _states(v, names)
     v(f"reg [{clog2(max(L, RTB, QW) + 1) - 1}:0] cnt;")
-    v(f"reg [{L * 8 - 1}:0] xr, gr, yr;")
+    v(f"reg [{L * IW - 1}:0] xr; reg [{L * 8 - 1}:0] gr, yr;")
     if ln:
-        v(f"reg [{L * 8 - 1}:0] br;")
-    SXW = vec.bits_signed(-128 * L, 127 * L)
+        v(f"reg [{L * BB - 1}:0] br;")
+    SXW = vec.bits_signed(-(1 << (IW - 1)) * L, ((1 << (IW - 1)) - 1) * L)
     v(f"reg signed [{SXW - 1}:0] sx;  // row sum (layernorm)")
     v(f"reg [{EPSW - 1}:0] eps_r; reg [{MW - 1}:0] mant_r; reg [{SHW - 1}:0] sh_r;")
     v(f"reg [{SSW - 1}:0] ss; reg [{TW - 1}:0] t; reg [{RMW - 1}:0] rem; reg [{RTB - 1}:0] root;")
     v("assign in_ready = (st == S_IDLE);")
     v("assign out_valid = (st == S_DONE);")
     v("assign out_y = yr;")
-    v("wire signed [7:0] xh = xr[7:0];")
+    v(f"wire signed [{IW - 1}:0] xh = xr[{IW - 1}:0];")
     v("wire signed [7:0] gh = gr[7:0];")
     if ln:
         v(f"wire signed [{DB - 1}:0] dh = xh * {DB}'sd{L} - sx;  // L x - sum x")
@@ -159,13 +160,13 @@ def _norm(cfg: VectorUnitConfig) -> str:
     v(f"wire [{SSW - 1}:0] ss_n = ss + sq[{min(2 * DB, SSW) - 1}:0];")
     eps = f"{{{SSW - EPSW}'d0, eps_r}}" if SSW > EPSW else "eps_r"
     v(f"wire [{SSW - 1}:0] ss_e = ss_n + {eps};")
-    v(f"wire [{TW - 1}:0] t0 = {{{TW - SSW}'d0, ss_e}} << {2 * P};")
+    v(f"wire [{TW - 1}:0] t0 = {{{TW - SSW}'d0, ss_e}} << {2 * P};" if TW > SSW else f"wire [{TW - 1}:0] t0 = ss_e << {2 * P};")
     v("// isqrt step: bring down two bits, try root*4 + 1")
     v(f"wire [{RMW - 1}:0] q_rem4 = {{rem[{RMW - 3}:0], t[{TW - 1}:{TW - 2}]}};")
     v(f"wire [{RMW - 1}:0] q_trial = {{1'b0, root, 2'b01}};")
     v("wire q_ge = q_rem4 >= q_trial;")
     v(f"wire [{RTB - 1}:0] q_root = {{root[{RTB - 2}:0], q_ge}};")
-    v(f"wire [{RTB - 1}:0] s_min = (q_root < {RTB}'d{1 << P}) ? {RTB}'d{1 << P} : q_root;  // max(isqrt, 2^P)")
+    v(f"wire [{RTB - 1}:0] s_min = (q_root < {RTB}'d{vec.NORM_S_MIN}) ? {RTB}'d{vec.NORM_S_MIN} : q_root;  // max(isqrt, 2^8)")
     div = _Divider(v, RB, QW, RTB)
     PDW = DB + QW + 1
     c = RB - P - A
@@ -175,11 +176,19 @@ def _norm(cfg: VectorUnitConfig) -> str:
     AGW = AB + 8 + MW + 1
     v(f"wire signed [{AB - 1}:0] a = a_w[{AB - 1}:0];")
     v(f"wire signed [{AGW - 1}:0] agm = a * gh * $signed({{1'b0, mant_r}});")
-    yw = rshift_round(v, "agm", AGW, "sh_r", "yq")
-    if ln:
+    if ln and ns.bias_frac:  # one rounding of the biased value (hwsim.vector.norm_out; sh_r >= bias_frac)
+        BF = ns.bias_frac
+        v(f"wire [{SHW - 1}:0] kb = sh_r - {SHW}'d{BF};")
+        v(f"wire signed [{AGW - 1}:0] pk = agm >>> kb;")
+        v(f"wire signed [{AGW + 1}:0] pb = pk + $signed(br[{BB - 1}:0]) + {AGW + 2}'sd{1 << (BF - 1)};")
+        v(f"wire signed [{AGW + 1}:0] yb = pb >>> {BF};")
+        _clamp8(v, "yb", AGW + 2, "y8")
+    elif ln:
+        yw = rshift_round(v, "agm", AGW, "sh_r", "yq")
         v(f"wire signed [{yw}:0] yb = yq + $signed(br[7:0]);")
         _clamp8(v, "yb", yw + 1, "y8")
     else:
+        yw = rshift_round(v, "agm", AGW, "sh_r", "yq")
         _clamp8(v, "yq", yw, "y8")
     CW = clog2(max(L, RTB, QW) + 1)
 
@@ -199,15 +208,15 @@ def _norm(cfg: VectorUnitConfig) -> str:
         v("            st <= S_SQ;")
     v("        end")
     if ln:
-        v(f"        S_SUM: begin sx <= sx_n; {_rotate('xr', L, 8)} cnt <= ({last(L)}) ? {CW}'d0 : cnt + {CW}'d1; if ({last(L)}) st <= S_SQ; end")
-    v(f"        S_SQ: begin ss <= ss_n; {_rotate('xr', L, 8)} cnt <= cnt + {CW}'d1;")
+        v(f"        S_SUM: begin sx <= sx_n; {_rotate('xr', L, IW)} cnt <= ({last(L)}) ? {CW}'d0 : cnt + {CW}'d1; if ({last(L)}) st <= S_SQ; end")
+    v(f"        S_SQ: begin ss <= ss_n; {_rotate('xr', L, IW)} cnt <= cnt + {CW}'d1;")
     v(f"            if ({last(L)}) begin t <= t0; rem <= {RMW}'d0; root <= {RTB}'d0; cnt <= {CW}'d0; st <= S_SQRT; end")
     v("        end")
     v(f"        S_SQRT: begin rem <= q_ge ? q_rem4 - q_trial : q_rem4; root <= q_root; t <= t << 2; cnt <= cnt + {CW}'d1;")
     v(f"            if ({last(RTB)}) begin {div.load('s_min')} cnt <= {CW}'d0; st <= S_DIV; end")
     v("        end")
     v(f"        S_DIV: begin {div.step()} cnt <= cnt + {CW}'d1; if ({last(QW)}) begin cnt <= {CW}'d0; st <= S_OUT; end end")
-    rot = " ".join(_rotate(r, L, 8) for r in (["xr", "gr", "br"] if ln else ["xr", "gr"]))
+    rot = " ".join(_rotate(r, L, {"xr": IW, "br": BB}.get(r, 8)) for r in (["xr", "gr", "br"] if ln else ["xr", "gr"]))
     v(f"        S_OUT: begin {_push('yr', L, 8, 'y8')} {rot} cnt <= cnt + {CW}'d1; if ({last(L)}) st <= S_DONE; end")
     return _finish(v)
 

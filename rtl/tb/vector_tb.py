@@ -45,7 +45,7 @@ def _corner_x(cfg: VectorUnitConfig) -> list[np.ndarray]:
     ramp = np.linspace(lo, hi, L).astype(np.int64)
     small = np.zeros(L, np.int64)
     small[0] = 1
-    return [np.full(L, lo), np.full(L, hi), np.zeros(L, np.int64), np.full(L, 57 if cfg.in_bits == 8 else 123456), alt, one, ramp, small, -small]
+    return [np.full(L, lo), np.full(L, hi), np.zeros(L, np.int64), np.full(L, {8: 57, 16: 12345}.get(cfg.in_bits, 123456)), alt, one, ramp, small, -small]
 
 
 def stimulus(cfg: VectorUnitConfig, rows: int, seed: int) -> dict:
@@ -59,8 +59,8 @@ def stimulus(cfg: VectorUnitConfig, rows: int, seed: int) -> dict:
     for i in range(R):
         if i < 2 * len(corners):
             x[i] = corners[i % len(corners)]
-        elif cfg.in_bits == 32 and rng.random() < 0.7:
-            mag = 1 << int(rng.integers(2, 32))
+        elif cfg.in_bits > 8 and rng.random() < 0.7:  # wide inputs: every magnitude
+            mag = 1 << int(rng.integers(2, cfg.in_bits))
             x[i] = np.clip(rng.integers(-mag, mag, size=L), lo, hi)
         elif rng.random() < 0.5:
             x[i] = rng.integers(lo, hi + 1, size=L)
@@ -85,9 +85,12 @@ def stimulus(cfg: VectorUnitConfig, rows: int, seed: int) -> dict:
         st["g"][len(corners): 2 * len(corners)] = np.where(np.arange(len(corners))[:, None] % 2, -128, 127)
         st["eps"] = np.where(rng.random(R) < 0.5, 0, rng.integers(0, cfg.eps_max + 1, size=R))
         st["eps"][len(corners) + 1] = cfg.eps_max
+        ns = cfg.norm_shape
         if cfg.unit == "layernorm":
-            st["b"] = rng.integers(-128, 128, size=(R, L))
+            bh = 1 << (ns.bias_bits - 1)
+            st["b"] = rng.integers(-bh, bh, size=(R, L))
         st["mant"], st["shift"] = pairs(2.0**-vec.NORM_A * np.sqrt(L) * (1 / 64) / (4 / 127), 4)
+        st["shift"] = np.maximum(st["shift"], ns.bias_frac)  # the bias's fraction bits need sh_o >= them
     elif cfg.unit == "shiftmax":
         st["mant"], st["shift"] = pairs((2.0**-10 if cfg.in_bits == 32 else 8 / 127) * 2.0**F, 6)
     else:
@@ -103,7 +106,7 @@ def expected(cfg: VectorUnitConfig, st: dict) -> np.ndarray:
     for i in range(R):
         x = st["x"][i]
         if cfg.norm:
-            y[i] = vec.norm(x, st["g"][i], cfg.unit, st["mant"][i], st["shift"][i], int(st["eps"][i]), st["b"][i] if "b" in st else None)
+            y[i] = vec.norm(x, st["g"][i], cfg.unit, st["mant"][i], st["shift"][i], int(st["eps"][i]), st["b"][i] if "b" in st else None, cfg.in_bits)
         elif cfg.unit == "shiftmax":
             y[i] = vec.shiftmax(x, st["mant"][i], st["shift"][i], cfg.in_bits, cfg.F)
         else:
@@ -132,12 +135,17 @@ def mismatches(got: np.ndarray, want: np.ndarray, limit: int = 5) -> tuple[int, 
     return len(bad), [f"row {r} value {j}: RTL {got[r, j]}, golden {want[r, j]}" for r, j in bad[:limit]]
 
 
+def _field_bits(cfg: VectorUnitConfig, k: str) -> int:
+    """Bits a value of per-channel field k takes on its port: 8, or the norm's bias width."""
+    return cfg.norm_shape.bias_bits if k == "b" else 8
+
+
 def _fields(cfg: VectorUnitConfig, st: dict, i: int) -> dict:
     """Port values of row i: in_x and in_<field> (per-channel fields packed 8 bits a value)."""
     f = {"in_x": pack(st["x"][i], cfg.in_bits)}
     for k, arr in st.items():
         if k != "x":
-            f[f"in_{k}"] = pack(arr[i], 8) if arr.ndim == 2 else int(arr[i])
+            f[f"in_{k}"] = pack(arr[i], _field_bits(cfg, k)) if arr.ndim == 2 else int(arr[i])
     return f
 
 

@@ -136,8 +136,23 @@ class HwsimBackend(Backend):
     def reset_stats(self):
         self.executor.records.clear()
         self.executor.vector.counts.clear()
+        self.executor.vector.shapes.clear()
 
     def summary(self) -> dict:
-        # vector_ops: the VEC_* commands run (--vector-unit), counted only: the unit has no cycle or energy model here yet
-        vec = {"vector_ops": dict(self.executor.vector.counts)} if self.executor.vector.counts else {}
+        # --vector-unit programs: the VEC_* commands run, with the attention matmuls' array cycles and the vector
+        # unit's (hwsim.cost.vector), beside the linears' cycles above
+        vr = self.executor.vector
+        vec = {"vector_ops": dict(vr.counts), **vector_summary(vr.shapes, self.program, self.executor.memory, self.executor.node)} if vr.counts else {}
         return {"design": self.design, "array": self.program.array, **summarize(self.executor.records), **vec}
+
+
+def vector_summary(shapes: list[dict], program, memory, node: str) -> dict:
+    """attn_matmul_* and vector_* cycles and energy (pJ) of the VEC_* commands run, per op under vector_by_op;
+    the vector unit has the array's epilogue lanes (the design record's default or --array lanes=)."""
+    from hwsim.config import ArrayConfig
+    from hwsim.cost.vector import VectorUnit, total_costs
+
+    cfg = ArrayConfig.from_dict(program.array)
+    t = total_costs(shapes, VectorUnit(cfg.lanes), cfg, memory, node)
+    return {"vector_lanes": cfg.lanes, "attn_matmul_cycles": t["attn_matmul"]["cycles"], "attn_matmul_energy_pj": t["attn_matmul"]["energy_pj"],
+            "vector_cycles": t["vector"]["cycles"], "vector_energy_pj": t["vector"]["energy_pj"], "vector_by_op": t["ops"]}

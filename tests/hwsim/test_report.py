@@ -289,3 +289,24 @@ def test_write_sweep_replaces_the_folder_atomically(tmp_path):
     with pytest.raises(LowbitError, match="not a sweep folder"):
         write_sweep(foreign, rows, "t")
     assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+
+
+def test_report_splits_a_block_into_linears_attention_and_vector_unit(report_dir):
+    data = json.loads((report_dir / "report.json").read_text())
+    bl = data["blocks"]
+    assert bl["block"]["hidden"] == 256 and bl["block"]["layers"] == 4
+    rows = {(r["design"], r["phase"]): r for r in bl["rows"]}
+    assert set(rows) == {(d, ph) for d in ("lut-tc", "mixpe", "mac") for ph in ("prefill", "decode")}
+    for (d, ph), r in rows.items():
+        assert r["total_cycles"] == pytest.approx(r["linears_cycles"] + r["attn_matmul_cycles"] + r["vector_cycles"])
+        assert r["total_uj"] == pytest.approx(r["linears_uj"] + r["attn_matmul_uj"] + r["vector_uj"])
+        assert min(r["linears_uj"], r["attn_matmul_uj"], r["vector_uj"]) > 0
+        # each role once: the design's per-phase linears over the 4 blocks
+        assert r["linears_cycles"] == pytest.approx(data["designs"][d][f"{ph}_cycles"] / 4)
+    # decode against 33 keys (tests/hwsim/test_vector_cost.py's block by hand): mac's 8 lanes, lut-tc's 16
+    assert rows[("mac", "decode")]["vector_cycles"] == 2 * 567 + (23 * 154 + 154) + (3 * 33 + 17 + 2) + 512 // 8
+    assert rows[("lut-tc", "decode")]["vector_cycles"] == 2 * 567 + (11 * 154 + 154) + (3 * 33 + 17 + 2) + 512 // 16
+    assert bl["vector_area"]["lut-tc"]["lanes"] == 16 and bl["vector_area"]["mac"]["lanes"] == 8
+    md = (report_dir / "report.md").read_text()
+    assert "## One transformer block: linears, attention matmuls, vector unit" in md
+    assert len(list(csv.DictReader(open(report_dir / "blocks.csv")))) == 6

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from hwsim.arrays.vector_unit import VectorUnitConfig
+from hwsim.arrays.vector_unit import EPS_PORT, VectorUnitConfig
 from rtl.gen.vector_unit import generate
 from rtl.tb.vector_tb import stimulus
 from rtl.vector_sim import run_vector_sim
@@ -22,6 +22,8 @@ CONFIGS = [
     VectorUnitConfig("gelu", L=8),
     VectorUnitConfig("shiftmax", L=8),
     VectorUnitConfig("shiftmax", L=8, in_bits=32),
+    VectorUnitConfig("rmsnorm", L=8, in_bits=16, eps_max=EPS_PORT[16]),  # a residual stream at int16 (--vector-unit norm16)
+    VectorUnitConfig("layernorm", L=8, in_bits=16, eps_max=EPS_PORT[16]),
 ]
 STALL_ROWS = 30
 
@@ -53,6 +55,7 @@ def test_vector_unit_matches_golden_10k_rows(cfg):
 
 @icarus
 @pytest.mark.parametrize("cfg", [VectorUnitConfig("rmsnorm", L=3), VectorUnitConfig("layernorm", L=5, eps_max=0),
+                                 VectorUnitConfig("layernorm", L=13, in_bits=16, eps_max=EPS_PORT[16]),
                                  VectorUnitConfig("shiftmax", L=1), VectorUnitConfig("silu", L=1), VectorUnitConfig("shiftmax", L=13, F=12)],
                          ids=lambda c: c.name)
 def test_other_row_lengths(cfg):
@@ -60,9 +63,10 @@ def test_other_row_lengths(cfg):
 
 
 @icarus
-@pytest.mark.parametrize("unit", ["rmsnorm", "shiftmax", "silu"])
-def test_checker_reports_a_corrupted_golden(unit):
-    r = run_vector_sim(VectorUnitConfig(unit, L=8), rows=20, stall_rows=5, corrupt=True)
+@pytest.mark.parametrize("unit, bits", [("rmsnorm", 8), ("shiftmax", 8), ("silu", 8), ("layernorm", 16)])
+def test_checker_reports_a_corrupted_golden(unit, bits):
+    cfg = VectorUnitConfig(unit, L=8, in_bits=bits, eps_max=EPS_PORT[bits])
+    r = run_vector_sim(cfg, rows=20, stall_rows=5, corrupt=True)
     assert not r.passed
     assert "1 mismatches against hwsim.vector" in r.message and "row 0 value 0" in r.message
     assert r.output["mismatches"] == 1

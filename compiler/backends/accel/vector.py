@@ -23,35 +23,46 @@ import numpy as np
 from compiler.errors import LowbitError
 from hwsim import golden
 from hwsim import vector as vu
+from hwsim.arrays import vector_unit as vcfg
 from hwsim.arrays.vector_unit import VectorUnitConfig
 
 from compiler.backends.accel.program import Command
 
 UNITS = ("norm", "gate", "attn")  # the graph ops each unit takes
 UNIT_OPS = {"norm": ("layernorm", "rmsnorm"), "gate": ("gelu", "silu"), "attn": ("attention", "cache_attention")}
+WIDE = {"norm16": "norm"}  # a unit with wider inputs: the norm taking its residual stream at int16
 MASKED = -(1 << 31)  # int32 minimum: a masked score, whose shift exponential is 0
 PASS_THROUGH = ("reshape",)  # host ops that keep a tensor's int8 codes (a view)
 EXP_F = vu.F_BITS  # fraction bits of the shift exponential (Shiftmax, the gates): the unit as built (rtl/gen/vector_unit.py's f8)
-EPS_PORT = VectorUnitConfig.eps_max  # the largest eps_int the norm units take
+EPS_PORT = VectorUnitConfig.eps_max  # the largest eps_int the int8 norm unit takes (EPS_PORTS[16] the int16 one's)
+EPS_PORTS = vcfg.EPS_PORT
 
 
 def parse_units(text: str | None) -> tuple[str, ...]:
-    """`all` or a comma list of norm, gate, attn -> the units, in UNITS order; () for None."""
+    """`all` or a comma list of norm (or norm16: int16 inputs), gate, attn, `all,norm16` the three with norm16 ->
+    the units, in UNITS order; () for None."""
     if text is None:
         return ()
     names = [t.strip() for t in str(text).split(",") if t.strip()]
-    if names == ["all"]:
-        return UNITS
-    bad = [n for n in names if n not in UNITS]
+    if "all" in names:
+        names = [n for n in names if n != "all"] + [u for u in UNITS if not any(WIDE.get(n) == u for n in names)]
+    bad = [n for n in names if n not in UNITS and n not in WIDE]
     if bad or not names:
-        raise LowbitError(f"--vector-unit {text!r}: unknown unit(s) {', '.join(bad) or repr(text)}", f"give all or a comma list of {', '.join(UNITS)}")
-    return tuple(u for u in UNITS if u in names)
+        raise LowbitError(f"--vector-unit {text!r}: unknown unit(s) {', '.join(bad) or repr(text)}", f"give all or a comma list of {', '.join(UNITS)} (norm16: the norm at int16 inputs)")
+    if "norm" in names and "norm16" in names:
+        raise LowbitError(f"--vector-unit {text!r} names both norm and norm16", "give one of them")
+    return tuple(w for u in UNITS for w in (u, *(k for k, b in WIDE.items() if b == u)) if w in names)
+
+
+def unit_of(u: str) -> str:
+    """The unit of UNITS a (possibly wide) unit name is."""
+    return WIDE.get(u, u)
 
 
 def vector_nodes(graph, units) -> dict[int, str]:
     """Graph node index -> unit, for every node one of `units` runs (the embedding's norm and the final norm
     before the head included)."""
-    ops = {op: u for u in units for op in UNIT_OPS[u]}
+    ops = {op: u for u in units for op in UNIT_OPS[unit_of(u)]}
     out = {}
     for i, nd in enumerate(graph.nodes):
         if nd.op in ops:
@@ -101,7 +112,7 @@ def lower_vector(graph, nodes: dict[int, str], amax: dict[str, float], tensors: 
     for i, u in nodes.items():
         nd = graph.nodes[i]
         name = nd.outputs[0]
-        if u == "norm":
+        if unit_of(u) == "norm":
             gamma = np.asarray(graph.consts[nd.inputs[1]], np.float64)
             L = int(gamma.shape[-1])
             gm = float(np.abs(gamma).max())
@@ -113,7 +124,7 @@ def lower_vector(graph, nodes: dict[int, str], amax: dict[str, float], tensors: 
                 bias = f"{name}.vb"
                 tensors[bias] = np.asarray(graph.consts[nd.inputs[2]], np.float32)
             mo, so = vu.norm_scales(L, s_g, s_out)
-            out[i] = [Command("VEC_NORM", name, {"index": i, "kind": nd.op, "L": L, "in_scale": "row", "eps": float(nd.attrs["eps"]), "gains": f"{name}.vg",
+            out[i] = [Command("VEC_NORM", name, {"index": i, "kind": nd.op, "L": L, "in_bits": 16 if u == "norm16" else 8, "in_scale": "row", "eps": float(nd.attrs["eps"]), "gains": f"{name}.vg",
                                                  "gain_scale": s_g, "bias": bias, "out_scale": s_out, "mant_o": mo, "sh_o": so, "passes": 2})]
         elif u == "gate":  # per-row scales only: no calibration
             out[i] = [Command("VEC_GATE", name, {"index": i, "kind": "gelu" if nd.op == "gelu" else "silu", "in_scale": "row", "out_scale": "row", "passes": 2, "F": EXP_F})]
@@ -136,16 +147,18 @@ def lower_vector(graph, nodes: dict[int, str], amax: dict[str, float], tensors: 
 # is the row, axis 0 of the others.
 
 
-def norm_input(x, kind: str, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(codes, row scales, eps_int) of a norm's float rows x [R, L]: QUANT_ACT's per-row int8 (golden.quantize_a8),
-    except that a row so small that its eps_int would pass the unit's port (2^16 - 1) is quantized at the
-    coarser scale where eps_int fits, so the norm still adds eps."""
+def norm_input(x, kind: str, eps: float, in_bits: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, row scales, eps_int) of a norm's float rows x [R, L]: QUANT_ACT's per-row int8 (golden.quantize_a8;
+    in_bits 16: the same rule at 32767), except that a row so small that its eps_int would pass the unit's port
+    (EPS_PORTS: 2^16 - 1, int16 2^32 - 1) is quantized at the coarser scale where eps_int fits, so the norm still adds eps."""
     x = np.asarray(x, np.float32)
     L = x.shape[1]
-    amax = np.abs(x).max(axis=1) / np.float32(127.0)
-    s_min = np.float32(math.sqrt((L if kind == "rmsnorm" else L**3) * eps / EPS_PORT) * (1 + 1e-6))  # norm_eps_int(s_min) <= EPS_PORT
+    qmax = (1 << (in_bits - 1)) - 1
+    amax = np.abs(x).max(axis=1) / np.float32(qmax)
+    port = EPS_PORTS[in_bits]
+    s_min = np.float32(math.sqrt((L if kind == "rmsnorm" else L**3) * eps / port) * (1 + 1e-6))  # norm_eps_int(s_min) <= port
     sa = np.where(amax > 0, np.maximum(amax, s_min), np.float32(1.0)).astype(np.float32)
-    qa = np.clip(np.rint(x / sa[:, None]), -127, 127).astype(np.int64)
+    qa = np.clip(np.rint(x / sa[:, None]), -qmax, qmax).astype(np.int64)
     return qa, sa, np.array([vu.norm_eps_int(kind, L, eps, float(s)) for s in sa], np.int64)
 
 
@@ -165,21 +178,22 @@ def gated_rows(x, kind, mant_i, sh_i, mant_o, sh_o, F: int = vu.F_BITS) -> np.nd
     return np.clip(golden.rshift_round(x * g * mant_o[c], sh_o[c]), -128, 127)
 
 
-def norm_rows(x, g, kind, mant_o, sh_o, eps, b) -> np.ndarray:
-    """hwsim.vector.norm of rows x [R, L], pairs and eps_int [R], bias b [R, L] or None; rows grouped by the
-    widths their eps_int gives (NormShape)."""
-    x = vu._check_int(x, -128, 127, f"{kind} inputs (int8)")
+def norm_rows(x, g, kind, mant_o, sh_o, eps, b, in_bits: int = 8) -> np.ndarray:
+    """hwsim.vector.norm of rows x [R, L] (int8, or int16 for in_bits 16), pairs and eps_int [R], bias b [R, L] or
+    None; rows grouped by the widths their eps_int gives (NormShape)."""
+    h = 1 << (in_bits - 1)
+    x = vu._check_int(x, -h, h - 1, f"{kind} inputs (int{in_bits})")
     y = np.zeros_like(x)
-    shapes = [vu.NormShape(kind, x.shape[1], int(e)) for e in eps]
+    shapes = [vu.NormShape(kind, x.shape[1], int(e), in_bits) for e in eps]
     for tw in sorted({sh.tw for sh in shapes}):
         r = np.array([sh.tw == tw for sh in shapes])
         shape = shapes[int(np.argmax(r))]
         d = vu.norm_d(x[r], kind)
         ss = (d * d).sum(axis=-1, keepdims=True) + eps[r][:, None]
-        s = np.maximum(vu.isqrt_bitwise(ss << (2 * shape.P), shape.tw), 1 << shape.P)
+        s = np.maximum(vu.isqrt_bitwise(ss << (2 * shape.P), shape.tw), vu.NORM_S_MIN)
         a = golden.rshift_round(d * vu.recip(shape.rb, s), np.int64(shape.rb - shape.P - shape.A))
         bb = 0 if b is None else b[r]
-        y[r] = np.clip(golden.rshift_round(a * g * mant_o[r][:, None], sh_o[r][:, None]) + bb, -128, 127)
+        y[r] = vu.norm_out(a * g * mant_o[r][:, None], sh_o[r][:, None], bb, shape.bias_frac)
     return y
 
 
@@ -217,6 +231,7 @@ class VectorRunner:
         self.tensors = tensors
         self.ints: dict[str, tuple[np.ndarray, float]] = {}
         self.counts: dict[str, int] = {}
+        self.shapes: list[dict] = []  # one per command run: what hwsim.cost.vector.command_costs reads
         self._rows: dict[str, tuple[int, int]] = {}  # attention: (key rows T, query heads per KV head) from VEC_QK to VEC_PV
 
     def value(self, env, name):
@@ -250,10 +265,12 @@ class VectorRunner:
                 acc = np.where(allowed[None], acc, MASKED)
             self.ints[f"{c.node}.scores"] = (acc, sq.astype(np.float64))
             self._rows[c.node] = (t, rep)
+            self.shapes.append({"op": c.op, "node": c.node, "heads": h, "S": s, "T": t, "D": d})
         elif c.op == "VEC_SOFTMAX":
             acc, sq = self.ints.pop(f"{c.node}.scores")
             mant, sh = row_pairs(sq * a["k_scale"] * a["attn_scale"] * 2.0 ** a["F"])
             self.ints[f"{c.node}.probs"] = (shiftmax_rows(acc, mant, sh, a["in_bits"], a["F"]), 0.0)
+            self.shapes.append({"op": c.op, "node": c.node, "heads": acc.shape[0], "S": acc.shape[1], "T": acc.shape[2], "in_bits": a["in_bits"]})
         elif c.op == "VEC_PV":
             self._pv(c, env)
         else:
@@ -272,6 +289,7 @@ class VectorRunner:
         y1 = matmul_rows(p, vh, *row_pairs(a["v_scale"] / (a["out_scale"] * n)))
         scale = a["out_scale"] * (np.abs(y1).max(axis=(0, 2)) + 1) / 127
         y = matmul_rows(p, vh, *row_pairs(a["v_scale"] / (scale[None, :] * n)))
+        self.shapes.append({"op": c.op, "node": c.node, "heads": p.shape[0], "S": p.shape[1], "T": t, "D": vh.shape[2], "passes": a["passes"]})
         self._emit(c.node, y.transpose(1, 0, 2), scale, env)
 
     def _norm(self, c: Command, env: dict) -> None:
@@ -281,19 +299,24 @@ class VectorRunner:
         nd = self.graph.nodes[a["index"]]
         x = np.asarray(self.value(env, nd.inputs[0]), np.float32)
         L, kind = a["L"], a["kind"]
-        qa, sa, eps = norm_input(x.reshape(-1, L), kind, a["eps"])
+        ib = a.get("in_bits", 8)
+        qa, sa, eps = norm_input(x.reshape(-1, L), kind, a["eps"], ib)
         g = self.tensors[a["gains"]].astype(np.int64)
         beta = None if a["bias"] is None else self.tensors[a["bias"]].astype(np.float64)
         s_out, s_g = a["out_scale"], a["gain_scale"]
         rows = len(qa)
+        self.shapes.append({"op": c.op, "node": c.node, "kind": kind, "L": L, "rows": rows, "passes": a["passes"], "in_bits": ib})
 
-        def bias(scale):
-            return None if beta is None else np.clip(np.rint(beta[None, :] / np.asarray(scale, np.float64).reshape(-1, 1)), -128, 127).astype(np.int64)
+        bsh = vu.NormShape(kind, L, 0, ib)
+        bmax, bf = (1 << (bsh.bias_bits - 1)) - 1, 2.0**bsh.bias_frac
 
-        y1 = norm_rows(qa, g, kind, np.full(rows, a["mant_o"]), np.full(rows, a["sh_o"]), eps, bias(np.full(rows, s_out)))
+        def bias(scale):  # int8 at the output LSB, or int16 at 2^-8 of it (int16 inputs)
+            return None if beta is None else np.clip(np.rint(beta[None, :] * bf / np.asarray(scale, np.float64).reshape(-1, 1)), -bmax - 1, bmax).astype(np.int64)
+
+        y1 = norm_rows(qa, g, kind, np.full(rows, a["mant_o"]), np.full(rows, a["sh_o"]), eps, bias(np.full(rows, s_out)), ib)
         scale = s_out * (np.abs(y1).max(axis=1) + 1) / 127  # the row's largest value is below (m + 1/2) out_scale
         mo, so = row_pairs(math.sqrt(L) * s_g / scale * 2.0**-vu.NORM_A)  # hwsim.vector.norm_scales per row
-        self._emit(c.node, norm_rows(qa, g, kind, mo, so, eps, bias(scale)).reshape(x.shape), scale, env)
+        self._emit(c.node, norm_rows(qa, g, kind, mo, so, eps, bias(scale), ib).reshape(x.shape), scale, env)
 
     def _gate(self, c: Command, env: dict) -> None:
         """Per row, two passes: the input at its own int8 scale s and the output at s (|GELU(x)|, |SiLU(x)| <=
@@ -307,6 +330,7 @@ class VectorRunner:
         y1 = gated_rows(qa, a["kind"], mi, si, *row_pairs(s * 2.0**-vu.PROB_BITS / s), F)
         scale = s * (np.abs(y1).max(axis=1) + 1) / 127
         y = gated_rows(qa, a["kind"], mi, si, *row_pairs(s * 2.0**-vu.PROB_BITS / scale), F)
+        self.shapes.append({"op": c.op, "node": c.node, "kind": a["kind"], "rows": qa.shape[0], "width": qa.shape[1], "passes": a["passes"]})
         self._emit(c.node, y.reshape(x.shape), scale, env)
 
     def _emit(self, name: str, y: np.ndarray, scale, env: dict) -> None:
