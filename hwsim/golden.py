@@ -128,6 +128,10 @@ j (group).
 
 Everything here is exact int64 arithmetic (all widths above stay below 63 bits for the supported
 parameters; ArrayConfig checks it).
+
+6. FP16 activations (the papers' own arrays; hwsim/designs/_fp16.py, docs/hwsim/fp16_arrays.md).  Not the
+   integer contract above: activations are IEEE binary16 bit patterns, sums are IEEE binary32.  The last
+   section of this module (`fp16_mac_tile`) defines every rounding step in its docstring.
 """
 
 from __future__ import annotations
@@ -612,3 +616,182 @@ def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, k
             t.mm = as_int64(rng.choice([-lim, 0, 1, lim], size=(N, n_groups)))
             t.dm = as_int64(rng.choice([0, 1, smax], size=(N, n_groups)))
     return t
+
+
+# ----------------------------------------------------------------------------------------------------
+# FP16 activations (docstring 6): IEEE arithmetic, defined step by step in fp16_mac_tile's docstring
+
+F16_QNAN = 0x7E00  # the canonical quiet NaNs every NaN result is written as
+F32_QNAN = 0x7FC00000
+
+
+def f16(bits) -> np.ndarray:
+    """uint16 bit patterns -> float16 values."""
+    return np.asarray(bits, dtype=np.int64).astype(np.uint16).view(np.float16)
+
+
+def f16_bits(x) -> np.ndarray:
+    """float16 values -> int64 bit patterns, NaNs as F16_QNAN."""
+    x = np.asarray(x, dtype=np.float16)
+    return np.where(np.isnan(x), F16_QNAN, x.view(np.uint16).astype(np.int64))
+
+
+def f32_bits(x) -> np.ndarray:
+    """float32 values -> int64 bit patterns, NaNs as F32_QNAN."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.where(np.isnan(x), F32_QNAN, x.view(np.uint32).astype(np.int64))
+
+
+def fp16_dequant(codes, zeros, scale_bits, group: int) -> np.ndarray:
+    """Weights dequantized to fp16 bit patterns, int64 [N, KT]: w = fp16((q - z) * s) (fp16_mac_tile step 1)."""
+    wp = int_weights(codes, zeros, group).astype(np.float32)  # |q - z| <= 15: exact
+    s = np.repeat(f16(scale_bits).astype(np.float32), group, axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return f16_bits((wp * s).astype(np.float16))  # the fp32 product is exact: one rounding
+
+
+def fp32_tree(p: np.ndarray) -> np.ndarray:
+    """Pairwise fp32 sum over the last axis (a power of two long): level by level, neighbours (2i, 2i+1)."""
+    p = np.asarray(p, dtype=np.float32)
+    while p.shape[-1] > 1:
+        p = p[..., 0::2] + p[..., 1::2]
+    return p[..., 0]
+
+
+def fp16_mac_tile(x_bits, codes, zeros, scale_bits, group: int, K: int) -> np.ndarray:
+    """The FP16 MAC tensor core's output (design `mac-fp16`): fp32 bit patterns, int64 [M, N].
+
+    Inputs: x_bits [M, KT] fp16 activation bit patterns (any of the 65536, subnormals, infinities and NaNs
+    included); codes q [N, KT] (B = 1..4 bits) and zeros z [N, NG] as for the integer arrays (docstring 1);
+    scale_bits [N, NG] one fp16 scale per column and group (any bit pattern).  KT = NG * group, a multiple
+    of K; K (features per beat) a power of two.  Every operation is IEEE 754 with round to nearest, ties
+    to even, in this order:
+
+    1. Dequantize (per column and feature; shared by the rows): w[n,k] = fp16((q - z) * s[n,j]).  The
+       integer q - z (|q - z| <= 15, sign included) times the fp16 scale is exact in fp32 (at most 15
+       significant bits), so this is ONE rounding to fp16: subnormal results are exact (they are integer
+       multiples of 2^-24), overflow gives +-inf, 0 * s is a zero with the sign of s (s's sign xor the
+       integer's), 0 * inf and anything * NaN give NaN.
+    2. Multiply: p[m,n,k] = x[m,k] * w[n,k] in fp32, EXACT: two 11-bit significands make at most 22 bits
+       and every product's magnitude is 0 or within [2^-48, 65504^2] (fp32 normal numbers): no rounding, no
+       fp32 subnormal, no overflow.  inf * 0 is NaN, inf * finite nonzero is inf with the xor sign.
+    3. Per beat (features k0 .. k0+K-1): a pairwise tree in fp32, t = ((p0 + p1) + (p2 + p3)) for K = 4
+       (level by level, neighbours first: `fp32_tree`), each addition rounded to fp32.
+    4. Accumulate over the job's beats in order: acc = t of the first beat (not 0 + t, so -0 survives),
+       then acc = fp32(acc + t) for each later beat.  The job's groups run one after another into the
+       same accumulator (the group's scale is already in the weights: no per-group epilogue).
+    Y[m,n] = acc, fp32.  Every finite operand of every addition is a multiple of 2^-48 (fp32 rounding keeps that:
+    it rounds only at magnitudes of 2^-24 and above, where the ulp is coarser) and below 2^32 KT, so sums
+    are never fp32 subnormal and never overflow; +-inf arises only
+    from infinite inputs or dequantization overflow.  Zeros: x + (-x) = +0, (-0) + (-0) = -0 (IEEE).
+    NaN policy: a NaN input, inf - inf or 0 * inf makes NaN, and every NaN result is the canonical quiet
+    NaN 0x7FC00000 (no payloads; `f32_bits`).  The array is exact to this definition, bit for bit.
+    """
+    x = f16(x_bits).astype(np.float32)  # exact widening
+    w = f16(fp16_dequant(codes, zeros, scale_bits, group)).astype(np.float32)
+    m, kt = x.shape
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = x[:, None, :] * w[None, :, :]  # [M, N, KT], exact
+        t = fp32_tree(p.reshape(m, w.shape[0], kt // K, K))  # [M, N, beats]
+        acc = t[..., 0]
+        for b in range(1, t.shape[-1]):
+            acc = acc + t[..., b]
+    return f32_bits(acc)
+
+
+def fp16_lut_tables(x_bits, K: int) -> np.ndarray:
+    """The symmetric fp16 tables of lut-tc-fp16, float16 [M, C, 2^(K-1)] (fp16_lut_tile step 1):
+    T8[e] = ((a_0 +- a_1) +- a_2) +- ..., the sign of a_t being bit t-1 of e, each addition rounded to fp16."""
+    a = f16(x_bits)
+    m, kt = a.shape
+    ch = a.reshape(m, kt // K, K)
+    t = ch[:, :, :1]
+    for i in range(1, K):  # entry e's bit i-1 is the newest (highest) index bit: prefix sums shared
+        with np.errstate(invalid="ignore", over="ignore"):
+            t = np.concatenate([t - ch[:, :, i:i + 1], t + ch[:, :, i:i + 1]], axis=2)
+    return t
+
+
+def fp16_lut_tile(x_bits, codes, zeros, scale_bits, group: int, K: int, bits: int) -> np.ndarray:
+    """The LUT tensor core with FP16 activations (design `lut-tc-fp16`): fp32 bit patterns, int64 [M, N].
+
+    Inputs as fp16_mac_tile's, B = `bits`.  With bit-planes q = sum_b 2^b q_b, digits u_b = 2 q_b - 1 and
+    c[n,j] = 2^B - 1 - 2 z[n,j] (odd, |c| <= 15):  2 (q - z) = sum_b 2^b u_b + c  (docstring 3).  In order,
+    IEEE round to nearest even:
+    1. Tables (per row and K-chunk; `fp16_lut_tables`): T8[e] = ((a_0 +- a_1) +- a_2) +- ... +- a_(K-1) in
+       fp16, each addition rounded to fp16 (prefix sums shared between entries); a_t's sign is bit t-1 of e.
+       RNE is sign-symmetric, so the antisymmetric half is exactly -T8 and a K-bit slice w reads
+       T8[w >> 1] (w_0 = 1) or -T8[~w >> 1] (w_0 = 0), exactly sum_t a_t u_t rounded as above.
+    2. Plane b of a chunk contributes v = 2^b x the read entry, widened to fp32: exact (an exponent
+       increment; the values stay fp32 normal or zero; inf and NaN stay).
+    3. Group accumulator, fp32: g = the group's first v, then g = fp32(g + v) chunk by chunk, planes
+       b = 0 .. B-1 within a chunk (the bit-serial order).
+    4. Row sum, fp32: S = the group's first chunk's all-ones entry T8[2^(K-1) - 1], then S = fp32(S + T8[..])
+       chunk by chunk.
+    5. Epilogue per output and group: A = fp32(g + fp32(c * S)) (c exact in fp32; the product rounded),
+       H = A / 2 (exact: every finite A is 0 or at least 2^-24), P = fp32(H * s) (s widened exactly; one
+       rounding; fp32 subnormals are rounded as IEEE, never flushed).
+    6. Y = P of the job's first group, then Y = fp32(Y + P) group by group.
+    NaN policy as fp16_mac_tile: every NaN result is 0x7FC00000; infinities arise from infinite inputs or
+    table overflow (fp16 sums above 65504).
+    """
+    tab = fp16_lut_tables(x_bits, K)  # [M, C, E]
+    m, C, E = tab.shape
+    q = as_int64(codes)
+    n, kt = q.shape
+    cpg = group // K
+    f32 = np.float32
+    sc = f16(scale_bits).astype(f32)  # [N, NG]
+    c = ((1 << bits) - 1 - 2 * as_int64(zeros)).astype(f32)
+    y = None
+    with np.errstate(invalid="ignore", over="ignore"):
+        for j in range(kt // group):
+            g = S = None
+            for ci in range(j * cpg, (j + 1) * cpg):
+                top = tab[:, ci, E - 1].astype(f32)[:, None]  # [M, 1]
+                S = top if S is None else S + top
+                for b in range(bits):
+                    w = (q[:, ci * K:(ci + 1) * K] >> b) & 1  # [N, K]
+                    idx = (w[:, 1:] << np.arange(K - 1)).sum(axis=1) if K > 1 else np.zeros(n, np.int64)
+                    pos = w[:, 0] == 1
+                    eff = np.where(pos, idx, (~idx) & (E - 1))
+                    val = tab[:, ci, :][:, eff].astype(f32)  # [M, N]
+                    val = np.where(pos[None, :], val, -val) * f32(1 << b)
+                    g = val if g is None else g + val
+            A = g + c[None, :, j] * S
+            P = (A * f32(0.5)) * sc[None, :, j]
+            y = P if y is None else y + P
+    return f32_bits(y)
+
+
+def fp16_mixpe_tile(x_bits, codes, zeros, scale_bits, group: int, K: int) -> np.ndarray:
+    """MixPE's fp16 mode (design `mixpe-fp16`): fp32 bit patterns, int64 [M, N].
+
+    Inputs as fp16_mac_tile's.  The integer weight w' = q - z (B+1 bits two's complement) is never made a
+    float: each PE shifts the activation's 11-bit significand by the set bits of |w'| and adds the copies
+    (shift-and-add), keeping the activation's exponent.  In order, IEEE round to nearest even:
+    1. p[m,n,k] = x[m,k] * w'[n,k] in fp32, EXACT (11 + 4 significant bits); NaN for a NaN x or inf * 0, a
+       zero with the xor sign (w' = 0 counts as +0), inf * nonzero = +-inf.
+    2. Per beat the pairwise fp32 tree of fp16_mac_tile (step 3).
+    3. Group accumulator: g = the group's first beat's t, then g = fp32(g + t) beat by beat.
+    4. Per output and group: P = fp32(g * s) (s widened exactly; one rounding).
+    5. Y = P of the job's first group, then Y = fp32(Y + P) group by group.
+    NaN policy as fp16_mac_tile (0x7FC00000).  Against mac-fp16 the weights skip the fp16 rounding of
+    (q - z) s, and the scale is applied once per group sum instead.
+    """
+    x = f16(x_bits).astype(np.float32)
+    wp = int_weights(codes, zeros, group).astype(np.float32)
+    m, kt = x.shape
+    n = wp.shape[0]
+    sc = f16(scale_bits).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = fp32_tree((x[:, None, :] * wp[None, :, :]).reshape(m, n, kt // K, K))  # [M, N, beats]
+        cpg = group // K
+        y = None
+        for j in range(kt // group):
+            g = t[..., j * cpg]
+            for b in range(j * cpg + 1, (j + 1) * cpg):
+                g = g + t[..., b]
+            P = g * sc[None, :, j]
+            y = P if y is None else y + P
+    return f32_bits(y)

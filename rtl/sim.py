@@ -12,6 +12,8 @@
         pass / fail, cycles, MACs and MACs per cycle
     make_config(design, params) -> (ArrayConfig, run options)   from ArrayConfig fields (bits, ternary,
         act, group, ...); quant spec strings are the caller's to parse (`lowbit sim --params quant=`)
+    The FP16-activation arrays (hwsim/designs/_fp16.py, not in DESIGNS) take the same calls: make_config
+    returns their Fp16Config, run_sim runs rtl/tb/fp16_tb.py (`run_fp16_sim`).
 
 The results file is read in every case; under pytest the runner's own exit-on-failure is suppressed so
 a failing run comes back as `passed=False`.
@@ -38,6 +40,7 @@ from compiler.errors import LowbitError
 from compiler.knobs import RTL_BUILD
 from hwsim.config import ArrayConfig
 from hwsim.designs import DESIGNS
+from hwsim.designs import _fp16 as fp16
 from rtl.tb import CONFIG_PLUSARG, save_tiles
 
 SIMULATORS = ("icarus", "verilator")
@@ -93,6 +96,8 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     """
     from rtl.gen.common import with_mins
 
+    if fp16.is_fp16_design(design):
+        return make_fp16_config(design, params)
     if design not in DESIGNS:
         raise LowbitError(f"unknown design '{design}'", f"use one of {', '.join(DESIGNS)}")
     params = dict(params or {})
@@ -136,6 +141,48 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
     if mins and (cfg.ternary or cfg.e2m1):
         raise LowbitError(f"design '{design}': {'ternary' if cfg.ternary else 'e2m1'} weights have no minimums", "drop mins=1, or use bits=2..4")
     return with_mins(cfg, mins), run
+
+
+def make_fp16_config(design: str, params: dict | None = None) -> tuple[fp16.Fp16Config, dict]:
+    """make_config for an FP16-activation array: Fp16Config fields (M, N, K, bits, group, lanes; strings
+    allowed) and the run options max_groups and stalls."""
+    kw = dict(fp16.FP16_DESIGNS[design].sim_defaults)
+    run = dict(RUN_OPTIONS)
+    names = {f.name for f in fields(fp16.Fp16Config)} - {"design"}
+    for k, v in dict(params or {}).items():
+        if k not in names and k not in run:
+            raise LowbitError(f"unknown array parameter '{k}' for design '{design}'", f"use {', '.join(sorted(names))}, max_groups or stalls")
+        if k == "stalls":
+            run[k] = v.lower() in ("1", "true", "yes") if isinstance(v, str) else bool(v)
+            continue
+        try:
+            val = int(v)
+        except (TypeError, ValueError):
+            raise LowbitError(f"array parameter {k}={v!r} is not an integer", f"give {k} as a whole number") from None
+        (run if k in run else kw)[k] = val
+    if not 1 <= run["max_groups"] <= MAX_GROUPS:
+        raise LowbitError(f"array parameter max_groups={run['max_groups']} is outside 1..{MAX_GROUPS}", f"give max_groups from 1 to {MAX_GROUPS}")
+    try:
+        return fp16.Fp16Config(design=design, **kw), run
+    except ValueError as e:
+        raise LowbitError(f"invalid parameters for design '{design}': {e}", "see hwsim/designs/_fp16.py Fp16Config") from None
+
+
+def run_fp16_sim(design: str, params: dict | None = None, simulator: str = "icarus", vectors: int = 1000, seed: int = 0,
+                 corrupt_golden: bool = False) -> SimResult:
+    """The FP16-activation array `design` against hwsim.golden and hwsim's cycle model (rtl/tb/fp16_tb.py):
+    `vectors` jobs (corner tiles first), values bit for bit, every handshake's cycle."""
+    cfg, run = make_fp16_config(design, params)
+    if vectors < 1:
+        raise LowbitError(f"--vectors must be at least 1, got {vectors}", "give a positive number of tiles")
+    opts = dict(vectors=int(vectors), seed=int(seed), corrupt=bool(corrupt_golden), **run)
+    tb = run_testbench(cfg, "rtl.tb.fp16_tb", opts, simulator, seed=seed)
+    st = tb.output
+    return SimResult(
+        design=design, simulator=simulator, passed=tb.passed, config=cfg.to_dict(), vectors=int(st.get("jobs", 0)),
+        cycles=int(st.get("cycles", 0)), macs=int(st.get("macs", 0)), macs_per_cycle=float(st.get("macs_per_cycle", 0.0)),
+        peak_macs_per_cycle=float(cfg.macs_per_beat), wall_s=tb.wall_s, build_s=tb.build_s, message=tb.message, stats=st,
+    )
 
 
 def perf_jobs(vectors: int) -> int:
@@ -436,6 +483,10 @@ def run_sim(
     then fail: it shows the checker can fail). tiles: job inputs to run after the corner cases (e.g. real
     tiles from the quantizer, runtime/stimulus.py), at most `tile_slots(vectors)` of them.
     """
+    if fp16.is_fp16_design(design):
+        if waves or tiles:
+            raise LowbitError(f"design '{design}' takes neither waves nor caller tiles yet", "drop --waves / tiles")
+        return run_fp16_sim(design, params, simulator, vectors, seed, corrupt_golden)
     cfg, run = make_config(design, params)
     if vectors < 1:
         raise LowbitError(f"--vectors must be at least 1, got {vectors}", "give a positive number of tiles")
@@ -498,3 +549,10 @@ def _first_failure(log: Path) -> str:
             if key in line:
                 return line.split(key, 1)[-1].strip()[:300] if key.endswith(":") else line.strip()[-300:]
     return f"failed; see {log}"
+
+
+def run_fp16_units(vectors: int = 20000, seed: int = 0, simulator: str = "icarus", corrupt: bool = False) -> TestbenchRun:
+    """The FP16 arrays' floating-point units alone against numpy (rtl/tb/fp16_units_tb.py)."""
+    from rtl.gen.fp16 import UnitsConfig
+
+    return run_testbench(UnitsConfig(), "rtl.tb.fp16_units_tb", dict(vectors=int(vectors), seed=int(seed), corrupt=bool(corrupt)), simulator)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from compiler.errors import LowbitError
 from hwsim.designs import DESIGNS
+from hwsim.designs._fp16 import is_fp16_design
 from rtl.gen.common import module_name, write_verilog
 from rtl.sim import build_lock, build_root, make_config
 
@@ -66,25 +67,29 @@ def check_yosys() -> str:
 
 
 def synthesize(
-    design: str, params: dict | None = None, out_json: str | Path | None = None, timeout_s: int = 7200, reuse: bool = True
+    design: str, params: dict | None = None, out_json: str | Path | None = None, timeout_s: int = 7200, reuse: bool = True,
+    noshare: bool | None = None,
 ) -> dict:
     """Synthesize one array with yosys; returns the report dict (and writes it to out_json if given).
 
     reuse: take yosys's outputs from the work folder (build/rtl/synth/<module>/) when they were made
-    from the identical Verilog text."""
+    from the identical Verilog text. noshare: `synth -noshare` (no SAT-based resource sharing; the
+    default for the FP16 arrays, whose floating-point units that pass does not finish on in 8 GB)."""
     exe = check_yosys()
     cfg, _ = make_config(design, params)
+    if noshare is None:
+        noshare = is_fp16_design(design)
     top = module_name(cfg)
-    work = build_root() / "synth" / top
+    work = build_root() / "synth" / (top + ("-noshare" if noshare else ""))
     with build_lock(work):
-        return _synthesize_locked(design, cfg, top, work, out_json, timeout_s, reuse, exe)
+        return _synthesize_locked(design, cfg, top, work, out_json, timeout_s, reuse, exe, noshare)
 
 
-def _synthesize_locked(design, cfg, top, work: Path, out_json, timeout_s, reuse, exe) -> dict:
+def _synthesize_locked(design, cfg, top, work: Path, out_json, timeout_s, reuse, exe, noshare=False) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     src = write_verilog(cfg, work)
     script = (
-        f"read_verilog {src.name}; synth -flatten -top {top}; "
+        f"read_verilog {src.name}; synth -flatten{' -noshare' if noshare else ''} -top {top}; "
         "tee -o stat.txt stat; tee -o cmos.txt stat -tech cmos; tee -o stat.json stat -json"
     )
     t0 = time.time()
@@ -137,6 +142,8 @@ def _synthesize_locked(design, cfg, top, work: Path, out_json, timeout_s, reuse,
         "transistors_per_mac_per_cycle": total / peak,
         "cells_per_mac_per_cycle": int(mod["num_cells"]) / peak,
     }
+    if noshare:
+        report["script"] = "synth -flatten -noshare"
     if out_json is not None:
         out = Path(out_json)
         out.parent.mkdir(parents=True, exist_ok=True)

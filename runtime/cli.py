@@ -31,16 +31,22 @@ class Finite(click.FloatRange):
 
 
 class DesignChoice(click.Choice):
-    """click.Choice over the accelerator designs registered when the command runs (hwsim.designs)."""
+    """click.Choice over the accelerator designs registered when the command runs (hwsim.designs); with fp16, also the
+    FP16-activation arrays, which `lowbit sim` runs alone (hwsim/designs/_fp16.py: not whole-model targets yet)."""
 
-    def __init__(self):
+    def __init__(self, fp16: bool = False):
+        self.fp16 = fp16
         super().__init__([])
 
     @property
     def choices(self):
         from hwsim.designs import DESIGNS
 
-        return tuple(DESIGNS)
+        if not self.fp16:
+            return tuple(DESIGNS)
+        from hwsim.designs._fp16 import FP16_DESIGNS
+
+        return (*DESIGNS, *FP16_DESIGNS)
 
     @choices.setter
     def choices(self, value):
@@ -429,7 +435,7 @@ def _parse_params(text: str | None) -> dict:
 @cli.command()
 @click.argument("artifact", required=False, type=click.Path())
 @click.option("--layer", default=None, help="with ARTIFACT: the compiled layer to run on the RTL (e.g. l0.q)")
-@click.option("--design", type=DesignChoice(), default=None, help="the array (required without ARTIFACT; with it, which accelerator target [first built])")
+@click.option("--design", type=DesignChoice(fp16=True), default=None, help="the array (required without ARTIFACT; with it, which accelerator target [first built])")
 @click.option("--params", default=None, help="array parameters, e.g. M=2,N=64,K=4,quant=w2g128a8 (or bits=,act=,group=)")
 @click.option("--simulator", type=click.Choice(["icarus", "verilator"]), default="icarus", show_default=True)
 @click.option("--vectors", default=1000, show_default=True, type=click.IntRange(1, 1_000_000), help="random tiles to check")
@@ -441,6 +447,10 @@ def sim(artifact, layer, design, params, simulator, vectors, waves, seed, ids, r
     """Simulate a generated accelerator array against the golden model, bit for bit (--design), or run one
     compiled layer of ARTIFACT on the RTL and compare it with hwsim (ARTIFACT --layer NAME)."""
     if artifact is not None:
+        from hwsim.designs._fp16 import FP16_DESIGNS
+
+        if design in FP16_DESIGNS:
+            raise LowbitError(f"design {design} runs alone (`lowbit sim --design {design}`), not as a compiled model's target", "pick one of the artifact's accelerator targets")
         if params or waves:
             raise LowbitError("--params and --waves apply to `lowbit sim --design` runs, not to a compiled layer", "drop them (the layer's array comes from the artifact)")
         _sim_layer(artifact, layer, design, simulator, ids, rows)
@@ -454,10 +464,15 @@ def sim(artifact, layer, design, params, simulator, vectors, waves, seed, ids, r
     from rtl.sim import make_config, run_sim, tile_slots
     from runtime.stimulus import quantizer_tiles
 
+    from hwsim.designs._fp16 import FP16_DESIGNS
+
     p = _parse_params(params)
-    cfg, run = make_config(design, p)
-    tiles = quantizer_tiles(cfg, np.random.default_rng(seed), tile_slots(vectors), run["max_groups"])  # real tiles in the job mix
-    r = run_sim(design, p, simulator, vectors, waves, seed, tiles=tiles)
+    if design in FP16_DESIGNS:  # (its own random and corner tiles: docs/hwsim/fp16_arrays.md)
+        r = run_sim(design, p, simulator, vectors, waves, seed)
+    else:
+        cfg, run = make_config(design, p)
+        tiles = quantizer_tiles(cfg, np.random.default_rng(seed), tile_slots(vectors), run["max_groups"])  # real tiles in the job mix
+        r = run_sim(design, p, simulator, vectors, waves, seed, tiles=tiles)
     con = _console()
     con.print(r.summary())
     con.print(f"build {r.build_s:.1f} s, simulation {r.wall_s:.1f} s ({r.cycles_per_second:,.0f} cycles/s)")
