@@ -59,8 +59,10 @@ def test_checker_fails_on_a_corrupted_expectation(design):
 @icarus
 @pytest.mark.slow
 @pytest.mark.parametrize("design", DESIGNS)
-def test_2000_vectors(design):
-    r = run_sim(design, {}, vectors=2000, seed=0)
+def test_icarus_200_vectors(design):
+    """Icarus takes 4-10 min for 2000 vectors here (docs/hwsim/fp16_arrays.md records that run); the suite's 25-minute
+    budget takes 200 on Icarus, and Verilator runs the 2000 below."""
+    r = run_sim(design, {}, vectors=200, seed=0)
     assert r.passed, r.message
 
 
