@@ -303,3 +303,16 @@ def constants_table(node: str = "28nm") -> list[dict]:
         rows.append({"name": f"SRAM 6T bit cell {n}", "value": v, "unit": "um^2", "source": "Intel 45nm IEDM 2007" if n == "45nm" else "TSMC 28nm HD cell"})
     rows.append({"name": "SRAM array efficiency", "value": SRAM_ARRAY_EFFICIENCY, "unit": "", "source": "assumed (CACTI-style macros: 50-80%)"})
     return rows
+
+
+def variant_netlist_ratio(design: str, bits: int, num: str, den: str, node: str = "45nm") -> float | None:
+    """Cell area of `design`'s RTL variant `num` over variant `den` at W`bits`A8 g128, from the committed netlists
+    rtl/reports/synth/<design>-variants/<design>-<variant>_w<bits>a8g128.json (lut-tc: build-16, build-sym, stream-16,
+    stream-sym, its tables built per column tile or streamed from the program's precompute, 16 entries or
+    symmetrized: docs/hwsim/lut_tc_variants.md). None where a report is missing."""
+    def area(v):
+        path = REPORTS_DIR / f"{design}-variants" / f"{design}-{v}_w{bits}a8g128.json"
+        return cells_area_um2(json.loads(path.read_text())["cells"], node)["total_um2"] if path.is_file() else None
+
+    a, b = area(num), area(den)
+    return a / b if a and b else None

@@ -119,6 +119,8 @@ DESIGN = Design(
         Claim("unmeasured", "earlier LUT accelerators", "1.44x", "LUT Tensor Core (v3): vs the best earlier LUT accelerators",
               note="not measured: our RTL has no earlier LUT design to compare with"),
         Claim("area_variant:unsymmetrized", "", "(part of 1.44x)", "the same array without table symmetrization"),
+        Claim("netlist_variant:build-16/build-sym", "", "(part of 1.44x)", "the same array without table symmetrization"),
+        Claim("netlist_variant:build-sym/stream-sym", "", "(not claimed)", "the array building its tables per column tile instead of reading the fused precompute"),
     ),
     # the RTL of sym=False measures this from netlists: docs/hwsim/lut_tc_variants.md
     area_variants={"unsymmetrized": "16-entry tables, 16:1 read muxes, no negation (netlist: docs/hwsim/lut_tc_variants.md)"},

@@ -238,7 +238,7 @@ def paper_comparison(ml: rl.ModelLinears, prefill: int, mem: MemoryConfig, node:
         block, seen = [], set()
         for d, rec in DESIGNS.items():
             for c in rec.claims:
-                if c.metric == "unmeasured" or c.metric.startswith("area_variant:") or c.versus not in DESIGNS:
+                if c.metric == "unmeasured" or c.metric.startswith(("area_variant:", "netlist_variant:")) or c.versus not in DESIGNS:
                     continue
                 block += _claim_rows(d, c, w, per, ml, prefill, seen)
         rows += sorted(block, key=lambda r: r["paper"] == "(not claimed)")
@@ -258,6 +258,16 @@ def paper_comparison(ml: rl.ModelLinears, prefill: int, mem: MemoryConfig, node:
                 out[f"w{bits}"][d][f"{v}_area_ratio"] = ratio
                 rows.append({"claim": f"{rec.label} vs {c.source} (W{bits}A8)", "paper": c.paper, "ours": ratio,
                              "how": f"estimate: component model: {rec.area_variants[v]}"})
+    for d, rec in DESIGNS.items():  # the same kind of gain measured from two netlists of our RTL
+        for c in rec.claims:
+            if not c.metric.startswith("netlist_variant:"):
+                continue
+            num, den = c.metric.split(":", 1)[1].split("/")
+            for bits in PAPER_BITS:
+                ratio = area_mod.variant_netlist_ratio(d, bits, num, den)
+                if ratio is not None:
+                    rows.append({"claim": f"{rec.label} vs {c.source} (W{bits}A8, netlists)", "paper": c.paper, "ours": ratio,
+                                 "how": f"measured: yosys netlists {num} / {den}, cell area (rtl/reports/synth/{d}-variants)"})
     return {"per_design": out, "rows": rows, "reasons": _reasons(out)}
 
 
