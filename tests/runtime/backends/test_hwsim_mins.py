@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -29,6 +28,7 @@ from hwsim import golden
 from hwsim.arrays import stream_cycles
 from hwsim.designs import DESIGNS
 from runtime.backends.hwsim import HwsimExecutor
+from tests.rtl.simulators import icarus
 
 # the hwsim rows of tests/runtime/backends/test_agreement.py's table (max abs error / the output's max |value|)
 TOL = {"a8": 5e-2, "a16": 5e-3}
@@ -117,10 +117,7 @@ def test_lowering_of_minimum_layers():
     assert prog3.layers["l0.q"].k_splits == [[0, 128], [128, 256]]
 
 
-HAVE_ICARUS = shutil.which("iverilog") is not None and shutil.which("vvp") is not None
-
-
-@pytest.mark.skipif(not HAVE_ICARUS, reason="Icarus Verilog not installed (apt-get install -y iverilog)")
+@icarus
 @pytest.mark.parametrize("design, act", [("lut-tc", "a16"), ("mixpe", "a8"), ("mac", "a16")])
 def test_one_minimum_layer_on_the_rtl_equals_hwsim(design, act):
     from compiler.backends.accel.reference import quantize_act
