@@ -85,19 +85,16 @@ def bandwidth_gbs(nbytes: int | None = None, repeat: int = 5) -> float:
 
 
 def library_arrays(info: dict) -> list[tuple[str, int, int]] | None:
-    """(graph constant, bytes, rows) of each array a compiled library reads (tvm.json's params with their shapes): its
-    re-laid-out copies are what a step streams, e.g. ternary at five trits per byte or scales in fp16, not the artifact's
-    storage. A re-laid-out key is `<constant>@<kernel>`, a stacked layer's `<first layer's constant>+<n>@<kernel>`."""
+    """(graph constant, bytes, rows) of each array a compiled library reads (tvm.json's params with their shapes and
+    the constant each holds, `of`): its re-laid-out copies are what a step streams, e.g. ternary at five trits per byte
+    or scales in fp16, not the artifact's storage; a stacked layer's arrays count under its first layer's constant."""
     params = info.get("params") or []
-    if not params or any("shape" not in p for p in params):
+    if not params or any("shape" not in p or "of" not in p for p in params):
         return None
     out = []
     for p in params:
-        base = p["key"].split("@")[0]
-        if "+" in base and base.rsplit("+", 1)[1].isdigit():
-            base = base.rsplit("+", 1)[0]
         shape = p["shape"] or [1]
-        out.append((base, int(np.prod(shape)) * np.dtype(p["dtype"]).itemsize, int(shape[0])))
+        out.append((p["of"], int(np.prod(shape)) * np.dtype(p["dtype"]).itemsize, int(shape[0])))
     return out
 
 

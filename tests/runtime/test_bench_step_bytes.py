@@ -41,14 +41,14 @@ def test_concat_counts_the_copy(graphs, context):
     assert b["total"] - b["kv"] == step_bytes(graphs["inplace"], context)["total"] - step_bytes(graphs["inplace"], context)["kv"]
 
 
-def test_library_arrays_name_the_graph_constants_of_relaid_and_stacked_keys():
+def test_library_arrays_count_each_array_under_the_constant_it_holds():
     from runtime.bench import library_arrays
 
     info = {"params": [
-        {"key": "w.q.packed+2@vnni-cpu", "shape": [60, 9, 64], "dtype": "uint8"},
-        {"key": "w.q.scales+2@vnni-cpu", "shape": [60, 18, 16], "dtype": "float16"},
-        {"key": "norm.weight", "shape": [576], "dtype": "float32"},
-        {"key": "emb.packed@vnni-trit-cpu", "shape": [100, 7], "dtype": "uint8"},
+        {"key": "w.q.packed+2@vnni-cpu", "of": "w.q.packed", "shape": [60, 9, 64], "dtype": "uint8"},
+        {"key": "w.q.scales+2@vnni-cpu", "of": "w.q.scales", "shape": [60, 18, 16], "dtype": "float16"},
+        {"key": "norm.weight", "of": "norm.weight", "shape": [576], "dtype": "float32"},
+        {"key": "emb.packed@vnni-trit-cpu", "of": "emb.packed", "shape": [100, 7], "dtype": "uint8"},
     ]}
     assert library_arrays(info) == [("w.q.packed", 60 * 9 * 64, 60), ("w.q.scales", 60 * 18 * 16 * 2, 60), ("norm.weight", 576 * 4, 576),
                                      ("emb.packed", 700, 100)]

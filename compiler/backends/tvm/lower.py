@@ -74,6 +74,7 @@ class _Lowerer(GraphLowerer):
         self.f16_params: dict[str, bool] = {}  # scales name -> its scales (and minimums) are all fp16 values
         self.stack_consts: dict[str, np.ndarray] = {}  # the stacked weights of _stack_siblings' layers
         self.stacks: dict[int, Node] = {}  # id(qlinear node) -> the stacked layer it runs in
+        self.stack_of: dict[str, str] = {}  # stacked array name -> the first layer's graph constant it starts with
 
     # shapes -----------------------------------------------------------------------------------------------
     def dim(self, d):
@@ -101,15 +102,16 @@ class _Lowerer(GraphLowerer):
             return self.param(name, self.g.consts[name], "weights", name)
         if name in self.stack_consts:  # (a stacked layer's bias: stored in the target folder)
             self.relayout[name] = self.stack_consts[name]
-            return self.param(name, self.stack_consts[name], "relayout", name)
+            return self.param(name, self.stack_consts[name], "relayout", name, self.stack_of[name])
         raise KeyError(name)
 
-    def param(self, name: str, arr: np.ndarray, source: str, key: str) -> relax.Var:
+    def param(self, name: str, arr: np.ndarray, source: str, key: str, of: str | None = None) -> relax.Var:
+        """of: the graph constant the array holds (a re-laid-out copy, or a stacked layer's first constant)."""
         from compiler.ir import TensorType, dtype_of
 
         v = relax.Var(name, self.ttype(TensorType(arr.shape, dtype_of(arr))))
         self.param_vars.append(v)
-        self.params.append({"name": name, "source": source, "key": key, "shape": list(arr.shape), "dtype": str(arr.dtype)})
+        self.params.append({"name": name, "source": source, "key": key, "of": of or key, "shape": list(arr.shape), "dtype": str(arr.dtype)})
         self.env[name] = v
         return v
 
@@ -257,8 +259,8 @@ def _relaid_params(L, n, kern: QLinearKernel) -> list:
             new = L.relaid.pop(n.inputs[1], None) or _relayout(L, n)
             for role, key in zip(("packed", "scales", "zeros"), keys):
                 L.relayout[key] = new[role]
-        for key in keys:
-            L.param(key, L.relayout[key], "relayout", key)
+        for c, key in zip(n.inputs[1:4], keys):
+            L.param(key, L.relayout[key], "relayout", key, L.stack_of.get(c, c))
     return [L.env[k] for k in keys]
 
 
@@ -312,11 +314,12 @@ def _stack_siblings(L) -> None:
         for j in range(1, len(members[0].inputs)):
             name = members[0].inputs[j] + tag
             L.stack_consts[name] = np.concatenate([g.consts[m.inputs[j]] for m in members], axis=1 if planes and j == 1 else 0)
+            L.stack_of[name] = members[0].inputs[j]
             ins.append(name)
         st = Node("qlinear", ins, [members[0].outputs[0] + tag], {**members[0].attrs, "n": sum(m.attrs["n"] for m in members), "stacked": names})
         if _choose(L, st)[0].relayout is None:
             for name in ins[1:]:
-                del L.stack_consts[name]
+                del L.stack_consts[name], L.stack_of[name]
             continue
         for m in members:
             L.stacks[id(m)] = st

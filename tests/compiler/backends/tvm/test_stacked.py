@@ -62,6 +62,7 @@ def test_stacked_siblings_are_bit_identical_to_separate_layers(model, spec, monk
     assert sorted(stacked.lowered.stacked) == expected
     assert len(expected) >= 2
     assert set(stacked.lowered.kernels) == set(apart.lowered.kernels)  # every layer still names its kernel
+    assert all(p["of"] in g.consts for m in (apart, stacked) for p in m.lowered.params)  # what lowbit bench counts them as
     feeds = _feeds(g)
     a, b = apart.run(feeds), stacked.run(feeds)
     assert a.keys() == b.keys()
