@@ -62,6 +62,22 @@ b [.., D, T] int8, acc = a @ b exact (int32 range checked), y = clamp(rshift_rou
 with (mant, sh) = dyadic(S_a * S_b / S_out).  QK^T is attn_matmul(q, k^T), PV is attn_matmul(p, v).
 `attn_scores` returns QK^T's int32 accumulators (Shiftmax takes int32 inputs directly).
 
+Elementwise units (one value, or one rotation pair, at a time; every dyadic pair made by the host per row):
+    requant(x, mant, sh)            y = clamp(rshift_round(x mant, sh))       x int32 (or int16 / int8), y int8 or
+                                    int16: PV's per-row rescale of its int32 accumulators (REQUANT), and the KV
+                                    cache write (a row's codes at its own scale -> int8 at the cache's static scale)
+    add(a, b, mant_a, mant_b, sh)   y = clamp(rshift_round(a mant_a + b mant_b, sh))   a, b int16 (or int8), y int16
+                                    (or int8): the residual adds, one shift for both operands (`add_scales`: the
+                                    larger of c_a = S_a / S_out, c_b = S_b / S_out sets it, the other's mantissa is
+                                    rint(c 2^sh), 0 when c is 2^16 times smaller)
+    mul(a, b, mant, sh)             y = clamp(rshift_round(a b mant, sh), -128, 127)   a, b int8: SwiGLU's product,
+                                    (mant, sh) = dyadic(S_a S_b / S_out)
+    rope(x, cq, sq, mant, sh)       rows of D int16 (or int8) x, h = D / 2, cq / sq the row's int16 tables
+                                    rint(cos / sin(pos theta_j) 2^14), j < h (`rope_table`):
+                                    y_j     = clamp(rshift_round((x_j cq_j - x_{j+h} sq_j) mant, sh))
+                                    y_{j+h} = clamp(rshift_round((x_{j+h} cq_j + x_j sq_j) mant, sh))
+                                    int8 out, (mant, sh) = dyadic(S_in 2^-14 / S_out): the rotate-half RoPE
+
 Measured float-to-integer error (`measure_error`, 20,000 random output values each, seed 0; in output
 LSBs; inputs as its docstring says; the float op takes the dequantized int8 inputs; tests/hwsim/test_vector.py
 bounds these with a margin):
@@ -71,6 +87,10 @@ bounds these with a margin):
     rmsnorm   L=64                  max 0.50  mean 0.24
     layernorm L=64                  max 0.50  mean 0.22
     qk / pv   D=64 / T=64           max 0.50  mean 0.25
+    requant   int32 -> int8         max 0.50  mean 0.25
+    add       int16 + int16 -> int16  max 0.79  mean 0.27  (the smaller operand's mantissa: up to 1/4 LSB more)
+    mul       int8 x int8 -> int8   max 0.50  mean 0.25
+    rope      D=64, int16 -> int8   max 0.50  mean 0.25   (against float cos / sin: the 2^-14 table adds < 0.01)
 Shiftmax's error is I-ViT's linear 2^r (within 6.1% on (-1, 0]) and its 1.4375 for log2(e); the gates'
 is the same exponential seen through the sigmoid's division plus the 2^-8 gate; the norms and the matmuls
 are at their output rounding (1/2 LSB).
@@ -410,9 +430,83 @@ def attn_matmul(a, b, mant: int, sh: int, a_unsigned: bool = False) -> np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------------
+# Elementwise units: requant, add, mul, rope
+
+ELTWISE = ("requant", "add", "mul", "rope")
+ROPE_TABLE_BITS = 14  # cos / sin at 2^-14: |rint(c 2^14)| <= 2^14 fits int16
+
+
+def _srange(bits: int) -> tuple[int, int]:
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _out(p, sh, out_bits: int) -> np.ndarray:
+    lo, hi = _srange(out_bits)
+    return np.clip(rshift_round(p, np.int64(sh)), lo, hi)
+
+
+def requant(x, mant: int, sh: int, in_bits: int = 32, out_bits: int = 8) -> np.ndarray:
+    """clamp(rshift_round(x mant, sh)) of int`in_bits` x to int`out_bits` (module docstring)."""
+    x = _check_int(x, *_srange(in_bits), f"requant inputs (int{in_bits})")
+    _check_dyadic(mant, sh)
+    return _out(x * np.int64(mant), sh, out_bits)
+
+
+def add(a, b, mant_a: int, mant_b: int, sh: int, in_bits: int = 16, out_bits: int = 16) -> np.ndarray:
+    """clamp(rshift_round(a mant_a + b mant_b, sh)): two int`in_bits` tensors at their own scales, one output scale."""
+    a = _check_int(a, *_srange(in_bits), f"add operand a (int{in_bits})")
+    b = _check_int(b, *_srange(in_bits), f"add operand b (int{in_bits})")
+    _check_dyadic(mant_a, sh)
+    _check_dyadic(mant_b, sh)
+    return _out(a * np.int64(mant_a) + b * np.int64(mant_b), sh, out_bits)
+
+
+def add_scales(c_a: float, c_b: float) -> tuple[int, int, int]:
+    """(mant_a, mant_b, sh) of an add whose operands' scales are c_a, c_b output LSBs: the larger sets sh
+    (hwsim.vector.dyadic), the smaller's mantissa is rint(c 2^sh)."""
+    big = max(c_a, c_b)
+    m, sh = dyadic(big)
+    small = min(c_a, c_b)
+    if not (np.isfinite(small) and small >= 0):
+        raise LowbitError(f"add scale {small!r} is not a finite number >= 0", "give scales >= 0")
+    ms = min(int(round(small * 2.0**sh)), (1 << MANT_BITS) - 1)
+    return (m, ms, sh) if c_a >= c_b else (ms, m, sh)
+
+
+def mul(a, b, mant: int, sh: int) -> np.ndarray:
+    """clamp(rshift_round(a b mant, sh), -128, 127) of int8 a, b."""
+    a = _check_int(a, -128, 127, "mul operand a (int8)")
+    b = _check_int(b, -128, 127, "mul operand b (int8)")
+    _check_dyadic(mant, sh)
+    return _out(a * b * np.int64(mant), sh, 8)
+
+
+def rope_table(positions, inv_freq) -> tuple[np.ndarray, np.ndarray]:
+    """int16 cos / sin tables [S, D/2] at 2^-14 of the angles positions x inv_freq (float64, as the reference's)."""
+    ang = np.asarray(positions, np.float64)[:, None] * np.asarray(inv_freq, np.float64)[None, :]
+    one = 1 << ROPE_TABLE_BITS
+    return np.rint(np.cos(ang) * one).astype(np.int64), np.rint(np.sin(ang) * one).astype(np.int64)
+
+
+def rope(x, cq, sq, mant: int, sh: int, in_bits: int = 16, out_bits: int = 8) -> np.ndarray:
+    """Rotate-half RoPE of rows x [.., D] with the row's tables cq, sq [.., D/2] (broadcast over x's middle axes)."""
+    x = _check_int(x, *_srange(in_bits), f"rope inputs (int{in_bits})")
+    one = 1 << ROPE_TABLE_BITS
+    cq = _check_int(cq, -one, one, "rope cos table (int16, 2^-14)")
+    sq = _check_int(sq, -one, one, "rope sin table (int16, 2^-14)")
+    _check_dyadic(mant, sh)
+    h = x.shape[-1] // 2
+    if x.shape[-1] % 2 or cq.shape[-1] != h or sq.shape[-1] != h:
+        raise LowbitError(f"rope rows of {x.shape[-1]} values with tables of {cq.shape[-1]}", "give even rows and tables of half their length")
+    lo, hi = x[..., :h], x[..., h:]
+    t = np.concatenate([lo * cq - hi * sq, hi * cq + lo * sq], axis=-1)
+    return _out(t * np.int64(mant), sh, out_bits)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Float-to-integer error of each unit
 
-UNITS = ("shiftmax", "silu", "gelu", "rmsnorm", "layernorm", "qk", "pv")
+UNITS = ("shiftmax", "silu", "gelu", "rmsnorm", "layernorm", "qk", "pv", "requant", "add", "mul", "rope")
 S8 = 8.0 / 127  # int8 scale of a tensor in [-8, 8]
 
 
@@ -460,6 +554,36 @@ def measure_error(unit: str, n: int = 20000, seed: int = 0, L: int = 64) -> dict
         s_out = float(np.abs(a @ b).max()) * s_a * s_b / 127
         y = attn_matmul(a, b, *dyadic(s_a * s_b / s_out), a_unsigned=unit == "pv")
         ref = np.clip((a @ b) * s_a * s_b / s_out, -128, 127)
+    elif unit == "requant":
+        x = rng.integers(-(1 << 31), 1 << 31, size=n)
+        c = 127.0 / 2**31 * rng.uniform(0.5, 1.0)
+        y = requant(x, *dyadic(c))
+        ref = np.clip(x * c, -128, 127)
+    elif unit == "add":
+        a, b = rng.integers(-32768, 32768, size=(2, n))
+        s_a, s_b = 1.0, rng.uniform(0.01, 1.0)
+        s_out = s_a + s_b  # |a s_a + b s_b| <= 32767 s_out
+        y = add(a, b, *add_scales(s_a / s_out, s_b / s_out))
+        ref = np.clip((a * s_a + b * s_b) / s_out, -32768, 32767)
+    elif unit == "mul":
+        a, b = rng.integers(-128, 128, size=(2, n))
+        s_out = 127.0 * S8 * S8
+        y = mul(a, b, *dyadic(S8 * S8 / s_out))
+        ref = np.clip(a * b * S8 * S8 / s_out, -128, 127)
+    elif unit == "rope":
+        D = L
+        rows = max(1, n // D)
+        x = rng.integers(-32768, 32768, size=(rows, D))
+        pos = rng.integers(0, 4096, size=rows)
+        inv = 1.0 / (10000.0 ** (np.arange(0, D, 2) / D))
+        cq, sq = rope_table(pos, inv)
+        s_in = 1.0 / 32767
+        s_out = 1.5 / 127  # |y| <= sqrt(2) max |x|
+        y = rope(x, cq, sq, *dyadic(s_in * 2.0**-ROPE_TABLE_BITS / s_out))
+        ang = pos[:, None] * inv[None, :]
+        h = D // 2
+        xf = x * s_in
+        ref = np.clip(np.concatenate([xf[:, :h] * np.cos(ang) - xf[:, h:] * np.sin(ang), xf[:, h:] * np.cos(ang) + xf[:, :h] * np.sin(ang)], -1) / s_out, -128, 127)
     else:
         raise LowbitError(f"unknown vector unit '{unit}'", f"use one of {', '.join(UNITS)}")
     err = np.abs(y.astype(np.float64) - ref)

@@ -236,6 +236,10 @@ TOLERANCE = {  # unit: (max, mean) |error| in output LSBs
     "layernorm": (0.6, 0.25),
     "qk": (0.51, 0.26),
     "pv": (0.51, 0.26),
+    "requant": (0.51, 0.26),
+    "add": (0.8, 0.28),
+    "mul": (0.51, 0.26),
+    "rope": (0.51, 0.26),
 }
 
 
@@ -251,6 +255,59 @@ def test_measured_error_within_tolerance(unit):
 def test_measure_error_unknown_unit():
     with pytest.raises(LowbitError, match="unknown vector unit"):
         v.measure_error("tanh")
+
+
+# ---- elementwise units
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.integers(-2**31, 2**31 - 1), c=st.floats(2.0**-40, 2.0**10), ob=st.sampled_from([8, 16]))
+def test_requant_is_the_rounded_saturated_product(x, c, ob):
+    m, sh = v.dyadic(c)
+    want = max(-(1 << (ob - 1)), min((1 << (ob - 1)) - 1, (x * m + ((1 << sh) >> 1)) >> sh))  # half up, then clamp
+    assert int(v.requant(np.int64(x), m, sh, 32, ob)) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.integers(-32768, 32767), b=st.integers(-32768, 32767), ca=st.floats(2.0**-20, 4.0), cb=st.floats(2.0**-20, 4.0))
+def test_add_shares_one_shift_and_rounds_once(a, b, ca, cb):
+    ma, mb, sh = v.add_scales(ca, cb)
+    assert max(ma, mb) >= 1 << 15 and max(ma, mb) < 1 << 16
+    assert abs(ma * 2.0**-sh - ca) <= max(ca * 2.0**-16, 2.0 ** (-sh - 1)) and abs(mb * 2.0**-sh - cb) <= max(cb * 2.0**-16, 2.0 ** (-sh - 1))
+    p = a * ma + b * mb
+    want = max(-32768, min(32767, (p + ((1 << sh) >> 1)) >> sh))
+    assert int(v.add(np.int64(a), np.int64(b), ma, mb, sh)) == want
+
+
+def test_add_keeps_the_larger_operand_exact_and_orders_the_pair():
+    ma, mb, sh = v.add_scales(0.25, 1.0)
+    assert (mb, sh) == v.dyadic(1.0) and ma == mb // 4
+    assert v.add_scales(1.0, 2.0**-30)[1] == 0  # 2^16 times smaller: no bits left
+    with pytest.raises(LowbitError, match="add operand b"):
+        v.add(np.int64(0), np.int64(40000), 1 << 15, 1 << 15, 15)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.integers(-128, 127), b=st.integers(-128, 127), c=st.floats(2.0**-14, 1.0))
+def test_mul_is_the_rounded_product(a, b, c):
+    m, sh = v.dyadic(c)
+    assert int(v.mul(np.int64(a), np.int64(b), m, sh)) == max(-128, min(127, (a * b * m + ((1 << sh) >> 1)) >> sh))
+
+
+def test_rope_table_and_rotation():
+    inv = 1.0 / (10000.0 ** (np.arange(0, 8, 2) / 8))
+    cq, sq = v.rope_table(np.array([0, 1, 4095]), inv)
+    assert cq.dtype == np.int64 and np.all(cq[0] == 1 << 14) and np.all(sq[0] == 0)
+    assert np.all(np.abs(cq) <= 1 << 14) and np.all(np.abs(sq) <= 1 << 14)
+    x = np.array([[1000, -2000, 3000, 32767, -32768, 5, 6, 7]] * 3)
+    one = v.dyadic(2.0**-14)  # the identity scale
+    y = v.rope(x, cq, sq, *one, in_bits=16, out_bits=16)
+    np.testing.assert_array_equal(y[0], x[0])  # position 0: no rotation
+    h = 4
+    t = np.concatenate([x[1, :h] * cq[1] - x[1, h:] * sq[1], x[1, h:] * cq[1] + x[1, :h] * sq[1]])
+    np.testing.assert_array_equal(y[1], np.clip((t * one[0] + (1 << (one[1] - 1))) >> one[1], -32768, 32767))
+    with pytest.raises(LowbitError, match="tables of half"):
+        v.rope(x[:, :6], cq, sq, *one)
 
 
 # ---- cycle model
@@ -327,3 +384,30 @@ def test_int16_layernorm_keeps_the_bias_off_the_output_grid():
         y = np.stack([v.norm(x[r], g, "layernorm", mo, so, 0, b, bits) for r in range(rows)])
         err[bits] = float(np.abs(y - ref).max())
     assert err[16] <= 0.55 and err[8] >= 2, err  # measured 0.51 and 2.95 LSB (the outlier channel leaves int8 rows few codes)
+
+
+# ---- cycle model of the elementwise units (requant, add, mul, rope)
+
+
+@pytest.mark.parametrize("unit,L,steps", [("requant", 8, 8), ("add", 8, 8), ("mul", 8, 8), ("rope", 8, 4), ("rope", 64, 32), ("add", 13, 13)])
+def test_elementwise_cycle_counts(unit, L, steps):
+    cfg = VectorUnitConfig(unit, L=L, in_bits=16 if unit in ("add", "rope") else 8)
+    assert cfg.steps == steps and cfg.latency == steps + 1 and cfg.interval == steps + 2
+    acc, out = schedule(cfg, 3)
+    assert acc == [0, steps + 2, 2 * (steps + 2)] and out == [a + steps + 1 for a in acc]
+    assert stream_cycles(cfg, 3) == 3 * (steps + 2)
+
+
+def test_elementwise_config_names_and_output_widths():
+    assert VectorUnitConfig("requant", 8, in_bits=32).name == "vu_requant_l8_i32_o8"
+    assert VectorUnitConfig("requant", 8, in_bits=32, out_bits=16).name == "vu_requant_l8_i32_o16"
+    assert VectorUnitConfig("add", 8, in_bits=16).out_bits == 16 and VectorUnitConfig("add", 8, in_bits=16).name == "vu_add_l8_i16_o16"
+    assert VectorUnitConfig("mul", 8).name == "vu_mul_l8_i8" and VectorUnitConfig("rope", 8, in_bits=16).name == "vu_rope_l8_i16"
+    assert VectorUnitConfig("rmsnorm", 8).name == "vu_rmsnorm_l8_i8_f8" and VectorUnitConfig("rmsnorm", 8).out_bits == 8
+    c = VectorUnitConfig("requant", 8, in_bits=16)
+    assert VectorUnitConfig(**c.to_dict()) == c  # the testbench rebuilds the config from its dict
+    for kw, msg in (({"unit": "rope", "L": 7, "in_bits": 16}, "even L"), ({"unit": "requant", "out_bits": 32}, "not int32"),
+                    ({"unit": "add", "in_bits": 24}, "not int24"), ({"unit": "mul", "in_bits": 16}, "not int16"),
+                    ({"unit": "silu", "out_bits": 16}, "not int16"), ({"unit": "mul", "out_bits": 16}, "not int16")):
+        with pytest.raises(LowbitError, match=msg):
+            VectorUnitConfig(**kw)
