@@ -9,6 +9,10 @@ on the edge after the output is taken. Phases (steps):
     layernorm  row sum L, then as rmsnorm
     shiftmax   max L, exponentials and their sum L, divide 17, outputs L
     silu/gelu  per element: exponentials 1, divide 17, output 1
+    requant    per element: multiply, round, clamp L                  (one output a step)
+    add        per element pair: two multiplies, add, round, clamp L
+    mul        per element pair: a b, times mant, round, clamp L
+    rope       per rotation pair (x_j, x_{j+L/2}): four multiplies, two outputs L/2
 
 QW = NormShape.recip_bits for the norms and 17 (F + 16 over a divisor >= 2^F: a quotient <= 2^16) for the
 rest; the restoring divider makes one quotient bit per step. So, with out_ready high,
@@ -29,8 +33,10 @@ from types import SimpleNamespace
 from compiler.errors import LowbitError
 from hwsim import vector as vec
 
-UNITS = ("rmsnorm", "layernorm", "silu", "gelu", "shiftmax")
-IN_BITS = {"rmsnorm": (8, 16), "layernorm": (8, 16), "silu": (8,), "gelu": (8,), "shiftmax": (8, 32)}
+UNITS = ("rmsnorm", "layernorm", "silu", "gelu", "shiftmax", "requant", "add", "mul", "rope")
+IN_BITS = {"rmsnorm": (8, 16), "layernorm": (8, 16), "silu": (8,), "gelu": (8,), "shiftmax": (8, 32),
+           "requant": (8, 16, 32), "add": (8, 16, 32), "mul": (8,), "rope": (8, 16)}
+OUT_BITS = {"requant": (8, 16), "add": (16, 8, 32)}  # the units with a choice of output width, default first; the rest give 8
 EPS_PORT = {8: (1 << 16) - 1, 16: (1 << 32) - 1}  # the largest eps_int of a norm with int8 / int16 inputs (compiler/backends/accel/vector.py)
 GATE_DIV_BITS = vec.RECIP_EXTRA + 1  # quotient bits of recip(F + 16, d), d >= 2^F
 
@@ -42,6 +48,7 @@ class VectorUnitConfig:
     in_bits: int = 8  # Shiftmax: 8 or 32 (scores straight from the QK^T accumulators); norms 8 or 16 (a residual stream); gates 8
     F: int = vec.F_BITS
     eps_max: int = (1 << 16) - 1  # norms: the largest eps_int the port takes
+    out_bits: int | None = None  # requant (8 or 16) and add (16, 8 or 32: the residual stream at int32); None: the unit's default (OUT_BITS), 8 for the rest
 
     def __post_init__(self):
         if self.unit not in UNITS:
@@ -50,7 +57,14 @@ class VectorUnitConfig:
             raise LowbitError(f"vector unit row length L={self.L} is outside 1..1024", "give 1 <= L <= 1024")
         ok = IN_BITS[self.unit]
         if self.in_bits not in ok:
-            raise LowbitError(f"{self.unit} takes {' or '.join(f'int{b}' for b in ok)} inputs, not int{self.in_bits}", "give in_bits=8")
+            raise LowbitError(f"{self.unit} takes {' or '.join(f'int{b}' for b in ok)} inputs, not int{self.in_bits}", f"give in_bits={ok[0]}")
+        outs = OUT_BITS.get(self.unit, (8,))
+        if self.out_bits is None:
+            object.__setattr__(self, "out_bits", outs[0])  # resolved, so to_dict() round-trips
+        elif self.out_bits not in outs:
+            raise LowbitError(f"{self.unit} gives {' or '.join(f'int{b}' for b in outs)} outputs, not int{self.out_bits}", f"give out_bits={outs[0]}")
+        if self.unit == "rope" and self.L % 2:
+            raise LowbitError(f"rope rows of L={self.L} values: the rotation pairs x_j with x_(j+L/2)", "give an even L")
         if not 2 <= self.F <= 16:
             raise LowbitError(f"exponential fraction bits F={self.F} outside 2..16", "give 2 <= F <= 16")
         if self.norm:
@@ -82,7 +96,15 @@ class VectorUnitConfig:
         return self.latency + 1
 
     @property
+    def eltwise(self) -> bool:
+        return self.unit in vec.ELTWISE
+
+    @property
     def name(self) -> str:
+        if self.unit in OUT_BITS:
+            return f"vu_{self.unit}_l{self.L}_i{self.in_bits}_o{self.out_bits}"
+        if self.eltwise:  # no exponential: F plays no part
+            return f"vu_{self.unit}_l{self.L}_i{self.in_bits}"
         return f"vu_{self.unit}_l{self.L}_i{self.in_bits}_f{self.F}"
 
     @property
@@ -103,6 +125,12 @@ def row_steps(unit: str, L: int, eps_max: int = VectorUnitConfig.eps_max, in_bit
         return 2 * L + GATE_DIV_BITS + L
     if unit in vec.GATES:
         return L * (1 + GATE_DIV_BITS + 1)
+    if unit in ("requant", "add", "mul"):
+        return L
+    if unit == "rope":
+        if L % 2:
+            raise LowbitError(f"rope rows of L={L} values", "give an even L (head_dim)")
+        return L // 2
     raise LowbitError(f"unknown vector unit '{unit}'", f"use one of {', '.join(UNITS)}")
 
 

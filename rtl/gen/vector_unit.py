@@ -1,5 +1,6 @@
-"""Vector unit generator: the integer nonlinearities of hwsim/vector.py (RMSNorm, I-LayerNorm, SiLU,
-ShiftGELU, Shiftmax) as one sequential single-lane Verilog-2005 module per unit, bit-exact with hwsim.vector.
+"""Vector unit generator: the integer units of hwsim/vector.py (RMSNorm, I-LayerNorm, SiLU, ShiftGELU,
+Shiftmax, and the elementwise requant, add, mul, rope) as one sequential single-lane Verilog-2005 module per
+unit, bit-exact with hwsim.vector.
 
 Interface (every unit; fields of a row are sampled when the row is taken):
     clk, rst_n (synchronous, active low)
@@ -8,7 +9,13 @@ Interface (every unit; fields of a row are sampled when the row is taken):
                             in_mant [16], in_shift [6]           (the output dyadic pair)
       silu, gelu:           in_mant_i, in_shift_i, in_mant_o, in_shift_o
       shiftmax:             in_mant, in_shift                    (dyadic(S_in * 2^F))
-    out_valid / out_ready   the output row, out_y [L*8] (y_i at bits i*8; Shiftmax unsigned)
+      requant:              in_x [L*IW] (IW 8, 16, 32), in_mant [16], in_shift [6]
+      add:                  in_a, in_b [L*IW] (no in_x), in_mant_a, in_mant_b [16], in_shift [6] (one shift for both)
+      mul:                  in_a, in_b [L*8] (no in_x), in_mant [16], in_shift [6]
+      rope:                 in_x [L*IW], in_c, in_s [(L/2)*16] the row's cos / sin table (signed, |v| <= 2^14,
+                            entry j at bits j*16), in_mant [16], in_shift [6]
+    out_valid / out_ready   the output row, out_y [L*OW] (y_i at bits i*OW; OW = 8 except requant and add's
+                            out_bits; Shiftmax unsigned, the rest two's complement)
 in_ready is high exactly when the unit is idle; out_valid holds until out_ready. The row registers
 rotate one element per step, so the datapath sees one element (the row's head) and needs no read muxes;
 outputs shift into their row register. Phases and cycle counts: hwsim/arrays/vector_unit.py;
@@ -89,7 +96,13 @@ def _push(reg: str, L: int, w: int, val: str) -> str:
 
 
 def _clamp8(v: V, p: str, w: int, name: str) -> None:
-    v(f"wire [7:0] {name} = ({p} > {w}'sd127) ? 8'h7f : ({p} < -{w}'sd128) ? 8'h80 : {p}[7:0];")
+    _clamp(v, p, w, 8, name)
+
+
+def _clamp(v: V, p: str, w: int, ow: int, name: str) -> None:
+    """`name` [ow] = clamp(p) to the signed ow-bit range, for a signed w-bit p (w > ow)."""
+    hi, lo = (1 << (ow - 1)) - 1, 1 << (ow - 1)
+    v(f"wire [{ow - 1}:0] {name} = ({p} > {w}'sd{hi}) ? {ow}'h{hi:x} : ({p} < -{w}'sd{lo}) ? {ow}'h{lo:x} : {p}[{ow - 1}:0];")
 
 
 def _states(v: V, names: list[str]) -> dict:
@@ -316,11 +329,123 @@ def _shiftmax(cfg: VectorUnitConfig) -> str:
     return _finish(v)
 
 
+def _eltwise_ports(cfg: VectorUnitConfig, ins: list[str]) -> list[str]:
+    return (["input wire clk", "input wire rst_n", "input wire in_valid", "output wire in_ready"] + ins
+            + ["output wire out_valid", "input wire out_ready", f"output wire [{cfg.L * cfg.out_bits - 1}:0] out_y"])
+
+
+def _eltwise_open(v: V, n: int) -> int:
+    """States, the handshake and the step counter of an elementwise unit of n steps a row; returns the counter width."""
+    _states(v, ["S_IDLE", "S_RUN", "S_DONE"])
+    CW = clog2(n + 1)
+    v(f"reg [{CW - 1}:0] cnt;")
+    v("assign in_ready = (st == S_IDLE);")
+    v("assign out_valid = (st == S_DONE);")
+    return CW
+
+
+def _eltwise_fsm(v: V, load: str, step: str, n: int, CW: int) -> str:
+    v("always @(posedge clk) begin")
+    v("    if (!rst_n) begin")
+    v("        st <= S_IDLE;")
+    v("    end else begin")
+    v("        case (st)")
+    v(f"        S_IDLE: if (in_valid) begin {load} cnt <= {CW}'d0; st <= S_RUN; end")
+    v(f"        S_RUN: begin {step} cnt <= cnt + {CW}'d1; if (cnt == {CW}'d{n - 1}) st <= S_DONE; end")
+    return _finish(v)
+
+
+def _requant(cfg: VectorUnitConfig) -> str:
+    L, IW, OW = cfg.L, cfg.in_bits, cfg.out_bits
+    v = V()
+    ports = [f"input wire [{L * IW - 1}:0] in_x", f"input wire [{MW - 1}:0] in_mant", f"input wire [{SHW - 1}:0] in_shift"]
+    _header(cfg, v, _eltwise_ports(cfg, ports), f"requant, clamp(rshift_round(x mant, sh)), int{IW} -> int{OW}")
+    CW = _eltwise_open(v, L)
+    v(f"reg [{L * IW - 1}:0] xr; reg [{L * OW - 1}:0] yr; reg [{MW - 1}:0] mant_r; reg [{SHW - 1}:0] sh_r;")
+    v("assign out_y = yr;")
+    v(f"wire signed [{IW - 1}:0] xh = xr[{IW - 1}:0];")
+    PW = IW + MW + 1  # |x mant| < 2^(IW - 1 + 16)
+    v(f"wire signed [{PW - 1}:0] p = xh * $signed({{1'b0, mant_r}});")
+    yw = rshift_round(v, "p", PW, "sh_r", "yq")
+    _clamp(v, "yq", yw, OW, "yo")
+    return _eltwise_fsm(v, "xr <= in_x; mant_r <= in_mant; sh_r <= in_shift;", f"{_push('yr', L, OW, 'yo')} {_rotate('xr', L, IW)}", L, CW)
+
+
+def _addmul(cfg: VectorUnitConfig) -> str:
+    L, IW, OW, add = cfg.L, cfg.in_bits, cfg.out_bits, cfg.unit == "add"
+    v = V()
+    ports = [f"input wire [{L * IW - 1}:0] in_a", f"input wire [{L * IW - 1}:0] in_b"]
+    ports += ([f"input wire [{MW - 1}:0] in_mant_a", f"input wire [{MW - 1}:0] in_mant_b"] if add else [f"input wire [{MW - 1}:0] in_mant"])
+    ports += [f"input wire [{SHW - 1}:0] in_shift"]
+    what = "add, clamp(rshift_round(a mant_a + b mant_b, sh))" if add else "mul, clamp(rshift_round(a b mant, sh))"
+    _header(cfg, v, _eltwise_ports(cfg, ports), f"{what}, int{IW} -> int{OW}")
+    CW = _eltwise_open(v, L)
+    v(f"reg [{L * IW - 1}:0] ar, br; reg [{L * OW - 1}:0] yr; reg [{SHW - 1}:0] sh_r;")
+    v(f"reg [{MW - 1}:0] ma_r, mb_r;" if add else f"reg [{MW - 1}:0] mant_r;")
+    v("assign out_y = yr;")
+    v(f"wire signed [{IW - 1}:0] ah = ar[{IW - 1}:0];")
+    v(f"wire signed [{IW - 1}:0] bh = br[{IW - 1}:0];")
+    if add:
+        PW = IW + MW + 2  # two products below 2^(IW - 1 + 16) each
+        v(f"wire signed [{PW - 1}:0] pa = ah * $signed({{1'b0, ma_r}});")
+        v(f"wire signed [{PW - 1}:0] pb = bh * $signed({{1'b0, mb_r}});")
+        v(f"wire signed [{PW - 1}:0] p = pa + pb;")
+        load = "ar <= in_a; br <= in_b; ma_r <= in_mant_a; mb_r <= in_mant_b; sh_r <= in_shift;"
+    else:
+        v("wire signed [15:0] ab = ah * bh;  // -16256..16384")
+        PW = 16 + MW + 1
+        v(f"wire signed [{PW - 1}:0] p = ab * $signed({{1'b0, mant_r}});")
+        load = "ar <= in_a; br <= in_b; mant_r <= in_mant; sh_r <= in_shift;"
+    yw = rshift_round(v, "p", PW, "sh_r", "yq")
+    _clamp(v, "yq", yw, OW, "yo")
+    step = f"{_push('yr', L, OW, 'yo')} {_rotate('ar', L, IW)} {_rotate('br', L, IW)}"
+    return _eltwise_fsm(v, load, step, L, CW)
+
+
+def _rope(cfg: VectorUnitConfig) -> str:
+    L, IW, OW = cfg.L, cfg.in_bits, cfg.out_bits
+    h = L // 2
+    TB = 16  # table entries: int16 at 2^-14
+    v = V()
+    ports = [f"input wire [{L * IW - 1}:0] in_x", f"input wire [{h * TB - 1}:0] in_c", f"input wire [{h * TB - 1}:0] in_s",
+             f"input wire [{MW - 1}:0] in_mant", f"input wire [{SHW - 1}:0] in_shift"]
+    _header(cfg, v, _eltwise_ports(cfg, ports), f"rotate-half RoPE, one pair (x_j, x_j+{h}) a step, int{IW} -> int{OW}")
+    CW = _eltwise_open(v, h)
+    # the two halves rotate side by side, so the heads are x_j and x_{j+h}; the outputs fill two half rows
+    v(f"reg [{h * IW - 1}:0] xl, xu; reg [{h * TB - 1}:0] cr, sr; reg [{h * OW - 1}:0] yl, yu;")
+    v(f"reg [{MW - 1}:0] mant_r; reg [{SHW - 1}:0] sh_r;")
+    v("assign out_y = {yu, yl};")
+    v(f"wire signed [{IW - 1}:0] xlh = xl[{IW - 1}:0];")
+    v(f"wire signed [{IW - 1}:0] xuh = xu[{IW - 1}:0];")
+    v(f"wire signed [{TB - 1}:0] ch = cr[{TB - 1}:0];")
+    v(f"wire signed [{TB - 1}:0] sh_t = sr[{TB - 1}:0];")
+    TW = IW + vec.ROPE_TABLE_BITS + 2  # |x c - x' s| <= 2^(IW - 1 + 14 + 1)
+    v(f"wire signed [{TW - 1}:0] t0 = xlh * ch - xuh * sh_t;")
+    v(f"wire signed [{TW - 1}:0] t1 = xuh * ch + xlh * sh_t;")
+    PW = TW + MW + 1
+    v(f"wire signed [{PW - 1}:0] p0 = t0 * $signed({{1'b0, mant_r}});")
+    v(f"wire signed [{PW - 1}:0] p1 = t1 * $signed({{1'b0, mant_r}});")
+    yw = rshift_round(v, "p0", PW, "sh_r", "yq0")
+    rshift_round(v, "p1", PW, "sh_r", "yq1")
+    _clamp(v, "yq0", yw, OW, "yo0")
+    _clamp(v, "yq1", yw, OW, "yo1")
+    load = f"xl <= in_x[{h * IW - 1}:0]; xu <= in_x[{L * IW - 1}:{h * IW}]; cr <= in_c; sr <= in_s; mant_r <= in_mant; sh_r <= in_shift;"
+    step = " ".join(x for x in (_push("yl", h, OW, "yo0"), _push("yu", h, OW, "yo1"), _rotate("xl", h, IW), _rotate("xu", h, IW),
+                                _rotate("cr", h, TB), _rotate("sr", h, TB)) if x)
+    return _eltwise_fsm(v, load, step, h, CW)
+
+
 def generate(cfg: VectorUnitConfig) -> str:
     """Verilog text of the vector unit `cfg` describes."""
     if cfg.norm:
         return _norm(cfg)
     if cfg.unit == "shiftmax":
         return _shiftmax(cfg)
+    if cfg.unit == "requant":
+        return _requant(cfg)
+    if cfg.unit in ("add", "mul"):
+        return _addmul(cfg)
+    if cfg.unit == "rope":
+        return _rope(cfg)
     return _gate(cfg)
 

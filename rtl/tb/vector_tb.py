@@ -6,6 +6,8 @@ Configuration (rtl.tb.read_config): cfg (VectorUnitConfig fields), out, and
     stall_rows  rows of the back-pressure phase (random out_ready, cycle by cycle)
     seed        stimulus seed
     corrupt     change one expected value: the run must then fail (the checker can fail)
+The elementwise units (requant, add, mul, rope) start with every corner row against every corner field
+(`_eltwise_stimulus`); the other units' stimulus is as before (the same seed gives the same rows).
 Phase 1 drives every row with out_ready high and checks each row's latency and the interval between
 rows (the closed form); phase 2 drives stall_rows more back to back under a random out_ready pattern and
 checks every accept and output edge against hwsim.arrays.vector_unit.schedule. Writes to `out`: rows,
@@ -49,8 +51,10 @@ def _corner_x(cfg: VectorUnitConfig) -> list[np.ndarray]:
 
 
 def stimulus(cfg: VectorUnitConfig, rows: int, seed: int) -> dict:
-    """Row inputs and fields, corner cases first: x [R, L] and one int64 array per field (keys = port names
-    without `in_`). Scales are mostly realistic dyadic pairs, some rows fully random fields."""
+    """Row inputs and fields, corner cases first: x [R, L] (add, mul: a and b) and one int64 array per field
+    (keys = port names without `in_`). Scales are mostly realistic dyadic pairs, some rows fully random fields."""
+    if cfg.eltwise:
+        return _eltwise_stimulus(cfg, rows, seed)
     rng = np.random.default_rng(seed)
     L, lo, hi = cfg.L, -(1 << (cfg.in_bits - 1)), (1 << (cfg.in_bits - 1)) - 1
     corners = _corner_x(cfg)
@@ -99,8 +103,127 @@ def stimulus(cfg: VectorUnitConfig, rows: int, seed: int) -> dict:
     return st
 
 
+# ---- elementwise units (requant, add, mul, rope)
+
+MANT_MAX = (1 << vec.MANT_BITS) - 1
+TABLE_ONE = 1 << vec.ROPE_TABLE_BITS
+
+
+def n_rows(st: dict) -> int:
+    return next(iter(st.values())).shape[0]
+
+
+def _eltwise_fields(cfg: VectorUnitConfig) -> list[tuple]:
+    """Corner field tuples (mant, shift) (add: (mant_a, mant_b, shift)): saturation both ways at mant 0xFFFF and
+    shift 0, shift 63 (only the rounding bit can survive), mant 0, the identity scale, a half-LSB scale (ties:
+    round half up on both signs), and the scale that maps the input range onto the output range."""
+    IW, OW = cfg.in_bits, cfg.out_bits
+    pw = {"requant": IW - 1, "add": IW, "mul": 14, "rope": IW + vec.ROPE_TABLE_BITS}[cfg.unit]  # log2 of the largest |x mant| / 2^16
+    one = {"requant": 15, "add": 15, "mul": 15, "rope": 15 + vec.ROPE_TABLE_BITS}[cfg.unit]  # (2^15, one): the identity
+    fit = min(vec.SHIFT_MAX, pw + 17 - OW)  # 0xFFFF: the largest operand lands at the output's top
+    pairs = [(MANT_MAX, 0), (MANT_MAX, vec.SHIFT_MAX), (0, 0), (1, 0), (1 << 15, one), (1 << 15, one + 1), (MANT_MAX, fit), (MANT_MAX, fit - 1)]
+    if cfg.unit != "add":
+        return pairs
+    return [(m, m, s) for m, s in pairs] + [(1 << 15, 0, 15), (0, MANT_MAX, 0), (MANT_MAX, 1, fit)]
+
+
+def _eltwise_stimulus(cfg: VectorUnitConfig, rows: int, seed: int) -> dict:
+    """Every corner row with every corner field tuple, then random rows: operands at every magnitude or uniform
+    over their range, fields mostly realistic (the scale mapping the operands' magnitude to the output range,
+    times 2^+-3, so some rows saturate), 10% fully random; rope tables from hwsim.vector.rope_table at random
+    positions (10%: random entries in [-2^14, 2^14])."""
+    rng = np.random.default_rng(seed)
+    L, IW, OW = cfg.L, cfg.in_bits, cfg.out_bits
+    lo, hi = -(1 << (IW - 1)), (1 << (IW - 1)) - 1
+    h = L // 2
+    xs = _corner_x(cfg)
+    fields = _eltwise_fields(cfg)
+    two = cfg.unit in ("add", "mul")
+    if two:  # operand pairs: equal, opposite, one zero, and the corner rows against their reverse
+        corner_ops = [(x, x) for x in xs] + [(x, x[::-1].copy()) for x in xs] + [(np.full(L, lo), np.full(L, hi)), (np.full(L, hi), np.zeros(L, np.int64))]
+    else:
+        corner_ops = [(x,) for x in xs]
+    if cfg.unit == "rope":  # tables: no rotation, the +-2^14 / 0 corners, every sign combination of +-2^14
+        ones = np.full(h, TABLE_ONE)
+        z = np.zeros(h, np.int64)
+        alt = np.where(np.arange(h) % 2, -TABLE_ONE, TABLE_ONE)
+        tables = [(ones, z), (-ones, z), (z, ones), (z, -ones), (ones, ones), (-ones, -ones), (ones, -ones), (alt, -alt)]
+        corner_ops = [(x, c, s) for x in xs for c, s in tables]
+    corners = [(*ops, f) for ops in corner_ops for f in fields]
+    R = len(corners) + rows
+    nf = len(fields[0])
+    F = np.zeros((R, nf), np.int64)
+    ops = [np.zeros((R, L if k < (2 if two else 1) else h), np.int64) for k in range(len(corner_ops[0]))]
+    for i, row in enumerate(corners):
+        for k, o in enumerate(row[:-1]):
+            ops[k][i] = o
+        F[i] = row[-1]
+    if cfg.unit == "rope":
+        inv = 1.0 / (10000.0 ** (np.arange(0, L, 2) / L))
+    for i in range(len(corners), R):
+        mags = []
+        for k in range(2 if two else 1):
+            if rng.random() < 0.6:  # every magnitude
+                mag = 1 << int(rng.integers(0, IW))
+                ops[k][i] = np.clip(rng.integers(-mag, mag + 1, size=L), lo, hi)
+            else:
+                mag = hi
+                ops[k][i] = rng.integers(lo, hi + 1, size=L)
+            mags.append(max(mag, 1))
+        if cfg.unit == "rope":
+            if rng.random() < 0.1:
+                ops[1][i], ops[2][i] = rng.integers(-TABLE_ONE, TABLE_ONE + 1, size=(2, h))
+            else:
+                c, s = vec.rope_table(rng.integers(0, 1 << 16, size=1), inv)
+                ops[1][i], ops[2][i] = c[0], s[0]
+        if rng.random() < 0.1:
+            F[i, :-1] = rng.integers(0, MANT_MAX + 1, size=nf - 1)
+            F[i, -1] = rng.integers(0, vec.SHIFT_MAX + 1)
+            continue
+        spread = 2.0 ** rng.uniform(-3, 3)
+        top = 2.0 ** (OW - 1)
+        if cfg.unit == "add":
+            ca, cb = top / mags[0] * spread, top / mags[1] * spread * 2.0 ** rng.uniform(-8, 2)
+            if rng.random() < 0.5:
+                ca, cb = cb, ca
+            F[i] = _add_scales_near(ca, cb)
+        else:
+            c = top / (mags[0] * (mags[1] if two else 1) * (TABLE_ONE if cfg.unit == "rope" else 1)) * spread
+            F[i] = _dyadic_near(rng, c)
+    st: dict = {}
+    names = {"requant": ["x"], "add": ["a", "b"], "mul": ["a", "b"], "rope": ["x", "c", "s"]}[cfg.unit]
+    for k, name in enumerate(names):
+        st[name] = ops[k]
+    fnames = ["mant_a", "mant_b", "shift"] if cfg.unit == "add" else ["mant", "shift"]
+    for k, name in enumerate(fnames):
+        st[name] = F[:, k].copy()
+    return st
+
+
+def _add_scales_near(ca: float, cb: float) -> tuple[int, int, int]:
+    while True:
+        try:
+            return vec.add_scales(ca, cb)
+        except LowbitError:
+            f = 2.0 ** (-4 if max(ca, cb) > 1 else 4)
+            ca, cb = ca * f, cb * f
+
+
 def expected(cfg: VectorUnitConfig, st: dict) -> np.ndarray:
     """hwsim.vector's output rows for the stimulus, int64 [R, L]."""
+    if cfg.eltwise:
+        IW, OW = cfg.in_bits, cfg.out_bits
+        y = np.empty((n_rows(st), cfg.L), np.int64)
+        for i in range(y.shape[0]):
+            if cfg.unit == "requant":
+                y[i] = vec.requant(st["x"][i], st["mant"][i], st["shift"][i], IW, OW)
+            elif cfg.unit == "add":
+                y[i] = vec.add(st["a"][i], st["b"][i], st["mant_a"][i], st["mant_b"][i], st["shift"][i], IW, OW)
+            elif cfg.unit == "mul":
+                y[i] = vec.mul(st["a"][i], st["b"][i], st["mant"][i], st["shift"][i])
+            else:
+                y[i] = vec.rope(st["x"][i], st["c"][i], st["s"][i], st["mant"][i], st["shift"][i], IW, OW)
+        return y
     R = st["x"].shape[0]
     y = np.empty_like(st["x"])
     for i in range(R):
@@ -136,15 +259,18 @@ def mismatches(got: np.ndarray, want: np.ndarray, limit: int = 5) -> tuple[int, 
 
 
 def _field_bits(cfg: VectorUnitConfig, k: str) -> int:
-    """Bits a value of per-channel field k takes on its port: 8, or the norm's bias width."""
+    """Bits a value of per-channel field k takes on its port: 8, or the norm's bias width; the elementwise
+    units' operands at in_bits and rope's tables at 16."""
+    if cfg.eltwise:
+        return 16 if k in ("c", "s") else cfg.in_bits
     return cfg.norm_shape.bias_bits if k == "b" else 8
 
 
 def _fields(cfg: VectorUnitConfig, st: dict, i: int) -> dict:
     """Port values of row i: in_x and in_<field> (per-channel fields packed 8 bits a value)."""
-    f = {"in_x": pack(st["x"][i], cfg.in_bits)}
+    f = {} if cfg.eltwise else {"in_x": pack(st["x"][i], cfg.in_bits)}
     for k, arr in st.items():
-        if k != "x":
+        if cfg.eltwise or k != "x":
             f[f"in_{k}"] = pack(arr[i], _field_bits(cfg, k)) if arr.ndim == 2 else int(arr[i])
     return f
 
@@ -158,8 +284,8 @@ async def vector_unit(dut):
     want = expected(cfg, st)
     if opts.get("corrupt"):
         want[0, 0] = want[0, 0] + 1 if want[0, 0] < 100 else want[0, 0] - 1
-    R1 = st["x"].shape[0] - stall_rows
-    L, signed = cfg.L, cfg.unit != "shiftmax"
+    R1 = n_rows(st) - stall_rows
+    L, signed, OW = cfg.L, cfg.unit != "shiftmax", cfg.out_bits
     got = np.zeros_like(want)
 
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
@@ -193,7 +319,7 @@ async def vector_unit(dut):
         await with_timeout(RisingEdge(dut.out_valid), 20 * cfg.latency * PERIOD_NS, "ns")
         await RisingEdge(dut.clk)
         lat.add(edge() - c0)
-        got[i] = unpack(int(dut.out_y.value), L, 8, signed)
+        got[i] = unpack(int(dut.out_y.value), L, OW, signed)
 
     # phase 2: back to back under a random out_ready pattern, cycle by cycle
     rng = np.random.default_rng(int(opts.get("seed", 0)) + 1)
@@ -209,7 +335,7 @@ async def vector_unit(dut):
         await RisingEdge(dut.clk)
         if int(dut.out_valid.value) and (ready[c] if c < len(ready) else 1):
             outs.append(c)
-            got[R1 + len(outs) - 1] = unpack(int(dut.out_y.value), L, 8, signed)
+            got[R1 + len(outs) - 1] = unpack(int(dut.out_y.value), L, OW, signed)
         if i < R1 + stall_rows and int(dut.in_ready.value):
             acc.append(c)
             i += 1
