@@ -11,7 +11,17 @@ commands run one after another, and not overlapped with the arrays.
                  the unit as built and measured, L = 8)
     VEC_SOFTMAX  heads x S rows of T int32 scores on the Shiftmax unit
     VEC_QK       QK^T on the array (below)
-    VEC_PV       PV on the array, then the output rescale (REQUANT below) of passes x heads x S x D values
+    VEC_PV       PV on the array, then its rescale (op "REQUANT"): passes x heads x S rows of D int32 accumulators
+                 on the requant unit (int32 in, int8 out), each row cut into ceil(D / GATE_ROW) rows of GATE_ROW
+    VEC_ADD      rows x ceil(L / GATE_ROW) x passes rows of GATE_ROW values on the add unit (in_bits, out_bits: the
+                 residual stream at 32, 32)
+    VEC_MUL      rows x ceil(L / GATE_ROW) x passes rows of GATE_ROW values on the mul unit (as VEC_GATE)
+    VEC_ROPE     rows (tokens x heads) x passes rows of L = head_dim values on the rope unit (int16 in; it pairs
+                 x_j with x_(j + L/2), so a row is not cut)
+    VEC_KV       rows (tokens x kv heads) x ceil(head_dim / GATE_ROW) rows of GATE_ROW values on the requant unit
+                 (int8 or int16 in, int8 out)
+An elementwise row (requant, add, mul, the gates) is cut into rows of the unit as built (L = GATE_ROW), all at
+the row's one dyadic pair: the same integers, and the cycles and energy of the module synthesized.
 
 Rows longer than the generator's 1024 (a norm over a 2048-wide stream, Shiftmax over a long context) are timed
 with the same phases (the formula, not a generated module).
@@ -27,8 +37,8 @@ arrays' int8 activations, so they are the weights). So on every design an attent
 of its shape, one group spanning the whole reduction (padded to the array's K): lut-tc 2 x 4 bit-serial planes,
 mixpe and mac two passes of their W4 beat. The K / V rows come from DRAM as the weight stream (one byte per
 value); the accumulators stay in the output SRAM for the vector unit (no output DRAM energy), while the cycles are
-the layer model's as they stand (its output drain included: an upper bound). The QK^T accumulators go to Shiftmax unrounded (int32 in); PV's are rescaled to int8 per head and row
-(REQUANT: a modelled one-element-per-cycle multiply-round-clamp lane, no RTL yet).
+the layer model's as they stand (its output drain included: an upper bound). The QK^T accumulators go to Shiftmax
+unrounded (int32 in); PV's are rescaled to int8 per head and row on the requant unit (rtl/gen/vector_unit.py).
 
 Energy: per row, the arithmetic and register writes of the RTL's phases (`row_events`: multiplies, adds and the
 rotating row registers' bit writes, widths from hwsim.vector.NormShape and the generator), priced by
@@ -36,8 +46,9 @@ hwsim.cost.energy's per-op figures. An op count from the RTL's structure, not a 
 
 Area: `unit_area` from the yosys figures of docs/hwsim/vector_unit.md (yosys 0.23 `synth -flatten`, run once
 by hand at L = 8; AREA_L8 below): the logic is taken as independent of L (the datapath sees one element per
-step), the row registers grow by ROW_FF_BITS per value. Logic transistors -> um^2 at the committed lut-tc W4A8
-report's um^2 per transistor; flip-flops at the NanGate DFF + enable mux (hwsim.cost.area).
+step), the row registers grow by row_ff_bits per value. Logic transistors -> um^2 at the committed lut-tc W4A8
+report's um^2 per transistor; flip-flops at the NanGate DFF + enable mux (hwsim.cost.area). `vector_area` takes the
+elementwise units at L = 8 (rope at head_dim), as the commands are timed.
 """
 
 from __future__ import annotations
@@ -47,11 +58,10 @@ from dataclasses import dataclass
 
 from compiler.errors import LowbitError
 from hwsim import vector as vec
-from hwsim.arrays.vector_unit import EPS_PORT, GATE_DIV_BITS, rows_cycles
+from hwsim.arrays.vector_unit import EPS_PORT, GATE_DIV_BITS, OUT_BITS, UNITS, rows_cycles
 from hwsim.cost import energy as en
 
-GATE_ROW = 8  # values per row of the gate unit (elementwise; the built and synthesized L)
-REQUANT_PROD = (32, vec.MANT_BITS)  # PV's rescale: int32 accumulator x 16-bit mantissa
+GATE_ROW = 8  # values per row of the gate and mul units (elementwise; the built and synthesized L)
 
 # (unit, in_bits) -> (cells, flip-flop bits, transistors) at L = 8, F = 8: docs/hwsim/vector_unit.md's table
 AREA_L8 = {
@@ -63,14 +73,43 @@ AREA_L8 = {
     ("shiftmax", 32): (6415, 510, 61234),
     ("rmsnorm", 16): (10828, 488, 94570),  # int16 inputs, a 32-bit eps port (--vector-unit norm16)
     ("layernorm", 16): (13380, 672, 117644),
+    # the elementwise units (docs/hwsim/vector_unit.md, "Elementwise units: RTL and cycles"); requant and add
+    # keyed by their output width too
+    ("requant", 32, 8): (5158, 349, 48630),  # PV's rescale
+    ("requant", 16, 8): (2713, 221, 26186),  # the KV cache write of v
+    ("requant", 8, 8): (1593, 157, 15804),  # and of k (the rope unit's int8 output)
+    ("requant", 32, 16): (5196, 413, 50362),
+    ("add", 32, 32): (9302, 813, 92400),  # the residual adds (the stream at int32)
+    ("add", 16, 16): (4814, 429, 47524),
+    ("add", 8, 8): (2642, 237, 25916),
+    ("mul", 8): (3160, 221, 29320),  # SwiGLU's product
+    ("rope", 16): (17132, 348, 142714),
+    ("rope", 8): (11012, 284, 93086),
 }
 AREA_SOURCE = "yosys 0.23 synth -flatten at L=8 (by hand, docs/hwsim/vector_unit.md); row registers scaled to L"
 FF_T = 16 + 12  # rtl/synth.py: a D flip-flop with enable
 REF_REPORT = "lut-tc_w4a8g128.json"  # the array report whose um^2 per logic transistor converts the units
 
 
-def row_ff_bits(unit: str, in_bits: int = 8) -> int:
+def _out_bits(unit: str, out_bits: int | None) -> int:
+    return out_bits if out_bits is not None else OUT_BITS.get(unit, (8,))[0]
+
+
+def _area_key(unit: str, in_bits: int, out_bits: int | None) -> tuple:
+    return (unit, in_bits, _out_bits(unit, out_bits)) if unit in OUT_BITS else (unit, in_bits)
+
+
+def row_ff_bits(unit: str, in_bits: int = 8, out_bits: int | None = None) -> int:
     """Flip-flop bits per row value of the unit's row registers (rtl/gen/vector_unit.py)."""
+    ow = _out_bits(unit, out_bits)
+    if unit == "requant":
+        return in_bits + ow  # xr, yr
+    if unit == "add":
+        return 2 * in_bits + ow  # ar, br, yr
+    if unit == "mul":
+        return 3 * 8
+    if unit == "rope":
+        return in_bits + 16 + 8  # xl / xu, the cos and sin tables (one entry of each per pair), yl / yu
     if unit == "rmsnorm":
         return in_bits + 2 * 8  # xr, gr, yr
     if unit == "layernorm":
@@ -79,7 +118,7 @@ def row_ff_bits(unit: str, in_bits: int = 8) -> int:
         return 2 * 8  # xr, yr
     if unit == "shiftmax":
         return in_bits + (vec.F_BITS + 1) + 8  # xr, er, yr
-    raise LowbitError(f"unknown vector unit '{unit}'", "use rmsnorm, layernorm, silu, gelu or shiftmax")
+    raise LowbitError(f"unknown vector unit '{unit}'", f"use one of {', '.join(UNITS)}")
 
 
 def _logic_um2_per_transistor() -> float:
@@ -91,20 +130,23 @@ def _logic_um2_per_transistor() -> float:
     return area.cells_area_um2(r["cells"], "45nm")["logic_um2"] / r["transistors_yosys"]
 
 
-def unit_area(unit: str, L: int, in_bits: int = 8, node: str = "28nm") -> dict:
-    """One lane of one unit over rows of L values: transistors, flip-flop bits, um^2 (logic, flip-flops, total)."""
+def unit_area(unit: str, L: int, in_bits: int = 8, node: str = "28nm", out_bits: int | None = None) -> dict:
+    """One lane of one unit over rows of L values: transistors, flip-flop bits, um^2 (logic, flip-flops, total).
+    out_bits: requant's and add's output width (None: the unit's default, 8 and 16)."""
     from hwsim.cost import area
 
-    key = (unit, in_bits)
+    key = _area_key(unit, in_bits, out_bits)
     if key not in AREA_L8:
-        raise LowbitError(f"no synthesis figures for the {unit} unit with int{in_bits} inputs", f"use one of the widths measured: {sorted(AREA_L8)}")
+        outs = f", int{key[2]} outputs" if len(key) > 2 else ""
+        raise LowbitError(f"no synthesis figures for the {unit} unit with int{in_bits} inputs{outs}",
+                          f"use one of the widths measured: {', '.join(str(k) for k in AREA_L8)}")
     _, ff8, t8 = AREA_L8[key]
-    ff = ff8 + (L - 8) * row_ff_bits(unit, in_bits)
+    ff = ff8 + (L - 8) * row_ff_bits(unit, in_bits, out_bits)
     logic_t = t8 - ff8 * FF_T
     s = area.node_area_scale(node)
     logic = logic_t * _logic_um2_per_transistor() * s
     ffa = ff * area.ff_cell_um2("$_DFFE_PP_") * s
-    return {"unit": unit, "L": L, "transistors": logic_t + ff * FF_T, "ff_bits": ff, "logic_um2": logic, "ff_um2": ffa,
+    return {"unit": unit, "L": L, "in_bits": in_bits, **({"out_bits": key[2]} if len(key) > 2 else {}), "transistors": logic_t + ff * FF_T, "ff_bits": ff, "logic_um2": logic, "ff_um2": ffa,
             "total_um2": logic + ffa, "source": AREA_SOURCE}
 
 
@@ -131,10 +173,17 @@ def design_lanes(design: str) -> int:
     return int(DESIGNS[design].default_array.get("lanes", 1))
 
 
-def vector_area(vu: VectorUnit, L_norm: int, L_softmax: int, node: str = "28nm") -> dict:
-    """The whole unit: lanes x (norm over L_norm, gate over GATE_ROW, int32 Shiftmax over L_softmax); REQUANT has no RTL
-    and is not counted. Returns totals in mm^2 and transistors, and the per-unit rows."""
-    parts = [unit_area(vu.norm, L_norm, vu.norm_bits, node), unit_area(vu.gate, GATE_ROW, 8, node), unit_area("shiftmax", L_softmax, 32, node)]
+def vector_area(vu: VectorUnit, L_norm: int, L_softmax: int, node: str = "28nm", L_head: int | None = None) -> dict:
+    """The whole unit: lanes x (norm over L_norm, gate over GATE_ROW, int32 Shiftmax over L_softmax, and the
+    elementwise units at GATE_ROW: requant int32 -> int8 (PV's rescale), int16 -> int8 and int8 -> int8 (the KV
+    cache writes of v and k) when L_head is given, add int16 -> int16, mul when the gate is SiLU (SwiGLU); rope
+    int16 over L_head when given). Returns totals in mm^2 and transistors, and the per-unit rows."""
+    parts = [unit_area(vu.norm, L_norm, vu.norm_bits, node), unit_area(vu.gate, GATE_ROW, 8, node), unit_area("shiftmax", L_softmax, 32, node),
+             unit_area("requant", GATE_ROW, 32, node, 8), unit_area("add", GATE_ROW, 32, node, 32)]
+    if vu.gate == "silu":
+        parts.append(unit_area("mul", GATE_ROW, 8, node))
+    if L_head is not None:
+        parts += [unit_area("requant", GATE_ROW, 16, node, 8), unit_area("requant", GATE_ROW, 8, node, 8), unit_area("rope", L_head, 16, node)]
     tot = {k: vu.lanes * sum(p[k] for p in parts) for k in ("transistors", "ff_bits", "logic_um2", "ff_um2", "total_um2")}
     return {"lanes": vu.lanes, "units": parts, **tot, "total_mm2": tot["total_um2"] / 1e6, "source": AREA_SOURCE}
 
@@ -151,12 +200,35 @@ def _mult(ev: dict, a: int, b: int, n: int) -> None:
     ev["mults"][(a, b)] = ev["mults"].get((a, b), 0) + n
 
 
-def row_events(unit: str, L: int, in_bits: int = 8, eps_max: int | None = None) -> dict:
+def row_events(unit: str, L: int, in_bits: int = 8, eps_max: int | None = None, out_bits: int | None = None) -> dict:
     """Datapath events of one row of L values on the one-lane unit, phase by phase as the RTL runs them:
     {"adds": {width: count}, "mults": {(a, b): count}, "reg_bit_writes": n}. The row registers rotate one
     value a step, so each step of a scanning phase rewrites them whole (L x their bits per value)."""
     ev = {"adds": {}, "mults": {}, "reg_bit_writes": 0}
     F = vec.F_BITS
+    MW = vec.MANT_BITS
+    if unit in vec.ELTWISE:  # one step a value (rope: a pair): multiplies, the rounding add, the row registers
+        if unit == "requant":
+            _mult(ev, in_bits, MW, L)  # x mant
+            _add(ev, in_bits + MW + 2, L)  # + the half, before the shift
+        elif unit == "add":
+            _mult(ev, in_bits, MW, 2 * L)  # a mant_a, b mant_b
+            _add(ev, in_bits + MW + 2, 2 * L)  # their sum, the rounding
+        elif unit == "mul":
+            _mult(ev, 8, 8, L)  # a b
+            _mult(ev, 16, MW, L)  # (a b) mant
+            _add(ev, 16 + MW + 2, L)
+        else:
+            if L % 2:
+                raise LowbitError(f"rope rows of L={L} values", "give an even L (head_dim)")
+            tw = in_bits + vec.ROPE_TABLE_BITS + 2
+            _mult(ev, in_bits, 16, 2 * L)  # per pair: x_j c, x_j+h s, x_j+h c, x_j s
+            _add(ev, tw, L)  # the two rotations
+            _mult(ev, tw, MW, L)  # each times mant
+            _add(ev, tw + MW + 2, L)  # and rounded
+        steps = L // 2 if unit == "rope" else L
+        ev["reg_bit_writes"] += steps * L * row_ff_bits(unit, in_bits, out_bits)  # every row register moves each step
+        return ev
     if unit in vec.NORMS:
         ns = vec.NormShape(unit, L, EPS_PORT[in_bits] if eps_max is None else eps_max, in_bits)
         xrow, row = in_bits * L, 8 * L
@@ -215,13 +287,7 @@ def row_events(unit: str, L: int, in_bits: int = 8, eps_max: int | None = None) 
         _mult(ev, GATE_DIV_BITS, ew, L)  # S_OUT: r e
         ev["reg_bit_writes"] += L * (8 * L + ew * L)
         return ev
-    raise LowbitError(f"unknown vector unit '{unit}'", "use rmsnorm, layernorm, silu, gelu or shiftmax")
-
-
-def requant_events(n: int) -> dict:
-    """PV's output rescale, n values: a 32 x 16 multiply, the rounding add, an int8 register write each."""
-    a, b = REQUANT_PROD
-    return {"adds": {a + b + 1: n}, "mults": {(a, b): n}, "reg_bit_writes": 8 * n}
+    raise LowbitError(f"unknown vector unit '{unit}'", f"use one of {', '.join(UNITS)}")
 
 
 def events_energy_pj(ev: dict, node: str = "28nm") -> float:
@@ -235,8 +301,8 @@ def events_energy_pj(ev: dict, node: str = "28nm") -> float:
     return s * (adds + mults + ev["reg_bit_writes"] * en.add_bit_pj())
 
 
-def row_energy_pj(unit: str, L: int, in_bits: int = 8, node: str = "28nm") -> float:
-    return events_energy_pj(row_events(unit, L, in_bits), node)
+def row_energy_pj(unit: str, L: int, in_bits: int = 8, node: str = "28nm", out_bits: int | None = None) -> float:
+    return events_energy_pj(row_events(unit, L, in_bits, out_bits=out_bits), node)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -271,9 +337,9 @@ def command_costs(shape: dict, vu: VectorUnit, cfg, memory=None, node: str = "28
     op = shape["op"]
     lanes = vu.lanes
 
-    def unit(u, L, rows, in_bits=8):
+    def unit(u, L, rows, in_bits=8, out_bits=None, name=op):
         cyc = rows_cycles(u, L, rows, lanes, EPS_PORT[in_bits], in_bits) if u in vec.NORMS else rows_cycles(u, L, rows, lanes)
-        return {"part": "vector", "op": op, "cycles": cyc, "energy_pj": rows * row_energy_pj(u, L, in_bits, node)}
+        return {"part": "vector", "op": name, "cycles": cyc, "energy_pj": rows * row_energy_pj(u, L, in_bits, node, out_bits)}
 
     if op == "VEC_NORM":
         return [unit(shape["kind"], shape["L"], shape["rows"] * shape["passes"], shape.get("in_bits", 8))]
@@ -281,14 +347,23 @@ def command_costs(shape: dict, vu: VectorUnit, cfg, memory=None, node: str = "28
         return [unit(shape["kind"], GATE_ROW, shape["rows"] * math.ceil(shape["width"] / GATE_ROW) * shape["passes"])]
     if op == "VEC_SOFTMAX":
         return [unit("shiftmax", shape["T"], shape["heads"] * shape["S"], shape["in_bits"])]
+    def pieces(L):  # an elementwise row cut into rows of the built unit's GATE_ROW values, all at the row's one pair
+        return math.ceil(L / GATE_ROW)
+
+    if op == "VEC_ADD":
+        return [unit("add", GATE_ROW, shape["rows"] * pieces(shape["L"]) * shape["passes"], shape.get("in_bits", 32), shape.get("out_bits", 32))]
+    if op == "VEC_MUL":
+        return [unit("mul", GATE_ROW, shape["rows"] * pieces(shape["L"]) * shape["passes"])]
+    if op == "VEC_ROPE":
+        return [unit("rope", shape["L"], shape["rows"] * shape["passes"], shape.get("in_bits", 16))]
+    if op == "VEC_KV":
+        return [unit("requant", GATE_ROW, shape["rows"] * pieces(shape["L"]), shape["in_bits"], 8)]
     H, S, T, D = shape["heads"], shape["S"], shape["T"], shape["D"]
     if op == "VEC_QK":
         return [{"part": "attn_matmul", "op": op, **attn_matmul_cost(cfg, H, S, T, D, memory, node)}]
-    if op == "VEC_PV":
-        n = shape["passes"] * H * S * D
+    if op == "VEC_PV":  # the matmul, then its rows of D int32 accumulators rescaled to int8 (op REQUANT)
         mm = {"part": "attn_matmul", "op": op, **attn_matmul_cost(cfg, H, D, S, T, memory, node)}
-        rq = {"part": "vector", "op": "REQUANT", "cycles": -(-n // lanes) if n else 0, "energy_pj": events_energy_pj(requant_events(n), node)}
-        return [mm, rq]
+        return [mm, unit("requant", GATE_ROW, shape["passes"] * H * S * pieces(D), 32, 8, "REQUANT")]
     raise ValueError(f"unknown vector command {op}")
 
 
@@ -311,12 +386,24 @@ def total_costs(shapes: list[dict], vu: VectorUnit, cfg, memory=None, node: str 
 
 def block_shapes(block: dict, S: int, T: int) -> list[dict]:
     """The VEC_* command shapes of one transformer block over S query rows and T key rows (block: hidden,
-    heads, kv_heads, head_dim, inter, norm, gate, as hwsim.cost.roofline.block_of gives): two norms, the
-    gate, QK^T, Shiftmax, PV, each as `lowbit compile --vector-unit all` emits them."""
-    H, D = block["heads"], block["head_dim"]
+    heads, kv_heads, head_dim, inter, norm, gate, causal, as hwsim.cost.roofline.block_of gives): two norms,
+    the two residual adds, QK^T, Shiftmax, PV, the gate, each as `lowbit compile --vector-unit all` emits them;
+    a decoder block (causal: llama's) also rope on q and k and the KV cache writes of k (rope's int8 output)
+    and v (int16); a SiLU gate is llama's SwiGLU, with its product on the mul unit (block_of has no other
+    flag for a gated FFN)."""
+    H, D, KV = block["heads"], block["head_dim"], block.get("kv_heads", block["heads"])
     norm = {"op": "VEC_NORM", "kind": block["norm"], "L": block["hidden"], "rows": S, "passes": 2}
-    return [norm, dict(norm),
-            {"op": "VEC_QK", "heads": H, "S": S, "T": T, "D": D},
+    add = {"op": "VEC_ADD", "rows": S, "L": block["hidden"], "passes": 2, "in_bits": 32, "out_bits": 32}
+    out = [norm, dict(norm), add, dict(add)]
+    if block.get("causal"):
+        out += [{"op": "VEC_ROPE", "rows": S * H, "L": D, "passes": 2, "in_bits": 16},
+                {"op": "VEC_ROPE", "rows": S * KV, "L": D, "passes": 1, "in_bits": 16},  # K: one pass, at the cache's scale
+                {"op": "VEC_KV", "rows": S * KV, "L": D, "in_bits": 8},
+                {"op": "VEC_KV", "rows": S * KV, "L": D, "in_bits": 16}]
+    out += [{"op": "VEC_QK", "heads": H, "S": S, "T": T, "D": D},
             {"op": "VEC_SOFTMAX", "heads": H, "S": S, "T": T, "in_bits": 32},
             {"op": "VEC_PV", "heads": H, "S": S, "T": T, "D": D, "passes": 2},
             {"op": "VEC_GATE", "kind": block["gate"], "rows": S, "width": block["inter"], "passes": 2}]
+    if block["gate"] == "silu":
+        out.append({"op": "VEC_MUL", "rows": S, "L": block["inter"], "passes": 2})
+    return out

@@ -149,7 +149,7 @@ def blocks(ml: rl.ModelLinears, designs: list[str], layers: list[dict], prefill:
         for d in designs:
             cfg = design_config(d, ml.linears[0])
             vu = cv.VectorUnit(cv.design_lanes(d), b["norm"], b["gate"])
-            areas[d] = cv.vector_area(vu, b["hidden"], prefill + 1, node)
+            areas[d] = cv.vector_area(vu, b["hidden"], prefill + 1, node, b["head_dim"] if b["causal"] else None)  # rope and KV writes: decoders
             for ph, S, T in (("prefill", prefill, prefill), ("decode", 1, prefill + 1)):
                 mine = [l for l in layers if l["design"] == d and l["phase"] == ph]
                 share = {l["layer"]: l["count"] / b["layers"] for l in mine}

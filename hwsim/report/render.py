@@ -213,9 +213,10 @@ def _blocks(doc: Doc, data: dict, root: Path) -> None:
     write_csv(root / "blocks.csv", bl["rows"])
     doc.p(f"One block of {b['layers']} ({b['hidden']} wide, {b['heads']} heads of {b['head_dim']}, {b['norm']}, {b['gate']} over {b['inter']}) as "
           "`lowbit compile --vector-unit all` runs it: the linears on the array (each role once), QK^T and PV on the same array as two exact "
-          "W4 passes of the int8 operands, and the norms, the gate, Shiftmax and PV's rescale on the vector unit (lanes one-lane RTL units, "
-          "rows dealt round-robin; hwsim.cost.vector). Parts run one after another. Prefill: S = T = prefill rows; decode: one row against "
-          "prefill + 1 keys. The embedding, rope, residual adds, SwiGLU's product and the head stay on the host and are not counted.")
+          "W4 passes of the int8 operands, and the norms, the gate, Shiftmax, PV's rescale, the residual adds, SwiGLU's product, RoPE and "
+          "the KV cache writes on the vector unit (lanes one-lane RTL units, rows dealt round-robin; hwsim.cost.vector). Parts run one "
+          "after another. Prefill: S = T = prefill rows; decode: one row against prefill + 1 keys. The embedding gathers and the head "
+          "(a linear, costed with the model's linears) are outside the block.")
     doc.table(["design", "phase", "lanes", "linears cycles", "attn matmul cycles", "vector cycles", "total cycles",
                "linears uJ", "attn matmul uJ", "vector uJ", "total uJ"],
               [[r["design"], r["phase"], r["vector_lanes"], r["linears_cycles"], r["attn_matmul_cycles"], r["vector_cycles"], r["total_cycles"],

@@ -304,8 +304,10 @@ def test_report_splits_a_block_into_linears_attention_and_vector_unit(report_dir
         # each role once: the design's per-phase linears over the 4 blocks
         assert r["linears_cycles"] == pytest.approx(data["designs"][d][f"{ph}_cycles"] / 4)
     # decode against 33 keys (tests/hwsim/test_vector_cost.py's block by hand): mac's 8 lanes, lut-tc's 16
-    assert rows[("mac", "decode")]["vector_cycles"] == 2 * 567 + (23 * 154 + 154) + (3 * 33 + 17 + 2) + 512 // 8
-    assert rows[("lut-tc", "decode")]["vector_cycles"] == 2 * 567 + (11 * 154 + 154) + (3 * 33 + 17 + 2) + 512 // 16
+    # norms, adds (64 rows of 8 each), rope (q 16 rows, k 8 rows of 16 pairs), KV writes (16 rows of 8 each), gate,
+    # Shiftmax, PV's rescale (64 rows of 8), SwiGLU's product (192 rows of 8)
+    assert rows[("mac", "decode")]["vector_cycles"] == 2 * 567 + 2 * 8 * 10 + (2 * 18 + 18) + 2 * 2 * 10 + (23 * 154 + 154) + (3 * 33 + 17 + 2) + 8 * 10 + 24 * 10
+    assert rows[("lut-tc", "decode")]["vector_cycles"] == 2 * 567 + 2 * 4 * 10 + (18 + 18) + 2 * 10 + (11 * 154 + 154) + (3 * 33 + 17 + 2) + 4 * 10 + 12 * 10
     assert bl["vector_area"]["lut-tc"]["lanes"] == 16 and bl["vector_area"]["mac"]["lanes"] == 8
     md = (report_dir / "report.md").read_text()
     assert "## One transformer block: linears, attention matmuls, vector unit" in md

@@ -21,10 +21,12 @@ from hwsim.designs import DESIGNS
 MAC = ArrayConfig(design="mac", M=4, N=64, K=4, lanes=8, bits=4, act="a8", group=128)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.sampled_from(["rmsnorm", "layernorm", "silu", "gelu", "shiftmax"]), st.integers(1, 64), st.integers(1, 40), st.integers(1, 9))
+@settings(max_examples=90, deadline=None)
+@given(st.sampled_from(["rmsnorm", "layernorm", "silu", "gelu", "shiftmax", "requant", "add", "mul", "rope"]), st.integers(1, 64), st.integers(1, 40),
+       st.integers(1, 9))
 def test_rows_cycles_is_the_rtl_schedule_per_lane(unit, L, rows, lanes):
-    cfg = VectorUnitConfig(unit, L, in_bits=32 if unit == "shiftmax" else 8)
+    L += L % 2 if unit == "rope" else 0  # rope pairs x_j with x_(j+L/2)
+    cfg = VectorUnitConfig(unit, L, in_bits=32 if unit in ("shiftmax", "requant") else 8)
     assert row_steps(unit, L) == cfg.steps
     assert rows_cycles(unit, L, rows) == stream_cycles(cfg, rows) == schedule(cfg, rows)[1][-1] + 1
     busiest = -(-rows // lanes)
@@ -37,8 +39,13 @@ def test_row_steps_by_hand():
     assert [row_steps(u, 8) for u in ("rmsnorm", "layernorm", "silu", "shiftmax")] == [63, 79, 152, 41]
     assert row_steps("rmsnorm", 256) == 256 + 20 + 33 + 256
     assert row_steps("rmsnorm", 2048) > 2 * 2048  # past the generator's 1024: the same phases
+    # the elementwise units: one value a step (rope: one rotation pair)
+    assert [row_steps(u, 8) for u in ("requant", "add", "mul", "rope")] == [8, 8, 8, 4]
+    assert row_steps("rope", 64) == 32 and row_steps("add", 576) == 576
     with pytest.raises(LowbitError, match="unknown vector unit"):
         row_steps("softmax", 8)
+    with pytest.raises(LowbitError, match="even L"):
+        row_steps("rope", 7)
 
 
 def test_command_cycles_by_hand():
@@ -50,9 +57,29 @@ def test_command_cycles_by_hand():
     sm = cv.command_costs({"op": "VEC_SOFTMAX", "heads": 2, "S": 3, "T": 5, "in_bits": 32}, vu, MAC)
     assert sm[0]["cycles"] == 34 + 32 + 2  # 6 rows of 5 scores: 3 * 5 + 17 steps
     pv = cv.command_costs({"op": "VEC_PV", "heads": 2, "S": 3, "T": 5, "D": 4, "passes": 2}, vu, MAC)
-    assert [c["part"] for c in pv] == ["attn_matmul", "vector"] and pv[1]["cycles"] == 2 * 2 * 3 * 4 // 4
+    # the rescale: 2 passes x 2 heads x 3 rows = 12 rows of D = 4, each one row of the built requant unit's 8 values,
+    # 3 a lane at 8 + 2 cycles
+    assert [c["part"] for c in pv] == ["attn_matmul", "vector"] and [c["op"] for c in pv] == ["VEC_PV", "REQUANT"]
+    assert pv[1]["cycles"] == 3 * (8 + 2)
+    assert pv[1]["energy_pj"] == pytest.approx(12 * cv.events_energy_pj(cv.row_events("requant", 8, 32, out_bits=8)))
     # energy: rows times one row's
     assert norm[0]["energy_pj"] == pytest.approx(6 * cv.row_energy_pj("rmsnorm", 8))
+
+
+def test_elementwise_command_cycles_by_hand():
+    vu = cv.VectorUnit(4)
+    add = cv.command_costs({"op": "VEC_ADD", "rows": 3, "L": 20, "passes": 2, "in_bits": 16, "out_bits": 16}, vu, MAC)[0]
+    assert (add["op"], add["cycles"]) == ("VEC_ADD", 5 * (8 + 2))  # 3 x ceil(20 / 8) x 2 = 18 rows of 8 on 4 lanes: 5 on the busiest
+    assert add["energy_pj"] == pytest.approx(18 * cv.row_energy_pj("add", 8, 16, out_bits=16))
+    mul = cv.command_costs({"op": "VEC_MUL", "rows": 3, "L": 20, "passes": 2}, vu, MAC)[0]
+    assert mul["cycles"] == 5 * (8 + 2)  # 3 x ceil(20 / 8) x 2 = 18 rows of 8: 5 on the busiest lane
+    assert mul["energy_pj"] == pytest.approx(18 * cv.row_energy_pj("mul", 8))
+    rope = cv.command_costs({"op": "VEC_ROPE", "rows": 5, "L": 64, "passes": 2, "in_bits": 16}, vu, MAC)[0]
+    assert rope["cycles"] == 3 * (32 + 2)  # 10 rows, 32 pairs each
+    kv8 = cv.command_costs({"op": "VEC_KV", "rows": 5, "L": 64, "in_bits": 8}, vu, MAC)[0]
+    kv16 = cv.command_costs({"op": "VEC_KV", "rows": 5, "L": 64, "in_bits": 16}, vu, MAC)[0]
+    assert kv8["cycles"] == kv16["cycles"] == 10 * (8 + 2)  # one pass: 5 x 64 / 8 = 40 rows of 8, 10 a lane
+    assert 0 < kv8["energy_pj"] < kv16["energy_pj"]
 
 
 def test_attention_matmul_is_two_w4_passes_on_the_array():
@@ -101,10 +128,25 @@ def test_row_energy_grows_with_the_row(unit, L):
 def test_requant_energy_by_hand():
     from hwsim.cost import energy as en
 
-    # one value: a 32 x 16 multiply, a 49-bit rounding add, 8 register bits, at 28 nm
+    # a row of 4 int32 values to int8: 4 steps of a 32 x 16 multiply and a 50-bit rounding add; each step moves
+    # the x and y row registers whole (4 x (32 + 8) bits), at 28 nm
     s = en.node_scale("28nm")
-    want = s * (en.mult_pj(32, 16) + en.add_pj(49) + 8 * en.add_bit_pj())
-    assert cv.events_energy_pj(cv.requant_events(1)) == pytest.approx(want)
+    want = s * (4 * en.mult_pj(32, 16) + 4 * en.add_pj(50) + 4 * 4 * 40 * en.add_bit_pj())
+    assert cv.events_energy_pj(cv.row_events("requant", 4, 32, out_bits=8)) == pytest.approx(want)
+
+
+def test_elementwise_row_events_by_hand():
+    # rope over 8 int16 values: 4 pair steps of four 16 x 16 products, two 32-bit sums, two 32 x 16 products and two
+    # 50-bit roundings; its registers hold 16 + 16 + 8 bits a value (x, the cos / sin tables, y)
+    ev = cv.row_events("rope", 8, 16)
+    assert ev == {"mults": {(16, 16): 16, (32, 16): 8}, "adds": {32: 8, 50: 8}, "reg_bit_writes": 4 * 8 * 40}
+    add = cv.row_events("add", 8, 16, out_bits=16)
+    assert add == {"mults": {(16, 16): 16}, "adds": {34: 16}, "reg_bit_writes": 8 * 8 * 48}
+    mul = cv.row_events("mul", 8)
+    assert mul == {"mults": {(8, 8): 8, (16, 16): 8}, "adds": {34: 8}, "reg_bit_writes": 8 * 8 * 24}
+    assert cv.row_ff_bits("requant", 32, 16) == 48 and cv.row_ff_bits("requant", 32) == 40
+    with pytest.raises(LowbitError, match="even L"):
+        cv.row_events("rope", 7)
 
 
 def test_unit_area_from_the_yosys_figures():
@@ -116,9 +158,17 @@ def test_unit_area_from_the_yosys_figures():
     assert cv.unit_area("gelu", 8, node="45nm")["total_um2"] == pytest.approx(cv.unit_area("gelu", 8)["total_um2"] * (45 / 28) ** 2)
     vu = cv.VectorUnit(2, "layernorm", "gelu")
     tot = cv.vector_area(vu, 8, 8)
-    assert tot["transistors"] == 2 * (86530 + 59370 + 61234)
+    # the norm, the gate, Shiftmax, and the elementwise units at L = 8: requant int32 -> int8, add int32 -> int32 (no
+    # mul: a GELU block has no SwiGLU, no rope without a head_dim)
+    assert tot["transistors"] == 2 * (86530 + 59370 + 61234 + 48630 + 92400)
+    # a llama block: mul, the KV writes' requant units and rope over head_dim 16 (its registers: 8 more values of 40 bits)
+    ll = cv.vector_area(cv.VectorUnit(1, "rmsnorm", "silu"), 8, 8, L_head=16)
+    assert ll["transistors"] == 67714 + 56436 + 61234 + 48630 + 92400 + 29320 + 26186 + 15804 + 142714 + 8 * 40 * cv.FF_T
+    assert cv.unit_area("requant", 8, 32, out_bits=16)["ff_bits"] == 413 and cv.unit_area("add", 16, 16)["ff_bits"] == 429 + 8 * 48
     with pytest.raises(LowbitError, match="no synthesis figures"):
         cv.unit_area("silu", 8, 32)
+    with pytest.raises(LowbitError, match="int16 outputs"):
+        cv.unit_area("requant", 8, 16, out_bits=16)
 
 
 def test_lanes_come_from_the_design_record():
@@ -128,18 +178,27 @@ def test_lanes_come_from_the_design_record():
 
 
 def test_block_decode_by_hand():
-    """llama-tiny's block (256 wide, 8 heads of 32, SiLU over 768), decode against 17 keys on 8 lanes."""
+    """llama-tiny's block (256 wide, 8 heads and 4 kv heads of 32, SiLU over 768), decode against 17 keys on 8 lanes."""
     from compiler.frontend.presets import PRESETS
 
     b = block_of("llama", dict(PRESETS["llama-tiny"].config))
-    assert (b["hidden"], b["heads"], b["head_dim"], b["inter"], b["norm"], b["gate"]) == (256, 8, 32, 768, "rmsnorm", "silu")
+    assert (b["hidden"], b["heads"], b["kv_heads"], b["head_dim"], b["inter"], b["norm"], b["gate"], b["causal"]) == \
+        (256, 8, 4, 32, 768, "rmsnorm", "silu", True)
     t = cv.total_costs(cv.block_shapes(b, 1, 17), cv.VectorUnit(8), MAC)
     norm = 2 * (565 + 2)  # two norms, two passes of one row: one row per lane
+    add = 2 * 8 * (8 + 2)  # two residual adds, two passes of one row of 256: 64 rows of 8, 8 a lane
+    rope = 2 * (16 + 2) + (16 + 2)  # q: 8 heads x 2 passes = 16 rows of 16 pairs, 2 a lane; k: 4 rows, one pass
+    kv = 2 * 2 * (8 + 2)  # k and v: 4 rows of 32 each, one pass: 16 rows of 8 each, 2 a lane
     gate = 23 * 154 + 152 + 2  # 96 rows of 8 x 2 passes over 8 lanes: 24 on each
     softmax = 3 * 17 + 17 + 2  # 8 heads x 1 row, one per lane
-    requant = 2 * 8 * 32 // 8
-    assert t["vector"]["cycles"] == norm + gate + softmax + requant == 4964
-    assert t["ops"]["VEC_NORM"]["calls"] == 2
+    requant = 8 * (8 + 2)  # PV's rescale: 2 passes x 8 heads = 16 rows of 32 = 64 rows of 8, 8 a lane
+    mul = 24 * (8 + 2)  # SwiGLU: 96 rows of 8 x 2 passes, 24 a lane
+    assert t["vector"]["cycles"] == norm + add + rope + kv + gate + softmax + requant + mul == 5474
+    assert t["ops"]["VEC_NORM"]["calls"] == t["ops"]["VEC_ADD"]["calls"] == t["ops"]["VEC_ROPE"]["calls"] == t["ops"]["VEC_KV"]["calls"] == 2
+    assert (t["ops"]["VEC_MUL"]["cycles"], t["ops"]["REQUANT"]["cycles"], t["ops"]["VEC_KV"]["cycles"]) == (mul, requant, kv)
+    # a BERT block (LayerNorm, GELU, no rope, no KV cache, no SwiGLU) has the adds and no elementwise unit besides
+    bert = {**b, "norm": "layernorm", "gate": "gelu", "causal": False}
+    assert [s["op"] for s in cv.block_shapes(bert, 4, 4)] == ["VEC_NORM", "VEC_NORM", "VEC_ADD", "VEC_ADD", "VEC_QK", "VEC_SOFTMAX", "VEC_PV", "VEC_GATE"]
     qk = cv.attn_matmul_cost(MAC, 8, 1, 17, 32)
     pv = cv.attn_matmul_cost(MAC, 8, 32, 1, 17)
     assert t["attn_matmul"]["cycles"] == qk["cycles"] + pv["cycles"]
