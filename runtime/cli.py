@@ -111,7 +111,7 @@ def models():
 @click.option("--dump-mlir", is_flag=True, help="mlir-* targets: also write the .mlir of every IREE compilation phase into OUT/<target>/stages/")
 @click.option("--array", default=None, help="accelerator targets (one per design): array shape and SRAM, e.g. M=4,N=64,K=4[,lanes=8,weight_sram_kib=1024]")
 @click.option("--vector-unit", default=None, help="accelerator targets: run these ops on the vector unit beside the arrays instead of the host "
-              "(integer golden models, static scales from the calibration text): all, or a comma list of norm, gate, attn (norm16: the norm at int16 inputs; all,norm16) [default: none]")
+              "(integer golden models, static scales from the calibration text): all, or a comma list of norm, gate, attn, add, mul, rope, kv (norm16: the norm at int16 inputs; all,norm16) [default: none]")
 @click.option("--tune", is_flag=True, help="tvm-cpu: time the matching fast qlinear kernels for each layer shape on this machine and keep the fastest (cached in ~/.cache/lowbit)")
 @click.option("--quant-head", default=None, help="also quantize the LM head (causal LMs, RTN), e.g. w8pc or w4g128 [default: float]")
 @click.option("--quant-layer", default=None, help="per-layer formats PATTERN=SPEC,... (substring or glob of a weight name; lm_head: the head; none: float), e.g. 'down_proj=w8pc,lm_head=w8g32'")

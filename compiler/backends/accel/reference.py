@@ -115,6 +115,7 @@ class ProgramExecutor:
         env = {k: np.asarray(feeds[k]) for k in g.inputs}
         acts: dict[str, ActInputs] = {}
         self.vector.ints.clear()
+        self.vector.bits.clear()
         cmds = self.prog.commands
         pc = 0
         while pc < len(cmds):
