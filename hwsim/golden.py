@@ -131,7 +131,10 @@ parameters; ArrayConfig checks it).
 
 6. FP16 activations (the papers' own arrays; hwsim/designs/_fp16.py, docs/hwsim/fp16_arrays.md).  Not the
    integer contract above: activations are IEEE binary16 bit patterns, sums are IEEE binary32.  The last
-   section of this module (`fp16_mac_tile`) defines every rounding step in its docstring.
+   section of this module (`fp16_mac_tile`) defines every rounding step in its docstring.  The same arrays
+   take bfloat16 instead (act="bf16": 1 sign, 8 exponent, 7 fraction bits, bias 127, subnormals, inf,
+   NaN): activations, scales and the 16-bit intermediates (mac's weights, lut's table entries) are then
+   bf16, sums stay binary32; each tile function's docstring states what changes.
 """
 
 from __future__ import annotations
@@ -623,6 +626,14 @@ def random_tile(cfg: ArrayConfig, rng: np.random.Generator, n_groups: int = 1, k
 
 F16_QNAN = 0x7E00  # the canonical quiet NaNs every NaN result is written as
 F32_QNAN = 0x7FC00000
+BF16_QNAN = 0x7FC0
+ACT_FORMATS = ("fp16", "bf16")  # the arrays' 16-bit activation formats (act=)
+
+
+def check_act(act: str) -> str:
+    if act not in ACT_FORMATS:
+        raise ValueError(f"activation format act={act!r} is not one of {', '.join(ACT_FORMATS)}")
+    return act
 
 
 def f16(bits) -> np.ndarray:
@@ -642,12 +653,63 @@ def f32_bits(x) -> np.ndarray:
     return np.where(np.isnan(x), F32_QNAN, x.view(np.uint32).astype(np.int64))
 
 
-def fp16_dequant(codes, zeros, scale_bits, group: int) -> np.ndarray:
-    """Weights dequantized to fp16 bit patterns, int64 [N, KT]: w = fp16((q - z) * s) (fp16_mac_tile step 1)."""
+def bf16(bits) -> np.ndarray:
+    """bfloat16 bit patterns -> float32 values (exact: a bf16 pattern is the upper half of the fp32 one)."""
+    u = np.asarray(bits, dtype=np.int64).astype(np.uint32) << np.uint32(16)
+    return np.asarray(u, dtype=np.uint32).view(np.float32)
+
+
+def bf16_bits(x) -> np.ndarray:
+    """Round float32 (or narrower) or float64 values to bfloat16, int64 bit patterns: IEEE round to nearest,
+    ties to even, on the bit pattern (numpy has no bfloat16); subnormal results kept (no flush), magnitudes
+    from (2 - 2^-8) 2^127 up give +-inf, every NaN the canonical BF16_QNAN."""
+    x = np.asarray(x)
+    if x.dtype == np.float64:
+        return _bf16_bits_f64(x)
+    x = np.asarray(x, dtype=np.float32)  # float16 widens exactly
+    u = x.view(np.uint32).astype(np.int64)
+    # bf16 shares fp32's exponent field, so RNE to the upper 16 bits is one add: a carry out of the fraction
+    # moves into the exponent (subnormal -> normal, largest finite -> inf) exactly as IEEE rounding does
+    r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return np.where(np.isnan(x), BF16_QNAN, r)
+
+
+def _bf16_bits_f64(x: np.ndarray) -> np.ndarray:
+    """bf16_bits for float64, rounded once from the float64 value (not via float32, which would round twice)."""
+    u = x.view(np.uint64)
+    sign = (u >> np.uint64(63)).astype(np.int64) << 15
+    mag = (u & np.uint64((1 << 63) - 1)).astype(np.int64)
+    e, f = mag >> 52, mag & ((1 << 52) - 1)
+    m = f | (1 << 52)  # float64 subnormals (below 2^-1022) round to 0 below: the shift is capped
+    qe = np.maximum(e - 1023 - 7, -133)  # exponent of bf16's unit in the last place (subnormals: 2^-133)
+    sh = np.clip(qe - (e - 1075), 1, 60)  # low bits of m to drop (>= 45)
+    n = m >> sh
+    rem = m & ((np.int64(1) << sh) - 1)
+    half = np.int64(1) << (sh - 1)
+    n = n + ((rem > half) | ((rem == half) & (n & 1 == 1)))
+    n = np.where(e == 0, 0, n)
+    pat = np.minimum(((qe + 133) << 7) + n, 0x7F80)  # the carry of n = 256 moves into the exponent; >= 0x7F80: inf
+    pat = np.where(e == 2047, np.where(f == 0, 0x7F80, BF16_QNAN), pat)
+    return np.where((e == 2047) & (f != 0), BF16_QNAN, pat | sign)
+
+
+def act_f32(bits, act: str = "fp16") -> np.ndarray:
+    """Activation-format bit patterns -> float32 values (exact widening)."""
+    return bf16(bits) if check_act(act) == "bf16" else f16(bits).astype(np.float32)
+
+
+def act_bits(x, act: str = "fp16") -> np.ndarray:
+    """float32 / float64 values rounded to the activation format (RNE), int64 bit patterns, NaN canonical."""
+    return bf16_bits(x) if check_act(act) == "bf16" else f16_bits(x)
+
+
+def fp16_dequant(codes, zeros, scale_bits, group: int, act: str = "fp16") -> np.ndarray:
+    """Weights dequantized to `act` bit patterns, int64 [N, KT]: w = fp16((q - z) * s), or bf16 (fp16_mac_tile
+    step 1)."""
     wp = int_weights(codes, zeros, group).astype(np.float32)  # |q - z| <= 15: exact
-    s = np.repeat(f16(scale_bits).astype(np.float32), group, axis=1)
+    s = np.repeat(act_f32(scale_bits, act), group, axis=1)
     with np.errstate(invalid="ignore", over="ignore"):
-        return f16_bits((wp * s).astype(np.float16))  # the fp32 product is exact: one rounding
+        return act_bits(wp * s, act)  # the fp32 product is exact (or inf for bf16, where the rounding is inf too): one rounding
 
 
 def fp32_tree(p: np.ndarray) -> np.ndarray:
@@ -658,7 +720,7 @@ def fp32_tree(p: np.ndarray) -> np.ndarray:
     return p[..., 0]
 
 
-def fp16_mac_tile(x_bits, codes, zeros, scale_bits, group: int, K: int) -> np.ndarray:
+def fp16_mac_tile(x_bits, codes, zeros, scale_bits, group: int, K: int, act: str = "fp16") -> np.ndarray:
     """The FP16 MAC tensor core's output (design `mac-fp16`): fp32 bit patterns, int64 [M, N].
 
     Inputs: x_bits [M, KT] fp16 activation bit patterns (any of the 65536, subnormals, infinities and NaNs
@@ -686,12 +748,26 @@ def fp16_mac_tile(x_bits, codes, zeros, scale_bits, group: int, K: int) -> np.nd
     from infinite inputs or dequantization overflow.  Zeros: x + (-x) = +0, (-0) + (-0) = -0 (IEEE).
     NaN policy: a NaN input, inf - inf or 0 * inf makes NaN, and every NaN result is the canonical quiet
     NaN 0x7FC00000 (no payloads; `f32_bits`).  The array is exact to this definition, bit for bit.
+
+    act="bf16": x and s are bfloat16 patterns (8 significant bits, exponents 2^-133 (subnormal) .. 2^127),
+    the weights are bf16, the sums fp32 as above.  What changes, step by step:
+    1. w = bf16((q - z) * s).  The fp32 product is exact whenever it is finite (at most 4 + 8 = 12
+       significant bits; a subnormal scale's product is a multiple of 2^-133, on fp32's grid); where the
+       exact product reaches 2^128 fp32 gives +-inf, and so would the bf16 rounding, whose overflow
+       threshold (2 - 2^-8) 2^127 is lower.  So again ONE rounding, to 8 significant bits (`bf16_bits`):
+       subnormal results are exact (only a subnormal s gives one, and then (q - z) f < 2^7), overflow +-inf.
+    2. p = fp32(x * w): two 8-bit significands make at most 16 bits, exact while the product is an fp32
+       normal number.  bf16's exponent range is fp32's, so a product can now fall below 2^-126 (rounded to
+       an fp32 subnormal, or to a zero with the xor sign) or reach 2^128 (rounded to +-inf): in those cases
+       it is one IEEE rounding, no longer exact.
+    3., 4. unchanged, but the sums can now be fp32 subnormal and can overflow to +-inf from finite inputs
+       (IEEE: rounded to nearest even, never flushed).
     """
-    x = f16(x_bits).astype(np.float32)  # exact widening
-    w = f16(fp16_dequant(codes, zeros, scale_bits, group)).astype(np.float32)
+    x = act_f32(x_bits, act)  # exact widening
+    w = act_f32(fp16_dequant(codes, zeros, scale_bits, group, act), act)
     m, kt = x.shape
-    with np.errstate(invalid="ignore", over="ignore"):
-        p = x[:, None, :] * w[None, :, :]  # [M, N, KT], exact
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        p = x[:, None, :] * w[None, :, :]  # [M, N, KT], exact (fp16)
         t = fp32_tree(p.reshape(m, w.shape[0], kt // K, K))  # [M, N, beats]
         acc = t[..., 0]
         for b in range(1, t.shape[-1]):
@@ -699,20 +775,30 @@ def fp16_mac_tile(x_bits, codes, zeros, scale_bits, group: int, K: int) -> np.nd
     return f32_bits(acc)
 
 
-def fp16_lut_tables(x_bits, K: int) -> np.ndarray:
-    """The symmetric fp16 tables of lut-tc-fp16, float16 [M, C, 2^(K-1)] (fp16_lut_tile step 1):
-    T8[e] = ((a_0 +- a_1) +- a_2) +- ..., the sign of a_t being bit t-1 of e, each addition rounded to fp16."""
-    a = f16(x_bits)
+def fp16_lut_tables(x_bits, K: int, act: str = "fp16") -> np.ndarray:
+    """The symmetric tables of lut-tc-fp16, [M, C, 2^(K-1)] (fp16_lut_tile step 1): T8[e] = ((a_0 +- a_1)
+    +- a_2) +- ..., the sign of a_t being bit t-1 of e, each addition rounded to the activation format:
+    float16 values for fp16, float32 arrays holding bf16 values for bf16 (each fp32 sum rounded by `bf16_bits`)."""
+    if check_act(act) == "bf16":
+        a = bf16(x_bits)
+
+        def add(u, v):  # fp32 then RNE to bf16: correctly rounded (24 >= 2 * 8 + 2 bits: no double-rounding error)
+            return bf16(bf16_bits(u + v))
+    else:
+        a = f16(x_bits)
+
+        def add(u, v):
+            return u + v
     m, kt = a.shape
     ch = a.reshape(m, kt // K, K)
     t = ch[:, :, :1]
     for i in range(1, K):  # entry e's bit i-1 is the newest (highest) index bit: prefix sums shared
         with np.errstate(invalid="ignore", over="ignore"):
-            t = np.concatenate([t - ch[:, :, i:i + 1], t + ch[:, :, i:i + 1]], axis=2)
+            t = np.concatenate([add(t, -ch[:, :, i:i + 1]), add(t, ch[:, :, i:i + 1])], axis=2)
     return t
 
 
-def fp16_lut_tile(x_bits, codes, zeros, scale_bits, group: int, K: int, bits: int) -> np.ndarray:
+def fp16_lut_tile(x_bits, codes, zeros, scale_bits, group: int, K: int, bits: int, act: str = "fp16") -> np.ndarray:
     """The LUT tensor core with FP16 activations (design `lut-tc-fp16`): fp32 bit patterns, int64 [M, N].
 
     Inputs as fp16_mac_tile's, B = `bits`.  With bit-planes q = sum_b 2^b q_b, digits u_b = 2 q_b - 1 and
@@ -734,17 +820,27 @@ def fp16_lut_tile(x_bits, codes, zeros, scale_bits, group: int, K: int, bits: in
     6. Y = P of the job's first group, then Y = fp32(Y + P) group by group.
     NaN policy as fp16_mac_tile: every NaN result is 0x7FC00000; infinities arise from infinite inputs or
     table overflow (fp16 sums above 65504).
+
+    act="bf16" (x and s bfloat16; fp16_mac_tile's bf16 note):
+    1. The table entries are bf16: each addition rounded to bf16 (the fp32 sum of two bf16 values rounded
+       again to bf16 is the correctly rounded bf16 sum: 24 >= 2 * 8 + 2 bits), overflow above (2 - 2^-8)
+       2^127 to +-inf; still sign-symmetric.
+    2. v = 2^b x entry in fp32: exact, except that an entry of 2^127 or more times 2^b (b >= 1) overflows
+       to +-inf; bf16 subnormal entries widen to fp32 subnormals, and doubling those is exact.
+    5. H = fp32(A / 2): exact unless |A| < 2^-125, where A / 2 is an fp32 subnormal and its lost bit
+       rounds to nearest even (A can be that small now).  c * S, H * s and every sum can be fp32 subnormal
+       or overflow; all are the IEEE roundings.
     """
-    tab = fp16_lut_tables(x_bits, K)  # [M, C, E]
+    tab = fp16_lut_tables(x_bits, K, act)  # [M, C, E]
     m, C, E = tab.shape
     q = as_int64(codes)
     n, kt = q.shape
     cpg = group // K
     f32 = np.float32
-    sc = f16(scale_bits).astype(f32)  # [N, NG]
+    sc = act_f32(scale_bits, act)  # [N, NG]
     c = ((1 << bits) - 1 - 2 * as_int64(zeros)).astype(f32)
     y = None
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         for j in range(kt // group):
             g = S = None
             for ci in range(j * cpg, (j + 1) * cpg):
@@ -764,7 +860,7 @@ def fp16_lut_tile(x_bits, codes, zeros, scale_bits, group: int, K: int, bits: in
     return f32_bits(y)
 
 
-def fp16_mixpe_tile(x_bits, codes, zeros, scale_bits, group: int, K: int) -> np.ndarray:
+def fp16_mixpe_tile(x_bits, codes, zeros, scale_bits, group: int, K: int, act: str = "fp16") -> np.ndarray:
     """MixPE's fp16 mode (design `mixpe-fp16`): fp32 bit patterns, int64 [M, N].
 
     Inputs as fp16_mac_tile's.  The integer weight w' = q - z (B+1 bits two's complement) is never made a
@@ -778,13 +874,19 @@ def fp16_mixpe_tile(x_bits, codes, zeros, scale_bits, group: int, K: int) -> np.
     5. Y = P of the job's first group, then Y = fp32(Y + P) group by group.
     NaN policy as fp16_mac_tile (0x7FC00000).  Against mac-fp16 the weights skip the fp16 rounding of
     (q - z) s, and the scale is applied once per group sum instead.
+
+    act="bf16" (x and s bfloat16; nothing is rounded to bf16 inside the array):
+    1. p = x * w' in fp32: 8 + 4 significant bits, exact whenever finite (a bf16 subnormal x times w' is a
+       multiple of 2^-133, on fp32's grid, subnormal or not); where |x w'| reaches 2^128 it is +-inf, the
+       only rounding of this step.
+    2.-5. unchanged; the sums and g * s can now be fp32 subnormal or overflow (IEEE roundings).
     """
-    x = f16(x_bits).astype(np.float32)
+    x = act_f32(x_bits, act)
     wp = int_weights(codes, zeros, group).astype(np.float32)
     m, kt = x.shape
     n = wp.shape[0]
-    sc = f16(scale_bits).astype(np.float32)
-    with np.errstate(invalid="ignore", over="ignore"):
+    sc = act_f32(scale_bits, act)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         t = fp32_tree((x[:, None, :] * wp[None, :, :]).reshape(m, n, kt // K, K))  # [M, N, beats]
         cpg = group // K
         y = None

@@ -145,7 +145,7 @@ def make_config(design: str, params: dict | None = None) -> tuple[ArrayConfig, d
 
 def make_fp16_config(design: str, params: dict | None = None) -> tuple[fp16.Fp16Config, dict]:
     """make_config for an FP16-activation array: Fp16Config fields (M, N, K, bits, group, lanes; strings
-    allowed) and the run options max_groups and stalls."""
+    allowed; act=fp16 or act=bf16, the activation format) and the run options max_groups and stalls."""
     kw = dict(fp16.FP16_DESIGNS[design].sim_defaults)
     run = dict(RUN_OPTIONS)
     names = {f.name for f in fields(fp16.Fp16Config)} - {"design"}
@@ -154,6 +154,9 @@ def make_fp16_config(design: str, params: dict | None = None) -> tuple[fp16.Fp16
             raise LowbitError(f"unknown array parameter '{k}' for design '{design}'", f"use {', '.join(sorted(names))}, max_groups or stalls")
         if k == "stalls":
             run[k] = v.lower() in ("1", "true", "yes") if isinstance(v, str) else bool(v)
+            continue
+        if k == "act":  # the activation format, a name (Fp16Config checks it)
+            kw[k] = str(v).lower()
             continue
         try:
             val = int(v)
@@ -551,8 +554,11 @@ def _first_failure(log: Path) -> str:
     return f"failed; see {log}"
 
 
-def run_fp16_units(vectors: int = 20000, seed: int = 0, simulator: str = "icarus", corrupt: bool = False) -> TestbenchRun:
-    """The FP16 arrays' floating-point units alone against numpy (rtl/tb/fp16_units_tb.py)."""
+def run_fp16_units(vectors: int = 20000, seed: int = 0, simulator: str = "icarus", corrupt: bool = False, act: str = "fp16") -> TestbenchRun:
+    """The FP16 arrays' floating-point units alone against numpy (rtl/tb/fp16_units_tb.py); act="bf16" the bf16 units."""
     from rtl.gen.fp16 import UnitsConfig
 
-    return run_testbench(UnitsConfig(), "rtl.tb.fp16_units_tb", dict(vectors=int(vectors), seed=int(seed), corrupt=bool(corrupt)), simulator)
+    if act not in ("fp16", "bf16"):
+        raise LowbitError(f"act={act!r} is not an activation format of the FP16 arrays' units", "use act='fp16' or act='bf16'")
+
+    return run_testbench(UnitsConfig(act), "rtl.tb.fp16_units_tb", dict(vectors=int(vectors), seed=int(seed), corrupt=bool(corrupt)), simulator)

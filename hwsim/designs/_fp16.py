@@ -20,6 +20,11 @@ hwsim.golden.fp16_mixpe_tile; timing as mac-fp16 (`simulate`).
 beat's K fp16 weights w = fp16((q - z) s) (shared by the rows); per PE K fp16 x fp16 multipliers with exact
 fp32 products, a (K-1)-adder fp32 tree and one fp32 accumulator adder. Arithmetic: hwsim.golden.fp16_mac_tile.
 
+Activation format (Fp16Config.act): "fp16" (IEEE binary16), or "bf16" (bfloat16: 8 exponent, 7 fraction
+bits): the same designs and ports, every 16-bit float of the interface (activations, scales) and inside
+(mac's weights, lut's table entries) in that format, sums in fp32; module names carry it (macbf16_...).
+The golden docstrings state what each step rounds in bf16.
+
 Interface (one flat Verilog module, AXI-stream handshakes as the integer arrays, rtl/gen/common.py):
     in_act [M*K*16]   x[m, k0+t] fp16 bits at (m*K + t)*16        in_w [N*K*B]  q[n, k0+t] at (n*K + t)*B
     in_zero [N*B], in_scale [N*16]  z[n, j] and the fp16 scale s[n, j], read on a group's first beat
@@ -40,6 +45,28 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from hwsim import golden
+
+
+@dataclass(frozen=True)
+class ActFormat:
+    """A 16-bit IEEE-style format: exponent and fraction widths and the bit patterns the test tiles use."""
+
+    name: str
+    EW: int
+    FW: int
+    pos_inf: int
+    neg_inf: int
+    max: int
+    min_normal: int
+    one: int
+    emin: int  # the smallest subnormal is 2^emin
+    emax: int  # finite values are below 2^(emax + 1)
+
+
+ACT = {
+    "fp16": ActFormat("fp16", 5, 10, 0x7C00, 0xFC00, 0x7BFF, 0x0400, 0x3C00, -24, 15),
+    "bf16": ActFormat("bf16", 8, 7, 0x7F80, 0xFF80, 0x7F7F, 0x0080, 0x3F80, -133, 127),
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +113,7 @@ LIMITS = {"M": 64, "N": 256, "group": 1 << 12}
 
 @dataclass(frozen=True)
 class Fp16Config:
-    """One FP16-activation array: shape, weight bits, group size, output lanes."""
+    """One FP16-activation array: shape, weight bits, group size, output lanes, activation format (fp16, bf16)."""
 
     design: str
     M: int = 2
@@ -95,10 +122,13 @@ class Fp16Config:
     bits: int = 4  # weight code bits B (1..4)
     group: int = 32
     lanes: int = 4
+    act: str = "fp16"  # the 16-bit float format of activations, scales and the 16-bit intermediates: fp16 or bf16
 
     def __post_init__(self):
         if self.design not in FP16_DESIGNS:
             raise ValueError(f"unknown FP16 design {self.design!r}; choose one of {', '.join(FP16_DESIGNS)}")
+        if self.act not in golden.ACT_FORMATS:
+            raise ValueError(f"act={self.act!r} is not an activation format; use act=fp16 or act=bf16")
         for k in ("M", "N", "K", "bits", "group", "lanes"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
@@ -120,7 +150,12 @@ class Fp16Config:
 
     @property
     def name(self) -> str:
-        return f"{self.design.replace('-', '')}_w{self.bits}g{self.group}_m{self.M}n{self.N}k{self.K}l{self.lanes}"
+        base = self.design.replace("-", "") if self.act == "fp16" else self.design.removesuffix("-fp16").replace("-", "") + self.act
+        return f"{base}_w{self.bits}g{self.group}_m{self.M}n{self.N}k{self.K}l{self.lanes}"
+
+    @property
+    def fmt(self) -> ActFormat:
+        return ACT[self.act]
 
     @property
     def chunks_per_group(self) -> int:
@@ -149,17 +184,17 @@ def is_fp16_design(name: str) -> bool:
     return name in FP16_DESIGNS
 
 
-def golden_y(design: str, t: dict, group: int, K: int, bits: int) -> np.ndarray:
+def golden_y(design: str, t: dict, group: int, K: int, bits: int, act: str = "fp16") -> np.ndarray:
     """`design`'s golden output (fp32 bit patterns [rows, columns]) for inputs `t` (keys x, codes, zeros,
-    scales) of any number of rows and columns."""
+    scales; x and scales in format `act`) of any number of rows and columns."""
     rec = FP16_DESIGNS[design]
     extra = (bits,) if rec.bit_serial else ()
-    return getattr(golden, rec.golden)(t["x"], t["codes"], t["zeros"], t["scales"], group, K, *extra)
+    return getattr(golden, rec.golden)(t["x"], t["codes"], t["zeros"], t["scales"], group, K, *extra, act=act)
 
 
 def tile_y(cfg: Fp16Config, t: dict) -> np.ndarray:
     """The design's golden output for one tile of cfg's shape."""
-    return golden_y(cfg.design, t, cfg.group, cfg.K, cfg.bits)
+    return golden_y(cfg.design, t, cfg.group, cfg.K, cfg.bits, cfg.act)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -252,30 +287,33 @@ def steady_cycles(cfg: Fp16Config, job_beats: list[int]) -> int:
 # ----------------------------------------------------------------------------------------------------
 # Tiles: random and corner cases (fp16 bit patterns as int64)
 
-F16_POS_INF, F16_NEG_INF, F16_MAX, F16_MIN_NORMAL, F16_MAX_SUB = 0x7C00, 0xFC00, 0x7BFF, 0x0400, 0x03FF
+F16_POS_INF, F16_NEG_INF, F16_MAX, F16_MIN_NORMAL, F16_MAX_SUB = 0x7C00, 0xFC00, 0x7BFF, 0x0400, 0x03FF  # (ACT['fp16'])
 
 
-def _finite_f16(rng, shape, lo_exp: int = -24, hi_exp: int = 15) -> np.ndarray:
-    """Random finite fp16 values of every magnitude in [2^lo_exp, 2^hi_exp), both signs, as bits."""
+def _finite_f16(rng, shape, lo_exp: int = -24, hi_exp: int = 15, act: str = "fp16") -> np.ndarray:
+    """Random finite values of every magnitude in [2^lo_exp, 2^hi_exp), both signs, as `act` bits."""
     e = rng.uniform(lo_exp, hi_exp, size=shape)
     v = np.sign(rng.random(shape) - 0.5) * np.exp2(e)
-    return golden.f16_bits(v.astype(np.float16))
+    return golden.f16_bits(v.astype(np.float16)) if act == "fp16" else golden.bf16_bits(v)
 
 
 def random_tile(cfg: Fp16Config, rng: np.random.Generator, n_groups: int = 1, kind: str = "random") -> dict:
-    """One job's inputs. kinds: random (activations of moderate range, random scales), wide (every fp16
-    magnitude: subnormal to near overflow), bits (uniformly random bit patterns: NaNs and infinities
-    included), cancel (x then -x against the same weights: the sum cancels to rounding), sub (subnormal activations and scales), inf
-    (infinities against zero weights and zero scales: NaN, and overflow of the dequantizer)."""
-    M, N, G, B = cfg.M, cfg.N, cfg.group, cfg.bits
+    """One job's inputs (x and scales in cfg.act's format). kinds: random (activations of moderate range,
+    random scales), wide (every magnitude of the format: subnormal to near overflow), bits (uniformly random
+    bit patterns: NaNs and infinities included), cancel (x then -x against the same weights: the sum cancels
+    to rounding), sub (subnormal activations and scales), inf (infinities against zero weights and zero
+    scales: NaN, and overflow of the dequantizer); bf16 only: edge (products at fp32's overflow and
+    underflow thresholds: x and s near 2^+-64, products rounded to fp32 subnormals, to zero or to inf)."""
+    M, N, G, B, f = cfg.M, cfg.N, cfg.group, cfg.bits, cfg.fmt
     kt = G * n_groups
     codes = rng.integers(0, 1 << B, size=(N, kt))
     zeros = rng.integers(0, 1 << B, size=(N, n_groups))
-    x = _finite_f16(rng, (M, kt), -6, 6)
-    scales = golden.f16_bits(np.exp2(rng.uniform(-10, -2, size=(N, n_groups))).astype(np.float16))
+    x = _finite_f16(rng, (M, kt), -6, 6, cfg.act)
+    sv = np.exp2(rng.uniform(-10, -2, size=(N, n_groups)))
+    scales = golden.f16_bits(sv.astype(np.float16)) if cfg.act == "fp16" else golden.bf16_bits(sv)
     if kind == "wide":
-        x = _finite_f16(rng, (M, kt))
-        scales = _finite_f16(rng, (N, n_groups), -24, 12)
+        x = _finite_f16(rng, (M, kt), f.emin, f.emax, cfg.act)
+        scales = _finite_f16(rng, (N, n_groups), f.emin, f.emax - 3, cfg.act)
     elif kind == "bits":
         x = rng.integers(0, 1 << 16, size=(M, kt))
         scales = rng.integers(0, 1 << 16, size=(N, n_groups))
@@ -286,34 +324,53 @@ def random_tile(cfg: Fp16Config, rng: np.random.Generator, n_groups: int = 1, ki
         zeros = np.repeat(zeros[:, :1], n_groups, axis=1)
         scales = np.repeat(scales[:, :1], n_groups, axis=1)  # every group the same: equal weights, opposite x
     elif kind == "sub":
-        x = rng.integers(0, F16_MIN_NORMAL, size=(M, kt)) | (rng.integers(0, 2, size=(M, kt)) << 15)
-        scales = rng.integers(1, F16_MIN_NORMAL, size=(N, n_groups))
+        x = rng.integers(0, f.min_normal, size=(M, kt)) | (rng.integers(0, 2, size=(M, kt)) << 15)
+        scales = rng.integers(1, f.min_normal, size=(N, n_groups))
     elif kind == "inf":
-        x = np.where(rng.random((M, kt)) < 0.05, rng.choice([F16_POS_INF, F16_NEG_INF], size=(M, kt)), x)
-        scales = rng.choice([F16_MAX, 0, 0x8000, F16_POS_INF, 0x3C00], size=(N, n_groups))
+        x = np.where(rng.random((M, kt)) < 0.05, rng.choice([f.pos_inf, f.neg_inf], size=(M, kt)), x)
+        scales = rng.choice([f.max, 0, 0x8000, f.pos_inf, f.one], size=(N, n_groups))
         codes = rng.choice([0, (1 << B) - 1], size=(N, kt))
+    elif kind == "edge" and cfg.act == "bf16":
+        # big x big lands at 2^110 .. 2^132 (some overflow fp32), tiny x tiny at 2^-155 .. 2^-130 (fp32
+        # subnormals and zeros), the mixed pairs in between
+        ex = np.where(rng.random((M, kt)) < 0.5, rng.uniform(55, 66, (M, kt)), rng.uniform(-75, -60, (M, kt)))
+        es = np.where(rng.random((N, n_groups)) < 0.5, rng.uniform(55, 62, (N, n_groups)), rng.uniform(-80, -70, (N, n_groups)))
+        x = golden.bf16_bits(np.sign(rng.random((M, kt)) - 0.5) * np.exp2(ex))
+        scales = golden.bf16_bits(np.exp2(es))
     elif kind != "random":
-        raise ValueError(f"unknown tile kind {kind!r}")
+        raise ValueError(f"unknown tile kind {kind!r} for act={cfg.act}; use one of {', '.join(tile_kinds(cfg))}")
     return {k: np.asarray(v, dtype=np.int64) for k, v in dict(x=x, codes=codes, zeros=zeros, scales=scales).items()}
 
 
 TILE_KINDS = ("random", "wide", "bits", "cancel", "sub", "inf")
+BF16_TILE_KINDS = TILE_KINDS + ("edge",)
+
+
+def tile_kinds(cfg: Fp16Config) -> tuple[str, ...]:
+    return BF16_TILE_KINDS if cfg.act == "bf16" else TILE_KINDS
 
 
 def corner_tiles(cfg: Fp16Config, rng: np.random.Generator) -> list[dict]:
     """Fixed cases: all zeros of both signs, the largest values (the dequantizer's overflow to inf), a
-    NaN activation, and one tile of each kind above."""
-    M, N, G, B = cfg.M, cfg.N, cfg.group, cfg.bits
+    NaN activation; bf16 also products that overflow fp32 from finite weights (Y = +inf) and products
+    that round to fp32 subnormals or to zero; then one tile of each kind above."""
+    M, N, G, B, f = cfg.M, cfg.N, cfg.group, cfg.bits, cfg.fmt
     out = []
-    zero = dict(x=np.full((M, G), 0x8000), codes=np.zeros((N, G)), zeros=np.zeros((N, 1)), scales=np.full((N, 1), 0x3C00))
+    zero = dict(x=np.full((M, G), 0x8000), codes=np.zeros((N, G)), zeros=np.zeros((N, 1)), scales=np.full((N, 1), f.one))
     out.append(zero)  # -0 * +0 everywhere: Y = -0
-    big = dict(x=np.full((M, G), F16_MAX), codes=np.full((N, G), (1 << B) - 1), zeros=np.zeros((N, 1)), scales=np.full((N, 1), F16_MAX))
-    out.append(big)  # 65504 * 15 overflows fp16: w = inf
-    nan = dict(x=np.full((M, G), 0x3C00), codes=np.ones((N, G)), zeros=np.zeros((N, 1)), scales=np.full((N, 1), 0x3C00))
-    nan["x"][0, 0] = 0x7E01  # a NaN with a payload: out as the canonical NaN
+    big = dict(x=np.full((M, G), f.max), codes=np.full((N, G), (1 << B) - 1), zeros=np.zeros((N, 1)), scales=np.full((N, 1), f.max))
+    out.append(big)  # 65504 * 15 overflows fp16 (bf16: its max * 15): w = inf
+    nan = dict(x=np.full((M, G), f.one), codes=np.ones((N, G)), zeros=np.zeros((N, 1)), scales=np.full((N, 1), f.one))
+    nan["x"][0, 0] = 0x7E01 if cfg.act == "fp16" else 0x7F81  # a NaN with a payload: out as the canonical NaN
     out.append(nan)
+    if cfg.act == "bf16":
+        over = dict(x=np.full((M, G), 0x7180), codes=np.full((N, G), (1 << B) - 1), zeros=np.zeros((N, 1)), scales=np.full((N, 1), 0x4E80))
+        out.append(over)  # 2^100 * (2^B - 1) 2^30: a finite weight, the fp32 product +inf
+        under = dict(x=np.where(np.arange(G) % 2, 0x0381, 0x8001) * np.ones((M, 1), np.int64), codes=np.full((N, G), (1 << B) - 1),
+                     zeros=np.zeros((N, 1)), scales=np.full((N, 1), 0x3301))
+        out.append(under)  # (1 + 2^-7) 2^-120 * w ~ 2^-145: rounded fp32 subnormals; -2^-133 * w: -0
     out = [{k: np.asarray(v, dtype=np.int64) for k, v in t.items()} for t in out]
-    out += [random_tile(cfg, rng, 1 + (i % 2), kind) for i, kind in enumerate(TILE_KINDS)]
+    out += [random_tile(cfg, rng, 1 + (i % 2), kind) for i, kind in enumerate(tile_kinds(cfg))]
     return out
 
 
@@ -324,16 +381,16 @@ def corner_tiles(cfg: Fp16Config, rng: np.random.Generator) -> list[dict]:
 def run_layer(cfg: Fp16Config, x: np.ndarray, codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, int]:
     """y = x W^T of a quantized layer on the array, float32 [R, Nout], and the cycles it takes with no stalls.
 
-    x float32 [R, KT] is rounded to fp16 (nearest even) as it enters; codes [Nout, KT], zeros [Nout, J];
-    scales [Nout, J] are rounded to fp16 (exact for scales stored as fp16). The layer's group size must be
+    x float32 [R, KT] is rounded to cfg.act (fp16 or bf16, nearest even) as it enters; codes [Nout, KT], zeros
+    [Nout, J]; scales [Nout, J] are rounded to cfg.act too (exact for scales stored in that format). The layer's group size must be
     cfg.group. Rows are cut into tiles of M and columns into tiles of N (zero-padded); each tile is one job
     over all KT features, the jobs streamed back to back (`steady_cycles`)."""
     R, kt = x.shape
     nout = codes.shape[0]
     if kt % cfg.group:
         raise ValueError(f"{kt} features are not a whole number of groups of {cfg.group}")
-    x16 = golden.f16_bits(np.asarray(x, np.float32).astype(np.float16))
-    s16 = golden.f16_bits(np.asarray(scales, np.float32).astype(np.float16))
+    x16 = golden.act_bits(np.asarray(x, np.float32), cfg.act)
+    s16 = golden.act_bits(np.asarray(scales, np.float32), cfg.act)
     M, N = cfg.M, cfg.N
     y = np.zeros((R, nout), np.float32)
     jobs = 0

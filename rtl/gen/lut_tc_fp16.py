@@ -7,31 +7,15 @@ multiplied by 2^b (an exponent increment), one fp32 add into the group accumulat
 all-ones entry is summed into S. At a group's last plane each PE's epilogue forms
 P = fp32(fp32(g + fp32(c S)) / 2 * s) and Y = Y + P; the job's last plane writes Y into the output bank
 (D = M*N/lanes beats, drained while the next job computes). Arithmetic: hwsim.golden.fp16_lut_tile.
+act=bf16: bf16_add tables, bf16_to_f32, and the bf16 forms of f32_pow2 and f32_half (rtl/gen/fp16.py).
 """
 
 from __future__ import annotations
 
 from rtl.gen.common import V, clog2
-from rtl.gen.fp16 import module_head, output_bank, F16_ADD, F16_TO_F32, F32_MUL, functions
+from rtl.gen.fp16 import module_head, output_bank, F32_MUL, functions, half_function, pow2_function, unit_functions
 
-HELPERS = """\
-// v * 2^b for a widened fp16 value (never an fp32 subnormal): an exponent increment; 0, inf, NaN kept.
-function [31:0] f32_pow2;
-    input [31:0] v;
-    input [1:0] b;
-    begin
-        f32_pow2 = (v[30:23] == 8'd0 || v[30:23] == 8'hff) ? v : {v[31], v[30:23] + b, v[22:0]};
-    end
-endfunction
-
-// A / 2 for the epilogue's A (0 or at least 2^-24 in magnitude: never subnormal): an exponent decrement.
-function [31:0] f32_half;
-    input [31:0] v;
-    begin
-        f32_half = (v[30:23] == 8'd0 || v[30:23] == 8'hff) ? v : {v[31], v[30:23] - 8'd1, v[22:0]};
-    end
-endfunction
-
+I2F_C = """\
 // the odd integer c = 2^B - 1 - 2 z (|c| <= 15) as fp32, exact.
 function [31:0] i2f_c;
     input signed [5:0] c;
@@ -51,13 +35,24 @@ endfunction
 """
 
 
+def helpers(act: str) -> str:
+    """2^b, A / 2 (format-dependent: rtl/gen/fp16.py) and the exact integer c as fp32."""
+    return "\n".join([pow2_function(act), half_function(act), I2F_C])
+
+
+HELPERS = helpers("fp16")
+
+
 def generate(cfg) -> str:
     c = cfg
     M, N, K, B = c.M, c.N, c.K, c.bits
     E, CPG, D = 1 << (K - 1), c.chunks_per_group, c.drain_beats
     CW, OW, PW = clog2(CPG + 1), clog2(D + 1), 2
+    u = unit_functions(c.act)  # the activation format's units (rtl/gen/fp16.py)
+    pre = u["pre"]
     v = V()
-    module_head(v, c, "LUT tensor core, FP16 activations (fp16 tables, bit-serial planes, fp32 accumulation)", "fp16_lut_tile", functions(F16_ADD, F32_MUL, F16_TO_F32, HELPERS))
+    module_head(v, c, "LUT tensor core, FP16 activations (fp16 tables, bit-serial planes, fp32 accumulation)", "fp16_lut_tile",
+                functions(u["add"], F32_MUL, u["to_f32"], helpers(c.act), act=c.act))
     v("// ---- control: the registered beat, its plane, the output bank")
     v(f"reg [{CW - 1}:0] ci;")
     v(f"wire c_first = (ci == {CW}'d0);")
@@ -105,13 +100,13 @@ def generate(cfg) -> str:
                 for e, prev in enumerate(level):
                     w = f"tp_{m}_{i}_{half * len(level) + e}"
                     arg = a[i] if op == "pos" else f"{{~{a[i]}[15], {a[i]}[14:0]}}"
-                    v(f"wire [15:0] {w} = f16_add({prev}, {arg});")
+                    v(f"wire [15:0] {w} = {pre}_add({prev}, {arg});")
                     nxt.append(w)
             level = nxt
         cat = ", ".join(reversed(level))
         v(f"reg [{E * 16 - 1}:0] tbl_{m};")
         v(f"always @(posedge clk) if (in_fire) tbl_{m} <= {{{cat}}};")
-        v(f"wire [31:0] top_{m} = f16_to_f32(tbl_{m}[{E * 16 - 1}:{(E - 1) * 16}]);")
+        v(f"wire [31:0] top_{m} = {pre}_to_f32(tbl_{m}[{E * 16 - 1}:{(E - 1) * 16}]);")
         v(f"reg [31:0] S_{m};")
         v(f"wire [31:0] Sn_{m} = lfirst ? top_{m} : f32_add(S_{m}, top_{m});")
         v(f"always @(posedge clk) if (adv & p0) S_{m} <= Sn_{m};")
@@ -129,14 +124,14 @@ def generate(cfg) -> str:
             v(f"wire [{K - 2}:0] ix_{n} = {{{', '.join(reversed(bits[1:]))}}};")
             v(f"wire [{K - 2}:0] ef_{n} = w0_{n} ? ix_{n} : ~ix_{n};")
         v(f"wire [31:0] cf_{n} = i2f_c(6'd{(1 << B) - 1} - {{{5 - B}'d0, z_{n}, 1'b0}});")
-        v(f"wire [31:0] sf_{n} = f16_to_f32(s_{n});")
+        v(f"wire [31:0] sf_{n} = {pre}_to_f32(s_{n});")
     v("// ---- PEs: lookup, 2^b, group accumulator; epilogue at the group's last plane")
     for m in range(M):
         for n in range(N):
             p = f"{m}_{n}"
             ent = f"tbl_{m}[ef_{n} * 16 +: 16]" if K > 1 else f"tbl_{m}[15:0]"
             v(f"wire [15:0] e_{p} = {ent};")
-            v(f"wire [31:0] v_{p} = f32_pow2(f16_to_f32(w0_{n} ? e_{p} : {{~e_{p}[15], e_{p}[14:0]}}), pb);")
+            v(f"wire [31:0] v_{p} = f32_pow2({pre}_to_f32(w0_{n} ? e_{p} : {{~e_{p}[15], e_{p}[14:0]}}), pb);")
             v(f"reg [31:0] g_{p};")
             v(f"wire [31:0] gn_{p} = (lfirst & p0) ? v_{p} : f32_add(g_{p}, v_{p});")
             v(f"always @(posedge clk) if (adv) g_{p} <= gn_{p};")

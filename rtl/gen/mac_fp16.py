@@ -4,13 +4,14 @@ fp16 x fp16 into exact fp32 products, add them in an fp32 tree per beat and into
 Per column and feature one dequantizer f16_dq (shared by the M rows); per PE K exact multipliers, K - 1
 tree adders and one accumulator adder (rtl/gen/fp16.py). The job's last beat writes the results into an
 output shift register of D = M*N/lanes beats that drains while the next job computes. Arithmetic:
-hwsim.golden.fp16_mac_tile; interface and timing: hwsim/designs/_fp16.py.
+hwsim.golden.fp16_mac_tile; interface and timing: hwsim/designs/_fp16.py. act=bf16: the same structure with
+bf16_dq and bf16_mul (rtl/gen/fp16.py `unit_functions`).
 """
 
 from __future__ import annotations
 
 from rtl.gen.common import V, clog2
-from rtl.gen.fp16 import module_head, output_bank, functions
+from rtl.gen.fp16 import module_head, output_bank, functions, unit_functions
 
 
 def tree(v: V, names: list[str], out: str) -> None:
@@ -31,8 +32,9 @@ def generate(cfg) -> str:
     M, N, K, B = c.M, c.N, c.K, c.bits
     CPG, D = c.chunks_per_group, c.drain_beats
     CW, OW = clog2(CPG + 1), clog2(D + 1)
+    pre = unit_functions(c.act)["pre"]  # f16 / bf16: the activation format's units (rtl/gen/fp16.py)
     v = V()
-    module_head(v, c, "FP16 MAC tensor core (fp16 weights by dequantization, fp16 x fp16, fp32 accumulation)", "fp16_mac_tile", functions())
+    module_head(v, c, "FP16 MAC tensor core (fp16 weights by dequantization, fp16 x fp16, fp32 accumulation)", "fp16_mac_tile", functions(act=c.act))
     v("// ---- control: chunk within the group, job-first flag, output bank")
     v(f"reg [{CW - 1}:0] ci;")
     v(f"wire c_first = (ci == {CW}'d0);")
@@ -70,14 +72,14 @@ def generate(cfg) -> str:
             v(f"wire signed [{B}:0] wp_{n}_{t} = $signed({{1'b0, in_w[{lo + B - 1}:{lo}]}}) - $signed({{1'b0, z_{n}}});")
             v(f"wire [{B}:0] wa_{n}_{t} = wp_{n}_{t}[{B}] ? -wp_{n}_{t} : wp_{n}_{t};")
             wm = f"wa_{n}_{t}[3:0]" if B >= 4 else f"{{{4 - B}'d0, wa_{n}_{t}[{B - 1}:0]}}"
-            v(f"wire [15:0] w_{n}_{t} = f16_dq(wp_{n}_{t}[{B}], {wm}, s_{n});")
+            v(f"wire [15:0] w_{n}_{t} = {pre}_dq(wp_{n}_{t}[{B}], {wm}, s_{n});")
     v("// ---- PEs: exact products, the beat's adder tree, the accumulator")
     for m in range(M):
         for n in range(N):
             p = f"{m}_{n}"
             for t in range(K):
                 lo = (m * K + t) * 16
-                v(f"wire [31:0] p_{p}_{t} = f16_mul(in_act[{lo + 15}:{lo}], w_{n}_{t});")
+                v(f"wire [31:0] p_{p}_{t} = {pre}_mul(in_act[{lo + 15}:{lo}], w_{n}_{t});")
             tree(v, [f"p_{p}_{t}" for t in range(K)], f"t_{p}")
             v(f"reg [31:0] acc_{p};")
             v(f"wire [31:0] an_{p} = jfirst ? t_{p} : f32_add(acc_{p}, t_{p});")

@@ -7,7 +7,8 @@ value with the golden model bit for bit. A stalled output beat must hold its dat
 
 Configuration keys (rtl.tb.read_config) besides cfg and out: vectors (jobs), seed, max_groups, corrupt
 (flip one bit of one expected value: the run must then fail), stalls (random idles and back-pressure; off:
-offer and out_ready always high). Job order: the corner tiles, then random tiles of every kind.
+offer and out_ready always high). Job order: the corner tiles, then random tiles of every kind (the
+configuration's act picks fp16 or bf16 tiles: hwsim/designs/_fp16.py tile_kinds).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def jobs(cfg: fp.Fp16Config, vectors: int, seed: int, max_groups: int) -> list[d
     rng = np.random.default_rng(seed)
     out = fp.corner_tiles(cfg, rng)[:vectors]
     while len(out) < vectors:
-        kind = fp.TILE_KINDS[int(rng.integers(len(fp.TILE_KINDS)))]
+        kinds = fp.tile_kinds(cfg)
+        kind = kinds[int(rng.integers(len(kinds)))]
         out.append(fp.random_tile(cfg, rng, int(rng.integers(1, max_groups + 1)), kind))
     return out
 
