@@ -225,7 +225,7 @@ def lower_graph(graph: Graph, design: str, array: dict | None = None, vector_uni
         i = producer_of.get(tensor)
         while i is not None and graph.nodes[i].op in vector.PASS_THROUGH:
             i = producer_of.get(graph.nodes[i].inputs[0])
-        return i in vec_cmds and vector.OUT_BITS.get(vector.unit_of(vnodes[i]), 8) == 8
+        return i in vec_cmds and vector.CODE_BITS.get(vector.unit_of(vnodes[i]), 8) == 8
 
     def act_prep(tensor: str, producer: str):
         idx = consumers[tensor]

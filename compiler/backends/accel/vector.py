@@ -36,7 +36,7 @@ UNITS = ("norm", "gate", "attn", "add", "mul", "rope", "kv")  # the graph ops ea
 UNIT_OPS = {"norm": ("layernorm", "rmsnorm"), "gate": ("gelu", "silu"), "attn": ("attention", "cache_attention"),
             "add": ("add",), "mul": ("mul",), "rope": ("rope",), "kv": ("kv_write",)}
 ADD_BITS = 32  # the residual stream (I-BERT's int32): at int16 per row, SmolLM2's outlier tokens cost 0.9% perplexity
-OUT_BITS = {"add": ADD_BITS}  # units whose outputs are not int8 (the arrays' A8 takes int8 codes only)
+CODE_BITS = {"add": ADD_BITS}  # units whose output codes are wider than int8 (the arrays' A8 takes int8 codes only)
 STREAM_BITS = 16  # the rope and KV inputs handed over by the host
 QUANT_CACHE_OPS = ("cache_attention_q", "window_attention", "kv_write_q", "kv_write_kc")
 WIDE = {"norm16": "norm"}  # a unit with wider inputs: the norm taking its residual stream at int16
@@ -266,18 +266,16 @@ def clamp_pairs(c) -> tuple[np.ndarray, np.ndarray]:
 
 def requant_rows(x, mant, sh, in_bits: int, out_bits: int = 8) -> np.ndarray:
     """hwsim.vector.requant of rows x [R, N], pairs [R]."""
-    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-    x = vu._check_int(x, lo, hi, f"requant inputs (int{in_bits})")
-    return np.clip(golden.rshift_round(x * mant[:, None], sh[:, None]), -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)
+    x = vu._check_int(x, *vu._srange(in_bits), f"requant inputs (int{in_bits})")
+    return vu._out(x * mant[:, None], sh[:, None], out_bits)
 
 
 def add_rows(a, b, mant_a, mant_b, sh, in_bits: int = 16, out_bits: int = 16) -> np.ndarray:
     """hwsim.vector.add of rows a, b [R, N], pairs [R] (one shift per row)."""
-    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-    a = vu._check_int(a, lo, hi, f"add operand a (int{in_bits})")
-    b = vu._check_int(b, lo, hi, f"add operand b (int{in_bits})")
+    a = vu._check_int(a, *vu._srange(in_bits), f"add operand a (int{in_bits})")
+    b = vu._check_int(b, *vu._srange(in_bits), f"add operand b (int{in_bits})")
     c = (slice(None), None)
-    return np.clip(golden.rshift_round(a * mant_a[c] + b * mant_b[c], sh[c]), -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)
+    return vu._out(a * mant_a[c] + b * mant_b[c], sh[c], out_bits)
 
 
 def add_pairs(c_a, c_b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,17 +288,17 @@ def mul_rows(a, b, mant, sh) -> np.ndarray:
     """hwsim.vector.mul of int8 rows a, b [R, N], pairs [R]."""
     a = vu._check_int(a, -128, 127, "mul operand a (int8)")
     b = vu._check_int(b, -128, 127, "mul operand b (int8)")
-    return np.clip(golden.rshift_round(a * b * mant[:, None], sh[:, None]), -128, 127)
+    return vu._out(a * b * mant[:, None], sh[:, None], 8)
 
 
 def rope_rows(x, cq, sq, mant, sh, in_bits: int = STREAM_BITS) -> np.ndarray:
     """hwsim.vector.rope of x [S, H, D], tables [S, D/2] (one per token, shared by its heads), pairs [S]."""
-    x = vu._check_int(x, -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1, f"rope inputs (int{in_bits})")
+    x = vu._check_int(x, *vu._srange(in_bits), f"rope inputs (int{in_bits})")
     h = x.shape[-1] // 2
     c, s_ = cq[:, None, :], sq[:, None, :]
     lo, hi = x[..., :h], x[..., h:]
     t = np.concatenate([lo * c - hi * s_, hi * c + lo * s_], axis=-1)
-    return np.clip(golden.rshift_round(t * mant[:, None, None], sh[:, None, None]), -128, 127)
+    return vu._out(t * mant[:, None, None], sh[:, None, None], 8)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -443,14 +441,19 @@ class VectorRunner:
                 return y.reshape(shape), np.broadcast_to(np.asarray(sc, np.float64), (shape[0],)).copy()
         return row_input(np.asarray(self.value(env, name), np.float32).reshape(shape), bits)
 
-    def _add(self, c: Command, env: dict) -> None:
-        """Residual add at int16: each operand per row at its own scale, pass 1 at s_a + s_b (no operand pair can
-        saturate it) gives the row's range m, pass 2 writes the row at (s_a + s_b) (m + 1) / 32767."""
-        a = c.args
-        nd = self.graph.nodes[a["index"]]
+    def _rows_of(self, nd, env) -> tuple[tuple, tuple]:
+        """(output shape, its [rows, values] view) of a two-operand elementwise node: rows are its first axis (tokens)."""
         out_shape = np.broadcast_shapes(*(np.shape(self.value(env, n)) for n in nd.inputs[:2]))
         rows = out_shape[0] if len(out_shape) > 1 else 1
-        shape = (rows, math.prod(out_shape) // rows)
+        return out_shape, (rows, math.prod(out_shape) // rows)
+
+    def _add(self, c: Command, env: dict) -> None:
+        """Residual add at int`in_bits` (int32): each operand per row at its own scale, pass 1 at s_a + s_b (no operand
+        pair can saturate it) gives the row's range m, pass 2 writes the row at (s_a + s_b) (m + 1) / (2^(OB-1) - 1)."""
+        a = c.args
+        nd = self.graph.nodes[a["index"]]
+        out_shape, shape = self._rows_of(nd, env)
+        rows = shape[0]
         ib, ob = a["in_bits"], a["out_bits"]
         (qa, sa), (qb, sb) = (self._broadcast_operand(env, n, out_shape, shape, ib) for n in nd.inputs[:2])
         s1 = sa + sb
@@ -475,15 +478,13 @@ class VectorRunner:
         2^14), pass 2 at that (m + 1) / 127, as the other units."""
         a = c.args
         nd = self.graph.nodes[a["index"]]
-        out_shape = np.broadcast_shapes(*(np.shape(self.value(env, n)) for n in nd.inputs[:2]))
-        rows = out_shape[0] if len(out_shape) > 1 else 1
-        shape = (rows, math.prod(out_shape) // rows)
+        out_shape, shape = self._rows_of(nd, env)
         (qa, sa), (qb, sb) = (self._broadcast_operand(env, n, out_shape, shape, 8) for n in nd.inputs[:2])
         s1 = sa * sb * (1 << 14) / 127
         y1 = mul_rows(qa, qb, *clamp_pairs(sa * sb / s1))
         scale = s1 * (np.abs(y1).max(axis=1) + 1) / 127
         y = mul_rows(qa, qb, *clamp_pairs(sa * sb / scale))
-        self.shapes.append({"op": c.op, "node": c.node, "rows": rows, "L": shape[1], "passes": a["passes"]})
+        self.shapes.append({"op": c.op, "node": c.node, "rows": shape[0], "L": shape[1], "passes": a["passes"]})
         self._emit(c.node, y.reshape(out_shape), scale, env)
 
     def _rope(self, c: Command, env: dict) -> None:
